@@ -1,0 +1,69 @@
+# Thin wrapper around CMake and the test runners. The two commands a user
+# needs are `make run` and `make test`; both install what is missing first.
+
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+JOBS       ?= $(shell nproc)
+PYTHON     ?= /usr/bin/python3
+LISTEN     ?= 127.0.0.1:8080
+SCRIPT     ?= scripts/relay.lua
+
+# Debian packages: what building and running needs, and what the tests add.
+BUILD_PKGS = gcc make cmake pkg-config libuv1-dev libwslay-dev libhttp-parser-dev \
+             liblua5.4-dev lua5.4 libssl-dev
+TEST_PKGS  = libcmocka-dev python3 python3-websockets python3-pytest lua-busted lua-cjson
+
+SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps deps-test build build-asan run test test-unit test-e2e test-asan clean
+
+all: build
+
+# Installs only the packages that are missing, so it is quick when nothing is.
+deps:
+	@missing=$$(for p in $(BUILD_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+deps-test: deps
+	@missing=$$(for p in $(TEST_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+
+build-asan: deps-test
+	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DMW_SANITIZE=ON >/dev/null
+	@cmake --build $(BUILD_ASAN) -j$(JOBS)
+
+run: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS) --target moonwire
+	@echo "moonwire: open http://$(LISTEN)/ (Ctrl-C to stop)"
+	./$(BUILD)/moonwire --listen $(LISTEN) --script $(SCRIPT)
+
+test: deps-test
+	$(MAKE) --no-print-directory build build-asan
+	$(MAKE) --no-print-directory test-unit test-e2e test-asan
+
+test-unit:
+	cd $(BUILD) && ctest --output-on-failure --timeout 60
+
+test-e2e:
+	MW_BIN=$(CURDIR)/$(BUILD)/moonwire $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
+
+# The whole unit and end-to-end suite again, against the sanitizer build.
+test-asan:
+	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure --timeout 120
+	MW_BIN=$(CURDIR)/$(BUILD_ASAN)/moonwire MW_SANITIZED=1 $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN)

@@ -1,0 +1,518 @@
+/* Configuration: defaults, the schema, and loading a Lua configuration file.
+ *
+ * The file runs in a state of its own with a small environment (no io, no
+ * require); only its returned table is read. Every key the server knows is a
+ * row of `schema` below, which also drives mw_config_push().
+ */
+#include "moonwire/config.h"
+#include "moonwire/error.h"
+#include "moonwire/log.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { T_STR, T_LIST, T_BOOL, T_U32, T_U64, T_SIZE, T_MS, T_LEVEL, T_BPOLICY } ktype_t;
+
+typedef struct {
+    const char *section; /* NULL for the top level */
+    const char *key;
+    ktype_t type;
+    size_t offset;
+} key_t_;
+
+#define F(field) offsetof(mw_config_t, field)
+
+static const key_t_ schema[] = {
+    {NULL, "listen", T_LIST, F(listen)},
+    {NULL, "script", T_STR, F(script)},
+    {NULL, "node_id", T_STR, F(node_id)},
+    {"log", "level", T_LEVEL, F(log_level)},
+    {"log", "json", T_BOOL, F(log_json)},
+    {"log", "file", T_STR, F(log_file)},
+    {"websocket", "paths", T_LIST, F(ws_paths)},
+    {"websocket", "subprotocols", T_LIST, F(subprotocols)},
+    {"websocket", "allowed_origins", T_LIST, F(allowed_origins)},
+    {"websocket", "max_message_size", T_SIZE, F(max_message_size)},
+    {"limits", "max_connections", T_U32, F(max_connections)},
+    {"limits", "max_connections_per_ip", T_U32, F(max_connections_per_ip)},
+    {"limits", "max_head_size", T_SIZE, F(max_head_size)},
+    {"limits", "handshake_timeout", T_MS, F(handshake_timeout)},
+    {"limits", "idle_timeout", T_MS, F(idle_timeout)},
+    {"limits", "ping_timeout", T_MS, F(ping_timeout)},
+    {"limits", "close_timeout", T_MS, F(close_timeout)},
+    {"limits", "shutdown_timeout", T_MS, F(shutdown_timeout)},
+    {"limits", "max_buffered", T_SIZE, F(max_buffered)},
+    {"limits", "backpressure", T_BPOLICY, F(backpressure)},
+    {"lua", "hook_budget", T_U64, F(hook_budget)},
+    {"lua", "memory_limit", T_SIZE, F(memory_limit)},
+    {"http", "healthz", T_BOOL, F(healthz)},
+};
+
+#define NKEYS (sizeof(schema) / sizeof(schema[0]))
+
+static const char *sections[] = {"log", "websocket", "limits", "lua", "http", "app"};
+
+int mw_config_set_str(char **field, const char *value)
+{
+    char *s = value != NULL ? strdup(value) : NULL;
+    if (value != NULL && s == NULL)
+        return MW_ENOMEM;
+    free(*field);
+    *field = s;
+    return 0;
+}
+
+int mw_config_list_add(mw_strlist_t *list, const char *value)
+{
+    char **items = realloc(list->items, (list->n + 1) * sizeof(char *));
+    if (items == NULL)
+        return MW_ENOMEM;
+    list->items = items;
+    items[list->n] = strdup(value);
+    if (items[list->n] == NULL)
+        return MW_ENOMEM;
+    list->n++;
+    return 0;
+}
+
+void mw_config_list_clear(mw_strlist_t *list)
+{
+    for (size_t i = 0; i < list->n; i++)
+        free(list->items[i]);
+    free(list->items);
+    list->items = NULL;
+    list->n = 0;
+}
+
+int mw_config_init(mw_config_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->log_level = MW_LOG_INFO;
+    cfg->max_message_size = 16u << 20;
+    cfg->max_connections = 100000;
+    cfg->max_connections_per_ip = 0;
+    cfg->max_head_size = 8192;
+    cfg->handshake_timeout = 10000;
+    cfg->idle_timeout = 60000;
+    cfg->ping_timeout = 15000;
+    cfg->close_timeout = 3000;
+    cfg->shutdown_timeout = 5000;
+    cfg->max_buffered = 1u << 20;
+    cfg->backpressure = MW_BP_CLOSE;
+    cfg->hook_budget = 10000000;
+    cfg->memory_limit = 256u << 20;
+    cfg->healthz = 1;
+    cfg->app_ref = LUA_NOREF;
+    if (mw_config_set_str(&cfg->script, "scripts/relay.lua") != 0 ||
+        mw_config_list_add(&cfg->listen, "127.0.0.1:8080") != 0 ||
+        mw_config_list_add(&cfg->ws_paths, "/*") != 0)
+        return MW_ENOMEM;
+    return 0;
+}
+
+void mw_config_close(mw_config_t *cfg)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        void *field = (char *)cfg + schema[i].offset;
+        if (schema[i].type == T_STR) {
+            free(*(char **)field);
+            *(char **)field = NULL;
+        } else if (schema[i].type == T_LIST) {
+            mw_config_list_clear(field);
+        }
+    }
+    free(cfg->path);
+    cfg->path = NULL;
+    if (cfg->L != NULL)
+        lua_close(cfg->L);
+    cfg->L = NULL;
+}
+
+/* Writes "config FILE: 'section.key' msg" into err. */
+static int key_error(char *err, size_t errlen, const char *path, const char *section,
+                     const char *key, const char *msg)
+{
+    snprintf(err, errlen, "config %s: '%s%s%s' %s", path, section ? section : "",
+             section ? "." : "", key, msg);
+    return MW_ECONFIG;
+}
+
+static const key_t_ *find_key(const char *section, const char *key)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        int same_section = (section == NULL && schema[i].section == NULL) ||
+                           (section != NULL && schema[i].section != NULL &&
+                            strcmp(section, schema[i].section) == 0);
+        if (same_section && strcmp(schema[i].key, key) == 0)
+            return &schema[i];
+    }
+    return NULL;
+}
+
+/* Reads the value at the top of L into the field of k. Returns 0, or an error
+ * message (static) describing what the value should have been. */
+static const char *apply(mw_config_t *cfg, const key_t_ *k, lua_State *L)
+{
+    void *field = (char *)cfg + k->offset;
+    lua_Number n;
+    int isnum;
+
+    switch (k->type) {
+    case T_STR:
+        if (lua_type(L, -1) != LUA_TSTRING)
+            return "must be a string";
+        return mw_config_set_str(field, lua_tostring(L, -1)) == 0 ? NULL : "out of memory";
+    case T_LIST: {
+        mw_strlist_t *list = field;
+        mw_config_list_clear(list);
+        if (lua_type(L, -1) == LUA_TSTRING)
+            return mw_config_list_add(list, lua_tostring(L, -1)) == 0 ? NULL : "out of memory";
+        if (lua_type(L, -1) != LUA_TTABLE)
+            return "must be a string or a list of strings";
+        for (lua_Integer i = 1; i <= (lua_Integer)luaL_len(L, -1); i++) {
+            int t = lua_rawgeti(L, -1, i);
+            if (t != LUA_TSTRING) {
+                lua_pop(L, 1);
+                return "must be a list of strings";
+            }
+            if (mw_config_list_add(list, lua_tostring(L, -1)) != 0)
+                return "out of memory";
+            lua_pop(L, 1);
+        }
+        return NULL;
+    }
+    case T_BOOL:
+        if (lua_type(L, -1) != LUA_TBOOLEAN)
+            return "must be true or false";
+        *(int *)field = lua_toboolean(L, -1);
+        return NULL;
+    case T_LEVEL: {
+        int level;
+        if (lua_type(L, -1) != LUA_TSTRING ||
+            (level = mw_log_level_parse(lua_tostring(L, -1))) < 0)
+            return "must be one of \"debug\", \"info\", \"warn\", \"error\", \"off\"";
+        *(int *)field = level;
+        return NULL;
+    }
+    case T_BPOLICY: {
+        const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+        if (strcmp(s, "close") == 0)
+            *(int *)field = MW_BP_CLOSE;
+        else if (strcmp(s, "drop") == 0)
+            *(int *)field = MW_BP_DROP;
+        else
+            return "must be \"close\" or \"drop\"";
+        return NULL;
+    }
+    default:
+        break;
+    }
+
+    n = lua_tonumberx(L, -1, &isnum);
+    if (lua_type(L, -1) != LUA_TNUMBER || !isnum || n < 0 || isnan(n))
+        return "must be a number, zero or more";
+    switch (k->type) {
+    case T_U32:
+        if (n > UINT32_MAX || n != floor(n))
+            return "must be a whole number below 2^32";
+        *(uint32_t *)field = (uint32_t)n;
+        break;
+    case T_U64:
+        if (n > 9e18 || n != floor(n))
+            return "must be a whole number";
+        *(uint64_t *)field = (uint64_t)n;
+        break;
+    case T_SIZE:
+        if (n > 9e15 || n != floor(n))
+            return "must be a whole number of bytes";
+        *(size_t *)field = (size_t)n;
+        break;
+    case T_MS:
+        if (n * 1000 > UINT32_MAX)
+            return "must be a number of seconds below 4294967";
+        *(uint32_t *)field = (uint32_t)llround(n * 1000);
+        break;
+    default:
+        break;
+    }
+    return NULL;
+}
+
+/* Checks that the value at the top is plain data that can be copied to another state. */
+static int is_data(lua_State *L, int depth)
+{
+    int t = lua_type(L, -1);
+    if (t == LUA_TNIL || t == LUA_TBOOLEAN || t == LUA_TNUMBER || t == LUA_TSTRING)
+        return 1;
+    if (t != LUA_TTABLE || depth > 32)
+        return 0;
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+        int ok = is_data(L, depth + 1);
+        lua_pop(L, 1);
+        if (ok) {
+            lua_pushvalue(L, -1);
+            ok = is_data(L, depth + 1);
+            lua_pop(L, 1);
+        }
+        if (!ok) {
+            lua_pop(L, 1);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int run_file(lua_State *L)
+{
+    const char *path = lua_touserdata(L, 1);
+    static const char *const allowed[] = {"assert", "error",    "ipairs", "next",
+                                          "pairs",  "select",   "tonumber", "tostring",
+                                          "type",   "math",     "string", "table"};
+
+    luaL_openlibs(L);
+    lua_newtable(L); /* the environment */
+    for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++) {
+        lua_getglobal(L, allowed[i]);
+        lua_setfield(L, -2, allowed[i]);
+    }
+    lua_newtable(L);
+    lua_getglobal(L, "os");
+    lua_getfield(L, -1, "getenv");
+    lua_setfield(L, -3, "getenv");
+    lua_pop(L, 1);
+    lua_setfield(L, -2, "os");
+    if (luaL_loadfilex(L, path, "t") != LUA_OK)
+        return lua_error(L);
+    lua_pushvalue(L, -2);
+    lua_setupvalue(L, -2, 1);
+    lua_call(L, 0, 1);
+    return 1;
+}
+
+int mw_config_load(mw_config_t *cfg, const char *path, char *err, size_t errlen)
+{
+    lua_State *L;
+    const char *msg;
+
+    if (mw_config_set_str(&cfg->path, path) != 0)
+        return MW_ENOMEM;
+    L = luaL_newstate();
+    if (L == NULL)
+        return MW_ENOMEM;
+    if (cfg->L != NULL)
+        lua_close(cfg->L);
+    cfg->L = L;
+    cfg->app_ref = LUA_NOREF;
+
+    lua_pushcfunction(L, run_file);
+    lua_pushlightuserdata(L, (void *)path);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        snprintf(err, errlen, "config: %s", lua_tostring(L, -1));
+        return MW_ECONFIG;
+    }
+    if (lua_type(L, -1) != LUA_TTABLE) {
+        snprintf(err, errlen, "config %s: the file must return a table", path);
+        return MW_ECONFIG;
+    }
+
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+        const char *name;
+        const key_t_ *k;
+        int is_section = 0;
+
+        if (lua_type(L, -2) != LUA_TSTRING)
+            return key_error(err, errlen, path, NULL, "?", "keys must be strings");
+        name = lua_tostring(L, -2);
+        for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
+            is_section |= strcmp(name, sections[i]) == 0;
+
+        if (strcmp(name, "app") == 0) {
+            if (lua_type(L, -1) != LUA_TTABLE || !is_data(L, 0))
+                return key_error(err, errlen, path, NULL, name,
+                                 "must be a table of strings, numbers, booleans and tables");
+            lua_pushvalue(L, -1);
+            cfg->app_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        } else if (is_section) {
+            if (lua_type(L, -1) != LUA_TTABLE)
+                return key_error(err, errlen, path, NULL, name, "must be a table");
+            lua_pushnil(L);
+            while (lua_next(L, -2) != 0) {
+                const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+                k = lua_type(L, -2) == LUA_TSTRING ? find_key(name, key) : NULL;
+                if (k == NULL)
+                    return key_error(err, errlen, path, name, key, "is not a configuration key");
+                if ((msg = apply(cfg, k, L)) != NULL)
+                    return key_error(err, errlen, path, name, key, msg);
+                lua_pop(L, 1);
+            }
+        } else {
+            k = find_key(NULL, name);
+            if (k == NULL)
+                return key_error(err, errlen, path, NULL, name, "is not a configuration key");
+            if ((msg = apply(cfg, k, L)) != NULL)
+                return key_error(err, errlen, path, NULL, name, msg);
+        }
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 0);
+    return 0;
+}
+
+int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
+{
+    if (cfg->listen.n == 0) {
+        snprintf(err, errlen, "config: no address to listen on (set 'listen' or --listen)");
+        return MW_ECONFIG;
+    }
+    if (cfg->script == NULL || cfg->script[0] == '\0') {
+        snprintf(err, errlen, "config: 'script' is empty");
+        return MW_ECONFIG;
+    }
+    if (cfg->node_id != NULL) {
+        const char *p = cfg->node_id;
+        if (*p == '\0' || strlen(p) > 32) {
+            snprintf(err, errlen, "config: 'node_id' must be 1 to 32 characters");
+            return MW_ECONFIG;
+        }
+        for (; *p; p++) {
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                  (*p >= '0' && *p <= '9') || *p == '_' || *p == '-')) {
+                snprintf(err, errlen, "config: 'node_id' may hold only letters, digits, _ and -");
+                return MW_ECONFIG;
+            }
+        }
+    }
+    for (size_t i = 0; i < cfg->ws_paths.n; i++) {
+        if (cfg->ws_paths.items[i][0] != '/') {
+            snprintf(err, errlen, "config: 'websocket.paths' entry '%s' must start with /",
+                     cfg->ws_paths.items[i]);
+            return MW_ECONFIG;
+        }
+    }
+    if (cfg->max_message_size == 0 || cfg->max_message_size > UINT32_MAX - 16) {
+        snprintf(err, errlen, "config: 'websocket.max_message_size' must be 1 to 4294967279");
+        return MW_ECONFIG;
+    }
+    if (cfg->max_head_size < 256) {
+        snprintf(err, errlen, "config: 'limits.max_head_size' must be at least 256");
+        return MW_ECONFIG;
+    }
+    return 0;
+}
+
+/* Copies the plain-data value at the top of `from` onto `to`. */
+static void copy_value(lua_State *from, lua_State *to, int depth)
+{
+    switch (lua_type(from, -1)) {
+    case LUA_TBOOLEAN:
+        lua_pushboolean(to, lua_toboolean(from, -1));
+        break;
+    case LUA_TNUMBER:
+        if (lua_isinteger(from, -1))
+            lua_pushinteger(to, lua_tointeger(from, -1));
+        else
+            lua_pushnumber(to, lua_tonumber(from, -1));
+        break;
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(from, -1, &len);
+        lua_pushlstring(to, s, len);
+        break;
+    }
+    case LUA_TTABLE:
+        lua_newtable(to);
+        if (depth > 32)
+            break;
+        lua_pushnil(from);
+        while (lua_next(from, -2) != 0) {
+            lua_pushvalue(from, -2);
+            copy_value(from, to, depth + 1); /* key */
+            lua_pop(from, 1);
+            copy_value(from, to, depth + 1); /* value */
+            lua_pop(from, 1);
+            lua_rawset(to, -3);
+        }
+        break;
+    default:
+        lua_pushnil(to);
+        break;
+    }
+}
+
+static void push_list(lua_State *L, const mw_strlist_t *list)
+{
+    lua_createtable(L, (int)list->n, 0);
+    for (size_t i = 0; i < list->n; i++) {
+        lua_pushstring(L, list->items[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+}
+
+void mw_config_push(const mw_config_t *cfg, lua_State *L)
+{
+    static const char *bp_names[] = {"close", "drop"};
+
+    lua_newtable(L);
+    for (size_t i = 0; i < NKEYS; i++) {
+        const key_t_ *k = &schema[i];
+        const void *field = (const char *)cfg + k->offset;
+        if (k->section != NULL) {
+            if (lua_getfield(L, -1, k->section) != LUA_TTABLE) {
+                lua_pop(L, 1);
+                lua_newtable(L);
+                lua_pushvalue(L, -1);
+                lua_setfield(L, -3, k->section);
+            }
+        }
+        switch (k->type) {
+        case T_STR:
+            if (*(char *const *)field != NULL)
+                lua_pushstring(L, *(char *const *)field);
+            else
+                lua_pushnil(L);
+            break;
+        case T_LIST:
+            push_list(L, field);
+            break;
+        case T_BOOL:
+            lua_pushboolean(L, *(const int *)field);
+            break;
+        case T_U32:
+            lua_pushinteger(L, *(const uint32_t *)field);
+            break;
+        case T_U64:
+            lua_pushinteger(L, (lua_Integer) * (const uint64_t *)field);
+            break;
+        case T_SIZE:
+            lua_pushinteger(L, (lua_Integer) * (const size_t *)field);
+            break;
+        case T_MS:
+            lua_pushnumber(L, *(const uint32_t *)field / 1000.0);
+            break;
+        case T_LEVEL:
+            lua_pushstring(L, mw_log_level_name(*(const int *)field));
+            break;
+        case T_BPOLICY:
+            lua_pushstring(L, bp_names[*(const int *)field]);
+            break;
+        }
+        lua_setfield(L, -2, k->key);
+        if (k->section != NULL)
+            lua_pop(L, 1);
+    }
+    if (cfg->L != NULL && cfg->app_ref != LUA_NOREF) {
+        lua_rawgeti(cfg->L, LUA_REGISTRYINDEX, cfg->app_ref);
+        copy_value(cfg->L, L, 0);
+        lua_pop(cfg->L, 1);
+    } else {
+        lua_newtable(L);
+    }
+    lua_setfield(L, -2, "app");
+}

@@ -1,0 +1,344 @@
+/* A connection's life: reading the request, the WebSocket session, the
+ * closing handshake, and handing back to the transport. See conn.h.
+ */
+#include "moonwire/conn.h"
+#include "moonwire/error.h"
+#include "moonwire/handshake.h"
+#include "moonwire/log.h"
+#include "moonwire/lua_host.h"
+#include "moonwire/server.h"
+
+#include <arpa/inet.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void on_ws_message(void *ud, int opcode, const uint8_t *data, size_t len);
+static void on_ws_ping(void *ud, const uint8_t *data, size_t len);
+static void on_ws_pong(void *ud, const uint8_t *data, size_t len);
+static void on_ws_close(void *ud, uint16_t code, const char *reason, size_t len);
+static void on_ws_fail(void *ud, uint16_t code, const char *why);
+
+static const mw_ws_handler_t ws_handler = {
+    on_ws_message, on_ws_ping, on_ws_pong, on_ws_close, on_ws_fail,
+};
+
+int mw_conn_init(mw_conn_t *c, mw_server_t *srv, const mw_transport_t *tp, const mw_addr_t *addr)
+{
+    memset(c, 0, sizeof(*c));
+    srv->nconns++; /* from here on mw_conn_release() undoes everything */
+    c->srv = srv;
+    c->tp = tp;
+    c->serial = mw_registry_next_serial(&srv->reg);
+    c->state = MW_CONN_HTTP;
+    c->lua_ref = c->req_ref = LUA_NOREF;
+    c->since = c->last_rx = srv->timers.now;
+    if (addr != NULL)
+        c->addr = *addr;
+    mw_list_init(&c->timeout_link);
+    mw_list_init(&c->open_link);
+    mw_list_init(&c->flush_link);
+    mw_list_init(&c->close_link);
+    mw_list_init(&c->subs);
+    mw_outq_init(&c->outq);
+    mw_ws_init(&c->ws, &ws_handler, c, srv->cfg->max_message_size);
+    c->ws.stopped = 1; /* until the upgrade */
+    mw_server_set_tlist(srv, c, MW_TL_HANDSHAKE);
+    c->http = malloc(sizeof(*c->http));
+    if (c->http == NULL)
+        return MW_ENOMEM;
+    mw_http_req_init(c->http, srv->cfg->max_head_size);
+    srv->metrics.connections_total++;
+    return 0;
+}
+
+/* The app-level close: record the code, leave the open set, and owe on_close. */
+static void closed(mw_conn_t *c, uint16_t code, const char *reason, size_t len)
+{
+    mw_server_t *srv = c->srv;
+
+    if (c->state == MW_CONN_CLOSED)
+        return;
+    c->state = MW_CONN_CLOSED;
+    c->close_code = code;
+    c->close_reason = reason;
+    c->close_reason_len = (uint16_t)len;
+    if (code < 5000)
+        srv->metrics.closes[code]++;
+    mw_registry_remove(&srv->reg, c);
+    mw_server_set_tlist(srv, c, MW_TL_CLOSING);
+    mw_server_queue_close(srv, c);
+}
+
+void mw_conn_release(mw_conn_t *c)
+{
+    mw_server_t *srv = c->srv;
+
+    if (c->freed)
+        return;
+    c->freed = 1;
+    if (c->state == MW_CONN_OPEN || c->state == MW_CONN_CLOSING)
+        closed(c, 1006, "", 0);
+    if (c->queued_close) {
+        /* The transport went away before the end of the turn: settle now. */
+        mw_list_remove(&c->close_link);
+        c->queued_close = 0;
+        mw_lua_close(srv->lua, c);
+    }
+    mw_lua_forget(srv->lua, c);
+    mw_registry_remove(&srv->reg, c);
+    mw_server_set_tlist(srv, c, MW_TL_NONE);
+    if (mw_list_linked(&c->flush_link))
+        mw_list_remove(&c->flush_link);
+    mw_outq_clear(&c->outq);
+    mw_ws_close(&c->ws);
+    if (c->http != NULL) {
+        mw_http_req_close(c->http);
+        free(c->http);
+        c->http = NULL;
+    }
+    free(c->protocol);
+    c->protocol = NULL;
+    srv->nconns--;
+}
+
+size_t mw_conn_id(const mw_conn_t *c, char *out)
+{
+    const mw_registry_t *reg = &c->srv->reg;
+    int n = snprintf(out, MW_ID_MAX, "%s%llu", reg->prefix, (unsigned long long)c->serial);
+    return n < MW_ID_MAX ? (size_t)n : MW_ID_MAX - 1;
+}
+
+void mw_conn_addr(const mw_conn_t *c, char *out, size_t cap)
+{
+    const void *src = NULL;
+    out[0] = '\0';
+    if (c->addr.sa.sa_family == AF_INET)
+        src = &c->addr.in4.sin_addr;
+    else if (c->addr.sa.sa_family == AF_INET6)
+        src = &c->addr.in6.sin6_addr;
+    if (src == NULL || inet_ntop(c->addr.sa.sa_family, src, out, (socklen_t)cap) == NULL)
+        snprintf(out, cap, "-");
+}
+
+int mw__conn_queue(mw_conn_t *c, mw_frame_t *f)
+{
+    int r = mw_outq_push(&c->outq, f);
+    if (r == 0)
+        mw_server_want_flush(c->srv, c);
+    return r;
+}
+
+/* Closes the transport once everything queued has been written. */
+static void finish(mw_conn_t *c)
+{
+    c->finishing = 1;
+    mw_server_want_flush(c->srv, c);
+}
+
+static int queue_close_frame(mw_conn_t *c, uint16_t code, const char *reason, size_t len)
+{
+    mw_frame_t *f;
+    int r;
+
+    if (c->close_sent)
+        return 0;
+    f = mw_frame_new_close(code, reason, len);
+    if (f == NULL)
+        return MW_ENOMEM;
+    r = mw__conn_queue(c, f);
+    mw_frame_unref(f);
+    c->close_sent = 1;
+    return r;
+}
+
+int mw_conn_close(mw_conn_t *c, uint16_t code, const char *reason, size_t reason_len)
+{
+    switch (c->state) {
+    case MW_CONN_HTTP:
+        c->state = MW_CONN_CLOSED;
+        mw_server_set_tlist(c->srv, c, MW_TL_CLOSING);
+        finish(c);
+        return 0;
+    case MW_CONN_OPEN:
+        queue_close_frame(c, code, reason, reason_len);
+        c->close_code = code ? code : 1005;
+        c->state = MW_CONN_CLOSING;
+        mw_server_set_tlist(c->srv, c, MW_TL_CLOSING);
+        return 0;
+    default:
+        return MW_ECLOSED;
+    }
+}
+
+void mw_conn_fail(mw_conn_t *c, uint16_t code, const char *why)
+{
+    if (c->state == MW_CONN_CLOSED)
+        return;
+    if (c->state == MW_CONN_HTTP) {
+        mw_conn_close(c, 0, NULL, 0);
+        return;
+    }
+    mw_log_debug("conn %llu failed: %s (%u)", (unsigned long long)c->serial, why, code);
+    queue_close_frame(c, code, why, strlen(why));
+    c->ws.stopped = 1;
+    closed(c, code, why, strlen(why));
+    finish(c);
+}
+
+void mw_conn_reply(mw_conn_t *c, mw_frame_t *reply)
+{
+    if (reply != NULL) {
+        mw__conn_queue(c, reply);
+        mw_frame_unref(reply);
+    }
+    mw_conn_close(c, 0, NULL, 0);
+}
+
+void mw_conn_ping(mw_conn_t *c)
+{
+    mw_frame_t *f;
+    if (c->state != MW_CONN_OPEN)
+        return;
+    f = mw_frame_new(MW_OP_PING, NULL, 0);
+    if (f != NULL) {
+        mw__conn_queue(c, f);
+        mw_frame_unref(f);
+    }
+}
+
+int mw_conn_send(mw_conn_t *c, mw_frame_t *f)
+{
+    mw_server_t *srv = c->srv;
+    int r;
+
+    if (c->state != MW_CONN_OPEN)
+        return MW_ECLOSED;
+    /* A frame always fits an empty queue, so one message larger than the bound
+     * still goes out; the bound stops a queue from growing behind a slow reader. */
+    if (c->outq.bytes > 0 && c->outq.bytes + f->len > srv->cfg->max_buffered) {
+        if (srv->cfg->backpressure == MW_BP_DROP) {
+            srv->metrics.backpressure_drops++;
+        } else {
+            srv->metrics.backpressure_closes++;
+            /* The close frame jumps no queue: the peer reads it after the backlog. */
+            mw_conn_fail(c, 1008, "write queue full");
+        }
+        return MW_EBACKPRESSURE;
+    }
+    r = mw__conn_queue(c, f);
+    if (r == 0) {
+        c->msgs_out++;
+        srv->metrics.messages_out++;
+    }
+    return r;
+}
+
+void mw_conn_on_read(mw_conn_t *c, const uint8_t *data, size_t len)
+{
+    mw_server_t *srv = c->srv;
+
+    c->bytes_in += len;
+    srv->metrics.bytes_in += len;
+    if (c->state == MW_CONN_HTTP) {
+        size_t used = 0;
+        int r = mw_http_feed(c->http, (const char *)data, len, &used);
+        if (r == MW_EAGAIN)
+            return;
+        if (r != 0) {
+            mw_handshake_refuse_bad(c, r);
+            return;
+        }
+        mw_handshake_request(c);
+        if (c->state != MW_CONN_OPEN || used == len)
+            return;
+        /* The client did not wait for the 101: the rest is WebSocket. */
+        data += used;
+        len -= used;
+    }
+    if (c->state == MW_CONN_OPEN)
+        mw_server_touch(srv, c);
+    if (!c->ws.stopped)
+        mw_ws_feed(&c->ws, data, len);
+}
+
+void mw_conn_on_eof(mw_conn_t *c)
+{
+    if (c->state == MW_CONN_OPEN || c->state == MW_CONN_CLOSING)
+        closed(c, c->close_received ? c->close_code : 1006, "", 0);
+    c->state = MW_CONN_CLOSED;
+    /* Nothing more will be read or written: no deadline is left to keep. */
+    mw_server_set_tlist(c->srv, c, MW_TL_NONE);
+    c->tp->abort(c);
+}
+
+void mw_conn_on_written(mw_conn_t *c, size_t n)
+{
+    mw_server_t *srv = c->srv;
+
+    mw_outq_consume(&c->outq, n);
+    c->bytes_out += n;
+    srv->metrics.bytes_out += n;
+    if (c->paused && c->outq.bytes <= srv->cfg->max_buffered / 2) {
+        c->paused = 0;
+        c->tp->pause(c, 0);
+    }
+    if (mw_outq_empty(&c->outq) && c->finishing)
+        c->tp->finish(c);
+}
+
+static void on_ws_message(void *ud, int opcode, const uint8_t *data, size_t len)
+{
+    mw_conn_t *c = ud;
+
+    if (c->state != MW_CONN_OPEN)
+        return; /* after our close frame, data is read and dropped */
+    c->msgs_in++;
+    c->srv->metrics.messages_in++;
+    mw_lua_message(c->srv->lua, c, opcode, data, len);
+}
+
+static void on_ws_ping(void *ud, const uint8_t *data, size_t len)
+{
+    mw_conn_t *c = ud;
+    mw_frame_t *f;
+
+    if (c->close_sent)
+        return;
+    f = mw_frame_new(MW_OP_PONG, data, len);
+    if (f != NULL) {
+        mw__conn_queue(c, f);
+        mw_frame_unref(f);
+    }
+}
+
+static void on_ws_pong(void *ud, const uint8_t *data, size_t len)
+{
+    (void)ud;
+    (void)data;
+    (void)len;
+    /* Any byte received already counts as activity (mw_server_touch). */
+}
+
+static void on_ws_close(void *ud, uint16_t code, const char *reason, size_t len)
+{
+    mw_conn_t *c = ud;
+
+    c->close_received = 1;
+    if (!c->close_sent) {
+        /* Echo the peer's code; a close without one is answered without one. */
+        queue_close_frame(c, code == 1005 ? 0 : code, NULL, 0);
+        closed(c, code, reason, len);
+    } else {
+        /* Our close was answered: report the code we sent (the peer echoes it). */
+        closed(c, c->close_code, "", 0);
+    }
+    finish(c);
+}
+
+static void on_ws_fail(void *ud, uint16_t code, const char *why)
+{
+    mw_conn_fail(ud, code, why);
+}

@@ -1,0 +1,225 @@
+/* Routing of complete HTTP requests and the WebSocket opening handshake.
+ *
+ * Order: built-in endpoints (/healthz, /metrics), then WebSocket paths
+ * (RFC 6455 checks, origin allowlist, capacity, on_upgrade, 101), then 404.
+ * Every refusal is a short text reply and a closed connection.
+ */
+#include "moonwire/handshake.h"
+#include "moonwire/conn.h"
+#include "moonwire/error.h"
+#include "moonwire/log.h"
+#include "moonwire/lua_host.h"
+#include "moonwire/server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static void count(mw_conn_t *c, mw_handshake_result_t r)
+{
+    c->srv->metrics.handshakes[r]++;
+}
+
+void mw_handshake_refuse(mw_conn_t *c, int status, const char *why, const char *extra_headers)
+{
+    char body[512];
+    int n = snprintf(body, sizeof(body), "%d %s: %s\n", status, mw_http_status_text(status), why);
+    if (n < 0 || (size_t)n >= sizeof(body))
+        n = (int)sizeof(body) - 1;
+    mw_log_debug("conn %llu refused: %d %s", (unsigned long long)c->serial, status, why);
+    mw_conn_reply(c, mw_http_reply(status, NULL, extra_headers, body, (size_t)n));
+}
+
+void mw_handshake_refuse_bad(mw_conn_t *c, int err)
+{
+    if (err == MW_ETOOBIG) {
+        count(c, MW_HS_too_large);
+        mw_handshake_refuse(c, 431, "request head too large", NULL);
+    } else if (err == MW_ENOMEM) {
+        count(c, MW_HS_error);
+        mw_handshake_refuse(c, 503, "out of memory", NULL);
+    } else {
+        count(c, MW_HS_bad_request);
+        mw_handshake_refuse(c, 400, "malformed HTTP request", NULL);
+    }
+}
+
+int mw_handshake_path_matches(const char *const *patterns, size_t n, const char *path, size_t len)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *p = patterns[i];
+        size_t plen = strlen(p);
+        if (plen > 0 && p[plen - 1] == '*') {
+            if (len >= plen - 1 && memcmp(path, p, plen - 1) == 0)
+                return 1;
+        } else if (plen == len && memcmp(path, p, len) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int path_is(const char *path, size_t len, const char *lit)
+{
+    return strlen(lit) == len && memcmp(path, lit, len) == 0;
+}
+
+static int origin_allowed(const mw_conn_t *c)
+{
+    const mw_strlist_t *allow = &c->srv->cfg->allowed_origins;
+    const char *origin;
+    size_t len;
+
+    if (allow->n == 0)
+        return 1;
+    origin = mw_http_header(c->http, "Origin", 0, &len);
+    if (origin == NULL)
+        return 1; /* not a browser: Origin protects browsers' users only */
+    for (size_t i = 0; i < allow->n; i++) {
+        const char *a = allow->items[i];
+        if (strcmp(a, "*") == 0 || (strlen(a) == len && strncasecmp(a, origin, len) == 0))
+            return 1;
+    }
+    return 0;
+}
+
+/* Picks the first subprotocol of the configured list that the client offered. */
+static const char *config_protocol(const mw_conn_t *c)
+{
+    const mw_strlist_t *mine = &c->srv->cfg->subprotocols;
+    for (size_t i = 0; i < mine->n; i++)
+        if (mw_http_header_has_token(c->http, "Sec-WebSocket-Protocol", mine->items[i]))
+            return mine->items[i];
+    return NULL;
+}
+
+static void reply_text(mw_conn_t *c, int status, const char *body, size_t len, int head_only)
+{
+    mw_conn_reply(c, mw_http_reply(status, NULL, NULL, body, head_only ? 0 : len));
+}
+
+static void builtin(mw_conn_t *c, const char *path, size_t len)
+{
+    mw_server_t *srv = c->srv;
+    int method = c->http->parser.method;
+    int head = method == HTTP_HEAD;
+
+    if (method != HTTP_GET && method != HTTP_HEAD) {
+        mw_handshake_refuse(c, 405, "only GET and HEAD are allowed here", "Allow: GET, HEAD\r\n");
+        return;
+    }
+    if (path_is(path, len, "/healthz")) {
+        if (srv->draining)
+            reply_text(c, 503, "draining\n", 9, head);
+        else
+            reply_text(c, 200, "ok\n", 3, head);
+        return;
+    }
+    /* /metrics */
+    {
+        char *text = NULL;
+        size_t n = mw_metrics_render(srv, &text);
+        if (n == 0) {
+            mw_handshake_refuse(c, 503, "out of memory", NULL);
+            return;
+        }
+        mw_conn_reply(c, mw_http_reply(200, "text/plain; version=0.0.4", NULL, text,
+                                       head ? 0 : n));
+        free(text);
+    }
+}
+
+static void upgrade(mw_conn_t *c)
+{
+    mw_server_t *srv = c->srv;
+    mw_upgrade_t up;
+    mw_upgrade_decision_t d;
+    const char *why, *protocol;
+    char key[25];
+    int status;
+    mw_frame_t *f;
+
+    status = mw_http_check_upgrade(c->http, &up, &why);
+    if (status != 0) {
+        count(c, status == 405 ? MW_HS_method : status == 426 ? MW_HS_version : MW_HS_bad_request);
+        mw_handshake_refuse(c, status, why,
+                            status == 426   ? "Sec-WebSocket-Version: 13\r\n"
+                            : status == 405 ? "Allow: GET\r\n"
+                                            : NULL);
+        return;
+    }
+    if (!origin_allowed(c)) {
+        count(c, MW_HS_origin);
+        mw_handshake_refuse(c, 403, "origin not allowed", NULL);
+        return;
+    }
+    if (srv->draining || srv->reg.nopen >= srv->cfg->max_connections) {
+        count(c, MW_HS_full);
+        mw_handshake_refuse(c, 503, srv->draining ? "server shutting down" : "server full",
+                            "Retry-After: 5\r\n");
+        return;
+    }
+    memcpy(key, up.key, 24);
+    key[24] = '\0';
+
+    if (mw_lua_upgrade(srv->lua, c, &d) != 0) {
+        count(c, MW_HS_error);
+        mw_handshake_refuse(c, 500, "the application failed", NULL);
+        return;
+    }
+    if (c->state != MW_CONN_HTTP)
+        return; /* the app closed it (conn objects do not exist yet, but be safe) */
+    if (!d.accept) {
+        count(c, MW_HS_app);
+        mw_handshake_refuse(c, d.status, d.body[0] ? d.body : "refused by the application",
+                            NULL);
+        return;
+    }
+    protocol = d.protocol[0] ? d.protocol : config_protocol(c);
+    if (protocol != NULL && (c->protocol = strdup(protocol)) == NULL) {
+        count(c, MW_HS_error);
+        mw_handshake_refuse(c, 503, "out of memory", NULL);
+        return;
+    }
+    f = mw_http_switching(key, c->protocol, NULL);
+    if (f == NULL || mw_registry_add(&srv->reg, c) != 0) {
+        if (f != NULL)
+            mw_frame_unref(f);
+        count(c, MW_HS_error);
+        mw_handshake_refuse(c, 503, "out of memory", NULL);
+        return;
+    }
+    mw__conn_queue(c, f);
+    mw_frame_unref(f);
+    count(c, MW_HS_ok);
+
+    mw_http_req_close(c->http);
+    free(c->http);
+    c->http = NULL;
+    c->state = MW_CONN_OPEN;
+    c->ws.stopped = 0;
+    mw_server_set_tlist(srv, c, MW_TL_ACTIVE);
+    mw_lua_open(srv->lua, c);
+}
+
+void mw_handshake_request(mw_conn_t *c)
+{
+    mw_server_t *srv = c->srv;
+    size_t len;
+    const char *path = mw_http_path(c->http, &len);
+    const mw_config_t *cfg = srv->cfg;
+
+    srv->metrics.http_requests++;
+    if ((cfg->healthz && path_is(path, len, "/healthz")) || path_is(path, len, "/metrics")) {
+        builtin(c, path, len);
+        return;
+    }
+    if (mw_handshake_path_matches((const char *const *)cfg->ws_paths.items, cfg->ws_paths.n,
+                                  path, len)) {
+        upgrade(c);
+        return;
+    }
+    count(c, MW_HS_not_found);
+    mw_handshake_refuse(c, 404, "no such path", NULL);
+}

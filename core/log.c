@@ -1,0 +1,149 @@
+/* Logging: one formatted line per call, written with a single write(2). */
+#include "moonwire/log.h"
+#include "moonwire/error.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static struct {
+    mw_log_level_t level;
+    int json;
+    int fd;     /* 2 (stderr) or an opened file */
+    char *path; /* NULL for stderr */
+} logger = {MW_LOG_INFO, 0, 2, NULL};
+
+static const char *level_names[] = {"debug", "info", "warn", "error", "off"};
+
+int mw_log_level_parse(const char *name)
+{
+    for (int i = 0; i <= MW_LOG_OFF; i++)
+        if (strcmp(name, level_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+const char *mw_log_level_name(mw_log_level_t level)
+{
+    return level <= MW_LOG_OFF ? level_names[level] : "?";
+}
+
+static int open_file(const char *path)
+{
+    return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+}
+
+int mw_log_configure(mw_log_level_t level, int json, const char *file)
+{
+    int fd = 2;
+    char *path = NULL;
+
+    if (file != NULL) {
+        fd = open_file(file);
+        if (fd < 0)
+            return MW_EIO;
+        path = strdup(file);
+        if (path == NULL) {
+            close(fd);
+            return MW_ENOMEM;
+        }
+    }
+    if (logger.fd != 2)
+        close(logger.fd);
+    free(logger.path);
+    logger.level = level;
+    logger.json = json;
+    logger.fd = fd;
+    logger.path = path;
+    return 0;
+}
+
+int mw_log_reopen(void)
+{
+    int fd;
+
+    if (logger.path == NULL)
+        return 0;
+    fd = open_file(logger.path);
+    if (fd < 0)
+        return MW_EIO;
+    dup2(fd, logger.fd);
+    close(fd);
+    return 0;
+}
+
+int mw_log_enabled(mw_log_level_t level)
+{
+    return level >= logger.level && level < MW_LOG_OFF;
+}
+
+/* Appends s to buf as the inside of a JSON string. Returns the new length. */
+static size_t json_escape(char *buf, size_t len, size_t cap, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+
+    for (; *s != '\0' && len + 7 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') {
+            buf[len++] = '\\';
+            buf[len++] = (char)ch;
+        } else if (ch == '\n') {
+            buf[len++] = '\\';
+            buf[len++] = 'n';
+        } else if (ch < 0x20) {
+            memcpy(buf + len, "\\u00", 4);
+            buf[len + 4] = hex[ch >> 4];
+            buf[len + 5] = hex[ch & 15];
+            len += 6;
+        } else {
+            buf[len++] = (char)ch;
+        }
+    }
+    return len;
+}
+
+void mw_logv(mw_log_level_t level, const char *fmt, va_list ap)
+{
+    char msg[4096], line[8192], ts[96];
+    struct timeval tv;
+    struct tm tm;
+    size_t n;
+    int saved_errno = errno;
+
+    if (!mw_log_enabled(level))
+        return;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (int)(tv.tv_usec / 1000));
+    if (logger.json) {
+        n = (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts,
+                             level_names[level]);
+        n = json_escape(line, n, sizeof(line) - 4, msg);
+        memcpy(line + n, "\"}\n", 3);
+        n += 3;
+    } else {
+        int w = snprintf(line, sizeof(line), "%s %-5s %s\n", ts, level_names[level], msg);
+        n = w < (int)sizeof(line) ? (size_t)w : sizeof(line) - 1;
+        line[n - 1] = '\n';
+    }
+    /* A short write to a log is not worth more than one retry. */
+    if (write(logger.fd, line, n) < 0 && errno == EINTR)
+        (void)!write(logger.fd, line, n);
+    errno = saved_errno;
+}
+
+void mw_log(mw_log_level_t level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    mw_logv(level, fmt, ap);
+    va_end(ap);
+}

@@ -1,0 +1,607 @@
+/* The `moonwire` module: conn objects, sending, broadcast, lookup, timers,
+ * logging, state and config. Every argument from Lua is checked (a wrong
+ * type is a Lua error naming the argument); runtime conditions are
+ * nil, "closed" | "backpressure" | message, never an error.
+ */
+#include "moonwire/lua_api.h"
+#include "moonwire/conn.h"
+#include "moonwire/error.h"
+#include "moonwire/log.h"
+#include "moonwire/lua_host.h"
+#include "moonwire/server.h"
+#include "moonwire/utf8.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONN_META "moonwire.conn"
+#define TIMER_META "moonwire.timer"
+#define API_KEY "moonwire.api"
+
+typedef struct {
+    mw_conn_t *conn; /* NULL once the connection has closed for the app */
+    uint8_t id_len;
+    char id[MW_ID_MAX];
+} mw_lconn_t;
+
+/* Module-wide data, a userdata in the registry under API_KEY. */
+typedef struct {
+    mw_list_t timers; /* every scheduled Lua timer */
+} api_t;
+
+typedef struct {
+    mw_timer_t t;
+    mw_list_t link;   /* in api_t.timers while scheduled */
+    lua_State *L;
+    int fn_ref;       /* the callback, while scheduled */
+    int self_ref;     /* pins this userdata while scheduled */
+} ltimer_t;
+
+static api_t *get_api(lua_State *L)
+{
+    api_t *api;
+    lua_getfield(L, LUA_REGISTRYINDEX, API_KEY);
+    api = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return api;
+}
+
+static int push_fail(lua_State *L, const char *msg)
+{
+    luaL_pushfail(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
+static int push_send_result(lua_State *L, int r)
+{
+    switch (r) {
+    case 0:
+        lua_pushboolean(L, 1);
+        return 1;
+    case MW_ECLOSED:
+        return push_fail(L, "closed");
+    case MW_EBACKPRESSURE:
+        return push_fail(L, "backpressure");
+    default:
+        return push_fail(L, mw_strerror(r));
+    }
+}
+
+/* conn objects --------------------------------------------------------------- */
+
+void mw_lua_api_push_conn(lua_State *L, mw_conn_t *c)
+{
+    mw_lconn_t *u = lua_newuserdatauv(L, sizeof(mw_lconn_t), 2);
+    u->conn = c;
+    u->id_len = (uint8_t)mw_conn_id(c, u->id);
+    luaL_setmetatable(L, CONN_META);
+    lua_newtable(L);
+    lua_setiuservalue(L, -2, 1); /* conn.data */
+}
+
+void mw_lua_api_set_request(lua_State *L)
+{
+    lua_setiuservalue(L, -2, 2);
+}
+
+void mw_lua_api_detach_conn(lua_State *L, int idx)
+{
+    mw_lconn_t *u = luaL_testudata(L, idx, CONN_META);
+    if (u != NULL)
+        u->conn = NULL;
+}
+
+static mw_lconn_t *check_lconn(lua_State *L, int idx)
+{
+    return luaL_checkudata(L, idx, CONN_META);
+}
+
+/* Returns the open connection of the conn object at idx, or NULL when closed. */
+static mw_conn_t *check_conn(lua_State *L, int idx)
+{
+    mw_lconn_t *u = check_lconn(L, idx);
+    if (u->conn == NULL || u->conn->state != MW_CONN_OPEN)
+        return NULL;
+    return u->conn;
+}
+
+/* Reads the kind argument: "text" (default) or "binary". Returns the opcode. */
+static int check_kind(lua_State *L, int idx)
+{
+    static const char *const kinds[] = {"text", "binary", NULL};
+    return luaL_checkoption(L, idx, "text", kinds) == 1 ? MW_OP_BINARY : MW_OP_TEXT;
+}
+
+/* Builds the frame for data (at idx) of kind op. Returns NULL with a failure
+ * pushed (2 values) when text is not valid UTF-8 or memory is short. */
+static mw_frame_t *make_frame(lua_State *L, int idx, int op, int *nret)
+{
+    size_t len;
+    const char *data = luaL_checklstring(L, idx, &len);
+    mw_frame_t *f;
+
+    if (op == MW_OP_TEXT && !mw_utf8_valid((const uint8_t *)data, len)) {
+        *nret = push_fail(L, "text is not valid UTF-8 (send it as \"binary\")");
+        return NULL;
+    }
+    f = mw_frame_new((uint8_t)op, data, len);
+    if (f == NULL)
+        *nret = push_fail(L, "out of memory");
+    return f;
+}
+
+static int conn_send(lua_State *L)
+{
+    mw_conn_t *c = check_conn(L, 1);
+    int op = check_kind(L, 3), nret = 0, r;
+    mw_frame_t *f;
+
+    luaL_checkstring(L, 2);
+    if (c == NULL)
+        return push_fail(L, "closed");
+    f = make_frame(L, 2, op, &nret);
+    if (f == NULL)
+        return nret;
+    r = mw_conn_send(c, f);
+    mw_frame_unref(f);
+    return push_send_result(L, r);
+}
+
+static int conn_close(lua_State *L)
+{
+    mw_conn_t *c = check_conn(L, 1);
+    lua_Integer code = luaL_optinteger(L, 2, 1000);
+    size_t rlen = 0;
+    const char *reason = luaL_optlstring(L, 3, "", &rlen);
+
+    luaL_argcheck(L, code == 1000 || (code >= 3000 && code <= 4999), 2,
+                  "close code must be 1000 or 3000..4999");
+    luaL_argcheck(L, rlen <= 123, 3, "reason longer than 123 bytes");
+    luaL_argcheck(L, mw_utf8_valid((const uint8_t *)reason, rlen), 3, "reason is not UTF-8");
+    if (c == NULL)
+        return push_fail(L, "closed");
+    mw_conn_close(c, (uint16_t)code, reason, rlen);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int conn_is_open(lua_State *L)
+{
+    lua_pushboolean(L, check_conn(L, 1) != NULL);
+    return 1;
+}
+
+static int conn_buffered(lua_State *L)
+{
+    mw_conn_t *c = check_conn(L, 1);
+    if (c == NULL)
+        return push_fail(L, "closed");
+    lua_pushinteger(L, (lua_Integer)c->outq.bytes);
+    return 1;
+}
+
+static int conn_index(lua_State *L)
+{
+    mw_lconn_t *u = check_lconn(L, 1);
+    const char *key = luaL_checkstring(L, 2);
+
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
+        return 1; /* a method */
+    if (strcmp(key, "id") == 0) {
+        lua_pushlstring(L, u->id, u->id_len);
+    } else if (strcmp(key, "data") == 0) {
+        lua_getiuservalue(L, 1, 1);
+    } else if (strcmp(key, "request") == 0) {
+        lua_getiuservalue(L, 1, 2);
+    } else if (strcmp(key, "protocol") == 0) {
+        if (u->conn != NULL && u->conn->protocol != NULL)
+            lua_pushstring(L, u->conn->protocol);
+        else
+            lua_pushnil(L);
+    } else {
+        lua_pushnil(L);
+    }
+    return 1;
+}
+
+static int conn_newindex(lua_State *L)
+{
+    return luaL_error(L, "conn fields are read-only (keep your own in conn.data)");
+}
+
+static int conn_tostring(lua_State *L)
+{
+    mw_lconn_t *u = check_lconn(L, 1);
+    lua_pushfstring(L, "moonwire.conn(%s%s)", u->id,
+                    u->conn != NULL && u->conn->state == MW_CONN_OPEN ? "" : ", closed");
+    return 1;
+}
+
+static const luaL_Reg conn_methods[] = {
+    {"send", conn_send},
+    {"close", conn_close},
+    {"is_open", conn_is_open},
+    {"buffered", conn_buffered},
+    {NULL, NULL},
+};
+
+static void create_conn_meta(lua_State *L)
+{
+    luaL_newmetatable(L, CONN_META);
+    luaL_newlib(L, conn_methods);
+    lua_pushcclosure(L, conn_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, conn_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, conn_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, CONN_META);
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+}
+
+/* Pushes the conn object of c, or nil when it has none (not open). */
+static void push_conn_object(lua_State *L, mw_conn_t *c)
+{
+    if (c != NULL && c->lua_ref != LUA_NOREF)
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
+    else
+        lua_pushnil(L);
+}
+
+/* Finds the connection an argument names: a conn object or an id string. */
+static mw_conn_t *opt_target(lua_State *L, int idx)
+{
+    mw_server_t *srv = mw_lua_server(L);
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        size_t len;
+        const char *id = lua_tolstring(L, idx, &len);
+        return mw_registry_find(&srv->reg, id, len);
+    }
+    if (lua_isnoneornil(L, idx))
+        return NULL;
+    return check_lconn(L, idx)->conn;
+}
+
+/* Reads {except = conn|id, binary = bool} at idx. */
+static void read_send_opts(lua_State *L, int idx, mw_conn_t **except, int *op)
+{
+    *except = NULL;
+    *op = MW_OP_TEXT;
+    if (lua_isnoneornil(L, idx))
+        return;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    if (lua_getfield(L, idx, "binary") != LUA_TNIL) {
+        luaL_argcheck(L, lua_type(L, -1) == LUA_TBOOLEAN, idx, "'binary' must be a boolean");
+        *op = lua_toboolean(L, -1) ? MW_OP_BINARY : MW_OP_TEXT;
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, idx, "except") != LUA_TNIL) {
+        luaL_argcheck(L,
+                      lua_type(L, -1) == LUA_TSTRING || luaL_testudata(L, -1, CONN_META) != NULL,
+                      idx, "'except' must be a conn or an id");
+        *except = opt_target(L, lua_gettop(L));
+    }
+    lua_pop(L, 1);
+}
+
+/* moonwire functions --------------------------------------------------------- */
+
+static int mw_broadcast(lua_State *L)
+{
+    mw_server_t *srv = mw_lua_server(L);
+    mw_conn_t *except;
+    mw_frame_t *f;
+    mw_list_t *it, *tmp;
+    lua_Integer n = 0;
+    int op, nret = 0;
+
+    luaL_checkstring(L, 1);
+    read_send_opts(L, 2, &except, &op);
+    f = make_frame(L, 1, op, &nret);
+    if (f == NULL)
+        return nret;
+    /* One frame for every recipient; each queue takes a reference. */
+    mw_list_foreach_safe(it, tmp, &srv->reg.open)
+    {
+        mw_conn_t *c = MW_CONTAINER_OF(it, mw_conn_t, open_link);
+        if (c != except && mw_conn_send(c, f) == 0)
+            n++;
+    }
+    mw_frame_unref(f);
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+static int mw_send(lua_State *L)
+{
+    size_t len;
+    const char *id = luaL_checklstring(L, 1, &len);
+    mw_server_t *srv = mw_lua_server(L);
+    mw_conn_t *c, *unused;
+    mw_frame_t *f;
+    int op, nret = 0, r;
+
+    luaL_checkstring(L, 2);
+    read_send_opts(L, 3, &unused, &op);
+    c = mw_registry_find(&srv->reg, id, len);
+    if (c == NULL || c->state != MW_CONN_OPEN)
+        return push_fail(L, "closed");
+    f = make_frame(L, 2, op, &nret);
+    if (f == NULL)
+        return nret;
+    r = mw_conn_send(c, f);
+    mw_frame_unref(f);
+    return push_send_result(L, r);
+}
+
+static int mw_connection(lua_State *L)
+{
+    size_t len;
+    const char *id = luaL_checklstring(L, 1, &len);
+    mw_conn_t *c = mw_registry_find(&mw_lua_server(L)->reg, id, len);
+    push_conn_object(L, c != NULL && c->state == MW_CONN_OPEN ? c : NULL);
+    return 1;
+}
+
+static int connections_next(lua_State *L)
+{
+    mw_server_t *srv = mw_lua_server(L);
+    /* The iterator walks a snapshot of ids, so closing conns while iterating is safe. */
+    lua_Integer i = lua_tointeger(L, lua_upvalueindex(2)) + 1;
+    for (;; i++) {
+        size_t len;
+        const char *id;
+        mw_conn_t *c;
+        if (lua_rawgeti(L, lua_upvalueindex(1), i) != LUA_TSTRING)
+            return 0;
+        id = lua_tolstring(L, -1, &len);
+        c = mw_registry_find(&srv->reg, id, len);
+        lua_pop(L, 1);
+        if (c != NULL && c->state == MW_CONN_OPEN && c->lua_ref != LUA_NOREF) {
+            lua_pushinteger(L, i);
+            lua_replace(L, lua_upvalueindex(2));
+            push_conn_object(L, c);
+            return 1;
+        }
+    }
+}
+
+static int mw_connections(lua_State *L)
+{
+    mw_server_t *srv = mw_lua_server(L);
+    mw_list_t *it;
+    lua_Integer i = 0;
+
+    lua_createtable(L, (int)srv->reg.nopen, 0);
+    mw_list_foreach(it, &srv->reg.open)
+    {
+        mw_conn_t *c = MW_CONTAINER_OF(it, mw_conn_t, open_link);
+        char id[MW_ID_MAX];
+        if (c->state != MW_CONN_OPEN)
+            continue;
+        lua_pushlstring(L, id, mw_conn_id(c, id));
+        lua_rawseti(L, -2, ++i);
+    }
+    lua_pushinteger(L, 0);
+    lua_pushcclosure(L, connections_next, 2);
+    return 1;
+}
+
+static int mw_count(lua_State *L)
+{
+    mw_server_t *srv = mw_lua_server(L);
+    mw_list_t *it;
+    lua_Integer n = 0;
+    mw_list_foreach(it, &srv->reg.open)
+    {
+        n += MW_CONTAINER_OF(it, mw_conn_t, open_link)->state == MW_CONN_OPEN;
+    }
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+static int mw_now(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)mw_lua_server(L)->timers.now);
+    return 1;
+}
+
+/* timers ---------------------------------------------------------------------- */
+
+static void timer_release(ltimer_t *lt)
+{
+    mw_timer_stop(&mw_lua_server(lt->L)->timers, &lt->t);
+    if (mw_list_linked(&lt->link))
+        mw_list_remove(&lt->link);
+    luaL_unref(lt->L, LUA_REGISTRYINDEX, lt->fn_ref);
+    luaL_unref(lt->L, LUA_REGISTRYINDEX, lt->self_ref);
+    lt->fn_ref = lt->self_ref = LUA_NOREF;
+}
+
+static void on_lua_timer(mw_timer_t *t)
+{
+    ltimer_t *lt = t->data;
+    lua_State *L = lt->L;
+    mw_server_t *srv = mw_lua_server(L);
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lt->fn_ref);
+    if (!mw_timer_active(&lt->t))
+        timer_release(lt); /* one-shot: the callback's reference is on the stack */
+    mw_lua_call(srv->lua, NULL, "timer callback", 0, 0);
+    mw_server_run_deferred(srv);
+}
+
+static int start_timer(lua_State *L, int repeat)
+{
+    lua_Number ms = luaL_checknumber(L, 1);
+    mw_server_t *srv = mw_lua_server(L);
+    ltimer_t *lt;
+    uint64_t after;
+
+    luaL_argcheck(L, ms >= 0 && ms < 1e12, 1, "milliseconds must be from 0 to 1e12");
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    after = (uint64_t)ms;
+    if (repeat && after == 0)
+        after = 1; /* every(0) would starve the loop */
+    lt = lua_newuserdatauv(L, sizeof(*lt), 0);
+    mw_timer_init(&lt->t, on_lua_timer, lt);
+    mw_list_init(&lt->link);
+    lt->L = mw_lua_state(srv->lua);
+    lt->fn_ref = lt->self_ref = LUA_NOREF;
+    luaL_setmetatable(L, TIMER_META);
+    if (mw_timer_start(&srv->timers, &lt->t, after, repeat ? after : 0) != 0)
+        return luaL_error(L, "out of memory");
+    lua_pushvalue(L, 2);
+    lt->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, -1);
+    lt->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    mw_list_insert_tail(&get_api(L)->timers, &lt->link);
+    return 1;
+}
+
+static int mw_timer_fn(lua_State *L)
+{
+    return start_timer(L, 0);
+}
+
+static int mw_every(lua_State *L)
+{
+    return start_timer(L, 1);
+}
+
+static int timer_cancel(lua_State *L)
+{
+    ltimer_t *lt = luaL_checkudata(L, 1, TIMER_META);
+    int was = lt->self_ref != LUA_NOREF;
+    if (was)
+        timer_release(lt);
+    lua_pushboolean(L, was);
+    return 1;
+}
+
+static int timer_active(lua_State *L)
+{
+    ltimer_t *lt = luaL_checkudata(L, 1, TIMER_META);
+    lua_pushboolean(L, lt->self_ref != LUA_NOREF);
+    return 1;
+}
+
+void mw_lua_api_cancel_timers(lua_State *L)
+{
+    api_t *api = get_api(L);
+    while (api != NULL && !mw_list_empty(&api->timers))
+        timer_release(MW_CONTAINER_OF(api->timers.next, ltimer_t, link));
+}
+
+void mw_lua_api_shutdown(lua_State *L)
+{
+    mw_lua_api_cancel_timers(L);
+}
+
+/* log ------------------------------------------------------------------------- */
+
+static int log_at(lua_State *L, mw_log_level_t level)
+{
+    int n = lua_gettop(L);
+    if (!mw_log_enabled(level))
+        return 0;
+    lua_pushvalue(L, lua_upvalueindex(1)); /* string.format */
+    lua_insert(L, 1);
+    lua_call(L, n, 1);
+    mw_log(level, "app: %s", lua_tostring(L, -1));
+    return 0;
+}
+
+static int log_debug(lua_State *L)
+{
+    return log_at(L, MW_LOG_DEBUG);
+}
+static int log_info(lua_State *L)
+{
+    return log_at(L, MW_LOG_INFO);
+}
+static int log_warn(lua_State *L)
+{
+    return log_at(L, MW_LOG_WARN);
+}
+static int log_error(lua_State *L)
+{
+    return log_at(L, MW_LOG_ERROR);
+}
+
+static const luaL_Reg log_funcs[] = {
+    {"debug", log_debug}, {"info", log_info}, {"warn", log_warn}, {"error", log_error}, {NULL, NULL},
+};
+
+static const luaL_Reg module_funcs[] = {
+    {"broadcast", mw_broadcast},
+    {"send", mw_send},
+    {"connection", mw_connection},
+    {"connections", mw_connections},
+    {"count", mw_count},
+    {"now", mw_now},
+    {"timer", mw_timer_fn},
+    {"every", mw_every},
+    {NULL, NULL},
+};
+
+static int readonly(lua_State *L)
+{
+    return luaL_error(L, "moonwire.config is read-only");
+}
+
+int mw_lua_open_api(lua_State *L)
+{
+    mw_server_t *srv = mw_lua_server(L);
+    api_t *api;
+
+    api = lua_newuserdatauv(L, sizeof(*api), 0);
+    mw_list_init(&api->timers);
+    lua_setfield(L, LUA_REGISTRYINDEX, API_KEY);
+
+    create_conn_meta(L);
+    luaL_newmetatable(L, TIMER_META);
+    lua_newtable(L);
+    lua_pushcfunction(L, timer_cancel);
+    lua_setfield(L, -2, "cancel");
+    lua_pushcfunction(L, timer_active);
+    lua_setfield(L, -2, "active");
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+
+    luaL_newlib(L, module_funcs);
+
+    lua_newtable(L);
+    lua_getglobal(L, "string");
+    lua_getfield(L, -1, "format");
+    lua_remove(L, -2);
+    for (const luaL_Reg *r = log_funcs; r->name != NULL; r++) {
+        lua_pushvalue(L, -1);
+        lua_pushcclosure(L, r->func, 1);
+        lua_setfield(L, -3, r->name);
+    }
+    lua_pop(L, 1);
+    lua_setfield(L, -2, "log");
+
+    lua_newtable(L);
+    lua_setfield(L, -2, "state");
+
+    /* config: a read-only view of a copy */
+    lua_newtable(L);
+    lua_newtable(L);
+    mw_config_push(srv->cfg, L);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, readonly);
+    lua_setfield(L, -2, "__newindex");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, -2, "config");
+
+    lua_pushstring(L, srv->reg.prefix);
+    lua_setfield(L, -2, "node");
+    return 1;
+}

@@ -1,0 +1,729 @@
+/* The Lua host: state, app loading and reload, hook dispatch, budgets.
+ *
+ * Stack discipline: index 1 of the main state always holds the message
+ * handler, so every protected call passes msgh = 1 and needs no push.
+ * Everything that could raise (allocation included) happens inside a
+ * protected call, or with enough allocator slack that it cannot fail.
+ */
+#include "moonwire/lua_host.h"
+#include "moonwire/conn.h"
+#include "moonwire/error.h"
+#include "moonwire/log.h"
+#include "moonwire/lua_api.h"
+#include "moonwire/server.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { H_UPGRADE, H_OPEN, H_MESSAGE, H_CLOSE, H_ERROR, H_START, H_RELOAD, NHOOKS };
+
+static const char *const hook_names[NHOOKS] = {
+    "on_upgrade", "on_open", "on_message", "on_close", "on_error", "on_start", "on_reload",
+};
+
+/* Instructions between two budget checks (the count hook's period). */
+#define HOOK_STEP 1000
+/* Room the allocator gives beyond the cap while the host handles a failure. */
+#define ERROR_SLACK (1u << 20)
+
+struct mw_lua_s {
+    lua_State *L;
+    mw_server_t *srv;
+    size_t mem_used;
+    size_t mem_limit; /* 0: none */
+    size_t mem_slack;
+    uint64_t ticks;
+    uint64_t budget; /* 0: none */
+    int depth;       /* protected calls in progress */
+    int over_budget;
+    int app_ref;
+    int hooks[NHOOKS];
+    int kind_text, kind_binary; /* the strings "text" and "binary" */
+    int baseline_ref;           /* package.loaded keys that are not the app's */
+};
+
+static mw_lua_t **host_slot(lua_State *L)
+{
+    return (mw_lua_t **)lua_getextraspace(L);
+}
+
+mw_server_t *mw_lua_server(lua_State *L)
+{
+    return (*host_slot(L))->srv;
+}
+
+lua_State *mw_lua_state(mw_lua_t *lh)
+{
+    return lh->L;
+}
+
+size_t mw_lua_memory(const mw_lua_t *lh)
+{
+    return lh->mem_used;
+}
+
+static void *lalloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    mw_lua_t *lh = ud;
+    size_t old = ptr != NULL ? osize : 0;
+    void *p;
+
+    if (nsize == 0) {
+        free(ptr);
+        lh->mem_used -= old;
+        return NULL;
+    }
+    if (nsize > old && lh->mem_limit != 0 &&
+        lh->mem_used + (nsize - old) > lh->mem_limit + lh->mem_slack)
+        return NULL; /* Lua collects and retries once, then raises "not enough memory" */
+    p = realloc(ptr, nsize);
+    if (p == NULL)
+        return NULL;
+    lh->mem_used = lh->mem_used - old + nsize;
+    return p;
+}
+
+static void budget_hook(lua_State *L, lua_Debug *ar)
+{
+    mw_lua_t *lh = *host_slot(L);
+    (void)ar;
+
+    if (lh->depth == 0 || lh->budget == 0)
+        return;
+    if (!lh->over_budget) {
+        lh->ticks += HOOK_STEP;
+        if (lh->ticks <= lh->budget) {
+            /* A coroutine left at a period of 1 by an earlier kill goes back to normal. */
+            lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_STEP);
+            return;
+        }
+        lh->over_budget = 1;
+    }
+    /* From now on every instruction raises, so a script that catches the
+     * error with pcall cannot keep running. */
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+    luaL_error(L, "instruction budget exceeded (lua.hook_budget = %I)", (lua_Integer)lh->budget);
+}
+
+static int msgh(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            msg = lua_tostring(L, -1);
+        else
+            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* Calls the function under nargs arguments with the budget armed. Returns the
+ * lua_pcall status; on failure the error (message + traceback) is on top. */
+static int pcall(mw_lua_t *lh, int nargs, int nret)
+{
+    lua_State *L = lh->L;
+    int r;
+
+    if (lh->depth++ == 0) {
+        lh->ticks = 0;
+        lh->over_budget = 0;
+        lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_STEP);
+    }
+    r = lua_pcall(L, nargs, nret, 1);
+    lh->depth--;
+    if (r != LUA_OK && lh->over_budget)
+        r = LUA_ERRRUN; /* reported as a budget kill below */
+    return r;
+}
+
+/* Splits "msg\nstack traceback:..." in place; returns the traceback part. */
+static const char *split_traceback(char *full)
+{
+    char *tb = strstr(full, "\nstack traceback:");
+    if (tb == NULL)
+        return "";
+    *tb = '\0';
+    return tb + 1;
+}
+
+static void push_conn_or_nil(mw_lua_t *lh, mw_conn_t *c)
+{
+    if (c != NULL && c->lua_ref != LUA_NOREF)
+        lua_rawgeti(lh->L, LUA_REGISTRYINDEX, c->lua_ref);
+    else
+        lua_pushnil(lh->L);
+}
+
+/* Logs and counts a failed hook, runs on_error, and closes c with 1011
+ * unless on_error returned true. Expects the error on top; pops it. */
+static void hook_failed(mw_lua_t *lh, mw_conn_t *c, const char *what, int status)
+{
+    lua_State *L = lh->L;
+    mw_metrics_t *m = &lh->srv->metrics;
+    char id[MW_ID_MAX] = "-";
+    char *full;
+    const char *tb, *kind;
+    int keep = 0;
+
+    lh->mem_slack = ERROR_SLACK;
+    full = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+    lua_pop(L, 1);
+    if (lh->over_budget) {
+        m->budget_kills++;
+        kind = "ran over its instruction budget";
+    } else if (status == LUA_ERRMEM) {
+        m->memory_kills++;
+        kind = "ran out of memory (lua.memory_limit)";
+    } else {
+        kind = "raised an error";
+    }
+    m->hook_errors++;
+    lua_gc(L, LUA_GCCOLLECT);
+    if (c != NULL)
+        mw_conn_id(c, id);
+    tb = full != NULL ? split_traceback(full) : "";
+    mw_log_error("app: %s %s (conn %s): %s", what, kind, id, full ? full : "out of memory");
+    if (*tb)
+        mw_log_debug("app: %s", tb);
+
+    if (lh->hooks[H_ERROR] != LUA_NOREF && strcmp(what, "on_error") != 0) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lh->hooks[H_ERROR]);
+        push_conn_or_nil(lh, c);
+        lua_pushstring(L, full ? full : "not enough memory");
+        if (pcall(lh, 2, 1) == LUA_OK) {
+            keep = lua_toboolean(L, -1);
+            lua_pop(L, 1);
+        } else {
+            char *e = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+            lua_pop(L, 1);
+            m->hook_errors++;
+            if (e != NULL)
+                split_traceback(e);
+            mw_log_error("app: on_error raised an error too (conn %s): %s", id, e ? e : "?");
+            free(e);
+        }
+    }
+    free(full);
+    lua_gc(L, LUA_GCCOLLECT);
+    lh->mem_slack = 0;
+    if (c != NULL && c->state == MW_CONN_OPEN && !keep)
+        mw_conn_fail(c, 1011, "internal error");
+}
+
+int mw_lua_call(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs, int nret)
+{
+    int r = pcall(lh, nargs, nret);
+    if (r == LUA_OK)
+        return 1;
+    hook_failed(lh, c, what, r);
+    return 0;
+}
+
+/* Pushes the hook function and returns 1, or returns 0 when the app has none. */
+static int push_hook(mw_lua_t *lh, int h)
+{
+    if (lh->hooks[h] == LUA_NOREF)
+        return 0;
+    lua_rawgeti(lh->L, LUA_REGISTRYINDEX, lh->hooks[h]);
+    return 1;
+}
+
+/* Loading ------------------------------------------------------------------ */
+
+static int load_chunk(lua_State *L)
+{
+    const char *path = lua_touserdata(L, 1);
+    if (luaL_loadfilex(L, path, "t") != LUA_OK)
+        return lua_error(L);
+    lua_call(L, 0, 1);
+    if (lua_type(L, -1) != LUA_TTABLE)
+        return luaL_error(L, "%s: the app must return a table of hooks (got %s)", path,
+                          luaL_typename(L, -1));
+    for (int i = 0; i < NHOOKS; i++) {
+        int t = lua_getfield(L, -1, hook_names[i]);
+        if (t != LUA_TNIL && t != LUA_TFUNCTION)
+            return luaL_error(L, "%s: app.%s must be a function (got %s)", path, hook_names[i],
+                              lua_typename(L, t));
+        lua_pop(L, 1);
+    }
+    return 1;
+}
+
+/* Runs the app script; leaves the app table on top. Returns 0, or MW_ELUA
+ * with the message (no traceback) in err. */
+static int load_app(mw_lua_t *lh, char *err, size_t errlen)
+{
+    lua_State *L = lh->L;
+    int r;
+
+    lua_pushcfunction(L, load_chunk);
+    lua_pushlightuserdata(L, lh->srv->cfg->script);
+    r = pcall(lh, 1, 1);
+    if (r != LUA_OK) {
+        char *full = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+        lua_pop(L, 1);
+        if (full != NULL)
+            split_traceback(full);
+        snprintf(err, errlen, "%s%s", full ? full : "out of memory",
+                 lh->over_budget ? " (while loading)" : "");
+        free(full);
+        return MW_ELUA;
+    }
+    return 0;
+}
+
+/* Points the hook references at the app table on top (which stays). */
+static void bind_hooks(mw_lua_t *lh)
+{
+    lua_State *L = lh->L;
+    for (int i = 0; i < NHOOKS; i++) {
+        luaL_unref(L, LUA_REGISTRYINDEX, lh->hooks[i]);
+        lh->hooks[i] = LUA_NOREF;
+        if (lua_getfield(L, -1, hook_names[i]) == LUA_TFUNCTION)
+            lh->hooks[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+        else
+            lua_pop(L, 1);
+    }
+}
+
+static void set_package_path(lua_State *L, const char *script)
+{
+    const char *slash = strrchr(script, '/');
+    size_t dirlen = slash ? (size_t)(slash - script) : 1;
+    const char *dir = slash ? script : ".";
+    luaL_Buffer b;
+
+    lua_getglobal(L, "package");
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, dir, dirlen);
+    luaL_addstring(&b, "/?.lua;");
+    luaL_addlstring(&b, dir, dirlen);
+    luaL_addstring(&b, "/lib/?.lua;");
+    luaL_addlstring(&b, dir, dirlen);
+    luaL_addstring(&b, "/?/init.lua;");
+    lua_getfield(L, -2, "path");
+    luaL_addvalue(&b);
+    luaL_pushresult(&b);
+    lua_setfield(L, -2, "path");
+    lua_pop(L, 1);
+}
+
+static int open_state(lua_State *L)
+{
+    mw_lua_t *lh = *host_slot(L);
+
+    luaL_openlibs(L);
+    luaL_requiref(L, "moonwire", mw_lua_open_api, 0);
+    lua_pop(L, 1);
+    set_package_path(L, lh->srv->cfg->script);
+
+    /* Remember which modules are not the app's, for reload. */
+    lua_newtable(L);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, -6);
+    }
+    lua_pop(L, 2);
+    lh->baseline_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    lua_pushliteral(L, "text");
+    lh->kind_text = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushliteral(L, "binary");
+    lh->kind_binary = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+static void run_start_hooks(mw_lua_t *lh, int previous_app_ref)
+{
+    lua_State *L = lh->L;
+    if (previous_app_ref != LUA_NOREF && push_hook(lh, H_RELOAD)) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, previous_app_ref);
+        mw_lua_call(lh, NULL, "on_reload", 1, 0);
+    }
+    if (push_hook(lh, H_START))
+        mw_lua_call(lh, NULL, "on_start", 0, 0);
+}
+
+int mw_lua_new(mw_server_t *srv, mw_lua_t **out, char *err, size_t errlen)
+{
+    mw_lua_t *lh = calloc(1, sizeof(*lh));
+    lua_State *L;
+
+    *out = NULL;
+    if (lh == NULL)
+        return MW_ENOMEM;
+    lh->srv = srv;
+    lh->mem_limit = srv->cfg->memory_limit;
+    lh->budget = srv->cfg->hook_budget;
+    lh->app_ref = lh->baseline_ref = LUA_NOREF;
+    for (int i = 0; i < NHOOKS; i++)
+        lh->hooks[i] = LUA_NOREF;
+    L = lua_newstate(lalloc, lh);
+    if (L == NULL) {
+        free(lh);
+        return MW_ENOMEM;
+    }
+    lh->L = L;
+    *host_slot(L) = lh;
+    lua_pushcfunction(L, msgh); /* stays at index 1 */
+
+    lua_pushcfunction(L, open_state);
+    if (pcall(lh, 0, 0) != LUA_OK) {
+        snprintf(err, errlen, "lua: %s", lua_tostring(L, -1));
+        lua_close(L);
+        free(lh);
+        return MW_ELUA;
+    }
+    if (load_app(lh, err, errlen) != 0) {
+        lua_close(L);
+        free(lh);
+        return MW_ELUA;
+    }
+    bind_hooks(lh);
+    lh->app_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    *out = lh;
+    return 0;
+}
+
+void mw_lua_start(mw_lua_t *lh)
+{
+    run_start_hooks(lh, LUA_NOREF);
+}
+
+void mw_lua_free(mw_lua_t *lh)
+{
+    if (lh == NULL)
+        return;
+    mw_lua_api_shutdown(lh->L);
+    lua_close(lh->L);
+    free(lh);
+}
+
+/* Moves the app's modules out of package.loaded into a table left on top. */
+static int unload_app_modules(lua_State *L)
+{
+    mw_lua_t *lh = *host_slot(L);
+    lua_newtable(L);               /* saved */
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded"); /* saved package loaded */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lh->baseline_ref);
+    lua_pushnil(L);
+    while (lua_next(L, -3) != 0) { /* saved package loaded baseline k v */
+        lua_pushvalue(L, -2);
+        if (lua_rawget(L, -4) == LUA_TNIL) {
+            lua_pop(L, 1);
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_rawset(L, -7); /* saved[k] = v */
+        } else {
+            lua_pop(L, 2);
+        }
+    }
+    lua_pop(L, 1); /* saved package loaded */
+    lua_pushnil(L);
+    while (lua_next(L, -4) != 0) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_pushnil(L);
+        lua_rawset(L, -4);
+    }
+    lua_pop(L, 2);
+    return 1;
+}
+
+static int restore_modules(lua_State *L)
+{
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_pushnil(L);
+    while (lua_next(L, 1) != 0) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -4);
+    }
+    return 0;
+}
+
+int mw_lua_reload(mw_lua_t *lh, char *err, size_t errlen)
+{
+    lua_State *L = lh->L;
+    int previous;
+
+    lua_pushcfunction(L, unload_app_modules);
+    if (pcall(lh, 0, 1) != LUA_OK) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return MW_ELUA;
+    }
+    if (load_app(lh, err, errlen) != 0) {
+        /* The old modules go back, so the old app keeps its upvalues' world. */
+        lua_pushcfunction(L, restore_modules);
+        lua_insert(L, -2);
+        if (pcall(lh, 1, 0) != LUA_OK)
+            lua_pop(L, 1);
+        return MW_ELUA;
+    }
+    lua_remove(L, -2); /* the saved modules */
+    mw_lua_api_cancel_timers(L);
+    bind_hooks(lh);
+    previous = lh->app_ref;
+    lh->app_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    run_start_hooks(lh, previous);
+    luaL_unref(L, LUA_REGISTRYINDEX, previous);
+    return 0;
+}
+
+/* Connection hooks ---------------------------------------------------------- */
+
+static int build_request(lua_State *L)
+{
+    mw_conn_t *c = lua_touserdata(L, 1);
+    mw_http_req_t *req = c->http;
+    size_t len, qlen;
+    const char *path = mw_http_path(req, &len);
+    const char *query = mw_http_query(req, &qlen);
+    char addr[64];
+    char *tmp;
+
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, http_method_str((enum http_method)req->parser.method));
+    lua_setfield(L, -2, "method");
+    lua_pushlstring(L, path, len);
+    lua_setfield(L, -2, "path");
+
+    tmp = lua_newuserdatauv(L, req->url_len + 1, 0); /* scratch, collected later */
+    lua_newtable(L);
+    while (query != NULL && qlen > 0) {
+        const char *amp = memchr(query, '&', qlen);
+        size_t item = amp ? (size_t)(amp - query) : qlen;
+        const char *eq = memchr(query, '=', item);
+        size_t klen = eq ? (size_t)(eq - query) : item;
+        if (klen > 0) {
+            lua_pushlstring(L, tmp, mw_http_unescape(query, klen, tmp, 1));
+            if (eq != NULL)
+                lua_pushlstring(L, tmp, mw_http_unescape(eq + 1, item - klen - 1, tmp, 1));
+            else
+                lua_pushliteral(L, "");
+            lua_rawset(L, -3);
+        }
+        if (amp == NULL)
+            break;
+        qlen -= item + 1;
+        query = amp + 1;
+    }
+    lua_setfield(L, -3, "query");
+    lua_pop(L, 1);
+
+    lua_createtable(L, 0, (int)req->nheaders);
+    for (uint32_t i = 0; i < req->nheaders; i++) {
+        const mw_http_header_t *h = &req->headers[i];
+        luaL_Buffer b;
+        char *name = luaL_buffinitsize(L, &b, h->name_len);
+        for (uint32_t j = 0; j < h->name_len; j++) {
+            char ch = req->buf[h->name_off + j];
+            name[j] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+        }
+        luaL_pushresultsize(&b, h->name_len);
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, -3) == LUA_TSTRING) {
+            /* Repeated header: join the values as a list (RFC 9110 5.3). */
+            size_t vlen = h->value_len;
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, req->buf + h->value_off, vlen);
+            lua_concat(L, 3);
+        } else {
+            lua_pop(L, 1);
+            lua_pushlstring(L, req->buf + h->value_off, h->value_len);
+        }
+        lua_rawset(L, -3);
+    }
+    lua_setfield(L, -2, "headers");
+
+    mw_conn_addr(c, addr, sizeof(addr));
+    lua_pushstring(L, addr);
+    lua_setfield(L, -2, "remote_addr");
+
+    lua_newtable(L);
+    {
+        char list[1024];
+        size_t n = mw_http_header_join(req, "Sec-WebSocket-Protocol", list, sizeof(list));
+        const char *p = list;
+        int k = 0;
+        while (n > 0) {
+            const char *comma = memchr(p, ',', n);
+            size_t item = comma ? (size_t)(comma - p) : n, ilen = item;
+            const char *s = p;
+            while (ilen > 0 && (*s == ' ' || *s == '\t')) {
+                s++;
+                ilen--;
+            }
+            while (ilen > 0 && (s[ilen - 1] == ' ' || s[ilen - 1] == '\t'))
+                ilen--;
+            if (ilen > 0) {
+                lua_pushlstring(L, s, ilen);
+                lua_rawseti(L, -2, ++k);
+            }
+            if (comma == NULL)
+                break;
+            n -= item + 1;
+            p = comma + 1;
+        }
+    }
+    lua_setfield(L, -2, "subprotocols");
+    {
+        char id[MW_ID_MAX];
+        lua_pushlstring(L, id, mw_conn_id(c, id));
+        lua_setfield(L, -2, "id");
+    }
+    return 1;
+}
+
+/* Reads on_upgrade's results (the hook returns 3 values) into d. Returns 0 or
+ * MW_ELUA when they have the wrong types (logged). */
+static int read_decision(mw_lua_t *lh, mw_conn_t *c, mw_upgrade_decision_t *d)
+{
+    lua_State *L = lh->L;
+    int t1 = lua_type(L, -3);
+    const char *problem = NULL;
+
+    if (t1 == LUA_TNIL || (t1 == LUA_TBOOLEAN && lua_toboolean(L, -3))) {
+        d->accept = 1;
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            const char *p = lua_tostring(L, -2);
+            if (!mw_http_header_has_token(c->http, "Sec-WebSocket-Protocol", p))
+                problem = "on_upgrade chose a subprotocol the client did not offer";
+            else
+                snprintf(d->protocol, sizeof(d->protocol), "%s", p);
+        } else if (lua_type(L, -2) != LUA_TNIL) {
+            problem = "on_upgrade: the second result (subprotocol) must be a string or nil";
+        }
+    } else if (t1 == LUA_TBOOLEAN) {
+        lua_Integer status = 403;
+        if (lua_type(L, -2) == LUA_TNUMBER && lua_isinteger(L, -2))
+            status = lua_tointeger(L, -2);
+        else if (lua_type(L, -2) != LUA_TNIL)
+            problem = "on_upgrade: the status must be an integer";
+        if (status < 400 || status > 599)
+            problem = "on_upgrade: the status must be from 400 to 599";
+        d->status = (int)status;
+        if (lua_type(L, -1) == LUA_TSTRING)
+            snprintf(d->body, sizeof(d->body), "%s", lua_tostring(L, -1));
+    } else {
+        problem = "on_upgrade must return nothing, true or false";
+    }
+    lua_pop(L, 3);
+    if (problem != NULL) {
+        mw_log_error("app: %s", problem);
+        lh->srv->metrics.hook_errors++;
+        return MW_ELUA;
+    }
+    return 0;
+}
+
+int mw_lua_upgrade(mw_lua_t *lh, mw_conn_t *c, mw_upgrade_decision_t *d)
+{
+    lua_State *L = lh->L;
+
+    memset(d, 0, sizeof(*d));
+    d->accept = 1;
+    lua_pushcfunction(L, build_request);
+    lua_pushlightuserdata(L, c);
+    if (!mw_lua_call(lh, NULL, "building the request", 1, 1))
+        return MW_ELUA;
+    c->req_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (!push_hook(lh, H_UPGRADE))
+        return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
+    if (!mw_lua_call(lh, NULL, "on_upgrade", 1, 3))
+        return MW_ELUA;
+    return read_decision(lh, c, d);
+}
+
+static int new_conn_object(lua_State *L)
+{
+    mw_conn_t *c = lua_touserdata(L, 1);
+    mw_lua_api_push_conn(L, c);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
+    mw_lua_api_set_request(L);
+    return 1;
+}
+
+void mw_lua_open(mw_lua_t *lh, mw_conn_t *c)
+{
+    lua_State *L = lh->L;
+
+    lua_pushcfunction(L, new_conn_object);
+    lua_pushlightuserdata(L, c);
+    if (!mw_lua_call(lh, NULL, "creating the conn object", 1, 1)) {
+        mw_conn_fail(c, 1011, "internal error");
+        return;
+    }
+    c->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    c->lua_open = 1;
+    if (push_hook(lh, H_OPEN)) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
+        mw_lua_call(lh, c, "on_open", 2, 0);
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, c->req_ref);
+    c->req_ref = LUA_NOREF;
+}
+
+void mw_lua_message(mw_lua_t *lh, mw_conn_t *c, int opcode, const uint8_t *data, size_t len)
+{
+    lua_State *L = lh->L;
+
+    if (lh->hooks[H_MESSAGE] == LUA_NOREF || c->lua_ref == LUA_NOREF)
+        return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lh->hooks[H_MESSAGE]);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
+    /* The copy into a Lua string is the one allocation that could fail
+     * outside the protected call: give it room so it cannot. */
+    lh->mem_slack = len + 1024;
+    lua_pushlstring(L, (const char *)data, len);
+    lh->mem_slack = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, opcode == MW_OP_BINARY ? lh->kind_binary : lh->kind_text);
+    mw_lua_call(lh, c, "on_message", 3, 0);
+}
+
+void mw_lua_close(mw_lua_t *lh, mw_conn_t *c)
+{
+    lua_State *L = lh->L;
+
+    if (c->lua_ref == LUA_NOREF)
+        return;
+    if (c->lua_open && push_hook(lh, H_CLOSE)) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
+        lua_pushinteger(L, c->close_code);
+        lh->mem_slack = 4096;
+        lua_pushlstring(L, c->close_reason ? c->close_reason : "", c->close_reason_len);
+        lh->mem_slack = 0;
+        mw_lua_call(lh, c, "on_close", 3, 0);
+    }
+    c->lua_open = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
+    mw_lua_api_detach_conn(L, -1);
+    lua_pop(L, 1);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->lua_ref);
+    c->lua_ref = LUA_NOREF;
+}
+
+void mw_lua_forget(mw_lua_t *lh, mw_conn_t *c)
+{
+    if (c->req_ref != LUA_NOREF) {
+        luaL_unref(lh->L, LUA_REGISTRYINDEX, c->req_ref);
+        c->req_ref = LUA_NOREF;
+    }
+    if (c->lua_ref != LUA_NOREF)
+        mw_lua_close(lh, c);
+}

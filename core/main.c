@@ -1,0 +1,291 @@
+/* The moonwire binary: command line, configuration, signals, the loop.
+ *
+ * Exit status: 0 after a clean run or a passing --check; 1 when the app or
+ * a listener fails to start; 2 for a bad flag or configuration key.
+ */
+#include "moonwire/config.h"
+#include "moonwire/error.h"
+#include "moonwire/frame.h"
+#include "moonwire/log.h"
+#include "moonwire/lua_host.h"
+#include "moonwire/net.h"
+#include "moonwire/outq.h"
+#include "moonwire/server.h"
+#include "moonwire/version.h"
+#include "moonwire/ws.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+static const char usage[] =
+    "usage: moonwire [options]\n"
+    "\n"
+    "  -c, --config FILE      configuration file (a Lua file returning a table)\n"
+    "  -s, --script FILE      the app script (default scripts/relay.lua)\n"
+    "  -l, --listen HOST:PORT address to listen on; repeat for several (default 127.0.0.1:8080)\n"
+    "      --node-id ID       this node's id, the first part of connection ids\n"
+    "      --log-level LEVEL  debug, info, warn, error or off\n"
+    "      --check            load the configuration and the script, report, and exit\n"
+    "  -V, --version          print the version and exit\n"
+    "  -h, --help             print this help and exit\n"
+    "\n"
+    "Signals: SIGHUP reloads the script, SIGTERM/SIGINT drain and exit, SIGUSR1 reopens the log.\n"
+    "Documentation: docs/getting-started.md and docs/configuration.md.\n";
+
+enum { OPT_NODE_ID = 256, OPT_LOG_LEVEL, OPT_CHECK };
+
+static const struct option long_options[] = {
+    {"config", required_argument, NULL, 'c'},
+    {"script", required_argument, NULL, 's'},
+    {"listen", required_argument, NULL, 'l'},
+    {"node-id", required_argument, NULL, OPT_NODE_ID},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"check", no_argument, NULL, OPT_CHECK},
+    {"version", no_argument, NULL, 'V'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+typedef struct {
+    const char *config;
+    const char *script;
+    const char *node_id;
+    int log_level; /* -1: from the configuration */
+    mw_strlist_t listen;
+    int check;
+} cli_t;
+
+static struct {
+    mw_server_t srv;
+    uv_loop_t *loop;
+    uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
+    int exit_code;
+} app;
+
+static int bad_usage(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "moonwire: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, " (see moonwire --help)\n");
+    return 2;
+}
+
+/* Parses argv into cli. Returns -1 to go on, or an exit status. */
+static int parse_args(int argc, char **argv, cli_t *cli)
+{
+    int ch;
+
+    opterr = 0;
+    memset(cli, 0, sizeof(*cli));
+    cli->log_level = -1;
+    while ((ch = getopt_long(argc, argv, ":c:s:l:Vh", long_options, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            cli->config = optarg;
+            break;
+        case 's':
+            cli->script = optarg;
+            break;
+        case 'l':
+            if (mw_config_list_add(&cli->listen, optarg) != 0)
+                return 1;
+            break;
+        case OPT_NODE_ID:
+            cli->node_id = optarg;
+            break;
+        case OPT_LOG_LEVEL:
+            cli->log_level = mw_log_level_parse(optarg);
+            if (cli->log_level < 0)
+                return bad_usage("unknown log level '%s'", optarg);
+            break;
+        case OPT_CHECK:
+            cli->check = 1;
+            break;
+        case 'V':
+            printf("moonwire %s\n", MW_VERSION);
+            return 0;
+        case 'h':
+            fputs(usage, stdout);
+            return 0;
+        case ':':
+            return bad_usage("option '%s' needs a value", argv[optind - 1]);
+        default:
+            return bad_usage("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return bad_usage("unexpected argument '%s'", argv[optind]);
+    return -1;
+}
+
+/* Loads the file and applies the flags over it. Returns 0 or 2 (printed). */
+static int build_config(const cli_t *cli, mw_config_t *cfg)
+{
+    char err[512];
+
+    if (mw_config_init(cfg) != 0) {
+        fprintf(stderr, "moonwire: out of memory\n");
+        return 1;
+    }
+    if (cli->config != NULL && mw_config_load(cfg, cli->config, err, sizeof(err)) != 0) {
+        fprintf(stderr, "moonwire: %s\n", err);
+        return 2;
+    }
+    if (cli->script != NULL)
+        mw_config_set_str(&cfg->script, cli->script);
+    if (cli->node_id != NULL)
+        mw_config_set_str(&cfg->node_id, cli->node_id);
+    if (cli->log_level >= 0)
+        cfg->log_level = cli->log_level;
+    if (cli->listen.n > 0) {
+        mw_config_list_clear(&cfg->listen);
+        for (size_t i = 0; i < cli->listen.n; i++)
+            mw_config_list_add(&cfg->listen, cli->listen.items[i]);
+    }
+    if (mw_config_validate(cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "moonwire: %s\n", err);
+        return 2;
+    }
+    return 0;
+}
+
+static void close_signal(uv_signal_t *s)
+{
+    if (!uv_is_closing((uv_handle_t *)s))
+        uv_close((uv_handle_t *)s, NULL);
+}
+
+static void on_drained(mw_server_t *srv)
+{
+    mw_log_info("drained; exiting");
+    mw_net_close(srv);
+    close_signal(&app.sig_term);
+    close_signal(&app.sig_int);
+    close_signal(&app.sig_hup);
+    close_signal(&app.sig_usr1);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    mw_server_t *srv = h->data;
+
+    srv->timers.now = uv_now(h->loop);
+    switch (signum) {
+    case SIGTERM:
+    case SIGINT:
+        if (srv->draining)
+            return;
+        mw_log_info("%s: closing connections (up to %u ms)",
+                    signum == SIGTERM ? "SIGTERM" : "SIGINT", srv->cfg->shutdown_timeout);
+        mw_net_stop_listening(srv);
+        srv->on_drained = on_drained;
+        mw_server_drain(srv);
+        break;
+    case SIGHUP:
+        mw_log_info("SIGHUP: reloading %s", srv->cfg->script);
+        mw_server_reload(srv);
+        mw_server_run_deferred(srv);
+        break;
+    case SIGUSR1:
+        if (mw_log_reopen() != 0)
+            mw_log_error("SIGUSR1: could not reopen the log file");
+        break;
+    }
+}
+
+static void watch_signal(uv_signal_t *s, int signum)
+{
+    uv_signal_init(app.loop, s);
+    s->data = &app.srv;
+    uv_signal_start(s, on_signal, signum);
+}
+
+static void cleanup_pools(void)
+{
+    mw_frame_pool_drain();
+    mw_outq_pool_drain();
+    mw_ws_pool_drain();
+}
+
+int main(int argc, char **argv)
+{
+    cli_t cli;
+    mw_config_t cfg;
+    char err[1024];
+    int r;
+
+    r = parse_args(argc, argv, &cli);
+    if (r >= 0) {
+        mw_config_list_clear(&cli.listen);
+        return r;
+    }
+    r = build_config(&cli, &cfg);
+    mw_config_list_clear(&cli.listen);
+    if (r != 0) {
+        mw_config_close(&cfg);
+        return r;
+    }
+    if (mw_log_configure(cfg.log_level, cfg.log_json, cfg.log_file) != 0) {
+        fprintf(stderr, "moonwire: config: cannot open log file '%s'\n", cfg.log_file);
+        mw_config_close(&cfg);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    app.loop = uv_default_loop();
+
+    if (mw_server_init(&app.srv, &cfg, uv_now(app.loop), err, sizeof(err)) != 0) {
+        fprintf(stderr, "moonwire: %s\n", err);
+        if (!cli.check && cfg.log_file != NULL)
+            mw_log_error("cannot start: %s", err);
+        mw_config_close(&cfg);
+        return 1;
+    }
+    if (cli.check) {
+        printf("moonwire: %s%s%s and script %s are OK\n", cfg.path ? "configuration " : "",
+               cfg.path ? cfg.path : "defaults", "", cfg.script);
+        mw_server_close(&app.srv);
+        mw_config_close(&cfg);
+        cleanup_pools();
+        return 0;
+    }
+
+    r = mw_net_start(&app.srv, app.loop, err, sizeof(err));
+    if (r != 0) {
+        fprintf(stderr, "moonwire: %s\n", err);
+        if (cfg.log_file != NULL)
+            mw_log_error("cannot start: %s", err);
+        uv_run(app.loop, UV_RUN_DEFAULT);
+        mw_net_free(&app.srv);
+        mw_server_close(&app.srv);
+        mw_config_close(&cfg);
+        uv_loop_close(app.loop);
+        cleanup_pools();
+        return 1;
+    }
+    watch_signal(&app.sig_term, SIGTERM);
+    watch_signal(&app.sig_int, SIGINT);
+    watch_signal(&app.sig_hup, SIGHUP);
+    watch_signal(&app.sig_usr1, SIGUSR1);
+
+    for (size_t i = 0; i < cfg.listen.n; i++)
+        mw_log_info("moonwire %s listening on %s (app %s, node %.*s)", MW_VERSION,
+                    cfg.listen.items[i], cfg.script, (int)app.srv.reg.prefix_len - 1,
+                    app.srv.reg.prefix);
+    mw_lua_start(app.srv.lua);
+    mw_server_run_deferred(&app.srv);
+
+    uv_run(app.loop, UV_RUN_DEFAULT);
+
+    mw_net_free(&app.srv);
+    mw_server_close(&app.srv);
+    mw_config_close(&cfg);
+    r = uv_loop_close(app.loop);
+    if (r != 0)
+        mw_log_warn("loop closed with handles left: %s", uv_strerror(r));
+    cleanup_pools();
+    return app.exit_code;
+}

@@ -1,0 +1,437 @@
+/* libuv: listeners, accept, the TCP transport and the loop glue.
+ *
+ * Writes are corked: frames queue during a loop turn and go out in one
+ * writev per connection from the check (or prepare) phase, uv_try_write
+ * first, a queued uv_write only for what the socket would not take. At most
+ * one uv_write is in flight per connection; its buffers are frames the
+ * queue still references, so they live until the callback (libuv's rule).
+ * Reads share one buffer per loop: libuv calls read_cb right after
+ * alloc_cb, and the bytes are consumed before the next read.
+ */
+#include "moonwire/net.h"
+#include "moonwire/conn.h"
+#include "moonwire/error.h"
+#include "moonwire/log.h"
+#include "moonwire/server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define READ_BUF_SIZE (64 * 1024)
+#define IOV_BATCH 64
+
+typedef struct {
+    uv_tcp_t handle;
+    int tls; /* reserved for the TLS listeners */
+} listener_t;
+
+typedef struct {
+    mw_server_t *srv;
+    uv_loop_t *loop;
+    listener_t *listeners;
+    size_t nlisteners;
+    uv_prepare_t prepare;
+    uv_check_t check;
+    uv_timer_t timer;
+    char *read_buf;
+    int read_busy;
+} net_t;
+
+typedef struct {
+    mw_conn_t c;
+    uv_tcp_t handle;
+    size_t inflight; /* bytes handed to the uv_write in flight, 0 when none */
+    uint8_t shut;    /* uv_shutdown requested */
+    uint8_t eof;     /* the peer closed its side */
+} tcp_conn_t;
+
+typedef struct {
+    uv_write_t req;
+    tcp_conn_t *t;
+} write_req_t;
+
+_Static_assert(sizeof(uv_buf_t) == sizeof(struct iovec) &&
+                   offsetof(uv_buf_t, base) == offsetof(struct iovec, iov_base) &&
+                   offsetof(uv_buf_t, len) == offsetof(struct iovec, iov_len),
+               "uv_buf_t is an iovec on Unix");
+
+static net_t *net_of(mw_server_t *srv)
+{
+    return srv->net;
+}
+
+static tcp_conn_t *tcp_of(mw_conn_t *c)
+{
+    return MW_CONTAINER_OF(c, tcp_conn_t, c);
+}
+
+/* TCP transport ---------------------------------------------------------------- */
+
+static void on_closed(uv_handle_t *h)
+{
+    tcp_conn_t *t = h->data;
+    mw_conn_release(&t->c);
+    free(t);
+}
+
+static void tcp_abort(mw_conn_t *c)
+{
+    tcp_conn_t *t = tcp_of(c);
+    if (!uv_is_closing((uv_handle_t *)&t->handle))
+        uv_close((uv_handle_t *)&t->handle, on_closed);
+}
+
+static void tcp_flush(mw_conn_t *c);
+
+static void on_write(uv_write_t *req, int status)
+{
+    write_req_t *w = (write_req_t *)req;
+    tcp_conn_t *t = w->t;
+    size_t n = t->inflight;
+
+    free(w);
+    t->inflight = 0;
+    if (status == UV_ECANCELED || uv_is_closing((uv_handle_t *)&t->handle))
+        return; /* the handle is closing; on_closed frees everything */
+    t->c.srv->timers.now = uv_now(net_of(t->c.srv)->loop);
+    if (status < 0) {
+        mw_log_debug("conn %llu: write failed: %s", (unsigned long long)t->c.serial,
+                     uv_strerror(status));
+        mw_conn_on_eof(&t->c);
+        return;
+    }
+    mw_conn_on_written(&t->c, n);
+    if (!mw_outq_empty(&t->c.outq))
+        tcp_flush(&t->c);
+}
+
+static void tcp_flush(mw_conn_t *c)
+{
+    tcp_conn_t *t = tcp_of(c);
+    uv_stream_t *s = (uv_stream_t *)&t->handle;
+    struct iovec iov[IOV_BATCH];
+    size_t n, total;
+    write_req_t *w;
+    int r;
+
+    if (t->inflight > 0 || uv_is_closing((uv_handle_t *)s))
+        return;
+    while (!mw_outq_empty(&c->outq)) {
+        n = mw_outq_peek(&c->outq, iov, IOV_BATCH, 0);
+        total = 0;
+        for (size_t i = 0; i < n; i++)
+            total += iov[i].iov_len;
+        r = uv_try_write(s, (uv_buf_t *)iov, (unsigned)n);
+        if (r == UV_EAGAIN || r == UV_ENOSYS)
+            r = 0;
+        if (r < 0) {
+            mw_log_debug("conn %llu: write failed: %s", (unsigned long long)c->serial,
+                         uv_strerror(r));
+            mw_conn_on_eof(c);
+            return;
+        }
+        if (r > 0)
+            mw_conn_on_written(c, (size_t)r); /* may finish (and close) the connection */
+        if (uv_is_closing((uv_handle_t *)s) || t->shut)
+            return;
+        if ((size_t)r < total)
+            break;
+    }
+    if (mw_outq_empty(&c->outq))
+        return;
+    /* The socket is full: hand the rest to libuv and wait for its callback. */
+    n = mw_outq_peek(&c->outq, iov, IOV_BATCH, 0);
+    total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += iov[i].iov_len;
+    w = malloc(sizeof(*w));
+    if (w == NULL) {
+        mw_conn_on_eof(c);
+        return;
+    }
+    w->t = t;
+    r = uv_write(&w->req, s, (uv_buf_t *)iov, (unsigned)n, on_write);
+    if (r < 0) {
+        free(w);
+        mw_conn_on_eof(c);
+        return;
+    }
+    t->inflight = total;
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    tcp_conn_t *t = req->data;
+    free(req);
+    if (status == UV_ECANCELED)
+        return;
+    /* Wait for the peer's FIN (bounded by close_timeout) so the last frames
+     * are not destroyed by a reset; if it already came, close now. */
+    if (status < 0 || t->eof)
+        tcp_abort(&t->c);
+}
+
+static void tcp_finish(mw_conn_t *c)
+{
+    tcp_conn_t *t = tcp_of(c);
+    uv_shutdown_t *req;
+
+    if (t->shut || uv_is_closing((uv_handle_t *)&t->handle))
+        return;
+    t->shut = 1;
+    if (t->eof) {
+        tcp_abort(c);
+        return;
+    }
+    req = malloc(sizeof(*req));
+    if (req == NULL || (req->data = t, uv_shutdown(req, (uv_stream_t *)&t->handle, on_shutdown)) != 0) {
+        free(req);
+        tcp_abort(c);
+        return;
+    }
+    if (c->paused) {
+        c->paused = 0;
+        c->tp->pause(c, 0); /* keep reading to see the FIN */
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    tcp_conn_t *t = h->data;
+    net_t *net = net_of(t->c.srv);
+    (void)suggested;
+    buf->base = net->read_buf;
+    buf->len = READ_BUF_SIZE;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    tcp_conn_t *t = s->data;
+    mw_conn_t *c = &t->c;
+
+    c->srv->timers.now = uv_now(s->loop);
+    if (nread > 0) {
+        mw_conn_on_read(c, (const uint8_t *)buf->base, (size_t)nread);
+    } else if (nread < 0) {
+        t->eof = 1;
+        uv_read_stop(s);
+        /* A client may half-close right after its request: still send the
+         * reply; tcp_finish closes once it is written. */
+        if (nread == UV_EOF && c->finishing && !mw_outq_empty(&c->outq))
+            return;
+        mw_conn_on_eof(c);
+    }
+}
+
+static void tcp_pause(mw_conn_t *c, int paused)
+{
+    tcp_conn_t *t = tcp_of(c);
+    if (uv_is_closing((uv_handle_t *)&t->handle) || t->eof)
+        return;
+    if (paused)
+        uv_read_stop((uv_stream_t *)&t->handle);
+    else
+        uv_read_start((uv_stream_t *)&t->handle, on_alloc, on_read);
+}
+
+static const mw_transport_t tcp_transport = {
+    "tcp", tcp_flush, tcp_finish, tcp_abort, tcp_pause,
+};
+
+/* Listeners -------------------------------------------------------------------- */
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    mw_server_t *srv = server->data;
+    net_t *net = net_of(srv);
+    tcp_conn_t *t;
+    mw_addr_t addr;
+    int len = sizeof(addr);
+
+    if (status < 0) {
+        mw_log_warn("accept: %s", uv_strerror(status));
+        return;
+    }
+    t = malloc(sizeof(*t));
+    if (t == NULL)
+        return;
+    memset(t, 0, sizeof(*t));
+    uv_tcp_init(net->loop, &t->handle);
+    t->handle.data = t;
+    if (uv_accept(server, (uv_stream_t *)&t->handle) != 0) {
+        uv_close((uv_handle_t *)&t->handle, (uv_close_cb)free);
+        return;
+    }
+    srv->timers.now = uv_now(net->loop);
+    memset(&addr, 0, sizeof(addr));
+    uv_tcp_getpeername(&t->handle, &addr.sa, &len);
+    if (mw_conn_init(&t->c, srv, &tcp_transport, &addr) != 0) {
+        /* mw_conn_init counted it; on_closed releases it. */
+        uv_close((uv_handle_t *)&t->handle, on_closed);
+        return;
+    }
+    uv_tcp_nodelay(&t->handle, 1);
+    if (uv_read_start((uv_stream_t *)&t->handle, on_alloc, on_read) != 0)
+        tcp_abort(&t->c);
+}
+
+int mw_net_parse_addr(const char *text, struct sockaddr_storage *addr)
+{
+    char host[256];
+    const char *colon = strrchr(text, ':');
+    char *end;
+    long port;
+    size_t hlen;
+
+    if (colon == NULL)
+        return UV_EINVAL;
+    port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || colon[1] == '\0' || port < 0 || port > 65535)
+        return UV_EINVAL;
+    hlen = (size_t)(colon - text);
+    if (hlen >= sizeof(host))
+        return UV_EINVAL;
+    memcpy(host, text, hlen);
+    host[hlen] = '\0';
+    if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']') {
+        host[hlen - 1] = '\0';
+        return uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)addr);
+    }
+    if (hlen == 0)
+        return uv_ip4_addr("0.0.0.0", (int)port, (struct sockaddr_in *)addr);
+    return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)addr);
+}
+
+/* Loop glue ---------------------------------------------------------------------- */
+
+static void on_timer(uv_timer_t *h)
+{
+    net_t *net = h->data;
+    mw_timers_run(&net->srv->timers, uv_now(net->loop));
+    mw_server_run_deferred(net->srv);
+}
+
+/* The whole timer heap rides on one uv_timer, re-armed before each poll. */
+static void arm_timer(net_t *net)
+{
+    int64_t next = mw_timers_next(&net->srv->timers);
+    if (next < 0)
+        uv_timer_stop(&net->timer);
+    else
+        uv_timer_start(&net->timer, on_timer, (uint64_t)next, 0);
+}
+
+static void on_prepare(uv_prepare_t *h)
+{
+    net_t *net = h->data;
+    net->srv->timers.now = uv_now(net->loop);
+    mw_server_run_deferred(net->srv);
+    if (!uv_is_closing((uv_handle_t *)&net->timer))
+        arm_timer(net);
+}
+
+static void on_check(uv_check_t *h)
+{
+    net_t *net = h->data;
+    net->srv->timers.now = uv_now(net->loop);
+    mw_server_run_deferred(net->srv);
+}
+
+int mw_net_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen)
+{
+    const mw_strlist_t *listen = &srv->cfg->listen;
+    net_t *net = calloc(1, sizeof(*net));
+    int r;
+
+    if (net == NULL)
+        return UV_ENOMEM;
+    net->srv = srv;
+    net->loop = loop;
+    net->read_buf = malloc(READ_BUF_SIZE);
+    net->listeners = calloc(listen->n, sizeof(listener_t));
+    if (net->read_buf == NULL || net->listeners == NULL) {
+        free(net->read_buf);
+        free(net->listeners);
+        free(net);
+        return UV_ENOMEM;
+    }
+    srv->net = net;
+    srv->timers.now = uv_now(loop);
+
+    for (size_t i = 0; i < listen->n; i++) {
+        struct sockaddr_storage addr;
+        listener_t *l = &net->listeners[i];
+        unsigned flags = 0;
+
+        r = mw_net_parse_addr(listen->items[i], &addr);
+        if (r != 0) {
+            snprintf(err, errlen, "listen: '%s' is not HOST:PORT, [IPV6]:PORT or :PORT",
+                     listen->items[i]);
+            goto fail;
+        }
+        uv_tcp_init(loop, &l->handle);
+        l->handle.data = srv;
+        net->nlisteners++;
+        if (addr.ss_family == AF_INET6)
+            flags = UV_TCP_IPV6ONLY;
+        r = uv_tcp_bind(&l->handle, (struct sockaddr *)&addr, flags);
+        if (r == 0)
+            r = uv_listen((uv_stream_t *)&l->handle, 511, on_connection);
+        if (r != 0) {
+            snprintf(err, errlen, "listen on %s: %s", listen->items[i], uv_strerror(r));
+            goto fail;
+        }
+    }
+
+    uv_prepare_init(loop, &net->prepare);
+    net->prepare.data = net;
+    uv_prepare_start(&net->prepare, on_prepare);
+    uv_check_init(loop, &net->check);
+    net->check.data = net;
+    uv_check_start(&net->check, on_check);
+    uv_timer_init(loop, &net->timer);
+    net->timer.data = net;
+    /* These run every turn but must not keep the loop alive on their own. */
+    uv_unref((uv_handle_t *)&net->prepare);
+    uv_unref((uv_handle_t *)&net->check);
+    return 0;
+
+fail:
+    mw_net_close(srv); /* the caller runs the loop to finish closing, then mw_net_free() */
+    return r;
+}
+
+void mw_net_stop_listening(mw_server_t *srv)
+{
+    net_t *net = net_of(srv);
+    for (size_t i = 0; net != NULL && i < net->nlisteners; i++)
+        if (!uv_is_closing((uv_handle_t *)&net->listeners[i].handle))
+            uv_close((uv_handle_t *)&net->listeners[i].handle, NULL);
+}
+
+void mw_net_close(mw_server_t *srv)
+{
+    net_t *net = net_of(srv);
+
+    if (net == NULL)
+        return;
+    mw_net_stop_listening(srv);
+    if (net->prepare.loop != NULL && !uv_is_closing((uv_handle_t *)&net->prepare)) {
+        uv_close((uv_handle_t *)&net->prepare, NULL);
+        uv_close((uv_handle_t *)&net->check, NULL);
+        uv_close((uv_handle_t *)&net->timer, NULL);
+    }
+}
+
+void mw_net_free(mw_server_t *srv)
+{
+    net_t *net = net_of(srv);
+
+    if (net == NULL)
+        return;
+    srv->net = NULL;
+    free(net->read_buf);
+    free(net->listeners);
+    free(net);
+}

@@ -1,0 +1,125 @@
+/* Per-connection write queues of shared frames. */
+#include "moonwire/outq.h"
+#include "moonwire/error.h"
+
+#include <stdlib.h>
+
+struct mw_outq_entry_s {
+    mw_outq_entry_t *next;
+    mw_frame_t *frame; /* one reference, dropped when written or cleared */
+};
+
+#define ENTRY_POOL_MAX 65536
+
+static mw_outq_entry_t *free_entries;
+static uint32_t free_count;
+
+static mw_outq_entry_t *entry_get(void)
+{
+    mw_outq_entry_t *e = free_entries;
+    if (e != NULL) {
+        free_entries = e->next;
+        free_count--;
+        return e;
+    }
+    return malloc(sizeof(*e));
+}
+
+static void entry_put(mw_outq_entry_t *e)
+{
+    if (free_count >= ENTRY_POOL_MAX) {
+        free(e);
+        return;
+    }
+    e->next = free_entries;
+    free_entries = e;
+    free_count++;
+}
+
+void mw_outq_init(mw_outq_t *q)
+{
+    q->head = q->tail = NULL;
+    q->bytes = 0;
+    q->off = 0;
+    q->count = 0;
+}
+
+int mw_outq_push(mw_outq_t *q, mw_frame_t *f)
+{
+    mw_outq_entry_t *e = entry_get();
+    if (e == NULL)
+        return MW_ENOMEM;
+    e->next = NULL;
+    e->frame = mw_frame_ref(f);
+    if (q->tail != NULL)
+        q->tail->next = e;
+    else
+        q->head = e;
+    q->tail = e;
+    q->bytes += f->len;
+    q->count++;
+    return 0;
+}
+
+size_t mw_outq_peek(const mw_outq_t *q, struct iovec *iov, size_t n, size_t max_bytes)
+{
+    size_t i = 0, total = 0;
+    uint32_t off = q->off;
+
+    for (mw_outq_entry_t *e = q->head; e != NULL && i < n; e = e->next) {
+        size_t len = e->frame->len - off;
+        if (max_bytes != 0 && total + len > max_bytes) {
+            if (i > 0)
+                break;
+            len = max_bytes;
+        }
+        iov[i].iov_base = e->frame->bytes + off;
+        iov[i].iov_len = len;
+        total += len;
+        i++;
+        off = 0;
+    }
+    return i;
+}
+
+void mw_outq_consume(mw_outq_t *q, size_t n)
+{
+    q->bytes -= n;
+    while (n > 0) {
+        mw_outq_entry_t *e = q->head;
+        size_t left = e->frame->len - q->off;
+        if (n < left) {
+            q->off += (uint32_t)n;
+            return;
+        }
+        n -= left;
+        q->off = 0;
+        q->head = e->next;
+        if (q->head == NULL)
+            q->tail = NULL;
+        q->count--;
+        mw_frame_unref(e->frame);
+        entry_put(e);
+    }
+}
+
+void mw_outq_clear(mw_outq_t *q)
+{
+    while (q->head != NULL) {
+        mw_outq_entry_t *e = q->head;
+        q->head = e->next;
+        mw_frame_unref(e->frame);
+        entry_put(e);
+    }
+    mw_outq_init(q);
+}
+
+void mw_outq_pool_drain(void)
+{
+    while (free_entries != NULL) {
+        mw_outq_entry_t *e = free_entries;
+        free_entries = e->next;
+        free(e);
+    }
+    free_count = 0;
+}

@@ -1,0 +1,254 @@
+/* The loop-independent server: deferred work, timeouts, drain, reload.
+ *
+ * Timeouts use four lists instead of a timer per connection. A connection
+ * enters a list at the back and stamps tl_at, so each list is ordered by
+ * tl_at and a periodic sweep only looks at the expired heads: O(expired)
+ * per tick and two pointers per connection (nginx and Redis do the same).
+ */
+#include "moonwire/server.h"
+#include "moonwire/error.h"
+#include "moonwire/log.h"
+#include "moonwire/lua_host.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define CONN_OF(link, field) MW_CONTAINER_OF(link, mw_conn_t, field)
+
+static mw_list_t *tlist_head(mw_server_t *srv, mw_conn_tlist_t tl)
+{
+    switch (tl) {
+    case MW_TL_HANDSHAKE:
+        return &srv->tl_handshake;
+    case MW_TL_ACTIVE:
+        return &srv->tl_active;
+    case MW_TL_PINGED:
+        return &srv->tl_pinged;
+    case MW_TL_CLOSING:
+        return &srv->tl_closing;
+    default:
+        return NULL;
+    }
+}
+
+void mw_server_set_tlist(mw_server_t *srv, mw_conn_t *c, mw_conn_tlist_t tl)
+{
+    mw_list_t *head = tlist_head(srv, tl);
+
+    if (mw_list_linked(&c->timeout_link))
+        mw_list_remove(&c->timeout_link);
+    c->tlist = (uint8_t)tl;
+    c->tl_at = srv->timers.now;
+    if (head != NULL)
+        mw_list_insert_tail(head, &c->timeout_link);
+}
+
+void mw_server_touch(mw_server_t *srv, mw_conn_t *c)
+{
+    c->last_rx = srv->timers.now;
+    if (c->tlist == MW_TL_ACTIVE || c->tlist == MW_TL_PINGED)
+        mw_server_set_tlist(srv, c, MW_TL_ACTIVE);
+}
+
+void mw_server_want_flush(mw_server_t *srv, mw_conn_t *c)
+{
+    if (!mw_list_linked(&c->flush_link))
+        mw_list_insert_tail(&srv->flush_list, &c->flush_link);
+}
+
+void mw_server_queue_close(mw_server_t *srv, mw_conn_t *c)
+{
+    if (c->queued_close)
+        return;
+    c->queued_close = 1;
+    mw_list_insert_tail(&srv->close_queue, &c->close_link);
+}
+
+void mw_server_run_deferred(mw_server_t *srv)
+{
+    const mw_config_t *cfg = srv->cfg;
+
+    /* on_close hooks may queue frames and flushes may find closed peers, so
+     * go until both are empty. Each connection closes once: this ends. */
+    while (!mw_list_empty(&srv->close_queue) || !mw_list_empty(&srv->flush_list)) {
+        while (!mw_list_empty(&srv->close_queue)) {
+            mw_conn_t *c = CONN_OF(srv->close_queue.next, close_link);
+            mw_list_remove(&c->close_link);
+            c->queued_close = 0;
+            mw_lua_close(srv->lua, c);
+        }
+        while (!mw_list_empty(&srv->flush_list)) {
+            mw_conn_t *c = CONN_OF(srv->flush_list.next, flush_link);
+            mw_list_remove(&c->flush_link);
+            if (!mw_outq_empty(&c->outq))
+                c->tp->flush(c);
+            else if (c->finishing)
+                c->tp->finish(c);
+            /* Input backpressure: a peer that sends faster than it reads
+             * stops being read until its queue drains to half. */
+            if (!c->freed && !c->paused && c->state == MW_CONN_OPEN &&
+                c->outq.bytes > cfg->max_buffered) {
+                c->paused = 1;
+                c->tp->pause(c, 1);
+            }
+        }
+    }
+    if (srv->draining && srv->nconns == 0 && srv->on_drained != NULL) {
+        void (*done)(mw_server_t *) = srv->on_drained;
+        srv->on_drained = NULL;
+        mw_timer_stop(&srv->timers, &srv->drain_timer);
+        done(srv);
+    }
+}
+
+/* Expires the heads of the timeout lists. */
+static void on_sweep(mw_timer_t *t)
+{
+    mw_server_t *srv = t->data;
+    const mw_config_t *cfg = srv->cfg;
+    uint64_t now = srv->timers.now;
+    mw_list_t *head;
+
+    head = &srv->tl_handshake;
+    while (!mw_list_empty(head)) {
+        mw_conn_t *c = CONN_OF(head->next, timeout_link);
+        if (cfg->handshake_timeout == 0 || now - c->tl_at < cfg->handshake_timeout)
+            break;
+        srv->metrics.handshakes[MW_HS_timeout]++;
+        mw_conn_reply(c, mw_http_reply(408, NULL, NULL, "408 Request Timeout\n", 20));
+    }
+
+    head = &srv->tl_active;
+    while (!mw_list_empty(head)) {
+        mw_conn_t *c = CONN_OF(head->next, timeout_link);
+        if (cfg->idle_timeout == 0 || now - c->tl_at < cfg->idle_timeout)
+            break;
+        mw_conn_ping(c);
+        mw_server_set_tlist(srv, c, MW_TL_PINGED);
+    }
+
+    head = &srv->tl_pinged;
+    while (!mw_list_empty(head)) {
+        mw_conn_t *c = CONN_OF(head->next, timeout_link);
+        if (now - c->tl_at < cfg->ping_timeout)
+            break;
+        mw_conn_fail(c, 1001, "idle timeout");
+    }
+
+    head = &srv->tl_closing;
+    while (!mw_list_empty(head)) {
+        mw_conn_t *c = CONN_OF(head->next, timeout_link);
+        if (now - c->tl_at < cfg->close_timeout)
+            break;
+        /* The peer did not finish the closing handshake in time. */
+        mw_conn_on_eof(c);
+    }
+    mw_server_run_deferred(srv);
+}
+
+static uint64_t sweep_interval(const mw_config_t *cfg)
+{
+    uint64_t shortest = cfg->close_timeout;
+    const uint32_t others[] = {cfg->handshake_timeout, cfg->idle_timeout, cfg->ping_timeout};
+    for (size_t i = 0; i < 3; i++)
+        if (others[i] != 0 && others[i] < shortest)
+            shortest = others[i];
+    shortest /= 4;
+    return shortest < 10 ? 10 : shortest > 1000 ? 1000 : shortest;
+}
+
+int mw_server_init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, size_t errlen)
+{
+    int r;
+
+    memset(srv, 0, sizeof(*srv));
+    srv->cfg = cfg;
+    mw_list_init(&srv->tl_handshake);
+    mw_list_init(&srv->tl_active);
+    mw_list_init(&srv->tl_pinged);
+    mw_list_init(&srv->tl_closing);
+    mw_list_init(&srv->flush_list);
+    mw_list_init(&srv->close_queue);
+    mw_timers_init(&srv->timers, now);
+    r = mw_registry_init(&srv->reg, cfg->node_id, NULL);
+    if (r != 0) {
+        snprintf(err, errlen, "registry: %s", mw_strerror(r));
+        return r;
+    }
+    mw_timer_init(&srv->sweep, on_sweep, srv);
+    mw_timer_init(&srv->drain_timer, NULL, srv);
+    r = mw_timer_start(&srv->timers, &srv->sweep, sweep_interval(cfg), sweep_interval(cfg));
+    if (r != 0) {
+        snprintf(err, errlen, "timers: %s", mw_strerror(r));
+        return r;
+    }
+    r = mw_lua_new(srv, &srv->lua, err, errlen);
+    if (r != 0) {
+        mw_timers_close(&srv->timers);
+        mw_registry_close(&srv->reg);
+        return r;
+    }
+    return 0;
+}
+
+void mw_server_close(mw_server_t *srv)
+{
+    if (srv->lua != NULL)
+        mw_lua_free(srv->lua);
+    srv->lua = NULL;
+    mw_timer_stop(&srv->timers, &srv->sweep);
+    mw_timers_close(&srv->timers);
+    mw_registry_close(&srv->reg);
+}
+
+static void on_drain_timeout(mw_timer_t *t)
+{
+    mw_server_t *srv = t->data;
+    mw_log_warn("drain: %zu connection(s) still open after %u ms; closing them", srv->nconns,
+                srv->cfg->shutdown_timeout);
+    /* mw_conn_on_eof takes each one out of the list. */
+    while (!mw_list_empty(&srv->tl_closing))
+        mw_conn_on_eof(CONN_OF(srv->tl_closing.next, timeout_link));
+    mw_server_run_deferred(srv);
+    if (srv->on_drained != NULL) {
+        void (*done)(mw_server_t *) = srv->on_drained;
+        srv->on_drained = NULL;
+        done(srv);
+    }
+}
+
+void mw_server_drain(mw_server_t *srv)
+{
+    mw_list_t *it, *tmp;
+
+    if (srv->draining)
+        return;
+    srv->draining = 1;
+    mw_log_info("draining %zu connection(s)", srv->nconns);
+    mw_list_foreach_safe(it, tmp, &srv->tl_handshake)
+    {
+        mw_conn_close(CONN_OF(it, timeout_link), 0, NULL, 0);
+    }
+    mw_list_foreach_safe(it, tmp, &srv->reg.open)
+    {
+        mw_conn_close(CONN_OF(it, open_link), 1001, "server shutting down", 20);
+    }
+    srv->drain_timer.cb = on_drain_timeout;
+    mw_timer_start(&srv->timers, &srv->drain_timer, srv->cfg->shutdown_timeout, 0);
+    mw_server_run_deferred(srv);
+}
+
+int mw_server_reload(mw_server_t *srv)
+{
+    char err[1024];
+    int r = mw_lua_reload(srv->lua, err, sizeof(err));
+
+    srv->metrics.reloads++;
+    if (r != 0) {
+        srv->metrics.reload_failures++;
+        mw_log_error("reload failed, the previous app keeps serving: %s", err);
+        return r;
+    }
+    mw_log_info("reloaded %s", srv->cfg->script);
+    return 0;
+}

@@ -1,0 +1,359 @@
+/* RFC 6455 receive path on top of wslay's frame parser. See ws.h. */
+#include "moonwire/ws.h"
+#include "moonwire/error.h"
+#include "moonwire/frame.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <wslay/wslay.h>
+
+/* The bytes being fed. Feeding is synchronous and the core single-threaded,
+ * so one cursor serves every frame context, which is what lets a context
+ * move between connections through the pool. */
+static struct {
+    const uint8_t *p;
+    size_t len;
+} cursor;
+
+#define FCTX_POOL_MAX 256
+static wslay_frame_context_ptr fctx_pool[FCTX_POOL_MAX];
+static size_t fctx_pooled;
+
+static ssize_t recv_cb(uint8_t *buf, size_t len, int flags, void *user_data)
+{
+    (void)flags;
+    (void)user_data;
+    if (cursor.len == 0)
+        return 0; /* wslay turns this into WSLAY_ERR_WANT_READ */
+    if (len > cursor.len)
+        len = cursor.len;
+    memcpy(buf, cursor.p, len);
+    cursor.p += len;
+    cursor.len -= len;
+    return (ssize_t)len;
+}
+
+static ssize_t send_cb(const uint8_t *data, size_t len, int flags, void *user_data)
+{
+    /* Frames are serialised by frame.c; the frame context never sends. */
+    (void)data;
+    (void)len;
+    (void)flags;
+    (void)user_data;
+    return -1;
+}
+
+static int genmask_cb(uint8_t *buf, size_t len, void *user_data)
+{
+    (void)buf;
+    (void)len;
+    (void)user_data;
+    return -1;
+}
+
+static const struct wslay_frame_callbacks frame_callbacks = {send_cb, recv_cb, genmask_cb};
+
+static wslay_frame_context_ptr fctx_get(void)
+{
+    wslay_frame_context_ptr ctx;
+    if (fctx_pooled > 0)
+        return fctx_pool[--fctx_pooled];
+    if (wslay_frame_context_init(&ctx, &frame_callbacks, NULL) != 0)
+        return NULL;
+    return ctx;
+}
+
+/* A context goes back only at a frame boundary with an empty input buffer,
+ * where it is indistinguishable from a new one. */
+static void fctx_put(wslay_frame_context_ptr ctx)
+{
+    if (fctx_pooled < FCTX_POOL_MAX)
+        fctx_pool[fctx_pooled++] = ctx;
+    else
+        wslay_frame_context_free(ctx);
+}
+
+void mw_ws_pool_drain(void)
+{
+    while (fctx_pooled > 0)
+        wslay_frame_context_free(fctx_pool[--fctx_pooled]);
+}
+
+void mw_ws_init(mw_ws_t *ws, const mw_ws_handler_t *handler, void *ud, size_t max_message)
+{
+    memset(ws, 0, sizeof(*ws));
+    ws->handler = handler;
+    ws->ud = ud;
+    ws->max_message = max_message;
+}
+
+void mw_ws_close(mw_ws_t *ws)
+{
+    if (ws->fctx != NULL) {
+        /* Mid-frame state must not leak into another connection. */
+        if (ws->buffered == 0 && !ws->in_frame)
+            fctx_put(ws->fctx);
+        else
+            wslay_frame_context_free(ws->fctx);
+        ws->fctx = NULL;
+    }
+    free(ws->msg);
+    ws->msg = NULL;
+    ws->msg_len = ws->msg_cap = 0;
+    ws->stopped = 1;
+}
+
+size_t mw_ws_memory(const mw_ws_t *ws)
+{
+    return ws->msg_cap + (ws->fctx != NULL ? 4096 + 128 : 0);
+}
+
+int mw_ws_close_code_valid(unsigned code)
+{
+    if (code >= 1000 && code <= 1014)
+        return code != 1004 && code != 1005 && code != 1006;
+    return code >= 3000 && code <= 4999;
+}
+
+static void fail(mw_ws_t *ws, uint16_t code, const char *why)
+{
+    if (ws->stopped)
+        return;
+    ws->stopped = 1;
+    ws->handler->on_fail(ws->ud, code, why);
+}
+
+static int is_control(uint8_t op)
+{
+    return (op & 0x08) != 0;
+}
+
+static size_t header_len(uint64_t payload_len)
+{
+    /* Client frames are masked; wslay rejects non-minimal length encodings. */
+    return 2 + 4 + (payload_len < 126 ? 0 : payload_len <= 0xffff ? 2 : 8);
+}
+
+static int msg_reserve(mw_ws_t *ws, size_t need)
+{
+    size_t cap;
+    uint8_t *p;
+
+    if (need <= ws->msg_cap)
+        return 0;
+    cap = ws->msg_cap ? ws->msg_cap : 256;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    if (cap > ws->max_message && need <= ws->max_message)
+        cap = ws->max_message;
+    p = realloc(ws->msg, cap);
+    if (p == NULL)
+        return MW_ENOMEM;
+    ws->msg = p;
+    ws->msg_cap = cap;
+    return 0;
+}
+
+/* Checks a frame header (seen with its first chunk). Returns 0 or fails. */
+static int frame_start(mw_ws_t *ws, const struct wslay_frame_iocb *io)
+{
+    uint8_t op = io->opcode;
+
+    if (io->rsv != 0) {
+        fail(ws, 1002, "reserved bits set without a negotiated extension");
+        return -1;
+    }
+    if (!io->mask) {
+        fail(ws, 1002, "client frames must be masked");
+        return -1;
+    }
+    if (is_control(op)) {
+        if (op != MW_OP_CLOSE && op != MW_OP_PING && op != MW_OP_PONG) {
+            fail(ws, 1002, "reserved opcode");
+            return -1;
+        }
+        ws->ctl_len = 0;
+    } else if (op == MW_OP_CONT) {
+        if (ws->msg_op == 0) {
+            fail(ws, 1002, "continuation frame without a message to continue");
+            return -1;
+        }
+    } else if (op == MW_OP_TEXT || op == MW_OP_BINARY) {
+        if (ws->msg_op != 0) {
+            fail(ws, 1002, "new message before the previous one was finished");
+            return -1;
+        }
+    } else {
+        fail(ws, 1002, "reserved opcode");
+        return -1;
+    }
+    if (!is_control(op) && io->payload_length > ws->max_message - ws->msg_len) {
+        fail(ws, 1009, "message too big");
+        return -1;
+    }
+    if (op == MW_OP_TEXT || op == MW_OP_BINARY) {
+        ws->msg_op = op;
+        ws->msg_len = 0;
+        ws->utf8 = MW_UTF8_ACCEPT;
+    }
+    ws->frame_op = op;
+    ws->frame_fin = io->fin;
+    ws->frame_len = io->payload_length;
+    ws->frame_got = 0;
+    ws->in_frame = 1;
+    return 0;
+}
+
+static void control_end(mw_ws_t *ws)
+{
+    const mw_ws_handler_t *h = ws->handler;
+
+    switch (ws->frame_op) {
+    case MW_OP_PING:
+        h->on_ping(ws->ud, ws->ctl, ws->ctl_len);
+        break;
+    case MW_OP_PONG:
+        h->on_pong(ws->ud, ws->ctl, ws->ctl_len);
+        break;
+    case MW_OP_CLOSE: {
+        unsigned code;
+        if (ws->ctl_len == 0) {
+            ws->stopped = 1;
+            h->on_close(ws->ud, 1005, "", 0);
+            return;
+        }
+        if (ws->ctl_len == 1) {
+            fail(ws, 1002, "close frame with a 1-byte payload");
+            return;
+        }
+        code = (unsigned)ws->ctl[0] << 8 | ws->ctl[1];
+        if (!mw_ws_close_code_valid(code)) {
+            fail(ws, 1002, "invalid close code");
+            return;
+        }
+        if (!mw_utf8_valid(ws->ctl + 2, ws->ctl_len - 2u)) {
+            fail(ws, 1007, "close reason is not valid UTF-8");
+            return;
+        }
+        ws->stopped = 1;
+        h->on_close(ws->ud, (uint16_t)code, (const char *)ws->ctl + 2, ws->ctl_len - 2u);
+        break;
+    }
+    }
+}
+
+/* Handles one chunk of payload returned by wslay_frame_recv. */
+static int frame_chunk(mw_ws_t *ws, const struct wslay_frame_iocb *io)
+{
+    const uint8_t *data = io->data;
+    size_t n = io->data_length;
+
+    if (!ws->in_frame && frame_start(ws, io) != 0)
+        return -1;
+    ws->frame_got += n;
+
+    if (is_control(ws->frame_op)) {
+        memcpy(ws->ctl + ws->ctl_len, data, n); /* wslay bounds control payloads to 125 */
+        ws->ctl_len = (uint8_t)(ws->ctl_len + n);
+    } else {
+        int whole = ws->frame_fin && ws->frame_op != MW_OP_CONT && n == ws->frame_len;
+        if (ws->msg_op == MW_OP_TEXT) {
+            ws->utf8 = mw_utf8_feed(ws->utf8, data, n);
+            if (ws->utf8 == MW_UTF8_REJECT) {
+                fail(ws, 1007, "text message is not valid UTF-8");
+                return -1;
+            }
+        }
+        if (whole) {
+            /* The common case, a message in one frame that arrived whole:
+             * hand wslay's buffer over without a copy. */
+            ws->in_frame = 0;
+            ws->buffered -= header_len(ws->frame_len) + ws->frame_len;
+            if (ws->msg_op == MW_OP_TEXT && ws->utf8 != MW_UTF8_ACCEPT) {
+                fail(ws, 1007, "text message ends inside a UTF-8 sequence");
+                return -1;
+            }
+            ws->msg_op = 0;
+            ws->handler->on_message(ws->ud, ws->frame_op, data, n);
+            return ws->stopped ? -1 : 0;
+        }
+        if (n > 0) {
+            size_t want = ws->msg_len + n;
+            if (ws->frame_got == n && ws->frame_len > n)
+                want = ws->msg_len + ws->frame_len; /* reserve the whole frame once */
+            if (msg_reserve(ws, want) != 0) {
+                fail(ws, 1011, "out of memory");
+                return MW_ENOMEM;
+            }
+            memcpy(ws->msg + ws->msg_len, data, n);
+            ws->msg_len += n;
+        }
+    }
+
+    if (ws->frame_got < ws->frame_len)
+        return 0;
+
+    /* The frame is complete. */
+    ws->in_frame = 0;
+    ws->buffered -= header_len(ws->frame_len) + ws->frame_len;
+    if (is_control(ws->frame_op)) {
+        control_end(ws);
+    } else if (ws->frame_fin) {
+        uint8_t op = ws->msg_op;
+        if (op == MW_OP_TEXT && ws->utf8 != MW_UTF8_ACCEPT) {
+            fail(ws, 1007, "text message ends inside a UTF-8 sequence");
+            return -1;
+        }
+        ws->msg_op = 0;
+        ws->handler->on_message(ws->ud, op, ws->msg, ws->msg_len);
+        ws->msg_len = 0;
+        /* Keep a small buffer for the next message; give a large one back. */
+        if (ws->msg_cap > 65536) {
+            free(ws->msg);
+            ws->msg = NULL;
+            ws->msg_cap = 0;
+        }
+    }
+    return ws->stopped ? -1 : 0;
+}
+
+int mw_ws_feed(mw_ws_t *ws, const uint8_t *data, size_t len)
+{
+    struct wslay_frame_iocb io;
+    ssize_t r;
+
+    if (ws->stopped)
+        return MW_ECLOSED;
+    if (len == 0)
+        return 0;
+    if (ws->fctx == NULL) {
+        ws->fctx = fctx_get();
+        if (ws->fctx == NULL) {
+            fail(ws, 1011, "out of memory");
+            return MW_ENOMEM;
+        }
+    }
+    cursor.p = data;
+    cursor.len = len;
+    ws->buffered += len;
+    for (;;) {
+        memset(&io, 0, sizeof(io));
+        r = wslay_frame_recv(ws->fctx, &io);
+        if (r == WSLAY_ERR_WANT_READ)
+            break;
+        if (r < 0) {
+            fail(ws, 1002, r == WSLAY_ERR_PROTO ? "malformed frame header" : "bad frame");
+            break;
+        }
+        if (frame_chunk(ws, &io) != 0)
+            break;
+    }
+    cursor.len = 0;
+    if (ws->stopped)
+        return MW_ECLOSED;
+    if (ws->buffered == 0 && !ws->in_frame) {
+        fctx_put(ws->fctx);
+        ws->fctx = NULL;
+    }
+    return 0;
+}

@@ -1,0 +1,88 @@
+/* The server configuration: defaults, the Lua configuration file, and
+ * command-line overrides.
+ *
+ * The file is a Lua chunk that returns a table; every key is listed in
+ * docs/configuration.md and in the schema in core/config.c. An unknown key
+ * or a value of the wrong type is an error that names the key.
+ */
+#ifndef MOONWIRE_CONFIG_H
+#define MOONWIRE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct lua_State lua_State;
+
+typedef struct {
+    char **items;
+    size_t n;
+} mw_strlist_t;
+
+enum { MW_BP_CLOSE = 0, MW_BP_DROP = 1 };
+
+typedef struct mw_config_s {
+    char *path; /* the file it was loaded from, or NULL */
+
+    mw_strlist_t listen;
+    char *script;
+    char *node_id;
+
+    /* log */
+    int log_level;
+    int log_json;
+    char *log_file;
+
+    /* websocket */
+    mw_strlist_t ws_paths;
+    mw_strlist_t subprotocols;
+    mw_strlist_t allowed_origins; /* empty: every origin */
+    size_t max_message_size;
+
+    /* limits (times in milliseconds) */
+    uint32_t max_connections;
+    uint32_t max_connections_per_ip;
+    size_t max_head_size;
+    uint32_t handshake_timeout;
+    uint32_t idle_timeout;
+    uint32_t ping_timeout;
+    uint32_t close_timeout;
+    uint32_t shutdown_timeout;
+    size_t max_buffered;
+    int backpressure; /* MW_BP_CLOSE or MW_BP_DROP */
+
+    /* lua */
+    uint64_t hook_budget;
+    size_t memory_limit;
+
+    /* http */
+    int healthz;
+
+    /* The state the file ran in; it keeps the free-form `app` table for
+     * moonwire.config. NULL when no file was loaded. */
+    lua_State *L;
+    int app_ref;
+} mw_config_t;
+
+/* Fills cfg with the defaults. Returns 0 or MW_ENOMEM. */
+int mw_config_init(mw_config_t *cfg);
+
+/* Runs the file at path and applies its table over cfg. On failure writes a
+ * one-line message naming the file and key into err and returns MW_ECONFIG
+ * (or MW_ENOMEM); cfg is then only fit for mw_config_close(). */
+int mw_config_load(mw_config_t *cfg, const char *path, char *err, size_t errlen);
+
+/* Replaces a string field, or appends to a list field (for command-line flags). */
+int mw_config_set_str(char **field, const char *value);
+int mw_config_list_add(mw_strlist_t *list, const char *value);
+void mw_config_list_clear(mw_strlist_t *list);
+
+/* Checks values that depend on each other. Returns 0 or MW_ECONFIG with err set. */
+int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen);
+
+/* Pushes onto L a table of the effective configuration (as the file spells its
+ * keys), with a deep copy of the `app` section. Must run in protected mode. */
+void mw_config_push(const mw_config_t *cfg, lua_State *L);
+
+void mw_config_close(mw_config_t *cfg);
+
+#endif

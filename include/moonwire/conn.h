@@ -1,0 +1,135 @@
+/* A client connection: its life from accept to free, whatever the transport.
+ *
+ *   HTTP ──(101)──> OPEN ──(close frame sent)──> CLOSING ──> CLOSED
+ *     └──(reply)────────────────────────────────────────────────┘
+ *
+ * CLOSED means closed for the application: on_close has run (or is queued
+ * to run at the next safe point), the Lua object is detached, and sends
+ * fail with MW_ECLOSED. The transport may still be writing the last close
+ * frame; memory is freed only when it reports that it is done (libuv's rule:
+ * free in the close callback), so no C frame under a Lua call ever touches a
+ * freed connection.
+ */
+#ifndef MOONWIRE_CONN_H
+#define MOONWIRE_CONN_H
+
+#include "moonwire/frame.h"
+#include "moonwire/http.h"
+#include "moonwire/list.h"
+#include "moonwire/outq.h"
+#include "moonwire/transport.h"
+#include "moonwire/ws.h"
+
+#include <netinet/in.h>
+#include <stdint.h>
+
+typedef struct mw_server_s mw_server_t;
+
+typedef enum {
+    MW_CONN_HTTP = 0,
+    MW_CONN_OPEN,
+    MW_CONN_CLOSING,
+    MW_CONN_CLOSED
+} mw_conn_state_t;
+
+/* Which timeout list a connection sits in (see server.c). */
+typedef enum {
+    MW_TL_NONE = 0,
+    MW_TL_HANDSHAKE,
+    MW_TL_ACTIVE,
+    MW_TL_PINGED,
+    MW_TL_CLOSING
+} mw_conn_tlist_t;
+
+typedef union {
+    struct sockaddr sa;
+    struct sockaddr_in in4;
+    struct sockaddr_in6 in6;
+} mw_addr_t;
+
+struct mw_conn_s {
+    mw_server_t *srv;
+    const mw_transport_t *tp;
+    uint64_t serial; /* the counter part of the id; never reused */
+
+    uint8_t state;         /* mw_conn_state_t */
+    uint8_t tlist;         /* mw_conn_tlist_t */
+    uint8_t close_sent : 1;
+    uint8_t close_received : 1;
+    uint8_t finishing : 1;   /* finish the transport once outq drains */
+    uint8_t lua_open : 1;    /* on_open ran, so on_close is owed */
+    uint8_t paused : 1;      /* reading stopped by input backpressure */
+    uint8_t queued_close : 1; /* in srv->close_queue */
+    uint8_t freed : 1;
+    uint16_t close_code;     /* what on_close reports */
+    uint16_t close_reason_len;
+    const char *close_reason; /* static, or inside ws.ctl; never freed */
+
+    mw_http_req_t *http; /* only in MW_CONN_HTTP */
+    mw_ws_t ws;
+    mw_outq_t outq;
+    char *protocol; /* the negotiated subprotocol, or NULL */
+
+    mw_list_t timeout_link; /* in the server list named by tlist */
+    mw_list_t open_link;    /* in the registry's list of open connections */
+    mw_list_t flush_link;   /* in srv->flush_list while it has frames to write */
+    mw_list_t close_link;   /* in srv->close_queue until on_close has run */
+    mw_list_t subs;         /* its topic subscriptions */
+
+    int lua_ref;  /* the conn userdata in the Lua registry; LUA_NOREF until open */
+    int req_ref;  /* the request table between upgrade and open; LUA_NOREF after */
+
+    uint64_t since;   /* accept time, ms */
+    uint64_t tl_at;   /* when it entered its timeout list, ms */
+    uint64_t last_rx; /* last byte received, ms */
+    uint64_t msgs_in, msgs_out, bytes_in, bytes_out;
+    mw_addr_t addr;
+};
+
+/* Sets up a connection just accepted by a transport. Returns 0 or MW_ENOMEM. */
+int mw_conn_init(mw_conn_t *c, mw_server_t *srv, const mw_transport_t *tp, const mw_addr_t *addr);
+
+/* Releases what the core holds for c; the transport frees c's memory after.
+ * Runs on_close first if it is still owed. */
+void mw_conn_release(mw_conn_t *c);
+
+/* The transport read bytes. */
+void mw_conn_on_read(mw_conn_t *c, const uint8_t *data, size_t len);
+
+/* The peer closed its side (eof), or the transport failed (error). */
+void mw_conn_on_eof(mw_conn_t *c);
+
+/* The transport wrote n bytes from the head of c->outq. */
+void mw_conn_on_written(mw_conn_t *c, size_t n);
+
+/* Queues a WebSocket data frame to c, applying the backpressure policy.
+ * Returns 0, MW_ECLOSED, MW_EBACKPRESSURE (frame dropped, or c closed with
+ * 1008, by policy) or MW_ENOMEM. The caller keeps its reference. */
+int mw_conn_send(mw_conn_t *c, mw_frame_t *f);
+
+/* Starts the closing handshake (OPEN), or drops the connection (HTTP).
+ * code 0 sends a close frame without status. Returns 0 or MW_ECLOSED. */
+int mw_conn_close(mw_conn_t *c, uint16_t code, const char *reason, size_t reason_len);
+
+/* Fails the connection: sends a close frame with code, does not wait for the
+ * peer's, and closes. why is static (logged and reported to on_close). */
+void mw_conn_fail(mw_conn_t *c, uint16_t code, const char *why);
+
+/* Sends an HTTP reply and closes after it (HTTP state only). Takes over the
+ * caller's reference to reply (which may be NULL when building it failed). */
+void mw_conn_reply(mw_conn_t *c, mw_frame_t *reply);
+
+/* Sends a ping (for idle detection). */
+void mw_conn_ping(mw_conn_t *c);
+
+/* Writes "mw.x1.42"-style ids: the id of c into out (MW_ID_MAX bytes). */
+#define MW_ID_MAX 64
+size_t mw_conn_id(const mw_conn_t *c, char *out);
+
+/* Formats the peer address ("127.0.0.1", "::1") into out (64 bytes). */
+void mw_conn_addr(const mw_conn_t *c, char *out, size_t cap);
+
+/* Internal: queues bytes regardless of state (101 replies, control frames). */
+int mw__conn_queue(mw_conn_t *c, mw_frame_t *f);
+
+#endif

@@ -1,0 +1,36 @@
+/* Process-wide logging: levels, plain or JSON lines, stderr or a file.
+ *
+ * A plain line is "2026-11-26T10:00:00.123Z info  message"; a JSON line is
+ * {"ts":"...","level":"info","msg":"..."}. Lines are written whole with one
+ * write(2), so they never interleave between processes sharing the file.
+ */
+#ifndef MOONWIRE_LOG_H
+#define MOONWIRE_LOG_H
+
+#include <stdarg.h>
+
+typedef enum { MW_LOG_DEBUG = 0, MW_LOG_INFO, MW_LOG_WARN, MW_LOG_ERROR, MW_LOG_OFF } mw_log_level_t;
+
+/* Parses "debug", "info", "warn", "error" or "off". Returns the level, or -1. */
+int mw_log_level_parse(const char *name);
+
+const char *mw_log_level_name(mw_log_level_t level);
+
+/* Sets where and how lines are written. file NULL means stderr.
+ * Returns 0 or MW_EIO when the file can not be opened (the old target stays). */
+int mw_log_configure(mw_log_level_t level, int json, const char *file);
+
+/* Reopens the log file (after rotation). Returns 0 or MW_EIO. */
+int mw_log_reopen(void);
+
+int mw_log_enabled(mw_log_level_t level);
+
+void mw_log(mw_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void mw_logv(mw_log_level_t level, const char *fmt, va_list ap);
+
+#define mw_log_debug(...) mw_log(MW_LOG_DEBUG, __VA_ARGS__)
+#define mw_log_info(...) mw_log(MW_LOG_INFO, __VA_ARGS__)
+#define mw_log_warn(...) mw_log(MW_LOG_WARN, __VA_ARGS__)
+#define mw_log_error(...) mw_log(MW_LOG_ERROR, __VA_ARGS__)
+
+#endif

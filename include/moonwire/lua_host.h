@@ -1,0 +1,75 @@
+/* The Lua host: one state per server, the app's hooks, reload, budgets.
+ *
+ * Every hook runs through one protected call with a traceback handler, an
+ * instruction budget (a count hook, as Redis does for scripts) and a memory
+ * cap (the allocator). A hook that raises, runs over budget or out of memory
+ * is logged with file and line, counted, reported to on_error, and its
+ * connection closed with 1011 unless on_error returns true. Nothing a script
+ * does can unwind into the core.
+ */
+#ifndef MOONWIRE_LUA_HOST_H
+#define MOONWIRE_LUA_HOST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct mw_server_s mw_server_t;
+typedef struct mw_conn_s mw_conn_t;
+typedef struct mw_lua_s mw_lua_t;
+typedef struct lua_State lua_State;
+
+/* What on_upgrade decided. */
+typedef struct {
+    int accept;
+    int status;         /* when refused: 400..599 */
+    char body[256];     /* when refused: the reply body */
+    char protocol[128]; /* when accepted: the chosen subprotocol, or "" */
+} mw_upgrade_decision_t;
+
+/* Creates the state, opens the libraries and the moonwire module, and loads
+ * the app from cfg->script. Returns 0, or MW_ELUA with "file:line: message"
+ * in err. */
+int mw_lua_new(mw_server_t *srv, mw_lua_t **out, char *err, size_t errlen);
+
+/* Runs the app's on_start (once the server is ready to serve). */
+void mw_lua_start(mw_lua_t *lh);
+
+/* Frees the state. Running the on_close hooks still owed is the caller's job. */
+void mw_lua_free(mw_lua_t *lh);
+
+/* Reloads the app in the same state (SIGHUP). On failure the old app keeps
+ * serving and err says why. Returns 0 or MW_ELUA. */
+int mw_lua_reload(mw_lua_t *lh, char *err, size_t errlen);
+
+/* Builds the request table of c (from c->http) and runs on_upgrade. Fills d.
+ * Returns 0, or MW_ELUA when the hook failed (reply 500). */
+int mw_lua_upgrade(mw_lua_t *lh, mw_conn_t *c, mw_upgrade_decision_t *d);
+
+/* Creates c's conn object and runs on_open. */
+void mw_lua_open(mw_lua_t *lh, mw_conn_t *c);
+
+/* Runs on_message. */
+void mw_lua_message(mw_lua_t *lh, mw_conn_t *c, int opcode, const uint8_t *data, size_t len);
+
+/* Runs on_close (when on_open ran) and detaches c's conn object. */
+void mw_lua_close(mw_lua_t *lh, mw_conn_t *c);
+
+/* Drops any reference the state holds for c (a refused upgrade's request). */
+void mw_lua_forget(mw_lua_t *lh, mw_conn_t *c);
+
+/* The state (for the C parts of the moonwire module). */
+lua_State *mw_lua_state(mw_lua_t *lh);
+
+/* Calls the function below nargs arguments at the top of L as a hook named
+ * `what` for connection c (may be NULL). Returns 1 when it ran, 0 when it
+ * failed (already logged, counted, reported to on_error, c closed). nret
+ * results are left on the stack on success. */
+int mw_lua_call(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs, int nret);
+
+/* Bytes the Lua state holds. */
+size_t mw_lua_memory(const mw_lua_t *lh);
+
+/* The server a state belongs to (for the moonwire module). */
+mw_server_t *mw_lua_server(lua_State *L);
+
+#endif
