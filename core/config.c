@@ -235,7 +235,8 @@ static const char *apply(mw_config_t *cfg, const key_t_ *k, lua_State *L)
     case T_MS:
         if (n * 1000 > UINT32_MAX)
             return "must be a number of seconds below 4294967";
-        *(uint32_t *)field = (uint32_t)llround(n * 1000);
+        /* Any time above zero is at least 1 ms: 0 alone means "off". */
+        *(uint32_t *)field = n > 0 && n * 1000 < 1 ? 1 : (uint32_t)llround(n * 1000);
         break;
     default:
         break;

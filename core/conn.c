@@ -85,8 +85,10 @@ void mw_conn_release(mw_conn_t *c)
         /* The transport went away before the end of the turn: settle now. */
         mw_list_remove(&c->close_link);
         c->queued_close = 0;
+        mw_topics_drop_conn(&srv->topics, c);
         mw_lua_close(srv->lua, c);
     }
+    mw_topics_drop_conn(&srv->topics, c);
     mw_lua_forget(srv->lua, c);
     mw_registry_remove(&srv->reg, c);
     mw_server_set_tlist(srv, c, MW_TL_NONE);
@@ -101,6 +103,8 @@ void mw_conn_release(mw_conn_t *c)
     }
     free(c->protocol);
     c->protocol = NULL;
+    free(c->reason_buf);
+    c->reason_buf = NULL;
     srv->nconns--;
 }
 
@@ -165,6 +169,11 @@ int mw_conn_close(mw_conn_t *c, uint16_t code, const char *reason, size_t reason
     case MW_CONN_OPEN:
         queue_close_frame(c, code, reason, reason_len);
         c->close_code = code ? code : 1005;
+        if (reason_len > 0 && (c->reason_buf = malloc(reason_len)) != NULL) {
+            memcpy(c->reason_buf, reason, reason_len);
+            c->close_reason = c->reason_buf;
+            c->close_reason_len = (uint16_t)reason_len;
+        }
         c->state = MW_CONN_CLOSING;
         mw_server_set_tlist(c->srv, c, MW_TL_CLOSING);
         return 0;
@@ -332,8 +341,8 @@ static void on_ws_close(void *ud, uint16_t code, const char *reason, size_t len)
         queue_close_frame(c, code == 1005 ? 0 : code, NULL, 0);
         closed(c, code, reason, len);
     } else {
-        /* Our close was answered: report the code we sent (the peer echoes it). */
-        closed(c, c->close_code, "", 0);
+        /* Our close was answered: report what we sent (the peer echoes it). */
+        closed(c, c->close_code, c->close_reason, c->close_reason_len);
     }
     finish(c);
 }

@@ -127,7 +127,8 @@ mw_frame_t *mw_frame_new_raw(const void *bytes, size_t len)
     if (f == NULL)
         return NULL;
     f->hdr = 0;
-    memcpy(f->bytes, bytes, len);
+    if (bytes != NULL)
+        memcpy(f->bytes, bytes, len);
     return f;
 }
 

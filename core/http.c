@@ -89,10 +89,18 @@ static const http_parser_settings settings = {
 
 int mw_http_req_init(mw_http_req_t *req, size_t max_head)
 {
+    static size_t parser_limit;
+    /* http-parser has a process-wide limit of its own (80 KiB by default);
+     * keep it at ours so only max_head decides. */
+    if (parser_limit != max_head && max_head <= UINT32_MAX) {
+        http_parser_set_max_header_size((uint32_t)max_head);
+        parser_limit = max_head;
+    }
     memset(req, 0, sizeof(*req));
     http_parser_init(&req->parser, HTTP_REQUEST);
     req->parser.data = req;
     req->max_head = max_head;
+    req->query_off = -1;
     return 0;
 }
 
@@ -103,32 +111,42 @@ void mw_http_req_close(mw_http_req_t *req)
     req->len = req->cap = 0;
 }
 
-/* Narrows url_off/url_len to the origin-form target ("/path?query"), accepting the
- * absolute form too, and sets path_len. Returns 0, or -1 for any other form. */
+/* Finds the path and query of the request target, in origin form
+ * ("/path?query") or absolute form ("http://host/path?query"). Returns 0,
+ * or -1 for the other forms ("*", authority), which are not for us. */
 static int split_url(mw_http_req_t *req)
 {
     struct http_parser_url u;
     const char *url = req->buf + req->url_off;
-    const char *q;
+    uint32_t len = req->url_len;
+    const char *h, *q;
 
-    if (req->url_len == 0)
-        return -1;
-    if (url[0] != '/') {
-        http_parser_url_init(&u);
-        if (http_parser_parse_url(url, req->url_len, 0, &u) != 0 ||
-            !(u.field_set & (1 << UF_PATH)))
-            return -1;
-        req->url_off += u.field_data[UF_PATH].off;
-        req->url_len -= u.field_data[UF_PATH].off;
-        url = req->buf + req->url_off;
-    }
-    q = memchr(url, '?', req->url_len);
-    req->path_len = q ? (uint32_t)(q - url) : req->url_len;
     /* A fragment never reaches a server; drop one if a client sent it. */
-    if (q == NULL) {
-        const char *h = memchr(url, '#', req->url_len);
-        if (h != NULL)
-            req->path_len = req->url_len = (uint32_t)(h - url);
+    h = memchr(url, '#', len);
+    if (h != NULL)
+        len = (uint32_t)(h - url);
+    if (len == 0)
+        return -1;
+    if (url[0] == '/') {
+        q = memchr(url, '?', len);
+        req->path_off = req->url_off;
+        req->path_len = q ? (uint32_t)(q - url) : len;
+        if (q != NULL) {
+            req->query_off = (int32_t)(req->url_off + req->path_len + 1);
+            req->query_len = len - req->path_len - 1;
+        }
+        return 0;
+    }
+    http_parser_url_init(&u);
+    if (http_parser_parse_url(url, len, 0, &u) != 0 || !(u.field_set & (1 << UF_HOST)))
+        return -1;
+    if (u.field_set & (1 << UF_PATH)) {
+        req->path_off = req->url_off + u.field_data[UF_PATH].off;
+        req->path_len = u.field_data[UF_PATH].len;
+    } /* else path_len stays 0: the path is "/" (RFC 3986 6.2.3) */
+    if (u.field_set & (1 << UF_QUERY)) {
+        req->query_off = (int32_t)(req->url_off + u.field_data[UF_QUERY].off);
+        req->query_len = u.field_data[UF_QUERY].len;
     }
     return 0;
 }
@@ -168,6 +186,8 @@ int mw_http_feed(mw_http_req_t *req, const char *data, size_t len, size_t *consu
         *consumed = parsed;
         return 0;
     }
+    if (e == HPE_HEADER_OVERFLOW)
+        return MW_ETOOBIG;
     if (e != HPE_OK && e != HPE_PAUSED)
         return MW_EPROTO;
     req->len += take;
@@ -252,10 +272,10 @@ size_t mw_http_header_join(const mw_http_req_t *req, const char *name, char *out
 
 const char *mw_http_query(const mw_http_req_t *req, size_t *len)
 {
-    if (req->path_len >= req->url_len)
+    if (req->query_off < 0)
         return NULL;
-    *len = req->url_len - req->path_len - 1;
-    return req->buf + req->url_off + req->path_len + 1;
+    *len = req->query_len;
+    return req->buf + req->query_off;
 }
 
 int mw_http_wants_upgrade(const mw_http_req_t *req)
@@ -364,8 +384,11 @@ mw_frame_t *mw_http_reply(int status, const char *content_type, const char *extr
                  extra_headers ? extra_headers : "");
     if (n < 0 || (size_t)n >= sizeof(head))
         return NULL;
-    f = mw_frame_new_raw(head, (size_t)n + body_len);
-    if (f != NULL && body_len > 0)
+    f = mw_frame_new_raw(NULL, (size_t)n + body_len);
+    if (f == NULL)
+        return NULL;
+    memcpy(f->bytes, head, (size_t)n);
+    if (body_len > 0)
         memcpy(f->bytes + n, body, body_len);
     return f;
 }

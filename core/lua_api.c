@@ -4,11 +4,13 @@
  * nil, "closed" | "backpressure" | message, never an error.
  */
 #include "moonwire/lua_api.h"
+#include "lua_api_int.h"
 #include "moonwire/conn.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 #include "moonwire/lua_host.h"
 #include "moonwire/server.h"
+#include "moonwire/topics.h"
 #include "moonwire/utf8.h"
 
 #include <lauxlib.h>
@@ -16,39 +18,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CONN_META "moonwire.conn"
-#define TIMER_META "moonwire.timer"
-#define API_KEY "moonwire.api"
-
-typedef struct {
-    mw_conn_t *conn; /* NULL once the connection has closed for the app */
-    uint8_t id_len;
-    char id[MW_ID_MAX];
-} mw_lconn_t;
-
-/* Module-wide data, a userdata in the registry under API_KEY. */
-typedef struct {
-    mw_list_t timers; /* every scheduled Lua timer */
-} api_t;
-
-typedef struct {
-    mw_timer_t t;
-    mw_list_t link;   /* in api_t.timers while scheduled */
-    lua_State *L;
-    int fn_ref;       /* the callback, while scheduled */
-    int self_ref;     /* pins this userdata while scheduled */
-} ltimer_t;
-
-static api_t *get_api(lua_State *L)
+mw__api_t *mw__lua_api(lua_State *L)
 {
-    api_t *api;
-    lua_getfield(L, LUA_REGISTRYINDEX, API_KEY);
+    mw__api_t *api;
+    lua_getfield(L, LUA_REGISTRYINDEX, MW_API_KEY);
     api = lua_touserdata(L, -1);
     lua_pop(L, 1);
     return api;
 }
 
-static int push_fail(lua_State *L, const char *msg)
+int mw__lua_fail(lua_State *L, const char *msg)
 {
     luaL_pushfail(L);
     lua_pushstring(L, msg);
@@ -62,11 +41,11 @@ static int push_send_result(lua_State *L, int r)
         lua_pushboolean(L, 1);
         return 1;
     case MW_ECLOSED:
-        return push_fail(L, "closed");
+        return mw__lua_fail(L, "closed");
     case MW_EBACKPRESSURE:
-        return push_fail(L, "backpressure");
+        return mw__lua_fail(L, "backpressure");
     default:
-        return push_fail(L, mw_strerror(r));
+        return mw__lua_fail(L, mw_strerror(r));
     }
 }
 
@@ -77,7 +56,7 @@ void mw_lua_api_push_conn(lua_State *L, mw_conn_t *c)
     mw_lconn_t *u = lua_newuserdatauv(L, sizeof(mw_lconn_t), 2);
     u->conn = c;
     u->id_len = (uint8_t)mw_conn_id(c, u->id);
-    luaL_setmetatable(L, CONN_META);
+    luaL_setmetatable(L, MW_CONN_META);
     lua_newtable(L);
     lua_setiuservalue(L, -2, 1); /* conn.data */
 }
@@ -89,14 +68,14 @@ void mw_lua_api_set_request(lua_State *L)
 
 void mw_lua_api_detach_conn(lua_State *L, int idx)
 {
-    mw_lconn_t *u = luaL_testudata(L, idx, CONN_META);
+    mw_lconn_t *u = luaL_testudata(L, idx, MW_CONN_META);
     if (u != NULL)
         u->conn = NULL;
 }
 
 static mw_lconn_t *check_lconn(lua_State *L, int idx)
 {
-    return luaL_checkudata(L, idx, CONN_META);
+    return luaL_checkudata(L, idx, MW_CONN_META);
 }
 
 /* Returns the open connection of the conn object at idx, or NULL when closed. */
@@ -124,12 +103,12 @@ static mw_frame_t *make_frame(lua_State *L, int idx, int op, int *nret)
     mw_frame_t *f;
 
     if (op == MW_OP_TEXT && !mw_utf8_valid((const uint8_t *)data, len)) {
-        *nret = push_fail(L, "text is not valid UTF-8 (send it as \"binary\")");
+        *nret = mw__lua_fail(L, "text is not valid UTF-8 (send it as \"binary\")");
         return NULL;
     }
     f = mw_frame_new((uint8_t)op, data, len);
     if (f == NULL)
-        *nret = push_fail(L, "out of memory");
+        *nret = mw__lua_fail(L, "out of memory");
     return f;
 }
 
@@ -141,7 +120,7 @@ static int conn_send(lua_State *L)
 
     luaL_checkstring(L, 2);
     if (c == NULL)
-        return push_fail(L, "closed");
+        return mw__lua_fail(L, "closed");
     f = make_frame(L, 2, op, &nret);
     if (f == NULL)
         return nret;
@@ -162,7 +141,7 @@ static int conn_close(lua_State *L)
     luaL_argcheck(L, rlen <= 123, 3, "reason longer than 123 bytes");
     luaL_argcheck(L, mw_utf8_valid((const uint8_t *)reason, rlen), 3, "reason is not UTF-8");
     if (c == NULL)
-        return push_fail(L, "closed");
+        return mw__lua_fail(L, "closed");
     mw_conn_close(c, (uint16_t)code, reason, rlen);
     lua_pushboolean(L, 1);
     return 1;
@@ -178,7 +157,7 @@ static int conn_buffered(lua_State *L)
 {
     mw_conn_t *c = check_conn(L, 1);
     if (c == NULL)
-        return push_fail(L, "closed");
+        return mw__lua_fail(L, "closed");
     lua_pushinteger(L, (lua_Integer)c->outq.bytes);
     return 1;
 }
@@ -221,7 +200,63 @@ static int conn_tostring(lua_State *L)
     return 1;
 }
 
+static const char *check_topic(lua_State *L, int idx, size_t *len)
+{
+    const char *t = luaL_checklstring(L, idx, len);
+    luaL_argcheck(L, *len > 0 && *len <= MW_TOPIC_MAX, idx, "topic must be 1 to 256 bytes");
+    return t;
+}
+
+static int conn_subscribe(lua_State *L)
+{
+    mw_conn_t *c = check_conn(L, 1);
+    size_t len;
+    const char *topic = check_topic(L, 2, &len);
+    int r;
+
+    if (c == NULL)
+        return mw__lua_fail(L, "closed");
+    r = mw_topics_subscribe(&c->srv->topics, c, topic, len);
+    if (r < 0)
+        return mw__lua_fail(L, mw_strerror(r));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int conn_unsubscribe(lua_State *L)
+{
+    mw_conn_t *c = check_conn(L, 1);
+    size_t len;
+    const char *topic = check_topic(L, 2, &len);
+
+    if (c == NULL)
+        return mw__lua_fail(L, "closed");
+    lua_pushboolean(L, mw_topics_unsubscribe(&c->srv->topics, c, topic, len));
+    return 1;
+}
+
+static int conn_topics(lua_State *L)
+{
+    mw_conn_t *c = check_conn(L, 1);
+    mw_list_t *it;
+    lua_Integer i = 0;
+
+    if (c == NULL)
+        return mw__lua_fail(L, "closed");
+    lua_newtable(L);
+    mw_list_foreach(it, &c->subs)
+    {
+        const mw_topic_t *t = MW_CONTAINER_OF(it, mw_sub_t, conn_link)->topic;
+        lua_pushlstring(L, t->name, t->len);
+        lua_rawseti(L, -2, ++i);
+    }
+    return 1;
+}
+
 static const luaL_Reg conn_methods[] = {
+    {"subscribe", conn_subscribe},
+    {"unsubscribe", conn_unsubscribe},
+    {"topics", conn_topics},
     {"send", conn_send},
     {"close", conn_close},
     {"is_open", conn_is_open},
@@ -231,7 +266,7 @@ static const luaL_Reg conn_methods[] = {
 
 static void create_conn_meta(lua_State *L)
 {
-    luaL_newmetatable(L, CONN_META);
+    luaL_newmetatable(L, MW_CONN_META);
     luaL_newlib(L, conn_methods);
     lua_pushcclosure(L, conn_index, 1);
     lua_setfield(L, -2, "__index");
@@ -239,7 +274,7 @@ static void create_conn_meta(lua_State *L)
     lua_setfield(L, -2, "__newindex");
     lua_pushcfunction(L, conn_tostring);
     lua_setfield(L, -2, "__tostring");
-    lua_pushliteral(L, CONN_META);
+    lua_pushliteral(L, MW_CONN_META);
     lua_setfield(L, -2, "__name");
     lua_pop(L, 1);
 }
@@ -282,7 +317,7 @@ static void read_send_opts(lua_State *L, int idx, mw_conn_t **except, int *op)
     lua_pop(L, 1);
     if (lua_getfield(L, idx, "except") != LUA_TNIL) {
         luaL_argcheck(L,
-                      lua_type(L, -1) == LUA_TSTRING || luaL_testudata(L, -1, CONN_META) != NULL,
+                      lua_type(L, -1) == LUA_TSTRING || luaL_testudata(L, -1, MW_CONN_META) != NULL,
                       idx, "'except' must be a conn or an id");
         *except = opt_target(L, lua_gettop(L));
     }
@@ -290,6 +325,35 @@ static void read_send_opts(lua_State *L, int idx, mw_conn_t **except, int *op)
 }
 
 /* moonwire functions --------------------------------------------------------- */
+
+static int mw_publish(lua_State *L)
+{
+    mw_server_t *srv = mw_lua_server(L);
+    size_t tlen;
+    const char *topic = luaL_checklstring(L, 1, &tlen);
+    mw_conn_t *except;
+    mw_frame_t *f;
+    size_t n;
+    int op, nret = 0;
+
+    luaL_checkstring(L, 2);
+    read_send_opts(L, 3, &except, &op);
+    f = make_frame(L, 2, op, &nret);
+    if (f == NULL)
+        return nret;
+    n = mw_topics_publish(&srv->topics, topic, tlen, f, except);
+    mw_frame_unref(f);
+    lua_pushinteger(L, (lua_Integer)n);
+    return 1;
+}
+
+static int mw_subscribers(lua_State *L)
+{
+    size_t len;
+    const char *topic = luaL_checklstring(L, 1, &len);
+    lua_pushinteger(L, (lua_Integer)mw_topics_count(&mw_lua_server(L)->topics, topic, len));
+    return 1;
+}
 
 static int mw_broadcast(lua_State *L)
 {
@@ -330,7 +394,7 @@ static int mw_send(lua_State *L)
     read_send_opts(L, 3, &unused, &op);
     c = mw_registry_find(&srv->reg, id, len);
     if (c == NULL || c->state != MW_CONN_OPEN)
-        return push_fail(L, "closed");
+        return mw__lua_fail(L, "closed");
     f = make_frame(L, 2, op, &nret);
     if (f == NULL)
         return nret;
@@ -411,98 +475,6 @@ static int mw_now(lua_State *L)
     return 1;
 }
 
-/* timers ---------------------------------------------------------------------- */
-
-static void timer_release(ltimer_t *lt)
-{
-    mw_timer_stop(&mw_lua_server(lt->L)->timers, &lt->t);
-    if (mw_list_linked(&lt->link))
-        mw_list_remove(&lt->link);
-    luaL_unref(lt->L, LUA_REGISTRYINDEX, lt->fn_ref);
-    luaL_unref(lt->L, LUA_REGISTRYINDEX, lt->self_ref);
-    lt->fn_ref = lt->self_ref = LUA_NOREF;
-}
-
-static void on_lua_timer(mw_timer_t *t)
-{
-    ltimer_t *lt = t->data;
-    lua_State *L = lt->L;
-    mw_server_t *srv = mw_lua_server(L);
-
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lt->fn_ref);
-    if (!mw_timer_active(&lt->t))
-        timer_release(lt); /* one-shot: the callback's reference is on the stack */
-    mw_lua_call(srv->lua, NULL, "timer callback", 0, 0);
-    mw_server_run_deferred(srv);
-}
-
-static int start_timer(lua_State *L, int repeat)
-{
-    lua_Number ms = luaL_checknumber(L, 1);
-    mw_server_t *srv = mw_lua_server(L);
-    ltimer_t *lt;
-    uint64_t after;
-
-    luaL_argcheck(L, ms >= 0 && ms < 1e12, 1, "milliseconds must be from 0 to 1e12");
-    luaL_checktype(L, 2, LUA_TFUNCTION);
-    after = (uint64_t)ms;
-    if (repeat && after == 0)
-        after = 1; /* every(0) would starve the loop */
-    lt = lua_newuserdatauv(L, sizeof(*lt), 0);
-    mw_timer_init(&lt->t, on_lua_timer, lt);
-    mw_list_init(&lt->link);
-    lt->L = mw_lua_state(srv->lua);
-    lt->fn_ref = lt->self_ref = LUA_NOREF;
-    luaL_setmetatable(L, TIMER_META);
-    if (mw_timer_start(&srv->timers, &lt->t, after, repeat ? after : 0) != 0)
-        return luaL_error(L, "out of memory");
-    lua_pushvalue(L, 2);
-    lt->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pushvalue(L, -1);
-    lt->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    mw_list_insert_tail(&get_api(L)->timers, &lt->link);
-    return 1;
-}
-
-static int mw_timer_fn(lua_State *L)
-{
-    return start_timer(L, 0);
-}
-
-static int mw_every(lua_State *L)
-{
-    return start_timer(L, 1);
-}
-
-static int timer_cancel(lua_State *L)
-{
-    ltimer_t *lt = luaL_checkudata(L, 1, TIMER_META);
-    int was = lt->self_ref != LUA_NOREF;
-    if (was)
-        timer_release(lt);
-    lua_pushboolean(L, was);
-    return 1;
-}
-
-static int timer_active(lua_State *L)
-{
-    ltimer_t *lt = luaL_checkudata(L, 1, TIMER_META);
-    lua_pushboolean(L, lt->self_ref != LUA_NOREF);
-    return 1;
-}
-
-void mw_lua_api_cancel_timers(lua_State *L)
-{
-    api_t *api = get_api(L);
-    while (api != NULL && !mw_list_empty(&api->timers))
-        timer_release(MW_CONTAINER_OF(api->timers.next, ltimer_t, link));
-}
-
-void mw_lua_api_shutdown(lua_State *L)
-{
-    mw_lua_api_cancel_timers(L);
-}
-
 /* log ------------------------------------------------------------------------- */
 
 static int log_at(lua_State *L, mw_log_level_t level)
@@ -538,15 +510,88 @@ static const luaL_Reg log_funcs[] = {
     {"debug", log_debug}, {"info", log_info}, {"warn", log_warn}, {"error", log_error}, {NULL, NULL},
 };
 
+/* json: lua-cjson's "safe" codec, with argument checks in front. */
+static int json_encode(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_settop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    if (lua_isnil(L, -1))
+        return mw__lua_fail(L, "lua-cjson is not installed (Debian package lua-cjson)");
+    lua_insert(L, 1);
+    lua_call(L, 1, 2);
+    if (lua_isnil(L, 1))
+        return 2; /* nil, err */
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int json_decode(lua_State *L)
+{
+    luaL_checkstring(L, 1);
+    lua_settop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    if (lua_isnil(L, -1))
+        return mw__lua_fail(L, "lua-cjson is not installed (Debian package lua-cjson)");
+    lua_insert(L, 1);
+    lua_call(L, 1, 2);
+    if (lua_isnil(L, 1))
+        return 2; /* nil, err */
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* Loads and configures a private cjson.safe instance; pushes it or nil. */
+static int load_cjson(lua_State *L)
+{
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "cjson.safe");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "new");
+    lua_call(L, 0, 1);
+    lua_getfield(L, -1, "encode_sparse_array");
+    lua_pushboolean(L, 1);
+    lua_call(L, 1, 0);
+    lua_getfield(L, -1, "encode_max_depth");
+    lua_pushinteger(L, 128);
+    lua_call(L, 1, 0);
+    lua_getfield(L, -1, "decode_max_depth");
+    lua_pushinteger(L, 128);
+    lua_call(L, 1, 0);
+    return 1;
+}
+
+static void open_json(lua_State *L)
+{
+    lua_pushcfunction(L, load_cjson);
+    if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+        mw_log_warn("moonwire.json is unavailable: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        lua_pushnil(L);
+    }
+    lua_newtable(L);
+    lua_getfield(L, -2, "encode");
+    lua_pushcclosure(L, json_encode, 1);
+    lua_setfield(L, -2, "encode");
+    lua_getfield(L, -2, "decode");
+    lua_pushcclosure(L, json_decode, 1);
+    lua_setfield(L, -2, "decode");
+    if (!lua_isnil(L, -2)) {
+        lua_getfield(L, -2, "null");
+        lua_setfield(L, -2, "null");
+    }
+    lua_remove(L, -2);
+}
+
 static const luaL_Reg module_funcs[] = {
+    {"publish", mw_publish},
+    {"subscribers", mw_subscribers},
     {"broadcast", mw_broadcast},
     {"send", mw_send},
     {"connection", mw_connection},
     {"connections", mw_connections},
     {"count", mw_count},
     {"now", mw_now},
-    {"timer", mw_timer_fn},
-    {"every", mw_every},
     {NULL, NULL},
 };
 
@@ -558,23 +603,16 @@ static int readonly(lua_State *L)
 int mw_lua_open_api(lua_State *L)
 {
     mw_server_t *srv = mw_lua_server(L);
-    api_t *api;
+    mw__api_t *api;
 
     api = lua_newuserdatauv(L, sizeof(*api), 0);
+    memset(api, 0, sizeof(*api));
     mw_list_init(&api->timers);
-    lua_setfield(L, LUA_REGISTRYINDEX, API_KEY);
+    lua_setfield(L, LUA_REGISTRYINDEX, MW_API_KEY);
 
     create_conn_meta(L);
-    luaL_newmetatable(L, TIMER_META);
-    lua_newtable(L);
-    lua_pushcfunction(L, timer_cancel);
-    lua_setfield(L, -2, "cancel");
-    lua_pushcfunction(L, timer_active);
-    lua_setfield(L, -2, "active");
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-
     luaL_newlib(L, module_funcs);
+    mw__lua_open_timers(L);
 
     lua_newtable(L);
     lua_getglobal(L, "string");
@@ -587,6 +625,11 @@ int mw_lua_open_api(lua_State *L)
     }
     lua_pop(L, 1);
     lua_setfield(L, -2, "log");
+
+    open_json(L);
+    lua_setfield(L, -2, "json");
+    mw__lua_open_cache(L, api);
+    lua_setfield(L, -2, "cache");
 
     lua_newtable(L);
     lua_setfield(L, -2, "state");
@@ -601,7 +644,15 @@ int mw_lua_open_api(lua_State *L)
     lua_setmetatable(L, -2);
     lua_setfield(L, -2, "config");
 
-    lua_pushstring(L, srv->reg.prefix);
+    lua_pushlstring(L, srv->reg.prefix, srv->reg.prefix_len - 1);
     lua_setfield(L, -2, "node");
     return 1;
+}
+
+void mw_lua_api_shutdown(lua_State *L)
+{
+    mw__api_t *api = mw__lua_api(L);
+    mw_lua_api_cancel_timers(L);
+    if (api != NULL)
+        mw__lua_close_cache(L, api);
 }

@@ -380,19 +380,21 @@ int mw_lua_new(mw_server_t *srv, mw_lua_t **out, char *err, size_t errlen)
     lua_pushcfunction(L, open_state);
     if (pcall(lh, 0, 0) != LUA_OK) {
         snprintf(err, errlen, "lua: %s", lua_tostring(L, -1));
-        lua_close(L);
-        free(lh);
-        return MW_ELUA;
+        goto fail;
     }
-    if (load_app(lh, err, errlen) != 0) {
-        lua_close(L);
-        free(lh);
-        return MW_ELUA;
-    }
+    if (load_app(lh, err, errlen) != 0)
+        goto fail;
     bind_hooks(lh);
     lh->app_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     *out = lh;
     return 0;
+
+fail:
+    /* The module's timers live in Lua memory: take them off the heap first. */
+    mw_lua_api_shutdown(L);
+    lua_close(L);
+    free(lh);
+    return MW_ELUA;
 }
 
 void mw_lua_start(mw_lua_t *lh)
@@ -501,7 +503,7 @@ static int build_request(lua_State *L)
     lua_pushlstring(L, path, len);
     lua_setfield(L, -2, "path");
 
-    tmp = lua_newuserdatauv(L, req->url_len + 1, 0); /* scratch, collected later */
+    tmp = lua_newuserdatauv(L, req->url_len + 2, 0); /* scratch, collected later */
     lua_newtable(L);
     while (query != NULL && qlen > 0) {
         const char *amp = memchr(query, '&', qlen);
@@ -609,6 +611,7 @@ static int read_decision(mw_lua_t *lh, mw_conn_t *c, mw_upgrade_decision_t *d)
         }
     } else if (t1 == LUA_TBOOLEAN) {
         lua_Integer status = 403;
+        d->accept = 0;
         if (lua_type(L, -2) == LUA_TNUMBER && lua_isinteger(L, -2))
             status = lua_tointeger(L, -2);
         else if (lua_type(L, -2) != LUA_TNIL)

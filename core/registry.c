@@ -155,10 +155,14 @@ mw_conn_t *mw_registry_find(const mw_registry_t *reg, const char *id, size_t len
 
     if (!mw_registry_is_local(reg, id, len) || len - reg->prefix_len > 20)
         return NULL;
+    /* Only the exact spelling this node issued: no leading zeros, no overflow. */
+    if (id[reg->prefix_len] == '0')
+        return NULL;
     for (i = reg->prefix_len; i < len; i++) {
-        if (id[i] < '0' || id[i] > '9')
+        uint64_t d = (uint64_t)(id[i] - '0');
+        if (id[i] < '0' || id[i] > '9' || serial > (UINT64_MAX - d) / 10)
             return NULL;
-        serial = serial * 10 + (uint64_t)(id[i] - '0');
+        serial = serial * 10 + d;
     }
     i = find_slot(reg, serial);
     return i == SIZE_MAX ? NULL : reg->slots[i];

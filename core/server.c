@@ -75,6 +75,8 @@ void mw_server_run_deferred(mw_server_t *srv)
             mw_conn_t *c = CONN_OF(srv->close_queue.next, close_link);
             mw_list_remove(&c->close_link);
             c->queued_close = 0;
+            /* Unsubscribed first, so on_close sees the room without it. */
+            mw_topics_drop_conn(&srv->topics, c);
             mw_lua_close(srv->lua, c);
         }
         while (!mw_list_empty(&srv->flush_list)) {
@@ -175,6 +177,12 @@ int mw_server_init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, 
         snprintf(err, errlen, "registry: %s", mw_strerror(r));
         return r;
     }
+    r = mw_topics_init(&srv->topics);
+    if (r != 0) {
+        snprintf(err, errlen, "topics: %s", mw_strerror(r));
+        mw_registry_close(&srv->reg);
+        return r;
+    }
     mw_timer_init(&srv->sweep, on_sweep, srv);
     mw_timer_init(&srv->drain_timer, NULL, srv);
     r = mw_timer_start(&srv->timers, &srv->sweep, sweep_interval(cfg), sweep_interval(cfg));
@@ -185,6 +193,7 @@ int mw_server_init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, 
     r = mw_lua_new(srv, &srv->lua, err, errlen);
     if (r != 0) {
         mw_timers_close(&srv->timers);
+        mw_topics_close(&srv->topics);
         mw_registry_close(&srv->reg);
         return r;
     }
@@ -198,6 +207,7 @@ void mw_server_close(mw_server_t *srv)
     srv->lua = NULL;
     mw_timer_stop(&srv->timers, &srv->sweep);
     mw_timers_close(&srv->timers);
+    mw_topics_close(&srv->topics);
     mw_registry_close(&srv->reg);
 }
 

@@ -63,7 +63,8 @@ struct mw_conn_s {
     uint8_t freed : 1;
     uint16_t close_code;     /* what on_close reports */
     uint16_t close_reason_len;
-    const char *close_reason; /* static, or inside ws.ctl; never freed */
+    const char *close_reason; /* static, in ws.ctl, or reason_buf */
+    char *reason_buf;         /* our own close reason, kept for on_close; freed at release */
 
     mw_http_req_t *http; /* only in MW_CONN_HTTP */
     mw_ws_t ws;

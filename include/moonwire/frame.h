@@ -44,7 +44,8 @@ mw_frame_t *mw_frame_alloc(uint8_t opcode, size_t len);
  * cut to the 123 bytes a control frame allows, at a UTF-8 boundary. */
 mw_frame_t *mw_frame_new_close(uint16_t code, const char *reason, size_t reason_len);
 
-/* Builds a frame with raw bytes that are not a WebSocket frame (an HTTP reply). */
+/* Builds a frame with raw bytes that are not a WebSocket frame (an HTTP reply).
+ * bytes NULL leaves the len bytes for the caller to fill. */
 mw_frame_t *mw_frame_new_raw(const void *bytes, size_t len);
 
 static inline mw_frame_t *mw_frame_ref(mw_frame_t *f)

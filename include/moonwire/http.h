@@ -27,8 +27,10 @@ typedef struct mw_http_req_s {
     size_t len;
     size_t cap;
     size_t max_head;
-    uint32_t url_off, url_len;
-    uint32_t path_len;  /* bytes of the URL before '?' */
+    uint32_t url_off, url_len; /* the request target as sent */
+    uint32_t path_off, path_len; /* path_len 0: the path is "/" (absolute form without one) */
+    int32_t query_off;           /* -1: no query */
+    uint32_t query_len;
     mw_http_header_t headers[MW_HTTP_MAX_HEADERS];
     uint32_t nheaders;
     uint8_t in_value;   /* the last callback was a header value */
@@ -69,8 +71,12 @@ size_t mw_http_header_join(const mw_http_req_t *req, const char *name, char *out
 
 static inline const char *mw_http_path(const mw_http_req_t *req, size_t *len)
 {
+    if (req->path_len == 0) {
+        *len = 1;
+        return "/";
+    }
     *len = req->path_len;
-    return req->buf + req->url_off;
+    return req->buf + req->path_off;
 }
 
 /* The raw query string after '?', or NULL when there is none. */

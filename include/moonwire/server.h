@@ -16,12 +16,14 @@
 #include "moonwire/metrics.h"
 #include "moonwire/registry.h"
 #include "moonwire/timer.h"
+#include "moonwire/topics.h"
 
 typedef struct mw_lua_s mw_lua_t;
 
 struct mw_server_s {
     mw_config_t *cfg;
     mw_registry_t reg;
+    mw_topics_t topics;
     mw_timers_t timers;
     mw_lua_t *lua;
     mw_metrics_t metrics;

@@ -1,0 +1,45 @@
+/* Private to the lua_api*.c files: what the parts of the moonwire module share. */
+#ifndef MOONWIRE_LUA_API_INT_H
+#define MOONWIRE_LUA_API_INT_H
+
+#include "moonwire/conn.h"
+#include "moonwire/list.h"
+#include "moonwire/timer.h"
+
+#include <lua.h>
+
+#define MW_CONN_META "moonwire.conn"
+#define MW_TIMER_META "moonwire.timer"
+#define MW_API_KEY "moonwire.api"
+
+/* The Lua side of a connection. The core owns the connection; Lua owns this box. */
+typedef struct {
+    mw_conn_t *conn; /* NULL once the connection has closed for the app */
+    uint8_t id_len;
+    char id[MW_ID_MAX];
+} mw_lconn_t;
+
+/* Module-wide data: a userdata in the registry under MW_API_KEY. */
+typedef struct {
+    mw_list_t timers;    /* every scheduled Lua timer */
+    mw_timer_t cache_gc; /* sweeps expired cache entries */
+    lua_State *L;
+    int cache_values;    /* registry refs of the cache's tables */
+    int cache_expires;
+} mw__api_t;
+
+mw__api_t *mw__lua_api(lua_State *L);
+
+/* Pushes nil, msg; returns 2 (the soft-failure convention). */
+int mw__lua_fail(lua_State *L, const char *msg);
+
+/* Adds timer(), every() to the module table on top; sets up the timer metatable. */
+void mw__lua_open_timers(lua_State *L);
+
+/* Pushes the moonwire.cache table. */
+void mw__lua_open_cache(lua_State *L, mw__api_t *api);
+
+/* Stops the cache sweeper. */
+void mw__lua_close_cache(lua_State *L, mw__api_t *api);
+
+#endif

@@ -1,0 +1,119 @@
+/* moonwire.timer(ms, fn) and moonwire.every(ms, fn).
+ *
+ * A timer is a userdata that embeds its entry in the server's timer heap
+ * and pins itself in the Lua registry while scheduled, so it lives exactly
+ * as long as it can fire. Timers belong to the app: a reload cancels them.
+ */
+#include "lua_api_int.h"
+#include "moonwire/lua_api.h"
+#include "moonwire/lua_host.h"
+#include "moonwire/server.h"
+
+#include <lauxlib.h>
+
+typedef struct {
+    mw_timer_t t;
+    mw_list_t link; /* in the api's timer list while scheduled */
+    lua_State *L;   /* the main state */
+    int fn_ref;     /* the callback, while scheduled */
+    int self_ref;   /* pins this userdata while scheduled */
+} ltimer_t;
+
+static void timer_release(ltimer_t *lt)
+{
+    mw_timer_stop(&mw_lua_server(lt->L)->timers, &lt->t);
+    if (mw_list_linked(&lt->link))
+        mw_list_remove(&lt->link);
+    luaL_unref(lt->L, LUA_REGISTRYINDEX, lt->fn_ref);
+    luaL_unref(lt->L, LUA_REGISTRYINDEX, lt->self_ref);
+    lt->fn_ref = lt->self_ref = LUA_NOREF;
+}
+
+static void on_lua_timer(mw_timer_t *t)
+{
+    ltimer_t *lt = t->data;
+    lua_State *L = lt->L;
+    mw_server_t *srv = mw_lua_server(L);
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lt->fn_ref);
+    if (!mw_timer_active(&lt->t))
+        timer_release(lt); /* a one-shot timer is done; its callback is on the stack */
+    mw_lua_call(srv->lua, NULL, "timer callback", 0, 0);
+    mw_server_run_deferred(srv);
+}
+
+static int start_timer(lua_State *L, int repeat)
+{
+    lua_Number ms = luaL_checknumber(L, 1);
+    mw_server_t *srv = mw_lua_server(L);
+    ltimer_t *lt;
+    uint64_t after;
+
+    luaL_argcheck(L, ms >= 0 && ms < 1e12, 1, "milliseconds must be from 0 to 1e12");
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    after = (uint64_t)ms;
+    if (repeat && after == 0)
+        after = 1; /* every(0) would starve the loop */
+    lt = lua_newuserdatauv(L, sizeof(*lt), 0);
+    mw_timer_init(&lt->t, on_lua_timer, lt);
+    mw_list_init(&lt->link);
+    lt->L = mw_lua_state(srv->lua);
+    lt->fn_ref = lt->self_ref = LUA_NOREF;
+    luaL_setmetatable(L, MW_TIMER_META);
+    if (mw_timer_start(&srv->timers, &lt->t, after, repeat ? after : 0) != 0)
+        return luaL_error(L, "out of memory");
+    lua_pushvalue(L, 2);
+    lt->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, -1);
+    lt->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    mw_list_insert_tail(&mw__lua_api(L)->timers, &lt->link);
+    return 1;
+}
+
+static int api_timer(lua_State *L)
+{
+    return start_timer(L, 0);
+}
+
+static int api_every(lua_State *L)
+{
+    return start_timer(L, 1);
+}
+
+static int timer_cancel(lua_State *L)
+{
+    ltimer_t *lt = luaL_checkudata(L, 1, MW_TIMER_META);
+    int was = lt->self_ref != LUA_NOREF;
+    if (was)
+        timer_release(lt);
+    lua_pushboolean(L, was);
+    return 1;
+}
+
+static int timer_active(lua_State *L)
+{
+    ltimer_t *lt = luaL_checkudata(L, 1, MW_TIMER_META);
+    lua_pushboolean(L, lt->self_ref != LUA_NOREF);
+    return 1;
+}
+
+void mw_lua_api_cancel_timers(lua_State *L)
+{
+    mw__api_t *api = mw__lua_api(L);
+    while (api != NULL && !mw_list_empty(&api->timers))
+        timer_release(MW_CONTAINER_OF(api->timers.next, ltimer_t, link));
+}
+
+void mw__lua_open_timers(lua_State *L)
+{
+    static const luaL_Reg methods[] = {{"cancel", timer_cancel}, {"active", timer_active}, {NULL, NULL}};
+
+    luaL_newmetatable(L, MW_TIMER_META);
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, api_timer);
+    lua_setfield(L, -2, "timer");
+    lua_pushcfunction(L, api_every);
+    lua_setfield(L, -2, "every");
+}

@@ -1,0 +1,81 @@
+/* Topics: named sets of connections, and publishing to them.
+ *
+ * A subscription is one node in two lists (the topic's members and the
+ * connection's topics) and in a hash keyed by (topic, connection), so
+ * subscribe, unsubscribe and the membership test are O(1), and a closing
+ * connection leaves all its topics in O(its topics). A topic exists while
+ * it has members. Publishing serializes the frame once and queues a
+ * reference to it on every member: no per-recipient copy, no Lua call.
+ */
+#ifndef MOONWIRE_TOPICS_H
+#define MOONWIRE_TOPICS_H
+
+#include "moonwire/frame.h"
+#include "moonwire/list.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct mw_conn_s mw_conn_t;
+typedef struct mw_topic_s mw_topic_t;
+typedef struct mw_sub_s mw_sub_t;
+
+#define MW_TOPIC_MAX 256 /* bytes in a topic name */
+
+struct mw_topic_s {
+    mw_topic_t *next; /* hash chain */
+    uint64_t hash;
+    mw_list_t members; /* mw_sub_t.topic_link */
+    size_t count;
+    size_t len;
+    char name[]; /* NUL-terminated */
+};
+
+struct mw_sub_s {
+    mw_topic_t *topic;
+    mw_conn_t *conn;
+    mw_list_t topic_link;
+    mw_list_t conn_link; /* in conn->subs */
+    mw_sub_t *next;      /* chain in the (topic, conn) hash */
+};
+
+typedef struct mw_topics_s {
+    mw_topic_t **buckets;
+    size_t nbuckets;
+    size_t ntopics;
+    mw_sub_t **subs; /* (topic, conn) -> subscription */
+    size_t nsubbuckets;
+    size_t nsubs;
+    /* Called when a topic gets its first member and loses its last (the
+     * cluster backplane subscribes and unsubscribes there). May be NULL. */
+    void (*on_first)(void *ud, const mw_topic_t *t);
+    void (*on_last)(void *ud, const mw_topic_t *t);
+    void *ud;
+} mw_topics_t;
+
+int mw_topics_init(mw_topics_t *ts);
+void mw_topics_close(mw_topics_t *ts);
+
+/* Finds a topic by name, or NULL when it has no members. */
+mw_topic_t *mw_topics_find(const mw_topics_t *ts, const char *name, size_t len);
+
+/* Subscribes c. Returns 1 when newly subscribed, 0 when it already was, or
+ * MW_ENOMEM / MW_EINVAL (empty or too long a name). */
+int mw_topics_subscribe(mw_topics_t *ts, mw_conn_t *c, const char *name, size_t len);
+
+/* Unsubscribes c. Returns 1 when it was subscribed, 0 when not. */
+int mw_topics_unsubscribe(mw_topics_t *ts, mw_conn_t *c, const char *name, size_t len);
+
+/* Removes every subscription of c (when it closes). */
+void mw_topics_drop_conn(mw_topics_t *ts, mw_conn_t *c);
+
+/* Queues f to every open member of the topic except `except` (may be NULL),
+ * through mw_conn_send (so the backpressure policy applies). Returns how many
+ * queues took it. */
+size_t mw_topics_publish(mw_topics_t *ts, const char *name, size_t len, mw_frame_t *f,
+                         const mw_conn_t *except);
+
+/* Members of a topic (0 when it does not exist). */
+size_t mw_topics_count(const mw_topics_t *ts, const char *name, size_t len);
+
+#endif
