@@ -131,6 +131,7 @@ void mw_config_close(mw_config_t *cfg)
     if (cfg->L != NULL)
         lua_close(cfg->L);
     cfg->L = NULL;
+    cfg->app_ref = LUA_NOREF;
 }
 
 /* Writes "config FILE: 'section.key' msg" into err. */
@@ -299,71 +300,28 @@ static int run_file(lua_State *L)
 int mw_config_load(mw_config_t *cfg, const char *path, char *err, size_t errlen)
 {
     lua_State *L;
-    const char *msg;
+    int r;
 
     if (mw_config_set_str(&cfg->path, path) != 0)
         return MW_ENOMEM;
     L = luaL_newstate();
     if (L == NULL)
         return MW_ENOMEM;
-    if (cfg->L != NULL)
-        lua_close(cfg->L);
-    cfg->L = L;
-    cfg->app_ref = LUA_NOREF;
-
     lua_pushcfunction(L, run_file);
     lua_pushlightuserdata(L, (void *)path);
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
         snprintf(err, errlen, "config: %s", lua_tostring(L, -1));
+        lua_close(L);
         return MW_ECONFIG;
     }
     if (lua_type(L, -1) != LUA_TTABLE) {
         snprintf(err, errlen, "config %s: the file must return a table", path);
+        lua_close(L);
         return MW_ECONFIG;
     }
-
-    lua_pushnil(L);
-    while (lua_next(L, -2) != 0) {
-        const char *name;
-        const key_t_ *k;
-        int is_section = 0;
-
-        if (lua_type(L, -2) != LUA_TSTRING)
-            return key_error(err, errlen, path, NULL, "?", "keys must be strings");
-        name = lua_tostring(L, -2);
-        for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
-            is_section |= strcmp(name, sections[i]) == 0;
-
-        if (strcmp(name, "app") == 0) {
-            if (lua_type(L, -1) != LUA_TTABLE || !is_data(L, 0))
-                return key_error(err, errlen, path, NULL, name,
-                                 "must be a table of strings, numbers, booleans and tables");
-            lua_pushvalue(L, -1);
-            cfg->app_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        } else if (is_section) {
-            if (lua_type(L, -1) != LUA_TTABLE)
-                return key_error(err, errlen, path, NULL, name, "must be a table");
-            lua_pushnil(L);
-            while (lua_next(L, -2) != 0) {
-                const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
-                k = lua_type(L, -2) == LUA_TSTRING ? find_key(name, key) : NULL;
-                if (k == NULL)
-                    return key_error(err, errlen, path, name, key, "is not a configuration key");
-                if ((msg = apply(cfg, k, L)) != NULL)
-                    return key_error(err, errlen, path, name, key, msg);
-                lua_pop(L, 1);
-            }
-        } else {
-            k = find_key(NULL, name);
-            if (k == NULL)
-                return key_error(err, errlen, path, NULL, name, "is not a configuration key");
-            if ((msg = apply(cfg, k, L)) != NULL)
-                return key_error(err, errlen, path, NULL, name, msg);
-        }
-        lua_pop(L, 1);
-    }
-    lua_settop(L, 0);
-    return 0;
+    r = mw_config_apply(cfg, L, -1, path, err, errlen);
+    lua_close(L);
+    return r;
 }
 
 int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
@@ -445,6 +403,73 @@ static void copy_value(lua_State *from, lua_State *to, int depth)
         lua_pushnil(to);
         break;
     }
+}
+
+int mw_config_apply(mw_config_t *cfg, lua_State *L, int idx, const char *origin, char *err,
+                    size_t errlen)
+{
+    const char *msg;
+    int top = lua_gettop(L), r = 0;
+
+    idx = lua_absindex(L, idx);
+    lua_pushnil(L);
+    while (r == 0 && lua_next(L, idx) != 0) {
+        const char *name;
+        const key_t_ *k;
+        int is_section = 0;
+
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            r = key_error(err, errlen, origin, NULL, "?", "keys must be strings");
+            break;
+        }
+        name = lua_tostring(L, -2);
+        for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
+            is_section |= strcmp(name, sections[i]) == 0;
+
+        if (strcmp(name, "app") == 0) {
+            if (lua_type(L, -1) != LUA_TTABLE || !is_data(L, 0)) {
+                r = key_error(err, errlen, origin, NULL, name,
+                              "must be a table of strings, numbers, booleans and tables");
+                break;
+            }
+            /* Keep a copy in a state of the configuration's own. */
+            if (cfg->L == NULL && (cfg->L = luaL_newstate()) == NULL) {
+                r = MW_ENOMEM;
+                break;
+            }
+            luaL_unref(cfg->L, LUA_REGISTRYINDEX, cfg->app_ref);
+            copy_value(L, cfg->L, 0);
+            cfg->app_ref = luaL_ref(cfg->L, LUA_REGISTRYINDEX);
+        } else if (is_section) {
+            if (lua_type(L, -1) != LUA_TTABLE) {
+                r = key_error(err, errlen, origin, NULL, name, "must be a table");
+                break;
+            }
+            lua_pushnil(L);
+            while (lua_next(L, -2) != 0) {
+                const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+                k = lua_type(L, -2) == LUA_TSTRING ? find_key(name, key) : NULL;
+                if (k == NULL) {
+                    r = key_error(err, errlen, origin, name, key, "is not a configuration key");
+                    break;
+                }
+                if ((msg = apply(cfg, k, L)) != NULL) {
+                    r = key_error(err, errlen, origin, name, key, msg);
+                    break;
+                }
+                lua_pop(L, 1);
+            }
+        } else {
+            k = find_key(NULL, name);
+            if (k == NULL)
+                r = key_error(err, errlen, origin, NULL, name, "is not a configuration key");
+            else if ((msg = apply(cfg, k, L)) != NULL)
+                r = key_error(err, errlen, origin, NULL, name, msg);
+        }
+        lua_pop(L, 1);
+    }
+    lua_settop(L, top);
+    return r;
 }
 
 static void push_list(lua_State *L, const mw_strlist_t *list)

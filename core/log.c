@@ -16,7 +16,15 @@ static struct {
     int json;
     int fd;     /* 2 (stderr) or an opened file */
     char *path; /* NULL for stderr */
-} logger = {MW_LOG_INFO, 0, 2, NULL};
+    mw_log_sink_cb sink;
+    void *sink_ud;
+} logger = {MW_LOG_INFO, 0, 2, NULL, NULL, NULL};
+
+void mw_log_set_sink(mw_log_sink_cb fn, void *ud)
+{
+    logger.sink = fn;
+    logger.sink_ud = ud;
+}
 
 static const char *level_names[] = {"debug", "info", "warn", "error", "off"};
 
@@ -118,6 +126,11 @@ void mw_logv(mw_log_level_t level, const char *fmt, va_list ap)
     if (!mw_log_enabled(level))
         return;
     vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (logger.sink != NULL) {
+        logger.sink(logger.sink_ud, level, msg);
+        errno = saved_errno;
+        return;
+    }
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
     snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,

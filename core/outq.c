@@ -103,6 +103,11 @@ void mw_outq_consume(mw_outq_t *q, size_t n)
     }
 }
 
+mw_frame_t *mw_outq_head(const mw_outq_t *q)
+{
+    return q->head != NULL ? q->head->frame : NULL;
+}
+
 void mw_outq_clear(mw_outq_t *q)
 {
     while (q->head != NULL) {

@@ -57,8 +57,8 @@ typedef struct mw_config_s {
     /* http */
     int healthz;
 
-    /* The state the file ran in; it keeps the free-form `app` table for
-     * moonwire.config. NULL when no file was loaded. */
+    /* A state of its own that keeps a copy of the free-form `app` table
+     * for moonwire.config. NULL when there is none. */
     lua_State *L;
     int app_ref;
 } mw_config_t;
@@ -70,6 +70,11 @@ int mw_config_init(mw_config_t *cfg);
  * one-line message naming the file and key into err and returns MW_ECONFIG
  * (or MW_ENOMEM); cfg is then only fit for mw_config_close(). */
 int mw_config_load(mw_config_t *cfg, const char *path, char *err, size_t errlen);
+
+/* Applies the configuration table at idx of L (any state) over cfg; origin
+ * names it in messages. Returns 0, or MW_ECONFIG with err naming the key. */
+int mw_config_apply(mw_config_t *cfg, lua_State *L, int idx, const char *origin, char *err,
+                    size_t errlen);
 
 /* Replaces a string field, or appends to a list field (for command-line flags). */
 int mw_config_set_str(char **field, const char *value);

@@ -25,6 +25,11 @@ int mw_log_reopen(void);
 
 int mw_log_enabled(mw_log_level_t level);
 
+/* Sends lines to fn instead of the file (moonwire.sim captures them for
+ * specs). line is the message without timestamp or level. NULL restores. */
+typedef void (*mw_log_sink_cb)(void *ud, mw_log_level_t level, const char *line);
+void mw_log_set_sink(mw_log_sink_cb fn, void *ud);
+
 void mw_log(mw_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void mw_logv(mw_log_level_t level, const char *fmt, va_list ap);
 

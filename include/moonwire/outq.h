@@ -40,6 +40,9 @@ void mw_outq_consume(mw_outq_t *q, size_t n);
 /* Drops every entry and its reference. */
 void mw_outq_clear(mw_outq_t *q);
 
+/* The frame at the head of the queue, or NULL. */
+mw_frame_t *mw_outq_head(const mw_outq_t *q);
+
 static inline int mw_outq_empty(const mw_outq_t *q)
 {
     return q->head == NULL;
