@@ -3,6 +3,9 @@
 
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
+BUILD_FUZZ ?= build-fuzz
+FUZZ_TIME  ?= 60
+FUZZERS     = http ws conn json
 JOBS       ?= $(shell nproc)
 PYTHON     ?= /usr/bin/python3
 LISTEN     ?= 127.0.0.1:8080
@@ -11,11 +14,14 @@ SCRIPT     ?= scripts/relay.lua
 # Debian packages: what building and running needs, and what the tests add.
 BUILD_PKGS = gcc make cmake pkg-config libuv1-dev libwslay-dev libhttp-parser-dev \
              liblua5.4-dev lua5.4 lua-cjson libssl-dev
-TEST_PKGS  = libcmocka-dev python3 python3-websockets python3-pytest lua-busted
+TEST_PKGS  = libcmocka-dev python3 python3-websockets python3-pytest lua-busted \
+             clang libclang-rt-14-dev
 
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SHELL = /bin/bash
 
-.PHONY: all deps deps-test build build-asan run test test-unit test-spec test-e2e test-asan clean
+.PHONY: all deps deps-test build build-asan build-fuzz run test test-unit test-spec test-e2e \
+        test-asan test-fuzz fuzz clean
 
 all: build
 
@@ -52,7 +58,7 @@ run: deps
 
 test: deps-test
 	$(MAKE) --no-print-directory build build-asan
-	$(MAKE) --no-print-directory test-unit test-spec test-e2e test-asan
+	$(MAKE) --no-print-directory test-unit test-spec test-e2e test-asan test-fuzz
 
 test-unit:
 	cd $(BUILD) && ctest --output-on-failure --timeout 60
@@ -70,5 +76,24 @@ test-asan:
 	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure --timeout 120
 	MW_BIN=$(CURDIR)/$(BUILD_ASAN)/moonwire MW_SANITIZED=1 $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 
+# libFuzzer harnesses (fuzz/), built with clang, ASan and UBSan. `make fuzz`
+# runs each for FUZZ_TIME seconds; `make test` runs each for 20 s. New inputs
+# go to fuzz/corpus-work/ (not committed); fuzz/corpus/ holds the seeds.
+build-fuzz: deps-test
+	@CC=clang cmake -S . -B $(BUILD_FUZZ) -DMW_FUZZ=ON -DMW_TESTS=OFF >/dev/null
+	@cmake --build $(BUILD_FUZZ) -j$(JOBS)
+
+fuzz: build-fuzz
+	@for f in $(FUZZERS); do \
+	  mkdir -p fuzz/corpus-work/$$f; \
+	  echo "fuzz_$$f: $(FUZZ_TIME) s"; \
+	  ./$(BUILD_FUZZ)/fuzz_$$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
+	    fuzz/corpus-work/$$f fuzz/corpus/$$f 2>&1 | grep -E "^(stat::number_of_executed_units|==|SUMMARY)" ; \
+	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	done
+
+test-fuzz:
+	$(MAKE) --no-print-directory fuzz FUZZ_TIME=20
+
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN)
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)

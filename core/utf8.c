@@ -68,8 +68,11 @@ static inline mw_utf8_state_t step(mw_utf8_state_t s, uint8_t b)
 
 mw_utf8_state_t mw_utf8_feed(mw_utf8_state_t s, const uint8_t *p, size_t len)
 {
-    const uint8_t *end = p + len;
+    const uint8_t *end;
 
+    if (len == 0)
+        return s; /* p may be NULL for an empty payload */
+    end = p + len;
     while (p < end) {
         if (s == REJECT)
             return REJECT;
