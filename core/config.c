@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef enum { T_STR, T_LIST, T_BOOL, T_U32, T_U64, T_SIZE, T_MS, T_LEVEL, T_BPOLICY } ktype_t;
 
@@ -51,11 +52,35 @@ static const key_t_ schema[] = {
     {"lua", "hook_budget", T_U64, F(hook_budget)},
     {"lua", "memory_limit", T_SIZE, F(memory_limit)},
     {"http", "healthz", T_BOOL, F(healthz)},
+    /* Static files (core/static.c), off unless `root` is set here or by --static DIR (the
+     * flag wins). A GET or HEAD without an Upgrade header is then served from root; one
+     * with Upgrade goes to the WebSocket paths as before; /healthz and /metrics come first.
+     *  root                     the directory (must exist at start); default none (off)
+     *  index                    file served for "DIR/"; "DIR" redirects (301) to "DIR/";
+     *                           a plain file name; default "index.html"
+     *  cache_control            Cache-Control of ordinary files; default
+     *                           "public, max-age=300"; "" sends none
+     *  immutable_cache_control  Cache-Control of fingerprinted names: a part of the name
+     *                           between dots, other than the extension, of 8 or more hex
+     *                           digits (app.3f9a2c1b.js); default
+     *                           "public, max-age=31536000, immutable"; "" sends none
+     *  max_file_size            bytes; a bigger file is refused with 403 and a log line;
+     *                           1 to 4294967295; default 16 MiB
+     *  cache_size               bytes of file contents kept in memory (with their ETags),
+     *                           least recently used out first; 0 keeps none; default 32 MiB
+     * Fixed rules: dotfiles, ".." and symlinks resolving outside root are 404; FILE.gz
+     * next to FILE is sent to clients accepting gzip, with Vary: Accept-Encoding. */
+    {"static", "root", T_STR, F(static_root)},
+    {"static", "index", T_STR, F(static_index)},
+    {"static", "cache_control", T_STR, F(static_cache_control)},
+    {"static", "immutable_cache_control", T_STR, F(static_immutable_cache_control)},
+    {"static", "max_file_size", T_SIZE, F(static_max_file_size)},
+    {"static", "cache_size", T_SIZE, F(static_cache_size)},
 };
 
 #define NKEYS (sizeof(schema) / sizeof(schema[0]))
 
-static const char *sections[] = {"log", "websocket", "limits", "lua", "http", "app"};
+static const char *sections[] = {"log", "websocket", "limits", "lua", "http", "static", "app"};
 
 int mw_config_set_str(char **field, const char *value)
 {
@@ -107,8 +132,14 @@ int mw_config_init(mw_config_t *cfg)
     cfg->hook_budget = 10000000;
     cfg->memory_limit = 256u << 20;
     cfg->healthz = 1;
+    cfg->static_max_file_size = 16u << 20;
+    cfg->static_cache_size = 32u << 20;
     cfg->app_ref = LUA_NOREF;
-    if (mw_config_set_str(&cfg->script, "scripts/relay.lua") != 0 ||
+    if (mw_config_set_str(&cfg->static_index, "index.html") != 0 ||
+        mw_config_set_str(&cfg->static_cache_control, "public, max-age=300") != 0 ||
+        mw_config_set_str(&cfg->static_immutable_cache_control,
+                          "public, max-age=31536000, immutable") != 0 ||
+        mw_config_set_str(&cfg->script, "scripts/relay.lua") != 0 ||
         mw_config_list_add(&cfg->listen, "127.0.0.1:8080") != 0 ||
         mw_config_list_add(&cfg->ws_paths, "/*") != 0)
         return MW_ENOMEM;
@@ -324,6 +355,46 @@ int mw_config_load(mw_config_t *cfg, const char *path, char *err, size_t errlen)
     return r;
 }
 
+/* True when s is fit for a header value: no control character but tab. */
+static int header_safe(const char *s)
+{
+    for (; *s; s++)
+        if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f)
+            return 0;
+    return 1;
+}
+
+static int validate_static(const mw_config_t *cfg, char *err, size_t errlen)
+{
+    const char *index = cfg->static_index;
+    struct stat st;
+
+    if (cfg->static_root != NULL &&
+        (cfg->static_root[0] == '\0' || stat(cfg->static_root, &st) != 0 || !S_ISDIR(st.st_mode))) {
+        snprintf(err, errlen, "config: 'static.root' '%s' is not a directory", cfg->static_root);
+        return MW_ECONFIG;
+    }
+    if (index == NULL || index[0] == '\0' || index[0] == '.' || strchr(index, '/') != NULL ||
+        strchr(index, '\\') != NULL || !header_safe(index)) {
+        snprintf(err, errlen, "config: 'static.index' must be a file name (no '/', not a dotfile)");
+        return MW_ECONFIG;
+    }
+    if (cfg->static_cache_control == NULL || !header_safe(cfg->static_cache_control)) {
+        snprintf(err, errlen, "config: 'static.cache_control' must be a header value");
+        return MW_ECONFIG;
+    }
+    if (cfg->static_immutable_cache_control == NULL ||
+        !header_safe(cfg->static_immutable_cache_control)) {
+        snprintf(err, errlen, "config: 'static.immutable_cache_control' must be a header value");
+        return MW_ECONFIG;
+    }
+    if (cfg->static_max_file_size == 0 || cfg->static_max_file_size > UINT32_MAX) {
+        snprintf(err, errlen, "config: 'static.max_file_size' must be 1 to 4294967295");
+        return MW_ECONFIG;
+    }
+    return 0;
+}
+
 int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
 {
     if (cfg->listen.n == 0) {
@@ -363,7 +434,7 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "config: 'limits.max_head_size' must be at least 256");
         return MW_ECONFIG;
     }
-    return 0;
+    return validate_static(cfg, err, errlen);
 }
 
 /* Copies the plain-data value at the top of `from` onto `to`. */

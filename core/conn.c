@@ -35,8 +35,10 @@ int mw_conn_init(mw_conn_t *c, mw_server_t *srv, const mw_transport_t *tp, const
     c->state = MW_CONN_HTTP;
     c->lua_ref = c->req_ref = LUA_NOREF;
     c->since = c->last_rx = srv->timers.now;
-    if (addr != NULL)
+    if (addr != NULL) {
         c->addr = *addr;
+        c->ip_counted = mw_iplimit_add(&srv->iplimit, addr) > 0;
+    }
     mw_list_init(&c->timeout_link);
     mw_list_init(&c->open_link);
     mw_list_init(&c->flush_link);
@@ -54,6 +56,42 @@ int mw_conn_init(mw_conn_t *c, mw_server_t *srv, const mw_transport_t *tp, const
     return 0;
 }
 
+void mw_conn_log_open(const mw_conn_t *c, const char *path, size_t path_len)
+{
+    char id[MW_ID_MAX], addr[64], p[256];
+    const char *kv[8];
+
+    if (!mw_log_enabled(MW_LOG_INFO))
+        return;
+    mw_conn_id(c, id);
+    mw_conn_addr(c, addr, sizeof(addr));
+    snprintf(p, sizeof(p), "%.*s", (int)path_len, path);
+    kv[0] = "id", kv[1] = id, kv[2] = "addr", kv[3] = addr;
+    kv[4] = "path", kv[5] = p, kv[6] = "protocol", kv[7] = c->protocol ? c->protocol : "-";
+    mw_log_event(MW_LOG_INFO, "conn.open", kv, 4);
+}
+
+/* One line per closed WebSocket connection, for operators. */
+static void log_close(const mw_conn_t *c, uint16_t code)
+{
+    char id[MW_ID_MAX], addr[64], nums[6][24];
+    const char *kv[16];
+    uint64_t v[6] = {c->srv->timers.now - c->since, c->msgs_in, c->msgs_out, c->bytes_in,
+                     c->bytes_out, code};
+
+    if (!mw_log_enabled(MW_LOG_INFO))
+        return;
+    mw_conn_id(c, id);
+    mw_conn_addr(c, addr, sizeof(addr));
+    for (int i = 0; i < 6; i++)
+        snprintf(nums[i], sizeof(nums[i]), "%llu", (unsigned long long)v[i]);
+    kv[0] = "id", kv[1] = id, kv[2] = "addr", kv[3] = addr;
+    kv[4] = "duration_ms", kv[5] = nums[0], kv[6] = "msgs_in", kv[7] = nums[1];
+    kv[8] = "msgs_out", kv[9] = nums[2], kv[10] = "bytes_in", kv[11] = nums[3];
+    kv[12] = "bytes_out", kv[13] = nums[4], kv[14] = "code", kv[15] = nums[5];
+    mw_log_event(MW_LOG_INFO, "conn.close", kv, 8);
+}
+
 /* The app-level close: record the code, leave the open set, and owe on_close. */
 static void closed(mw_conn_t *c, uint16_t code, const char *reason, size_t len)
 {
@@ -61,6 +99,7 @@ static void closed(mw_conn_t *c, uint16_t code, const char *reason, size_t len)
 
     if (c->state == MW_CONN_CLOSED)
         return;
+    log_close(c, code);
     c->state = MW_CONN_CLOSED;
     c->close_code = code;
     c->close_reason = reason;
@@ -105,6 +144,9 @@ void mw_conn_release(mw_conn_t *c)
     c->protocol = NULL;
     free(c->reason_buf);
     c->reason_buf = NULL;
+    if (c->ip_counted)
+        mw_iplimit_remove(&srv->iplimit, &c->addr);
+    c->ip_counted = 0;
     srv->nconns--;
 }
 
@@ -290,6 +332,10 @@ void mw_conn_on_written(mw_conn_t *c, size_t n)
     mw_outq_consume(&c->outq, n);
     c->bytes_out += n;
     srv->metrics.bytes_out += n;
+    /* close_timeout bounds a closing connection that makes no progress, not a
+     * long reply that a slow client is still reading. */
+    if (c->tlist == MW_TL_CLOSING && n > 0)
+        mw_server_set_tlist(srv, c, MW_TL_CLOSING);
     if (c->paused && c->outq.bytes <= srv->cfg->max_buffered / 2) {
         c->paused = 0;
         c->tp->pause(c, 0);

@@ -1,7 +1,9 @@
 /* Routing of complete HTTP requests and the WebSocket opening handshake.
  *
- * Order: built-in endpoints (/healthz, /metrics), then WebSocket paths
- * (RFC 6455 checks, origin allowlist, capacity, on_upgrade, 101), then 404.
+ * Order: built-in endpoints (/healthz, /metrics), then, when static files
+ * are on, every request without an Upgrade header (core/static.c), then
+ * WebSocket paths (RFC 6455 checks, origin allowlist, capacity, on_upgrade,
+ * 101), then 404.
  * Every refusal is a short text reply and a closed connection.
  */
 #include "moonwire/handshake.h"
@@ -10,6 +12,7 @@
 #include "moonwire/log.h"
 #include "moonwire/lua_host.h"
 #include "moonwire/server.h"
+#include "moonwire/static.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -213,6 +216,10 @@ void mw_handshake_request(mw_conn_t *c)
     srv->metrics.http_requests++;
     if ((cfg->healthz && path_is(path, len, "/healthz")) || path_is(path, len, "/metrics")) {
         builtin(c, path, len);
+        return;
+    }
+    if (cfg->static_root != NULL && !mw_http_wants_upgrade(c->http)) {
+        mw_static_serve(c); /* GET and HEAD; other methods get 405 */
         return;
     }
     if (mw_handshake_path_matches((const char *const *)cfg->ws_paths.items, cfg->ws_paths.n,

@@ -280,8 +280,7 @@ const char *mw_http_query(const mw_http_req_t *req, size_t *len)
 
 int mw_http_wants_upgrade(const mw_http_req_t *req)
 {
-    size_t len;
-    return mw_http_header(req, "Upgrade", 0, &len) != NULL;
+    return mw_http_header_has_token(req, "Upgrade", "websocket");
 }
 
 /* True for the 24-character base64 form of exactly 16 bytes. */

@@ -115,20 +115,33 @@ static size_t json_escape(char *buf, size_t len, size_t cap, const char *s)
     return len;
 }
 
-void mw_logv(mw_log_level_t level, const char *fmt, va_list ap)
+static int is_number(const char *v)
 {
-    char msg[4096], line[8192], ts[96];
+    if (*v == '-')
+        v++;
+    if (*v == '\0' || (*v == '0' && v[1] != '\0'))
+        return 0;
+    for (; *v; v++)
+        if (*v < '0' || *v > '9')
+            return 0;
+    return 1;
+}
+
+/* Writes one line: msg, then the key/value pairs (kv[2i] = kv[2i+1]). */
+static void emit(mw_log_level_t level, const char *msg, const char *const *kv, size_t npairs)
+{
+    char line[8192], ts[96];
     struct timeval tv;
     struct tm tm;
     size_t n;
     int saved_errno = errno;
 
-    if (!mw_log_enabled(level))
-        return;
-    vsnprintf(msg, sizeof(msg), fmt, ap);
     if (logger.sink != NULL) {
-        logger.sink(logger.sink_ud, level, msg);
-        errno = saved_errno;
+        size_t used = (size_t)snprintf(line, sizeof(line), "%s", msg);
+        for (size_t i = 0; i < npairs && used < sizeof(line); i++)
+            used += (size_t)snprintf(line + used, sizeof(line) - used, " %s=%s", kv[2 * i],
+                                     kv[2 * i + 1]);
+        logger.sink(logger.sink_ud, level, line);
         return;
     }
     gettimeofday(&tv, NULL);
@@ -139,18 +152,51 @@ void mw_logv(mw_log_level_t level, const char *fmt, va_list ap)
     if (logger.json) {
         n = (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts,
                              level_names[level]);
-        n = json_escape(line, n, sizeof(line) - 4, msg);
-        memcpy(line + n, "\"}\n", 3);
-        n += 3;
+        n = json_escape(line, n, sizeof(line) - 8, msg);
+        line[n++] = '"';
+        for (size_t i = 0; i < npairs && n + 16 < sizeof(line); i++) {
+            int num = is_number(kv[2 * i + 1]);
+            line[n++] = ',';
+            line[n++] = '"';
+            n = json_escape(line, n, sizeof(line) - 8, kv[2 * i]);
+            memcpy(line + n, num ? "\":" : "\":\"", num ? 2 : 3);
+            n += num ? 2 : 3;
+            n = json_escape(line, n, sizeof(line) - 8, kv[2 * i + 1]);
+            if (!num)
+                line[n++] = '"';
+        }
+        memcpy(line + n, "}\n", 2);
+        n += 2;
     } else {
-        int w = snprintf(line, sizeof(line), "%s %-5s %s\n", ts, level_names[level], msg);
+        int w = snprintf(line, sizeof(line), "%s %-5s %s", ts, level_names[level], msg);
         n = w < (int)sizeof(line) ? (size_t)w : sizeof(line) - 1;
-        line[n - 1] = '\n';
+        for (size_t i = 0; i < npairs && n + 4 < sizeof(line); i++) {
+            const char *v = kv[2 * i + 1];
+            int quote = *v == '\0' || strpbrk(v, " \t\"=") != NULL;
+            w = snprintf(line + n, sizeof(line) - n, quote ? " %s=\"%s\"" : " %s=%s", kv[2 * i], v);
+            n = w < (int)(sizeof(line) - n) ? n + (size_t)w : sizeof(line) - 2;
+        }
+        line[n++] = '\n';
     }
     /* A short write to a log is not worth more than one retry. */
     if (write(logger.fd, line, n) < 0 && errno == EINTR)
         (void)!write(logger.fd, line, n);
     errno = saved_errno;
+}
+
+void mw_logv(mw_log_level_t level, const char *fmt, va_list ap)
+{
+    char msg[4096];
+    if (!mw_log_enabled(level))
+        return;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    emit(level, msg, NULL, 0);
+}
+
+void mw_log_event(mw_log_level_t level, const char *event, const char *const *kv, size_t npairs)
+{
+    if (mw_log_enabled(level))
+        emit(level, event, kv, npairs);
 }
 
 void mw_log(mw_log_level_t level, const char *fmt, ...)

@@ -17,6 +17,7 @@
 #include <lua.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 mw__api_t *mw__lua_api(lua_State *L)
 {
@@ -475,6 +476,16 @@ static int mw_now(lua_State *L)
     return 1;
 }
 
+/* Wall-clock time in milliseconds since the epoch (for timestamps shown to
+ * people; mw.now() is the monotonic clock timers use). */
+static int mw_time(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    return 1;
+}
+
 /* log ------------------------------------------------------------------------- */
 
 static int log_at(lua_State *L, mw_log_level_t level)
@@ -592,6 +603,7 @@ static const luaL_Reg module_funcs[] = {
     {"connections", mw_connections},
     {"count", mw_count},
     {"now", mw_now},
+    {"time", mw_time},
     {NULL, NULL},
 };
 

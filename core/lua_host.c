@@ -44,6 +44,7 @@ struct mw_lua_s {
     int hooks[NHOOKS];
     int kind_text, kind_binary; /* the strings "text" and "binary" */
     int baseline_ref;           /* package.loaded keys that are not the app's */
+    char *script_dir;           /* the directory package.path was set up for */
 };
 
 static mw_lua_t **host_slot(lua_State *L)
@@ -313,6 +314,19 @@ static void set_package_path(lua_State *L, const char *script)
     lua_pop(L, 1);
 }
 
+/* The directory part of a script path ("." for a bare name); malloc'ed. */
+static char *dir_of(const char *script)
+{
+    const char *slash = strrchr(script, '/');
+    return slash ? strndup(script, (size_t)(slash - script)) : strdup(".");
+}
+
+static int add_script_path(lua_State *L)
+{
+    set_package_path(L, lua_touserdata(L, 1));
+    return 0;
+}
+
 static int open_state(lua_State *L)
 {
     mw_lua_t *lh = *host_slot(L);
@@ -321,6 +335,7 @@ static int open_state(lua_State *L)
     luaL_requiref(L, "moonwire", mw_lua_open_api, 0);
     lua_pop(L, 1);
     set_package_path(L, lh->srv->cfg->script);
+    lh->script_dir = dir_of(lh->srv->cfg->script);
 
     /* Remember which modules are not the app's, for reload. */
     lua_newtable(L);
@@ -393,6 +408,7 @@ fail:
     /* The module's timers live in Lua memory: take them off the heap first. */
     mw_lua_api_shutdown(L);
     lua_close(L);
+    free(lh->script_dir);
     free(lh);
     return MW_ELUA;
 }
@@ -408,6 +424,7 @@ void mw_lua_free(mw_lua_t *lh)
         return;
     mw_lua_api_shutdown(lh->L);
     lua_close(lh->L);
+    free(lh->script_dir);
     free(lh);
 }
 
@@ -460,6 +477,19 @@ int mw_lua_reload(mw_lua_t *lh, char *err, size_t errlen)
 {
     lua_State *L = lh->L;
     int previous;
+    char *dir = dir_of(lh->srv->cfg->script);
+
+    /* A script from another directory finds its modules there too. */
+    if (dir != NULL && (lh->script_dir == NULL || strcmp(dir, lh->script_dir) != 0)) {
+        lua_pushcfunction(L, add_script_path);
+        lua_pushlightuserdata(L, lh->srv->cfg->script);
+        if (pcall(lh, 1, 0) != LUA_OK)
+            lua_pop(L, 1);
+        free(lh->script_dir);
+        lh->script_dir = dir;
+    } else {
+        free(dir);
+    }
 
     lua_pushcfunction(L, unload_app_modules);
     if (pcall(lh, 0, 1) != LUA_OK) {

@@ -11,6 +11,7 @@
 #include "moonwire/net.h"
 #include "moonwire/outq.h"
 #include "moonwire/server.h"
+#include "moonwire/static.h"
 #include "moonwire/version.h"
 #include "moonwire/ws.h"
 
@@ -28,6 +29,7 @@ static const char usage[] =
     "  -s, --script FILE      the app script (default scripts/relay.lua)\n"
     "  -l, --listen HOST:PORT address to listen on; repeat for several (default 127.0.0.1:8080)\n"
     "      --node-id ID       this node's id, the first part of connection ids\n"
+    "      --static DIR       serve the files of DIR to plain GET/HEAD requests (static.root)\n"
     "      --log-level LEVEL  debug, info, warn, error or off\n"
     "      --check            load the configuration and the script, report, and exit\n"
     "  -V, --version          print the version and exit\n"
@@ -36,7 +38,7 @@ static const char usage[] =
     "Signals: SIGHUP reloads the script, SIGTERM/SIGINT drain and exit, SIGUSR1 reopens the log.\n"
     "Documentation: docs/getting-started.md and docs/configuration.md.\n";
 
-enum { OPT_NODE_ID = 256, OPT_LOG_LEVEL, OPT_CHECK };
+enum { OPT_NODE_ID = 256, OPT_LOG_LEVEL, OPT_CHECK, OPT_STATIC };
 
 static const struct option long_options[] = {
     {"config", required_argument, NULL, 'c'},
@@ -45,6 +47,7 @@ static const struct option long_options[] = {
     {"node-id", required_argument, NULL, OPT_NODE_ID},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"check", no_argument, NULL, OPT_CHECK},
+    {"static", required_argument, NULL, OPT_STATIC},
     {"version", no_argument, NULL, 'V'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -54,6 +57,7 @@ typedef struct {
     const char *config;
     const char *script;
     const char *node_id;
+    const char *static_root;
     int log_level; /* -1: from the configuration */
     mw_strlist_t listen;
     int check;
@@ -105,6 +109,9 @@ static int parse_args(int argc, char **argv, cli_t *cli)
         case OPT_CHECK:
             cli->check = 1;
             break;
+        case OPT_STATIC:
+            cli->static_root = optarg;
+            break;
         case 'V':
             printf("moonwire %s\n", MW_VERSION);
             return 0;
@@ -139,6 +146,8 @@ static int build_config(const cli_t *cli, mw_config_t *cfg)
         mw_config_set_str(&cfg->script, cli->script);
     if (cli->node_id != NULL)
         mw_config_set_str(&cfg->node_id, cli->node_id);
+    if (cli->static_root != NULL)
+        mw_config_set_str(&cfg->static_root, cli->static_root);
     if (cli->log_level >= 0)
         cfg->log_level = cli->log_level;
     if (cli->listen.n > 0) {
@@ -209,6 +218,7 @@ static void cleanup_pools(void)
     mw_frame_pool_drain();
     mw_outq_pool_drain();
     mw_ws_pool_drain();
+    mw_static_cache_drain();
 }
 
 int main(int argc, char **argv)

@@ -101,6 +101,13 @@ size_t mw_metrics_render(const mw_server_t *srv, char **out)
             m->backpressure_closes);
     counter(&o, "moonwire_backpressure_drops_total",
             "Messages dropped because the queue passed max_buffered.", m->backpressure_drops);
+    put(&o, "# HELP moonwire_event_loop_lag_seconds How late the loop ran its last 500 ms probe.\n"
+            "# TYPE moonwire_event_loop_lag_seconds gauge\n"
+            "moonwire_event_loop_lag_seconds %.3f\n"
+            "# HELP moonwire_event_loop_lag_max_seconds The largest lag seen since start.\n"
+            "# TYPE moonwire_event_loop_lag_max_seconds gauge\n"
+            "moonwire_event_loop_lag_max_seconds %.3f\n",
+        m->loop_lag_ms / 1000.0, m->loop_lag_ms_max / 1000.0);
     if (o.failed) {
         free(o.buf);
         return 0;

@@ -34,6 +34,8 @@ typedef struct {
     uv_prepare_t prepare;
     uv_check_t check;
     uv_timer_t timer;
+    uv_timer_t lag_timer; /* measures how late the loop runs a 500 ms timer */
+    uint64_t lag_expected; /* uv_hrtime() when it should fire */
     char *read_buf;
     int read_busy;
 } net_t;
@@ -322,6 +324,21 @@ static void arm_timer(net_t *net)
         uv_timer_start(&net->timer, on_timer, (uint64_t)next, 0);
 }
 
+#define LAG_INTERVAL_MS 500
+
+static void on_lag_timer(uv_timer_t *h)
+{
+    net_t *net = h->data;
+    uint64_t now = uv_hrtime();
+    uint64_t lag_ms = now > net->lag_expected ? (now - net->lag_expected) / 1000000 : 0;
+    mw_metrics_t *m = &net->srv->metrics;
+
+    m->loop_lag_ms = lag_ms;
+    if (lag_ms > m->loop_lag_ms_max)
+        m->loop_lag_ms_max = lag_ms;
+    net->lag_expected = now + LAG_INTERVAL_MS * 1000000ULL;
+}
+
 static void on_prepare(uv_prepare_t *h)
 {
     net_t *net = h->data;
@@ -392,6 +409,11 @@ int mw_net_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen)
     uv_check_start(&net->check, on_check);
     uv_timer_init(loop, &net->timer);
     net->timer.data = net;
+    uv_timer_init(loop, &net->lag_timer);
+    net->lag_timer.data = net;
+    net->lag_expected = uv_hrtime() + LAG_INTERVAL_MS * 1000000ULL;
+    uv_timer_start(&net->lag_timer, on_lag_timer, LAG_INTERVAL_MS, LAG_INTERVAL_MS);
+    uv_unref((uv_handle_t *)&net->lag_timer);
     /* These run every turn but must not keep the loop alive on their own. */
     uv_unref((uv_handle_t *)&net->prepare);
     uv_unref((uv_handle_t *)&net->check);
@@ -421,6 +443,7 @@ void mw_net_close(mw_server_t *srv)
         uv_close((uv_handle_t *)&net->prepare, NULL);
         uv_close((uv_handle_t *)&net->check, NULL);
         uv_close((uv_handle_t *)&net->timer, NULL);
+        uv_close((uv_handle_t *)&net->lag_timer, NULL);
     }
 }
 

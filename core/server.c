@@ -178,6 +178,8 @@ int mw_server_init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, 
         return r;
     }
     r = mw_topics_init(&srv->topics);
+    if (r == 0 && (r = mw_iplimit_init(&srv->iplimit)) != 0)
+        mw_topics_close(&srv->topics);
     if (r != 0) {
         snprintf(err, errlen, "topics: %s", mw_strerror(r));
         mw_registry_close(&srv->reg);
@@ -194,6 +196,7 @@ int mw_server_init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, 
     if (r != 0) {
         mw_timers_close(&srv->timers);
         mw_topics_close(&srv->topics);
+        mw_iplimit_close(&srv->iplimit);
         mw_registry_close(&srv->reg);
         return r;
     }
@@ -208,6 +211,7 @@ void mw_server_close(mw_server_t *srv)
     mw_timer_stop(&srv->timers, &srv->sweep);
     mw_timers_close(&srv->timers);
     mw_topics_close(&srv->topics);
+    mw_iplimit_close(&srv->iplimit);
     mw_registry_close(&srv->reg);
 }
 

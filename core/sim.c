@@ -20,7 +20,10 @@
 #include "moonwire/frame.h"
 #include "moonwire/log.h"
 #include "moonwire/lua_host.h"
+#include "moonwire/outq.h"
 #include "moonwire/server.h"
+#include "moonwire/static.h"
+#include "moonwire/ws.h"
 
 #include <arpa/inet.h>
 #include <lauxlib.h>
@@ -508,10 +511,15 @@ static int server_reload(lua_State *L)
     char err[1024];
     int r;
 
+    char *previous = strdup(ss->cfg.script);
+
     if (!lua_isnoneornil(L, 2))
         mw_config_set_str(&ss->cfg.script, luaL_checkstring(L, 2));
     ss->srv.metrics.reloads++;
     r = mw_lua_reload(ss->srv.lua, err, sizeof(err));
+    if (r != 0 && previous != NULL)
+        mw_config_set_str(&ss->cfg.script, previous); /* a failed reload changes nothing */
+    free(previous);
     if (r != 0) {
         ss->srv.metrics.reload_failures++;
         mw_log_error("reload failed, the previous app keeps serving: %s", err);
@@ -730,6 +738,23 @@ static int client_tostring(lua_State *L)
     return 1;
 }
 
+/* Runs when the interpreter closes (after every server, which were made later
+ * and are finalized first): gives the pools back so leak checkers see none. */
+static int module_gc(lua_State *L)
+{
+    (void)L;
+    mw_frame_pool_drain();
+    mw_outq_pool_drain();
+    mw_ws_pool_drain();
+    mw_static_cache_drain();
+    for (size_t i = 0; i < captured.n; i++)
+        free(captured.lines[i]);
+    free(captured.lines);
+    memset(&captured, 0, sizeof(captured));
+    mw_log_set_sink(NULL, NULL);
+    return 0;
+}
+
 int luaopen_moonwire_sim(lua_State *L)
 {
     static const luaL_Reg server_methods[] = {
@@ -760,6 +785,13 @@ int luaopen_moonwire_sim(lua_State *L)
     lua_pushcfunction(L, client_tostring);
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
+
+    lua_newuserdatauv(L, 0, 0);
+    lua_newtable(L);
+    lua_pushcfunction(L, module_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "moonwire.sim.pools");
 
     luaL_newlib(L, funcs);
     return 1;

@@ -45,6 +45,37 @@ function helpers.of_type(messages, type_)
   return out
 end
 
+-- Drops what the clients received so far.
+function helpers.drain(...)
+  for i = 1, select("#", ...) do
+    select(i, ...):received()
+  end
+end
+
+-- Writes text to a new temporary file; returns its path (remove it with os.remove).
+function helpers.tempfile(text)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+-- A modified copy of the app at `script` in a temporary file: `code` runs at
+-- the end of the script, where its locals are in scope, before the final
+-- `return app`. Returns the path.
+function helpers.modified_script(script, code)
+  local f = assert(io.open(script))
+  local source = f:read("a")
+  f:close()
+  local n
+  source, n = source:gsub("\nreturn app%s*$", function()
+    return "\n" .. code .. "\nreturn app\n"
+  end)
+  assert(n == 1, script .. " does not end with 'return app'")
+  return helpers.tempfile(source)
+end
+
 helpers.json = cjson
 
 return helpers

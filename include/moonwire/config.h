@@ -57,6 +57,14 @@ typedef struct mw_config_s {
     /* http */
     int healthz;
 
+    /* static (see core/static.c); static files are off while static_root is NULL */
+    char *static_root;
+    char *static_index;                   /* the file served for a directory */
+    char *static_cache_control;           /* "" sends no Cache-Control */
+    char *static_immutable_cache_control; /* for fingerprinted names; "" sends none */
+    size_t static_max_file_size;          /* bigger files are refused with 403 */
+    size_t static_cache_size;             /* bytes of file contents kept; 0: no cache */
+
     /* A state of its own that keeps a copy of the free-form `app` table
      * for moonwire.config. NULL when there is none. */
     lua_State *L;

@@ -41,7 +41,7 @@ typedef enum {
     MW_TL_CLOSING
 } mw_conn_tlist_t;
 
-typedef union {
+typedef union mw_addr_u {
     struct sockaddr sa;
     struct sockaddr_in in4;
     struct sockaddr_in6 in6;
@@ -61,6 +61,7 @@ struct mw_conn_s {
     uint8_t paused : 1;      /* reading stopped by input backpressure */
     uint8_t queued_close : 1; /* in srv->close_queue */
     uint8_t freed : 1;
+    uint8_t ip_counted : 1;  /* counted in srv->iplimit */
     uint16_t close_code;     /* what on_close reports */
     uint16_t close_reason_len;
     const char *close_reason; /* static, in ws.ctl, or reason_buf */
@@ -129,6 +130,9 @@ size_t mw_conn_id(const mw_conn_t *c, char *out);
 
 /* Formats the peer address ("127.0.0.1", "::1") into out (64 bytes). */
 void mw_conn_addr(const mw_conn_t *c, char *out, size_t cap);
+
+/* Logs the "conn.open" line of an upgraded connection. */
+void mw_conn_log_open(const mw_conn_t *c, const char *path, size_t path_len);
 
 /* Internal: queues bytes regardless of state (101 replies, control frames). */
 int mw__conn_queue(mw_conn_t *c, mw_frame_t *f);

@@ -82,7 +82,8 @@ static inline const char *mw_http_path(const mw_http_req_t *req, size_t *len)
 /* The raw query string after '?', or NULL when there is none. */
 const char *mw_http_query(const mw_http_req_t *req, size_t *len);
 
-/* True when the request asks for a protocol upgrade (has an Upgrade header). */
+/* True when the request asks for a WebSocket upgrade (websocket in its
+ * Upgrade header). Other upgrades (h2c) may be ignored, as RFC 9110 allows. */
 int mw_http_wants_upgrade(const mw_http_req_t *req);
 
 /* Runs the RFC 6455 opening-handshake checks except Origin and routing.

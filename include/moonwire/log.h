@@ -8,6 +8,7 @@
 #define MOONWIRE_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 typedef enum { MW_LOG_DEBUG = 0, MW_LOG_INFO, MW_LOG_WARN, MW_LOG_ERROR, MW_LOG_OFF } mw_log_level_t;
 
@@ -32,6 +33,11 @@ void mw_log_set_sink(mw_log_sink_cb fn, void *ud);
 
 void mw_log(mw_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void mw_logv(mw_log_level_t level, const char *fmt, va_list ap);
+
+/* Logs an event with fields: kv holds npairs key/value string pairs. Plain
+ * lines read "conn.close id=mw.x.1 code=1000"; JSON lines put each pair in
+ * its own field (digits-only values as numbers). */
+void mw_log_event(mw_log_level_t level, const char *event, const char *const *kv, size_t npairs);
 
 #define mw_log_debug(...) mw_log(MW_LOG_DEBUG, __VA_ARGS__)
 #define mw_log_info(...) mw_log(MW_LOG_INFO, __VA_ARGS__)

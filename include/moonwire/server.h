@@ -11,6 +11,7 @@
 #define MOONWIRE_SERVER_H
 
 #include "moonwire/config.h"
+#include "moonwire/iplimit.h"
 #include "moonwire/conn.h"
 #include "moonwire/list.h"
 #include "moonwire/metrics.h"
@@ -24,6 +25,7 @@ struct mw_server_s {
     mw_config_t *cfg;
     mw_registry_t reg;
     mw_topics_t topics;
+    mw_iplimit_t iplimit; /* connections per peer address */
     mw_timers_t timers;
     mw_lua_t *lua;
     mw_metrics_t metrics;

@@ -55,7 +55,7 @@ def metrics(server):
     for line in text.splitlines():
         if line and not line.startswith("#"):
             name, value = line.rsplit(" ", 1)
-            out[name] = int(value)
+            out[name] = float(value)
     return out
 
 

@@ -883,7 +883,7 @@ int main(void)
         T(test_http_unescape_decodes_percent_escapes),
         T(test_http_unescape_decodes_plus_as_space_only_when_asked),
         T(test_http_unescape_keeps_malformed_escapes_literal),
-        /* Last: it crashes the process while mw_http_reply over-reads its stack buffer. */
+        /* Replies larger than the head buffer (mw_http_reply once over-read it). */
         T(test_http_reply_carries_a_binary_body_of_any_size),
     };
     return cmocka_run_group_tests(tests, NULL, group_teardown);

@@ -1,0 +1,945 @@
+/* Static files: the directory behind `static.root`, served so that a CDN can
+ * front it. See static.h for what a request gets back.
+ *
+ * A request goes: decode and normalise the path (refusing every way out of
+ * the root), stat() the file and its FILE.gz sibling, then take the bytes
+ * and the ETag from the cache when (device, inode, size, mtime) still match
+ * the stat. Only a miss resolves the real path (it must be under the real
+ * path of the root), reads the file whole and hashes it. A hit serves bytes
+ * that passed that check when they were read, so a symlink swapped since can
+ * not leak anything: it changes the inode, which makes a miss.
+ *
+ * The cache is process-wide, like the frame pool: the core runs one loop per
+ * process. Its bound is the static.cache_size of the request that fills it.
+ */
+#include "moonwire/static.h"
+#include "moonwire/config.h"
+#include "moonwire/conn.h"
+#include "moonwire/error.h"
+#include "moonwire/frame.h"
+#include "moonwire/http.h"
+#include "moonwire/list.h"
+#include "moonwire/log.h"
+#include "moonwire/server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define ETAG_BYTES 16 /* of the SHA-256 of the content: 128 bits, 32 hex digits */
+#define READ_ATTEMPTS 3
+
+/* One file's bytes and validators. */
+typedef struct entry_s {
+    mw_list_t lru;        /* in cache.lru, least recently used first; self-linked if not cached */
+    struct entry_s *next; /* the hash chain */
+    uint64_t hash;
+    char *key; /* the path as opened: root + request path */
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+    mw_frame_t *body;              /* one reference: the whole file, as a raw frame */
+    char etag[ETAG_BYTES * 2 + 3]; /* quoted, as sent */
+} entry_t;
+
+static struct {
+    entry_t **buckets; /* NULL until the first insert */
+    size_t nbuckets;
+    size_t count;
+    size_t bytes; /* file bytes held by cached entries */
+    mw_list_t lru;
+    int root_missing; /* the root could not be resolved; logged once until it comes back */
+} cache = {.lru = {&cache.lru, &cache.lru}};
+
+/* A growing string, for reply heads whose Location can be as long as a path. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+    int failed; /* out of memory: the reply is dropped */
+} sbuf_t;
+
+static void sb_printf(sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void sb_printf(sbuf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    while (!b->failed) {
+        size_t room = b->cap - b->len, cap;
+        char *p;
+
+        va_start(ap, fmt);
+        n = vsnprintf(b->p != NULL ? b->p + b->len : NULL, room, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->failed = 1;
+            return;
+        }
+        if ((size_t)n < room) {
+            b->len += (size_t)n;
+            return;
+        }
+        cap = b->cap ? b->cap : 512;
+        while (cap < b->len + (size_t)n + 1)
+            cap *= 2;
+        p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->failed = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+}
+
+/* Path decoding ------------------------------------------------------------- */
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int mw_static_path_normalize(const char *raw, size_t len, char *out, size_t cap, size_t *out_len)
+{
+    size_t i = 1, o = 1, seg = 1; /* seg: where the current segment starts in out */
+
+    if (len == 0 || raw[0] != '/')
+        return MW_ENOTFOUND;
+    if (cap < 2)
+        return MW_ETOOBIG;
+    out[0] = '/';
+    for (;;) {
+        int ch, end = i >= len;
+
+        if (end) {
+            ch = '/';
+        } else if (raw[i] == '%') {
+            int hi = i + 2 < len ? hexval((unsigned char)raw[i + 1]) : -1;
+            int lo = i + 2 < len ? hexval((unsigned char)raw[i + 2]) : -1;
+            if (hi < 0 || lo < 0)
+                return MW_EINVAL;
+            ch = hi * 16 + lo;
+            i += 3;
+        } else {
+            ch = (unsigned char)raw[i++];
+        }
+        if (ch == '/') {
+            /* The segment out[seg..o) is complete: judge it. */
+            size_t n = o - seg;
+            if (n == 1 && out[seg] == '.') {
+                o = seg; /* "." goes */
+            } else if (n > 0 && out[seg] == '.') {
+                return MW_ENOTFOUND; /* "..", and dotfiles such as .git or .env */
+            } else if (n > 0 && !end) {
+                if (o + 1 >= cap)
+                    return MW_ETOOBIG;
+                out[o++] = '/';
+            } /* an empty segment (a run of slashes) adds nothing */
+            if (end)
+                break;
+            seg = o;
+            continue;
+        }
+        if (ch < 0x20 || ch == 0x7f || ch == '\\')
+            return MW_ENOTFOUND; /* NUL, control characters, Windows separators */
+        if (o + 1 >= cap)
+            return MW_ETOOBIG;
+        out[o++] = (char)ch;
+    }
+    out[o] = '\0';
+    *out_len = o;
+    return 0;
+}
+
+/* Names ------------------------------------------------------------------------- */
+
+/* The last segment of path[0..len). */
+static const char *base_name(const char *path, size_t len, size_t *n)
+{
+    const char *slash = memrchr(path, '/', len);
+    const char *name = slash != NULL ? slash + 1 : path;
+    *n = len - (size_t)(name - path);
+    return name;
+}
+
+int mw_static_is_fingerprinted(const char *path, size_t len)
+{
+    size_t n;
+    const char *name = base_name(path, len, &n);
+    const char *ext = memrchr(name, '.', n);
+    const char *part = name;
+
+    if (ext == NULL)
+        return 0;
+    while (part < ext) {
+        const char *dot = memchr(part, '.', (size_t)(ext - part));
+        const char *end = dot != NULL ? dot : ext;
+        const char *p = part;
+        while (p < end && hexval((unsigned char)*p) >= 0)
+            p++;
+        if (p == end && end - part >= 8)
+            return 1;
+        part = end + 1;
+    }
+    return 0;
+}
+
+static const struct {
+    const char *ext;
+    const char *type;
+} types[] = {
+    {"html", "text/html; charset=utf-8"},
+    {"htm", "text/html; charset=utf-8"},
+    {"css", "text/css; charset=utf-8"},
+    {"js", "text/javascript; charset=utf-8"},
+    {"mjs", "text/javascript; charset=utf-8"},
+    {"txt", "text/plain; charset=utf-8"},
+    {"md", "text/markdown; charset=utf-8"},
+    {"csv", "text/csv; charset=utf-8"},
+    {"xml", "text/xml; charset=utf-8"},
+    {"json", "application/json"},
+    {"map", "application/json"},
+    {"webmanifest", "application/manifest+json"},
+    {"wasm", "application/wasm"},
+    {"pdf", "application/pdf"},
+    {"gz", "application/gzip"},
+    {"zip", "application/zip"},
+    {"svg", "image/svg+xml"},
+    {"png", "image/png"},
+    {"jpg", "image/jpeg"},
+    {"jpeg", "image/jpeg"},
+    {"gif", "image/gif"},
+    {"webp", "image/webp"},
+    {"avif", "image/avif"},
+    {"ico", "image/x-icon"},
+    {"woff", "font/woff"},
+    {"woff2", "font/woff2"},
+    {"ttf", "font/ttf"},
+    {"otf", "font/otf"},
+    {"mp3", "audio/mpeg"},
+    {"ogg", "audio/ogg"},
+    {"wav", "audio/wav"},
+    {"mp4", "video/mp4"},
+    {"webm", "video/webm"},
+};
+
+const char *mw_static_content_type(const char *path, size_t len)
+{
+    size_t n;
+    const char *name = base_name(path, len, &n);
+    const char *dot = memrchr(name, '.', n);
+
+    if (dot != NULL) {
+        const char *ext = dot + 1;
+        size_t elen = n - (size_t)(ext - name);
+        for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+            if (strlen(types[i].ext) == elen && strncasecmp(types[i].ext, ext, elen) == 0)
+                return types[i].type;
+    }
+    return "application/octet-stream";
+}
+
+/* Request headers -------------------------------------------------------------- */
+
+static const char *trim(const char *s, size_t *len)
+{
+    while (*len > 0 && (*s == ' ' || *s == '\t')) {
+        s++;
+        (*len)--;
+    }
+    while (*len > 0 && (s[*len - 1] == ' ' || s[*len - 1] == '\t'))
+        (*len)--;
+    return s;
+}
+
+/* A qvalue (RFC 9110 12.4.2) in thousandths, or -1 when malformed. */
+static int parse_q(const char *s, size_t len)
+{
+    int q, scale = 100;
+
+    if (len == 0 || (s[0] != '0' && s[0] != '1'))
+        return -1;
+    q = (s[0] - '0') * 1000;
+    if (len == 1)
+        return q;
+    if (s[1] != '.' || len > 5)
+        return -1;
+    for (size_t i = 2; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        q += (s[i] - '0') * scale;
+        scale /= 10;
+    }
+    return q > 1000 ? -1 : q;
+}
+
+/* The q-value of one Accept-Encoding element ("gzip;q=0.5"), with its coding in
+ * *coding; -1 when a q parameter is malformed. */
+static int element_q(const char *s, size_t len, const char **coding, size_t *clen)
+{
+    const char *semi = memchr(s, ';', len);
+    int q = 1000;
+
+    *clen = semi != NULL ? (size_t)(semi - s) : len;
+    *coding = trim(s, clen);
+    while (semi != NULL) {
+        const char *p = semi + 1;
+        size_t rest = len - (size_t)(p - s), plen, nlen, vlen;
+        const char *eq, *name, *value;
+
+        semi = memchr(p, ';', rest);
+        plen = semi != NULL ? (size_t)(semi - p) : rest;
+        eq = memchr(p, '=', plen);
+        if (eq == NULL)
+            continue;
+        nlen = (size_t)(eq - p);
+        name = trim(p, &nlen);
+        vlen = plen - (size_t)(eq + 1 - p);
+        value = trim(eq + 1, &vlen);
+        if (nlen == 1 && (name[0] == 'q' || name[0] == 'Q') && (q = parse_q(value, vlen)) < 0)
+            return -1;
+    }
+    return q;
+}
+
+int mw_static_accepts_gzip(const char *value, size_t len)
+{
+    int gzip_q = -1, star_q = -1;
+
+    if (value == NULL)
+        return 0;
+    while (len > 0) {
+        const char *comma = memchr(value, ',', len);
+        size_t elen = comma != NULL ? (size_t)(comma - value) : len, clen;
+        const char *coding;
+        int q = element_q(value, elen, &coding, &clen);
+
+        if (q >= 0) {
+            if ((clen == 4 && strncasecmp(coding, "gzip", 4) == 0) ||
+                (clen == 6 && strncasecmp(coding, "x-gzip", 6) == 0))
+                gzip_q = q > gzip_q ? q : gzip_q;
+            else if (clen == 1 && coding[0] == '*')
+                star_q = q > star_q ? q : star_q;
+        }
+        if (comma == NULL)
+            break;
+        len -= elen + 1;
+        value = comma + 1;
+    }
+    return gzip_q >= 0 ? gzip_q > 0 : star_q > 0;
+}
+
+int mw_static_etag_matches(const char *value, size_t len, const char *etag)
+{
+    size_t i = 0, elen = strlen(etag);
+
+    if (value == NULL)
+        return 0;
+    while (i < len) {
+        const char *close;
+        size_t start;
+
+        if (value[i] == ' ' || value[i] == '\t' || value[i] == ',') {
+            i++;
+            continue;
+        }
+        if (value[i] == '*')
+            return 1;
+        if (len - i >= 2 && value[i] == 'W' && value[i + 1] == '/')
+            i += 2;
+        if (i >= len || value[i] != '"')
+            return 0;
+        start = i;
+        close = memchr(value + i + 1, '"', len - i - 1);
+        if (close == NULL)
+            return 0;
+        i = (size_t)(close - value) + 1;
+        if (i - start == elen && memcmp(value + start, etag, elen) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* All the occurrences of a header joined by ", " into a malloc'ed string, or
+ * NULL (*len 0) when there is none or memory is short (the header is then
+ * ignored, which is always safe here: no gzip, no 304). */
+static char *header_joined(const mw_http_req_t *req, const char *name, size_t *len)
+{
+    size_t vlen;
+    char *s;
+
+    *len = 0;
+    if (mw_http_header(req, name, 0, &vlen) == NULL)
+        return NULL;
+    /* Every occurrence sits in the head with more than 2 bytes before it. */
+    s = malloc(req->len + 1);
+    if (s != NULL)
+        *len = mw_http_header_join(req, name, s, req->len + 1);
+    return s;
+}
+
+void mw_static_http_date(time_t t, char out[30])
+{
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    char buf[64];
+    struct tm tm;
+
+    if (gmtime_r(&t, &tm) == NULL || tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999)
+        memset(&tm, 0, sizeof(tm)); /* out of range: 1900, harmless for a validator */
+    snprintf(buf, sizeof(buf), "%.3s, %02u %.3s %04u %02u:%02u:%02u GMT",
+             days[(unsigned)tm.tm_wday % 7], (unsigned)tm.tm_mday % 100,
+             months[(unsigned)tm.tm_mon % 12], (unsigned)(tm.tm_year + 1900) % 10000,
+             (unsigned)tm.tm_hour % 100, (unsigned)tm.tm_min % 100, (unsigned)tm.tm_sec % 100);
+    memcpy(out, buf, 29); /* always 29 characters */
+    out[29] = '\0';
+}
+
+/* The cache ------------------------------------------------------------------------ */
+
+static uint64_t hash_key(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static void entry_free(entry_t *e)
+{
+    if (e->body != NULL)
+        mw_frame_unref(e->body); /* replies being written keep their own references */
+    free(e->key);
+    free(e);
+}
+
+static entry_t *cache_find(const char *key, uint64_t h)
+{
+    if (cache.buckets == NULL)
+        return NULL;
+    for (entry_t *e = cache.buckets[h & (cache.nbuckets - 1)]; e != NULL; e = e->next)
+        if (e->hash == h && strcmp(e->key, key) == 0)
+            return e;
+    return NULL;
+}
+
+static void cache_unlink(entry_t *e)
+{
+    entry_t **pp = &cache.buckets[e->hash & (cache.nbuckets - 1)];
+    while (*pp != e)
+        pp = &(*pp)->next;
+    *pp = e->next;
+    mw_list_remove(&e->lru);
+    cache.count--;
+    cache.bytes -= (size_t)e->size;
+}
+
+/* Doubles the table when it is as full as it is wide. Failing to grow only
+ * makes chains longer. */
+static void cache_grow(void)
+{
+    size_t n = cache.nbuckets ? cache.nbuckets * 2 : 64;
+    entry_t **b;
+
+    if (cache.count < cache.nbuckets)
+        return;
+    b = calloc(n, sizeof(*b));
+    if (b == NULL)
+        return;
+    for (size_t i = 0; i < cache.nbuckets; i++) {
+        entry_t *e = cache.buckets[i], *next;
+        for (; e != NULL; e = next) {
+            next = e->next;
+            e->next = b[e->hash & (n - 1)];
+            b[e->hash & (n - 1)] = e;
+        }
+    }
+    free(cache.buckets);
+    cache.buckets = b;
+    cache.nbuckets = n;
+}
+
+/* Keeps e when it fits in limit bytes, evicting the least recently used.
+ * Returns 1 when e is now owned by the cache, 0 when the caller keeps it. */
+static int cache_insert(entry_t *e, size_t limit)
+{
+    size_t size = (size_t)e->size;
+
+    if (size > limit)
+        return 0;
+    cache_grow();
+    if (cache.buckets == NULL)
+        return 0;
+    while (cache.bytes + size > limit && !mw_list_empty(&cache.lru)) {
+        entry_t *old = MW_CONTAINER_OF(cache.lru.next, entry_t, lru);
+        cache_unlink(old);
+        entry_free(old);
+    }
+    e->next = cache.buckets[e->hash & (cache.nbuckets - 1)];
+    cache.buckets[e->hash & (cache.nbuckets - 1)] = e;
+    mw_list_insert_tail(&cache.lru, &e->lru);
+    cache.count++;
+    cache.bytes += size;
+    return 1;
+}
+
+void mw_static_cache_drain(void)
+{
+    while (!mw_list_empty(&cache.lru)) {
+        entry_t *e = MW_CONTAINER_OF(cache.lru.next, entry_t, lru);
+        cache_unlink(e);
+        entry_free(e);
+    }
+    free(cache.buckets);
+    cache.buckets = NULL;
+    cache.nbuckets = 0;
+}
+
+size_t mw_static_cache_bytes(void)
+{
+    return cache.bytes;
+}
+
+/* Loading files ------------------------------------------------------------------- */
+
+static int same_file(const entry_t *e, const struct stat *st)
+{
+    return e->dev == st->st_dev && e->ino == st->st_ino && e->size == st->st_size &&
+           e->mtime.tv_sec == st->st_mtim.tv_sec && e->mtime.tv_nsec == st->st_mtim.tv_nsec;
+}
+
+/* True when the real path of path is under the real path of root and passes
+ * through no dot segment below it (a symlink in the root may point at .git). */
+static int inside_root(const char *root, const char *path)
+{
+    char rroot[PATH_MAX], rpath[PATH_MAX];
+    size_t n;
+
+    if (realpath(root, rroot) == NULL) {
+        if (!cache.root_missing)
+            mw_log_warn("static: the root %s can not be resolved (%s): every file is 404", root,
+                        strerror(errno));
+        cache.root_missing = 1;
+        return 0;
+    }
+    cache.root_missing = 0;
+    if (realpath(path, rpath) == NULL)
+        return 0;
+    n = strcmp(rroot, "/") == 0 ? 0 : strlen(rroot);
+    if (strncmp(rpath, rroot, n) != 0 || rpath[n] != '/')
+        return 0;
+    return strstr(rpath + n, "/.") == NULL;
+}
+
+/* Reads size bytes of fd into dst. Returns 0, MW_EAGAIN when the file is
+ * shorter than that now, or MW_EIO. */
+static int read_all(int fd, uint8_t *dst, size_t size)
+{
+    size_t got = 0;
+
+    while (got < size) {
+        ssize_t n = pread(fd, dst + got, size - got, (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return MW_EIO;
+        if (n == 0)
+            return MW_EAGAIN;
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+static int too_big(const mw_config_t *cfg, const char *path, off_t size)
+{
+    if ((uint64_t)size <= cfg->static_max_file_size)
+        return 0;
+    mw_log_warn("static: %s is %lld bytes, over static.max_file_size (%zu): refused with 403", path,
+                (long long)size, cfg->static_max_file_size);
+    return 1;
+}
+
+/* Reads the file at path (already stat'ed as a regular file) into a new entry.
+ * Returns 0, MW_ENOTFOUND, MW_ETOOBIG, MW_ENOMEM, MW_EIO or MW_EAGAIN (it
+ * kept changing while it was read). */
+static int entry_read(const mw_config_t *cfg, const char *path, entry_t **out)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    struct stat st, after;
+    entry_t *e = NULL;
+    int fd, r = MW_EAGAIN;
+
+    if (!inside_root(cfg->static_root, path)) {
+        mw_log_debug("static: %s resolves outside the root or into a dotfile: 404", path);
+        return MW_ENOTFOUND;
+    }
+    /* O_NONBLOCK: a FIFO put in place of the file must not block the loop. */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return MW_ENOTFOUND;
+    e = calloc(1, sizeof(*e));
+    if (e == NULL || (e->key = strdup(path)) == NULL) {
+        r = MW_ENOMEM;
+        goto fail;
+    }
+    mw_list_init(&e->lru);
+    for (int attempt = 0; attempt < READ_ATTEMPTS && r == MW_EAGAIN; attempt++) {
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            r = MW_ENOTFOUND;
+            goto fail;
+        }
+        if (too_big(cfg, path, st.st_size)) {
+            r = MW_ETOOBIG;
+            goto fail;
+        }
+        if (e->body != NULL)
+            mw_frame_unref(e->body);
+        e->body = mw_frame_new_raw(NULL, (size_t)st.st_size);
+        if (e->body == NULL) {
+            r = MW_ENOMEM;
+            goto fail;
+        }
+        r = read_all(fd, e->body->bytes, (size_t)st.st_size);
+        if (r == 0 && (fstat(fd, &after) != 0 || after.st_size != st.st_size ||
+                       after.st_mtim.tv_sec != st.st_mtim.tv_sec ||
+                       after.st_mtim.tv_nsec != st.st_mtim.tv_nsec))
+            r = MW_EAGAIN; /* written to while read: the bytes may be torn */
+    }
+    if (r != 0) {
+        if (r == MW_EAGAIN)
+            mw_log_warn("static: %s kept changing while it was read: 503", path);
+        else
+            mw_log_error("static: reading %s failed: %s", path, strerror(errno));
+        goto fail;
+    }
+    close(fd);
+    fd = -1;
+    if (EVP_Digest(e->body->bytes, (size_t)st.st_size, md, &mdlen, EVP_sha256(), NULL) != 1 ||
+        mdlen < ETAG_BYTES) {
+        r = MW_ENOMEM;
+        goto fail;
+    }
+    e->etag[0] = '"';
+    for (int i = 0; i < ETAG_BYTES; i++)
+        snprintf(e->etag + 1 + 2 * i, 3, "%02x", md[i]);
+    e->etag[ETAG_BYTES * 2 + 1] = '"';
+    e->etag[ETAG_BYTES * 2 + 2] = '\0';
+    e->dev = st.st_dev;
+    e->ino = st.st_ino;
+    e->size = st.st_size;
+    e->mtime = st.st_mtim;
+    e->hash = hash_key(path);
+    *out = e;
+    return 0;
+
+fail:
+    if (fd >= 0)
+        close(fd);
+    if (e != NULL)
+        entry_free(e);
+    return r;
+}
+
+/* Finds the bytes of path, stat'ed as st, in the cache or reads them.
+ * *owned is set when the caller must entry_free() the entry after use (it did
+ * not fit the cache). Returns what entry_read() returns. */
+static int load(const mw_config_t *cfg, const char *path, const struct stat *st, entry_t **out,
+                int *owned)
+{
+    uint64_t h = hash_key(path);
+    entry_t *e = cache_find(path, h);
+    int r;
+
+    *owned = 0;
+    if (e != NULL) {
+        if (same_file(e, st)) {
+            mw_list_remove(&e->lru);
+            mw_list_insert_tail(&cache.lru, &e->lru);
+            *out = e;
+            return 0;
+        }
+        cache_unlink(e);
+        entry_free(e);
+    }
+    if (too_big(cfg, path, st->st_size))
+        return MW_ETOOBIG; /* before reading a byte of it */
+    r = entry_read(cfg, path, &e);
+    if (r != 0)
+        return r;
+    *owned = !cache_insert(e, cfg->static_cache_size);
+    *out = e;
+    return 0;
+}
+
+/* Replies ------------------------------------------------------------------------- */
+
+static void head_start(sbuf_t *b, int status)
+{
+    char date[30];
+
+    mw_static_http_date(time(NULL), date);
+    sb_printf(b, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, mw_http_status_text(status), date);
+}
+
+/* Ends the head in b, queues it and then body (NULL: none), and closes the
+ * connection after them. Frees b. */
+static void send_reply(mw_conn_t *c, sbuf_t *b, mw_frame_t *body)
+{
+    mw_frame_t *f = NULL;
+
+    sb_printf(b, "Connection: close\r\n\r\n");
+    if (!b->failed)
+        f = mw_frame_new_raw(b->p, b->len);
+    free(b->p);
+    if (f == NULL) {
+        mw_conn_reply(c, NULL); /* out of memory: close without a reply */
+        return;
+    }
+    if (body == NULL || body->len == 0) {
+        mw_conn_reply(c, f);
+        return;
+    }
+    /* Head and body are two frames; the body is shared with the cache and with
+     * every other reply sending the same file. */
+    if (mw__conn_queue(c, f) != 0) {
+        mw_frame_unref(f);
+        mw_conn_reply(c, NULL);
+        return;
+    }
+    mw_frame_unref(f);
+    mw_conn_reply(c, mw_frame_ref(body));
+}
+
+/* Queues the complete reply in b and closes after it. Frees b. */
+static void send_buf(mw_conn_t *c, sbuf_t *b)
+{
+    mw_conn_reply(c, b->failed ? NULL : mw_frame_new_raw(b->p, b->len));
+    free(b->p);
+}
+
+/* A short text reply: "404 Not Found: why". HEAD gets the same head, no body.
+ * The debug log says detail (NULL: why) with the path. */
+static void reply_text(mw_conn_t *c, int status, const char *why, const char *detail,
+                       const char *fields, int head)
+{
+    sbuf_t b = {0};
+    char body[256];
+    size_t plen;
+    const char *path = mw_http_path(c->http, &plen);
+    int n = snprintf(body, sizeof(body), "%d %s: %s\n", status, mw_http_status_text(status), why);
+
+    if (n < 0 || (size_t)n >= sizeof(body))
+        n = (int)sizeof(body) - 1;
+    mw_log_debug("conn %llu static %.*s: %d %s", (unsigned long long)c->serial,
+                 (int)(plen < 200 ? plen : 200), path, status, detail != NULL ? detail : why);
+    head_start(&b, status);
+    sb_printf(&b,
+              "Content-Type: text/plain; charset=utf-8\r\n"
+              "Content-Length: %d\r\n"
+              "%s"
+              "Connection: close\r\n\r\n",
+              n, fields != NULL ? fields : "");
+    if (!head)
+        sb_printf(&b, "%.*s", n, body);
+    send_buf(c, &b);
+}
+
+/* Every refusal that must not tell whether a file exists says the same. */
+static void not_found(mw_conn_t *c, const char *detail, int head)
+{
+    reply_text(c, 404, "no such file", detail, NULL, head);
+}
+
+/* 301 from "/dir" to "/dir/", keeping the query. The Location is built from
+ * the normalised path, re-escaped, so it can never be "//host/". The body
+ * names the target too, for clients that do not follow. */
+static void redirect(mw_conn_t *c, const char *rel, size_t len, int head)
+{
+    static const char keep[] = "-._~!$&'()*+,;=:@/";
+    sbuf_t loc = {0}, b = {0};
+    const char *query;
+    size_t qlen;
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)rel[i];
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            (ch != '\0' && strchr(keep, ch) != NULL))
+            sb_printf(&loc, "%c", ch);
+        else
+            sb_printf(&loc, "%%%02X", ch);
+    }
+    sb_printf(&loc, "/");
+    query = mw_http_query(c->http, &qlen);
+    if (query != NULL)
+        sb_printf(&loc, "?%.*s", (int)qlen, query);
+    b.failed = loc.failed;
+    head_start(&b, 301);
+    if (!loc.failed) {
+        sb_printf(&b,
+                  "Location: %s\r\n"
+                  "Content-Type: text/plain; charset=utf-8\r\n"
+                  "Content-Length: %zu\r\n"
+                  "Connection: close\r\n\r\n",
+                  loc.p, loc.len + 1);
+        if (!head)
+            sb_printf(&b, "%s\n", loc.p);
+    }
+    free(loc.p);
+    send_buf(c, &b);
+}
+
+/* Answers from a loaded file: 304 when If-None-Match matches, else 200. */
+static void reply_file(mw_conn_t *c, const char *path, size_t plen, const entry_t *e, int has_gz,
+                       int gz, int head)
+{
+    const mw_config_t *cfg = c->srv->cfg;
+    const char *cc = mw_static_is_fingerprinted(path, plen) ? cfg->static_immutable_cache_control
+                                                            : cfg->static_cache_control;
+    sbuf_t b = {0};
+    char *inm, modified[30];
+    size_t inm_len;
+    int match;
+
+    inm = header_joined(c->http, "If-None-Match", &inm_len);
+    match = mw_static_etag_matches(inm, inm_len, e->etag);
+    free(inm);
+    head_start(&b, match ? 304 : 200);
+    /* A 304 carries the fields a cache needs to refresh its copy (RFC 9110 15.4.5). */
+    sb_printf(&b, "ETag: %s\r\n", e->etag);
+    if (cc[0] != '\0')
+        sb_printf(&b, "Cache-Control: %s\r\n", cc);
+    if (has_gz)
+        sb_printf(&b, "Vary: Accept-Encoding\r\n");
+    if (match) {
+        send_reply(c, &b, NULL);
+        return;
+    }
+    mw_static_http_date(e->mtime.tv_sec, modified);
+    sb_printf(&b,
+              "Content-Type: %s\r\n"
+              "Content-Length: %lld\r\n"
+              "Last-Modified: %s\r\n"
+              "X-Content-Type-Options: nosniff\r\n"
+              "%s",
+              mw_static_content_type(path, plen), (long long)e->size, modified,
+              gz ? "Content-Encoding: gzip\r\n" : "");
+    send_reply(c, &b, head ? NULL : e->body);
+}
+
+static void reply_error(mw_conn_t *c, int err, int head)
+{
+    switch (err) {
+    case MW_ETOOBIG:
+        reply_text(c, 403, "file too large to serve", NULL, NULL, head);
+        break;
+    case MW_ENOMEM:
+        reply_text(c, 503, "out of memory", NULL, "Retry-After: 5\r\n", head);
+        break;
+    case MW_EAGAIN:
+        reply_text(c, 503, "the file is changing, try again", NULL, "Retry-After: 1\r\n", head);
+        break;
+    case MW_EIO:
+        reply_text(c, 500, "the file could not be read", NULL, NULL, head);
+        break;
+    default:
+        not_found(c, "outside the root, hidden or unreadable", head);
+        break;
+    }
+}
+
+void mw_static_serve(mw_conn_t *c)
+{
+    const mw_config_t *cfg = c->srv->cfg;
+    const mw_http_req_t *req = c->http;
+    int method = req->parser.method, head = method == HTTP_HEAD;
+    char rel[PATH_MAX], path[PATH_MAX], gzpath[PATH_MAX];
+    size_t raw_len, rel_len, root_len = strlen(cfg->static_root), plen;
+    const char *raw = mw_http_path(req, &raw_len);
+    struct stat st, gst;
+    entry_t *e = NULL;
+    int r, dir, has_gz = 0, gz = 0, owned = 0, n;
+
+    if (method != HTTP_GET && !head) {
+        reply_text(c, 405, "only GET and HEAD are allowed here", NULL, "Allow: GET, HEAD\r\n", 0);
+        return;
+    }
+    r = mw_static_path_normalize(raw, raw_len, rel, sizeof(rel), &rel_len);
+    if (r == MW_EINVAL) {
+        reply_text(c, 400, "malformed percent escape in the path", NULL, NULL, head);
+        return;
+    }
+    if (r != 0) {
+        not_found(c, "refused path (.., dotfile, backslash or control character)", head);
+        return;
+    }
+    while (root_len > 0 && cfg->static_root[root_len - 1] == '/')
+        root_len--;
+    dir = rel[rel_len - 1] == '/';
+    n = snprintf(path, sizeof(path), "%.*s%s%s", (int)root_len, cfg->static_root, rel,
+                 dir ? cfg->static_index : "");
+    if (n < 0 || (size_t)n >= sizeof(path) || stat(path, &st) != 0) {
+        not_found(c, NULL, head);
+        return;
+    }
+    plen = (size_t)n;
+    if (S_ISDIR(st.st_mode) && !dir) {
+        redirect(c, rel, rel_len, head);
+        return;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        not_found(c, "not a regular file", head);
+        return;
+    }
+    /* FILE.gz next to FILE: its existence decides Vary, the client decides which. */
+    if (!(plen >= 3 && strcasecmp(path + plen - 3, ".gz") == 0) && plen + 3 < sizeof(gzpath)) {
+        memcpy(gzpath, path, plen);
+        memcpy(gzpath + plen, ".gz", 4);
+        has_gz = stat(gzpath, &gst) == 0 && S_ISREG(gst.st_mode);
+    }
+    if (has_gz) {
+        size_t ae_len;
+        char *ae = header_joined(req, "Accept-Encoding", &ae_len);
+        gz = mw_static_accepts_gzip(ae, ae_len);
+        free(ae);
+    }
+    if (gz) {
+        r = load(cfg, gzpath, &gst, &e, &owned);
+        if (r == MW_ENOMEM) {
+            reply_error(c, r, head);
+            return;
+        }
+        if (r != 0) {
+            gz = 0; /* serve FILE itself; a hidden or escaping sibling does not exist */
+            if (r == MW_ENOTFOUND)
+                has_gz = 0;
+        }
+    }
+    if (!gz) {
+        r = load(cfg, path, &st, &e, &owned);
+        if (r != 0) {
+            reply_error(c, r, head);
+            return;
+        }
+    }
+    reply_file(c, path, plen, e, has_gz, gz, head);
+    if (owned)
+        entry_free(e); /* the reply holds its own reference to the bytes */
+}
