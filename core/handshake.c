@@ -7,6 +7,7 @@
  * Every refusal is a short text reply and a closed connection.
  */
 #include "moonwire/handshake.h"
+#include "moonwire/iplimit.h"
 #include "moonwire/conn.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
@@ -163,6 +164,13 @@ static void upgrade(mw_conn_t *c)
                             "Retry-After: 5\r\n");
         return;
     }
+    if (srv->cfg->max_connections_per_ip != 0 &&
+        mw_iplimit_count(&srv->iplimit, &c->addr) > srv->cfg->max_connections_per_ip) {
+        count(c, MW_HS_full);
+        mw_handshake_refuse(c, 503, "too many connections from your address",
+                            "Retry-After: 5\r\n");
+        return;
+    }
     memcpy(key, up.key, 24);
     key[24] = '\0';
 
@@ -197,6 +205,11 @@ static void upgrade(mw_conn_t *c)
     mw_frame_unref(f);
     count(c, MW_HS_ok);
 
+    {
+        size_t path_len;
+        const char *path = mw_http_path(c->http, &path_len);
+        mw_conn_log_open(c, path, path_len);
+    }
     mw_http_req_close(c->http);
     free(c->http);
     c->http = NULL;

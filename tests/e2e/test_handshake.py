@@ -488,3 +488,46 @@ def test_on_upgrade_and_on_open_see_the_request_fields(start_server, tmp_script)
     assert up == "upgrade:\n" + expected
     assert op == "open:\n" + expected
     assert same == "same=true"
+
+
+def test_refuses_connections_over_the_per_address_limit_with_503(start_server):
+    server = start_server("scripts/echo.lua", config="""
+        return { limits = { max_connections_per_ip = 2 } }
+    """)
+    import asyncio
+    import websockets
+
+    async def go():
+        a = await websockets.connect(server.url)
+        b = await websockets.connect(server.url)
+        with pytest.raises(websockets.exceptions.InvalidStatusCode) as refused:
+            await websockets.connect(server.url)
+        assert refused.value.status_code == 503
+        await a.close()
+        # One left: there is room again.
+        c = await websockets.connect(server.url)
+        await c.send("still serving")
+        assert await c.recv() == "still serving"
+        await b.close()
+        await c.close()
+    asyncio.run(asyncio.wait_for(go(), 20))
+
+
+def test_logs_one_line_when_a_connection_opens_and_one_when_it_closes(start_server):
+    server = start_server("scripts/echo.lua")
+    import asyncio
+    import websockets
+
+    async def go():
+        ws = await websockets.connect(server.url + "/room?x=1")
+        await ws.send("hello")
+        await ws.recv()
+        await ws.close(4001)
+    asyncio.run(asyncio.wait_for(go(), 10))
+    log = server.wait_log("conn.close")
+    opened = [l for l in log.splitlines() if "conn.open" in l]
+    closed = [l for l in log.splitlines() if "conn.close" in l]
+    assert len(opened) == 1 and "path=/room" in opened[0] and "addr=127.0.0.1" in opened[0]
+    assert len(closed) == 1
+    for field in ("msgs_in=1", "msgs_out=1", "code=4001", "duration_ms="):
+        assert field in closed[0], closed[0]
