@@ -32,6 +32,12 @@ static const key_t_ schema[] = {
     {NULL, "listen", T_LIST, F(listen)},
     {NULL, "script", T_STR, F(script)},
     {NULL, "node_id", T_STR, F(node_id)},
+    /* tls: wss:// listeners. listen is a list like the top-level one; cert is
+     * the PEM certificate chain, key the PEM private key. Both are re-read
+     * on SIGHUP; a pair that does not load keeps the old one. */
+    {"tls", "listen", T_LIST, F(tls_listen)},
+    {"tls", "cert", T_STR, F(tls_cert)},
+    {"tls", "key", T_STR, F(tls_key)},
     {"log", "level", T_LEVEL, F(log_level)},
     {"log", "json", T_BOOL, F(log_json)},
     {"log", "file", T_STR, F(log_file)},
@@ -80,7 +86,8 @@ static const key_t_ schema[] = {
 
 #define NKEYS (sizeof(schema) / sizeof(schema[0]))
 
-static const char *sections[] = {"log", "websocket", "limits", "lua", "http", "static", "app"};
+static const char *sections[] = {"log",  "websocket", "limits", "lua",
+                                 "http", "static",    "tls",    "app"};
 
 int mw_config_set_str(char **field, const char *value)
 {
@@ -397,7 +404,12 @@ static int validate_static(const mw_config_t *cfg, char *err, size_t errlen)
 
 int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
 {
-    if (cfg->listen.n == 0) {
+    if (cfg->tls_listen.n > 0 && (cfg->tls_cert == NULL || cfg->tls_key == NULL)) {
+        snprintf(err, errlen, "config: TLS listeners need 'tls.cert' and 'tls.key' "
+                              "(or --cert and --key)");
+        return MW_ECONFIG;
+    }
+    if (cfg->listen.n == 0 && cfg->tls_listen.n == 0) {
         snprintf(err, errlen, "config: no address to listen on (set 'listen' or --listen)");
         return MW_ECONFIG;
     }

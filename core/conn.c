@@ -269,7 +269,7 @@ int mw_conn_send(mw_conn_t *c, mw_frame_t *f)
         return MW_ECLOSED;
     /* A frame always fits an empty queue, so one message larger than the bound
      * still goes out; the bound stops a queue from growing behind a slow reader. */
-    if (c->outq.bytes > 0 && c->outq.bytes + f->len > srv->cfg->max_buffered) {
+    if (mw_conn_buffered(c) > 0 && mw_conn_buffered(c) + f->len > srv->cfg->max_buffered) {
         if (srv->cfg->backpressure == MW_BP_DROP) {
             srv->metrics.backpressure_drops++;
         } else {
@@ -336,7 +336,7 @@ void mw_conn_on_written(mw_conn_t *c, size_t n)
      * long reply that a slow client is still reading. */
     if (c->tlist == MW_TL_CLOSING && n > 0)
         mw_server_set_tlist(srv, c, MW_TL_CLOSING);
-    if (c->paused && c->outq.bytes <= srv->cfg->max_buffered / 2) {
+    if (c->paused && mw_conn_buffered(c) <= srv->cfg->max_buffered / 2) {
         c->paused = 0;
         c->tp->pause(c, 0);
     }

@@ -159,7 +159,7 @@ static int conn_buffered(lua_State *L)
     mw_conn_t *c = check_conn(L, 1);
     if (c == NULL)
         return mw__lua_fail(L, "closed");
-    lua_pushinteger(L, (lua_Integer)c->outq.bytes);
+    lua_pushinteger(L, (lua_Integer)mw_conn_buffered(c));
     return 1;
 }
 

@@ -11,6 +11,7 @@
 #include "moonwire/net.h"
 #include "moonwire/outq.h"
 #include "moonwire/server.h"
+#include "moonwire/tls.h"
 #include "moonwire/static.h"
 #include "moonwire/version.h"
 #include "moonwire/ws.h"
@@ -28,6 +29,9 @@ static const char usage[] =
     "  -c, --config FILE      configuration file (a Lua file returning a table)\n"
     "  -s, --script FILE      the app script (default scripts/relay.lua)\n"
     "  -l, --listen HOST:PORT address to listen on; repeat for several (default 127.0.0.1:8080)\n"
+    "      --listen-tls HOST:PORT  a wss:// listener; repeat for several (needs --cert, --key)\n"
+    "      --cert FILE        PEM certificate chain for the TLS listeners (tls.cert)\n"
+    "      --key FILE         PEM private key for the TLS listeners (tls.key)\n"
     "      --node-id ID       this node's id, the first part of connection ids\n"
     "      --static DIR       serve the files of DIR to plain GET/HEAD requests (static.root)\n"
     "      --log-level LEVEL  debug, info, warn, error or off\n"
@@ -35,15 +39,19 @@ static const char usage[] =
     "  -V, --version          print the version and exit\n"
     "  -h, --help             print this help and exit\n"
     "\n"
-    "Signals: SIGHUP reloads the script, SIGTERM/SIGINT drain and exit, SIGUSR1 reopens the log.\n"
+    "Signals: SIGHUP reloads the script and the TLS certificate, SIGTERM/SIGINT drain and exit,\n"
+    "SIGUSR1 reopens the log.\n"
     "Documentation: docs/getting-started.md and docs/configuration.md.\n";
 
-enum { OPT_NODE_ID = 256, OPT_LOG_LEVEL, OPT_CHECK, OPT_STATIC };
+enum { OPT_NODE_ID = 256, OPT_LOG_LEVEL, OPT_CHECK, OPT_STATIC, OPT_LISTEN_TLS, OPT_CERT, OPT_KEY };
 
 static const struct option long_options[] = {
     {"config", required_argument, NULL, 'c'},
     {"script", required_argument, NULL, 's'},
     {"listen", required_argument, NULL, 'l'},
+    {"listen-tls", required_argument, NULL, OPT_LISTEN_TLS},
+    {"cert", required_argument, NULL, OPT_CERT},
+    {"key", required_argument, NULL, OPT_KEY},
     {"node-id", required_argument, NULL, OPT_NODE_ID},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"check", no_argument, NULL, OPT_CHECK},
@@ -59,7 +67,10 @@ typedef struct {
     const char *node_id;
     const char *static_root;
     int log_level; /* -1: from the configuration */
+    const char *cert;
+    const char *key;
     mw_strlist_t listen;
+    mw_strlist_t listen_tls;
     int check;
 } cli_t;
 
@@ -100,6 +111,16 @@ static int parse_args(int argc, char **argv, cli_t *cli)
             break;
         case OPT_NODE_ID:
             cli->node_id = optarg;
+            break;
+        case OPT_LISTEN_TLS:
+            if (mw_config_list_add(&cli->listen_tls, optarg) != 0)
+                return 1;
+            break;
+        case OPT_CERT:
+            cli->cert = optarg;
+            break;
+        case OPT_KEY:
+            cli->key = optarg;
             break;
         case OPT_LOG_LEVEL:
             cli->log_level = mw_log_level_parse(optarg);
@@ -155,6 +176,15 @@ static int build_config(const cli_t *cli, mw_config_t *cfg)
         for (size_t i = 0; i < cli->listen.n; i++)
             mw_config_list_add(&cfg->listen, cli->listen.items[i]);
     }
+    if (cli->listen_tls.n > 0) {
+        mw_config_list_clear(&cfg->tls_listen);
+        for (size_t i = 0; i < cli->listen_tls.n; i++)
+            mw_config_list_add(&cfg->tls_listen, cli->listen_tls.items[i]);
+    }
+    if (cli->cert != NULL)
+        mw_config_set_str(&cfg->tls_cert, cli->cert);
+    if (cli->key != NULL)
+        mw_config_set_str(&cfg->tls_key, cli->key);
     if (mw_config_validate(cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "moonwire: %s\n", err);
         return 2;
@@ -197,6 +227,7 @@ static void on_signal(uv_signal_t *h, int signum)
     case SIGHUP:
         mw_log_info("SIGHUP: reloading %s", srv->cfg->script);
         mw_server_reload(srv);
+        mw_net_reload(srv);
         mw_server_run_deferred(srv);
         break;
     case SIGUSR1:
@@ -231,10 +262,12 @@ int main(int argc, char **argv)
     r = parse_args(argc, argv, &cli);
     if (r >= 0) {
         mw_config_list_clear(&cli.listen);
+        mw_config_list_clear(&cli.listen_tls);
         return r;
     }
     r = build_config(&cli, &cfg);
     mw_config_list_clear(&cli.listen);
+    mw_config_list_clear(&cli.listen_tls);
     if (r != 0) {
         mw_config_close(&cfg);
         return r;
@@ -253,6 +286,17 @@ int main(int argc, char **argv)
             mw_log_error("cannot start: %s", err);
         mw_config_close(&cfg);
         return 1;
+    }
+    if (cli.check && cfg.tls_listen.n > 0) {
+        mw_tls_ctx_t tls;
+        if (mw_tls_ctx_init(&tls, cfg.tls_cert, cfg.tls_key, err, sizeof(err)) != 0) {
+            fprintf(stderr, "moonwire: %s\n", err);
+            mw_server_close(&app.srv);
+            mw_config_close(&cfg);
+            cleanup_pools();
+            return 1;
+        }
+        mw_tls_ctx_close(&tls);
     }
     if (cli.check) {
         printf("moonwire: %s%s%s and script %s are OK\n", cfg.path ? "configuration " : "",
@@ -285,6 +329,9 @@ int main(int argc, char **argv)
         mw_log_info("moonwire %s listening on %s (app %s, node %.*s)", MW_VERSION,
                     cfg.listen.items[i], cfg.script, (int)app.srv.reg.prefix_len - 1,
                     app.srv.reg.prefix);
+    for (size_t i = 0; i < cfg.tls_listen.n; i++)
+        mw_log_info("moonwire %s listening on %s with TLS (app %s)", MW_VERSION,
+                    cfg.tls_listen.items[i], cfg.script);
     mw_lua_start(app.srv.lua);
     mw_server_run_deferred(&app.srv);
 

@@ -108,6 +108,9 @@ size_t mw_metrics_render(const mw_server_t *srv, char **out)
             "# TYPE moonwire_event_loop_lag_max_seconds gauge\n"
             "moonwire_event_loop_lag_max_seconds %.3f\n",
         m->loop_lag_ms / 1000.0, m->loop_lag_ms_max / 1000.0);
+    counter(&o, "moonwire_tls_handshake_failures_total",
+            "TLS connections that failed before the handshake finished.",
+            m->tls_handshake_failures);
     if (o.failed) {
         free(o.buf);
         return 0;

@@ -7,12 +7,19 @@
  * queue still references, so they live until the callback (libuv's rule).
  * Reads share one buffer per loop: libuv calls read_cb right after
  * alloc_cb, and the bytes are consumed before the next read.
+ *
+ * A connection accepted on a TLS listener runs the same transport with a
+ * TLS session (tls.c) in between: reads are decrypted before the core sees
+ * them, and frames are encrypted when flushed. Each ciphertext buffer is
+ * its own uv_write (in order); its bytes count in wire_pending until
+ * written, so backpressure sees them.
  */
 #include "moonwire/net.h"
 #include "moonwire/conn.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 #include "moonwire/server.h"
+#include "moonwire/tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +30,7 @@
 
 typedef struct {
     uv_tcp_t handle;
-    int tls; /* reserved for the TLS listeners */
+    int tls; /* accepts TLS connections */
 } listener_t;
 
 typedef struct {
@@ -37,7 +44,8 @@ typedef struct {
     uv_timer_t lag_timer; /* measures how late the loop runs a 500 ms timer */
     uint64_t lag_expected; /* uv_hrtime() when it should fire */
     char *read_buf;
-    int read_busy;
+    int has_tls;
+    mw_tls_ctx_t tls; /* certificate and key, when TLS listeners exist */
 } net_t;
 
 typedef struct {
@@ -46,12 +54,20 @@ typedef struct {
     size_t inflight; /* bytes handed to the uv_write in flight, 0 when none */
     uint8_t shut;    /* uv_shutdown requested */
     uint8_t eof;     /* the peer closed its side */
+    mw_tls_t *tls;   /* NULL on a plain connection */
 } tcp_conn_t;
 
 typedef struct {
     uv_write_t req;
     tcp_conn_t *t;
 } write_req_t;
+
+typedef struct {
+    uv_write_t req;
+    tcp_conn_t *t;
+    uint8_t *buf; /* ciphertext, freed in the callback */
+    size_t len;   /* bytes of it this request writes */
+} tls_write_t;
 
 _Static_assert(sizeof(uv_buf_t) == sizeof(struct iovec) &&
                    offsetof(uv_buf_t, base) == offsetof(struct iovec, iov_base) &&
@@ -74,6 +90,7 @@ static void on_closed(uv_handle_t *h)
 {
     tcp_conn_t *t = h->data;
     mw_conn_release(&t->c);
+    mw_tls_free(t->tls);
     free(t);
 }
 
@@ -108,6 +125,92 @@ static void on_write(uv_write_t *req, int status)
         tcp_flush(&t->c);
 }
 
+static void on_tls_write(uv_write_t *req, int status)
+{
+    tls_write_t *w = (tls_write_t *)req;
+    tcp_conn_t *t = w->t;
+
+    t->c.wire_pending -= w->len;
+    free(w->buf);
+    free(w);
+    if (status == UV_ECANCELED || uv_is_closing((uv_handle_t *)&t->handle))
+        return;
+    t->c.srv->timers.now = uv_now(net_of(t->c.srv)->loop);
+    if (status < 0) {
+        mw_conn_on_eof(&t->c);
+        return;
+    }
+    mw_conn_on_written(&t->c, 0); /* re-checks backpressure and finishing */
+}
+
+/* Sends the ciphertext the TLS session has produced, in order. */
+static void tls_send_out(tcp_conn_t *t)
+{
+    uv_stream_t *s = (uv_stream_t *)&t->handle;
+    uint8_t *buf;
+    size_t n;
+
+    while (!uv_is_closing((uv_handle_t *)s) && (n = mw_tls_take_out(t->tls, &buf)) > 0) {
+        uv_buf_t b = uv_buf_init((char *)buf, (unsigned)n);
+        tls_write_t *w;
+        int r = uv_try_write(s, &b, 1);
+
+        if (r == UV_EAGAIN || r == UV_ENOSYS)
+            r = 0;
+        if (r < 0) {
+            free(buf);
+            mw_conn_on_eof(&t->c);
+            return;
+        }
+        if ((size_t)r == n) {
+            free(buf);
+            continue;
+        }
+        w = malloc(sizeof(*w));
+        if (w == NULL) {
+            free(buf);
+            mw_conn_on_eof(&t->c);
+            return;
+        }
+        w->t = t;
+        w->buf = buf;
+        w->len = n - (size_t)r;
+        b = uv_buf_init((char *)buf + r, (unsigned)w->len);
+        if (uv_write(&w->req, s, &b, 1, on_tls_write) != 0) {
+            free(buf);
+            free(w);
+            mw_conn_on_eof(&t->c);
+            return;
+        }
+        t->c.wire_pending += w->len;
+    }
+}
+
+/* Encrypts what the queue holds (once the handshake is done) and sends it. */
+static void tls_flush(tcp_conn_t *t)
+{
+    mw_conn_t *c = &t->c;
+    struct iovec iov[IOV_BATCH];
+
+    if (!mw_tls_ready(t->tls))
+        return; /* frames wait for the handshake */
+    while (!mw_outq_empty(&c->outq) && !t->shut && !uv_is_closing((uv_handle_t *)&t->handle)) {
+        size_t n = mw_outq_peek(&c->outq, iov, IOV_BATCH, 0), total = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (mw_tls_write(t->tls, iov[i].iov_base, iov[i].iov_len) != 0) {
+                mw_conn_on_eof(c);
+                return;
+            }
+            total += iov[i].iov_len;
+        }
+        /* Encrypted is as good as written for the queue; the ciphertext
+         * counts in wire_pending until the socket takes it. */
+        tls_send_out(t);
+        mw_conn_on_written(c, total); /* may finish the connection */
+    }
+    tls_send_out(t);
+}
+
 static void tcp_flush(mw_conn_t *c)
 {
     tcp_conn_t *t = tcp_of(c);
@@ -117,6 +220,10 @@ static void tcp_flush(mw_conn_t *c)
     write_req_t *w;
     int r;
 
+    if (t->tls != NULL) {
+        tls_flush(t);
+        return;
+    }
     if (t->inflight > 0 || uv_is_closing((uv_handle_t *)s))
         return;
     while (!mw_outq_empty(&c->outq)) {
@@ -181,6 +288,10 @@ static void tcp_finish(mw_conn_t *c)
 
     if (t->shut || uv_is_closing((uv_handle_t *)&t->handle))
         return;
+    if (t->tls != NULL && mw_tls_ready(t->tls)) {
+        mw_tls_shutdown(t->tls); /* close_notify, after the last frames */
+        tls_send_out(t);
+    }
     t->shut = 1;
     if (t->eof) {
         tcp_abort(c);
@@ -207,6 +318,39 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = READ_BUF_SIZE;
 }
 
+static void on_plain(void *ud, const uint8_t *data, size_t len)
+{
+    mw_conn_t *c = ud;
+    if (!uv_is_closing((uv_handle_t *)&tcp_of(c)->handle))
+        mw_conn_on_read(c, data, len);
+}
+
+/* Decrypts what arrived on a TLS connection and answers the handshake. */
+static void tls_read(tcp_conn_t *t, const uint8_t *data, size_t len)
+{
+    mw_conn_t *c = &t->c;
+    int was_ready = mw_tls_ready(t->tls);
+    int r = mw_tls_read(t->tls, data, len, on_plain, c);
+
+    if (uv_is_closing((uv_handle_t *)&t->handle))
+        return;
+    tls_send_out(t);
+    if (!was_ready && mw_tls_ready(t->tls) && !mw_outq_empty(&c->outq))
+        mw_server_want_flush(c->srv, c);
+    if (r == MW_ECLOSED) {
+        mw_conn_on_eof(c);
+    } else if (r != 0) {
+        /* Not TLS (plain HTTP on the TLS port), a failed handshake or a bad
+         * record: the alert goes out, then the connection closes. */
+        if (!was_ready)
+            c->srv->metrics.tls_handshake_failures++;
+        if (c->state == MW_CONN_HTTP)
+            mw_conn_close(c, 0, NULL, 0);
+        else
+            mw_conn_on_eof(c);
+    }
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     tcp_conn_t *t = s->data;
@@ -214,7 +358,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
     c->srv->timers.now = uv_now(s->loop);
     if (nread > 0) {
-        mw_conn_on_read(c, (const uint8_t *)buf->base, (size_t)nread);
+        if (t->tls != NULL)
+            tls_read(t, (const uint8_t *)buf->base, (size_t)nread);
+        else
+            mw_conn_on_read(c, (const uint8_t *)buf->base, (size_t)nread);
     } else if (nread < 0) {
         t->eof = 1;
         uv_read_stop(s);
@@ -245,6 +392,7 @@ static const mw_transport_t tcp_transport = {
 
 static void on_connection(uv_stream_t *server, int status)
 {
+    listener_t *l = MW_CONTAINER_OF((uv_tcp_t *)server, listener_t, handle);
     mw_server_t *srv = server->data;
     net_t *net = net_of(srv);
     tcp_conn_t *t;
@@ -274,6 +422,10 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     uv_tcp_nodelay(&t->handle, 1);
+    if (l->tls && (t->tls = mw_tls_new(&net->tls)) == NULL) {
+        tcp_abort(&t->c);
+        return;
+    }
     if (uv_read_start((uv_stream_t *)&t->handle, on_alloc, on_read) != 0)
         tcp_abort(&t->c);
 }
@@ -355,18 +507,42 @@ static void on_check(uv_check_t *h)
     mw_server_run_deferred(net->srv);
 }
 
+/* Binds one listener. Returns 0 or a libuv error with err set. */
+static int bind_listener(net_t *net, listener_t *l, const char *text, int tls, char *err,
+                         size_t errlen)
+{
+    struct sockaddr_storage addr;
+    int r = mw_net_parse_addr(text, &addr);
+
+    if (r != 0) {
+        snprintf(err, errlen, "listen: '%s' is not HOST:PORT, [IPV6]:PORT or :PORT", text);
+        return r;
+    }
+    uv_tcp_init(net->loop, &l->handle);
+    l->handle.data = net->srv;
+    l->tls = tls;
+    net->nlisteners++;
+    r = uv_tcp_bind(&l->handle, (struct sockaddr *)&addr,
+                    addr.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&l->handle, 511, on_connection);
+    if (r != 0)
+        snprintf(err, errlen, "listen%s on %s: %s", tls ? " (tls)" : "", text, uv_strerror(r));
+    return r;
+}
+
 int mw_net_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen)
 {
-    const mw_strlist_t *listen = &srv->cfg->listen;
+    const mw_config_t *cfg = srv->cfg;
     net_t *net = calloc(1, sizeof(*net));
-    int r;
+    int r = 0;
 
     if (net == NULL)
         return UV_ENOMEM;
     net->srv = srv;
     net->loop = loop;
     net->read_buf = malloc(READ_BUF_SIZE);
-    net->listeners = calloc(listen->n, sizeof(listener_t));
+    net->listeners = calloc(cfg->listen.n + cfg->tls_listen.n, sizeof(listener_t));
     if (net->read_buf == NULL || net->listeners == NULL) {
         free(net->read_buf);
         free(net->listeners);
@@ -376,30 +552,21 @@ int mw_net_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen)
     srv->net = net;
     srv->timers.now = uv_now(loop);
 
-    for (size_t i = 0; i < listen->n; i++) {
-        struct sockaddr_storage addr;
-        listener_t *l = &net->listeners[i];
-        unsigned flags = 0;
-
-        r = mw_net_parse_addr(listen->items[i], &addr);
-        if (r != 0) {
-            snprintf(err, errlen, "listen: '%s' is not HOST:PORT, [IPV6]:PORT or :PORT",
-                     listen->items[i]);
+    if (cfg->tls_listen.n > 0) {
+        if (mw_tls_ctx_init(&net->tls, cfg->tls_cert, cfg->tls_key, err, errlen) != 0) {
+            r = UV_EINVAL;
             goto fail;
         }
-        uv_tcp_init(loop, &l->handle);
-        l->handle.data = srv;
-        net->nlisteners++;
-        if (addr.ss_family == AF_INET6)
-            flags = UV_TCP_IPV6ONLY;
-        r = uv_tcp_bind(&l->handle, (struct sockaddr *)&addr, flags);
-        if (r == 0)
-            r = uv_listen((uv_stream_t *)&l->handle, 511, on_connection);
-        if (r != 0) {
-            snprintf(err, errlen, "listen on %s: %s", listen->items[i], uv_strerror(r));
-            goto fail;
-        }
+        net->has_tls = 1;
     }
+    for (size_t i = 0; i < cfg->listen.n && r == 0; i++)
+        r = bind_listener(net, &net->listeners[net->nlisteners], cfg->listen.items[i], 0, err,
+                          errlen);
+    for (size_t i = 0; i < cfg->tls_listen.n && r == 0; i++)
+        r = bind_listener(net, &net->listeners[net->nlisteners], cfg->tls_listen.items[i], 1,
+                          err, errlen);
+    if (r != 0)
+        goto fail;
 
     uv_prepare_init(loop, &net->prepare);
     net->prepare.data = net;
@@ -422,6 +589,21 @@ int mw_net_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen)
 fail:
     mw_net_close(srv); /* the caller runs the loop to finish closing, then mw_net_free() */
     return r;
+}
+
+int mw_net_reload(mw_server_t *srv)
+{
+    net_t *net = net_of(srv);
+    char err[512];
+
+    if (net == NULL || !net->has_tls)
+        return 0;
+    if (mw_tls_ctx_reload(&net->tls, err, sizeof(err)) != 0) {
+        mw_log_error("%s; the previous certificate stays in use", err);
+        return MW_ECONFIG;
+    }
+    mw_log_info("tls: reloaded %s", net->tls.cert);
+    return 0;
 }
 
 void mw_net_stop_listening(mw_server_t *srv)
@@ -454,6 +636,8 @@ void mw_net_free(mw_server_t *srv)
     if (net == NULL)
         return;
     srv->net = NULL;
+    if (net->has_tls)
+        mw_tls_ctx_close(&net->tls);
     free(net->read_buf);
     free(net->listeners);
     free(net);

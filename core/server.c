@@ -89,7 +89,7 @@ void mw_server_run_deferred(mw_server_t *srv)
             /* Input backpressure: a peer that sends faster than it reads
              * stops being read until its queue drains to half. */
             if (!c->freed && !c->paused && c->state == MW_CONN_OPEN &&
-                c->outq.bytes > cfg->max_buffered) {
+                mw_conn_buffered(c) > cfg->max_buffered) {
                 c->paused = 1;
                 c->tp->pause(c, 1);
             }

@@ -24,6 +24,9 @@ typedef struct mw_config_s {
     char *path; /* the file it was loaded from, or NULL */
 
     mw_strlist_t listen;
+    mw_strlist_t tls_listen; /* tls.listen */
+    char *tls_cert;
+    char *tls_key;
     char *script;
     char *node_id;
 

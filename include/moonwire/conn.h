@@ -70,6 +70,7 @@ struct mw_conn_s {
     mw_http_req_t *http; /* only in MW_CONN_HTTP */
     mw_ws_t ws;
     mw_outq_t outq;
+    size_t wire_pending; /* bytes taken from outq, not yet on the wire (TLS ciphertext) */
     char *protocol; /* the negotiated subprotocol, or NULL */
 
     mw_list_t timeout_link; /* in the server list named by tlist */
@@ -133,6 +134,12 @@ void mw_conn_addr(const mw_conn_t *c, char *out, size_t cap);
 
 /* Logs the "conn.open" line of an upgraded connection. */
 void mw_conn_log_open(const mw_conn_t *c, const char *path, size_t path_len);
+
+/* Bytes queued for c and not yet written (what backpressure bounds). */
+static inline size_t mw_conn_buffered(const mw_conn_t *c)
+{
+    return c->outq.bytes + c->wire_pending;
+}
 
 /* Internal: queues bytes regardless of state (101 replies, control frames). */
 int mw__conn_queue(mw_conn_t *c, mw_frame_t *f);

@@ -39,6 +39,7 @@ typedef struct mw_metrics_s {
     uint64_t memory_kills;
     uint64_t reloads, reload_failures;
     uint64_t backpressure_closes, backpressure_drops;
+    uint64_t tls_handshake_failures;
     uint64_t loop_lag_ms;     /* how late the last 500 ms probe timer ran */
     uint64_t loop_lag_ms_max;
 } mw_metrics_t;

@@ -15,6 +15,10 @@ typedef struct mw_server_s mw_server_t;
  * loop once to let the handles close, and call mw_net_free). */
 int mw_net_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen);
 
+/* Re-reads the TLS certificate and key (SIGHUP). A bad new pair keeps the
+ * old one (logged). Returns 0 or MW_ECONFIG. */
+int mw_net_reload(mw_server_t *srv);
+
 /* Stops accepting (closes the listeners); connections go on. */
 void mw_net_stop_listening(mw_server_t *srv);
 
