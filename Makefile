@@ -5,7 +5,7 @@ BUILD      ?= build
 BUILD_ASAN ?= build-asan
 BUILD_FUZZ ?= build-fuzz
 FUZZ_TIME  ?= 60
-FUZZERS     = http ws conn json
+FUZZERS     = http ws conn json inflate
 JOBS       ?= $(shell nproc)
 PYTHON     ?= /usr/bin/python3
 LISTEN     ?= 127.0.0.1:8080
@@ -13,8 +13,8 @@ SCRIPT     ?= scripts/relay.lua
 
 # Debian packages: what building and running needs, and what the tests add.
 BUILD_PKGS = gcc make cmake pkg-config libuv1-dev libwslay-dev libhttp-parser-dev \
-             liblua5.4-dev lua5.4 lua-cjson libssl-dev
-TEST_PKGS  = libcmocka-dev python3 python3-websockets python3-pytest lua-busted \
+             liblua5.4-dev lua5.4 lua-cjson libssl-dev zlib1g-dev
+TEST_PKGS  = libcmocka-dev python3 python3-websockets python3-pytest lua-busted openssl \
              clang libclang-rt-14-dev
 
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)

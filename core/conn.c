@@ -2,6 +2,7 @@
  * closing handshake, and handing back to the transport. See conn.h.
  */
 #include "moonwire/conn.h"
+#include "moonwire/deflate.h"
 #include "moonwire/error.h"
 #include "moonwire/handshake.h"
 #include "moonwire/log.h"
@@ -279,7 +280,18 @@ int mw_conn_send(mw_conn_t *c, mw_frame_t *f)
         }
         return MW_EBACKPRESSURE;
     }
+    if (c->ws.pmd.enabled && f->hdr != 0 && f->rsv == 0 && (f->bytes[0] & 0x08) == 0 &&
+        mw_frame_payload_len(f) >= srv->cfg->compression_threshold) {
+        /* Compressed once per message and window, shared by every recipient. */
+        mw_frame_t *z = mw_pmd_compress(f, c->ws.pmd.server_bits, (int)srv->cfg->compression_level);
+        if (z != NULL) {
+            r = mw__conn_queue(c, z);
+            mw_frame_unref(z);
+            goto queued;
+        }
+    }
     r = mw__conn_queue(c, f);
+queued:
     if (r == 0) {
         c->msgs_out++;
         srv->metrics.messages_out++;

@@ -67,6 +67,8 @@ static mw_frame_t *frame_get(size_t total)
     f->refcnt = 1;
     f->len = (uint32_t)total;
     f->rsv = 0;
+    f->alt = NULL;
+    f->alt_tried = 0;
     f->pool = cls;
     return f;
 }
@@ -138,6 +140,8 @@ void mw_frame_unref(mw_frame_t *f)
 
     if (--f->refcnt > 0)
         return;
+    if (f->alt != NULL)
+        mw_frame_unref(f->alt);
     cls = f->pool;
     if (cls != NO_CLASS && pool[cls].count < POOL_MAX_PER_CLASS) {
         pooled_t *p = (pooled_t *)f;

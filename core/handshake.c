@@ -7,6 +7,7 @@
  * Every refusal is a short text reply and a closed connection.
  */
 #include "moonwire/handshake.h"
+#include "moonwire/deflate.h"
 #include "moonwire/iplimit.h"
 #include "moonwire/conn.h"
 #include "moonwire/error.h"
@@ -140,7 +141,7 @@ static void upgrade(mw_conn_t *c)
     mw_upgrade_t up;
     mw_upgrade_decision_t d;
     const char *why, *protocol;
-    char key[25];
+    char key[25], extra[300];
     int status;
     mw_frame_t *f;
 
@@ -193,7 +194,21 @@ static void upgrade(mw_conn_t *c)
         mw_handshake_refuse(c, 503, "out of memory", NULL);
         return;
     }
-    f = mw_http_switching(key, c->protocol, NULL);
+    {
+        char offers[1024], accepted[256];
+        size_t n = mw_http_header_join(c->http, "Sec-WebSocket-Extensions", offers, sizeof(offers));
+        const mw_config_t *cfg = srv->cfg;
+        mw_pmd_config_t pc = {cfg->compression,
+                              (int)cfg->compression_level,
+                              cfg->compression_threshold,
+                              cfg->client_no_context_takeover,
+                              (int)cfg->server_max_window_bits,
+                              (int)cfg->client_max_window_bits};
+        extra[0] = '\0';
+        if (n > 0 && mw_pmd_negotiate(offers, n, &pc, &c->ws.pmd, accepted, sizeof(accepted)))
+            snprintf(extra, sizeof(extra), "Sec-WebSocket-Extensions: %s\r\n", accepted);
+    }
+    f = mw_http_switching(key, c->protocol, extra[0] ? extra : NULL);
     if (f == NULL || mw_registry_add(&srv->reg, c) != 0) {
         if (f != NULL)
             mw_frame_unref(f);

@@ -4,6 +4,7 @@
  * a listener fails to start; 2 for a bad flag or configuration key.
  */
 #include "moonwire/config.h"
+#include "moonwire/deflate.h"
 #include "moonwire/error.h"
 #include "moonwire/frame.h"
 #include "moonwire/log.h"
@@ -249,6 +250,7 @@ static void cleanup_pools(void)
     mw_frame_pool_drain();
     mw_outq_pool_drain();
     mw_ws_pool_drain();
+    mw_pmd_pool_drain();
     mw_static_cache_drain();
 }
 

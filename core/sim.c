@@ -746,6 +746,7 @@ static int module_gc(lua_State *L)
     mw_frame_pool_drain();
     mw_outq_pool_drain();
     mw_ws_pool_drain();
+    mw_pmd_pool_drain();
     mw_static_cache_drain();
     for (size_t i = 0; i < captured.n; i++)
         free(captured.lines[i]);

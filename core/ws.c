@@ -89,6 +89,10 @@ void mw_ws_init(mw_ws_t *ws, const mw_ws_handler_t *handler, void *ud, size_t ma
 
 void mw_ws_close(mw_ws_t *ws)
 {
+    if (ws->inflater != NULL) {
+        mw_inflater_put(ws->inflater);
+        ws->inflater = NULL;
+    }
     if (ws->fctx != NULL) {
         /* Mid-frame state must not leak into another connection. */
         if (ws->buffered == 0 && !ws->in_frame)
@@ -105,7 +109,8 @@ void mw_ws_close(mw_ws_t *ws)
 
 size_t mw_ws_memory(const mw_ws_t *ws)
 {
-    return ws->msg_cap + (ws->fctx != NULL ? 4096 + 128 : 0);
+    return ws->msg_cap + (ws->fctx != NULL ? 4096 + 128 : 0) +
+           (ws->inflater != NULL ? 7200 + (1u << ws->pmd.client_bits) : 0);
 }
 
 int mw_ws_close_code_valid(unsigned code)
@@ -160,8 +165,12 @@ static int frame_start(mw_ws_t *ws, const struct wslay_frame_iocb *io)
     uint8_t op = io->opcode;
 
     if (io->rsv != 0) {
-        fail(ws, 1002, "reserved bits set without a negotiated extension");
-        return -1;
+        /* RSV1 marks a compressed message: only on its first frame, and only
+         * when permessage-deflate was negotiated. */
+        if (io->rsv != 4 || !ws->pmd.enabled || (op != MW_OP_TEXT && op != MW_OP_BINARY)) {
+            fail(ws, 1002, "reserved bits set without a negotiated extension");
+            return -1;
+        }
     }
     if (!io->mask) {
         fail(ws, 1002, "client frames must be masked");
@@ -195,6 +204,7 @@ static int frame_start(mw_ws_t *ws, const struct wslay_frame_iocb *io)
         ws->msg_op = op;
         ws->msg_len = 0;
         ws->utf8 = MW_UTF8_ACCEPT;
+        ws->msg_compressed = io->rsv != 0;
     }
     ws->frame_op = op;
     ws->frame_fin = io->fin;
@@ -242,6 +252,58 @@ static void control_end(mw_ws_t *ws)
     }
 }
 
+/* Takes inflated bytes: bounded by max_message, UTF-8-checked as they come. */
+static int inflate_sink(void *ud, const uint8_t *data, size_t len)
+{
+    mw_ws_t *ws = ud;
+
+    if (len > ws->max_message - ws->msg_len)
+        return MW_ETOOBIG;
+    if (ws->msg_op == MW_OP_TEXT) {
+        ws->utf8 = mw_utf8_feed(ws->utf8, data, len);
+        if (ws->utf8 == MW_UTF8_REJECT)
+            return MW_EUTF8;
+    }
+    if (msg_reserve(ws, ws->msg_len + len) != 0)
+        return MW_ENOMEM;
+    memcpy(ws->msg + ws->msg_len, data, len);
+    ws->msg_len += len;
+    return 0;
+}
+
+/* Inflates one chunk of a compressed message (the tail too, on its last). */
+static int inflate_chunk(mw_ws_t *ws, const uint8_t *data, size_t n)
+{
+    int last = ws->frame_fin && ws->frame_got == ws->frame_len;
+    int r;
+
+    if (ws->inflater == NULL) {
+        ws->inflater = mw_inflater_get(ws->pmd.client_takeover ? ws->pmd.client_bits : 15);
+        if (ws->inflater == NULL) {
+            fail(ws, 1011, "out of memory");
+            return -1;
+        }
+    }
+    r = mw_inflater_feed(ws->inflater, data, n, last, inflate_sink, ws);
+    switch (r) {
+    case 0:
+        return 0;
+    case MW_ETOOBIG:
+        fail(ws, 1009, "message too big once inflated");
+        break;
+    case MW_EUTF8:
+        fail(ws, 1007, "text message is not valid UTF-8");
+        break;
+    case MW_ENOMEM:
+        fail(ws, 1011, "out of memory");
+        break;
+    default:
+        fail(ws, 1007, "compressed data is not valid deflate");
+        break;
+    }
+    return -1;
+}
+
 /* Handles one chunk of payload returned by wslay_frame_recv. */
 static int frame_chunk(mw_ws_t *ws, const struct wslay_frame_iocb *io)
 {
@@ -255,6 +317,9 @@ static int frame_chunk(mw_ws_t *ws, const struct wslay_frame_iocb *io)
     if (is_control(ws->frame_op)) {
         memcpy(ws->ctl + ws->ctl_len, data, n); /* wslay bounds control payloads to 125 */
         ws->ctl_len = (uint8_t)(ws->ctl_len + n);
+    } else if (ws->msg_compressed) {
+        if (inflate_chunk(ws, data, n) != 0)
+            return -1;
     } else {
         int whole = ws->frame_fin && ws->frame_op != MW_OP_CONT && n == ws->frame_len;
         if (ws->msg_op == MW_OP_TEXT) {
@@ -305,6 +370,12 @@ static int frame_chunk(mw_ws_t *ws, const struct wslay_frame_iocb *io)
             return -1;
         }
         ws->msg_op = 0;
+        if (ws->msg_compressed && !ws->pmd.client_takeover) {
+            /* The client starts every message afresh: no state to keep. */
+            mw_inflater_put(ws->inflater);
+            ws->inflater = NULL;
+        }
+        ws->msg_compressed = 0;
         ws->handler->on_message(ws->ud, op, ws->msg, ws->msg_len);
         ws->msg_len = 0;
         /* Keep a small buffer for the next message; give a large one back. */

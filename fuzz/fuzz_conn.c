@@ -29,6 +29,7 @@ static const char app_src[] =
 
 static const char handshake[] = "GET /chat?x=1 HTTP/1.1\r\n"
                                 "Host: fuzz\r\n"
+                                "Sec-WebSocket-Extensions: permessage-deflate\r\n"
                                 "Upgrade: websocket\r\n"
                                 "Connection: Upgrade\r\n"
                                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -77,6 +78,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     mw_config_init(&cfg);
     mw_config_set_str(&cfg.script, path);
     cfg.max_message_size = 1 << 20;
+    cfg.compression = 1;
+    cfg.compression_threshold = 32;
     cfg.hook_budget = 1000000;
     if (mw_server_init(&srv, &cfg, 0, err, sizeof(err)) != 0) {
         fprintf(stderr, "fuzz_conn: %s\n", err);

@@ -1,7 +1,8 @@
 /* libFuzzer harness: the WebSocket receive path (wslay's frame parser, our
  * message layer, UTF-8 and close handling), fed in reads of varying size.
  * Checks the promises of ws.h: nothing is reported after a close or a
- * failure, text messages are valid UTF-8, sizes stay under the limit.
+ * failure, text messages are valid UTF-8, sizes stay under the limit. Half
+ * the inputs run with permessage-deflate negotiated.
  */
 #include "moonwire/error.h"
 #include "moonwire/ws.h"
@@ -71,6 +72,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     chunk = (size_t)data[0] * 37 % 4099 + 1;
     mw_ws_init(&ws, &handler, &rec, MAX_MESSAGE);
+    /* The top bits choose permessage-deflate, with or without client takeover. */
+    ws.pmd.enabled = (data[0] & 0x80) != 0;
+    ws.pmd.client_takeover = (data[0] & 0x40) != 0;
+    ws.pmd.server_bits = ws.pmd.client_bits = 15;
     while (off < size) {
         size_t n = size - off < chunk ? size - off : chunk;
         int r = mw_ws_feed(&ws, data + off, n);

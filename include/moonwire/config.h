@@ -40,6 +40,12 @@ typedef struct mw_config_s {
     mw_strlist_t subprotocols;
     mw_strlist_t allowed_origins; /* empty: every origin */
     size_t max_message_size;
+    int compression;                /* permessage-deflate on/off */
+    size_t compression_threshold;   /* smaller payloads go plain */
+    uint32_t compression_level;     /* zlib 1..9 */
+    int client_no_context_takeover; /* ask clients to reset their context per message */
+    uint32_t server_max_window_bits;
+    uint32_t client_max_window_bits;
 
     /* limits (times in milliseconds) */
     uint32_t max_connections;

@@ -29,7 +29,9 @@ typedef struct mw_frame_s {
     uint32_t hdr;   /* header length; the payload starts at bytes + hdr */
     uint8_t rsv;    /* reserved bits of the first byte (RSV1 for deflate) */
     uint8_t pool;   /* private to frame.c: the free list it returns to */
-    uint8_t pad[2];
+    uint8_t alt_tried; /* deflate.c tried to compress it (alt may still be NULL) */
+    uint8_t pad;
+    struct mw_frame_s *alt; /* its permessage-deflate variant, one reference; or NULL */
     uint8_t bytes[];
 } mw_frame_t;
 

@@ -15,6 +15,7 @@
 #ifndef MOONWIRE_WS_H
 #define MOONWIRE_WS_H
 
+#include "moonwire/deflate.h"
 #include "moonwire/utf8.h"
 
 #include <stddef.h>
@@ -46,8 +47,13 @@ typedef struct mw_ws_s {
     uint8_t frame_fin;
     uint8_t in_frame;
 
+    /* permessage-deflate, when negotiated (set by the handshake). */
+    mw_pmd_t pmd;
+    mw_inflater_t *inflater; /* while a compressed message arrives, or for life with takeover */
+
     /* The data message being assembled (msg_op 0: none). */
     uint8_t msg_op;
+    uint8_t msg_compressed;
     mw_utf8_state_t utf8;
     uint8_t *msg;
     size_t msg_len;
