@@ -5,6 +5,7 @@
  * row of `schema` below, which also drives mw_config_push().
  */
 #include "moonwire/config.h"
+#include "moonwire/acl.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 
@@ -68,7 +69,12 @@ static const key_t_ schema[] = {
     {"limits", "backpressure", T_BPOLICY, F(backpressure)},
     {"lua", "hook_budget", T_U64, F(hook_budget)},
     {"lua", "memory_limit", T_SIZE, F(memory_limit)},
+    /* http: the built-in endpoints. *_allow are address lists ("10.0.0.0/8",
+     * "::1"); a request from elsewhere gets 403. Empty lists allow everyone. */
     {"http", "healthz", T_BOOL, F(healthz)},
+    {"http", "metrics", T_BOOL, F(metrics)},
+    {"http", "healthz_allow", T_LIST, F(healthz_allow)},
+    {"http", "metrics_allow", T_LIST, F(metrics_allow)},
     /* Static files (core/static.c), off unless `root` is set here or by --static DIR (the
      * flag wins). A GET or HEAD without an Upgrade header is then served from root; one
      * with Upgrade goes to the WebSocket paths as before; /healthz and /metrics come first.
@@ -155,6 +161,7 @@ int mw_config_init(mw_config_t *cfg)
     cfg->hook_budget = 10000000;
     cfg->memory_limit = 256u << 20;
     cfg->healthz = 1;
+    cfg->metrics = 1;
     cfg->static_max_file_size = 16u << 20;
     cfg->static_cache_size = 32u << 20;
     cfg->app_ref = LUA_NOREF;
@@ -420,6 +427,21 @@ static int validate_static(const mw_config_t *cfg, char *err, size_t errlen)
 
 int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
 {
+    const struct {
+        const mw_strlist_t *list;
+        const char *key;
+    } acls[] = {{&cfg->healthz_allow, "http.healthz_allow"},
+                {&cfg->metrics_allow, "http.metrics_allow"}};
+    for (size_t i = 0; i < 2; i++) {
+        for (size_t j = 0; j < acls[i].list->n; j++) {
+            mw_cidr_t cidr;
+            if (mw_cidr_parse(acls[i].list->items[j], &cidr) != 0) {
+                snprintf(err, errlen, "config: '%s' entry '%s' is not an address or CIDR range",
+                         acls[i].key, acls[i].list->items[j]);
+                return MW_ECONFIG;
+            }
+        }
+    }
     if (cfg->tls_listen.n > 0 && (cfg->tls_cert == NULL || cfg->tls_key == NULL)) {
         snprintf(err, errlen, "config: TLS listeners need 'tls.cert' and 'tls.key' "
                               "(or --cert and --key)");

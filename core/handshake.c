@@ -114,6 +114,11 @@ static void builtin(mw_conn_t *c, const char *path, size_t len)
         mw_handshake_refuse(c, 405, "only GET and HEAD are allowed here", "Allow: GET, HEAD\r\n");
         return;
     }
+    if (!mw_acl_allows(path_is(path, len, "/healthz") ? &srv->healthz_acl : &srv->metrics_acl,
+                       &c->addr)) {
+        mw_handshake_refuse(c, 403, "not allowed from your address", NULL);
+        return;
+    }
     if (path_is(path, len, "/healthz")) {
         if (srv->draining)
             reply_text(c, 503, "draining\n", 9, head);
@@ -242,7 +247,8 @@ void mw_handshake_request(mw_conn_t *c)
     const mw_config_t *cfg = srv->cfg;
 
     srv->metrics.http_requests++;
-    if ((cfg->healthz && path_is(path, len, "/healthz")) || path_is(path, len, "/metrics")) {
+    if ((cfg->healthz && path_is(path, len, "/healthz")) ||
+        (cfg->metrics && path_is(path, len, "/metrics"))) {
         builtin(c, path, len);
         return;
     }

@@ -185,6 +185,21 @@ int mw_server_init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, 
         mw_registry_close(&srv->reg);
         return r;
     }
+    {
+        size_t bad;
+        /* The entries were checked by mw_config_validate. */
+        if (mw_acl_init(&srv->healthz_acl, (const char *const *)cfg->healthz_allow.items,
+                        cfg->healthz_allow.n, &bad) != 0 ||
+            mw_acl_init(&srv->metrics_acl, (const char *const *)cfg->metrics_allow.items,
+                        cfg->metrics_allow.n, &bad) != 0) {
+            snprintf(err, errlen, "http allowlists: out of memory");
+            mw_acl_close(&srv->healthz_acl);
+            mw_iplimit_close(&srv->iplimit);
+            mw_topics_close(&srv->topics);
+            mw_registry_close(&srv->reg);
+            return MW_ENOMEM;
+        }
+    }
     mw_timer_init(&srv->sweep, on_sweep, srv);
     mw_timer_init(&srv->drain_timer, NULL, srv);
     r = mw_timer_start(&srv->timers, &srv->sweep, sweep_interval(cfg), sweep_interval(cfg));
@@ -197,6 +212,8 @@ int mw_server_init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, 
         mw_timers_close(&srv->timers);
         mw_topics_close(&srv->topics);
         mw_iplimit_close(&srv->iplimit);
+        mw_acl_close(&srv->healthz_acl);
+        mw_acl_close(&srv->metrics_acl);
         mw_registry_close(&srv->reg);
         return r;
     }
@@ -212,6 +229,8 @@ void mw_server_close(mw_server_t *srv)
     mw_timers_close(&srv->timers);
     mw_topics_close(&srv->topics);
     mw_iplimit_close(&srv->iplimit);
+    mw_acl_close(&srv->healthz_acl);
+    mw_acl_close(&srv->metrics_acl);
     mw_registry_close(&srv->reg);
 }
 

@@ -65,6 +65,9 @@ typedef struct mw_config_s {
 
     /* http */
     int healthz;
+    int metrics;
+    mw_strlist_t healthz_allow; /* addresses allowed /healthz; empty: all */
+    mw_strlist_t metrics_allow; /* addresses allowed /metrics; empty: all */
 
     /* static (see core/static.c); static files are off while static_root is NULL */
     char *static_root;

@@ -10,6 +10,7 @@
 #ifndef MOONWIRE_SERVER_H
 #define MOONWIRE_SERVER_H
 
+#include "moonwire/acl.h"
 #include "moonwire/config.h"
 #include "moonwire/iplimit.h"
 #include "moonwire/conn.h"
@@ -26,6 +27,8 @@ struct mw_server_s {
     mw_registry_t reg;
     mw_topics_t topics;
     mw_iplimit_t iplimit; /* connections per peer address */
+    mw_acl_t healthz_acl; /* who may ask /healthz */
+    mw_acl_t metrics_acl; /* who may ask /metrics */
     mw_timers_t timers;
     mw_lua_t *lua;
     mw_metrics_t metrics;
