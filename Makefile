@@ -9,25 +9,27 @@ FUZZERS     = http ws conn json inflate
 JOBS       ?= $(shell nproc)
 PYTHON     ?= /usr/bin/python3
 LISTEN     ?= 127.0.0.1:8080
-SCRIPT     ?= scripts/relay.lua
+SCRIPT     ?=
 
 # Debian packages: what building and running needs, and what the tests add.
 BUILD_PKGS = gcc make cmake pkg-config libuv1-dev libwslay-dev libhttp-parser-dev \
-             liblua5.4-dev lua5.4 lua-cjson libssl-dev zlib1g-dev
+             liblua5.4-dev lua5.4 lua-cjson libssl-dev zlib1g-dev libhiredis-dev
 TEST_PKGS  = libcmocka-dev python3 python3-websockets python3-pytest lua-busted openssl \
-             clang libclang-rt-14-dev
+             redis-server redis-tools \
+             clang libclang-rt-14-dev chromium fonts-dejavu-core
+
 
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SHELL = /bin/bash
 
 .PHONY: all deps deps-test build build-asan build-fuzz run test test-unit test-spec test-e2e \
-        test-asan test-fuzz fuzz clean
+        test-browser test-asan test-fuzz fuzz clean
 
 all: build
 
 # Installs only the packages that are missing, so it is quick when nothing is.
 deps:
-	@missing=$$(for p in $(BUILD_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(BUILD_PKGS); do dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null | grep -qx installed || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:" $$missing; \
 	  $(SUDO) apt-get update -qq && \
@@ -35,7 +37,7 @@ deps:
 	fi
 
 deps-test: deps
-	@missing=$$(for p in $(TEST_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(TEST_PKGS); do dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null | grep -qx installed || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:" $$missing; \
 	  $(SUDO) apt-get update -qq && \
@@ -50,15 +52,18 @@ build-asan: deps-test
 	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DMW_SANITIZE=ON >/dev/null
 	@cmake --build $(BUILD_ASAN) -j$(JOBS)
 
+# The chat (examples/chat): scripts/chat.lua and its web page on one port.
+# LISTEN=HOST:PORT listens elsewhere; SCRIPT=FILE runs another app.
 run: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j$(JOBS) --target moonwire
 	@echo "moonwire: open http://$(LISTEN)/ (Ctrl-C to stop)"
-	./$(BUILD)/moonwire --listen $(LISTEN) --script $(SCRIPT)
+	./$(BUILD)/moonwire --config examples/chat/moonwire.conf.lua --listen $(LISTEN) \
+	  $(if $(SCRIPT),--script $(SCRIPT))
 
 test: deps-test
 	$(MAKE) --no-print-directory build build-asan
-	$(MAKE) --no-print-directory test-unit test-spec test-e2e test-asan test-fuzz
+	$(MAKE) --no-print-directory test-unit test-spec test-e2e test-browser test-asan test-fuzz
 
 test-unit:
 	cd $(BUILD) && ctest --output-on-failure --timeout 60
@@ -70,6 +75,16 @@ test-spec:
 
 test-e2e:
 	MW_BIN=$(CURDIR)/$(BUILD)/moonwire $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
+
+# The chat page (examples/chat) in Debian's chromium, headless, driven by
+# playwright-core from npm (tests/browser/package-lock.json) against the real
+# binary. npm ci runs when node_modules is missing or older than the lock.
+test-browser: deps-test build tests/browser/node_modules/.package-lock.json
+	MW_BIN=$(CURDIR)/$(BUILD)/moonwire node --test --test-reporter=spec tests/browser/
+
+tests/browser/node_modules/.package-lock.json: tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 # The whole unit and end-to-end suite again, against the sanitizer build.
 test-asan:

@@ -67,6 +67,15 @@ static const key_t_ schema[] = {
     {"limits", "shutdown_timeout", T_MS, F(shutdown_timeout)},
     {"limits", "max_buffered", T_SIZE, F(max_buffered)},
     {"limits", "backpressure", T_BPOLICY, F(backpressure)},
+    /* cluster: the Redis backplane. redis is redis://[:password@]host[:port][/db]
+     * or unix:///path; without it the node runs alone. prefix namespaces the
+     * channels and keys, so clusters can share one Redis. */
+    {"cluster", "redis", T_STR, F(cluster_redis)},
+    {"cluster", "password", T_STR, F(cluster_password)},
+    {"cluster", "prefix", T_STR, F(cluster_prefix)},
+    {"cluster", "connect_timeout", T_MS, F(cluster_connect_timeout)},
+    {"cluster", "command_timeout", T_MS, F(cluster_command_timeout)},
+    {"cluster", "reconnect_max", T_MS, F(cluster_reconnect_max)},
     {"lua", "hook_budget", T_U64, F(hook_budget)},
     {"lua", "memory_limit", T_SIZE, F(memory_limit)},
     /* http: the built-in endpoints. *_allow are address lists ("10.0.0.0/8",
@@ -103,8 +112,8 @@ static const key_t_ schema[] = {
 
 #define NKEYS (sizeof(schema) / sizeof(schema[0]))
 
-static const char *sections[] = {"log",  "websocket", "limits", "lua",
-                                 "http", "static",    "tls",    "app"};
+static const char *sections[] = {"log",  "websocket", "limits", "lua",    "http",
+                                 "static", "tls",     "cluster", "app"};
 
 int mw_config_set_str(char **field, const char *value)
 {
@@ -160,6 +169,9 @@ int mw_config_init(mw_config_t *cfg)
     cfg->backpressure = MW_BP_CLOSE;
     cfg->hook_budget = 10000000;
     cfg->memory_limit = 256u << 20;
+    cfg->cluster_connect_timeout = 2000;
+    cfg->cluster_command_timeout = 3000;
+    cfg->cluster_reconnect_max = 5000;
     cfg->healthz = 1;
     cfg->metrics = 1;
     cfg->static_max_file_size = 16u << 20;
@@ -170,6 +182,7 @@ int mw_config_init(mw_config_t *cfg)
         mw_config_set_str(&cfg->static_immutable_cache_control,
                           "public, max-age=31536000, immutable") != 0 ||
         mw_config_set_str(&cfg->script, "scripts/relay.lua") != 0 ||
+        mw_config_set_str(&cfg->cluster_prefix, "mw") != 0 ||
         mw_config_list_add(&cfg->listen, "127.0.0.1:8080") != 0 ||
         mw_config_list_add(&cfg->ws_paths, "/*") != 0)
         return MW_ENOMEM;
@@ -478,6 +491,17 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
     }
     if (cfg->max_message_size == 0 || cfg->max_message_size > UINT32_MAX - 16) {
         snprintf(err, errlen, "config: 'websocket.max_message_size' must be 1 to 4294967279");
+        return MW_ECONFIG;
+    }
+    if (cfg->cluster_prefix == NULL || cfg->cluster_prefix[0] == '\0' ||
+        strlen(cfg->cluster_prefix) > 32 || strchr(cfg->cluster_prefix, ' ') != NULL) {
+        snprintf(err, errlen, "config: 'cluster.prefix' must be 1 to 32 characters, no spaces");
+        return MW_ECONFIG;
+    }
+    if (cfg->cluster_reconnect_max < 100 || cfg->cluster_connect_timeout == 0 ||
+        cfg->cluster_command_timeout == 0) {
+        snprintf(err, errlen, "config: cluster timeouts must be above 0 and "
+                              "'cluster.reconnect_max' at least 0.1");
         return MW_ECONFIG;
     }
     if (cfg->compression_level < 1 || cfg->compression_level > 9) {

@@ -7,6 +7,7 @@
  * Every refusal is a short text reply and a closed connection.
  */
 #include "moonwire/handshake.h"
+#include "moonwire/cluster.h"
 #include "moonwire/deflate.h"
 #include "moonwire/iplimit.h"
 #include "moonwire/conn.h"
@@ -122,6 +123,9 @@ static void builtin(mw_conn_t *c, const char *path, size_t len)
     if (path_is(path, len, "/healthz")) {
         if (srv->draining)
             reply_text(c, 503, "draining\n", 9, head);
+        else if (srv->cluster != NULL && !mw_cluster_healthy(srv->cluster))
+            /* Still serving its own clients: say so, but do not fail the check. */
+            reply_text(c, 200, "degraded: redis unavailable\n", 28, head);
         else
             reply_text(c, 200, "ok\n", 3, head);
         return;

@@ -5,6 +5,7 @@
  */
 #include "moonwire/lua_api.h"
 #include "lua_api_int.h"
+#include "moonwire/cluster.h"
 #include "moonwire/conn.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
@@ -304,10 +305,17 @@ static mw_conn_t *opt_target(lua_State *L, int idx)
 }
 
 /* Reads {except = conn|id, binary = bool} at idx. */
-static void read_send_opts(lua_State *L, int idx, mw_conn_t **except, int *op)
+/* Reads {except = conn|id, binary = bool} at idx. The except id (for the
+ * other nodes) is also given when asked for. */
+static void read_send_opts_id(lua_State *L, int idx, mw_conn_t **except, int *op,
+                              const char **except_id, size_t *except_len)
 {
     *except = NULL;
     *op = MW_OP_TEXT;
+    if (except_id != NULL) {
+        *except_id = NULL;
+        *except_len = 0;
+    }
     if (lua_isnoneornil(L, idx))
         return;
     luaL_checktype(L, idx, LUA_TTABLE);
@@ -321,8 +329,23 @@ static void read_send_opts(lua_State *L, int idx, mw_conn_t **except, int *op)
                       lua_type(L, -1) == LUA_TSTRING || luaL_testudata(L, -1, MW_CONN_META) != NULL,
                       idx, "'except' must be a conn or an id");
         *except = opt_target(L, lua_gettop(L));
+        if (except_id != NULL) {
+            if (lua_type(L, -1) == LUA_TSTRING) {
+                *except_id = lua_tolstring(L, -1, except_len);
+            } else {
+                mw_lconn_t *u = lua_touserdata(L, -1);
+                *except_id = u->id;
+                *except_len = u->id_len;
+            }
+        }
     }
+    /* The id stays valid: it lives in the opts table or the conn object. */
     lua_pop(L, 1);
+}
+
+static void read_send_opts(lua_State *L, int idx, mw_conn_t **except, int *op)
+{
+    read_send_opts_id(L, idx, except, op, NULL, NULL);
 }
 
 /* moonwire functions --------------------------------------------------------- */
@@ -334,15 +357,19 @@ static int mw_publish(lua_State *L)
     const char *topic = luaL_checklstring(L, 1, &tlen);
     mw_conn_t *except;
     mw_frame_t *f;
-    size_t n;
+    size_t n, except_len;
+    const char *except_id;
     int op, nret = 0;
 
     luaL_checkstring(L, 2);
-    read_send_opts(L, 3, &except, &op);
+    read_send_opts_id(L, 3, &except, &op, &except_id, &except_len);
     f = make_frame(L, 2, op, &nret);
     if (f == NULL)
         return nret;
     n = mw_topics_publish(&srv->topics, topic, tlen, f, except);
+    /* The other nodes' members get it through the backplane (soft failure). */
+    if (srv->cluster != NULL)
+        mw_cluster_publish(srv->cluster, topic, tlen, f, except_id, except_len);
     mw_frame_unref(f);
     lua_pushinteger(L, (lua_Integer)n);
     return 1;
@@ -364,12 +391,16 @@ static int mw_broadcast(lua_State *L)
     mw_list_t *it, *tmp;
     lua_Integer n = 0;
     int op, nret = 0;
+    const char *except_id;
+    size_t except_len;
 
     luaL_checkstring(L, 1);
-    read_send_opts(L, 2, &except, &op);
+    read_send_opts_id(L, 2, &except, &op, &except_id, &except_len);
     f = make_frame(L, 1, op, &nret);
     if (f == NULL)
         return nret;
+    if (srv->cluster != NULL)
+        mw_cluster_broadcast(srv->cluster, f, except_id, except_len);
     /* One frame for every recipient; each queue takes a reference. */
     mw_list_foreach_safe(it, tmp, &srv->reg.open)
     {
@@ -393,6 +424,17 @@ static int mw_send(lua_State *L)
 
     luaL_checkstring(L, 2);
     read_send_opts(L, 3, &unused, &op);
+    if (srv->cluster != NULL && !mw_registry_is_local(&srv->reg, id, len)) {
+        /* Another node's connection: handed to the backplane, not confirmed. */
+        f = make_frame(L, 2, op, &nret);
+        if (f == NULL)
+            return nret;
+        r = mw_cluster_send(srv->cluster, id, len, f);
+        mw_frame_unref(f);
+        if (r == MW_EINVAL)
+            return mw__lua_fail(L, "not a connection id");
+        return r == 0 ? (lua_pushboolean(L, 1), 1) : mw__lua_fail(L, "cluster unavailable");
+    }
     c = mw_registry_find(&srv->reg, id, len);
     if (c == NULL || c->state != MW_CONN_OPEN)
         return mw__lua_fail(L, "closed");

@@ -3,6 +3,7 @@
  * Exit status: 0 after a clean run or a passing --check; 1 when the app or
  * a listener fails to start; 2 for a bad flag or configuration key.
  */
+#include "moonwire/cluster.h"
 #include "moonwire/config.h"
 #include "moonwire/deflate.h"
 #include "moonwire/error.h"
@@ -34,6 +35,7 @@ static const char usage[] =
     "      --cert FILE        PEM certificate chain for the TLS listeners (tls.cert)\n"
     "      --key FILE         PEM private key for the TLS listeners (tls.key)\n"
     "      --node-id ID       this node's id, the first part of connection ids\n"
+    "      --redis URL        share topics with other nodes through Redis (cluster.redis)\n"
     "      --static DIR       serve the files of DIR to plain GET/HEAD requests (static.root)\n"
     "      --log-level LEVEL  debug, info, warn, error or off\n"
     "      --check            load the configuration and the script, report, and exit\n"
@@ -44,7 +46,10 @@ static const char usage[] =
     "SIGUSR1 reopens the log.\n"
     "Documentation: docs/getting-started.md and docs/configuration.md.\n";
 
-enum { OPT_NODE_ID = 256, OPT_LOG_LEVEL, OPT_CHECK, OPT_STATIC, OPT_LISTEN_TLS, OPT_CERT, OPT_KEY };
+enum {
+    OPT_NODE_ID = 256, OPT_LOG_LEVEL, OPT_CHECK, OPT_STATIC, OPT_LISTEN_TLS, OPT_CERT, OPT_KEY,
+    OPT_REDIS
+};
 
 static const struct option long_options[] = {
     {"config", required_argument, NULL, 'c'},
@@ -54,6 +59,7 @@ static const struct option long_options[] = {
     {"cert", required_argument, NULL, OPT_CERT},
     {"key", required_argument, NULL, OPT_KEY},
     {"node-id", required_argument, NULL, OPT_NODE_ID},
+    {"redis", required_argument, NULL, OPT_REDIS},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"check", no_argument, NULL, OPT_CHECK},
     {"static", required_argument, NULL, OPT_STATIC},
@@ -70,6 +76,7 @@ typedef struct {
     int log_level; /* -1: from the configuration */
     const char *cert;
     const char *key;
+    const char *redis;
     mw_strlist_t listen;
     mw_strlist_t listen_tls;
     int check;
@@ -119,6 +126,9 @@ static int parse_args(int argc, char **argv, cli_t *cli)
             break;
         case OPT_CERT:
             cli->cert = optarg;
+            break;
+        case OPT_REDIS:
+            cli->redis = optarg;
             break;
         case OPT_KEY:
             cli->key = optarg;
@@ -182,6 +192,8 @@ static int build_config(const cli_t *cli, mw_config_t *cfg)
         for (size_t i = 0; i < cli->listen_tls.n; i++)
             mw_config_list_add(&cfg->tls_listen, cli->listen_tls.items[i]);
     }
+    if (cli->redis != NULL)
+        mw_config_set_str(&cfg->cluster_redis, cli->redis);
     if (cli->cert != NULL)
         mw_config_set_str(&cfg->tls_cert, cli->cert);
     if (cli->key != NULL)
@@ -202,6 +214,7 @@ static void close_signal(uv_signal_t *s)
 static void on_drained(mw_server_t *srv)
 {
     mw_log_info("drained; exiting");
+    mw_cluster_stop(srv);
     mw_net_close(srv);
     close_signal(&app.sig_term);
     close_signal(&app.sig_int);
@@ -321,6 +334,18 @@ int main(int argc, char **argv)
         uv_loop_close(app.loop);
         cleanup_pools();
         return 1;
+    }
+    r = mw_cluster_start(&app.srv, app.loop, err, sizeof(err));
+    if (r != 0) {
+        fprintf(stderr, "moonwire: %s\n", err);
+        mw_net_close(&app.srv);
+        uv_run(app.loop, UV_RUN_DEFAULT);
+        mw_net_free(&app.srv);
+        mw_server_close(&app.srv);
+        mw_config_close(&cfg);
+        uv_loop_close(app.loop);
+        cleanup_pools();
+        return r == MW_ECONFIG ? 2 : 1;
     }
     watch_signal(&app.sig_term, SIGTERM);
     watch_signal(&app.sig_int, SIGINT);

@@ -1,5 +1,6 @@
 /* Prometheus text rendering of the server's counters. */
 #include "moonwire/metrics.h"
+#include "moonwire/cluster.h"
 #include "moonwire/lua_host.h"
 #include "moonwire/server.h"
 
@@ -108,6 +109,21 @@ size_t mw_metrics_render(const mw_server_t *srv, char **out)
             "# TYPE moonwire_event_loop_lag_max_seconds gauge\n"
             "moonwire_event_loop_lag_max_seconds %.3f\n",
         m->loop_lag_ms / 1000.0, m->loop_lag_ms_max / 1000.0);
+    if (srv->cluster != NULL || m->cluster_published != 0) {
+        gauge(&o, "moonwire_cluster_up", "1 when both Redis connections are up.",
+              srv->cluster != NULL && mw_cluster_healthy(srv->cluster));
+        counter(&o, "moonwire_cluster_published_total", "Envelopes sent to the backplane.",
+                m->cluster_published);
+        counter(&o, "moonwire_cluster_received_total", "Envelopes received from other nodes.",
+                m->cluster_received);
+        counter(&o, "moonwire_cluster_send_failures_total",
+                "Cluster sends that failed softly (Redis down or erroring).",
+                m->cluster_send_failures);
+        counter(&o, "moonwire_cluster_reconnects_total", "Redis connections lost or refused.",
+                m->cluster_reconnects);
+        counter(&o, "moonwire_cluster_bad_envelopes_total", "Messages on our channels that "
+                "were not envelopes of this version.", m->cluster_bad_envelopes);
+    }
     counter(&o, "moonwire_tls_handshake_failures_total",
             "TLS connections that failed before the handshake finished.",
             m->tls_handshake_failures);

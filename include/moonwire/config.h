@@ -59,6 +59,14 @@ typedef struct mw_config_s {
     size_t max_buffered;
     int backpressure; /* MW_BP_CLOSE or MW_BP_DROP */
 
+    /* cluster (the Redis backplane); cluster_redis NULL: standalone */
+    char *cluster_redis;
+    char *cluster_password;
+    char *cluster_prefix;
+    uint32_t cluster_connect_timeout;
+    uint32_t cluster_command_timeout;
+    uint32_t cluster_reconnect_max;
+
     /* lua */
     uint64_t hook_budget;
     size_t memory_limit;

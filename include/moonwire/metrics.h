@@ -40,6 +40,11 @@ typedef struct mw_metrics_s {
     uint64_t reloads, reload_failures;
     uint64_t backpressure_closes, backpressure_drops;
     uint64_t tls_handshake_failures;
+    uint64_t cluster_published;     /* envelopes sent to Redis */
+    uint64_t cluster_received;      /* envelopes from other nodes */
+    uint64_t cluster_send_failures; /* sends that Redis did not take (down, error) */
+    uint64_t cluster_reconnects;
+    uint64_t cluster_bad_envelopes;
     uint64_t loop_lag_ms;     /* how late the last 500 ms probe timer ran */
     uint64_t loop_lag_ms_max;
 } mw_metrics_t;

@@ -21,6 +21,7 @@
 #include "moonwire/topics.h"
 
 typedef struct mw_lua_s mw_lua_t;
+typedef struct mw_cluster_s mw_cluster_t;
 
 struct mw_server_s {
     mw_config_t *cfg;
@@ -31,6 +32,7 @@ struct mw_server_s {
     mw_acl_t metrics_acl; /* who may ask /metrics */
     mw_timers_t timers;
     mw_lua_t *lua;
+    mw_cluster_t *cluster; /* NULL when the node runs alone */
     mw_metrics_t metrics;
 
     /* Timeout lists, each ordered by the time its members entered it. */

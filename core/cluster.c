@@ -1,0 +1,700 @@
+/* The Redis backplane. See cluster.h.
+ *
+ * Two hiredis connections per node: `sub` stays in pub/sub mode, `cmd`
+ * carries PUBLISH (and later the other commands). hiredis 0.14 has no
+ * timeouts of its own, so uv timers bound connecting, and a watchdog bounds
+ * how long a command may wait for its reply; either expiring drops the
+ * connection and starts the backoff. hiredis frees a context itself after a
+ * disconnect or a failed connect; the pointers here are cleared in those
+ * callbacks, and only freed by us outside hiredis callbacks.
+ */
+#include "moonwire/cluster.h"
+#include "moonwire/conn.h"
+#include "moonwire/error.h"
+#include "moonwire/log.h"
+#include "moonwire/server.h"
+#include "moonwire/topics.h"
+
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#define WATCHDOG_MS 250
+#define BACKOFF_MIN_MS 100
+#define PENDING_MAX 65536 /* commands in flight before sends fail softly */
+#define SUBSCRIBE_BATCH 512
+
+typedef struct rconn_s rconn_t;
+
+struct rconn_s {
+    mw_cluster_t *cl;
+    const char *name;
+    int subscriber;
+    redisAsyncContext *ac; /* NULL while down */
+    int ready;             /* connected, authenticated, (subscribed) */
+    uv_timer_t timer;      /* connect timeout, then reconnect backoff */
+    uint32_t backoff_ms;
+    /* Send times of the commands awaiting replies, oldest first (a ring). */
+    uint64_t *sent;
+    uint32_t head, count;
+};
+
+struct mw_cluster_s {
+    mw_server_t *srv;
+    uv_loop_t *loop;
+    char host[256], path[256], password[256];
+    int port, db;
+    char prefix[64];
+    char node[64]; /* this node incarnation, as ids spell it ("n1.k3x9a2") */
+    char all_channel[96];
+    char node_channel[160];
+    rconn_t sub, cmd;
+    uv_timer_t watchdog;
+    int stopping;
+    int closing; /* timers still to close before the memory goes */
+};
+
+/* Envelopes --------------------------------------------------------------------------- */
+
+size_t mw_envelope_encode(const mw_envelope_t *e, uint8_t **out)
+{
+    size_t len = 4 + e->origin_len + 1 + e->except_len + 1 + e->target_len + e->payload_len;
+    uint8_t *p, *buf;
+
+    if (e->origin_len > 255 || e->except_len > 255 || e->target_len > 255)
+        return 0;
+    buf = malloc(len);
+    if (buf == NULL)
+        return 0;
+    p = buf;
+    *p++ = MW_ENVELOPE_VERSION;
+    *p++ = e->kind;
+    *p++ = e->binary ? 1 : 0;
+    *p++ = (uint8_t)e->origin_len;
+    memcpy(p, e->origin, e->origin_len);
+    p += e->origin_len;
+    *p++ = (uint8_t)e->except_len;
+    memcpy(p, e->except, e->except_len);
+    p += e->except_len;
+    *p++ = (uint8_t)e->target_len;
+    memcpy(p, e->target, e->target_len);
+    p += e->target_len;
+    if (e->payload_len > 0)
+        memcpy(p, e->payload, e->payload_len);
+    *out = buf;
+    return len;
+}
+
+int mw_envelope_decode(const uint8_t *data, size_t len, mw_envelope_t *e)
+{
+    const uint8_t *p = data, *end = data + len;
+
+    if (len < 6 || p[0] != MW_ENVELOPE_VERSION)
+        return MW_EPROTO;
+    e->kind = p[1];
+    e->binary = p[2] & 1;
+    p += 3;
+#define FIELD(ptr, n)                                                                              \
+    do {                                                                                           \
+        if (p >= end || (size_t)(end - p - 1) < *p)                                                \
+            return MW_EPROTO;                                                                      \
+        n = *p++;                                                                                  \
+        ptr = (const char *)p;                                                                     \
+        p += n;                                                                                    \
+    } while (0)
+    FIELD(e->origin, e->origin_len);
+    FIELD(e->except, e->except_len);
+    FIELD(e->target, e->target_len);
+#undef FIELD
+    e->payload = p;
+    e->payload_len = (size_t)(end - p);
+    return 0;
+}
+
+/* Addresses ------------------------------------------------------------------------------ */
+
+int mw_cluster_parse_url(const char *url, char *host, int *port, char *path, char *password,
+                         int *db)
+{
+    const char *p, *at, *slash, *colon;
+
+    host[0] = path[0] = password[0] = '\0';
+    *port = 6379;
+    *db = 0;
+    if (strncmp(url, "unix://", 7) == 0 || strncmp(url, "unix:", 5) == 0) {
+        p = url + (strncmp(url, "unix://", 7) == 0 ? 7 : 5);
+        if (*p != '/' || strlen(p) >= 256)
+            return MW_EINVAL;
+        strcpy(path, p);
+        return 0;
+    }
+    if (strncmp(url, "redis://", 8) != 0)
+        return MW_EINVAL;
+    p = url + 8;
+    at = strchr(p, '@');
+    if (at != NULL) {
+        const char *pw = memchr(p, ':', (size_t)(at - p));
+        pw = pw ? pw + 1 : p; /* "redis://:secret@host" or "redis://user:secret@" */
+        if ((size_t)(at - pw) >= 256)
+            return MW_EINVAL;
+        memcpy(password, pw, (size_t)(at - pw));
+        password[at - pw] = '\0';
+        p = at + 1;
+    }
+    slash = strchr(p, '/');
+    colon = memchr(p, ':', slash ? (size_t)(slash - p) : strlen(p));
+    {
+        const char *hend = colon ? colon : slash ? slash : p + strlen(p);
+        if (hend == p || (size_t)(hend - p) >= 256)
+            return MW_EINVAL;
+        memcpy(host, p, (size_t)(hend - p));
+        host[hend - p] = '\0';
+    }
+    if (colon != NULL) {
+        char *end;
+        long v = strtol(colon + 1, &end, 10);
+        if (end == colon + 1 || v < 1 || v > 65535 || (*end != '\0' && *end != '/'))
+            return MW_EINVAL;
+        *port = (int)v;
+    }
+    if (slash != NULL && slash[1] != '\0') {
+        char *end;
+        long v = strtol(slash + 1, &end, 10);
+        if (*end != '\0' || v < 0 || v > 65535)
+            return MW_EINVAL;
+        *db = (int)v;
+    }
+    return 0;
+}
+
+/* Connections ------------------------------------------------------------------------------ */
+
+static void rconn_connect(rconn_t *rc);
+
+static uint64_t now_ms(mw_cluster_t *cl)
+{
+    return uv_now(cl->loop);
+}
+
+static void track_sent(rconn_t *rc)
+{
+    rc->sent[(rc->head + rc->count) % PENDING_MAX] = now_ms(rc->cl);
+    rc->count++;
+}
+
+static void track_reply(rconn_t *rc)
+{
+    if (rc->count > 0) {
+        rc->head = (rc->head + 1) % PENDING_MAX;
+        rc->count--;
+    }
+}
+
+static uint32_t jitter(uint32_t ms)
+{
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+        r = (uint32_t)uv_hrtime();
+    /* 80% to 120% of ms, so nodes do not all come back at once. */
+    return ms * 4 / 5 + (ms > 0 ? r % (ms * 2 / 5 + 1) : 0);
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    rconn_t *rc = t->data;
+    if (rc->ac != NULL) {
+        /* A connect that never finished: give up on it. */
+        redisAsyncContext *ac = rc->ac;
+        rc->ac = NULL;
+        mw_log_warn("cluster: %s connection to Redis timed out", rc->name);
+        ac->data = NULL;
+        redisAsyncFree(ac);
+    }
+    if (!rc->cl->stopping)
+        rconn_connect(rc);
+}
+
+static void schedule_retry(rconn_t *rc)
+{
+    uint32_t cap = rc->cl->srv->cfg->cluster_reconnect_max;
+    if (rc->cl->stopping)
+        return;
+    rc->backoff_ms = rc->backoff_ms == 0 ? BACKOFF_MIN_MS : rc->backoff_ms * 2;
+    if (rc->backoff_ms > cap)
+        rc->backoff_ms = cap;
+    uv_timer_start(&rc->timer, on_retry, jitter(rc->backoff_ms), 0);
+}
+
+/* Fails every command still waiting (their callbacks run with no reply). */
+static void went_down(rconn_t *rc, const char *why)
+{
+    mw_metrics_t *m = &rc->cl->srv->metrics;
+    if (rc->ready)
+        mw_log_warn("cluster: lost the %s connection to Redis (%s); retrying", rc->name, why);
+    rc->ready = 0;
+    rc->ac = NULL;
+    rc->head = rc->count = 0;
+    m->cluster_reconnects++;
+    schedule_retry(rc);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    rconn_t *rc = ac->data;
+    if (rc == NULL)
+        return; /* freed on purpose */
+    went_down(rc, status == REDIS_OK ? "closed" : ac->errstr);
+}
+
+static void subscribe_all(mw_cluster_t *cl);
+static void on_pubsub(redisAsyncContext *ac, void *r, void *priv);
+
+static void on_ready_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    rconn_t *rc = priv;
+    redisReply *reply = r;
+    (void)ac;
+    track_reply(rc);
+    if (reply == NULL || rc->ac == NULL)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        mw_log_error("cluster: Redis refused the %s connection: %s", rc->name, reply->str);
+        redisAsyncDisconnect(rc->ac);
+        return;
+    }
+    if (!rc->ready) {
+        rc->ready = 1;
+        rc->backoff_ms = 0;
+        mw_log_info("cluster: %s connection to Redis is up", rc->name);
+        if (rc->subscriber)
+            subscribe_all(rc->cl);
+    }
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    rconn_t *rc = ac->data;
+    mw_cluster_t *cl;
+
+    if (rc == NULL)
+        return;
+    cl = rc->cl;
+    uv_timer_stop(&rc->timer);
+    if (status != REDIS_OK) {
+        if (rc->backoff_ms == 0 || rc->backoff_ms >= cl->srv->cfg->cluster_reconnect_max)
+            mw_log_warn("cluster: cannot connect to Redis (%s): %s", rc->name, ac->errstr);
+        rc->ac = NULL;
+        cl->srv->metrics.cluster_reconnects++;
+        schedule_retry(rc);
+        return;
+    }
+    /* AUTH and SELECT go first; the connection counts as up with the last reply. */
+    if (cl->password[0] != '\0') {
+        redisAsyncCommand(rc->ac, on_ready_reply, rc, "AUTH %s", cl->password);
+        track_sent(rc);
+    }
+    if (!rc->subscriber && cl->db != 0) {
+        redisAsyncCommand(rc->ac, on_ready_reply, rc, "SELECT %d", cl->db);
+        track_sent(rc);
+    }
+    redisAsyncCommand(rc->ac, on_ready_reply, rc, "PING");
+    track_sent(rc);
+}
+
+static void rconn_connect(rconn_t *rc)
+{
+    mw_cluster_t *cl = rc->cl;
+    redisAsyncContext *ac;
+
+    ac = cl->path[0] ? redisAsyncConnectUnix(cl->path) : redisAsyncConnect(cl->host, cl->port);
+    if (ac == NULL || ac->err) {
+        mw_log_warn("cluster: cannot connect to Redis (%s): %s", rc->name,
+                    ac ? ac->errstr : "out of memory");
+        if (ac != NULL)
+            redisAsyncFree(ac);
+        schedule_retry(rc);
+        return;
+    }
+    if (redisLibuvAttach(ac, cl->loop) != REDIS_OK) {
+        redisAsyncFree(ac);
+        schedule_retry(rc);
+        return;
+    }
+    ac->data = rc;
+    rc->ac = ac;
+    rc->head = rc->count = 0;
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    uv_timer_start(&rc->timer, on_retry, cl->srv->cfg->cluster_connect_timeout, 0);
+}
+
+/* Drops a connection whose oldest command has waited too long. */
+static void on_watchdog(uv_timer_t *t)
+{
+    mw_cluster_t *cl = t->data;
+    rconn_t *conns[2] = {&cl->cmd, &cl->sub};
+    uint64_t now = now_ms(cl);
+
+    for (int i = 0; i < 2; i++) {
+        rconn_t *rc = conns[i];
+        if (rc->ac != NULL && rc->count > 0 &&
+            now - rc->sent[rc->head] > cl->srv->cfg->cluster_command_timeout) {
+            redisAsyncContext *ac = rc->ac;
+            mw_log_warn("cluster: Redis did not answer the %s connection within %u ms", rc->name,
+                        cl->srv->cfg->cluster_command_timeout);
+            ac->data = NULL;
+            rc->ac = NULL;
+            redisAsyncFree(ac); /* runs the pending callbacks with no reply */
+            went_down(rc, "timeout");
+        }
+    }
+}
+
+/* Subscriptions ------------------------------------------------------------------------------ */
+
+static void channel_of(const mw_cluster_t *cl, const char *topic, size_t len, char *out, size_t cap,
+                       size_t *n)
+{
+    int w = snprintf(out, cap, "%s:t:%.*s", cl->prefix, (int)len, topic);
+    *n = w < (int)cap ? (size_t)w : cap - 1;
+}
+
+static void send_subscribe(mw_cluster_t *cl, const char *verb, const char **channels,
+                           const size_t *lens, int n)
+{
+    const char *argv[SUBSCRIBE_BATCH + 1];
+    size_t argl[SUBSCRIBE_BATCH + 1];
+
+    argv[0] = verb;
+    argl[0] = strlen(verb);
+    for (int i = 0; i < n; i++) {
+        argv[i + 1] = channels[i];
+        argl[i + 1] = lens[i];
+    }
+    /* Subscription replies and messages come back through on_pubsub. */
+    redisAsyncCommandArgv(cl->sub.ac, on_pubsub, cl, n + 1, argv, argl);
+}
+
+static void subscribe_one(mw_cluster_t *cl, const char *verb, const char *topic, size_t len)
+{
+    char ch[MW_TOPIC_MAX + 80];
+    const char *p = ch;
+    size_t n;
+
+    if (!cl->sub.ready)
+        return; /* the next connection subscribes to what has members then */
+    channel_of(cl, topic, len, ch, sizeof(ch), &n);
+    send_subscribe(cl, verb, &p, &n, 1);
+}
+
+static void subscribe_all(mw_cluster_t *cl)
+{
+    const mw_topics_t *ts = &cl->srv->topics;
+    static char names[SUBSCRIBE_BATCH][MW_TOPIC_MAX + 80];
+    const char *chans[SUBSCRIBE_BATCH];
+    size_t lens[SUBSCRIBE_BATCH];
+    int n = 0;
+
+    chans[n] = cl->all_channel;
+    lens[n++] = strlen(cl->all_channel);
+    chans[n] = cl->node_channel;
+    lens[n++] = strlen(cl->node_channel);
+    for (size_t b = 0; b < ts->nbuckets; b++) {
+        for (const mw_topic_t *t = ts->buckets[b]; t != NULL; t = t->next) {
+            if (n == SUBSCRIBE_BATCH) {
+                send_subscribe(cl, "SUBSCRIBE", chans, lens, n);
+                n = 0;
+            }
+            channel_of(cl, t->name, t->len, names[n], sizeof(names[n]), &lens[n]);
+            chans[n] = names[n];
+            n++;
+        }
+    }
+    send_subscribe(cl, "SUBSCRIBE", chans, lens, n);
+    mw_log_info("cluster: subscribed to %zu topic channel(s)", ts->ntopics);
+}
+
+static void on_first(void *ud, const mw_topic_t *t)
+{
+    subscribe_one(ud, "SUBSCRIBE", t->name, t->len);
+}
+
+static void on_last(void *ud, const mw_topic_t *t)
+{
+    subscribe_one(ud, "UNSUBSCRIBE", t->name, t->len);
+}
+
+/* Receiving ---------------------------------------------------------------------------------- */
+
+static void deliver(mw_cluster_t *cl, const char *channel, size_t chlen, const mw_envelope_t *e)
+{
+    mw_server_t *srv = cl->srv;
+    mw_conn_t *except = NULL, *target;
+    mw_frame_t *f;
+    size_t plen = strlen(cl->prefix);
+
+    if (e->origin_len == strlen(cl->node) && memcmp(e->origin, cl->node, e->origin_len) == 0)
+        return; /* our own: delivered locally when it was sent */
+    f = mw_frame_new(e->binary ? MW_OP_BINARY : MW_OP_TEXT, e->payload, e->payload_len);
+    if (f == NULL)
+        return;
+    if (e->except_len > 0)
+        except = mw_registry_find(&srv->reg, e->except, e->except_len);
+    srv->metrics.cluster_received++;
+    switch (e->kind) {
+    case MW_ENV_TOPIC:
+        if (chlen > plen + 3 && memcmp(channel + plen, ":t:", 3) == 0)
+            mw_topics_publish(&srv->topics, channel + plen + 3, chlen - plen - 3, f, except);
+        break;
+    case MW_ENV_BROADCAST: {
+        mw_list_t *it, *tmp;
+        mw_list_foreach_safe(it, tmp, &srv->reg.open)
+        {
+            mw_conn_t *c = MW_CONTAINER_OF(it, mw_conn_t, open_link);
+            if (c != except)
+                mw_conn_send(c, f);
+        }
+        break;
+    }
+    case MW_ENV_DIRECT:
+        target = mw_registry_find(&srv->reg, e->target, e->target_len);
+        if (target != NULL)
+            mw_conn_send(target, f);
+        break;
+    default:
+        break;
+    }
+    mw_frame_unref(f);
+}
+
+static void on_pubsub(redisAsyncContext *ac, void *r, void *priv)
+{
+    mw_cluster_t *cl = priv;
+    redisReply *reply = r;
+    mw_envelope_t e;
+    (void)ac;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    if (strcmp(reply->element[0]->str, "message") != 0)
+        return; /* subscribe and unsubscribe confirmations */
+    cl->srv->timers.now = uv_now(cl->loop);
+    if (mw_envelope_decode((const uint8_t *)reply->element[2]->str, reply->element[2]->len, &e) !=
+        0) {
+        cl->srv->metrics.cluster_bad_envelopes++;
+        return;
+    }
+    deliver(cl, reply->element[1]->str, reply->element[1]->len, &e);
+}
+
+/* Sending ------------------------------------------------------------------------------------ */
+
+static void on_publish_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    mw_cluster_t *cl = priv;
+    redisReply *reply = r;
+    (void)ac;
+    track_reply(&cl->cmd);
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
+        cl->srv->metrics.cluster_send_failures++;
+}
+
+static int publish_envelope(mw_cluster_t *cl, const char *channel, size_t chlen,
+                            const mw_envelope_t *e)
+{
+    const char *argv[3];
+    size_t argl[3];
+    uint8_t *buf;
+    size_t n;
+
+    if (!cl->cmd.ready || cl->cmd.count >= PENDING_MAX) {
+        cl->srv->metrics.cluster_send_failures++;
+        return MW_EAGAIN;
+    }
+    n = mw_envelope_encode(e, &buf);
+    if (n == 0) {
+        cl->srv->metrics.cluster_send_failures++;
+        return MW_ENOMEM;
+    }
+    argv[0] = "PUBLISH";
+    argl[0] = 7;
+    argv[1] = channel;
+    argl[1] = chlen;
+    argv[2] = (const char *)buf;
+    argl[2] = n;
+    /* hiredis copies the command into its output buffer. */
+    redisAsyncCommandArgv(cl->cmd.ac, on_publish_reply, cl, 3, argv, argl);
+    free(buf);
+    track_sent(&cl->cmd);
+    cl->srv->metrics.cluster_published++;
+    return 0;
+}
+
+static void fill(mw_envelope_t *e, const mw_cluster_t *cl, uint8_t kind, const mw_frame_t *f)
+{
+    memset(e, 0, sizeof(*e));
+    e->kind = kind;
+    e->binary = (f->bytes[0] & 0x0f) == MW_OP_BINARY;
+    e->origin = cl->node;
+    e->origin_len = strlen(cl->node);
+    e->payload = mw_frame_payload(f);
+    e->payload_len = mw_frame_payload_len(f);
+    e->except = e->target = "";
+}
+
+int mw_cluster_publish(mw_cluster_t *cl, const char *topic, size_t len, const mw_frame_t *f,
+                       const char *except, size_t except_len)
+{
+    char ch[MW_TOPIC_MAX + 80];
+    size_t n;
+    mw_envelope_t e;
+
+    fill(&e, cl, MW_ENV_TOPIC, f);
+    e.except = except ? except : "";
+    e.except_len = except ? except_len : 0;
+    channel_of(cl, topic, len, ch, sizeof(ch), &n);
+    return publish_envelope(cl, ch, n, &e);
+}
+
+int mw_cluster_broadcast(mw_cluster_t *cl, const mw_frame_t *f, const char *except,
+                         size_t except_len)
+{
+    mw_envelope_t e;
+    fill(&e, cl, MW_ENV_BROADCAST, f);
+    e.except = except ? except : "";
+    e.except_len = except ? except_len : 0;
+    return publish_envelope(cl, cl->all_channel, strlen(cl->all_channel), &e);
+}
+
+int mw_cluster_send(mw_cluster_t *cl, const char *id, size_t id_len, const mw_frame_t *f)
+{
+    char ch[160];
+    const char *dot = NULL;
+    mw_envelope_t e;
+    int n;
+
+    /* The node part of an id is everything before its last dot. */
+    for (size_t i = id_len; i > 0; i--) {
+        if (id[i - 1] == '.') {
+            dot = id + i - 1;
+            break;
+        }
+    }
+    if (dot == NULL || dot == id || id_len > 255)
+        return MW_EINVAL;
+    n = snprintf(ch, sizeof(ch), "%s:n:%.*s", cl->prefix, (int)(dot - id), id);
+    if (n < 0 || (size_t)n >= sizeof(ch))
+        return MW_EINVAL;
+    fill(&e, cl, MW_ENV_DIRECT, f);
+    e.target = id;
+    e.target_len = id_len;
+    return publish_envelope(cl, ch, (size_t)n, &e);
+}
+
+int mw_cluster_healthy(const mw_cluster_t *cl)
+{
+    return cl->cmd.ready && cl->sub.ready;
+}
+
+/* Life ---------------------------------------------------------------------------------------- */
+
+static int rconn_init(mw_cluster_t *cl, rconn_t *rc, const char *name, int subscriber)
+{
+    rc->cl = cl;
+    rc->name = name;
+    rc->subscriber = subscriber;
+    rc->sent = calloc(PENDING_MAX, sizeof(uint64_t));
+    if (rc->sent == NULL)
+        return MW_ENOMEM;
+    uv_timer_init(cl->loop, &rc->timer);
+    rc->timer.data = rc;
+    return 0;
+}
+
+int mw_cluster_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen)
+{
+    const mw_config_t *cfg = srv->cfg;
+    mw_cluster_t *cl;
+
+    if (cfg->cluster_redis == NULL)
+        return 0;
+    cl = calloc(1, sizeof(*cl));
+    if (cl == NULL)
+        return MW_ENOMEM;
+    if (mw_cluster_parse_url(cfg->cluster_redis, cl->host, &cl->port, cl->path, cl->password,
+                             &cl->db) != 0) {
+        snprintf(err, errlen, "config: 'cluster.redis' is not redis://host[:port][/db] or "
+                              "unix:///path: %s", cfg->cluster_redis);
+        free(cl);
+        return MW_ECONFIG;
+    }
+    if (cfg->cluster_password != NULL)
+        snprintf(cl->password, sizeof(cl->password), "%s", cfg->cluster_password);
+    snprintf(cl->prefix, sizeof(cl->prefix), "%s", cfg->cluster_prefix);
+    snprintf(cl->node, sizeof(cl->node), "%.*s", (int)srv->reg.prefix_len - 1, srv->reg.prefix);
+    snprintf(cl->all_channel, sizeof(cl->all_channel), "%s:all", cl->prefix);
+    snprintf(cl->node_channel, sizeof(cl->node_channel), "%s:n:%s", cl->prefix, cl->node);
+    cl->srv = srv;
+    cl->loop = loop;
+    if (rconn_init(cl, &cl->sub, "subscriber", 1) != 0 ||
+        rconn_init(cl, &cl->cmd, "command", 0) != 0) {
+        free(cl->sub.sent);
+        free(cl);
+        return MW_ENOMEM;
+    }
+    uv_timer_init(loop, &cl->watchdog);
+    cl->watchdog.data = cl;
+    uv_timer_start(&cl->watchdog, on_watchdog, WATCHDOG_MS, WATCHDOG_MS);
+    uv_unref((uv_handle_t *)&cl->watchdog);
+    srv->topics.on_first = on_first;
+    srv->topics.on_last = on_last;
+    srv->topics.ud = cl;
+    srv->cluster = cl;
+    mw_log_info("cluster: node %s on Redis %s (channels %s:*)", cl->node, cfg->cluster_redis,
+                cl->prefix);
+    rconn_connect(&cl->cmd);
+    rconn_connect(&cl->sub);
+    return 0;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    mw_cluster_t *cl = h->data;
+    /* Whichever of the three timers closes last frees the cluster. */
+    if (--cl->closing == 0) {
+        free(cl->sub.sent);
+        free(cl->cmd.sent);
+        free(cl);
+    }
+}
+
+void mw_cluster_stop(mw_server_t *srv)
+{
+    mw_cluster_t *cl = srv->cluster;
+    rconn_t *conns[2] = {&cl->sub, &cl->cmd};
+
+    if (cl == NULL)
+        return;
+    cl->stopping = 1;
+    srv->cluster = NULL;
+    srv->topics.on_first = srv->topics.on_last = NULL;
+    for (int i = 0; i < 2; i++) {
+        redisAsyncContext *ac = conns[i]->ac;
+        conns[i]->ac = NULL;
+        if (ac != NULL) {
+            ac->data = NULL;
+            redisAsyncFree(ac);
+        }
+    }
+    cl->sub.timer.data = cl;
+    cl->cmd.timer.data = cl;
+    cl->closing = 3;
+    uv_close((uv_handle_t *)&cl->sub.timer, on_timer_closed);
+    uv_close((uv_handle_t *)&cl->cmd.timer, on_timer_closed);
+    uv_close((uv_handle_t *)&cl->watchdog, on_timer_closed);
+}

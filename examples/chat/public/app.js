@@ -1,0 +1,497 @@
+// The moonwire chat page: one WebSocket to scripts/chat.lua, whose JSON
+// protocol is docs/chat-protocol.md. No framework, no build step.
+//
+// The page keeps what the user wants (a nick, a set of rooms) apart from what
+// the server has granted on this connection (room.joined), so that after a
+// reconnect it can ask for all of it again: the nick first, then one join of
+// every room it was in.
+"use strict";
+
+const BACKOFF_BASE_MS = 500;   // first retry after 250 to 500 ms
+const BACKOFF_CAP_MS = 30000;  // never wait more than 15 to 30 s
+const STABLE_MS = 5000;        // a connection that lived this long resets the backoff
+const MAX_ERRORS = 4;          // error notices kept on screen
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  status: $("status"), statusText: $("status-text"), countdown: $("countdown"), retryNow: $("retry-now"),
+  errors: $("errors"), login: $("login"), loginForm: $("login-form"),
+  loginNick: $("login-nick"), loginRooms: $("login-rooms"), chat: $("chat"),
+  rooms: $("rooms"), joinForm: $("join-form"), joinRoom: $("join-room"),
+  members: $("members"), membersCount: $("members-count"),
+  nickForm: $("nick-form"), nickInput: $("nick-input"),
+  roomTitle: $("room-title"), logs: $("logs"), roomNote: $("room-note"),
+  roomNoteText: $("room-note-text"), roomRejoin: $("room-rejoin"),
+  sendForm: $("send-form"), text: $("text"), send: $("send"),
+  privateTo: $("private-to"), privateNick: $("private-nick"), privateCancel: $("private-cancel"),
+};
+
+const state = {
+  nick: null,          // the nick we use: asked for at login, then as the server confirmed it
+  rooms: new Map(),    // name -> room (see newRoom)
+  current: null,       // the room shown
+  privateTo: null,     // a member's nick while writing privately
+  ws: null,
+  connected: false,    // welcome received on state.ws
+  attempt: 0,          // reconnect attempts since the last stable connection
+  retryTimer: 0,
+  retryAt: 0,          // when the next attempt starts
+  ticker: 0,           // updates the countdown once a second
+  openedAt: 0,
+  nextId: 1,
+  pending: new Map(),  // request id -> the request, to make sense of its reply or error
+};
+
+function make(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text != null) e.textContent = text;
+  return e;
+}
+
+// --- Connection ---------------------------------------------------------------
+
+function socketUrl() {
+  return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/chat";
+}
+
+function connect() {
+  clearTimeout(state.retryTimer);
+  clearInterval(state.ticker);
+  ui.countdown.textContent = "";
+  ui.retryNow.hidden = true;
+  if (!location.host) {
+    setStatus("offline", "open this page through moonwire (http://…), not as a file");
+    return;
+  }
+  setStatus("connecting", state.attempt ? `reconnecting (attempt ${state.attempt + 1})…` : "connecting…");
+  const ws = new WebSocket(socketUrl());
+  state.ws = ws;
+  ws.onopen = () => { state.openedAt = Date.now(); };
+  ws.onmessage = (e) => { if (ws === state.ws) receive(e.data); };
+  ws.onclose = (e) => { if (ws === state.ws) lost(e); };
+  // onerror always comes with a close; the close says what happened.
+}
+
+function lost(e) {
+  const lived = state.openedAt ? Date.now() - state.openedAt : 0;
+  state.ws = null;
+  state.connected = false;
+  state.openedAt = 0;
+  state.pending.clear();
+  for (const room of state.rooms.values()) {
+    if (room.joined) note(room, "disconnected from the server");
+    room.joined = false;
+  }
+  if (lived >= STABLE_MS) state.attempt = 0;
+  // Capped exponential backoff with "equal jitter": half fixed, half random,
+  // so that clients dropped together do not all come back together.
+  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** state.attempt);
+  const delay = Math.round(ceiling / 2 + Math.random() * ceiling / 2);
+  state.attempt++;
+  const why = e.code !== 1006 ? `closed by the server (${e.code}${e.reason ? " " + e.reason : ""})`
+    : lived ? "connection lost" : "cannot reach the server";
+  setStatus("reconnecting", `${why}; reconnecting`);
+  ui.retryNow.hidden = false;
+  state.retryAt = Date.now() + delay;
+  state.retryTimer = setTimeout(connect, delay);
+  // The countdown is not in the live region: a screen reader hears the status once.
+  const tick = () => { ui.countdown.textContent = `in ${Math.ceil((state.retryAt - Date.now()) / 1000)} s`; };
+  tick();
+  state.ticker = setInterval(tick, 1000);
+  render();
+}
+
+function setStatus(name, text) {
+  ui.status.dataset.state = name;
+  ui.statusText.textContent = text;
+  const online = name === "connected";
+  ui.send.disabled = !online;
+  ui.text.placeholder = online ? "Write a message" : "Not connected…";
+}
+
+// Sends a request with a fresh id; returns the id, or null when offline.
+function request(msg) {
+  if (!state.connected) {
+    showError({ code: "offline", message: "not connected to the server: nothing was sent (it reconnects on its own)" });
+    return null;
+  }
+  msg.id = state.nextId++;
+  state.pending.set(msg.id, msg);
+  state.ws.send(JSON.stringify(msg));
+  return msg.id;
+}
+
+function joinWanted() {
+  const names = [...state.rooms.values()].filter((r) => r.want && !r.joined).map((r) => r.name);
+  if (names.length) request({ type: "join", rooms: names });
+}
+
+// --- Messages from the server ---------------------------------------------------
+
+const handlers = {
+  welcome() {
+    state.connected = true;
+    setStatus("connected", "connected");
+    ui.retryNow.hidden = true;
+    request({ type: "nick", nick: state.nick });
+    joinWanted();
+  },
+  nick_set(m) {
+    state.nick = m.nick;
+    ui.nickInput.value = m.nick;
+    if (m.old && m.old !== m.nick) {
+      for (const room of state.rooms.values()) renameMember(room, m.old, m.nick);
+      note(currentRoom(), `you are now known as ${m.nick}`);
+    }
+  },
+  joined(m) {
+    const room = roomFor(m.room);
+    room.joined = room.want = true;
+    room.members = m.members.slice();
+    const cur = currentRoom();
+    if (!cur || (!cur.joined && !cur.want)) state.current = room.name;
+    note(room, `you joined ${room.name} as ${m.nick}`);
+  },
+  history(m) {
+    const room = state.rooms.get(m.room);
+    if (!room) return;
+    if (m.truncated) note(room, "older messages were left out of this history");
+    for (const say of m.messages) addMessage(room, say, true);
+  },
+  left(m) { removeRoom(m.room); },
+  say(m) { const room = state.rooms.get(m.room); if (room) addMessage(room, m); },
+  sent(m) { const room = state.rooms.get(m.room); if (room) addMessage(room, { ...m, from: state.nick }); },
+  private(m) { const room = state.rooms.get(m.room); if (room) addMessage(room, m); },
+  members(m) { const room = state.rooms.get(m.room); if (room) room.members = m.members.slice(); },
+  presence(m) {
+    const room = state.rooms.get(m.room);
+    if (!room) return;
+    if (m.event === "join") {
+      addMember(room, m.nick);
+      note(room, `${m.nick} joined`);
+    } else if (m.event === "leave") {
+      room.members = room.members.filter((n) => n !== m.nick);
+      note(room, `${m.nick} ${m.reason === "disconnected" ? "disconnected" : "left"}`);
+      if (state.privateTo === m.nick && room === currentRoom()) state.privateTo = null;
+    } else if (m.event === "nick") {
+      renameMember(room, m.old, m.nick);
+      note(room, `${m.old} is now known as ${m.nick}`);
+      if (state.privateTo === m.old && room === currentRoom()) state.privateTo = m.nick;
+    }
+  },
+  pong() {},
+  error(m) {
+    showError(m);
+    const req = m.ref != null ? state.pending.get(m.ref) : undefined;
+    if (!req) return;
+    if (req.type === "join") {
+      // A room's own failure names it; one for the whole request (nick_required) does not.
+      for (const name of m.room ? [m.room] : req.rooms || [req.room]) {
+        const room = state.rooms.get(name);
+        if (!room || room.joined) continue;
+        room.want = false;
+        note(room, `could not join: ${m.message}`);
+      }
+    } else if (req.type === "leave" && m.code === "not_in_room") {
+      removeRoom(m.room || req.room);
+    } else if (req.type === "nick") {
+      ui.nickInput.value = state.nick || "";
+    } else if ((req.type === "say" || req.type === "private") && ui.text.value === "") {
+      ui.text.value = req.text; // give the refused text back to fix it
+    }
+  },
+};
+
+function receive(data) {
+  let m;
+  try {
+    m = JSON.parse(data);
+  } catch {
+    showError({ code: "bad_reply", message: "the server sent something that is not JSON" });
+    return;
+  }
+  const handler = handlers[m.type];
+  if (handler) handler(m);
+  // A join or leave of several rooms has a reply per room: keep those until the next connection.
+  const req = m.ref != null ? state.pending.get(m.ref) : undefined;
+  if (req && req.type !== "join" && req.type !== "leave") state.pending.delete(m.ref);
+  render();
+}
+
+// --- Rooms and members ------------------------------------------------------------
+
+function newRoom(name) {
+  const log = make("ol", "log");
+  log.dataset.room = name;
+  log.setAttribute("role", "log");
+  log.setAttribute("aria-live", "polite");
+  log.setAttribute("aria-label", `Messages in ${name}`);
+  log.hidden = true;
+  log.tabIndex = 0;
+  ui.logs.append(log);
+  // seen: what is on screen, so that the history sent again after a
+  // reconnect adds only what was missed. stick: the list follows new
+  // messages while it is scrolled to the bottom.
+  const room = { name, want: false, joined: false, members: [], log, unread: 0, seen: new Set(), stick: true };
+  log.onscroll = () => { room.stick = log.scrollHeight - log.scrollTop - log.clientHeight < 40; };
+  return room;
+}
+
+function roomFor(name) {
+  let room = state.rooms.get(name);
+  if (!room) {
+    room = newRoom(name);
+    state.rooms.set(name, room);
+  }
+  return room;
+}
+
+function currentRoom() { return state.rooms.get(state.current) || null; }
+
+function removeRoom(name) {
+  const room = state.rooms.get(name);
+  if (!room) return;
+  room.log.remove();
+  state.rooms.delete(name);
+  if (state.current === name) {
+    state.current = state.rooms.size ? state.rooms.keys().next().value : null;
+    state.privateTo = null;
+  }
+}
+
+const byteOrder = (a, b) => (a < b ? -1 : a > b ? 1 : 0); // the server's order
+
+function addMember(room, nick) {
+  if (!room.members.includes(nick)) room.members = [...room.members, nick].sort(byteOrder);
+}
+
+function renameMember(room, old, nick) {
+  room.members = room.members.map((n) => (n === old ? nick : n)).sort(byteOrder);
+}
+
+// --- The message lists ------------------------------------------------------------
+
+function clock(seconds) {
+  const d = new Date(seconds * 1000);
+  const t = make("time", "time", d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+  t.dateTime = d.toISOString();
+  t.title = d.toLocaleString();
+  return t;
+}
+
+function append(room, li) {
+  room.log.append(li);
+  follow(room);
+}
+
+function follow(room) {
+  if (room && room.stick && !room.log.hidden) room.log.scrollTop = room.log.scrollHeight;
+}
+
+// A say (from anyone, or our own as acknowledged by "sent") or a private.
+// A say already on screen (a history sent again on rejoin) is skipped.
+function addMessage(room, m, old = false) {
+  if (m.type !== "private") {
+    const key = [m.seq, m.time, m.from, m.text].join("\u0000");
+    if (room.seen.has(key)) return;
+    room.seen.add(key);
+  }
+  const mine = m.from === state.nick;
+  const li = make("li", "msg" + (mine ? " mine" : "") + (m.type === "private" ? " private" : ""));
+  li.append(clock(m.time), " ");
+  const who = m.type === "private" ? `${m.from} → ${m.to}` : m.from;
+  li.append(make("span", "from", who), " ");
+  if (m.type === "private") li.append(make("span", "tag", "private"), " ");
+  li.append(make("span", "text", m.text));
+  append(room, li);
+  if (!old && room !== currentRoom()) room.unread++;
+}
+
+function note(room, text) {
+  if (room) append(room, make("li", "note", text));
+}
+
+// --- Errors -------------------------------------------------------------------------
+
+// Shows an error notice until dismissed. The same code again in a row (a
+// burst of rate_limited) updates the newest notice and counts.
+function showError(m) {
+  const code = m.code || "error";
+  const top = ui.errors.firstElementChild;
+  if (top && top.dataset.code === code) {
+    top.querySelector(".message").textContent = m.message || "";
+    const times = Number(top.dataset.times) + 1;
+    top.dataset.times = times;
+    top.querySelector(".times").textContent = ` ×${times}`;
+    return;
+  }
+  const li = make("li", "error");
+  li.dataset.code = code;
+  li.dataset.times = 1;
+  li.append(make("strong", "code", code), make("span", "times"), " ", make("span", "message", m.message || ""));
+  const close = make("button", "link", "dismiss");
+  close.type = "button";
+  close.setAttribute("aria-label", "Dismiss this error");
+  close.onclick = () => li.remove();
+  li.append(" ", close);
+  ui.errors.prepend(li);
+  while (ui.errors.children.length > MAX_ERRORS) ui.errors.lastElementChild.remove();
+}
+
+// --- Rendering ----------------------------------------------------------------------
+
+function render() {
+  const cur = currentRoom();
+  replaceList(ui.rooms, [...state.rooms.values()].map(roomItem));
+  for (const room of state.rooms.values()) room.log.hidden = room !== cur;
+  if (cur) cur.unread = 0;
+  follow(cur);
+
+  ui.roomTitle.textContent = cur ? cur.name : "No room: join one";
+  const members = cur && cur.joined ? cur.members : [];
+  ui.membersCount.textContent = cur && cur.joined ? `(${members.length})` : "";
+  replaceList(ui.members, members.map(memberItem));
+
+  // Offline, the compose form stays (its button disabled) for the reconnect.
+  const offline = !state.connected;
+  const away = Boolean(cur) && !cur.joined && !offline;
+  ui.roomNote.hidden = !away;
+  ui.roomRejoin.hidden = !away || cur.want;
+  if (away) ui.roomNoteText.textContent = cur.want ? `Joining ${cur.name}…` : `You are not in ${cur.name}.`;
+  ui.sendForm.hidden = !cur || away;
+  ui.privateTo.hidden = !state.privateTo;
+  ui.privateNick.textContent = state.privateTo || "";
+  ui.text.setAttribute("aria-label", state.privateTo ? `Private message to ${state.privateTo}` : "Message");
+}
+
+// Redraws a list of buttons; the one that had the focus keeps it, so that
+// a keyboard user does not lose their place when a message comes in.
+function replaceList(list, items) {
+  const a = document.activeElement;
+  const had = list.contains(a) ? [a.closest("li").dataset.key, a.classList[0]] : null;
+  list.replaceChildren(...items);
+  if (!had) return;
+  const li = items.find((item) => item.dataset.key === had[0]);
+  const b = li && li.querySelector(`button.${had[1]}`);
+  if (b) b.focus();
+}
+
+function roomItem(room) {
+  const li = make("li", "room-item");
+  li.dataset.key = room.name;
+  const pick = make("button", "room-pick", room.name);
+  pick.type = "button";
+  if (room.name === state.current) pick.setAttribute("aria-current", "true");
+  if (!room.joined) {
+    const why = !state.connected ? "offline" : room.want ? "joining…" : "not joined";
+    pick.append(make("span", "off", ` (${why})`));
+  }
+  if (room.unread) {
+    const badge = make("span", "badge", String(room.unread));
+    badge.setAttribute("aria-label", `${room.unread} unread`);
+    pick.append(" ", badge);
+  }
+  pick.onclick = () => { state.current = room.name; state.privateTo = null; render(); ui.text.focus(); };
+  const leave = make("button", "leave", "×");
+  leave.type = "button";
+  leave.title = `Leave ${room.name}`;
+  leave.setAttribute("aria-label", `Leave ${room.name}`);
+  leave.onclick = () => {
+    if (room.joined) request({ type: "leave", room: room.name });
+    else { removeRoom(room.name); render(); }
+  };
+  li.append(pick, leave);
+  return li;
+}
+
+function memberItem(nick) {
+  const li = make("li");
+  li.dataset.key = nick;
+  const b = make("button", "member", nick);
+  b.type = "button";
+  if (nick === state.nick) b.append(make("span", "you", " (you)"));
+  b.setAttribute("aria-label", `Write privately to ${nick}${nick === state.nick ? " (you)" : ""}`);
+  if (nick === state.privateTo) b.setAttribute("aria-pressed", "true");
+  b.onclick = () => { state.privateTo = nick; render(); ui.text.focus(); };
+  li.append(b);
+  return li;
+}
+
+// --- What the user does -------------------------------------------------------------
+
+function roomNames(text) {
+  return text.split(",").map((s) => s.trim()).filter(Boolean);
+}
+
+function remember() {
+  try {
+    localStorage.setItem("moonwire.chat", JSON.stringify({ nick: state.nick, rooms: [...state.rooms.keys()] }));
+  } catch { /* private mode: nothing to remember */ }
+}
+
+ui.loginForm.onsubmit = (e) => {
+  e.preventDefault();
+  const nick = ui.loginNick.value.trim();
+  const names = roomNames(ui.loginRooms.value);
+  if (!nick || !names.length) return;
+  state.nick = nick;
+  ui.nickInput.value = nick;
+  for (const name of names) roomFor(name).want = true;
+  state.current = names[0];
+  remember();
+  ui.login.hidden = true;
+  ui.chat.hidden = false;
+  render();
+  connect();
+  ui.text.focus();
+};
+
+ui.joinForm.onsubmit = (e) => {
+  e.preventDefault();
+  const names = roomNames(ui.joinRoom.value).filter((n) => !(state.rooms.get(n) || {}).joined);
+  if (!names.length) return;
+  if (request({ type: "join", rooms: names }) === null) return;
+  for (const name of names) roomFor(name).want = true;
+  state.current = names[0];
+  ui.joinRoom.value = "";
+  remember();
+  render();
+};
+
+ui.roomRejoin.onclick = () => {
+  const room = currentRoom();
+  if (room && request({ type: "join", room: room.name }) !== null) room.want = true;
+};
+
+ui.nickForm.onsubmit = (e) => {
+  e.preventDefault();
+  const nick = ui.nickInput.value.trim();
+  if (nick && nick !== state.nick) request({ type: "nick", nick });
+};
+
+ui.sendForm.onsubmit = (e) => {
+  e.preventDefault();
+  const room = currentRoom();
+  const text = ui.text.value;
+  if (!room || !text.trim()) return;
+  const msg = state.privateTo
+    ? { type: "private", room: room.name, to: state.privateTo, text }
+    : { type: "say", room: room.name, text };
+  if (request(msg) !== null) ui.text.value = "";
+};
+
+// Error notices coming and going resize the list: keep following the bottom.
+new ResizeObserver(() => follow(currentRoom())).observe(ui.logs);
+ui.privateCancel.onclick = () => { state.privateTo = null; render(); ui.text.focus(); };
+ui.retryNow.onclick = () => { if (!state.ws) connect(); };
+// Back online (laptop lid, Wi-Fi): try at once rather than at the end of the wait.
+window.addEventListener("online", () => { if (!state.ws && state.nick) connect(); });
+window.addEventListener("pagehide", remember);
+
+try {
+  const saved = JSON.parse(localStorage.getItem("moonwire.chat") || "null");
+  if (saved && saved.nick) ui.loginNick.value = saved.nick;
+  if (saved && saved.rooms && saved.rooms.length) ui.loginRooms.value = saved.rooms.join(",");
+} catch { /* nothing saved */ }
+ui.loginNick.focus();

@@ -1,0 +1,244 @@
+"""The Redis backplane against real binaries and a real redis-server that the
+test starts on a free port and stops by PID: topics, broadcasts and direct
+sends across nodes, per-publisher order, no double delivery, and Redis going
+away and coming back mid-traffic."""
+import asyncio
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+import websockets
+
+from conftest import BIN, ROOT, free_port, port_open, wait_until
+
+REDIS = shutil.which("redis-server")
+pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")
+
+APP = """
+local mw = require "moonwire"
+local app = {}
+function app.on_open(conn, req)
+  if req.query.room then conn:subscribe(req.query.room) end
+  conn:send("id:" .. conn.id)
+end
+function app.on_message(conn, data)
+  local cmd, rest = data:match("^(%w+):(.*)$")
+  if cmd == "pub" then
+    local room, text = rest:match("^([^:]+):(.*)$")
+    mw.publish(room, text, { except = conn })
+  elseif cmd == "all" then
+    mw.broadcast(rest, { except = conn })
+  elseif cmd == "to" then
+    local id, text = rest:match("^([^:]+):(.*)$")
+    local ok, err = mw.send(id, text)
+    conn:send("sent:" .. tostring(ok) .. ":" .. tostring(err))
+  end
+end
+return app
+"""
+
+
+class Redis:
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.dir = tempfile.TemporaryDirectory(prefix="mw-redis-")
+        self.proc = subprocess.Popen(
+            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir.name],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: port_open(self.port), timeout=10, what="redis-server")
+        self.url = f"redis://127.0.0.1:{self.port}"
+
+    def cli(self, *args):
+        return subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True,
+                              text=True, timeout=10).stdout
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(timeout=5)
+
+
+@pytest.fixture
+def redis():
+    r = Redis()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def nodes(start_server, redis, tmp_script):
+    script = tmp_script(APP)
+
+    def start(name, extra=""):
+        return start_server(script, args=["--node-id", name, "--redis", redis.url],
+                            config=f"return {{ cluster = {{ reconnect_max = 0.5 }} {extra} }}")
+    return start
+
+
+def run(coro, timeout=60):
+    return asyncio.run(asyncio.wait_for(coro, timeout=timeout))
+
+
+def metrics(server):
+    text = urllib.request.urlopen(server.http + "/metrics", timeout=5).read().decode()
+    return {l.rsplit(" ", 1)[0]: float(l.rsplit(" ", 1)[1])
+            for l in text.splitlines() if l and not l.startswith("#")}
+
+
+def cluster_up(server):
+    return metrics(server).get("moonwire_cluster_up") == 1
+
+
+async def client(server, room=None):
+    ws = await websockets.connect(server.url + (f"/?room={room}" if room else "/"),
+                                  close_timeout=1)
+    hello = await asyncio.wait_for(ws.recv(), 5)
+    assert hello.startswith("id:")
+    ws.conn_id = hello[3:]
+    return ws
+
+
+async def nothing_more(ws, wait=0.3):
+    # Looks at the client's queue instead of cancelling a recv().
+    await asyncio.sleep(wait)
+    assert not ws.messages, f"unexpected message {ws.messages[0]!r}"
+
+
+def test_relays_across_nodes_with_the_unchanged_relay_app(start_server, redis):
+    a = start_server("scripts/relay.lua", args=["--node-id", "a", "--redis", redis.url])
+    b = start_server("scripts/relay.lua", args=["--node-id", "b", "--redis", redis.url])
+    wait_until(lambda: cluster_up(a) and cluster_up(b), what="both nodes on Redis")
+
+    async def go():
+        x = await websockets.connect(a.url, close_timeout=1)
+        y = await websockets.connect(b.url, close_timeout=1)
+        z = await websockets.connect(b.url, close_timeout=1)
+        await x.send("from a")
+        assert await asyncio.wait_for(y.recv(), 5) == "from a"
+        assert await asyncio.wait_for(z.recv(), 5) == "from a"
+        await nothing_more(x)
+        await y.send(b"\x01binary from b")
+        assert await asyncio.wait_for(x.recv(), 5) == b"\x01binary from b"
+        assert await asyncio.wait_for(z.recv(), 5) == b"\x01binary from b"
+        await nothing_more(y)
+        for ws in (x, y, z):
+            await ws.close()
+    run(go())
+
+
+def test_topics_reach_members_on_every_node_and_only_them(nodes, redis):
+    a, b = nodes("a"), nodes("b")
+    wait_until(lambda: cluster_up(a) and cluster_up(b), what="both nodes on Redis")
+
+    async def go():
+        pub = await client(a)
+        same_node = await client(a, "r1")
+        other_node = await client(b, "r1")
+        elsewhere = await client(b, "r2")
+        wait_until(lambda: "mw:t:r1" in redis.cli("PUBSUB", "CHANNELS"), what="r1 subscribed")
+        await pub.send("pub:r1:hello room")
+        assert await asyncio.wait_for(same_node.recv(), 5) == "hello room"
+        assert await asyncio.wait_for(other_node.recv(), 5) == "hello room"
+        await nothing_more(same_node)  # never twice on the publisher's node
+        await nothing_more(elsewhere)
+        # The last member of r1 on b leaves: b unsubscribes from the channel.
+        await other_node.close()
+        wait_until(lambda: redis.cli("PUBSUB", "NUMSUB", "mw:t:r1").split()[1] == "1",
+                   what="b to unsubscribe from r1")
+    run(go())
+
+
+def test_a_direct_send_crosses_nodes(nodes):
+    a, b = nodes("a"), nodes("b")
+    wait_until(lambda: cluster_up(a) and cluster_up(b), what="both nodes on Redis")
+
+    async def go():
+        ann = await client(a)
+        bob = await client(b)
+        await ann.send(f"to:{bob.conn_id}:psst bob")
+        assert await asyncio.wait_for(ann.recv(), 5) == "sent:true:nil"
+        assert await asyncio.wait_for(bob.recv(), 5) == "psst bob"
+        await ann.send("all:everyone")
+        assert await asyncio.wait_for(bob.recv(), 5) == "everyone"
+    run(go())
+
+
+def test_keeps_the_order_of_one_publisher_across_nodes(nodes):
+    a, b = nodes("a"), nodes("b")
+    wait_until(lambda: cluster_up(a) and cluster_up(b), what="both nodes on Redis")
+    n = 10000
+
+    async def go():
+        pub = await client(a)
+        near = await client(a, "order")
+        far = await client(b, "order")
+        await asyncio.sleep(0.2)
+
+        async def send_all():
+            for i in range(n):
+                await pub.send(f"pub:order:{i}")
+
+        async def read_all(ws):
+            got = []
+            while len(got) < n:
+                got.append(int(await asyncio.wait_for(ws.recv(), 20)))
+            return got
+        _, near_got, far_got = await asyncio.gather(send_all(), read_all(near), read_all(far))
+        assert near_got == list(range(n))
+        assert far_got == list(range(n))
+    run(go(), timeout=120)
+
+
+def test_local_chat_goes_on_without_redis_and_the_cluster_resumes(nodes, redis):
+    a, b = nodes("a"), nodes("b")
+    wait_until(lambda: cluster_up(a) and cluster_up(b), what="both nodes on Redis")
+    port = redis.port
+
+    async def go():
+        a1 = await client(a, "r")
+        a2 = await client(a, "r")
+        b1 = await client(b, "r")
+        await a1.send("pub:r:before")
+        assert await asyncio.wait_for(a2.recv(), 5) == "before"
+        assert await asyncio.wait_for(b1.recv(), 5) == "before"
+
+        redis.kill()
+        wait_until(lambda: not cluster_up(a), what="a to notice")
+        assert "degraded" in urllib.request.urlopen(a.http + "/healthz", timeout=5).read().decode()
+        await a1.send("pub:r:while redis is down")
+        assert await asyncio.wait_for(a2.recv(), 5) == "while redis is down"
+        await nothing_more(b1)
+        assert metrics(a)["moonwire_cluster_send_failures_total"] >= 1
+
+        restarted = Redis(port)  # same address, empty
+        try:
+            wait_until(lambda: cluster_up(a) and cluster_up(b), timeout=15,
+                       what="both nodes back on Redis")
+            wait_until(lambda: restarted.cli("PUBSUB", "NUMSUB", "mw:t:r").split()[1] == "2",
+                       what="both nodes to subscribe again")
+            await a1.send("pub:r:after")
+            assert await asyncio.wait_for(a2.recv(), 5) == "after"
+            assert await asyncio.wait_for(b1.recv(), 5) == "after"
+            assert urllib.request.urlopen(a.http + "/healthz", timeout=5).read() == b"ok\n"
+        finally:
+            restarted.stop()
+    run(go())
+
+
+def test_refuses_a_bad_redis_address():
+    r = subprocess.run([BIN, "--listen", f"127.0.0.1:{free_port()}", "--redis", "http://x"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2
+    assert "cluster.redis" in r.stderr
