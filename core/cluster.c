@@ -676,10 +676,12 @@ static void on_timer_closed(uv_handle_t *h)
 void mw_cluster_stop(mw_server_t *srv)
 {
     mw_cluster_t *cl = srv->cluster;
-    rconn_t *conns[2] = {&cl->sub, &cl->cmd};
+    rconn_t *conns[2];
 
     if (cl == NULL)
         return;
+    conns[0] = &cl->sub;
+    conns[1] = &cl->cmd;
     cl->stopping = 1;
     srv->cluster = NULL;
     srv->topics.on_first = srv->topics.on_last = NULL;

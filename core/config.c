@@ -13,6 +13,8 @@
 #include <lua.h>
 #include <lualib.h>
 #include <math.h>
+#include <sys/socket.h>
+#include <uv.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,7 +185,6 @@ int mw_config_init(mw_config_t *cfg)
                           "public, max-age=31536000, immutable") != 0 ||
         mw_config_set_str(&cfg->script, "scripts/relay.lua") != 0 ||
         mw_config_set_str(&cfg->cluster_prefix, "mw") != 0 ||
-        mw_config_list_add(&cfg->listen, "127.0.0.1:8080") != 0 ||
         mw_config_list_add(&cfg->ws_paths, "/*") != 0)
         return MW_ENOMEM;
     return 0;
@@ -438,8 +439,47 @@ static int validate_static(const mw_config_t *cfg, char *err, size_t errlen)
     return 0;
 }
 
+int mw_config_parse_addr(const char *text, struct sockaddr_storage *addr)
+{
+    char host[256];
+    const char *colon = strrchr(text, ':');
+    char *end;
+    long port;
+    size_t hlen;
+
+    if (colon == NULL)
+        return MW_EINVAL;
+    port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || colon[1] == '\0' || port < 0 || port > 65535)
+        return MW_EINVAL;
+    hlen = (size_t)(colon - text);
+    if (hlen >= sizeof(host))
+        return MW_EINVAL;
+    memcpy(host, text, hlen);
+    host[hlen] = '\0';
+    memset(addr, 0, sizeof(*addr));
+    if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']') {
+        host[hlen - 1] = '\0';
+        return uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)addr) == 0 ? 0 : MW_EINVAL;
+    }
+    if (hlen == 0)
+        return uv_ip4_addr("0.0.0.0", (int)port, (struct sockaddr_in *)addr) == 0 ? 0 : MW_EINVAL;
+    return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)addr) == 0 ? 0 : MW_EINVAL;
+}
+
 int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
 {
+    const mw_strlist_t *lists[2] = {&cfg->listen, &cfg->tls_listen};
+    for (int l = 0; l < 2; l++) {
+        for (size_t i = 0; i < lists[l]->n; i++) {
+            struct sockaddr_storage addr;
+            if (mw_config_parse_addr(lists[l]->items[i], &addr) != 0) {
+                snprintf(err, errlen, "config: '%s' entry '%s' is not HOST:PORT, [IPV6]:PORT or :PORT",
+                         l == 0 ? "listen" : "tls.listen", lists[l]->items[i]);
+                return MW_ECONFIG;
+            }
+        }
+    }
     const struct {
         const mw_strlist_t *list;
         const char *key;
@@ -458,10 +498,6 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
     if (cfg->tls_listen.n > 0 && (cfg->tls_cert == NULL || cfg->tls_key == NULL)) {
         snprintf(err, errlen, "config: TLS listeners need 'tls.cert' and 'tls.key' "
                               "(or --cert and --key)");
-        return MW_ECONFIG;
-    }
-    if (cfg->listen.n == 0 && cfg->tls_listen.n == 0) {
-        snprintf(err, errlen, "config: no address to listen on (set 'listen' or --listen)");
         return MW_ECONFIG;
     }
     if (cfg->script == NULL || cfg->script[0] == '\0') {
@@ -622,6 +658,8 @@ int mw_config_apply(mw_config_t *cfg, lua_State *L, int idx, const char *origin,
                 r = key_error(err, errlen, origin, NULL, name, "is not a configuration key");
             else if ((msg = apply(cfg, k, L)) != NULL)
                 r = key_error(err, errlen, origin, NULL, name, msg);
+            else if (k->offset == F(listen))
+                cfg->listen_set = 1;
         }
         lua_pop(L, 1);
     }
@@ -676,9 +714,14 @@ void mw_config_push(const mw_config_t *cfg, lua_State *L)
         case T_SIZE:
             lua_pushinteger(L, (lua_Integer) * (const size_t *)field);
             break;
-        case T_MS:
-            lua_pushnumber(L, *(const uint32_t *)field / 1000.0);
+        case T_MS: {
+            uint32_t ms = *(const uint32_t *)field;
+            if (ms % 1000 == 0)
+                lua_pushinteger(L, ms / 1000);
+            else
+                lua_pushnumber(L, ms / 1000.0);
             break;
+        }
         case T_LEVEL:
             lua_pushstring(L, mw_log_level_name(*(const int *)field));
             break;

@@ -234,6 +234,9 @@ void mw_conn_fail(mw_conn_t *c, uint16_t code, const char *why)
         return;
     }
     mw_log_debug("conn %llu failed: %s (%u)", (unsigned long long)c->serial, why, code);
+    /* A failing hook already went to on_error; what the core saw goes there too. */
+    if (code != 1011)
+        c->fail_why = why;
     queue_close_frame(c, code, why, strlen(why));
     c->ws.stopped = 1;
     closed(c, code, why, strlen(why));

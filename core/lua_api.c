@@ -17,6 +17,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <time.h>
 
@@ -579,6 +580,29 @@ static int json_encode(lua_State *L)
     return 1;
 }
 
+/* lua-cjson 2.1 decodes every number as a float (1 reads back as 1.0). Whole
+ * numbers that a double holds exactly become integers, as JSON readers in
+ * Lua 5.4 are expected to give. Works on the value at idx, in place. */
+static void integerize(lua_State *L, int idx, int depth)
+{
+    if (depth > 128)
+        return;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+            lua_Number n = lua_tonumber(L, -1);
+            if (n == floor(n) && fabs(n) <= 9007199254740992.0) {
+                lua_pushvalue(L, -2);
+                lua_pushinteger(L, (lua_Integer)n);
+                lua_rawset(L, idx); /* an existing key: allowed during the walk */
+            }
+        } else if (lua_type(L, -1) == LUA_TTABLE) {
+            integerize(L, lua_gettop(L), depth + 1);
+        }
+        lua_pop(L, 1);
+    }
+}
+
 static int json_decode(lua_State *L)
 {
     luaL_checkstring(L, 1);
@@ -591,6 +615,13 @@ static int json_decode(lua_State *L)
     if (lua_isnil(L, 1))
         return 2; /* nil, err */
     lua_settop(L, 1);
+    if (lua_type(L, 1) == LUA_TTABLE) {
+        integerize(L, 1, 0);
+    } else if (lua_type(L, 1) == LUA_TNUMBER && !lua_isinteger(L, 1)) {
+        lua_Number n = lua_tonumber(L, 1);
+        if (n == floor(n) && fabs(n) <= 9007199254740992.0)
+            lua_pushinteger(L, (lua_Integer)n);
+    }
     return 1;
 }
 
@@ -654,6 +685,55 @@ static int readonly(lua_State *L)
     return luaL_error(L, "moonwire.config is read-only");
 }
 
+static int readonly_len(lua_State *L)
+{
+    lua_getmetatable(L, 1);
+    lua_getfield(L, -1, "__index");
+    lua_pushinteger(L, (lua_Integer)lua_rawlen(L, -1));
+    return 1;
+}
+
+static int readonly_pairs(lua_State *L)
+{
+    lua_getglobal(L, "next");
+    lua_getmetatable(L, 1);
+    lua_getfield(L, -1, "__index");
+    lua_remove(L, -2);
+    lua_pushnil(L);
+    return 3;
+}
+
+/* Replaces the table on top with a read-only view of it, nested tables
+ * included; pairs, ipairs and # see through the view. */
+static void make_readonly(lua_State *L, int depth)
+{
+    if (depth < 32) {
+        lua_pushnil(L);
+        while (lua_next(L, -2) != 0) {
+            if (lua_type(L, -1) == LUA_TTABLE) {
+                make_readonly(L, depth + 1);
+                lua_pushvalue(L, -2);
+                lua_insert(L, -2);
+                lua_rawset(L, -4); /* the nested table becomes its view */
+            } else {
+                lua_pop(L, 1);
+            }
+        }
+    }
+    lua_newtable(L);             /* the view */
+    lua_createtable(L, 0, 4);    /* its metatable */
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, readonly);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, readonly_pairs);
+    lua_setfield(L, -2, "__pairs");
+    lua_pushcfunction(L, readonly_len);
+    lua_setfield(L, -2, "__len");
+    lua_setmetatable(L, -2);
+    lua_remove(L, -2);
+}
+
 int mw_lua_open_api(lua_State *L)
 {
     mw_server_t *srv = mw_lua_server(L);
@@ -689,13 +769,8 @@ int mw_lua_open_api(lua_State *L)
     lua_setfield(L, -2, "state");
 
     /* config: a read-only view of a copy */
-    lua_newtable(L);
-    lua_newtable(L);
     mw_config_push(srv->cfg, L);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, readonly);
-    lua_setfield(L, -2, "__newindex");
-    lua_setmetatable(L, -2);
+    make_readonly(L, 0);
     lua_setfield(L, -2, "config");
 
     lua_pushlstring(L, srv->reg.prefix, srv->reg.prefix_len - 1);
@@ -706,7 +781,9 @@ int mw_lua_open_api(lua_State *L)
 void mw_lua_api_shutdown(lua_State *L)
 {
     mw__api_t *api = mw__lua_api(L);
-    mw_lua_api_cancel_timers(L);
-    if (api != NULL)
-        mw__lua_close_cache(L, api);
+    if (api == NULL)
+        return;
+    /* Every generation: keep nothing but a generation that cannot exist. */
+    mw_lua_api_cancel_timers(L, api->generation + 1, 1);
+    mw__lua_close_cache(L, api);
 }

@@ -24,6 +24,7 @@ typedef struct {
     mw_list_t timers;    /* every scheduled Lua timer */
     mw_timer_t cache_gc; /* sweeps expired cache entries */
     lua_State *L;
+    uint32_t generation; /* bumped for each app load; timers remember theirs */
     int cache_values;    /* registry refs of the cache's tables */
     int cache_expires;
 } mw__api_t;

@@ -13,10 +13,11 @@
 
 typedef struct {
     mw_timer_t t;
-    mw_list_t link; /* in the api's timer list while scheduled */
-    lua_State *L;   /* the main state */
-    int fn_ref;     /* the callback, while scheduled */
-    int self_ref;   /* pins this userdata while scheduled */
+    mw_list_t link;      /* in the api's timer list while scheduled */
+    lua_State *L;        /* the main state */
+    int fn_ref;          /* the callback, while scheduled */
+    int self_ref;        /* pins this userdata while scheduled */
+    uint32_t generation; /* the app load that made it (see mw_lua_api_cancel_timers) */
 } ltimer_t;
 
 static void timer_release(ltimer_t *lt)
@@ -57,7 +58,11 @@ static int start_timer(lua_State *L, int repeat)
     lt = lua_newuserdatauv(L, sizeof(*lt), 0);
     mw_timer_init(&lt->t, on_lua_timer, lt);
     mw_list_init(&lt->link);
-    lt->L = mw_lua_state(srv->lua);
+    /* The main thread, not srv->lua: a script may start timers while it loads. */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    lt->L = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    lt->generation = mw__lua_api(L)->generation;
     lt->fn_ref = lt->self_ref = LUA_NOREF;
     luaL_setmetatable(L, MW_TIMER_META);
     if (mw_timer_start(&srv->timers, &lt->t, after, repeat ? after : 0) != 0)
@@ -97,11 +102,25 @@ static int timer_active(lua_State *L)
     return 1;
 }
 
-void mw_lua_api_cancel_timers(lua_State *L)
+uint32_t mw_lua_api_new_generation(lua_State *L)
 {
     mw__api_t *api = mw__lua_api(L);
-    while (api != NULL && !mw_list_empty(&api->timers))
-        timer_release(MW_CONTAINER_OF(api->timers.next, ltimer_t, link));
+    return api != NULL ? ++api->generation : 0;
+}
+
+void mw_lua_api_cancel_timers(lua_State *L, uint32_t generation, int keep)
+{
+    mw__api_t *api = mw__lua_api(L);
+    mw_list_t *it, *tmp;
+
+    if (api == NULL)
+        return;
+    mw_list_foreach_safe(it, tmp, &api->timers)
+    {
+        ltimer_t *lt = MW_CONTAINER_OF(it, ltimer_t, link);
+        if (keep ? lt->generation != generation : lt->generation == generation)
+            timer_release(lt);
+    }
 }
 
 void mw__lua_open_timers(lua_State *L)

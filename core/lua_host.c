@@ -477,6 +477,7 @@ int mw_lua_reload(mw_lua_t *lh, char *err, size_t errlen)
 {
     lua_State *L = lh->L;
     int previous;
+    uint32_t generation;
     char *dir = dir_of(lh->srv->cfg->script);
 
     /* A script from another directory finds its modules there too. */
@@ -497,7 +498,10 @@ int mw_lua_reload(mw_lua_t *lh, char *err, size_t errlen)
         lua_pop(L, 1);
         return MW_ELUA;
     }
+    generation = mw_lua_api_new_generation(L);
     if (load_app(lh, err, errlen) != 0) {
+        /* Timers the broken script started while loading go with it. */
+        mw_lua_api_cancel_timers(L, generation, 0);
         /* The old modules go back, so the old app keeps its upvalues' world. */
         lua_pushcfunction(L, restore_modules);
         lua_insert(L, -2);
@@ -506,7 +510,7 @@ int mw_lua_reload(mw_lua_t *lh, char *err, size_t errlen)
         return MW_ELUA;
     }
     lua_remove(L, -2); /* the saved modules */
-    mw_lua_api_cancel_timers(L);
+    mw_lua_api_cancel_timers(L, generation, 1); /* the old app's, not the new one's */
     bind_hooks(lh);
     previous = lh->app_ref;
     lh->app_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -735,6 +739,19 @@ void mw_lua_close(mw_lua_t *lh, mw_conn_t *c)
 
     if (c->lua_ref == LUA_NOREF)
         return;
+    if (c->lua_open && c->fail_why != NULL && push_hook(lh, H_ERROR)) {
+        /* The transport failed it (protocol error, bad UTF-8, too big, idle):
+         * on_error hears why, before on_close; what it returns changes nothing. */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
+        lh->mem_slack = 4096;
+        lua_pushfstring(L, "transport: %s (close code %d)", c->fail_why, (int)c->close_code);
+        lh->mem_slack = 0;
+        if (pcall(lh, 2, 0) != LUA_OK) {
+            mw_log_error("app: on_error raised an error: %s", lua_tostring(L, -1));
+            lh->srv->metrics.hook_errors++;
+            lua_pop(L, 1);
+        }
+    }
     if (c->lua_open && push_hook(lh, H_CLOSE)) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
         lua_pushinteger(L, c->close_code);

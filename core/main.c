@@ -198,6 +198,13 @@ static int build_config(const cli_t *cli, mw_config_t *cfg)
         mw_config_set_str(&cfg->tls_cert, cli->cert);
     if (cli->key != NULL)
         mw_config_set_str(&cfg->tls_key, cli->key);
+    /* The default address, unless something was said about listening. */
+    if (cfg->listen.n == 0 && cfg->tls_listen.n == 0 && !cfg->listen_set)
+        mw_config_list_add(&cfg->listen, "127.0.0.1:8080");
+    if (cfg->listen.n == 0 && cfg->tls_listen.n == 0) {
+        fprintf(stderr, "moonwire: config: no address to listen on (set 'listen' or --listen)\n");
+        return 2;
+    }
     if (mw_config_validate(cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "moonwire: %s\n", err);
         return 2;
@@ -234,7 +241,9 @@ static void on_signal(uv_signal_t *h, int signum)
             return;
         mw_log_info("%s: closing connections (up to %u ms)",
                     signum == SIGTERM ? "SIGTERM" : "SIGINT", srv->cfg->shutdown_timeout);
-        mw_net_stop_listening(srv);
+        /* The listeners stay open while draining: /healthz answers 503 and
+         * upgrades are refused with 503, so a load balancer sees the node
+         * leave instead of a refused connection. They close when drained. */
         srv->on_drained = on_drained;
         mw_server_drain(srv);
         break;

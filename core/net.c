@@ -430,33 +430,6 @@ static void on_connection(uv_stream_t *server, int status)
         tcp_abort(&t->c);
 }
 
-int mw_net_parse_addr(const char *text, struct sockaddr_storage *addr)
-{
-    char host[256];
-    const char *colon = strrchr(text, ':');
-    char *end;
-    long port;
-    size_t hlen;
-
-    if (colon == NULL)
-        return UV_EINVAL;
-    port = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || colon[1] == '\0' || port < 0 || port > 65535)
-        return UV_EINVAL;
-    hlen = (size_t)(colon - text);
-    if (hlen >= sizeof(host))
-        return UV_EINVAL;
-    memcpy(host, text, hlen);
-    host[hlen] = '\0';
-    if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']') {
-        host[hlen - 1] = '\0';
-        return uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)addr);
-    }
-    if (hlen == 0)
-        return uv_ip4_addr("0.0.0.0", (int)port, (struct sockaddr_in *)addr);
-    return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)addr);
-}
-
 /* Loop glue ---------------------------------------------------------------------- */
 
 static void on_timer(uv_timer_t *h)
@@ -512,7 +485,7 @@ static int bind_listener(net_t *net, listener_t *l, const char *text, int tls, c
                          size_t errlen)
 {
     struct sockaddr_storage addr;
-    int r = mw_net_parse_addr(text, &addr);
+    int r = mw_config_parse_addr(text, &addr) == 0 ? 0 : UV_EINVAL;
 
     if (r != 0) {
         snprintf(err, errlen, "listen: '%s' is not HOST:PORT, [IPV6]:PORT or :PORT", text);

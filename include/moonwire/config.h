@@ -24,6 +24,7 @@ typedef struct mw_config_s {
     char *path; /* the file it was loaded from, or NULL */
 
     mw_strlist_t listen;
+    int listen_set; /* the file set 'listen' (even to an empty list) */
     mw_strlist_t tls_listen; /* tls.listen */
     char *tls_cert;
     char *tls_key;
@@ -103,6 +104,11 @@ int mw_config_load(mw_config_t *cfg, const char *path, char *err, size_t errlen)
  * names it in messages. Returns 0, or MW_ECONFIG with err naming the key. */
 int mw_config_apply(mw_config_t *cfg, lua_State *L, int idx, const char *origin, char *err,
                     size_t errlen);
+
+/* Parses a listen address: "host:port", "[v6]:port" or ":port" (every IPv4
+ * address). Returns 0 or MW_EINVAL. */
+struct sockaddr_storage;
+int mw_config_parse_addr(const char *text, struct sockaddr_storage *addr);
 
 /* Replaces a string field, or appends to a list field (for command-line flags). */
 int mw_config_set_str(char **field, const char *value);

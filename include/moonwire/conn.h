@@ -66,6 +66,7 @@ struct mw_conn_s {
     uint16_t close_reason_len;
     const char *close_reason; /* static, in ws.ctl, or reason_buf */
     char *reason_buf;         /* our own close reason, kept for on_close; freed at release */
+    const char *fail_why;     /* static: why the core failed the connection, for on_error */
 
     mw_http_req_t *http; /* only in MW_CONN_HTTP */
     mw_ws_t ws;

@@ -9,6 +9,8 @@
 #ifndef MOONWIRE_LUA_API_H
 #define MOONWIRE_LUA_API_H
 
+#include <stdint.h>
+
 typedef struct lua_State lua_State;
 typedef struct mw_conn_s mw_conn_t;
 
@@ -24,8 +26,13 @@ void mw_lua_api_set_request(lua_State *L);
 /* Clears the conn object's pointer to its connection (at close). */
 void mw_lua_api_detach_conn(lua_State *L, int idx);
 
-/* Cancels every timer the app started (before a reloaded app starts). */
-void mw_lua_api_cancel_timers(lua_State *L);
+/* Starts a new app generation (before loading an app) and returns it. */
+uint32_t mw_lua_api_new_generation(lua_State *L);
+
+/* Cancels the timers of one generation (keep 0), or of every generation but
+ * that one (keep 1). A reload cancels the old app's timers once the new one
+ * loaded, or the failed new one's, keeping the old app's. */
+void mw_lua_api_cancel_timers(lua_State *L, uint32_t generation, int keep);
 
 /* Cancels timers and releases what the module holds outside Lua (at exit). */
 void mw_lua_api_shutdown(lua_State *L);

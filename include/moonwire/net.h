@@ -29,7 +29,4 @@ void mw_net_close(mw_server_t *srv);
 /* Frees the binding, once uv_run has returned after mw_net_close. */
 void mw_net_free(mw_server_t *srv);
 
-/* Parses "host:port", "[v6]:port" or ":port" into addr. Returns 0 or UV_EINVAL. */
-int mw_net_parse_addr(const char *text, struct sockaddr_storage *addr);
-
 #endif

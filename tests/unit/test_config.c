@@ -89,7 +89,9 @@ static void test_config_init_fills_the_defaults(void **state)
     const mw_config_t *c = &fx->cfg;
 
     assert_null(c->path);
-    ASSERT_LIST(&c->listen, "127.0.0.1:8080");
+    /* The default address is main's to add, when nothing is said about listening. */
+    assert_int_equal(c->listen.n, 0);
+    assert_int_equal(c->listen_set, 0);
     assert_string_equal(c->script, "scripts/relay.lua");
     assert_null(c->node_id);
     assert_int_equal(c->log_level, MW_LOG_INFO);
@@ -223,7 +225,7 @@ static void test_config_push_gives_lua_the_keys_as_the_file_spells_them(void **s
     assert_pushed(L, "c.log.json", "true");
     assert_pushed(L, "c.websocket.paths[1]", "/chat");
     assert_pushed(L, "c.websocket.max_message_size", "65536");
-    assert_pushed(L, "c.limits.idle_timeout", "30.0");
+    assert_pushed(L, "c.limits.idle_timeout", "30"); /* whole seconds are integers */
     assert_pushed(L, "c.limits.handshake_timeout", "2.5");
     assert_pushed(L, "c.limits.backpressure", "drop");
     assert_pushed(L, "c.http.healthz", "false");
@@ -242,7 +244,7 @@ static void test_config_load_keeps_defaults_for_keys_it_does_not_set(void **stat
     assert_int_equal(c->idle_timeout, 120000);
     assert_int_equal(c->ping_timeout, 15000);
     assert_int_equal(c->max_connections, 100000);
-    ASSERT_LIST(&c->listen, "127.0.0.1:8080");
+    assert_int_equal(c->listen.n, 0);
     assert_string_equal(c->script, "scripts/relay.lua");
     assert_int_equal(c->healthz, 1);
 
@@ -395,7 +397,7 @@ static void test_config_set_str_and_list_add_replace_and_append(void **state)
     assert_rc(mw_config_set_str(&fx->cfg.node_id, NULL), 0);
     assert_null(fx->cfg.node_id);
     assert_rc(mw_config_list_add(&fx->cfg.listen, "0.0.0.0:1"), 0);
-    ASSERT_LIST(&fx->cfg.listen, "127.0.0.1:8080", "0.0.0.0:1");
+    ASSERT_LIST(&fx->cfg.listen, "0.0.0.0:1");
     mw_config_list_clear(&fx->cfg.listen);
     assert_int_equal(fx->cfg.listen.n, 0);
     assert_null(fx->cfg.listen.items);
@@ -410,11 +412,18 @@ static void expect_invalid(fx_t *fx, const char *names)
     assert_contains(fx->err, names);
 }
 
-static void test_config_validate_needs_an_address_to_listen_on(void **state)
+static void test_config_validate_checks_the_listen_addresses(void **state)
 {
     fx_t *fx = *state;
+    assert_rc(mw_config_list_add(&fx->cfg.listen, "127.0.0.1:8080"), 0);
+    assert_rc(mw_config_list_add(&fx->cfg.listen, "[::1]:9000"), 0);
+    assert_rc(mw_config_list_add(&fx->cfg.listen, ":80"), 0);
+    assert_rc(mw_config_validate(&fx->cfg, fx->err, sizeof(fx->err)), 0);
+    assert_rc(mw_config_list_add(&fx->cfg.listen, "localhost:80"), 0);
+    expect_invalid(fx, "'listen' entry 'localhost:80'");
     mw_config_list_clear(&fx->cfg.listen);
-    expect_invalid(fx, "listen");
+    assert_rc(mw_config_list_add(&fx->cfg.tls_listen, "1.2.3.4:99999"), 0);
+    expect_invalid(fx, "tls.listen");
 }
 
 static void test_config_validate_needs_a_script(void **state)
@@ -489,7 +498,7 @@ int main(void)
         T(test_config_load_reports_lua_errors_with_the_file),
         T(test_config_load_reports_a_missing_file),
         T(test_config_set_str_and_list_add_replace_and_append),
-        T(test_config_validate_needs_an_address_to_listen_on),
+        T(test_config_validate_checks_the_listen_addresses),
         T(test_config_validate_needs_a_script),
         T(test_config_validate_checks_the_node_id),
         T(test_config_validate_needs_websocket_paths_to_start_with_a_slash),
