@@ -772,10 +772,22 @@ int mw_lua_open_api(lua_State *L)
     mw_config_push(srv->cfg, L);
     make_readonly(L, 0);
     lua_setfield(L, -2, "config");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "moonwire.module");
 
     lua_pushlstring(L, srv->reg.prefix, srv->reg.prefix_len - 1);
     lua_setfield(L, -2, "node");
     return 1;
+}
+
+int mw_lua_api_refresh_config(lua_State *L)
+{
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "moonwire.module") != LUA_TTABLE)
+        return 0;
+    mw_config_push(mw_lua_server(L)->cfg, L);
+    make_readonly(L, 0);
+    lua_setfield(L, -2, "config");
+    return 0;
 }
 
 void mw_lua_api_shutdown(lua_State *L)

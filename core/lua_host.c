@@ -62,6 +62,12 @@ lua_State *mw_lua_state(mw_lua_t *lh)
     return lh->L;
 }
 
+void mw_lua_set_limits(mw_lua_t *lh, uint64_t budget, size_t memory_limit)
+{
+    lh->budget = budget;
+    lh->mem_limit = memory_limit;
+}
+
 size_t mw_lua_memory(const mw_lua_t *lh)
 {
     return lh->mem_used;
@@ -498,6 +504,10 @@ int mw_lua_reload(mw_lua_t *lh, char *err, size_t errlen)
         lua_pop(L, 1);
         return MW_ELUA;
     }
+    /* The app sees the configuration as it is now (a reload re-read it). */
+    lua_pushcfunction(L, mw_lua_api_refresh_config);
+    if (pcall(lh, 0, 0) != LUA_OK)
+        lua_pop(L, 1);
     generation = mw_lua_api_new_generation(L);
     if (load_app(lh, err, errlen) != 0) {
         /* Timers the broken script started while loading go with it. */

@@ -83,6 +83,7 @@ typedef struct {
 } cli_t;
 
 static struct {
+    cli_t cli; /* kept for reloads */
     mw_server_t srv;
     uv_loop_t *loop;
     uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
@@ -161,19 +162,17 @@ static int parse_args(int argc, char **argv, cli_t *cli)
     return -1;
 }
 
-/* Loads the file and applies the flags over it. Returns 0 or 2 (printed). */
-static int build_config(const cli_t *cli, mw_config_t *cfg)
+/* Loads the file and applies the flags over it. Returns 0, or 1 (out of
+ * memory) or 2 (bad file, key or flag) with the reason in err. */
+static int build_config(const cli_t *cli, mw_config_t *cfg, char *err, size_t errlen)
 {
-    char err[512];
 
     if (mw_config_init(cfg) != 0) {
-        fprintf(stderr, "moonwire: out of memory\n");
+        snprintf(err, errlen, "out of memory");
         return 1;
     }
-    if (cli->config != NULL && mw_config_load(cfg, cli->config, err, sizeof(err)) != 0) {
-        fprintf(stderr, "moonwire: %s\n", err);
+    if (cli->config != NULL && mw_config_load(cfg, cli->config, err, errlen) != 0)
         return 2;
-    }
     if (cli->script != NULL)
         mw_config_set_str(&cfg->script, cli->script);
     if (cli->node_id != NULL)
@@ -202,13 +201,11 @@ static int build_config(const cli_t *cli, mw_config_t *cfg)
     if (cfg->listen.n == 0 && cfg->tls_listen.n == 0 && !cfg->listen_set)
         mw_config_list_add(&cfg->listen, "127.0.0.1:8080");
     if (cfg->listen.n == 0 && cfg->tls_listen.n == 0) {
-        fprintf(stderr, "moonwire: config: no address to listen on (set 'listen' or --listen)\n");
+        snprintf(err, errlen, "config: no address to listen on (set 'listen' or --listen)");
         return 2;
     }
-    if (mw_config_validate(cfg, err, sizeof(err)) != 0) {
-        fprintf(stderr, "moonwire: %s\n", err);
+    if (mw_config_validate(cfg, err, errlen) != 0)
         return 2;
-    }
     return 0;
 }
 
@@ -227,6 +224,34 @@ static void on_drained(mw_server_t *srv)
     close_signal(&app.sig_int);
     close_signal(&app.sig_hup);
     close_signal(&app.sig_usr1);
+}
+
+/* SIGHUP: the configuration file again (its reloadable parts), the app, and
+ * the TLS certificate. A file that does not load changes nothing. */
+static void reload(mw_server_t *srv)
+{
+    mw_config_t fresh;
+    char err[512];
+    int r;
+
+    mw_log_info("SIGHUP: reloading%s%s and %s", app.cli.config ? " " : "",
+                app.cli.config ? app.cli.config : "", srv->cfg->script);
+    r = build_config(&app.cli, &fresh, err, sizeof(err));
+    if (r != 0) {
+        srv->metrics.reloads++;
+        srv->metrics.reload_failures++;
+        mw_log_error("reload failed, the previous configuration and app keep serving: %s", err);
+        mw_config_close(&fresh);
+        return;
+    }
+    mw_server_apply_config(srv, &fresh);
+    mw_config_close(&fresh); /* now holds what was replaced */
+    if (mw_log_configure((mw_log_level_t)srv->cfg->log_level, srv->cfg->log_json,
+                         srv->cfg->log_file) != 0)
+        mw_log_error("reload: cannot open log file '%s'; logging where it did", srv->cfg->log_file);
+    mw_server_reload(srv);
+    mw_net_reload(srv);
+    mw_server_run_deferred(srv);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -248,10 +273,7 @@ static void on_signal(uv_signal_t *h, int signum)
         mw_server_drain(srv);
         break;
     case SIGHUP:
-        mw_log_info("SIGHUP: reloading %s", srv->cfg->script);
-        mw_server_reload(srv);
-        mw_net_reload(srv);
-        mw_server_run_deferred(srv);
+        reload(srv);
         break;
     case SIGUSR1:
         if (mw_log_reopen() != 0)
@@ -276,23 +298,17 @@ static void cleanup_pools(void)
     mw_static_cache_drain();
 }
 
-int main(int argc, char **argv)
+/* Everything after the command line; app.cli stays for reloads. */
+static int serve(void)
 {
-    cli_t cli;
+    cli_t *cli = &app.cli;
     mw_config_t cfg;
     char err[1024];
     int r;
 
-    r = parse_args(argc, argv, &cli);
-    if (r >= 0) {
-        mw_config_list_clear(&cli.listen);
-        mw_config_list_clear(&cli.listen_tls);
-        return r;
-    }
-    r = build_config(&cli, &cfg);
-    mw_config_list_clear(&cli.listen);
-    mw_config_list_clear(&cli.listen_tls);
+    r = build_config(cli, &cfg, err, sizeof(err));
     if (r != 0) {
+        fprintf(stderr, "moonwire: %s\n", err);
         mw_config_close(&cfg);
         return r;
     }
@@ -306,12 +322,12 @@ int main(int argc, char **argv)
 
     if (mw_server_init(&app.srv, &cfg, uv_now(app.loop), err, sizeof(err)) != 0) {
         fprintf(stderr, "moonwire: %s\n", err);
-        if (!cli.check && cfg.log_file != NULL)
+        if (!cli->check && cfg.log_file != NULL)
             mw_log_error("cannot start: %s", err);
         mw_config_close(&cfg);
         return 1;
     }
-    if (cli.check && cfg.tls_listen.n > 0) {
+    if (cli->check && cfg.tls_listen.n > 0) {
         mw_tls_ctx_t tls;
         if (mw_tls_ctx_init(&tls, cfg.tls_cert, cfg.tls_key, err, sizeof(err)) != 0) {
             fprintf(stderr, "moonwire: %s\n", err);
@@ -322,7 +338,7 @@ int main(int argc, char **argv)
         }
         mw_tls_ctx_close(&tls);
     }
-    if (cli.check) {
+    if (cli->check) {
         printf("moonwire: %s%s%s and script %s are OK\n", cfg.path ? "configuration " : "",
                cfg.path ? cfg.path : "defaults", "", cfg.script);
         mw_server_close(&app.srv);
@@ -381,4 +397,14 @@ int main(int argc, char **argv)
         mw_log_warn("loop closed with handles left: %s", uv_strerror(r));
     cleanup_pools();
     return app.exit_code;
+}
+
+int main(int argc, char **argv)
+{
+    int r = parse_args(argc, argv, &app.cli);
+    if (r < 0)
+        r = serve();
+    mw_config_list_clear(&app.cli.listen);
+    mw_config_list_clear(&app.cli.listen_tls);
+    return r;
 }

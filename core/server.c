@@ -271,6 +271,96 @@ void mw_server_drain(mw_server_t *srv)
     mw_server_run_deferred(srv);
 }
 
+static int lists_differ(const mw_strlist_t *a, const mw_strlist_t *b)
+{
+    if (a->n != b->n)
+        return 1;
+    for (size_t i = 0; i < a->n; i++)
+        if (strcmp(a->items[i], b->items[i]) != 0)
+            return 1;
+    return 0;
+}
+
+static int strs_differ(const char *a, const char *b)
+{
+    return (a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0);
+}
+
+void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
+{
+    mw_config_t *cfg = srv->cfg;
+    mw_acl_t healthz, metrics;
+    size_t bad;
+
+#define SWAP(f)                                                                                    \
+    do {                                                                                           \
+        __typeof__(cfg->f) t_ = cfg->f;                                                            \
+        cfg->f = fresh->f;                                                                         \
+        fresh->f = t_;                                                                             \
+    } while (0)
+    if (lists_differ(&cfg->listen, &fresh->listen) ||
+        lists_differ(&cfg->tls_listen, &fresh->tls_listen) ||
+        strs_differ(cfg->node_id, fresh->node_id) ||
+        strs_differ(cfg->cluster_redis, fresh->cluster_redis) ||
+        strs_differ(cfg->cluster_prefix, fresh->cluster_prefix))
+        mw_log_warn("reload: listen, tls.listen, node_id and cluster changes take a restart");
+
+    SWAP(path);
+    SWAP(script);
+    SWAP(log_level);
+    SWAP(log_json);
+    SWAP(log_file);
+    SWAP(ws_paths);
+    SWAP(subprotocols);
+    SWAP(allowed_origins);
+    SWAP(max_message_size);
+    SWAP(compression);
+    SWAP(compression_threshold);
+    SWAP(compression_level);
+    SWAP(client_no_context_takeover);
+    SWAP(server_max_window_bits);
+    SWAP(client_max_window_bits);
+    SWAP(max_connections);
+    SWAP(max_connections_per_ip);
+    SWAP(max_head_size);
+    SWAP(handshake_timeout);
+    SWAP(idle_timeout);
+    SWAP(ping_timeout);
+    SWAP(close_timeout);
+    SWAP(shutdown_timeout);
+    SWAP(max_buffered);
+    SWAP(backpressure);
+    SWAP(hook_budget);
+    SWAP(memory_limit);
+    SWAP(healthz);
+    SWAP(metrics);
+    SWAP(healthz_allow);
+    SWAP(metrics_allow);
+    SWAP(static_root);
+    SWAP(static_index);
+    SWAP(static_cache_control);
+    SWAP(static_immutable_cache_control);
+    SWAP(static_max_file_size);
+    SWAP(static_cache_size);
+    SWAP(L);
+    SWAP(app_ref);
+#undef SWAP
+
+    /* The entries were validated with the file. */
+    if (mw_acl_init(&healthz, (const char *const *)cfg->healthz_allow.items,
+                    cfg->healthz_allow.n, &bad) == 0) {
+        mw_acl_close(&srv->healthz_acl);
+        srv->healthz_acl = healthz;
+    }
+    if (mw_acl_init(&metrics, (const char *const *)cfg->metrics_allow.items,
+                    cfg->metrics_allow.n, &bad) == 0) {
+        mw_acl_close(&srv->metrics_acl);
+        srv->metrics_acl = metrics;
+    }
+    mw_lua_set_limits(srv->lua, cfg->hook_budget, cfg->memory_limit);
+    mw_timer_start(&srv->timers, &srv->sweep, sweep_interval(cfg), sweep_interval(cfg));
+}
+
 int mw_server_reload(mw_server_t *srv)
 {
     char err[1024];

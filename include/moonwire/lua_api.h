@@ -26,6 +26,10 @@ void mw_lua_api_set_request(lua_State *L);
 /* Clears the conn object's pointer to its connection (at close). */
 void mw_lua_api_detach_conn(lua_State *L, int idx);
 
+/* lua_CFunction: makes moonwire.config show the server's configuration as it
+ * is now (after a reload re-read the file). */
+int mw_lua_api_refresh_config(lua_State *L);
+
 /* Starts a new app generation (before loading an app) and returns it. */
 uint32_t mw_lua_api_new_generation(lua_State *L);
 

@@ -66,6 +66,9 @@ lua_State *mw_lua_state(mw_lua_t *lh);
  * results are left on the stack on success. */
 int mw_lua_call(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs, int nret);
 
+/* Changes lua.hook_budget and lua.memory_limit (a reload); 0 means none. */
+void mw_lua_set_limits(mw_lua_t *lh, uint64_t budget, size_t memory_limit);
+
 /* Bytes the Lua state holds. */
 size_t mw_lua_memory(const mw_lua_t *lh);
 

@@ -82,6 +82,14 @@ void mw_server_queue_close(mw_server_t *srv, mw_conn_t *c);
  * left or after shutdown_timeout, whichever comes first. */
 void mw_server_drain(mw_server_t *srv);
 
+/* Takes the reloadable parts of fresh (a validated configuration) into the
+ * live one: the script path, log, websocket, limits, lua, http, static and
+ * app sections. What needs a restart (listen addresses, TLS listeners, node
+ * id, cluster) stays and is logged when it differs. fresh is left holding
+ * the replaced values, for mw_config_close. New limits apply to new
+ * connections; open ones keep what they negotiated. */
+void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh);
+
 /* Reloads the app (SIGHUP). Returns 0 or MW_ELUA (old app kept; logged). */
 int mw_server_reload(mw_server_t *srv);
 

@@ -147,7 +147,9 @@ def test_topics_reach_members_on_every_node_and_only_them(nodes, redis):
         same_node = await client(a, "r1")
         other_node = await client(b, "r1")
         elsewhere = await client(b, "r2")
-        wait_until(lambda: "mw:t:r1" in redis.cli("PUBSUB", "CHANNELS"), what="r1 subscribed")
+        # Subscribing is asynchronous: publish once both nodes are on the channel.
+        wait_until(lambda: redis.cli("PUBSUB", "NUMSUB", "mw:t:r1").split()[1] == "2",
+                   what="both nodes on mw:t:r1")
         await pub.send("pub:r1:hello room")
         assert await asyncio.wait_for(same_node.recv(), 5) == "hello room"
         assert await asyncio.wait_for(other_node.recv(), 5) == "hello room"
@@ -175,7 +177,7 @@ def test_a_direct_send_crosses_nodes(nodes):
     run(go())
 
 
-def test_keeps_the_order_of_one_publisher_across_nodes(nodes):
+def test_keeps_the_order_of_one_publisher_across_nodes(nodes, redis):
     a, b = nodes("a"), nodes("b")
     wait_until(lambda: cluster_up(a) and cluster_up(b), what="both nodes on Redis")
     n = 10000
@@ -184,7 +186,8 @@ def test_keeps_the_order_of_one_publisher_across_nodes(nodes):
         pub = await client(a)
         near = await client(a, "order")
         far = await client(b, "order")
-        await asyncio.sleep(0.2)
+        wait_until(lambda: redis.cli("PUBSUB", "NUMSUB", "mw:t:order").split()[1] == "2",
+                   what="both nodes on mw:t:order")
 
         async def send_all():
             for i in range(n):
@@ -210,6 +213,9 @@ def test_local_chat_goes_on_without_redis_and_the_cluster_resumes(nodes, redis):
         a1 = await client(a, "r")
         a2 = await client(a, "r")
         b1 = await client(b, "r")
+        # Subscribing is asynchronous: publish once both nodes are on the channel.
+        wait_until(lambda: redis.cli("PUBSUB", "NUMSUB", "mw:t:r").split()[1] == "2",
+                   what="both nodes on mw:t:r")
         await a1.send("pub:r:before")
         assert await asyncio.wait_for(a2.recv(), 5) == "before"
         assert await asyncio.wait_for(b1.recv(), 5) == "before"

@@ -148,3 +148,44 @@ def test_check_loads_like_a_reload_and_reports_errors(tmp_path):
                           text=True, timeout=10)
     assert fail.returncode != 0
     assert "bad.lua:" in fail.stderr
+
+
+CONFIG_APP = """
+local mw = require "moonwire"
+local app = {}
+function app.on_message(conn, data)
+  conn:send(tostring(mw.config.app.greeting) .. ":" .. tostring(mw.config.limits.max_buffered))
+end
+return app
+"""
+
+
+def test_a_reload_re_reads_the_configuration_file(start_server, tmp_path):
+    script = tmp_path / "app.lua"
+    script.write_text(CONFIG_APP)
+    server = start_server(str(script), config="""
+        return { app = { greeting = "hello" }, limits = { max_buffered = 100000 } }
+    """)
+    import pathlib
+    config = pathlib.Path(server.tmp.name) / "moonwire.conf.lua"  # where the harness wrote it
+
+    async def go():
+        ws = await websockets.connect(server.url)
+        await ws.send("?")
+        assert await ws.recv() == "hello:100000"
+        config.write_text('return { app = { greeting = "bonjour" }, '
+                          'limits = { max_buffered = 200000 } }')
+        server.signal(signal.SIGHUP)
+        server.wait_log("reloaded")
+        await ws.send("?")
+        assert await ws.recv() == "bonjour:200000"
+        # A file that does not load changes nothing, and the failure is counted.
+        config.write_text('return { limits = { max_buffered = "lots" } }')
+        server.signal(signal.SIGHUP)
+        server.wait_log("reload failed")
+        await ws.send("?")
+        assert await ws.recv() == "bonjour:200000"
+        await ws.close()
+    run(go())
+    assert metric(server, "moonwire_reload_failures_total") == 1
+    assert "limits.max_buffered" in server.log()
