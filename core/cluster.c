@@ -596,6 +596,42 @@ int mw_cluster_send(mw_cluster_t *cl, const char *id, size_t id_len, const mw_fr
     return publish_envelope(cl, ch, (size_t)n, &e);
 }
 
+typedef struct {
+    mw_cluster_t *cl;
+    mw_cluster_reply_cb cb;
+    void *ud;
+} command_t;
+
+static void on_command_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    command_t *cmd = priv;
+    (void)ac;
+    track_reply(&cmd->cl->cmd);
+    cmd->cb(cmd->ud, r);
+    free(cmd);
+}
+
+int mw_cluster_command(mw_cluster_t *cl, int argc, const char **argv, const size_t *argl,
+                       mw_cluster_reply_cb cb, void *ud)
+{
+    command_t *cmd;
+
+    if (!cl->cmd.ready || cl->cmd.count >= PENDING_MAX)
+        return MW_EAGAIN;
+    cmd = malloc(sizeof(*cmd));
+    if (cmd == NULL)
+        return MW_ENOMEM;
+    cmd->cl = cl;
+    cmd->cb = cb;
+    cmd->ud = ud;
+    if (redisAsyncCommandArgv(cl->cmd.ac, on_command_reply, cmd, argc, argv, argl) != REDIS_OK) {
+        free(cmd);
+        return MW_EAGAIN;
+    }
+    track_sent(&cl->cmd);
+    return 0;
+}
+
 int mw_cluster_healthy(const mw_cluster_t *cl)
 {
     return cl->cmd.ready && cl->sub.ready;

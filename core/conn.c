@@ -46,6 +46,7 @@ int mw_conn_init(mw_conn_t *c, mw_server_t *srv, const mw_transport_t *tp, const
     mw_list_init(&c->close_link);
     mw_list_init(&c->subs);
     mw_outq_init(&c->outq);
+    mw_outq_init(&c->held);
     mw_ws_init(&c->ws, &ws_handler, c, srv->cfg->max_message_size);
     c->ws.stopped = 1; /* until the upgrade */
     mw_server_set_tlist(srv, c, MW_TL_HANDSHAKE);
@@ -135,6 +136,7 @@ void mw_conn_release(mw_conn_t *c)
     if (mw_list_linked(&c->flush_link))
         mw_list_remove(&c->flush_link);
     mw_outq_clear(&c->outq);
+    mw_outq_clear(&c->held);
     mw_ws_close(&c->ws);
     if (c->http != NULL) {
         mw_http_req_close(c->http);

@@ -747,6 +747,7 @@ int mw_lua_open_api(lua_State *L)
     create_conn_meta(L);
     luaL_newlib(L, module_funcs);
     mw__lua_open_timers(L);
+    mw__lua_open_redis(L);
 
     lua_newtable(L);
     lua_getglobal(L, "string");

@@ -37,6 +37,9 @@ int mw__lua_fail(lua_State *L, const char *msg);
 /* Adds timer(), every() to the module table on top; sets up the timer metatable. */
 void mw__lua_open_timers(lua_State *L);
 
+/* Adds redis() to the module table on top. */
+void mw__lua_open_redis(lua_State *L);
+
 /* Pushes the moonwire.cache table. */
 void mw__lua_open_cache(lua_State *L, mw__api_t *api);
 

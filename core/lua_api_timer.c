@@ -39,7 +39,7 @@ static void on_lua_timer(mw_timer_t *t)
     lua_rawgeti(L, LUA_REGISTRYINDEX, lt->fn_ref);
     if (!mw_timer_active(&lt->t))
         timer_release(lt); /* a one-shot timer is done; its callback is on the stack */
-    mw_lua_call(srv->lua, NULL, "timer callback", 0, 0);
+    mw_lua_spawn(srv->lua, NULL, "timer callback", 0);
     mw_server_run_deferred(srv);
 }
 

@@ -25,6 +25,22 @@ static const char *const hook_names[NHOOKS] = {
     "on_upgrade", "on_open", "on_message", "on_close", "on_error", "on_start", "on_reload",
 };
 
+/* Threads kept for hooks that run as coroutines. */
+#define THREAD_POOL_MAX 32
+
+/* A hook running as a coroutine. Lives on the C stack while it runs; a copy
+ * goes to the heap when it waits (mw_lua_wait), and is freed when woken. */
+struct mw_lua_task_s {
+    mw_lua_t *lh;
+    lua_State *co;
+    int ref;         /* the thread in the registry */
+    uint64_t serial; /* the connection it runs for; 0 for none */
+    const char *what;
+    int waiting;     /* it yielded through mw_lua_wait */
+    int resumed;     /* woken after a wait: its connection's count goes down at the end */
+    mw_list_t link;  /* in lh->waiting while on the heap */
+};
+
 /* Instructions between two budget checks (the count hook's period). */
 #define HOOK_STEP 1000
 /* Room the allocator gives beyond the cap while the host handles a failure. */
@@ -45,6 +61,10 @@ struct mw_lua_s {
     int kind_text, kind_binary; /* the strings "text" and "binary" */
     int baseline_ref;           /* package.loaded keys that are not the app's */
     char *script_dir;           /* the directory package.path was set up for */
+    mw_lua_task_t *current;     /* the task running now, or NULL */
+    mw_list_t waiting;          /* tasks waiting for a reply */
+    int pool[THREAD_POOL_MAX];  /* idle threads (registry refs) */
+    int npool;
 };
 
 static mw_lua_t **host_slot(lua_State *L)
@@ -231,6 +251,179 @@ int mw_lua_call(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs, int nre
     return 0;
 }
 
+/* Hooks as coroutines ----------------------------------------------------------- */
+
+static lua_State *thread_get(mw_lua_t *lh, int *ref)
+{
+    lua_State *L = lh->L, *co;
+    if (lh->npool > 0) {
+        *ref = lh->pool[--lh->npool];
+        lua_rawgeti(L, LUA_REGISTRYINDEX, *ref);
+        co = lua_tothread(L, -1);
+        lua_pop(L, 1);
+        return co;
+    }
+    lh->mem_slack = 4096; /* a thread is small; do not fail outside a protected call */
+    co = lua_newthread(L);
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lh->mem_slack = 0;
+    return co;
+}
+
+static void thread_put(mw_lua_t *lh, lua_State *co, int ref, int reusable)
+{
+    if (reusable && lh->npool < THREAD_POOL_MAX) {
+        lua_settop(co, 0);
+        lh->pool[lh->npool++] = ref;
+        return;
+    }
+    luaL_unref(lh->L, LUA_REGISTRYINDEX, ref); /* a dead thread is collected */
+}
+
+static void drain_held(mw_lua_t *lh, mw_conn_t *c);
+
+/* Runs (or resumes) a task until it finishes, fails or waits. */
+static void task_run(mw_lua_task_t *t, int nargs)
+{
+    mw_lua_t *lh = t->lh;
+    lua_State *L = lh->L;
+    mw_lua_task_t *outer = lh->current;
+    int nres = 0, r;
+
+    if (lh->depth++ == 0) {
+        lh->ticks = 0;
+        lh->over_budget = 0;
+    }
+    lh->current = t;
+    r = lua_resume(t->co, L, nargs, &nres);
+    lh->current = outer;
+    lh->depth--;
+
+    if (r == LUA_YIELD && t->waiting) {
+        /* A heap copy took over (mw_lua_wait): this one is done with. */
+        lua_pop(t->co, nres);
+        return;
+    }
+    if (r == LUA_YIELD) {
+        lua_pushstring(L, "a hook may only wait inside moonwire functions "
+                          "(coroutine.yield from a hook)");
+        r = LUA_ERRRUN;
+        hook_failed(lh, mw_registry_find_serial(&lh->srv->reg, t->serial), t->what, r);
+        thread_put(lh, t->co, t->ref, 0);
+    } else if (r == LUA_OK) {
+        lua_pop(t->co, nres);
+        thread_put(lh, t->co, t->ref, 1);
+    } else {
+        const char *msg = lua_tostring(t->co, -1);
+        if (msg == NULL)
+            msg = lua_pushfstring(t->co, "(error object is a %s value)", luaL_typename(t->co, -1));
+        lh->mem_slack = ERROR_SLACK;
+        luaL_traceback(L, t->co, msg, 0);
+        if (lh->over_budget)
+            r = LUA_ERRRUN;
+        hook_failed(lh, mw_registry_find_serial(&lh->srv->reg, t->serial), t->what, r);
+        thread_put(lh, t->co, t->ref, 0);
+    }
+    if (t->resumed && t->serial != 0) {
+        mw_conn_t *c = mw_registry_find_serial(&lh->srv->reg, t->serial);
+        if (c != NULL && c->lua_waiting > 0 && --c->lua_waiting == 0)
+            drain_held(lh, c);
+    }
+}
+
+/* Calls the function under nargs arguments at the top of L as a coroutine
+ * that may wait (moonwire.redis): a task for connection c (or none). */
+static void spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs)
+{
+    mw_lua_task_t t;
+
+    memset(&t, 0, sizeof(t));
+    t.lh = lh;
+    t.serial = c != NULL ? c->serial : 0;
+    t.what = what;
+    t.co = thread_get(lh, &t.ref);
+    lua_xmove(lh->L, t.co, nargs + 1);
+    task_run(&t, nargs);
+}
+
+void mw_lua_spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs)
+{
+    spawn(lh, c, what, nargs);
+}
+
+mw_lua_task_t *mw_lua_wait(lua_State *L)
+{
+    mw_lua_t *lh = *host_slot(L);
+    mw_lua_task_t *t = lh->current, *w;
+
+    if (t == NULL || t->co != L || !lua_isyieldable(L))
+        luaL_error(L, "this can only wait in on_open, on_message, on_close or a timer callback");
+    w = malloc(sizeof(*w));
+    if (w == NULL)
+        luaL_error(L, "not enough memory");
+    *w = *t;
+    t->waiting = 1;
+    w->waiting = 0;
+    mw_list_insert_tail(&lh->waiting, &w->link);
+    if (w->serial != 0 && !t->resumed) {
+        /* The first wait of a connection's hook holds its next messages back. */
+        mw_conn_t *c = mw_registry_find_serial(&lh->srv->reg, w->serial);
+        if (c != NULL)
+            c->lua_waiting++;
+        w->resumed = 1; /* so the end of the task releases them */
+    }
+    return w;
+}
+
+void mw_lua_unwait(mw_lua_task_t *w)
+{
+    mw_lua_t *lh = w->lh;
+    mw_lua_task_t *t = lh->current;
+
+    mw_list_remove(&w->link);
+    if (t != NULL)
+        t->waiting = 0;
+    if (w->serial != 0 && w->resumed && (t == NULL || !t->resumed)) {
+        mw_conn_t *c = mw_registry_find_serial(&lh->srv->reg, w->serial);
+        if (c != NULL && c->lua_waiting > 0)
+            c->lua_waiting--;
+    }
+    free(w);
+}
+
+void mw_lua_wake(mw_lua_task_t *w, int (*push)(lua_State *co, void *ud), void *ud)
+{
+    mw_lua_t *lh = w->lh;
+    int n;
+
+    mw_list_remove(&w->link);
+    lh->mem_slack = 65536;
+    n = push(w->co, ud);
+    lh->mem_slack = 0;
+    task_run(w, n);
+    free(w);
+    mw_server_run_deferred(lh->srv);
+}
+
+/* Dispatches the messages a connection received while its hook waited, until
+ * one waits again. */
+static void drain_held(mw_lua_t *lh, mw_conn_t *c)
+{
+    mw_frame_t *f;
+
+    while (c->lua_waiting == 0 && c->state == MW_CONN_OPEN &&
+           (f = mw_outq_head(&c->held)) != NULL) {
+        mw_frame_ref(f);
+        mw_outq_consume(&c->held, f->len);
+        mw_lua_message(lh, c, f->bytes[0] & 0x0f, mw_frame_payload(f), mw_frame_payload_len(f));
+        mw_frame_unref(f);
+    }
+    if (c->paused && mw_outq_empty(&c->held) && c->lua_waiting == 0) {
+        c->paused = 0;
+        c->tp->pause(c, 0);
+    }
+}
+
 /* Pushes the hook function and returns 1, or returns 0 when the app has none. */
 static int push_hook(mw_lua_t *lh, int h)
 {
@@ -387,6 +580,7 @@ int mw_lua_new(mw_server_t *srv, mw_lua_t **out, char *err, size_t errlen)
     lh->mem_limit = srv->cfg->memory_limit;
     lh->budget = srv->cfg->hook_budget;
     lh->app_ref = lh->baseline_ref = LUA_NOREF;
+    mw_list_init(&lh->waiting);
     for (int i = 0; i < NHOOKS; i++)
         lh->hooks[i] = LUA_NOREF;
     L = lua_newstate(lalloc, lh);
@@ -428,6 +622,13 @@ void mw_lua_free(mw_lua_t *lh)
 {
     if (lh == NULL)
         return;
+    /* Tasks still waiting are dropped with the state (their replies never come:
+     * the backplane was stopped first). */
+    while (!mw_list_empty(&lh->waiting)) {
+        mw_lua_task_t *w = MW_CONTAINER_OF(lh->waiting.next, mw_lua_task_t, link);
+        mw_list_remove(&w->link);
+        free(w);
+    }
     mw_lua_api_shutdown(lh->L);
     lua_close(lh->L);
     free(lh->script_dir);
@@ -720,7 +921,7 @@ void mw_lua_open(mw_lua_t *lh, mw_conn_t *c)
     if (push_hook(lh, H_OPEN)) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
-        mw_lua_call(lh, c, "on_open", 2, 0);
+        spawn(lh, c, "on_open", 2);
     }
     luaL_unref(L, LUA_REGISTRYINDEX, c->req_ref);
     c->req_ref = LUA_NOREF;
@@ -732,6 +933,19 @@ void mw_lua_message(mw_lua_t *lh, mw_conn_t *c, int opcode, const uint8_t *data,
 
     if (lh->hooks[H_MESSAGE] == LUA_NOREF || c->lua_ref == LUA_NOREF)
         return;
+    if (c->lua_waiting > 0) {
+        /* A hook of this connection waits: keep the order, hold this one. */
+        mw_frame_t *f = mw_frame_new((uint8_t)opcode, data, len);
+        if (f == NULL || mw_outq_push(&c->held, f) != 0) {
+            mw_conn_fail(c, 1011, "out of memory");
+        } else if (!c->paused && c->held.bytes > lh->srv->cfg->max_buffered) {
+            c->paused = 1; /* and stop reading until they are handled */
+            c->tp->pause(c, 1);
+        }
+        if (f != NULL)
+            mw_frame_unref(f);
+        return;
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, lh->hooks[H_MESSAGE]);
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
     /* The copy into a Lua string is the one allocation that could fail
@@ -740,7 +954,7 @@ void mw_lua_message(mw_lua_t *lh, mw_conn_t *c, int opcode, const uint8_t *data,
     lua_pushlstring(L, (const char *)data, len);
     lh->mem_slack = 0;
     lua_rawgeti(L, LUA_REGISTRYINDEX, opcode == MW_OP_BINARY ? lh->kind_binary : lh->kind_text);
-    mw_lua_call(lh, c, "on_message", 3, 0);
+    spawn(lh, c, "on_message", 3);
 }
 
 void mw_lua_close(mw_lua_t *lh, mw_conn_t *c)
@@ -768,7 +982,7 @@ void mw_lua_close(mw_lua_t *lh, mw_conn_t *c)
         lh->mem_slack = 4096;
         lua_pushlstring(L, c->close_reason ? c->close_reason : "", c->close_reason_len);
         lh->mem_slack = 0;
-        mw_lua_call(lh, c, "on_close", 3, 0);
+        spawn(lh, c, "on_close", 3);
     }
     c->lua_open = 0;
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);

@@ -148,6 +148,12 @@ int mw_registry_is_local(const mw_registry_t *reg, const char *id, size_t len)
     return len > reg->prefix_len && memcmp(id, reg->prefix, reg->prefix_len) == 0;
 }
 
+mw_conn_t *mw_registry_find_serial(const mw_registry_t *reg, uint64_t serial)
+{
+    size_t i = find_slot(reg, serial);
+    return i == SIZE_MAX ? NULL : reg->slots[i];
+}
+
 mw_conn_t *mw_registry_find(const mw_registry_t *reg, const char *id, size_t len)
 {
     uint64_t serial = 0;

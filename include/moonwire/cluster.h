@@ -75,6 +75,14 @@ int mw_cluster_publish(mw_cluster_t *cl, const char *topic, size_t len, const mw
 int mw_cluster_broadcast(mw_cluster_t *cl, const mw_frame_t *f, const char *except,
                          size_t except_len);
 
+/* A command for moonwire.redis, on the command connection. cb gets the hiredis
+ * reply (a redisReply *), or NULL when Redis went away or did not answer in
+ * time; it runs exactly once, unless this returns an error. Returns 0, or
+ * MW_EAGAIN when Redis is unavailable (cb does not run). */
+typedef void (*mw_cluster_reply_cb)(void *ud, void *reply);
+int mw_cluster_command(mw_cluster_t *cl, int argc, const char **argv, const size_t *argl,
+                       mw_cluster_reply_cb cb, void *ud);
+
 /* Sends f's payload to the connection id of another node. */
 int mw_cluster_send(mw_cluster_t *cl, const char *id, size_t id_len, const mw_frame_t *f);
 

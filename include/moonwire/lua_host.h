@@ -69,6 +69,24 @@ int mw_lua_call(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs, int nre
 /* Changes lua.hook_budget and lua.memory_limit (a reload); 0 means none. */
 void mw_lua_set_limits(mw_lua_t *lh, uint64_t budget, size_t memory_limit);
 
+/* Hooks that may wait (on_open, on_message, on_close, timer callbacks) run as
+ * coroutines. A C function of the moonwire module that waits for a reply
+ * calls mw_lua_wait (which raises outside such a hook), starts its request,
+ * and returns lua_yield(L, 0); the reply's callback calls mw_lua_wake, whose
+ * push function pushes the results the Lua call returns. While a hook of a
+ * connection waits, the connection's next messages are held, in order. */
+typedef struct mw_lua_task_s mw_lua_task_t;
+mw_lua_task_t *mw_lua_wait(lua_State *L);
+void mw_lua_wake(mw_lua_task_t *w, int (*push)(lua_State *co, void *ud), void *ud);
+
+/* Undoes mw_lua_wait when the request could not be started after all (the
+ * caller then returns normally instead of yielding). */
+void mw_lua_unwait(mw_lua_task_t *w);
+
+/* Runs the function under nargs arguments at the top of the state as a hook
+ * that may wait; failures are handled like mw_lua_call's. */
+void mw_lua_spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs);
+
 /* Bytes the Lua state holds. */
 size_t mw_lua_memory(const mw_lua_t *lh);
 

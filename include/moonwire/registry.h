@@ -46,6 +46,9 @@ void mw_registry_remove(mw_registry_t *reg, mw_conn_t *c);
  * unknown, closed, or belongs to another node. */
 mw_conn_t *mw_registry_find(const mw_registry_t *reg, const char *id, size_t len);
 
+/* Finds an open connection of this node by its serial, or NULL. */
+mw_conn_t *mw_registry_find_serial(const mw_registry_t *reg, uint64_t serial);
+
 /* True when the id was issued by this node (open or not). */
 int mw_registry_is_local(const mw_registry_t *reg, const char *id, size_t len);
 

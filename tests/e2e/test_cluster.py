@@ -248,3 +248,83 @@ def test_refuses_a_bad_redis_address():
                        cwd=ROOT, capture_output=True, text=True, timeout=10)
     assert r.returncode == 2
     assert "cluster.redis" in r.stderr
+
+
+REDIS_APP = """
+local mw = require "moonwire"
+local app = {}
+function app.on_upgrade(req)
+  if req.query.bad then mw.redis("PING") end  -- cannot wait here: raises
+end
+function app.on_message(conn, data)
+  local cmd, arg = data:match("^(%w+):?(.*)$")
+  if cmd == "incr" then
+    local n, err = mw.redis("INCRBY", "mw-test:counter", tonumber(arg))
+    conn:send("incr:" .. tostring(n) .. ":" .. tostring(err))
+  elseif cmd == "slow" then
+    -- Waits on Redis; the next message of this connection must wait too.
+    local v = mw.redis("SET", "mw-test:k", arg)
+    conn:send("slow:" .. tostring(v))
+  elseif cmd == "fast" then
+    conn:send("fast:" .. arg)
+  elseif cmd == "types" then
+    mw.redis("DEL", "mw-test:l")
+    mw.redis("RPUSH", "mw-test:l", "a", "b")
+    local list = mw.redis("LRANGE", "mw-test:l", 0, -1)
+    local missing = mw.redis("GET", "mw-test:nope")
+    local _, err = mw.redis("INCR", "mw-test:l")
+    local ok, refused = pcall(mw.redis, "BLPOP", "x", 0)
+    conn:send(table.concat({list[1], list[2], tostring(missing), err:sub(1, 9),
+                            tostring(ok), tostring(refused:match("would block") ~= nil)}, ","))
+  end
+end
+return app
+"""
+
+
+def test_moonwire_redis_waits_without_blocking_and_keeps_message_order(start_server, redis,
+                                                                        tmp_script):
+    server = start_server(tmp_script(REDIS_APP), args=["--redis", redis.url])
+    wait_until(lambda: cluster_up(server), what="the node on Redis")
+
+    async def go():
+        ws = await websockets.connect(server.url, close_timeout=1)
+        await ws.send("incr:5")
+        assert await ws.recv() == "incr:5:nil"
+        await ws.send("incr:2")
+        assert await ws.recv() == "incr:7:nil"
+        # A waiting hook holds the connection's next messages back, in order.
+        for i in range(50):
+            await ws.send(f"slow:{i}")
+            await ws.send(f"fast:{i}")
+        got = [await asyncio.wait_for(ws.recv(), 5) for _ in range(100)]
+        assert got == [x for i in range(50) for x in ("slow:OK", f"fast:{i}")]
+        await ws.send("types")
+        assert await ws.recv() == "a,b,nil,WRONGTYPE,false,true"
+        # Others are not blocked while a hook waits: a second client gets its answer.
+        other = await websockets.connect(server.url, close_timeout=1)
+        await other.send("fast:x")
+        assert await other.recv() == "fast:x"
+        await other.close()
+        await ws.close()
+    run(go())
+    assert redis.cli("GET", "mw-test:counter").strip() == "7"
+
+
+def test_moonwire_redis_cannot_wait_in_on_upgrade_and_soft_fails_without_redis(
+        start_server, redis, tmp_script):
+    server = start_server(tmp_script(REDIS_APP), args=["--redis", redis.url])
+    wait_until(lambda: cluster_up(server), what="the node on Redis")
+
+    async def go():
+        with pytest.raises(websockets.exceptions.InvalidStatusCode) as refused:
+            await websockets.connect(server.url + "/?bad=1")
+        assert refused.value.status_code == 500
+        ws = await websockets.connect(server.url, close_timeout=1)
+        redis.kill()
+        wait_until(lambda: not cluster_up(server), what="the node to notice")
+        await ws.send("incr:1")
+        assert await ws.recv() == "incr:nil:redis unavailable"
+        await ws.close()
+    run(go())
+    assert "can only wait in on_open, on_message, on_close or a timer callback" in server.log()
