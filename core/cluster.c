@@ -54,6 +54,8 @@ struct mw_cluster_s {
     char node_channel[160];
     rconn_t sub, cmd;
     uv_timer_t watchdog;
+    uv_timer_t heartbeat; /* keeps this node's liveness key (presence) fresh */
+    char node_key[160];   /* <prefix>:node:<node> */
     int stopping;
     int closing; /* timers still to close before the memory goes */
 };
@@ -251,6 +253,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 }
 
 static void subscribe_all(mw_cluster_t *cl);
+static void restore_presence(mw_cluster_t *cl);
 static void on_pubsub(redisAsyncContext *ac, void *r, void *priv);
 
 static void on_ready_reply(redisAsyncContext *ac, void *r, void *priv)
@@ -272,6 +275,8 @@ static void on_ready_reply(redisAsyncContext *ac, void *r, void *priv)
         mw_log_info("cluster: %s connection to Redis is up", rc->name);
         if (rc->subscriber)
             subscribe_all(rc->cl);
+        else
+            restore_presence(rc->cl);
     }
 }
 
@@ -492,6 +497,161 @@ static void on_pubsub(redisAsyncContext *ac, void *r, void *priv)
     deliver(cl, reply->element[1]->str, reply->element[1]->len, &e);
 }
 
+/* Presence ------------------------------------------------------------------------------------ */
+
+/* Presence of a topic is a hash <prefix>:p:<topic> of connection id -> info.
+ * Each node keeps <prefix>:node:<node> alive with a TTL; a query drops the
+ * entries of nodes whose key is gone, so a node that died without cleaning
+ * up leaves presence within cluster.presence_ttl. */
+static const char presence_script[] =
+    "local all = redis.call('HGETALL', KEYS[1])\n"
+    "local out, alive = {}, {}\n"
+    "for i = 1, #all, 2 do\n"
+    "  local node = string.match(all[i], '^(.*)%.[^.]+$') or ''\n"
+    "  local ok = alive[node]\n"
+    "  if ok == nil then\n"
+    "    ok = redis.call('EXISTS', ARGV[1] .. node) == 1\n"
+    "    alive[node] = ok\n"
+    "  end\n"
+    "  if ok then out[#out + 1] = all[i]; out[#out + 1] = all[i + 1]\n"
+    "  else redis.call('HDEL', KEYS[1], all[i]) end\n"
+    "end\n"
+    "return out\n";
+
+static void on_fire_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    mw_cluster_t *cl = priv;
+    redisReply *reply = r;
+    (void)ac;
+    track_reply(&cl->cmd);
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
+        cl->srv->metrics.cluster_send_failures++;
+}
+
+/* Sends a command whose reply only counts as a failure or not. */
+static void fire(mw_cluster_t *cl, int argc, const char **argv, const size_t *argl)
+{
+    if (!cl->cmd.ready || cl->cmd.count >= PENDING_MAX) {
+        cl->srv->metrics.cluster_send_failures++;
+        return;
+    }
+    redisAsyncCommandArgv(cl->cmd.ac, on_fire_reply, cl, argc, argv, argl);
+    track_sent(&cl->cmd);
+}
+
+static size_t presence_key(const mw_cluster_t *cl, const char *topic, size_t len, char *out,
+                           size_t cap)
+{
+    int n = snprintf(out, cap, "%s:p:%.*s", cl->prefix, (int)len, topic);
+    return n < (int)cap ? (size_t)n : cap - 1;
+}
+
+static void presence_set(mw_cluster_t *cl, const mw_topic_t *t, const mw_conn_t *c,
+                         const char *info, size_t len)
+{
+    char key[MW_TOPIC_MAX + 80], id[MW_ID_MAX];
+    const char *argv[4];
+    size_t argl[4];
+
+    argl[1] = presence_key(cl, t->name, t->len, key, sizeof(key));
+    argv[1] = key;
+    argl[2] = mw_conn_id(c, id);
+    argv[2] = id;
+    if (info != NULL) {
+        argv[0] = "HSET";
+        argl[0] = 4;
+        argv[3] = info;
+        argl[3] = len;
+        fire(cl, 4, argv, argl);
+    } else {
+        argv[0] = "HDEL";
+        argl[0] = 4;
+        fire(cl, 3, argv, argl);
+    }
+}
+
+static void on_presence(void *ud, const mw_topic_t *t, const mw_conn_t *c, const char *info,
+                        size_t len)
+{
+    mw_cluster_t *cl = ud;
+    if (cl->cmd.ready)
+        presence_set(cl, t, c, info, len); /* else: written again on reconnect */
+}
+
+/* The liveness key, and a TTL on the presence hashes this node has members in
+ * (so a hash every node left goes away). */
+static void heartbeat(mw_cluster_t *cl)
+{
+    const mw_topics_t *ts = &cl->srv->topics;
+    char ttl[24], ttl2[24], key[MW_TOPIC_MAX + 80];
+    uint32_t secs = (cl->srv->cfg->cluster_presence_ttl + 999) / 1000;
+    const char *argv[5];
+    size_t argl[5];
+
+    snprintf(ttl, sizeof(ttl), "%u", secs);
+    snprintf(ttl2, sizeof(ttl2), "%u", secs * 4);
+    argv[0] = "SET", argl[0] = 3;
+    argv[1] = cl->node_key, argl[1] = strlen(cl->node_key);
+    argv[2] = "1", argl[2] = 1;
+    argv[3] = "EX", argl[3] = 2;
+    argv[4] = ttl, argl[4] = strlen(ttl);
+    fire(cl, 5, argv, argl);
+    for (size_t b = 0; b < ts->nbuckets; b++) {
+        for (const mw_topic_t *t = ts->buckets[b]; t != NULL; t = t->next) {
+            mw_list_t *it;
+            mw_list_foreach(it, &t->members)
+            {
+                if (MW_CONTAINER_OF(it, mw_sub_t, topic_link)->presence != NULL)
+                    break;
+            }
+            if (it == &t->members)
+                continue; /* nobody here shows in its presence */
+            argv[0] = "EXPIRE", argl[0] = 6;
+            argl[1] = presence_key(cl, t->name, t->len, key, sizeof(key));
+            argv[1] = key;
+            argv[2] = ttl2, argl[2] = strlen(ttl2);
+            fire(cl, 3, argv, argl);
+        }
+    }
+}
+
+static void on_heartbeat(uv_timer_t *t)
+{
+    mw_cluster_t *cl = t->data;
+    if (cl->cmd.ready)
+        heartbeat(cl);
+}
+
+/* After a (re)connect: this node's presence entries again (Redis may be new). */
+static void restore_presence(mw_cluster_t *cl)
+{
+    const mw_topics_t *ts = &cl->srv->topics;
+    for (size_t b = 0; b < ts->nbuckets; b++) {
+        for (const mw_topic_t *t = ts->buckets[b]; t != NULL; t = t->next) {
+            mw_list_t *it;
+            mw_list_foreach(it, &t->members)
+            {
+                const mw_sub_t *s = MW_CONTAINER_OF(it, mw_sub_t, topic_link);
+                if (s->presence != NULL)
+                    presence_set(cl, t, s->conn, s->presence, s->presence_len);
+            }
+        }
+    }
+    heartbeat(cl);
+}
+
+int mw_cluster_presence(mw_cluster_t *cl, const char *topic, size_t len, mw_cluster_reply_cb cb,
+                        void *ud)
+{
+    char key[MW_TOPIC_MAX + 80], prefix[96];
+    const char *argv[5] = {"EVAL", presence_script, "1", key, prefix};
+    size_t argl[5] = {4, sizeof(presence_script) - 1, 1, 0, 0};
+
+    argl[3] = presence_key(cl, topic, len, key, sizeof(key));
+    argl[4] = (size_t)snprintf(prefix, sizeof(prefix), "%s:node:", cl->prefix);
+    return mw_cluster_command(cl, 5, argv, argl, cb, ud);
+}
+
 /* Sending ------------------------------------------------------------------------------------ */
 
 static void on_publish_reply(redisAsyncContext *ac, void *r, void *priv)
@@ -687,8 +847,17 @@ int mw_cluster_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen
     cl->watchdog.data = cl;
     uv_timer_start(&cl->watchdog, on_watchdog, WATCHDOG_MS, WATCHDOG_MS);
     uv_unref((uv_handle_t *)&cl->watchdog);
+    snprintf(cl->node_key, sizeof(cl->node_key), "%s:node:%s", cl->prefix, cl->node);
+    uv_timer_init(loop, &cl->heartbeat);
+    cl->heartbeat.data = cl;
+    {
+        uint64_t every = cfg->cluster_presence_ttl / 3;
+        uv_timer_start(&cl->heartbeat, on_heartbeat, every, every);
+    }
+    uv_unref((uv_handle_t *)&cl->heartbeat);
     srv->topics.on_first = on_first;
     srv->topics.on_last = on_last;
+    srv->topics.on_presence = on_presence;
     srv->topics.ud = cl;
     srv->cluster = cl;
     mw_log_info("cluster: node %s on Redis %s (channels %s:*)", cl->node, cfg->cluster_redis,
@@ -701,7 +870,7 @@ int mw_cluster_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen
 static void on_timer_closed(uv_handle_t *h)
 {
     mw_cluster_t *cl = h->data;
-    /* Whichever of the three timers closes last frees the cluster. */
+    /* Whichever of the timers closes last frees the cluster. */
     if (--cl->closing == 0) {
         free(cl->sub.sent);
         free(cl->cmd.sent);
@@ -721,6 +890,7 @@ void mw_cluster_stop(mw_server_t *srv)
     cl->stopping = 1;
     srv->cluster = NULL;
     srv->topics.on_first = srv->topics.on_last = NULL;
+    srv->topics.on_presence = NULL;
     for (int i = 0; i < 2; i++) {
         redisAsyncContext *ac = conns[i]->ac;
         conns[i]->ac = NULL;
@@ -731,8 +901,9 @@ void mw_cluster_stop(mw_server_t *srv)
     }
     cl->sub.timer.data = cl;
     cl->cmd.timer.data = cl;
-    cl->closing = 3;
+    cl->closing = 4;
     uv_close((uv_handle_t *)&cl->sub.timer, on_timer_closed);
     uv_close((uv_handle_t *)&cl->cmd.timer, on_timer_closed);
     uv_close((uv_handle_t *)&cl->watchdog, on_timer_closed);
+    uv_close((uv_handle_t *)&cl->heartbeat, on_timer_closed);
 }

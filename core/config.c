@@ -78,6 +78,7 @@ static const key_t_ schema[] = {
     {"cluster", "connect_timeout", T_MS, F(cluster_connect_timeout)},
     {"cluster", "command_timeout", T_MS, F(cluster_command_timeout)},
     {"cluster", "reconnect_max", T_MS, F(cluster_reconnect_max)},
+    {"cluster", "presence_ttl", T_MS, F(cluster_presence_ttl)},
     {"lua", "hook_budget", T_U64, F(hook_budget)},
     {"lua", "memory_limit", T_SIZE, F(memory_limit)},
     /* http: the built-in endpoints. *_allow are address lists ("10.0.0.0/8",
@@ -174,6 +175,7 @@ int mw_config_init(mw_config_t *cfg)
     cfg->cluster_connect_timeout = 2000;
     cfg->cluster_command_timeout = 3000;
     cfg->cluster_reconnect_max = 5000;
+    cfg->cluster_presence_ttl = 30000;
     cfg->healthz = 1;
     cfg->metrics = 1;
     cfg->static_max_file_size = 16u << 20;
@@ -532,6 +534,10 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
     if (cfg->cluster_prefix == NULL || cfg->cluster_prefix[0] == '\0' ||
         strlen(cfg->cluster_prefix) > 32 || strchr(cfg->cluster_prefix, ' ') != NULL) {
         snprintf(err, errlen, "config: 'cluster.prefix' must be 1 to 32 characters, no spaces");
+        return MW_ECONFIG;
+    }
+    if (cfg->cluster_presence_ttl < 3000) {
+        snprintf(err, errlen, "config: 'cluster.presence_ttl' must be at least 3 seconds");
         return MW_ECONFIG;
     }
     if (cfg->cluster_reconnect_max < 100 || cfg->cluster_connect_timeout == 0 ||

@@ -213,13 +213,24 @@ static const char *check_topic(lua_State *L, int idx, size_t *len)
 static int conn_subscribe(lua_State *L)
 {
     mw_conn_t *c = check_conn(L, 1);
-    size_t len;
-    const char *topic = check_topic(L, 2, &len);
+    size_t len, ilen = 0;
+    const char *topic = check_topic(L, 2, &len), *info = NULL;
     int r;
 
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        if (lua_getfield(L, 3, "presence") != LUA_TNIL) {
+            luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 3, "'presence' must be a string");
+            info = lua_tolstring(L, -1, &ilen);
+            luaL_argcheck(L, ilen <= 4096, 3, "'presence' longer than 4096 bytes");
+        }
+        lua_pop(L, 1); /* the string stays referenced by the options table */
+    }
     if (c == NULL)
         return mw__lua_fail(L, "closed");
     r = mw_topics_subscribe(&c->srv->topics, c, topic, len);
+    if (r >= 0 && info != NULL)
+        r = mw_topics_set_presence(&c->srv->topics, c, topic, len, info, ilen);
     if (r < 0)
         return mw__lua_fail(L, mw_strerror(r));
     lua_pushboolean(L, 1);

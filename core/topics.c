@@ -50,6 +50,7 @@ void mw_topics_close(mw_topics_t *ts)
                 mw_sub_t *s = MW_CONTAINER_OF(t->members.next, mw_sub_t, topic_link);
                 mw_list_remove(&s->topic_link);
                 mw_list_remove(&s->conn_link);
+                free(s->presence);
                 free(s);
             }
             free(t);
@@ -166,6 +167,8 @@ int mw_topics_subscribe(mw_topics_t *ts, mw_conn_t *c, const char *name, size_t 
     }
     s->topic = t;
     s->conn = c;
+    s->presence = NULL;
+    s->presence_len = 0;
     mw_list_insert_tail(&t->members, &s->topic_link);
     mw_list_insert_tail(&c->subs, &s->conn_link);
     slot = &ts->subs[hash_pair(t, c, ts->nsubbuckets)];
@@ -182,11 +185,42 @@ int mw_topics_subscribe(mw_topics_t *ts, mw_conn_t *c, const char *name, size_t 
     return 1;
 }
 
+int mw_topics_set_presence(mw_topics_t *ts, mw_conn_t *c, const char *name, size_t len,
+                           const char *info, size_t info_len)
+{
+    mw_topic_t *t = mw_topics_find(ts, name, len);
+    mw_sub_t *s;
+    char *copy = NULL;
+
+    if (t == NULL || (s = *find_sub(ts, t, c)) == NULL)
+        return MW_ENOTFOUND;
+    if (info != NULL) {
+        copy = malloc(info_len + 1);
+        if (copy == NULL)
+            return MW_ENOMEM;
+        memcpy(copy, info, info_len);
+        copy[info_len] = '\0';
+    } else if (s->presence == NULL) {
+        return 0;
+    }
+    free(s->presence);
+    s->presence = copy;
+    s->presence_len = info_len;
+    if (ts->on_presence != NULL)
+        ts->on_presence(ts->ud, t, c, copy, info_len);
+    return 0;
+}
+
 static void remove_sub(mw_topics_t *ts, mw_sub_t **slot)
 {
     mw_sub_t *s = *slot;
     mw_topic_t *t = s->topic;
 
+    if (s->presence != NULL) {
+        if (ts->on_presence != NULL)
+            ts->on_presence(ts->ud, t, s->conn, NULL, 0);
+        free(s->presence);
+    }
     *slot = s->next;
     mw_list_remove(&s->topic_link);
     mw_list_remove(&s->conn_link);

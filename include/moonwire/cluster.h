@@ -83,6 +83,12 @@ typedef void (*mw_cluster_reply_cb)(void *ud, void *reply);
 int mw_cluster_command(mw_cluster_t *cl, int argc, const char **argv, const size_t *argl,
                        mw_cluster_reply_cb cb, void *ud);
 
+/* Asks for the cluster-wide presence of a topic: cb gets an array reply of
+ * id, info, id, info... (entries of dead nodes dropped), or NULL. Returns 0
+ * or MW_EAGAIN. */
+int mw_cluster_presence(mw_cluster_t *cl, const char *topic, size_t len, mw_cluster_reply_cb cb,
+                        void *ud);
+
 /* Sends f's payload to the connection id of another node. */
 int mw_cluster_send(mw_cluster_t *cl, const char *id, size_t id_len, const mw_frame_t *f);
 

@@ -67,6 +67,7 @@ typedef struct mw_config_s {
     uint32_t cluster_connect_timeout;
     uint32_t cluster_command_timeout;
     uint32_t cluster_reconnect_max;
+    uint32_t cluster_presence_ttl; /* a silent node leaves presence after this */
 
     /* lua */
     uint64_t hook_budget;

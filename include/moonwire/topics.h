@@ -37,6 +37,8 @@ struct mw_sub_s {
     mw_list_t topic_link;
     mw_list_t conn_link; /* in conn->subs */
     mw_sub_t *next;      /* chain in the (topic, conn) hash */
+    char *presence;      /* what moonwire.presence shows for this member, or NULL */
+    size_t presence_len;
 };
 
 typedef struct mw_topics_s {
@@ -50,6 +52,9 @@ typedef struct mw_topics_s {
      * cluster backplane subscribes and unsubscribes there). May be NULL. */
     void (*on_first)(void *ud, const mw_topic_t *t);
     void (*on_last)(void *ud, const mw_topic_t *t);
+    /* A member's presence info was set (info != NULL) or removed. May be NULL. */
+    void (*on_presence)(void *ud, const mw_topic_t *t, const mw_conn_t *c, const char *info,
+                        size_t len);
     void *ud;
 } mw_topics_t;
 
@@ -62,6 +67,11 @@ mw_topic_t *mw_topics_find(const mw_topics_t *ts, const char *name, size_t len);
 /* Subscribes c. Returns 1 when newly subscribed, 0 when it already was, or
  * MW_ENOMEM / MW_EINVAL (empty or too long a name). */
 int mw_topics_subscribe(mw_topics_t *ts, mw_conn_t *c, const char *name, size_t len);
+
+/* Sets (info != NULL) or clears c's presence info in a topic it is subscribed
+ * to. Returns 0, MW_ENOTFOUND (not subscribed) or MW_ENOMEM. */
+int mw_topics_set_presence(mw_topics_t *ts, mw_conn_t *c, const char *name, size_t len,
+                           const char *info, size_t info_len);
 
 /* Unsubscribes c. Returns 1 when it was subscribed, 0 when not. */
 int mw_topics_unsubscribe(mw_topics_t *ts, mw_conn_t *c, const char *name, size_t len);

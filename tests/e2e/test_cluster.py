@@ -328,3 +328,64 @@ def test_moonwire_redis_cannot_wait_in_on_upgrade_and_soft_fails_without_redis(
         await ws.close()
     run(go())
     assert "can only wait in on_open, on_message, on_close or a timer callback" in server.log()
+
+
+PRESENCE_APP = """
+local mw = require "moonwire"
+local app = {}
+function app.on_open(conn, req)
+  conn:subscribe("lobby", { presence = req.query.nick })
+  conn:send("id:" .. conn.id)
+end
+function app.on_message(conn, data)
+  if data == "who" then
+    local members, err = mw.presence("lobby")
+    if not members then return conn:send("error:" .. err) end
+    local nicks = {}
+    for _, nick in pairs(members) do nicks[#nicks + 1] = nick end
+    table.sort(nicks)
+    conn:send("who:" .. table.concat(nicks, ","))
+  elseif data == "leave" then
+    conn:unsubscribe("lobby")
+    conn:send("left")
+  end
+end
+return app
+"""
+
+
+def test_presence_is_cluster_wide_and_a_killed_node_drops_out(start_server, redis, tmp_script):
+    script = tmp_script(PRESENCE_APP)
+    conf = "return { cluster = { presence_ttl = 3, reconnect_max = 0.5 } }"
+    a = start_server(script, args=["--node-id", "a", "--redis", redis.url], config=conf)
+    b = start_server(script, args=["--node-id", "b", "--redis", redis.url], config=conf)
+    wait_until(lambda: cluster_up(a) and cluster_up(b), what="both nodes on Redis")
+
+    async def who(ws):
+        await ws.send("who")
+        return await asyncio.wait_for(ws.recv(), 5)
+
+    async def eventually(ws, want, within=5):
+        # Presence is written by each node as its members come and go: it
+        # settles within a Redis round trip, not at once.
+        started = time.monotonic()
+        while (got := await who(ws)) != want:
+            assert time.monotonic() - started < within, f"presence is {got}, not {want}"
+            await asyncio.sleep(0.05)
+
+    async def go():
+        ann = await websockets.connect(a.url + "/?nick=ann", close_timeout=1)
+        bob = await websockets.connect(b.url + "/?nick=bob", close_timeout=1)
+        cat = await websockets.connect(b.url + "/?nick=cat", close_timeout=1)
+        for ws in (ann, bob, cat):
+            assert (await ws.recv()).startswith("id:")
+        await eventually(ann, "who:ann,bob,cat")
+        await eventually(bob, "who:ann,bob,cat")
+        await cat.send("leave")
+        assert await cat.recv() == "left"
+        await eventually(ann, "who:ann,bob")
+        # b dies without cleaning up: it leaves presence within presence_ttl.
+        b.kill()
+        await eventually(ann, "who:ann", within=6)
+        await ann.close()
+    run(go())

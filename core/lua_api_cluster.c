@@ -1,12 +1,16 @@
-/* moonwire.redis(cmd, ...): a command on the node's Redis, from a hook that
- * can wait. The hook's coroutine yields until the reply and the loop goes
- * on meanwhile (lua_host.c: mw_lua_wait / mw_lua_wake). Commands that would
- * block or change the shared connection are refused.
+/* The moonwire functions that reach the other nodes: redis and presence.
+ *
+ * With a backplane they wait for Redis: the hook's coroutine yields until
+ * the reply and the loop goes on meanwhile (lua_host.c: mw_lua_wait /
+ * mw_lua_wake). Standalone, presence answers from the local topics at once.
+ * moonwire.redis refuses commands that would block or change the shared
+ * connection.
  */
 #include "lua_api_int.h"
 #include "moonwire/cluster.h"
 #include "moonwire/lua_host.h"
 #include "moonwire/server.h"
+#include "moonwire/topics.h"
 
 #include <hiredis/hiredis.h>
 #include <lauxlib.h>
@@ -112,8 +116,71 @@ static int api_redis(lua_State *L)
     return lua_yield(L, 0);
 }
 
+/* {id = info, ...} from an array reply id, info, id, info... */
+static int push_presence(lua_State *co, void *ud)
+{
+    const redisReply *r = ud;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        luaL_pushfail(co);
+        if (r != NULL && r->type == REDIS_REPLY_ERROR)
+            lua_pushlstring(co, r->str, r->len);
+        else
+            lua_pushliteral(co, "redis unavailable");
+        return 2;
+    }
+    lua_createtable(co, 0, (int)(r->elements / 2));
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        lua_pushlstring(co, r->element[i]->str, r->element[i]->len);
+        lua_pushlstring(co, r->element[i + 1]->str, r->element[i + 1]->len);
+        lua_rawset(co, -3);
+    }
+    return 1;
+}
+
+static void on_presence_reply(void *ud, void *reply)
+{
+    mw_lua_wake(ud, push_presence, reply);
+}
+
+static int api_presence(lua_State *L)
+{
+    mw_server_t *srv = mw_lua_server(L);
+    size_t len;
+    const char *topic = luaL_checklstring(L, 1, &len);
+    const mw_topic_t *t;
+    mw_lua_task_t *w;
+
+    luaL_argcheck(L, len > 0 && len <= MW_TOPIC_MAX, 1, "topic must be 1 to 256 bytes");
+    if (srv->cluster != NULL) {
+        w = mw_lua_wait(L);
+        if (mw_cluster_presence(srv->cluster, topic, len, on_presence_reply, w) != 0) {
+            mw_lua_unwait(w);
+            return mw__lua_fail(L, "redis unavailable");
+        }
+        return lua_yield(L, 0);
+    }
+    lua_newtable(L);
+    t = mw_topics_find(&srv->topics, topic, len);
+    if (t != NULL) {
+        mw_list_t *it;
+        mw_list_foreach(it, &t->members)
+        {
+            const mw_sub_t *s = MW_CONTAINER_OF(it, mw_sub_t, topic_link);
+            char id[MW_ID_MAX];
+            if (s->presence == NULL)
+                continue;
+            lua_pushlstring(L, id, mw_conn_id(s->conn, id));
+            lua_pushlstring(L, s->presence, s->presence_len);
+            lua_rawset(L, -3);
+        }
+    }
+    return 1;
+}
+
 void mw__lua_open_redis(lua_State *L)
 {
     lua_pushcfunction(L, api_redis);
     lua_setfield(L, -2, "redis");
+    lua_pushcfunction(L, api_presence);
+    lua_setfield(L, -2, "presence");
 }
