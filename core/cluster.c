@@ -16,6 +16,7 @@
 #include "moonwire/topics.h"
 
 #include <hiredis/adapters/libuv.h>
+#include <openssl/sha.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
@@ -75,7 +76,7 @@ size_t mw_envelope_encode(const mw_envelope_t *e, uint8_t **out)
     p = buf;
     *p++ = MW_ENVELOPE_VERSION;
     *p++ = e->kind;
-    *p++ = e->binary ? 1 : 0;
+    *p++ = (uint8_t)((e->binary ? 1 : 0) | (e->history ? 2 : 0));
     *p++ = (uint8_t)e->origin_len;
     memcpy(p, e->origin, e->origin_len);
     p += e->origin_len;
@@ -99,6 +100,7 @@ int mw_envelope_decode(const uint8_t *data, size_t len, mw_envelope_t *e)
         return MW_EPROTO;
     e->kind = p[1];
     e->binary = p[2] & 1;
+    e->history = (p[2] & 2) != 0;
     p += 3;
 #define FIELD(ptr, n)                                                                              \
     do {                                                                                           \
@@ -361,6 +363,8 @@ static void on_watchdog(uv_timer_t *t)
 
 /* Subscriptions ------------------------------------------------------------------------------ */
 
+static void fill(mw_envelope_t *e, const mw_cluster_t *cl, uint8_t kind, const mw_frame_t *f);
+
 static void channel_of(const mw_cluster_t *cl, const char *topic, size_t len, char *out, size_t cap,
                        size_t *n)
 {
@@ -442,8 +446,11 @@ static void deliver(mw_cluster_t *cl, const char *channel, size_t chlen, const m
     mw_frame_t *f;
     size_t plen = strlen(cl->prefix);
 
-    if (e->origin_len == strlen(cl->node) && memcmp(e->origin, cl->node, e->origin_len) == 0)
-        return; /* our own: delivered locally when it was sent */
+    /* Our own messages were delivered here when they were sent; a history
+     * message is delivered by every node from this channel, in offset order. */
+    if (!e->history && e->origin_len == strlen(cl->node) &&
+        memcmp(e->origin, cl->node, e->origin_len) == 0)
+        return;
     f = mw_frame_new(e->binary ? MW_OP_BINARY : MW_OP_TEXT, e->payload, e->payload_len);
     if (f == NULL)
         return;
@@ -650,6 +657,245 @@ int mw_cluster_presence(mw_cluster_t *cl, const char *topic, size_t len, mw_clus
     argl[3] = presence_key(cl, topic, len, key, sizeof(key));
     argl[4] = (size_t)snprintf(prefix, sizeof(prefix), "%s:node:", cl->prefix);
     return mw_cluster_command(cl, 5, argv, argl, cb, ud);
+}
+
+/* History ------------------------------------------------------------------------------------- */
+
+/* One atomic step per message: the topic's next offset (a new epoch when the
+ * stream was lost), the offset fields put in a JSON-object payload, XADD with
+ * approximate trimming, the TTLs, and the PUBLISH of the envelope. So every
+ * node sees one gapless sequence per topic, in offset order. */
+static const char history_publish_script[] =
+    "local epoch = redis.call('HGET', KEYS[2], 'epoch')\n"
+    "local last = tonumber(redis.call('HGET', KEYS[2], 'offset') or '0')\n"
+    "if not epoch or (last > 0 and redis.call('EXISTS', KEYS[1]) == 0) then\n"
+    "  epoch = ARGV[7]\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "  redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', 0)\n"
+    "end\n"
+    "local offset = redis.call('HINCRBY', KEYS[2], 'offset', 1)\n"
+    "local payload = ARGV[6]\n"
+    "if ARGV[4] ~= '' and ARGV[8] == '1' and string.byte(payload, 1) == 123 then\n"
+    "  local rest = string.sub(payload, 2)\n"
+    "  local sep = ','\n"
+    "  if string.match(rest, '^%s*}') then sep = '' end\n"
+    "  payload = '{\"' .. ARGV[4] .. '\":' .. offset .. ',\"epoch\":\"' .. epoch .. '\"' .. sep .. rest\n"
+    "end\n"
+    "redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], offset .. '-0', 'd', payload)\n"
+    "redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
+    "redis.call('EXPIRE', KEYS[2], ARGV[3])\n"
+    "redis.call('PUBLISH', ARGV[1], ARGV[5] .. payload)\n"
+    "return {offset, epoch, payload}\n";
+
+/* What came after ARGV[1] (epoch ARGV[3], '' for any), at most ARGV[2]:
+ * {epoch, last offset, recovered (1/0), payloads...}; not recovered gives
+ * the latest ARGV[2] instead. */
+static const char history_read_script[] =
+    "local epoch = redis.call('HGET', KEYS[2], 'epoch') or ''\n"
+    "local last = tonumber(redis.call('HGET', KEYS[2], 'offset') or '0')\n"
+    "local since, limit = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+    "local same = ARGV[3] == '' or ARGV[3] == epoch\n"
+    "local first\n"
+    "local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)\n"
+    "if #head > 0 then first = tonumber(string.match(head[1][1], '^(%d+)')) end\n"
+    "local out = {epoch, last, 0}\n"
+    "local entries\n"
+    "if same and since > 0 and first and since + 1 >= first and since <= last then\n"
+    "  entries = redis.call('XRANGE', KEYS[1], (since + 1) .. '-0', '+', 'COUNT', limit + 1)\n"
+    "  if #entries <= limit then out[3] = 1 end\n"
+    "end\n"
+    "if out[3] == 0 and same and since == last then out[3] = 1; entries = {} end\n"
+    "if out[3] == 0 then\n"
+    "  local rev = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', limit)\n"
+    "  entries = {}\n"
+    "  for i = #rev, 1, -1 do entries[#entries + 1] = rev[i] end\n"
+    "end\n"
+    "for _, e in ipairs(entries) do out[#out + 1] = e[2][2] end\n"
+    "return out\n";
+
+typedef struct {
+    mw_cluster_t *cl;
+    const char *script;
+    size_t script_len;
+    int argc; /* of the EVAL form: EVAL script nkeys keys... args... */
+    char **argv;
+    size_t *argl;
+    int retried;
+    mw_cluster_reply_cb cb;
+    void *ud;
+} script_call_t;
+
+static void script_call_free(script_call_t *sc)
+{
+    for (int i = 0; i < sc->argc; i++)
+        free(sc->argv[i]);
+    free(sc->argv);
+    free(sc->argl);
+    free(sc);
+}
+
+static void sha1_hex(const char *text, size_t len, char out[41])
+{
+    unsigned char d[20];
+    SHA1((const unsigned char *)text, len, d);
+    for (int i = 0; i < 20; i++)
+        snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+static void send_script(script_call_t *sc);
+
+static void on_script_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    script_call_t *sc = priv;
+    redisReply *reply = r;
+    (void)ac;
+    track_reply(&sc->cl->cmd);
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR && !sc->retried &&
+        strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+        /* Redis does not know the script (a restart): send its text once. */
+        sc->retried = 1;
+        send_script(sc);
+        return;
+    }
+    sc->cb(sc->ud, reply);
+    script_call_free(sc);
+}
+
+static void send_script(script_call_t *sc)
+{
+    char sha[41];
+    const char *argv[16];
+    size_t argl[16];
+
+    for (int i = 0; i < sc->argc; i++) {
+        argv[i] = sc->argv[i];
+        argl[i] = sc->argl[i];
+    }
+    if (!sc->retried) {
+        sha1_hex(sc->script, sc->script_len, sha);
+        argv[0] = "EVALSHA", argl[0] = 7;
+        argv[1] = sha, argl[1] = 40;
+    }
+    if (!sc->cl->cmd.ready) {
+        sc->cb(sc->ud, NULL);
+        script_call_free(sc);
+        return;
+    }
+    redisAsyncCommandArgv(sc->cl->cmd.ac, on_script_reply, sc, sc->argc, argv, argl);
+    track_sent(&sc->cl->cmd);
+}
+
+/* Runs a script (EVALSHA, then EVAL if Redis lacks it); args are copied. */
+static int run_script(mw_cluster_t *cl, const char *script, size_t script_len, int argc,
+                      const char **argv, const size_t *argl, mw_cluster_reply_cb cb, void *ud)
+{
+    script_call_t *sc;
+
+    if (!cl->cmd.ready || cl->cmd.count >= PENDING_MAX || argc + 2 > 16)
+        return MW_EAGAIN;
+    sc = calloc(1, sizeof(*sc));
+    if (sc == NULL)
+        return MW_ENOMEM;
+    sc->cl = cl;
+    sc->script = script;
+    sc->script_len = script_len;
+    sc->argc = argc + 2;
+    sc->argv = calloc((size_t)sc->argc, sizeof(char *));
+    sc->argl = calloc((size_t)sc->argc, sizeof(size_t));
+    sc->cb = cb;
+    sc->ud = ud;
+    if (sc->argv == NULL || sc->argl == NULL)
+        goto fail;
+    sc->argv[0] = strdup("EVAL");
+    sc->argl[0] = 4;
+    sc->argv[1] = malloc(script_len);
+    sc->argl[1] = script_len;
+    if (sc->argv[0] == NULL || sc->argv[1] == NULL)
+        goto fail;
+    memcpy(sc->argv[1], script, script_len);
+    for (int i = 0; i < argc; i++) {
+        sc->argv[i + 2] = malloc(argl[i] + 1);
+        if (sc->argv[i + 2] == NULL)
+            goto fail;
+        memcpy(sc->argv[i + 2], argv[i], argl[i]);
+        sc->argl[i + 2] = argl[i];
+    }
+    send_script(sc);
+    return 0;
+
+fail:
+    script_call_free(sc);
+    return MW_ENOMEM;
+}
+
+static void history_keys(const mw_cluster_t *cl, const char *topic, size_t len, char *stream,
+                         size_t *slen, char *meta, size_t *mlen)
+{
+    *slen = (size_t)snprintf(stream, MW_TOPIC_MAX + 80, "%s:h:%.*s", cl->prefix, (int)len, topic);
+    *mlen = (size_t)snprintf(meta, MW_TOPIC_MAX + 80, "%s:hm:%.*s", cl->prefix, (int)len, topic);
+}
+
+int mw_cluster_history_publish(mw_cluster_t *cl, const char *topic, size_t len, const mw_frame_t *f,
+                               const char *except, size_t except_len, mw_cluster_reply_cb cb,
+                               void *ud)
+{
+    const mw_config_t *cfg = cl->srv->cfg;
+    char stream[MW_TOPIC_MAX + 80], meta[MW_TOPIC_MAX + 80], ch[MW_TOPIC_MAX + 80];
+    char size[24], ttl[24], epoch[24];
+    size_t slen, mlen, chlen, hlen;
+    uint8_t *head;
+    mw_envelope_t e;
+    uint32_t rnd;
+    int r;
+
+    history_keys(cl, topic, len, stream, &slen, meta, &mlen);
+    channel_of(cl, topic, len, ch, sizeof(ch), &chlen);
+    fill(&e, cl, MW_ENV_TOPIC, f);
+    e.history = 1;
+    e.except = except ? except : "";
+    e.except_len = except ? except_len : 0;
+    e.payload_len = 0; /* the script appends the final payload */
+    hlen = mw_envelope_encode(&e, &head);
+    if (hlen == 0)
+        return MW_ENOMEM;
+    snprintf(size, sizeof(size), "%zu", cfg->history_size);
+    snprintf(ttl, sizeof(ttl), "%u", (cfg->history_ttl + 999) / 1000 ? (cfg->history_ttl + 999) / 1000 : 1);
+    if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
+        rnd = (uint32_t)uv_hrtime();
+    snprintf(epoch, sizeof(epoch), "%08x%04x", rnd, (unsigned)(uv_hrtime() & 0xffff));
+    {
+        const char *field = cfg->history_field ? cfg->history_field : "";
+        int text = (f->bytes[0] & 0x0f) == MW_OP_TEXT;
+        const char *argv[11] = {"2", stream, meta, ch, size, ttl, field, (const char *)head,
+                                (const char *)mw_frame_payload(f), epoch, text ? "1" : "0"};
+        size_t argl[11] = {1, slen, mlen, chlen, strlen(size), strlen(ttl), strlen(field), hlen,
+                           mw_frame_payload_len(f), strlen(epoch), 1};
+        r = run_script(cl, history_publish_script, sizeof(history_publish_script) - 1, 11, argv,
+                       argl, cb, ud);
+    }
+    free(head);
+    if (r == 0)
+        cl->srv->metrics.cluster_published++;
+    else
+        cl->srv->metrics.cluster_send_failures++;
+    return r;
+}
+
+int mw_cluster_history_read(mw_cluster_t *cl, const char *topic, size_t len, uint64_t since,
+                            const char *epoch, size_t limit, mw_cluster_reply_cb cb, void *ud)
+{
+    char stream[MW_TOPIC_MAX + 80], meta[MW_TOPIC_MAX + 80], s[24], l[24];
+    size_t slen, mlen;
+
+    history_keys(cl, topic, len, stream, &slen, meta, &mlen);
+    snprintf(s, sizeof(s), "%llu", (unsigned long long)since);
+    snprintf(l, sizeof(l), "%zu", limit);
+    {
+        const char *argv[6] = {"2", stream, meta, s, l, epoch ? epoch : ""};
+        size_t argl[6] = {1, slen, mlen, strlen(s), strlen(l), epoch ? strlen(epoch) : 0};
+        return run_script(cl, history_read_script, sizeof(history_read_script) - 1, 6, argv, argl,
+                          cb, ud);
+    }
 }
 
 /* Sending ------------------------------------------------------------------------------------ */

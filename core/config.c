@@ -79,6 +79,14 @@ static const key_t_ schema[] = {
     {"cluster", "command_timeout", T_MS, F(cluster_command_timeout)},
     {"cluster", "reconnect_max", T_MS, F(cluster_reconnect_max)},
     {"cluster", "presence_ttl", T_MS, F(cluster_presence_ttl)},
+    /* history: topics (names, or prefixes ending in *) whose messages get
+     * offsets and are kept for clients that reconnect: the last `size`, for
+     * `ttl` after the last one. `field` names the offset field put in front
+     * of JSON-object text messages, with "epoch" ("" puts none). */
+    {"history", "topics", T_LIST, F(history_topics)},
+    {"history", "size", T_SIZE, F(history_size)},
+    {"history", "ttl", T_MS, F(history_ttl)},
+    {"history", "field", T_STR, F(history_field)},
     {"lua", "hook_budget", T_U64, F(hook_budget)},
     {"lua", "memory_limit", T_SIZE, F(memory_limit)},
     /* http: the built-in endpoints. *_allow are address lists ("10.0.0.0/8",
@@ -115,8 +123,8 @@ static const key_t_ schema[] = {
 
 #define NKEYS (sizeof(schema) / sizeof(schema[0]))
 
-static const char *sections[] = {"log",  "websocket", "limits", "lua",    "http",
-                                 "static", "tls",     "cluster", "app"};
+static const char *sections[] = {"log",    "websocket", "limits",  "lua",     "http",
+                                 "static", "tls",       "cluster", "history", "app"};
 
 int mw_config_set_str(char **field, const char *value)
 {
@@ -176,6 +184,8 @@ int mw_config_init(mw_config_t *cfg)
     cfg->cluster_command_timeout = 3000;
     cfg->cluster_reconnect_max = 5000;
     cfg->cluster_presence_ttl = 30000;
+    cfg->history_size = 100;
+    cfg->history_ttl = 86400000;
     cfg->healthz = 1;
     cfg->metrics = 1;
     cfg->static_max_file_size = 16u << 20;
@@ -187,6 +197,7 @@ int mw_config_init(mw_config_t *cfg)
                           "public, max-age=31536000, immutable") != 0 ||
         mw_config_set_str(&cfg->script, "scripts/relay.lua") != 0 ||
         mw_config_set_str(&cfg->cluster_prefix, "mw") != 0 ||
+        mw_config_set_str(&cfg->history_field, "offset") != 0 ||
         mw_config_list_add(&cfg->ws_paths, "/*") != 0)
         return MW_ENOMEM;
     return 0;
@@ -535,6 +546,23 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
         strlen(cfg->cluster_prefix) > 32 || strchr(cfg->cluster_prefix, ' ') != NULL) {
         snprintf(err, errlen, "config: 'cluster.prefix' must be 1 to 32 characters, no spaces");
         return MW_ECONFIG;
+    }
+    if (cfg->history_size == 0 || cfg->history_size > 1000000) {
+        snprintf(err, errlen, "config: 'history.size' must be 1 to 1000000");
+        return MW_ECONFIG;
+    }
+    if (cfg->history_field != NULL) {
+        for (const char *p = cfg->history_field; *p; p++) {
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                  *p == '_')) {
+                snprintf(err, errlen, "config: 'history.field' may hold only letters, digits and _");
+                return MW_ECONFIG;
+            }
+        }
+        if (strlen(cfg->history_field) > 64 || strcmp(cfg->history_field, "epoch") == 0) {
+            snprintf(err, errlen, "config: 'history.field' must be at most 64 characters, not epoch");
+            return MW_ECONFIG;
+        }
     }
     if (cfg->cluster_presence_ttl < 3000) {
         snprintf(err, errlen, "config: 'cluster.presence_ttl' must be at least 3 seconds");

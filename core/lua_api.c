@@ -378,6 +378,8 @@ static int mw_publish(lua_State *L)
     f = make_frame(L, 2, op, &nret);
     if (f == NULL)
         return nret;
+    if (mw_history_enabled(srv->cfg, topic, tlen)) /* takes f over; may yield */
+        return mw__lua_publish_history(L, topic, tlen, f, except_id, except_len);
     n = mw_topics_publish(&srv->topics, topic, tlen, f, except);
     /* The other nodes' members get it through the backplane (soft failure). */
     if (srv->cluster != NULL)
@@ -759,6 +761,7 @@ int mw_lua_open_api(lua_State *L)
     luaL_newlib(L, module_funcs);
     mw__lua_open_timers(L);
     mw__lua_open_redis(L);
+    mw__lua_open_history(L);
 
     lua_newtable(L);
     lua_getglobal(L, "string");

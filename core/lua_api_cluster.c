@@ -8,6 +8,7 @@
  */
 #include "lua_api_int.h"
 #include "moonwire/cluster.h"
+#include "moonwire/history.h"
 #include "moonwire/lua_host.h"
 #include "moonwire/server.h"
 #include "moonwire/topics.h"
@@ -183,4 +184,252 @@ void mw__lua_open_redis(lua_State *L)
     lua_setfield(L, -2, "redis");
     lua_pushcfunction(L, api_presence);
     lua_setfield(L, -2, "presence");
+}
+
+/* History ------------------------------------------------------------------------------- */
+
+/* Delivers a history message to this node's members, except one (by id). */
+static size_t deliver_local(mw_server_t *srv, const char *topic, size_t len, mw_frame_t *f,
+                            const char *except, size_t except_len)
+{
+    mw_conn_t *ex = except_len > 0 ? mw_registry_find(&srv->reg, except, except_len) : NULL;
+    return mw_topics_publish(&srv->topics, topic, len, f, ex);
+}
+
+typedef struct {
+    mw_server_t *srv;
+    mw_lua_task_t *w; /* NULL when the publishing hook could not wait */
+    mw_frame_t *f;    /* the message as published, for local delivery if Redis fails */
+    uint64_t offset;
+    size_t count;
+    size_t topic_len, except_len;
+    char topic[MW_TOPIC_MAX];
+    char except[MW_ID_MAX];
+} hpub_t;
+
+static int push_published(lua_State *co, void *ud)
+{
+    hpub_t *p = ud;
+    if (p->offset == 0) {
+        luaL_pushfail(co);
+        lua_pushliteral(co, "redis unavailable");
+        return 2;
+    }
+    lua_pushinteger(co, (lua_Integer)p->offset);
+    lua_pushinteger(co, (lua_Integer)p->count);
+    return 2;
+}
+
+static void on_history_published(void *ud, void *reply)
+{
+    hpub_t *p = ud;
+    const redisReply *r = reply;
+
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER && r->element[2]->type == REDIS_REPLY_STRING) {
+        /* Delivered here too when it comes back on the topic's channel. */
+        p->offset = (uint64_t)r->element[0]->integer;
+    } else {
+        /* Without Redis the message still reaches this node, without an offset. */
+        p->count = deliver_local(p->srv, p->topic, p->topic_len, p->f, p->except, p->except_len);
+    }
+    if (p->w != NULL)
+        mw_lua_wake(p->w, push_published, p);
+    else
+        mw_server_run_deferred(p->srv);
+    mw_frame_unref(p->f);
+    free(p);
+}
+
+int mw__lua_publish_history(lua_State *L, const char *topic, size_t len, mw_frame_t *f,
+                            const char *except, size_t except_len)
+{
+    mw_server_t *srv = mw_lua_server(L);
+    const mw_config_t *cfg = srv->cfg;
+    hpub_t *p;
+
+    if (srv->cluster == NULL) {
+        /* Standalone: numbered and kept here, delivered at once. */
+        uint64_t offset = mw_history_next_offset(srv->history, topic, len);
+        size_t n, flen = 0;
+        uint8_t *injected = (f->bytes[0] & 0x0f) == MW_OP_TEXT
+                                ? mw_history_inject(cfg->history_field, offset,
+                                                    mw_history_epoch(srv->history),
+                                                    mw_frame_payload(f), mw_frame_payload_len(f),
+                                                    &flen)
+                                : NULL;
+        mw_frame_t *final = injected ? mw_frame_new(MW_OP_TEXT, injected, flen) : mw_frame_ref(f);
+        free(injected);
+        mw_frame_unref(f);
+        if (final == NULL)
+            return mw__lua_fail(L, "out of memory");
+        if (mw_history_append(srv->history, topic, len, offset, final, cfg, srv->timers.now) != 0) {
+            mw_frame_unref(final);
+            return mw__lua_fail(L, "out of memory");
+        }
+        n = deliver_local(srv, topic, len, final, except, except_len);
+        mw_frame_unref(final);
+        lua_pushinteger(L, (lua_Integer)offset);
+        lua_pushinteger(L, (lua_Integer)n);
+        return 2;
+    }
+    p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        mw_frame_unref(f);
+        return mw__lua_fail(L, "out of memory");
+    }
+    p->srv = srv;
+    p->f = f; /* the caller's reference */
+    /* The local members it will reach (it reaches them from the channel). */
+    p->count = mw_topics_count(&srv->topics, topic, len);
+    if (p->count > 0 && except_len > 0) {
+        mw_conn_t *ex = mw_registry_find(&srv->reg, except, except_len);
+        mw_list_t *it;
+        const mw_topic_t *t = mw_topics_find(&srv->topics, topic, len);
+        mw_list_foreach(it, &t->members)
+        {
+            if (MW_CONTAINER_OF(it, mw_sub_t, topic_link)->conn == ex) {
+                p->count--;
+                break;
+            }
+        }
+    }
+    memcpy(p->topic, topic, len);
+    p->topic_len = len;
+    if (except_len > 0 && except_len < sizeof(p->except)) {
+        memcpy(p->except, except, except_len);
+        p->except_len = except_len;
+    }
+    /* In a hook that can wait, publish returns the offset; elsewhere (on_start)
+     * the message goes out all the same and publish returns true. */
+    if (mw_lua_can_wait(L))
+        p->w = mw_lua_wait(L);
+    if (mw_cluster_history_publish(srv->cluster, topic, len, f, except, except_len,
+                                   on_history_published, p) != 0) {
+        size_t n = deliver_local(srv, topic, len, f, except, except_len);
+        if (p->w != NULL)
+            mw_lua_unwait(p->w);
+        mw_frame_unref(p->f);
+        free(p);
+        (void)n;
+        return mw__lua_fail(L, "redis unavailable");
+    }
+    if (p->w != NULL)
+        return lua_yield(L, 0);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static void push_history_table(lua_State *L, const char *epoch, size_t elen, uint64_t last,
+                               int recovered)
+{
+    lua_createtable(L, 0, 4);
+    lua_pushlstring(L, epoch, elen);
+    lua_setfield(L, -2, "epoch");
+    lua_pushinteger(L, (lua_Integer)last);
+    lua_setfield(L, -2, "offset");
+    lua_pushboolean(L, recovered);
+    lua_setfield(L, -2, "recovered");
+}
+
+static int push_history_reply(lua_State *co, void *ud)
+{
+    const redisReply *r = ud;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 3) {
+        luaL_pushfail(co);
+        if (r != NULL && r->type == REDIS_REPLY_ERROR)
+            lua_pushlstring(co, r->str, r->len);
+        else
+            lua_pushliteral(co, "redis unavailable");
+        return 2;
+    }
+    push_history_table(co, r->element[0]->str ? r->element[0]->str : "", r->element[0]->len,
+                       (uint64_t)r->element[1]->integer, r->element[2]->integer == 1);
+    lua_createtable(co, (int)(r->elements - 3), 0);
+    for (size_t i = 3; i < r->elements; i++) {
+        lua_pushlstring(co, r->element[i]->str, r->element[i]->len);
+        lua_rawseti(co, -2, (lua_Integer)(i - 2));
+    }
+    lua_setfield(co, -2, "messages");
+    return 1;
+}
+
+static void on_history_read(void *ud, void *reply)
+{
+    mw_lua_wake(ud, push_history_reply, reply);
+}
+
+typedef struct {
+    lua_State *L;
+    lua_Integer n;
+} collect_t;
+
+static void collect(void *ud, const mw_frame_t *f)
+{
+    collect_t *c = ud;
+    lua_pushlstring(c->L, (const char *)mw_frame_payload(f), mw_frame_payload_len(f));
+    lua_rawseti(c->L, -2, ++c->n);
+}
+
+static int api_history(lua_State *L)
+{
+    mw_server_t *srv = mw_lua_server(L);
+    const mw_config_t *cfg = srv->cfg;
+    size_t len;
+    const char *topic = luaL_checklstring(L, 1, &len);
+    lua_Integer since = 0, limit = (lua_Integer)cfg->history_size;
+    const char *epoch = NULL;
+
+    luaL_argcheck(L, mw_history_enabled(cfg, topic, len), 1,
+                  "this topic keeps no history (history.topics)");
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        if (lua_getfield(L, 2, "since") != LUA_TNIL) {
+            luaL_argcheck(L, lua_isinteger(L, -1) && lua_tointeger(L, -1) >= 0, 2,
+                          "'since' must be an offset (an integer, 0 or more)");
+            since = lua_tointeger(L, -1);
+        }
+        if (lua_getfield(L, 2, "limit") != LUA_TNIL) {
+            luaL_argcheck(L, lua_isinteger(L, -1) && lua_tointeger(L, -1) > 0, 2,
+                          "'limit' must be a positive integer");
+            if (lua_tointeger(L, -1) < limit)
+                limit = lua_tointeger(L, -1);
+        }
+        if (lua_getfield(L, 2, "epoch") != LUA_TNIL) {
+            luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 2, "'epoch' must be a string");
+            epoch = lua_tostring(L, -1); /* kept alive by the options table */
+        }
+        lua_pop(L, 3);
+    }
+    if (srv->cluster != NULL) {
+        mw_lua_task_t *w = mw_lua_wait(L);
+        if (mw_cluster_history_read(srv->cluster, topic, len, (uint64_t)since, epoch,
+                                    (size_t)limit, on_history_read, w) != 0) {
+            mw_lua_unwait(w);
+            return mw__lua_fail(L, "redis unavailable");
+        }
+        return lua_yield(L, 0);
+    }
+    {
+        uint64_t last;
+        int recovered;
+        collect_t c = {L, 0};
+        const char *ep = mw_history_epoch(srv->history);
+        push_history_table(L, ep, strlen(ep), 0, 0);
+        lua_newtable(L);
+        mw_history_read(srv->history, topic, len, (uint64_t)since, epoch, (size_t)limit,
+                        srv->timers.now, cfg, collect, &c, &last, &recovered);
+        lua_setfield(L, -2, "messages");
+        lua_pushinteger(L, (lua_Integer)last);
+        lua_setfield(L, -2, "offset");
+        lua_pushboolean(L, recovered);
+        lua_setfield(L, -2, "recovered");
+    }
+    return 1;
+}
+
+void mw__lua_open_history(lua_State *L)
+{
+    lua_pushcfunction(L, api_history);
+    lua_setfield(L, -2, "history");
 }

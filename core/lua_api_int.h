@@ -40,6 +40,16 @@ void mw__lua_open_timers(lua_State *L);
 /* Adds redis() to the module table on top. */
 void mw__lua_open_redis(lua_State *L);
 
+/* Adds history() to the module table on top. */
+void mw__lua_open_history(lua_State *L);
+
+/* moonwire.publish for a topic with history: returns the offset and the local
+ * delivery count (waiting for Redis with a backplane). Takes over the
+ * caller's reference to f: a yield does not come back to the caller (Lua 5.4
+ * yields from C by a long jump), so nothing may be left for it to release. */
+int mw__lua_publish_history(lua_State *L, const char *topic, size_t len, mw_frame_t *f,
+                            const char *except, size_t except_len);
+
 /* Pushes the moonwire.cache table. */
 void mw__lua_open_cache(lua_State *L, mw__api_t *api);
 

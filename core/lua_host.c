@@ -351,6 +351,12 @@ void mw_lua_spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs)
     spawn(lh, c, what, nargs);
 }
 
+int mw_lua_can_wait(lua_State *L)
+{
+    mw_lua_t *lh = *host_slot(L);
+    return lh->current != NULL && lh->current->co == L && lua_isyieldable(L);
+}
+
 mw_lua_task_t *mw_lua_wait(lua_State *L)
 {
     mw_lua_t *lh = *host_slot(L);

@@ -111,6 +111,8 @@ static void on_sweep(mw_timer_t *t)
     uint64_t now = srv->timers.now;
     mw_list_t *head;
 
+    mw_history_expire(srv->history, cfg, now);
+
     head = &srv->tl_handshake;
     while (!mw_list_empty(head)) {
         mw_conn_t *c = CONN_OF(head->next, timeout_link);
@@ -207,6 +209,23 @@ int mw_server_init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, 
         snprintf(err, errlen, "timers: %s", mw_strerror(r));
         return r;
     }
+    {
+        /* A standalone node's history epoch is its incarnation: a restart
+         * starts a new one, which tells clients their offsets are void. */
+        char epoch[48];
+        snprintf(epoch, sizeof(epoch), "%.*s", (int)srv->reg.prefix_len - 1, srv->reg.prefix);
+        r = mw_history_new(&srv->history, epoch);
+        if (r != 0) {
+            snprintf(err, errlen, "history: %s", mw_strerror(r));
+            mw_timers_close(&srv->timers);
+            mw_topics_close(&srv->topics);
+            mw_iplimit_close(&srv->iplimit);
+            mw_acl_close(&srv->healthz_acl);
+            mw_acl_close(&srv->metrics_acl);
+            mw_registry_close(&srv->reg);
+            return r;
+        }
+    }
     r = mw_lua_new(srv, &srv->lua, err, errlen);
     if (r != 0) {
         mw_timers_close(&srv->timers);
@@ -214,6 +233,8 @@ int mw_server_init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, 
         mw_iplimit_close(&srv->iplimit);
         mw_acl_close(&srv->healthz_acl);
         mw_acl_close(&srv->metrics_acl);
+        mw_history_free(srv->history);
+        srv->history = NULL;
         mw_registry_close(&srv->reg);
         return r;
     }
@@ -231,6 +252,8 @@ void mw_server_close(mw_server_t *srv)
     mw_iplimit_close(&srv->iplimit);
     mw_acl_close(&srv->healthz_acl);
     mw_acl_close(&srv->metrics_acl);
+    mw_history_free(srv->history);
+    srv->history = NULL;
     mw_registry_close(&srv->reg);
 }
 
@@ -342,6 +365,10 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
     SWAP(static_immutable_cache_control);
     SWAP(static_max_file_size);
     SWAP(static_cache_size);
+    SWAP(history_topics);
+    SWAP(history_size);
+    SWAP(history_ttl);
+    SWAP(history_field);
     SWAP(L);
     SWAP(app_ref);
 #undef SWAP

@@ -32,6 +32,7 @@ enum { MW_ENV_TOPIC = 1, MW_ENV_BROADCAST = 2, MW_ENV_DIRECT = 3 };
 typedef struct {
     uint8_t kind;
     uint8_t binary;
+    uint8_t history; /* numbered by Redis: delivered by every node, the origin too */
     const char *origin;
     size_t origin_len;
     const char *except; /* connection id, or empty */
@@ -88,6 +89,20 @@ int mw_cluster_command(mw_cluster_t *cl, int argc, const char **argv, const size
  * or MW_EAGAIN. */
 int mw_cluster_presence(mw_cluster_t *cl, const char *topic, size_t len, mw_cluster_reply_cb cb,
                         void *ud);
+
+/* Publishes f to a topic with history (one atomic script: offset, XADD,
+ * PUBLISH). Every node delivers it from the topic's channel, this one too,
+ * so each sees the offsets in order. cb gets the array reply {offset, epoch,
+ * final payload}, or NULL / an error reply (then nothing was published).
+ * Returns 0 or MW_EAGAIN (cb does not run). */
+int mw_cluster_history_publish(mw_cluster_t *cl, const char *topic, size_t len, const mw_frame_t *f,
+                               const char *except, size_t except_len, mw_cluster_reply_cb cb,
+                               void *ud);
+
+/* Reads a topic's history after `since` (epoch NULL: any). cb gets the array
+ * reply {epoch, last, recovered, payloads...}, or NULL / an error. */
+int mw_cluster_history_read(mw_cluster_t *cl, const char *topic, size_t len, uint64_t since,
+                            const char *epoch, size_t limit, mw_cluster_reply_cb cb, void *ud);
 
 /* Sends f's payload to the connection id of another node. */
 int mw_cluster_send(mw_cluster_t *cl, const char *id, size_t id_len, const mw_frame_t *f);

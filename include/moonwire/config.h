@@ -69,6 +69,12 @@ typedef struct mw_config_s {
     uint32_t cluster_reconnect_max;
     uint32_t cluster_presence_ttl; /* a silent node leaves presence after this */
 
+    /* history: topics that number their messages for recovery */
+    mw_strlist_t history_topics;
+    size_t history_size;
+    uint32_t history_ttl;
+    char *history_field; /* "" or NULL: no fields put in payloads */
+
     /* lua */
     uint64_t hook_budget;
     size_t memory_limit;

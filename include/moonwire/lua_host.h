@@ -79,6 +79,9 @@ typedef struct mw_lua_task_s mw_lua_task_t;
 mw_lua_task_t *mw_lua_wait(lua_State *L);
 void mw_lua_wake(mw_lua_task_t *w, int (*push)(lua_State *co, void *ud), void *ud);
 
+/* True when the running code may wait (mw_lua_wait would not raise). */
+int mw_lua_can_wait(lua_State *L);
+
 /* Undoes mw_lua_wait when the request could not be started after all (the
  * caller then returns normally instead of yielding). */
 void mw_lua_unwait(mw_lua_task_t *w);

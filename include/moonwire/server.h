@@ -12,6 +12,7 @@
 
 #include "moonwire/acl.h"
 #include "moonwire/config.h"
+#include "moonwire/history.h"
 #include "moonwire/iplimit.h"
 #include "moonwire/conn.h"
 #include "moonwire/list.h"
@@ -33,6 +34,7 @@ struct mw_server_s {
     mw_timers_t timers;
     mw_lua_t *lua;
     mw_cluster_t *cluster; /* NULL when the node runs alone */
+    mw_history_t *history; /* topic history kept in memory (standalone) */
     mw_metrics_t metrics;
 
     /* Timeout lists, each ordered by the time its members entered it. */

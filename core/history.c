@@ -1,0 +1,266 @@
+/* Topic history in the node's memory. See history.h. */
+#include "moonwire/history.h"
+#include "moonwire/error.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct entry_s {
+    struct entry_s *next; /* hash chain */
+    uint64_t hash;
+    uint64_t last;     /* the newest offset given out */
+    uint64_t last_at;  /* when it was appended, ms */
+    mw_frame_t **ring; /* messages last-count+1 .. last, oldest at head */
+    size_t cap, head, count;
+    size_t len;
+    char name[];
+} entry_t;
+
+struct mw_history_s {
+    entry_t **buckets;
+    size_t nbuckets, n;
+    char epoch[32];
+};
+
+static uint64_t hash_name(const char *s, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (uint8_t)s[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+int mw_history_enabled(const mw_config_t *cfg, const char *topic, size_t len)
+{
+    for (size_t i = 0; i < cfg->history_topics.n; i++) {
+        const char *p = cfg->history_topics.items[i];
+        size_t plen = strlen(p);
+        if (plen > 0 && p[plen - 1] == '*') {
+            if (len >= plen - 1 && memcmp(topic, p, plen - 1) == 0)
+                return 1;
+        } else if (plen == len && memcmp(topic, p, len) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+uint8_t *mw_history_inject(const char *field, uint64_t offset, const char *epoch,
+                           const uint8_t *payload, size_t len, size_t *out_len)
+{
+    char head[160];
+    int n;
+    uint8_t *out;
+    int empty;
+
+    if (field == NULL || field[0] == '\0' || len < 2 || payload[0] != '{')
+        return NULL;
+    /* "{}" takes no comma; anything else keeps its keys after ours. */
+    empty = 1;
+    for (size_t i = 1; i < len && empty; i++)
+        empty = payload[i] == ' ' || payload[i] == '\t' || payload[i] == '\n' ||
+                payload[i] == '\r' || payload[i] == '}';
+    n = snprintf(head, sizeof(head), "{\"%s\":%llu,\"epoch\":\"%s\"%s", field,
+                 (unsigned long long)offset, epoch, empty ? "" : ",");
+    if (n < 0 || (size_t)n >= sizeof(head))
+        return NULL;
+    out = malloc((size_t)n + len - 1);
+    if (out == NULL)
+        return NULL;
+    memcpy(out, head, (size_t)n);
+    memcpy(out + n, payload + 1, len - 1);
+    *out_len = (size_t)n + len - 1;
+    return out;
+}
+
+int mw_history_new(mw_history_t **out, const char *epoch)
+{
+    mw_history_t *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return MW_ENOMEM;
+    h->nbuckets = 64;
+    h->buckets = calloc(h->nbuckets, sizeof(entry_t *));
+    if (h->buckets == NULL) {
+        free(h);
+        return MW_ENOMEM;
+    }
+    snprintf(h->epoch, sizeof(h->epoch), "%s", epoch);
+    *out = h;
+    return 0;
+}
+
+static void entry_free(entry_t *e)
+{
+    for (size_t i = 0; i < e->count; i++)
+        mw_frame_unref(e->ring[(e->head + i) % e->cap]);
+    free(e->ring);
+    free(e);
+}
+
+void mw_history_free(mw_history_t *h)
+{
+    if (h == NULL)
+        return;
+    for (size_t b = 0; b < h->nbuckets; b++) {
+        entry_t *e = h->buckets[b];
+        while (e != NULL) {
+            entry_t *next = e->next;
+            entry_free(e);
+            e = next;
+        }
+    }
+    free(h->buckets);
+    free(h);
+}
+
+const char *mw_history_epoch(const mw_history_t *h)
+{
+    return h->epoch;
+}
+
+static entry_t *find(const mw_history_t *h, const char *topic, size_t len)
+{
+    uint64_t hash = hash_name(topic, len);
+    for (entry_t *e = h->buckets[hash & (h->nbuckets - 1)]; e != NULL; e = e->next)
+        if (e->hash == hash && e->len == len && memcmp(e->name, topic, len) == 0)
+            return e;
+    return NULL;
+}
+
+static entry_t *find_or_add(mw_history_t *h, const char *topic, size_t len)
+{
+    entry_t *e = find(h, topic, len);
+    size_t b;
+
+    if (e != NULL)
+        return e;
+    e = calloc(1, sizeof(*e) + len + 1);
+    if (e == NULL)
+        return NULL;
+    memcpy(e->name, topic, len);
+    e->len = len;
+    e->hash = hash_name(topic, len);
+    if (h->n + 1 > h->nbuckets) {
+        size_t nb = h->nbuckets * 2;
+        entry_t **buckets = calloc(nb, sizeof(entry_t *));
+        if (buckets != NULL) {
+            for (size_t i = 0; i < h->nbuckets; i++) {
+                entry_t *x = h->buckets[i];
+                while (x != NULL) {
+                    entry_t *next = x->next;
+                    x->next = buckets[x->hash & (nb - 1)];
+                    buckets[x->hash & (nb - 1)] = x;
+                    x = next;
+                }
+            }
+            free(h->buckets);
+            h->buckets = buckets;
+            h->nbuckets = nb;
+        }
+    }
+    b = e->hash & (h->nbuckets - 1);
+    e->next = h->buckets[b];
+    h->buckets[b] = e;
+    h->n++;
+    return e;
+}
+
+uint64_t mw_history_next_offset(mw_history_t *h, const char *topic, size_t len)
+{
+    entry_t *e = find(h, topic, len);
+    return e != NULL ? e->last + 1 : 1;
+}
+
+int mw_history_append(mw_history_t *h, const char *topic, size_t len, uint64_t offset,
+                      mw_frame_t *f, const mw_config_t *cfg, uint64_t now)
+{
+    entry_t *e = find_or_add(h, topic, len);
+    size_t cap = cfg->history_size > 0 ? cfg->history_size : 1;
+
+    if (e == NULL)
+        return MW_ENOMEM;
+    if (e->cap != cap) {
+        /* history.size changed (a reload): keep the newest that fit. */
+        mw_frame_t **ring = calloc(cap, sizeof(*ring));
+        size_t keep = e->count < cap ? e->count : cap;
+        if (ring == NULL)
+            return MW_ENOMEM;
+        for (size_t i = 0; i < e->count; i++) {
+            mw_frame_t *x = e->ring[(e->head + i) % e->cap];
+            if (i >= e->count - keep)
+                ring[i - (e->count - keep)] = x;
+            else
+                mw_frame_unref(x);
+        }
+        free(e->ring);
+        e->ring = ring;
+        e->cap = cap;
+        e->head = 0;
+        e->count = keep;
+    }
+    if (e->count == e->cap) {
+        mw_frame_unref(e->ring[e->head]);
+        e->head = (e->head + 1) % e->cap;
+        e->count--;
+    }
+    e->ring[(e->head + e->count) % e->cap] = mw_frame_ref(f);
+    e->count++;
+    e->last = offset;
+    e->last_at = now;
+    return 0;
+}
+
+void mw_history_read(mw_history_t *h, const char *topic, size_t len, uint64_t since,
+                     const char *epoch, size_t limit, uint64_t now, const mw_config_t *cfg,
+                     void (*each)(void *ud, const mw_frame_t *f), void *ud, uint64_t *last,
+                     int *recovered)
+{
+    entry_t *e;
+    uint64_t first;
+    size_t skip;
+
+    (void)now;
+    (void)cfg;
+    e = find(h, topic, len);
+    *last = e != NULL ? e->last : 0;
+    if (e == NULL || e->count == 0) {
+        /* Nothing kept: a client of this epoch that saw everything there was
+         * (0 or the last offset) missed nothing. */
+        *recovered = (epoch == NULL || strcmp(epoch, h->epoch) == 0) && since == *last;
+        return;
+    }
+    first = e->last - e->count + 1;
+    *recovered = since > 0 && (epoch == NULL || strcmp(epoch, h->epoch) == 0) &&
+                 since + 1 >= first && since <= e->last;
+    if (*recovered) {
+        skip = (size_t)(since + 1 - first);
+        if (e->count - skip > limit)
+            *recovered = 0; /* more was missed than asked for */
+    }
+    if (!*recovered)
+        skip = limit < e->count ? e->count - limit : 0; /* the latest `limit` */
+    for (size_t i = skip, n = 0; i < e->count && n < limit; i++, n++)
+        each(ud, e->ring[(e->head + i) % e->cap]);
+}
+
+void mw_history_expire(mw_history_t *h, const mw_config_t *cfg, uint64_t now)
+{
+    if (cfg->history_ttl == 0)
+        return;
+    for (size_t b = 0; b < h->nbuckets; b++) {
+        entry_t **p = &h->buckets[b];
+        while (*p != NULL) {
+            entry_t *e = *p;
+            if (now - e->last_at > cfg->history_ttl) {
+                *p = e->next;
+                h->n--;
+                entry_free(e);
+            } else {
+                p = &e->next;
+            }
+        }
+    }
+}
