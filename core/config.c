@@ -35,6 +35,10 @@ static const key_t_ schema[] = {
     {NULL, "listen", T_LIST, F(listen)},
     {NULL, "script", T_STR, F(script)},
     {NULL, "node_id", T_STR, F(node_id)},
+    /* workers: fork this many processes on the same listeners (SO_REUSEPORT),
+     * each a node of its own ("<node_id>-w<k>") sharing topics through the
+     * backplane; a master restarts one that dies. 0 or 1: a single process. */
+    {NULL, "workers", T_U32, F(workers)},
     /* tls: wss:// listeners. listen is a list like the top-level one; cert is
      * the PEM certificate chain, key the PEM private key. Both are re-read
      * on SIGHUP; a pair that does not load keeps the old one. */
@@ -545,6 +549,10 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
     if (cfg->cluster_prefix == NULL || cfg->cluster_prefix[0] == '\0' ||
         strlen(cfg->cluster_prefix) > 32 || strchr(cfg->cluster_prefix, ' ') != NULL) {
         snprintf(err, errlen, "config: 'cluster.prefix' must be 1 to 32 characters, no spaces");
+        return MW_ECONFIG;
+    }
+    if (cfg->workers > 256) {
+        snprintf(err, errlen, "config: 'workers' must be 0 to 256");
         return MW_ECONFIG;
     }
     if (cfg->history_size == 0 || cfg->history_size > 1000000) {

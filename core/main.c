@@ -16,6 +16,7 @@
 #include "moonwire/tls.h"
 #include "moonwire/static.h"
 #include "moonwire/version.h"
+#include "moonwire/workers.h"
 #include "moonwire/ws.h"
 
 #include <getopt.h>
@@ -36,6 +37,7 @@ static const char usage[] =
     "      --key FILE         PEM private key for the TLS listeners (tls.key)\n"
     "      --node-id ID       this node's id, the first part of connection ids\n"
     "      --redis URL        share topics with other nodes through Redis (cluster.redis)\n"
+    "      --workers N        fork N worker processes on the same ports (workers)\n"
     "      --static DIR       serve the files of DIR to plain GET/HEAD requests (static.root)\n"
     "      --log-level LEVEL  debug, info, warn, error or off\n"
     "      --check            load the configuration and the script, report, and exit\n"
@@ -48,7 +50,8 @@ static const char usage[] =
 
 enum {
     OPT_NODE_ID = 256, OPT_LOG_LEVEL, OPT_CHECK, OPT_STATIC, OPT_LISTEN_TLS, OPT_CERT, OPT_KEY,
-    OPT_REDIS
+    OPT_REDIS,
+    OPT_WORKERS
 };
 
 static const struct option long_options[] = {
@@ -60,6 +63,7 @@ static const struct option long_options[] = {
     {"key", required_argument, NULL, OPT_KEY},
     {"node-id", required_argument, NULL, OPT_NODE_ID},
     {"redis", required_argument, NULL, OPT_REDIS},
+    {"workers", required_argument, NULL, OPT_WORKERS},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"check", no_argument, NULL, OPT_CHECK},
     {"static", required_argument, NULL, OPT_STATIC},
@@ -77,13 +81,16 @@ typedef struct {
     const char *cert;
     const char *key;
     const char *redis;
+    int workers; /* -1: from the configuration */
     mw_strlist_t listen;
     mw_strlist_t listen_tls;
     int check;
 } cli_t;
 
 static struct {
-    cli_t cli; /* kept for reloads */
+    cli_t cli;      /* kept for reloads */
+    mw_config_t cfg;
+    int worker;     /* 1..n in a worker of --workers, 0 otherwise */
     mw_server_t srv;
     uv_loop_t *loop;
     uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
@@ -106,6 +113,7 @@ static int parse_args(int argc, char **argv, cli_t *cli)
     opterr = 0;
     memset(cli, 0, sizeof(*cli));
     cli->log_level = -1;
+    cli->workers = -1;
     while ((ch = getopt_long(argc, argv, ":c:s:l:Vh", long_options, NULL)) != -1) {
         switch (ch) {
         case 'c':
@@ -131,6 +139,14 @@ static int parse_args(int argc, char **argv, cli_t *cli)
         case OPT_REDIS:
             cli->redis = optarg;
             break;
+        case OPT_WORKERS: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end != '\0' || v < 0 || v > 256)
+                return bad_usage("--workers takes a number from 0 to 256, not '%s'", optarg);
+            cli->workers = (int)v;
+            break;
+        }
         case OPT_KEY:
             cli->key = optarg;
             break;
@@ -193,6 +209,15 @@ static int build_config(const cli_t *cli, mw_config_t *cfg, char *err, size_t er
     }
     if (cli->redis != NULL)
         mw_config_set_str(&cfg->cluster_redis, cli->redis);
+    if (cli->workers >= 0)
+        cfg->workers = (uint32_t)cli->workers;
+    if (app.worker > 0) {
+        /* A worker is a node of its own: its id tells it from its siblings. */
+        char id[48];
+        snprintf(id, sizeof(id), "%s-w%d", cfg->node_id ? cfg->node_id : "mw", app.worker);
+        mw_config_set_str(&cfg->node_id, id);
+        cfg->reuseport = 1;
+    }
     if (cli->cert != NULL)
         mw_config_set_str(&cfg->tls_cert, cli->cert);
     if (cli->key != NULL)
@@ -298,51 +323,86 @@ static void cleanup_pools(void)
     mw_static_cache_drain();
 }
 
+/* Runs one node with app.cfg, which it closes. */
+static int serve_node(void);
+
+/* A worker of --workers: its own configuration (and node id), then a node. */
+static int run_worker(int index)
+{
+    char err[1024];
+    int r;
+
+    mw_config_close(&app.cfg); /* the master's, inherited by fork */
+    app.worker = index;
+    r = build_config(&app.cli, &app.cfg, err, sizeof(err));
+    if (r != 0) {
+        mw_log_error("worker %d: %s", index, err);
+        mw_config_close(&app.cfg);
+        return r;
+    }
+    return serve_node();
+}
+
 /* Everything after the command line; app.cli stays for reloads. */
 static int serve(void)
 {
     cli_t *cli = &app.cli;
-    mw_config_t cfg;
     char err[1024];
     int r;
 
-    r = build_config(cli, &cfg, err, sizeof(err));
+    r = build_config(cli, &app.cfg, err, sizeof(err));
     if (r != 0) {
         fprintf(stderr, "moonwire: %s\n", err);
-        mw_config_close(&cfg);
+        mw_config_close(&app.cfg);
         return r;
     }
-    if (mw_log_configure(cfg.log_level, cfg.log_json, cfg.log_file) != 0) {
-        fprintf(stderr, "moonwire: config: cannot open log file '%s'\n", cfg.log_file);
-        mw_config_close(&cfg);
+    if (mw_log_configure(app.cfg.log_level, app.cfg.log_json, app.cfg.log_file) != 0) {
+        fprintf(stderr, "moonwire: config: cannot open log file '%s'\n", app.cfg.log_file);
+        mw_config_close(&app.cfg);
         return 2;
     }
+    if (app.cfg.workers > 1 && !cli->check) {
+        if (app.cfg.cluster_redis == NULL)
+            mw_log_warn("workers without cluster.redis share no topics: each is a node of its own");
+        r = mw_workers_run((int)app.cfg.workers, app.cfg.shutdown_timeout + 2000, run_worker);
+        mw_config_close(&app.cfg);
+        return r;
+    }
+    return serve_node();
+}
+
+static int serve_node(void)
+{
+    cli_t *cli = &app.cli;
+    char err[1024];
+    int r;
+
     signal(SIGPIPE, SIG_IGN);
     app.loop = uv_default_loop();
 
-    if (mw_server_init(&app.srv, &cfg, uv_now(app.loop), err, sizeof(err)) != 0) {
+    if (mw_server_init(&app.srv, &app.cfg, uv_now(app.loop), err, sizeof(err)) != 0) {
         fprintf(stderr, "moonwire: %s\n", err);
-        if (!cli->check && cfg.log_file != NULL)
+        if (!cli->check && app.cfg.log_file != NULL)
             mw_log_error("cannot start: %s", err);
-        mw_config_close(&cfg);
+        mw_config_close(&app.cfg);
         return 1;
     }
-    if (cli->check && cfg.tls_listen.n > 0) {
+    if (cli->check && app.cfg.tls_listen.n > 0) {
         mw_tls_ctx_t tls;
-        if (mw_tls_ctx_init(&tls, cfg.tls_cert, cfg.tls_key, err, sizeof(err)) != 0) {
+        if (mw_tls_ctx_init(&tls, app.cfg.tls_cert, app.cfg.tls_key, err, sizeof(err)) != 0) {
             fprintf(stderr, "moonwire: %s\n", err);
             mw_server_close(&app.srv);
-            mw_config_close(&cfg);
+            mw_config_close(&app.cfg);
             cleanup_pools();
             return 1;
         }
         mw_tls_ctx_close(&tls);
     }
     if (cli->check) {
-        printf("moonwire: %s%s%s and script %s are OK\n", cfg.path ? "configuration " : "",
-               cfg.path ? cfg.path : "defaults", "", cfg.script);
+        printf("moonwire: %s%s%s and script %s are OK\n", app.cfg.path ? "configuration " : "",
+               app.cfg.path ? app.cfg.path : "defaults", "", app.cfg.script);
         mw_server_close(&app.srv);
-        mw_config_close(&cfg);
+        mw_config_close(&app.cfg);
         cleanup_pools();
         return 0;
     }
@@ -350,12 +410,12 @@ static int serve(void)
     r = mw_net_start(&app.srv, app.loop, err, sizeof(err));
     if (r != 0) {
         fprintf(stderr, "moonwire: %s\n", err);
-        if (cfg.log_file != NULL)
+        if (app.cfg.log_file != NULL)
             mw_log_error("cannot start: %s", err);
         uv_run(app.loop, UV_RUN_DEFAULT);
         mw_net_free(&app.srv);
         mw_server_close(&app.srv);
-        mw_config_close(&cfg);
+        mw_config_close(&app.cfg);
         uv_loop_close(app.loop);
         cleanup_pools();
         return 1;
@@ -367,7 +427,7 @@ static int serve(void)
         uv_run(app.loop, UV_RUN_DEFAULT);
         mw_net_free(&app.srv);
         mw_server_close(&app.srv);
-        mw_config_close(&cfg);
+        mw_config_close(&app.cfg);
         uv_loop_close(app.loop);
         cleanup_pools();
         return r == MW_ECONFIG ? 2 : 1;
@@ -377,13 +437,13 @@ static int serve(void)
     watch_signal(&app.sig_hup, SIGHUP);
     watch_signal(&app.sig_usr1, SIGUSR1);
 
-    for (size_t i = 0; i < cfg.listen.n; i++)
+    for (size_t i = 0; i < app.cfg.listen.n; i++)
         mw_log_info("moonwire %s listening on %s (app %s, node %.*s)", MW_VERSION,
-                    cfg.listen.items[i], cfg.script, (int)app.srv.reg.prefix_len - 1,
+                    app.cfg.listen.items[i], app.cfg.script, (int)app.srv.reg.prefix_len - 1,
                     app.srv.reg.prefix);
-    for (size_t i = 0; i < cfg.tls_listen.n; i++)
+    for (size_t i = 0; i < app.cfg.tls_listen.n; i++)
         mw_log_info("moonwire %s listening on %s with TLS (app %s)", MW_VERSION,
-                    cfg.tls_listen.items[i], cfg.script);
+                    app.cfg.tls_listen.items[i], app.cfg.script);
     mw_lua_start(app.srv.lua);
     mw_server_run_deferred(&app.srv);
 
@@ -391,7 +451,7 @@ static int serve(void)
 
     mw_net_free(&app.srv);
     mw_server_close(&app.srv);
-    mw_config_close(&cfg);
+    mw_config_close(&app.cfg);
     r = uv_loop_close(app.loop);
     if (r != 0)
         mw_log_warn("loop closed with handles left: %s", uv_strerror(r));

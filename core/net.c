@@ -21,9 +21,13 @@
 #include "moonwire/server.h"
 #include "moonwire/tls.h"
 
+#include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define READ_BUF_SIZE (64 * 1024)
 #define IOV_BATCH 64
@@ -480,6 +484,33 @@ static void on_check(uv_check_t *h)
     mw_server_run_deferred(net->srv);
 }
 
+/* Binds with SO_REUSEPORT, so the workers of one master share the address
+ * and the kernel spreads connections over them (libuv 1.44 has no flag for
+ * it: the socket is made here and handed over). Returns 0 or a libuv error. */
+static int bind_shared(listener_t *l, const struct sockaddr_storage *addr)
+{
+    int one = 1, fd, r;
+    socklen_t len = addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                : sizeof(struct sockaddr_in);
+
+    fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return uv_translate_sys_error(errno);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        (addr->ss_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
+        bind(fd, (const struct sockaddr *)addr, len) != 0) {
+        r = uv_translate_sys_error(errno);
+        close(fd);
+        return r;
+    }
+    r = uv_tcp_open(&l->handle, fd);
+    if (r != 0)
+        close(fd);
+    return r;
+}
+
 /* Binds one listener. Returns 0 or a libuv error with err set. */
 static int bind_listener(net_t *net, listener_t *l, const char *text, int tls, char *err,
                          size_t errlen)
@@ -495,8 +526,11 @@ static int bind_listener(net_t *net, listener_t *l, const char *text, int tls, c
     l->handle.data = net->srv;
     l->tls = tls;
     net->nlisteners++;
-    r = uv_tcp_bind(&l->handle, (struct sockaddr *)&addr,
-                    addr.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+    if (net->srv->cfg->reuseport)
+        r = bind_shared(l, &addr);
+    else
+        r = uv_tcp_bind(&l->handle, (struct sockaddr *)&addr,
+                        addr.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
     if (r == 0)
         r = uv_listen((uv_stream_t *)&l->handle, 511, on_connection);
     if (r != 0)

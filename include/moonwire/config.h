@@ -30,6 +30,8 @@ typedef struct mw_config_s {
     char *tls_key;
     char *script;
     char *node_id;
+    uint32_t workers; /* processes sharing the listeners; 0 or 1: this one */
+    int reuseport;    /* bind with SO_REUSEPORT (set in workers, not a key) */
 
     /* log */
     int log_level;

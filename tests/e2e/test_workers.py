@@ -1,0 +1,94 @@
+"""--workers against the real binary: a master forks workers on one port
+(SO_REUSEPORT), each a node of its own sharing topics through a real Redis;
+the master restarts a killed worker and stops them all on SIGTERM."""
+import asyncio
+import os
+import re
+import signal
+import time
+
+import pytest
+import websockets
+
+from conftest import wait_until
+from test_cluster import REDIS, Redis, cluster_up, metrics  # noqa: F401
+
+pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")
+
+APP = """
+local mw = require "moonwire"
+local app = {}
+function app.on_open(conn) conn:send("node:" .. mw.node) end
+function app.on_message(conn, data)
+  mw.broadcast(data, { except = conn })
+end
+return app
+"""
+
+
+@pytest.fixture
+def redis():
+    r = Redis()
+    yield r
+    r.stop()
+
+
+def worker_pids(server):
+    return {int(m.group(1)): int(m.group(2)) for m in
+            re.finditer(r"worker (\d+) started \(pid (\d+)\)", server.log())}
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def test_workers_share_a_port_and_their_topics_and_a_dead_one_comes_back(start_server, redis,
+                                                                        tmp_script):
+    server = start_server(tmp_script(APP), args=["--workers", "2", "--redis", redis.url])
+    wait_until(lambda: len(worker_pids(server)) == 2, what="two workers")
+    wait_until(lambda: server.log().count("subscriber connection to Redis is up") >= 2,
+               what="both workers on Redis")
+
+    async def go():
+        # Connect until both workers have clients (the kernel picks).
+        clients, nodes = [], set()
+        deadline = time.monotonic() + 10
+        while len(nodes) < 2:
+            assert time.monotonic() < deadline, f"only {nodes} answered"
+            ws = await websockets.connect(server.url, close_timeout=1)
+            node = (await asyncio.wait_for(ws.recv(), 5))[5:]
+            nodes.add(node)
+            clients.append((node, ws))
+        assert all(re.fullmatch(r"mw-w[12]\.\w+", n) for n in nodes), nodes
+        # relay-style broadcast crosses workers through Redis.
+        sender_node, sender = clients[0]
+        await sender.send("hello workers")
+        for node, ws in clients[1:]:
+            assert await asyncio.wait_for(ws.recv(), 5) == "hello workers"
+        for _, ws in clients:
+            await ws.close()
+
+    asyncio.run(asyncio.wait_for(go(), 30))
+
+    # A worker killed by surprise is started again.
+    pids = worker_pids(server)
+    victim = pids[1]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: worker_pids(server).get(1, victim) != victim, timeout=10,
+               what="worker 1 restarted")
+    assert "worker 1 (pid %d) was killed by signal 9" % victim in server.log()
+
+    async def still_serving():
+        async with websockets.connect(server.url, close_timeout=1) as ws:
+            assert (await asyncio.wait_for(ws.recv(), 5)).startswith("node:mw-w")
+    asyncio.run(asyncio.wait_for(still_serving(), 10))
+
+    # SIGTERM to the master stops every worker, and the master exits 0.
+    now = worker_pids(server)
+    assert server.stop(timeout=15) == 0
+    assert not any(alive(p) for p in now.values()), "a worker outlived its master"
+    assert "every worker stopped" in server.log()
