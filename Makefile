@@ -15,7 +15,7 @@ SCRIPT     ?=
 BUILD_PKGS = gcc make cmake pkg-config libuv1-dev libwslay-dev libhttp-parser-dev \
              liblua5.4-dev lua5.4 lua-cjson libssl-dev zlib1g-dev libhiredis-dev
 TEST_PKGS  = libcmocka-dev python3 python3-websockets python3-pytest lua-busted openssl \
-             redis-server redis-tools \
+             redis-server redis-tools nginx \
              clang libclang-rt-14-dev chromium fonts-dejavu-core
 
 

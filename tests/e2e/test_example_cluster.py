@@ -1,0 +1,93 @@
+"""examples/cluster/run.sh end to end: redis-server, three real nodes and
+nginx as the WebSocket load balancer, all started by the script; clients
+through nginx land on different nodes and chat across them."""
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import urllib.request
+
+import pytest
+import websockets
+
+from conftest import BIN, ROOT, wait_until
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None or shutil.which("nginx") is None,
+    reason="needs redis-server and nginx")
+
+
+def free_block(n):
+    """A base port with n free ports from it, below the ephemeral range (where
+    client sockets of other tests could take one between our check and use)."""
+    import random
+    import socket
+    for _ in range(200):
+        base = random.randrange(20000, 32000 - n)
+        try:
+            socks = []
+            for i in range(n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no block of free ports")
+
+
+def healthz(port):
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).read()
+    except OSError:
+        return b""
+
+
+def test_the_cluster_example_chats_across_three_nodes_behind_nginx(tmp_path):
+    # nginx on port, the nodes on port+1..3, Redis on port+4.
+    port = free_block(5)
+    env = dict(os.environ, PORT=str(port), REDIS_PORT=str(port + 4), MW_BIN=BIN)
+    log = open(tmp_path / "run.log", "wb")
+    proc = subprocess.Popen([str(ROOT / "examples/cluster/run.sh")], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: all(healthz(port + n) == b"ok\n" for n in (1, 2, 3)), timeout=20,
+                   what="three nodes up on Redis")
+        wait_until(lambda: healthz(port) == b"ok\n", timeout=10, what="nginx")
+        assert b"<html" in urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+
+        async def go():
+            clients, nodes = [], set()
+            for nick in ("ann", "bob", "cat"):
+                ws = await websockets.connect(
+                    f"ws://127.0.0.1:{port}/chat?nick={nick}&room=lobby", close_timeout=1)
+                welcome = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert welcome["type"] == "welcome"
+                nodes.add(welcome["node"])
+                clients.append(ws)
+            assert len(nodes) == 3, f"nginx put everyone on {nodes}"
+            await asyncio.sleep(0.3)  # subscriptions reach Redis asynchronously
+            await clients[0].send(json.dumps({"type": "say", "room": "lobby", "text": "hello"}))
+            for ws in clients[1:]:
+                while True:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                    if msg["type"] == "say":
+                        assert msg["text"] == "hello"
+                        break
+            for ws in clients:
+                await ws.close()
+        asyncio.run(asyncio.wait_for(go(), 30))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        log.close()
+    assert not any(healthz(port + n) for n in (0, 1, 2, 3)), "something still serves"
