@@ -71,14 +71,28 @@ void mw_lua_api_set_request(lua_State *L)
 
 void mw_lua_api_detach_conn(lua_State *L, int idx)
 {
-    mw_lconn_t *u = luaL_testudata(L, idx, MW_CONN_META);
+    mw_lconn_t *u = lua_touserdata(L, idx); /* always a conn object here */
     if (u != NULL)
         u->conn = NULL;
 }
 
+/* The conn metatable, in the registry under this address: a lookup by
+ * pointer, where luaL_checkudata would hash its name on every call. */
+static const char conn_meta_key = 0;
+
 static mw_lconn_t *check_lconn(lua_State *L, int idx)
 {
-    return luaL_checkudata(L, idx, MW_CONN_META);
+    mw_lconn_t *u = lua_touserdata(L, idx);
+    if (u != NULL && lua_getmetatable(L, idx)) {
+        int same;
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &conn_meta_key);
+        same = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+        if (same)
+            return u;
+    }
+    luaL_typeerror(L, idx, MW_CONN_META);
+    return NULL;
 }
 
 /* Returns the open connection of the conn object at idx, or NULL when closed. */
@@ -93,8 +107,17 @@ static mw_conn_t *check_conn(lua_State *L, int idx)
 /* Reads the kind argument: "text" (default) or "binary". Returns the opcode. */
 static int check_kind(lua_State *L, int idx)
 {
-    static const char *const kinds[] = {"text", "binary", NULL};
-    return luaL_checkoption(L, idx, "text", kinds) == 1 ? MW_OP_BINARY : MW_OP_TEXT;
+    size_t len;
+    const char *kind;
+
+    if (lua_isnoneornil(L, idx))
+        return MW_OP_TEXT;
+    kind = luaL_checklstring(L, idx, &len); /* on every send: no strcmp loop */
+    if (len == 4 && memcmp(kind, "text", 4) == 0)
+        return MW_OP_TEXT;
+    if (len == 6 && memcmp(kind, "binary", 6) == 0)
+        return MW_OP_BINARY;
+    return luaL_argerror(L, idx, lua_pushfstring(L, "invalid option '%s'", kind));
 }
 
 /* Builds the frame for data (at idx) of kind op. Returns NULL with a failure
@@ -281,6 +304,8 @@ static const luaL_Reg conn_methods[] = {
 static void create_conn_meta(lua_State *L)
 {
     luaL_newmetatable(L, MW_CONN_META);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &conn_meta_key);
     luaL_newlib(L, conn_methods);
     lua_pushcclosure(L, conn_index, 1);
     lua_setfield(L, -2, "__index");

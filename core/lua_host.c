@@ -337,6 +337,13 @@ static void spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs)
 {
     mw_lua_task_t t;
 
+    /* Only the backplane makes anything wait (moonwire.redis, presence and
+     * history in Redis): a node alone runs its hooks as plain calls. */
+    if (lh->srv->cluster == NULL) {
+        mw_lua_call(lh, c, what, nargs, 0);
+        return;
+    }
+
     memset(&t, 0, sizeof(t));
     t.lh = lh;
     t.serial = c != NULL ? c->serial : 0;
