@@ -15,7 +15,6 @@
 #include "moonwire/server.h"
 #include "moonwire/topics.h"
 
-#include <hiredis/adapters/libuv.h>
 #include <openssl/sha.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -175,6 +174,91 @@ int mw_cluster_parse_url(const char *url, char *host, int *port, char *path, cha
     return 0;
 }
 
+/* hiredis on libuv ------------------------------------------------------------------------ */
+
+/* Our own event glue for hiredis: the adapter of hiredis 0.14 drops poll
+ * errors, so a refused connect was only noticed by the connect timeout. On
+ * an error the requested events are reported anyway, and hiredis finds the
+ * socket error itself (SO_ERROR) and fails the connect at once. */
+typedef struct {
+    redisAsyncContext *ac; /* NULL once hiredis cleaned up */
+    uv_poll_t poll;
+    int events;
+} rpoll_t;
+
+static void on_redis_poll(uv_poll_t *h, int status, int events)
+{
+    rpoll_t *p = h->data;
+    if (status < 0)
+        events = p->events;
+    if (p->ac != NULL && (events & UV_READABLE))
+        redisAsyncHandleRead(p->ac);
+    if (p->ac != NULL && (events & UV_WRITABLE)) /* the read may have freed the context */
+        redisAsyncHandleWrite(p->ac);
+}
+
+static void rpoll_update(rpoll_t *p, int add, int del)
+{
+    p->events = (p->events | add) & ~del;
+    if (p->events != 0)
+        uv_poll_start(&p->poll, p->events, on_redis_poll);
+    else
+        uv_poll_stop(&p->poll);
+}
+
+static void rpoll_add_read(void *ud)
+{
+    rpoll_update(ud, UV_READABLE, 0);
+}
+
+static void rpoll_del_read(void *ud)
+{
+    rpoll_update(ud, 0, UV_READABLE);
+}
+
+static void rpoll_add_write(void *ud)
+{
+    rpoll_update(ud, UV_WRITABLE, 0);
+}
+
+static void rpoll_del_write(void *ud)
+{
+    rpoll_update(ud, 0, UV_WRITABLE);
+}
+
+static void rpoll_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void rpoll_cleanup(void *ud)
+{
+    rpoll_t *p = ud;
+    p->ac = NULL; /* hiredis is freeing it */
+    uv_close((uv_handle_t *)&p->poll, rpoll_closed);
+}
+
+static int rpoll_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    rpoll_t *p = calloc(1, sizeof(*p));
+
+    if (p == NULL)
+        return REDIS_ERR;
+    if (uv_poll_init(loop, &p->poll, ac->c.fd) != 0) {
+        free(p);
+        return REDIS_ERR;
+    }
+    p->ac = ac;
+    p->poll.data = p;
+    ac->ev.data = p;
+    ac->ev.addRead = rpoll_add_read;
+    ac->ev.delRead = rpoll_del_read;
+    ac->ev.addWrite = rpoll_add_write;
+    ac->ev.delWrite = rpoll_del_write;
+    ac->ev.cleanup = rpoll_cleanup;
+    return REDIS_OK;
+}
+
 /* Connections ------------------------------------------------------------------------------ */
 
 static void rconn_connect(rconn_t *rc);
@@ -326,7 +410,7 @@ static void rconn_connect(rconn_t *rc)
         schedule_retry(rc);
         return;
     }
-    if (redisLibuvAttach(ac, cl->loop) != REDIS_OK) {
+    if (rpoll_attach(ac, cl->loop) != REDIS_OK) {
         redisAsyncFree(ac);
         schedule_retry(rc);
         return;
@@ -354,9 +438,10 @@ static void on_watchdog(uv_timer_t *t)
             mw_log_warn("cluster: Redis did not answer the %s connection within %u ms", rc->name,
                         cl->srv->cfg->cluster_command_timeout);
             ac->data = NULL;
-            rc->ac = NULL;
-            redisAsyncFree(ac); /* runs the pending callbacks with no reply */
+            /* Down first: the pending callbacks run inside the free and may
+             * resume hooks that send again; they must see Redis as gone. */
             went_down(rc, "timeout");
+            redisAsyncFree(ac); /* runs the pending callbacks with no reply */
         }
     }
 }
@@ -682,8 +767,10 @@ static const char history_publish_script[] =
     "  payload = '{\"' .. ARGV[4] .. '\":' .. offset .. ',\"epoch\":\"' .. epoch .. '\"' .. sep .. rest\n"
     "end\n"
     "redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], offset .. '-0', 'd', payload)\n"
-    "redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
-    "redis.call('EXPIRE', KEYS[2], ARGV[3])\n"
+    "if ARGV[3] ~= '0' then\n"
+    "  redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
+    "  redis.call('EXPIRE', KEYS[2], ARGV[3])\n"
+    "end\n"
     "redis.call('PUBLISH', ARGV[1], ARGV[5] .. payload)\n"
     "return {offset, epoch, payload}\n";
 
@@ -859,7 +946,8 @@ int mw_cluster_history_publish(mw_cluster_t *cl, const char *topic, size_t len, 
     if (hlen == 0)
         return MW_ENOMEM;
     snprintf(size, sizeof(size), "%zu", cfg->history_size);
-    snprintf(ttl, sizeof(ttl), "%u", (cfg->history_ttl + 999) / 1000 ? (cfg->history_ttl + 999) / 1000 : 1);
+    /* history.ttl 0 keeps history until trimmed, as on a node alone. */
+    snprintf(ttl, sizeof(ttl), "%u", (cfg->history_ttl + 999) / 1000);
     if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
         rnd = (uint32_t)uv_hrtime();
     snprintf(epoch, sizeof(epoch), "%08x%04x", rnd, (unsigned)(uv_hrtime() & 0xffff));
@@ -1038,6 +1126,11 @@ int mw_cluster_command(mw_cluster_t *cl, int argc, const char **argv, const size
     return 0;
 }
 
+int mw_cluster_subscribed(const mw_cluster_t *cl)
+{
+    return cl->sub.ready;
+}
+
 int mw_cluster_healthy(const mw_cluster_t *cl)
 {
     return cl->cmd.ready && cl->sub.ready;
@@ -1106,8 +1199,12 @@ int mw_cluster_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen
     srv->topics.on_presence = on_presence;
     srv->topics.ud = cl;
     srv->cluster = cl;
-    mw_log_info("cluster: node %s on Redis %s (channels %s:*)", cl->node, cfg->cluster_redis,
-                cl->prefix);
+    if (cl->path[0] != '\0')
+        mw_log_info("cluster: node %s on Redis unix:%s (channels %s:*)", cl->node, cl->path,
+                    cl->prefix);
+    else
+        mw_log_info("cluster: node %s on Redis %s:%d db %d (channels %s:*)", cl->node, cl->host,
+                    cl->port, cl->db, cl->prefix);
     rconn_connect(&cl->cmd);
     rconn_connect(&cl->sub);
     return 0;
@@ -1140,6 +1237,7 @@ void mw_cluster_stop(mw_server_t *srv)
     for (int i = 0; i < 2; i++) {
         redisAsyncContext *ac = conns[i]->ac;
         conns[i]->ac = NULL;
+        conns[i]->ready = 0; /* for hooks the pending callbacks resume */
         if (ac != NULL) {
             ac->data = NULL;
             redisAsyncFree(ac);

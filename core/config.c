@@ -6,6 +6,7 @@
  */
 #include "moonwire/config.h"
 #include "moonwire/acl.h"
+#include "moonwire/cluster.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 
@@ -549,6 +550,20 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
     if (cfg->cluster_prefix == NULL || cfg->cluster_prefix[0] == '\0' ||
         strlen(cfg->cluster_prefix) > 32 || strchr(cfg->cluster_prefix, ' ') != NULL) {
         snprintf(err, errlen, "config: 'cluster.prefix' must be 1 to 32 characters, no spaces");
+        return MW_ECONFIG;
+    }
+    if (cfg->cluster_redis != NULL) {
+        char host[256], path[256], password[256];
+        int port, db;
+        if (mw_cluster_parse_url(cfg->cluster_redis, host, &port, path, password, &db) != 0) {
+            snprintf(err, errlen, "config: 'cluster.redis' is not redis://[:password@]host[:port][/db] "
+                                  "or unix:///path");
+            return MW_ECONFIG;
+        }
+    }
+    if (cfg->workers > 1 && cfg->node_id != NULL && strlen(cfg->node_id) > 27) {
+        snprintf(err, errlen, "config: with workers, 'node_id' must be at most 27 characters "
+                              "(each worker adds -w<k>)");
         return MW_ECONFIG;
     }
     if (cfg->workers > 256) {

@@ -13,6 +13,7 @@ typedef struct entry_s {
     uint64_t last_at;  /* when it was appended, ms */
     mw_frame_t **ring; /* messages last-count+1 .. last, oldest at head */
     size_t cap, head, count;
+    char epoch[64];    /* this topic's: a topic that starts over gets a new one */
     size_t len;
     char name[];
 } entry_t;
@@ -20,7 +21,8 @@ typedef struct entry_s {
 struct mw_history_s {
     entry_t **buckets;
     size_t nbuckets, n;
-    char epoch[32];
+    char epoch[48];   /* the node's incarnation */
+    uint64_t started; /* topics started, for their epochs */
 };
 
 static uint64_t hash_name(const char *s, size_t len)
@@ -116,10 +118,6 @@ void mw_history_free(mw_history_t *h)
     free(h);
 }
 
-const char *mw_history_epoch(const mw_history_t *h)
-{
-    return h->epoch;
-}
 
 static entry_t *find(const mw_history_t *h, const char *topic, size_t len)
 {
@@ -128,6 +126,12 @@ static entry_t *find(const mw_history_t *h, const char *topic, size_t len)
         if (e->hash == hash && e->len == len && memcmp(e->name, topic, len) == 0)
             return e;
     return NULL;
+}
+
+const char *mw_history_epoch(const mw_history_t *h, const char *topic, size_t len)
+{
+    const entry_t *e = find(h, topic, len);
+    return e != NULL ? e->epoch : "";
 }
 
 static entry_t *find_or_add(mw_history_t *h, const char *topic, size_t len)
@@ -143,6 +147,9 @@ static entry_t *find_or_add(mw_history_t *h, const char *topic, size_t len)
     memcpy(e->name, topic, len);
     e->len = len;
     e->hash = hash_name(topic, len);
+    /* Offsets restart at 1 with every new start of a topic (after its history
+     * expired too): the epoch must differ, or old positions would look valid. */
+    snprintf(e->epoch, sizeof(e->epoch), "%s-%llu", h->epoch, (unsigned long long)++h->started);
     if (h->n + 1 > h->nbuckets) {
         size_t nb = h->nbuckets * 2;
         entry_t **buckets = calloc(nb, sizeof(entry_t *));
@@ -168,10 +175,15 @@ static entry_t *find_or_add(mw_history_t *h, const char *topic, size_t len)
     return e;
 }
 
-uint64_t mw_history_next_offset(mw_history_t *h, const char *topic, size_t len)
+int mw_history_begin(mw_history_t *h, const char *topic, size_t len, uint64_t *offset,
+                     const char **epoch)
 {
-    entry_t *e = find(h, topic, len);
-    return e != NULL ? e->last + 1 : 1;
+    entry_t *e = find_or_add(h, topic, len);
+    if (e == NULL)
+        return MW_ENOMEM;
+    *offset = e->last + 1;
+    *epoch = e->epoch;
+    return 0;
 }
 
 int mw_history_append(mw_history_t *h, const char *topic, size_t len, uint64_t offset,
@@ -227,13 +239,13 @@ void mw_history_read(mw_history_t *h, const char *topic, size_t len, uint64_t si
     e = find(h, topic, len);
     *last = e != NULL ? e->last : 0;
     if (e == NULL || e->count == 0) {
-        /* Nothing kept: a client of this epoch that saw everything there was
-         * (0 or the last offset) missed nothing. */
-        *recovered = (epoch == NULL || strcmp(epoch, h->epoch) == 0) && since == *last;
+        /* Nothing kept: only a client that saw nothing yet missed nothing. */
+        *recovered = since == *last && (e == NULL ? epoch == NULL || epoch[0] == '\0'
+                                                  : epoch == NULL || strcmp(epoch, e->epoch) == 0);
         return;
     }
     first = e->last - e->count + 1;
-    *recovered = since > 0 && (epoch == NULL || strcmp(epoch, h->epoch) == 0) &&
+    *recovered = since > 0 && (epoch == NULL || strcmp(epoch, e->epoch) == 0) &&
                  since + 1 >= first && since <= e->last;
     if (*recovered) {
         skip = (size_t)(since + 1 - first);

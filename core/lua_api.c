@@ -474,6 +474,8 @@ static int mw_send(lua_State *L)
             return mw__lua_fail(L, "not a connection id");
         return r == 0 ? (lua_pushboolean(L, 1), 1) : mw__lua_fail(L, "cluster unavailable");
     }
+    if (!mw_registry_id_valid(id, len))
+        return mw__lua_fail(L, "not a connection id");
     c = mw_registry_find(&srv->reg, id, len);
     if (c == NULL || c->state != MW_CONN_OPEN)
         return mw__lua_fail(L, "closed");

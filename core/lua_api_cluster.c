@@ -227,8 +227,19 @@ static void on_history_published(void *ud, void *reply)
 
     if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
         r->element[0]->type == REDIS_REPLY_INTEGER && r->element[2]->type == REDIS_REPLY_STRING) {
-        /* Delivered here too when it comes back on the topic's channel. */
+        /* Delivered here too when it comes back on the topic's channel; if
+         * this node's subscriber connection is down, it would not: deliver
+         * the numbered message now. */
         p->offset = (uint64_t)r->element[0]->integer;
+        if (p->srv->cluster != NULL && !mw_cluster_subscribed(p->srv->cluster)) {
+            mw_frame_t *final =
+                mw_frame_new(p->f->bytes[0] & 0x0f, r->element[2]->str, r->element[2]->len);
+            if (final != NULL) {
+                p->count = deliver_local(p->srv, p->topic, p->topic_len, final, p->except,
+                                         p->except_len);
+                mw_frame_unref(final);
+            }
+        }
     } else {
         /* Without Redis the message still reaches this node, without an offset. */
         p->count = deliver_local(p->srv, p->topic, p->topic_len, p->f, p->except, p->except_len);
@@ -250,15 +261,21 @@ int mw__lua_publish_history(lua_State *L, const char *topic, size_t len, mw_fram
 
     if (srv->cluster == NULL) {
         /* Standalone: numbered and kept here, delivered at once. */
-        uint64_t offset = mw_history_next_offset(srv->history, topic, len);
+        uint64_t offset;
+        const char *epoch;
         size_t n, flen = 0;
-        uint8_t *injected = (f->bytes[0] & 0x0f) == MW_OP_TEXT
-                                ? mw_history_inject(cfg->history_field, offset,
-                                                    mw_history_epoch(srv->history),
-                                                    mw_frame_payload(f), mw_frame_payload_len(f),
-                                                    &flen)
-                                : NULL;
-        mw_frame_t *final = injected ? mw_frame_new(MW_OP_TEXT, injected, flen) : mw_frame_ref(f);
+        uint8_t *injected;
+        mw_frame_t *final;
+
+        if (mw_history_begin(srv->history, topic, len, &offset, &epoch) != 0) {
+            mw_frame_unref(f);
+            return mw__lua_fail(L, "out of memory");
+        }
+        injected = (f->bytes[0] & 0x0f) == MW_OP_TEXT
+                       ? mw_history_inject(cfg->history_field, offset, epoch, mw_frame_payload(f),
+                                           mw_frame_payload_len(f), &flen)
+                       : NULL;
+        final = injected ? mw_frame_new(MW_OP_TEXT, injected, flen) : mw_frame_ref(f);
         free(injected);
         mw_frame_unref(f);
         if (final == NULL)
@@ -414,7 +431,7 @@ static int api_history(lua_State *L)
         uint64_t last;
         int recovered;
         collect_t c = {L, 0};
-        const char *ep = mw_history_epoch(srv->history);
+        const char *ep = mw_history_epoch(srv->history, topic, len);
         push_history_table(L, ep, strlen(ep), 0, 0);
         lua_newtable(L);
         mw_history_read(srv->history, topic, len, (uint64_t)since, epoch, (size_t)limit,

@@ -44,8 +44,8 @@ static const char usage[] =
     "  -V, --version          print the version and exit\n"
     "  -h, --help             print this help and exit\n"
     "\n"
-    "Signals: SIGHUP reloads the script and the TLS certificate, SIGTERM/SIGINT drain and exit,\n"
-    "SIGUSR1 reopens the log.\n"
+    "Signals: SIGHUP reloads the configuration file, the script and the TLS certificate;\n"
+    "SIGTERM/SIGINT drain and exit; SIGUSR1 reopens the log.\n"
     "Documentation: docs/getting-started.md and docs/configuration.md.\n";
 
 enum {
@@ -259,8 +259,10 @@ static void reload(mw_server_t *srv)
     char err[512];
     int r;
 
-    mw_log_info("SIGHUP: reloading%s%s and %s", app.cli.config ? " " : "",
-                app.cli.config ? app.cli.config : "", srv->cfg->script);
+    if (app.cli.config != NULL)
+        mw_log_info("SIGHUP: reloading %s and %s", app.cli.config, srv->cfg->script);
+    else
+        mw_log_info("SIGHUP: reloading %s", srv->cfg->script);
     r = build_config(&app.cli, &fresh, err, sizeof(err));
     if (r != 0) {
         srv->metrics.reloads++;

@@ -124,6 +124,9 @@ size_t mw_metrics_render(const mw_server_t *srv, char **out)
         counter(&o, "moonwire_cluster_bad_envelopes_total", "Messages on our channels that "
                 "were not envelopes of this version.", m->cluster_bad_envelopes);
     }
+    counter(&o, "moonwire_tls_reload_failures_total",
+            "Reloads whose certificate pair did not load (the old one stays).",
+            m->tls_reload_failures);
     counter(&o, "moonwire_tls_handshake_failures_total",
             "TLS connections that failed before the handshake finished.",
             m->tls_handshake_failures);

@@ -605,7 +605,12 @@ int mw_net_reload(mw_server_t *srv)
 
     if (net == NULL || !net->has_tls)
         return 0;
+    if ((strcmp(net->tls.cert, srv->cfg->tls_cert) != 0 ||
+         strcmp(net->tls.key, srv->cfg->tls_key) != 0) &&
+        mw_tls_ctx_set_files(&net->tls, srv->cfg->tls_cert, srv->cfg->tls_key) != 0)
+        return MW_ENOMEM;
     if (mw_tls_ctx_reload(&net->tls, err, sizeof(err)) != 0) {
+        srv->metrics.tls_reload_failures++;
         mw_log_error("%s; the previous certificate stays in use", err);
         return MW_ECONFIG;
     }

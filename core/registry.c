@@ -143,6 +143,23 @@ void mw_registry_remove(mw_registry_t *reg, mw_conn_t *c)
     }
 }
 
+int mw_registry_id_valid(const char *id, size_t len)
+{
+    size_t dots = 0, last = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (id[i] == '.') {
+            dots++;
+            last = i;
+        }
+    }
+    if (dots < 2 || last + 1 >= len || id[last + 1] == '0' || len - last - 1 > 20)
+        return 0;
+    for (size_t i = last + 1; i < len; i++)
+        if (id[i] < '0' || id[i] > '9')
+            return 0;
+    return 1;
+}
+
 int mw_registry_is_local(const mw_registry_t *reg, const char *id, size_t len)
 {
     return len > reg->prefix_len && memcmp(id, reg->prefix, reg->prefix_len) == 0;

@@ -6,6 +6,7 @@
  * per tick and two pointers per connection (nginx and Redis do the same).
  */
 #include "moonwire/server.h"
+#include "moonwire/deflate.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 #include "moonwire/lua_host.h"
@@ -262,9 +263,16 @@ static void on_drain_timeout(mw_timer_t *t)
     mw_server_t *srv = t->data;
     mw_log_warn("drain: %zu connection(s) still open after %u ms; closing them", srv->nconns,
                 srv->cfg->shutdown_timeout);
-    /* mw_conn_on_eof takes each one out of the list. */
-    while (!mw_list_empty(&srv->tl_closing))
-        mw_conn_on_eof(CONN_OF(srv->tl_closing.next, timeout_link));
+    /* Every connection left, whatever it is doing (one that arrived during
+     * the drain and sent nothing too): mw_conn_on_eof takes each out of its
+     * list, and the loop can end. */
+    {
+        mw_list_t *lists[] = {&srv->tl_closing, &srv->tl_handshake, &srv->tl_active,
+                              &srv->tl_pinged};
+        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+            while (!mw_list_empty(lists[i]))
+                mw_conn_on_eof(CONN_OF(lists[i]->next, timeout_link));
+    }
     mw_server_run_deferred(srv);
     if (srv->on_drained != NULL) {
         void (*done)(mw_server_t *) = srv->on_drained;
@@ -325,8 +333,13 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
         lists_differ(&cfg->tls_listen, &fresh->tls_listen) ||
         strs_differ(cfg->node_id, fresh->node_id) ||
         strs_differ(cfg->cluster_redis, fresh->cluster_redis) ||
-        strs_differ(cfg->cluster_prefix, fresh->cluster_prefix))
-        mw_log_warn("reload: listen, tls.listen, node_id and cluster changes take a restart");
+        strs_differ(cfg->cluster_prefix, fresh->cluster_prefix) ||
+        strs_differ(cfg->cluster_password, fresh->cluster_password) ||
+        cfg->workers != fresh->workers)
+        mw_log_warn("reload: listen, tls.listen, node_id, workers and cluster.redis/prefix/password "
+                    "changes take a restart; the rest is reloaded");
+    if (cfg->compression_level != fresh->compression_level)
+        mw_pmd_pool_drain(); /* deflaters are made again at the new level */
 
     SWAP(path);
     SWAP(script);
@@ -365,6 +378,12 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
     SWAP(static_immutable_cache_control);
     SWAP(static_max_file_size);
     SWAP(static_cache_size);
+    SWAP(tls_cert); /* the certificate reload that follows reads the new files */
+    SWAP(tls_key);
+    SWAP(cluster_connect_timeout);
+    SWAP(cluster_command_timeout);
+    SWAP(cluster_reconnect_max);
+    SWAP(cluster_presence_ttl);
     SWAP(history_topics);
     SWAP(history_size);
     SWAP(history_ttl);

@@ -94,6 +94,21 @@ int mw_tls_ctx_init(mw_tls_ctx_t *t, const char *cert, const char *key, char *er
     return 0;
 }
 
+int mw_tls_ctx_set_files(mw_tls_ctx_t *t, const char *cert, const char *key)
+{
+    char *c = strdup(cert), *k = strdup(key);
+    if (c == NULL || k == NULL) {
+        free(c);
+        free(k);
+        return MW_ENOMEM;
+    }
+    free(t->cert);
+    free(t->key);
+    t->cert = c;
+    t->key = k;
+    return 0;
+}
+
 int mw_tls_ctx_reload(mw_tls_ctx_t *t, char *err, size_t errlen)
 {
     SSL_CTX *ctx = build(t->cert, t->key, err, errlen);

@@ -17,11 +17,13 @@
 
 #define MAX_WORKERS 256
 #define QUICK_DEATH_MS 1000 /* a worker dying sooner than this is restarted after a pause */
+#define QUICK_DEATHS_MAX 5  /* in a row: the worker cannot start; the master gives up */
 
 typedef struct {
     pid_t pid;           /* 0 when not running */
     uint64_t started_at; /* ms */
     uint64_t restart_at; /* ms; 0 when no restart is due */
+    int quick_deaths;    /* deaths in a row right after starting */
 } worker_t;
 
 static uint64_t now_ms(void)
@@ -72,8 +74,13 @@ static int reap(worker_t *w, int n, int stopping)
             else
                 mw_log_error("workers: worker %d (pid %d) exited with status %d; restarting",
                              i + 1, (int)pid, WEXITSTATUS(status));
-            w[i].restart_at =
-                now_ms() - w[i].started_at < QUICK_DEATH_MS ? now_ms() + QUICK_DEATH_MS : now_ms();
+            if (now_ms() - w[i].started_at < QUICK_DEATH_MS) {
+                w[i].quick_deaths++;
+                w[i].restart_at = now_ms() + QUICK_DEATH_MS;
+            } else {
+                w[i].quick_deaths = 0;
+                w[i].restart_at = now_ms();
+            }
             break;
         }
     }
@@ -86,7 +93,7 @@ int mw_workers_run(int n, uint32_t grace_ms, mw_worker_fn fn)
 {
     worker_t w[MAX_WORKERS];
     sigset_t set, old;
-    int stopping = 0;
+    int stopping = 0, failed = 0;
     uint64_t deadline = 0;
 
     if (n > MAX_WORKERS)
@@ -138,6 +145,18 @@ int mw_workers_run(int n, uint32_t grace_ms, mw_worker_fn fn)
             deadline = now + 5000;
         }
         for (int i = 0; !stopping && i < n; i++) {
+            if (w[i].quick_deaths >= QUICK_DEATHS_MAX) {
+                /* It cannot start (a port taken, a broken app): stop all, so a
+                 * supervisor above sees the failure instead of a master that
+                 * seems to run. */
+                mw_log_error("workers: worker %d died %d times right after starting; giving up",
+                             i + 1, w[i].quick_deaths);
+                stopping = 1;
+                failed = 1;
+                deadline = now + grace_ms;
+                signal_all(w, n, SIGTERM);
+                break;
+            }
             if (w[i].pid == 0 && w[i].restart_at != 0 && now >= w[i].restart_at) {
                 w[i].restart_at = 0;
                 w[i].started_at = now;
@@ -151,5 +170,5 @@ int mw_workers_run(int n, uint32_t grace_ms, mw_worker_fn fn)
     }
     mw_log_info("workers: every worker stopped; exiting");
     sigprocmask(SIG_SETMASK, &old, NULL);
-    return 0;
+    return failed ? 1 : 0;
 }

@@ -1,34 +1,49 @@
--- chat.lua: rooms, nicknames, presence, history, private messages, filters
--- and a per-connection rate limit, over a JSON protocol (docs/chat-protocol.md).
+-- chat.lua: rooms, nicknames, presence, history with recovery, private
+-- messages, filters and a per-connection rate limit, over a JSON protocol
+-- (docs/chat-protocol.md), on one node or on many sharing a Redis backplane.
 --
--- State that must survive a reload lives in moonwire.state.chat (rooms, their
--- members and history) and in conn.data (a connection's nick, rooms and rate
--- bucket); this file only holds code and the configuration it read. A room is
--- the topic "room:<name>": a say is encoded once and published once, and the
--- core shares that one frame among every member.
+-- The app keeps no room state of its own. A room is the topic "room:<name>":
+--   * its members are the topic's presence (conn:subscribe with the nick as
+--     presence info; moonwire.presence lists them, cluster-wide with a
+--     backplane);
+--   * its messages (says and presence events) are published once to the
+--     topic, which reaches every member on every node; the core numbers them
+--     (history.topics = { "room:*" }): each carries "offset" and "epoch", and
+--     moonwire.history gives what a client missed after its offset;
+--   * private messages go to the member's connection id (moonwire.send
+--     reaches other nodes).
+-- Nick uniqueness is exact: presence on one node, presence and a Redis claim
+-- with a backplane (scripts/lib/nicks.lua). A connection's nick, rooms and
+-- rate bucket live in conn.data, so a reload keeps everyone where they were.
+-- The same code serves one node and a cluster: presence and history have a
+-- standalone form, and only the nick claims need Redis.
+--
+-- Hooks that reach Redis wait there (a coroutine; other clients go on, this
+-- connection's next messages are held in order). The connection may close
+-- while its hook waits: after every wait the code checks conn:is_open().
 --
 -- Configuration (all optional), in the config file's app table:
 --   app = { chat = { history = 50, max_length = 2000, words = {}, mask = "***",
---                    rate = { burst = 10, per_second = 5 }, max_rooms = 20,
---                    room_ttl = 600000 } }
+--                    rate = { burst = 10, per_second = 5 }, max_rooms = 20 } }
+-- and, for history and recovery, the server's history = { topics = { "room:*" } }.
 local mw = require "moonwire"
 local filters = require "filters"
 local ratelimit = require "ratelimit"
-local history = require "history"
+local nicks = require "nicks"
 
 local encode, decode = mw.json.encode, mw.json.decode
-local publish, now = mw.publish, mw.now
+local publish, now, wall = mw.publish, mw.now, mw.time
 local log = mw.log
-local type, pairs, next, tostring = type, pairs, next, tostring
-local find, lower, format = string.find, string.lower, string.format
+local type, pairs, next, tostring, tointeger = type, pairs, next, tostring, math.tointeger
+local find, lower, format, sub = string.find, string.lower, string.format, string.sub
 local concat, sort = table.concat, table.sort
-local os_time, utf8_offset = os.time, utf8.offset
+local utf8_offset = utf8.offset
 
-local PROTOCOL = 1
+local PROTOCOL = 2
 local NICK_MAX = 32
 local ROOM_MAX = 64
 local REF_MAX = 64
-local SWEEP_MS = 60000
+local EPOCH_MAX = 64
 -- The write queue bound (limits.max_buffered): a history never makes a join pass it.
 local MAX_BUFFERED = (mw.config.limits or {}).max_buffered or 1048576
 local NICK_PATTERN = "^[A-Za-z0-9_][A-Za-z0-9_.%-]*$"
@@ -49,7 +64,7 @@ local function opt_integer(t, key, default, min, max)
   if type(v) ~= "number" or v ~= v // 1 or v < min or v > max then
     config_error(key, format("must be an integer from %d to %d", min, max), v)
   end
-  return math.tointeger(v)
+  return tointeger(v)
 end
 
 local function read_config()
@@ -64,7 +79,6 @@ local function read_config()
     history = opt_integer(c, "history", 50, 0, 10000),
     max_length = opt_integer(c, "max_length", 2000, 1, 1000000),
     max_rooms = opt_integer(c, "max_rooms", 20, 1, 10000),
-    room_ttl = opt_integer(c, "room_ttl", 600000, 0, 7 * 24 * 3600 * 1000),
     words = c.words or {},
     mask = c.mask or "***",
     rate = false,
@@ -90,29 +104,57 @@ local function read_config()
     end
     cfg.rate = { burst = opt_integer(r, "burst", 10, 1, 1000000), per_second = per_second }
   end
+  if c.room_ttl ~= nil then
+    log.warn("chat: app.chat.room_ttl is no longer used: the server's history.ttl bounds a room's history")
+  end
   return cfg
 end
 
 local cfg = read_config()
 local chain = filters.chain(cfg)
 
--- State that survives reloads --------------------------------------------------
+-- The server's history settings: which room topics number and keep their
+-- messages (history.topics, names or prefixes ending in *).
+local history_cfg = mw.config.history or {}
+local history_topics = history_cfg.topics or {}
 
--- rooms[name] = { name, topic, count, seq, members = { [conn id] = nick },
---                 nicks = { [lower(nick)] = conn id }, history, empty_since }
-local S = mw.state.chat
-if S == nil then
-  S = { version = 1, rooms = {} }
-  mw.state.chat = S
+local function keeps_history(topic)
+  for i = 1, #history_topics do
+    local p = history_topics[i]
+    if sub(p, -1) == "*" then
+      if sub(topic, 1, #p - 1) == sub(p, 1, -2) then
+        return true
+      end
+    elseif p == topic then
+      return true
+    end
+  end
+  return false
 end
-local rooms = S.rooms
+
+-- The protocol names the field "offset": refuse a server that would call it otherwise.
+for i = 1, #history_topics do
+  local prefix = history_topics[i]:gsub("%*$", "")
+  local rooms_too = sub("room:", 1, #prefix) == prefix or sub(prefix, 1, 5) == "room:"
+  if rooms_too and history_cfg.field ~= "offset" then
+    error(format('chat: history.field must be "offset" for room topics (got %s)', tostring(history_cfg.field)), 0)
+  end
+end
+
+-- Nick claims: in Redis with a backplane, nothing to do on one node.
+local cluster_cfg = mw.config.cluster or {}
+local claims = nicks.new {
+  redis = cluster_cfg.redis ~= nil and mw.redis or nil,
+  prefix = cluster_cfg.prefix,
+  time = wall,
+  members = function(room)
+    return mw.presence("room:" .. room)
+  end,
+}
 
 -- Replies ----------------------------------------------------------------------
 
 local app = {}
-
--- The ref of the request being handled, for on_error.
-local current_ref
 
 local function send(conn, msg)
   local data, err = encode(msg)
@@ -127,26 +169,30 @@ local function fail(conn, ref, code, message, room)
   return send(conn, { type = "error", code = code, message = message, ref = ref, room = room })
 end
 
--- Reused for every publish that skips the sender (no table per message).
-local skip = {}
-
-local function publish_except(topic, data, conn)
-  skip.except = conn
-  local n, err = publish(topic, data, skip)
-  skip.except = nil
-  if n == nil then
-    log.error("chat: publish to %s failed: %s", topic, err)
-  end
-  return n
+local function unavailable(conn, ref, room, err)
+  return fail(conn, ref, "unavailable", "the cluster is unavailable (" .. tostring(err) .. "); try again", room)
 end
 
-local function publish_event(room, msg, conn)
+-- Publishes a room message to every member, the sender too, so that each
+-- member gets every offset of the room. Returns the offset (nil for a room
+-- without history, or when Redis failed: then only this node's members got it).
+local function publish_room(name, msg)
   local data, err = encode(msg)
   if data == nil then
-    log.error("chat: cannot encode a %s event: %s", tostring(msg.event), err)
-    return
+    log.error("chat: cannot encode a %s message: %s", tostring(msg.type), err)
+    return nil
   end
-  publish_except(room.topic, data, conn)
+  local topic = "room:" .. name
+  local offset
+  offset, err = publish(topic, data)
+  if offset == nil then
+    log.warn("chat: publish to %s: %s", topic, tostring(err))
+    return nil
+  end
+  if keeps_history(topic) then
+    return offset
+  end
+  return nil
 end
 
 -- Rooms and members --------------------------------------------------------------
@@ -187,23 +233,10 @@ local function valid_room(name)
   return true
 end
 
-local function new_room(name)
-  local room = {
-    name = name,
-    topic = "room:" .. name,
-    count = 0,
-    seq = 0,
-    members = {},
-    nicks = {},
-    history = history.new(),
-  }
-  rooms[name] = room
-  return room
-end
-
-local function member_list(room)
+-- The sorted nicks of a presence table.
+local function member_list(members)
   local list, n = {}, 0
-  for _, nick in pairs(room.members) do
+  for _, nick in pairs(members) do
     n = n + 1
     list[n] = nick
   end
@@ -211,25 +244,15 @@ local function member_list(room)
   return list
 end
 
--- Takes the member out of room; forgets the room at once when room_ttl is 0.
-local function remove_member(room, id)
-  local nick = room.members[id]
-  if nick == nil then
-    return nil
+-- The connection's rooms, sorted (so that errors and events come in a stable order).
+local function room_list(d)
+  local list, n = {}, 0
+  for name in pairs(d.rooms) do
+    n = n + 1
+    list[n] = name
   end
-  room.members[id] = nil
-  if room.nicks[lower(nick)] == id then
-    room.nicks[lower(nick)] = nil
-  end
-  room.count = room.count - 1
-  if room.count == 0 then
-    if cfg.room_ttl == 0 then
-      rooms[room.name] = nil
-    else
-      room.empty_since = now()
-    end
-  end
-  return nick
+  sort(list)
+  return list
 end
 
 -- Per-connection state (conn.data), made on first use so connections opened
@@ -241,6 +264,21 @@ local function conn_state(conn)
     d.nrooms = 0
   end
   return d
+end
+
+-- Releases the claims of nick `key` in the rooms of `names` (a backplane only).
+local function release(id, names, key)
+  if key == nil or #names == 0 then
+    return
+  end
+  local list = {}
+  for i = 1, #names do
+    list[i] = { names[i], key }
+  end
+  local ok, err = claims:release(id, list)
+  if ok == nil then
+    log.warn("chat: could not release the nick claims of %s: %s", id, tostring(err))
+  end
 end
 
 -- Requests ---------------------------------------------------------------------------
@@ -265,10 +303,6 @@ local function target_room(conn, d, msg, ref)
     fail(conn, ref, "bad_field", "'room' must be a string")
     return nil
   end
-  if d.rooms[name] and rooms[name] == nil then
-    d.rooms[name] = nil -- the room state was lost (a bug elsewhere): forget it
-    d.nrooms = d.nrooms - 1
-  end
   if not d.rooms[name] then
     fail(conn, ref, "not_in_room", format("you are not in room %q", clip(name)), clip(name))
     return nil
@@ -276,13 +310,16 @@ local function target_room(conn, d, msg, ref)
   return name
 end
 
--- The room names of a join or leave: msg.rooms (a list) or msg.room.
-local function room_names(conn, msg, ref)
+-- The items of a join or leave: msg.rooms (a list) or msg.room (with since and epoch).
+local function room_items(conn, msg, ref)
   local list = msg.rooms
   if list == nil then
     if msg.room == nil then
       fail(conn, ref, "missing_field", "'room' (a name) or 'rooms' (a list of names) is required")
       return nil
+    end
+    if msg.since ~= nil or msg.epoch ~= nil then
+      return { { room = msg.room, since = msg.since, epoch = msg.epoch } }
     end
     return { msg.room }
   end
@@ -297,33 +334,92 @@ local function room_names(conn, msg, ref)
   return list
 end
 
--- Sends the history of room. It is the published frames themselves: no decode,
--- no re-encode. When it would not fit in what is left of the connection's
--- write queue, less a quarter kept for the other replies (a join of many rooms
--- at once), only the newest messages that fit go, with "truncated": true; a
--- "history" request, answered when the queue is empty, fetches them all.
-local function send_history(conn, room, ref)
-  local h = room.history
-  local head = '{"type":"history","room":' .. encode(room.name)
+-- Reads a position { since, epoch } from t: both or neither. Returns true,
+-- since, epoch; or nil, message.
+local function position(t)
+  local since, epoch = t.since, t.epoch
+  if since == nil and epoch == nil then
+    return true
+  end
+  if since == nil then
+    return nil, "'since' is required with 'epoch'"
+  end
+  if epoch == nil then
+    return nil, "'epoch' is required with 'since'"
+  end
+  since = type(since) == "number" and tointeger(since) or nil
+  if since == nil or since < 0 then
+    return nil, "'since' must be an offset (an integer, 0 or more)"
+  end
+  if type(epoch) ~= "string" or #epoch == 0 or #epoch > EPOCH_MAX then
+    return nil, format("'epoch' must be a string of 1 to %d bytes", EPOCH_MAX)
+  end
+  return true, since, epoch
+end
+
+-- The history of a room after since (or the latest `limit`): moonwire.history's
+-- table, an empty one for a room without history, or nil and an error.
+local function read_history(name, since, epoch, limit)
+  local topic = "room:" .. name
+  if not keeps_history(topic) then
+    return { messages = {}, recovered = false }
+  end
+  return mw.history(topic, { since = since, epoch = epoch, limit = limit })
+end
+
+-- Sends a history: the published messages themselves, joined without a
+-- decode. When they would not fit in what is left of the connection's write
+-- queue (all of it when the queue is empty, as between requests; else less a
+-- quarter kept for the other replies of a many-room join), only the newest
+-- that fit go, with "truncated": true and "recovered": false; a "history"
+-- request then fetches the rest.
+local function send_history(conn, name, h, ref, drop)
+  local head = '{"type":"history","room":' .. encode(name)
   if ref ~= nil then
     head = head .. ',"ref":' .. encode(ref)
   end
+  if h.offset ~= nil then
+    -- With Redis, a room that never had a message has no epoch yet ("").
+    if h.epoch ~= "" then
+      head = head .. ',"epoch":' .. encode(h.epoch)
+    end
+    head = head .. ',"offset":' .. format("%d", h.offset)
+  end
+  local messages = drop and {} or h.messages
+  local recovered = h.recovered and not drop
+  local body = concat(messages, ",")
   local queued = conn:buffered() or 0
-  -- A quarter of the queue stays free for the other replies of a many-room join.
-  local space = MAX_BUFFERED * 3 // 4 - queued - #head - 64
-  local body = history.concat(h, ",")
-  if queued == 0 or #body <= space then
-    return conn:send(head .. ',"messages":[' .. body .. "]}")
+  local space = (queued == 0 and MAX_BUFFERED or MAX_BUFFERED * 3 // 4 - queued) - #head - 64
+  if #body <= space then
+    return conn:send(head .. ',"recovered":' .. tostring(recovered) .. ',"messages":[' .. body .. "]}")
   end
-  local first, size = h.last + 1, 0
-  while first > h.first and size + #h[first - 1] + 1 <= space do
+  local first, size = #messages + 1, 0
+  while first > 1 and size + #messages[first - 1] + 1 <= space do
     first = first - 1
-    size = size + #h[first] + 1
+    size = size + #messages[first] + 1
   end
-  return conn:send(head .. ',"truncated":true,"messages":[' .. concat(h, ",", first, h.last) .. "]}")
+  return conn:send(head .. ',"recovered":false,"truncated":true,"messages":['
+    .. concat(messages, ",", first, #messages) .. "]}")
 end
 
-local function join_one(conn, d, name, ref)
+-- Joins one room (item: a name, or { room, since, epoch }). Order: claim the
+-- nick, subscribe with it as presence, read the members and check the nick
+-- once more against them, read the history, answer, then publish the join
+-- (subscribed before the history is read, so nothing falls between the two;
+-- a message may come both in the history and live: its offset tells).
+local function join_one(conn, d, item, ref)
+  local name, since, epoch = item, nil, nil
+  if type(item) == "table" then
+    name = item.room
+    if name == nil then
+      return fail(conn, ref, "missing_field", "each object in 'rooms' needs a 'room'")
+    end
+    local ok
+    ok, since, epoch = position(item)
+    if not ok then
+      return fail(conn, ref, "bad_field", since, type(name) == "string" and clip(name) or nil)
+    end
+  end
   local ok, code, message = valid_room(name)
   if not ok then
     return fail(conn, ref, code, message, type(name) == "string" and clip(name) or nil)
@@ -334,78 +430,121 @@ local function join_one(conn, d, name, ref)
   if d.nrooms >= cfg.max_rooms then
     return fail(conn, ref, "too_many_rooms", format("at most %d rooms per connection", cfg.max_rooms), name)
   end
-  local room = rooms[name]
-  local key = lower(d.nick)
-  if room ~= nil and room.nicks[key] ~= nil then
-    return fail(conn, ref, "nick_taken", format("the nick %q is taken in room %q", d.nick, name), name)
-  end
-  local subscribed, err = conn:subscribe("room:" .. name)
-  if not subscribed then
-    return fail(conn, ref, "internal", "could not join: " .. tostring(err), name)
-  end
-  room = room or new_room(name)
-  room.members[conn.id] = d.nick
-  room.nicks[key] = conn.id
-  room.count = room.count + 1
-  room.empty_since = nil
-  d.rooms[name] = true
-  d.nrooms = d.nrooms + 1
-
-  send(conn, { type = "joined", room = name, nick = d.nick, members = member_list(room), ref = ref })
-  send_history(conn, room, nil)
-  publish_event(room, { type = "presence", room = name, event = "join", nick = d.nick }, conn)
-end
-
-local function leave_one(conn, d, name, ref, reason)
-  local room = rooms[name]
-  d.rooms[name] = nil
-  d.nrooms = d.nrooms - 1
-  if conn:is_open() then
-    conn:unsubscribe("room:" .. name)
-  end
-  if room == nil then
+  local nick, id, topic = d.nick, conn.id, "room:" .. name
+  local key = lower(nick)
+  local taken = format("the nick %q is taken in room %q", nick, name)
+  local err
+  ok, code, err = claims:claim(name, key, id)
+  if not ok then
+    if conn:is_open() then
+      if code == "taken" then
+        return fail(conn, ref, "nick_taken", taken, name)
+      end
+      return unavailable(conn, ref, name, err)
+    end
     return
   end
-  local nick = remove_member(room, conn.id)
-  if nick ~= nil and room.count > 0 then
-    publish_event(room, { type = "presence", room = name, event = "leave", nick = nick, reason = reason }, conn)
+  if not conn:is_open() then
+    return release(id, { name }, key)
   end
+  ok, err = conn:subscribe(topic, { presence = nick })
+  if not ok then
+    release(id, { name }, key)
+    return fail(conn, ref, "internal", "could not join: " .. tostring(err), name)
+  end
+  local members
+  members, err = mw.presence(topic)
+  if not conn:is_open() then
+    return release(id, { name }, key)
+  end
+  if members == nil or nicks.holder(members, key, id) ~= nil then
+    conn:unsubscribe(topic)
+    release(id, { name }, key)
+    if members == nil then
+      return unavailable(conn, ref, name, err)
+    end
+    return fail(conn, ref, "nick_taken", taken, name)
+  end
+  -- A member from here on: on_close cleans up if the connection goes.
+  d.rooms[name] = true
+  d.nrooms = d.nrooms + 1
+  members[id] = nick
+  local h
+  if since ~= nil then
+    h, err = read_history(name, since, epoch)
+  else
+    h, err = read_history(name, nil, nil, cfg.history > 0 and cfg.history or 1)
+  end
+  if not conn:is_open() then
+    return
+  end
+  if h == nil then
+    log.warn("chat: history of %s: %s", topic, tostring(err))
+    h = { messages = {}, recovered = false }
+  end
+  send(conn, { type = "joined", room = name, nick = nick, members = member_list(members), ref = ref })
+  send_history(conn, name, h, nil, since == nil and cfg.history == 0)
+  publish_room(name, { type = "presence", room = name, event = "join", nick = nick })
+end
+
+-- Leaves a room: out of its topic and presence, the nick claim released,
+-- then the reply (so a "left" means the nick is free in that room on every
+-- node) and the leave event to the others.
+local function leave_one(conn, d, name, ref)
+  d.rooms[name] = nil
+  d.nrooms = d.nrooms - 1
+  conn:unsubscribe("room:" .. name)
+  local nick = d.nick
+  release(conn.id, { name }, lower(nick))
+  if conn:is_open() then
+    send(conn, { type = "left", room = name, ref = ref })
+  end
+  publish_room(name, { type = "presence", room = name, event = "leave", nick = nick, reason = "left" })
 end
 
 function handlers.join(conn, d, msg, ref)
-  local names = room_names(conn, msg, ref)
-  if names == nil then
+  local items = room_items(conn, msg, ref)
+  if items == nil then
     return
   end
   if d.nick == nil then
     return fail(conn, ref, "nick_required", "set a nick before you join a room")
   end
-  for i = 1, #names do
-    join_one(conn, d, names[i], ref)
+  for i = 1, #items do
+    if not conn:is_open() then
+      return
+    end
+    join_one(conn, d, items[i], ref)
   end
 end
 
 function handlers.leave(conn, d, msg, ref)
-  local names = room_names(conn, msg, ref)
-  if names == nil then
+  local items = room_items(conn, msg, ref)
+  if items == nil then
     return
   end
-  for i = 1, #names do
-    local name = names[i]
+  for i = 1, #items do
+    if not conn:is_open() then
+      return
+    end
+    local name = items[i]
+    if type(name) == "table" then
+      name = name.room
+    end
     local ok, code, message = valid_room(name)
     if not ok then
       fail(conn, ref, code, message, type(name) == "string" and clip(name) or nil)
     elseif not d.rooms[name] then
       fail(conn, ref, "not_in_room", format("you are not in room %q", name), name)
     else
-      leave_one(conn, d, name, ref, "left")
-      send(conn, { type = "left", room = name, ref = ref })
+      leave_one(conn, d, name, ref)
     end
   end
 end
 
 -- Sets or changes the nick; refused when another member of one of the
--- connection's rooms has it (ignoring ASCII case).
+-- connection's rooms has it (ignoring ASCII case). The new nick is checked and
+-- claimed in every room first; then presence, the reply and the events.
 local function set_nick(conn, d, nick, ref)
   local ok, code, message = valid_nick(nick)
   if not ok then
@@ -415,26 +554,42 @@ local function set_nick(conn, d, nick, ref)
   if old == nick then
     return send(conn, { type = "nick_set", nick = nick, old = old, ref = ref })
   end
-  local key, id = lower(nick), conn.id
-  for name in pairs(d.rooms) do
-    local holder = rooms[name] and rooms[name].nicks[key]
-    if holder ~= nil and holder ~= id then
-      return fail(conn, ref, "nick_taken", format("the nick %q is taken in room %q", nick, name), name)
+  local id, key = conn.id, lower(nick)
+  local names = room_list(d)
+  if old == nil or lower(old) ~= key then
+    local claimed = {}
+    for i = 1, #names do
+      local name = names[i]
+      local members, err = mw.presence("room:" .. name)
+      if members ~= nil and nicks.holder(members, key, id) ~= nil then
+        ok, code = nil, "taken"
+      elseif members ~= nil then
+        ok, code, err = claims:claim(name, key, id)
+      end
+      if not conn:is_open() then
+        return release(id, claimed, key)
+      end
+      if members == nil or not ok then
+        release(id, claimed, key)
+        if members == nil or code ~= "taken" then
+          return unavailable(conn, ref, name, err)
+        end
+        return fail(conn, ref, "nick_taken", format("the nick %q is taken in room %q", nick, name), name)
+      end
+      claimed[#claimed + 1] = name
     end
   end
   d.nick = nick
-  for name in pairs(d.rooms) do
-    local room = rooms[name]
-    if room ~= nil then
-      if old ~= nil and room.nicks[lower(old)] == id then
-        room.nicks[lower(old)] = nil
-      end
-      room.nicks[key] = id
-      room.members[id] = nick
-      publish_event(room, { type = "presence", room = name, event = "nick", nick = nick, old = old }, conn)
-    end
+  for i = 1, #names do
+    conn:subscribe("room:" .. names[i], { presence = nick })
+  end
+  if old ~= nil and lower(old) ~= key then
+    release(id, names, lower(old))
   end
   send(conn, { type = "nick_set", nick = nick, old = old, ref = ref })
+  for i = 1, #names do
+    publish_room(names[i], { type = "presence", room = names[i], event = "nick", nick = nick, old = old })
+  end
 end
 
 function handlers.nick(conn, d, msg, ref)
@@ -445,8 +600,6 @@ function handlers.nick(conn, d, msg, ref)
 end
 
 -- The filtered text of a say or private, or nil after an error reply.
-local ctx = {}
-
 local function filtered_text(conn, d, msg, ref, room, kind)
   local text = msg.text
   if text == nil then
@@ -457,9 +610,8 @@ local function filtered_text(conn, d, msg, ref, room, kind)
     fail(conn, ref, "bad_field", "'text' must be a string", room)
     return nil
   end
-  ctx.conn, ctx.nick, ctx.room, ctx.kind = conn, d.nick, room, kind
+  local ctx = { conn = conn, nick = d.nick, room = room, kind = kind }
   local out, code, message = filters.run(chain, text, ctx)
-  ctx.conn = nil
   if out == nil then
     fail(conn, ref, code, message, room)
   end
@@ -475,15 +627,10 @@ function handlers.say(conn, d, msg, ref)
   if text == nil then
     return
   end
-  local room = rooms[name]
-  local seq, time = room.seq + 1, os_time()
-  room.seq = seq
-  local data = encode { type = "say", room = name, from = d.nick, text = text, seq = seq, time = time }
-  if cfg.history > 0 then
-    history.push(room.history, data, cfg.history)
+  local offset = publish_room(name, { type = "say", room = name, from = d.nick, text = text, time = wall() // 1000 })
+  if conn:is_open() then
+    send(conn, { type = "sent", room = name, offset = offset, ref = ref })
   end
-  publish_except(room.topic, data, conn)
-  send(conn, { type = "sent", room = name, seq = seq, time = time, text = text, ref = ref })
 end
 
 function handlers.private(conn, d, msg, ref)
@@ -498,19 +645,25 @@ function handlers.private(conn, d, msg, ref)
   if type(to) ~= "string" then
     return fail(conn, ref, "bad_field", "'to' must be a string", name)
   end
-  local room = rooms[name]
-  local target = room.nicks[lower(to)]
-  if target == nil then
-    return fail(conn, ref, "no_such_member", format("nobody called %q is in room %q", clip(to), name), name)
-  end
   local text = filtered_text(conn, d, msg, ref, name, "private")
   if text == nil then
     return
   end
-  local out = { type = "private", room = name, from = d.nick, to = room.members[target], text = text, time = os_time() }
-  local data = encode(out)
+  local members, err = mw.presence("room:" .. name)
+  if not conn:is_open() then
+    return
+  end
+  if members == nil then
+    return unavailable(conn, ref, name, err)
+  end
+  local target, to_nick = nicks.holder(members, lower(to), nil)
+  if target == nil then
+    return fail(conn, ref, "no_such_member", format("nobody called %q is in room %q", clip(to), name), name)
+  end
+  local out = { type = "private", room = name, from = d.nick, to = to_nick, text = text, time = wall() // 1000 }
   if target ~= conn.id then
-    local sent, err = mw.send(target, data)
+    local sent
+    sent, err = mw.send(target, encode(out))
     if not sent then
       if err == "closed" then
         return fail(conn, ref, "no_such_member", format("%q has just left room %q", to, name), name)
@@ -518,25 +671,49 @@ function handlers.private(conn, d, msg, ref)
       return fail(conn, ref, "undelivered", format("the message to %q was not delivered (%s)", to, tostring(err)), name)
     end
   end
-  if ref ~= nil then
-    out.ref = ref
-    data = encode(out)
-  end
-  conn:send(data)
+  out.ref = ref
+  send(conn, out)
 end
 
 function handlers.members(conn, d, msg, ref)
   local name = target_room(conn, d, msg, ref)
-  if name ~= nil then
-    send(conn, { type = "members", room = name, members = member_list(rooms[name]), ref = ref })
+  if name == nil then
+    return
   end
+  local members, err = mw.presence("room:" .. name)
+  if not conn:is_open() then
+    return
+  end
+  if members == nil then
+    return unavailable(conn, ref, name, err)
+  end
+  send(conn, { type = "members", room = name, members = member_list(members), ref = ref })
 end
 
 function handlers.history(conn, d, msg, ref)
   local name = target_room(conn, d, msg, ref)
-  if name ~= nil then
-    send_history(conn, rooms[name], ref)
+  if name == nil then
+    return
   end
+  local ok, since, epoch = position(msg)
+  if not ok then
+    return fail(conn, ref, "bad_field", since, name)
+  end
+  local limit = msg.limit
+  if limit ~= nil then
+    limit = type(limit) == "number" and tointeger(limit) or nil
+    if limit == nil or limit < 1 then
+      return fail(conn, ref, "bad_field", "'limit' must be a positive integer", name)
+    end
+  end
+  local h, err = read_history(name, since, epoch, limit)
+  if not conn:is_open() then
+    return
+  end
+  if h == nil then
+    return unavailable(conn, ref, name, err)
+  end
+  send_history(conn, name, h, ref)
 end
 
 function handlers.ping(conn, _, _, ref)
@@ -568,7 +745,7 @@ function app.on_open(conn, req)
     set_nick(conn, d, q.nick, nil)
   end
   local r = q.room or q.rooms
-  if r ~= nil and r ~= "" then
+  if r ~= nil and r ~= "" and conn:is_open() then
     if d.nick == nil then
       return fail(conn, nil, "nick_required", "set a nick before you join a room (add &nick=...)")
     end
@@ -581,6 +758,9 @@ function app.on_open(conn, req)
       return fail(conn, nil, "too_many_rooms", format("at most %d rooms per connection", cfg.max_rooms))
     end
     for i = 1, n do
+      if not conn:is_open() then
+        return
+      end
       join_one(conn, d, names[i], nil)
     end
   end
@@ -652,70 +832,40 @@ function app.on_message(conn, data, kind)
   if handler == nil then
     return fail(conn, ref, "unknown_type", format("unknown message type %q", clip(t)))
   end
-  current_ref = ref
+  -- For on_error: this connection's request (hooks of others run while one waits).
+  d.ref = ref
   handler(conn, d, msg, ref)
-  current_ref = nil
+  d.ref = nil
 end
 
--- Leaves every room (presence "leave" with reason "disconnected" to the others).
+-- Leaves every room: presence "leave" with reason "disconnected" to the
+-- others, and the nick claims released. The core has already taken the
+-- connection out of the topics and their presence.
 function app.on_close(conn)
   local d = conn.data
-  if d.rooms == nil then
+  if d.rooms == nil or d.nrooms == 0 then
     return
   end
-  for name in pairs(d.rooms) do
-    leave_one(conn, d, name, nil, "disconnected")
+  local names, nick = room_list(d), d.nick
+  d.rooms, d.nrooms = {}, 0
+  release(conn.id, names, nick and lower(nick))
+  for i = 1, #names do
+    publish_room(names[i], { type = "presence", room = names[i], event = "leave", nick = nick, reason = "disconnected" })
   end
 end
 
 -- A handler raised: tell the client, keep the connection (the core logged it).
 function app.on_error(conn)
-  S.suspect = true -- a failed on_close may have left a member behind: the sweeper checks
   if conn ~= nil and conn:is_open() then
-    fail(conn, current_ref, "internal", "the server failed to handle that message")
+    local d = conn.data
+    fail(conn, d.ref, "internal", "the server failed to handle that message")
+    d.ref = nil
   end
-  current_ref = nil
   return true
 end
 
--- Forgets rooms empty for room_ttl ms (and their history). After a hook
--- failed or a reload, also forgets members whose connection is gone (what a
--- failed on_close leaves behind), telling the room.
-local function sweep()
-  local t, check = now(), S.suspect
-  S.suspect = nil
-  for name, room in pairs(rooms) do
-    if check then
-      for id in pairs(room.members) do
-        if mw.connection(id) == nil then
-          local nick = remove_member(room, id)
-          if room.count > 0 then
-            publish_event(room, { type = "presence", room = name, event = "leave", nick = nick, reason = "disconnected" })
-          end
-        end
-      end
-    end
-    if room.count == 0 and (room.empty_since == nil or t - room.empty_since >= cfg.room_ttl) then
-      rooms[name] = nil
-    end
-  end
-end
-
--- After a reload: the new history cap applies to what is kept, and the next
--- sweep checks for members left behind (by another app's on_close, say).
 function app.on_reload()
-  S.suspect = true
-  local n = 0
-  for _, room in pairs(rooms) do
-    history.trim(room.history, cfg.history)
-    n = n + 1
-  end
-  log.info("chat: reloaded; %d rooms kept", n)
-end
-
--- After the first load and after every reload (a reload cancels our timers).
-function app.on_start()
-  mw.every(cfg.room_ttl > 0 and math.min(cfg.room_ttl, SWEEP_MS) or SWEEP_MS, sweep)
+  log.info("chat: reloaded")
 end
 
 -- For specs and extensions: the handler table and the filter chain.

@@ -35,16 +35,25 @@ return {
 
   log = { level = "info" },
 
+  -- The rooms' history (scripts/chat.lua's room "x" is the topic "room:x"):
+  -- each message gets an offset and an epoch, and a page that reconnects
+  -- gets exactly what it missed. Kept in this process's memory here; with
+  -- --redis URL (docs/scaling.md) in Redis, shared by every node.
+  history = {
+    topics = { "room:*" },
+    size = 200,              -- messages kept per room (says and presence events)
+    ttl = 86400,             -- seconds a silent room's history is kept
+  },
+
   -- Read by scripts/chat.lua (docs/chat-protocol.md, "Configuration").
   app = {
     chat = {
-      history = 100,         -- say messages kept per room, sent on join
+      history = 100,         -- room messages sent on join (of the history.size kept)
       max_length = 2000,     -- characters per message
       words = {},            -- masked words, e.g. { "darn", "heck" }
       mask = "***",
       rate = { burst = 10, per_second = 5 },
       max_rooms = 10,        -- rooms per connection
-      room_ttl = 600000,     -- ms an empty room and its history are kept
     },
   },
 }

@@ -9,4 +9,5 @@ return {
   },
   script = "scripts/chat.lua",
   static = { root = "examples/chat/public" },
+  history = { topics = { "room:*" } },
 }

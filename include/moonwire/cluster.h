@@ -64,6 +64,9 @@ int mw_cluster_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen
 /* Disconnects and frees (at shutdown). Safe from a loop callback. */
 void mw_cluster_stop(mw_server_t *srv);
 
+/* True when the subscriber connection is up (messages of other nodes arrive). */
+int mw_cluster_subscribed(const mw_cluster_t *cl);
+
 /* True when both Redis connections are up. */
 int mw_cluster_healthy(const mw_cluster_t *cl);
 

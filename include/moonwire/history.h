@@ -8,8 +8,9 @@
  * after its offset are still kept, it gets exactly those (recovered),
  * otherwise the latest ones and recovered = false.
  *
- * This file keeps history in the node's memory (standalone: the epoch is the
- * node's incarnation, so a restart starts a new one). With a backplane,
+ * This file keeps history in the node's memory (standalone: an epoch is the
+ * node's incarnation and the topic's start, so a restart, or a topic whose
+ * history expired, starts a new one). With a backplane,
  * cluster.c keeps it in Redis streams instead, with the same rules.
  */
 #ifndef MOONWIRE_HISTORY_H
@@ -35,10 +36,14 @@ uint8_t *mw_history_inject(const char *field, uint64_t offset, const char *epoch
 int mw_history_new(mw_history_t **out, const char *epoch);
 void mw_history_free(mw_history_t *h);
 
+/* The offset and epoch the topic's next message gets (starting the topic, with
+ * a new epoch, when it has no history). Returns 0 or MW_ENOMEM. */
+int mw_history_begin(mw_history_t *h, const char *topic, size_t len, uint64_t *offset,
+                     const char **epoch);
+
 /* Appends a message (a text or binary frame, payload already final) as the
- * topic's next offset; takes a reference. Returns the offset, 0 when out of
- * memory. now and cfg give the bounds (history.size, history.ttl). */
-uint64_t mw_history_next_offset(mw_history_t *h, const char *topic, size_t len);
+ * offset mw_history_begin gave; takes a reference. Returns 0 or MW_ENOMEM.
+ * now and cfg give the bounds (history.size, history.ttl). */
 int mw_history_append(mw_history_t *h, const char *topic, size_t len, uint64_t offset,
                       mw_frame_t *f, const mw_config_t *cfg, uint64_t now);
 
@@ -51,8 +56,9 @@ void mw_history_read(mw_history_t *h, const char *topic, size_t len, uint64_t si
                      void (*each)(void *ud, const mw_frame_t *f), void *ud, uint64_t *last,
                      int *recovered);
 
-/* The epoch of this store. */
-const char *mw_history_epoch(const mw_history_t *h);
+/* A topic's epoch: the node's incarnation and which start of the topic this
+ * is; "" for a topic without history (as in Redis). */
+const char *mw_history_epoch(const mw_history_t *h, const char *topic, size_t len);
 
 /* Drops the history of topics silent for longer than history.ttl (the
  * server's sweep calls it). */

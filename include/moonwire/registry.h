@@ -49,6 +49,9 @@ mw_conn_t *mw_registry_find(const mw_registry_t *reg, const char *id, size_t len
 /* Finds an open connection of this node by its serial, or NULL. */
 mw_conn_t *mw_registry_find_serial(const mw_registry_t *reg, uint64_t serial);
 
+/* True when id is spelled like a connection id ("node.incarnation.serial"). */
+int mw_registry_id_valid(const char *id, size_t len);
+
 /* True when the id was issued by this node (open or not). */
 int mw_registry_is_local(const mw_registry_t *reg, const char *id, size_t len);
 

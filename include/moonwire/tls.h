@@ -31,6 +31,9 @@ typedef struct mw_tls_s mw_tls_t;
  * ALPN http/1.1). Returns 0, or MW_ECONFIG with the reason in err. */
 int mw_tls_ctx_init(mw_tls_ctx_t *t, const char *cert, const char *key, char *err, size_t errlen);
 
+/* Points the context at other files (for the next reload). Returns 0 or MW_ENOMEM. */
+int mw_tls_ctx_set_files(mw_tls_ctx_t *t, const char *cert, const char *key);
+
 /* Re-reads the files. On failure keeps the old context and returns
  * MW_ECONFIG with the reason in err. */
 int mw_tls_ctx_reload(mw_tls_ctx_t *t, char *err, size_t errlen);

@@ -4,7 +4,8 @@
  * the same addresses with SO_REUSEPORT, so the kernel spreads connections
  * over them; they share topics through the backplane. The master serves
  * nothing: it restarts a worker that dies (waiting a second when one dies
- * right after it started, so a broken worker cannot spin), forwards SIGHUP
+ * right after it started, so a broken worker cannot spin; after five such
+ * deaths in a row it stops everything and exits 1), forwards SIGHUP
  * and SIGUSR1, and on SIGTERM or SIGINT forwards it and waits for every
  * worker to drain (SIGKILL after the grace period).
  */

@@ -113,3 +113,24 @@ describe("moonwire.history without a backplane", function()
     assert.same({ "hello" }, helpers.texts(b))
   end)
 end)
+
+describe("moonwire.history when a topic starts over", function()
+  it("gives the topic a new epoch after its history expired, so old positions do not recover", function()
+    local srv = helpers.server(helpers.tempfile(APP), {
+      history = { topics = { "room:*" }, size = 5, ttl = 60 },
+    })
+    local a = helpers.connect(srv)
+    for i = 1, 3 do a:send(('say:{"n":%d}'):format(i)) end
+    local first = json.decode(helpers.texts(a)[1])
+    srv:advance(61000)
+    for i = 4, 5 do a:send(('say:{"n":%d}'):format(i)) end
+    local again = json.decode(helpers.texts(a)[1])
+    assert.equal(1, again.offset)
+    assert.are_not.equal(first.epoch, again.epoch)
+    a:send(("since:1:%s:"):format(first.epoch))
+    local h = json.decode(helpers.texts(a)[1])
+    assert.is_false(h.recovered)
+    assert.equal(again.epoch, h.epoch)
+    srv:close()
+  end)
+end)

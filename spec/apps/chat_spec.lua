@@ -1,65 +1,93 @@
+-- scripts/chat.lua through moonwire.sim: one node, no backplane, so presence
+-- and history run in their standalone form (the room topics keep history:
+-- history.topics = { "room:*" }). What crosses nodes is tested end to end in
+-- tests/e2e/test_chat_cluster.py.
 local helpers = require "helpers"
 local json = helpers.json
 
 local SCRIPT = "scripts/chat.lua"
-
--- Decoded messages with their "time" (wall clock seconds) checked and removed,
--- so the rest can be compared exactly.
-local function untime(m)
-  if m.time ~= nil then
-    assert.is_number(m.time)
-    assert.is_true(m.time > 1.6e9)
-    m.time = nil
-  end
-  if m.type == "history" then
-    for _, h in ipairs(m.messages) do
-      untime(h)
-    end
-  end
-  return m
-end
-
-local function msgs(client)
-  local out = helpers.json_messages(client)
-  for _, m in ipairs(out) do
-    untime(m)
-  end
-  return out
-end
-
-local function say(room, from, text, seq)
-  return { type = "say", room = room, from = from, text = text, seq = seq }
-end
-
-local function presence(room, event, nick, extra)
-  local m = { type = "presence", room = room, event = event, nick = nick }
-  for k, v in pairs(extra or {}) do
-    m[k] = v
-  end
-  return m
-end
-
-local function err(code, message, extra)
-  local m = { type = "error", code = code, message = message }
-  for k, v in pairs(extra or {}) do
-    m[k] = v
-  end
-  return m
-end
+local HISTORY = { topics = { "room:*" } }
 
 describe("chat.lua", function()
   local srv
   local temps = {}
+  local epochs = {} -- each room's history epoch, learned from the first message that has one
 
-  -- A chat server whose rate limit is out of the way unless a spec sets one.
+  -- Checks and removes what varies: "time" (wall clock seconds) and "epoch"
+  -- (one per room: each room's history starts its own), so the rest compares exactly.
+  local function norm(m)
+    if m.time ~= nil then
+      assert.is_number(m.time)
+      assert.is_true(m.time > 1.6e9)
+      m.time = nil
+    end
+    if m.epoch ~= nil then
+      assert.is_string(m.epoch)
+      local room = m.room or "?"
+      epochs[room] = epochs[room] or m.epoch
+      assert.equal(epochs[room], m.epoch)
+      m.epoch = nil
+    end
+    if m.type == "history" then
+      for _, h in ipairs(m.messages) do
+        norm(h)
+      end
+    end
+    return m
+  end
+
+  local function msgs(client)
+    local out = helpers.json_messages(client)
+    for _, m in ipairs(out) do
+      norm(m)
+    end
+    return out
+  end
+
+  local function say(room, from, text, offset)
+    return { type = "say", room = room, from = from, text = text, offset = offset }
+  end
+
+  local function presence(room, event, nick, offset, extra)
+    local m = { type = "presence", room = room, event = event, nick = nick, offset = offset }
+    for k, v in pairs(extra or {}) do
+      m[k] = v
+    end
+    return m
+  end
+
+  local function history(room, offset, recovered, messages, extra)
+    local m = { type = "history", room = room, offset = offset, recovered = recovered, messages = messages or {} }
+    for k, v in pairs(extra or {}) do
+      m[k] = v
+    end
+    return m
+  end
+
+  local function err(code, message, extra)
+    local m = { type = "error", code = code, message = message }
+    for k, v in pairs(extra or {}) do
+      m[k] = v
+    end
+    return m
+  end
+
+  -- A chat server whose rate limit is out of the way unless a spec sets one,
+  -- with history on the room topics unless config says otherwise.
   local function server(chat, config)
     chat = chat or {}
     if chat.rate == nil then
       chat.rate = { burst = 100000, per_second = 100000 }
     end
     config = config or {}
+    if config.history == nil then
+      config.history = HISTORY
+    elseif config.history == false then
+      config.history = nil
+    end
     config.app = { chat = chat }
     srv = helpers.server(SCRIPT, config)
+    epochs = {}
     return srv
   end
 
@@ -70,12 +98,20 @@ describe("chat.lua", function()
       path = path .. "?nick=" .. nick .. (rooms and ("&room=" .. rooms) or "")
     end
     local c = helpers.connect(srv, path)
-    c:received()
+    msgs(c) -- dropped, but the epoch is learned
     return c
   end
 
   local function send(c, msg)
     assert(c:send(type(msg) == "string" and msg or json.encode(msg)))
+  end
+
+  local function texts_of(list)
+    local out = {}
+    for i, m in ipairs(list) do
+      out[i] = m.text or (m.event and m.event .. ":" .. m.nick)
+    end
+    return out
   end
 
   local function temp(path)
@@ -104,7 +140,7 @@ describe("chat.lua", function()
         type = "welcome",
         id = c.id,
         node = m[1].node,
-        protocol = 1,
+        protocol = 2,
         limits = {
           nick_length = 32,
           room_length = 64,
@@ -128,17 +164,22 @@ describe("chat.lua", function()
     it("sets the nick and joins the rooms of the query string", function()
       local c = helpers.connect(srv, "/chat?nick=ann&room=a,b")
       local m = msgs(c)
-      assert.same({ "welcome", "nick_set", "joined", "history", "joined", "history" },
-        { m[1].type, m[2].type, m[3].type, m[4].type, m[5].type, m[6].type })
-      assert.same({ type = "nick_set", nick = "ann" }, m[2])
-      assert.same({ type = "joined", room = "a", nick = "ann", members = { "ann" } }, m[3])
-      assert.same({ type = "history", room = "a", messages = {} }, m[4])
-      assert.same({ type = "joined", room = "b", nick = "ann", members = { "ann" } }, m[5])
+      assert.equal(8, #m)
+      assert.equal("welcome", m[1].type)
+      assert.same({
+        { type = "nick_set", nick = "ann" },
+        { type = "joined", room = "a", nick = "ann", members = { "ann" } },
+        history("a", 0, true),
+        presence("a", "join", "ann", 1),
+        { type = "joined", room = "b", nick = "ann", members = { "ann" } },
+        history("b", 0, true),
+        presence("b", "join", "ann", 1),
+      }, { table.unpack(m, 2) })
     end)
 
     it("takes rooms= as well as room=", function()
       local m = msgs(helpers.connect(srv, "/?rooms=a,b&nick=ann"))
-      assert.same({ "a", "b" }, { m[3].room, m[5].room })
+      assert.same({ "a", "b" }, { m[3].room, m[6].room })
     end)
 
     it("answers a query room without a nick with nick_required", function()
@@ -155,6 +196,7 @@ describe("chat.lua", function()
       assert.same({ "welcome", "error", "error" }, { m[1].type, m[2].type, m[3].type })
       assert.equal("bad_nick", m[2].code)
       assert.equal("nick_required", m[3].code)
+      assert.equal(3, #m)
     end)
 
     it("refuses more query rooms than max_rooms", function()
@@ -206,15 +248,19 @@ describe("chat.lua", function()
         assert.same({ err("bad_field", "nick must be a string"), err("missing_field", "'nick' is required") }, msgs(c))
       end)
 
-      it("renames in every room: presence to the others, members updated", function()
+      it("renames in every room: the reply, a presence event to each room, members updated", function()
         local ann = client("ann", "a,b")
         local bob = client("bob", "a")
         local cat = client("cat", "b")
         helpers.drain(ann, bob, cat)
         send(ann, { type = "nick", nick = "anna", id = 1 })
-        assert.same({ { type = "nick_set", nick = "anna", old = "ann", ref = 1 } }, msgs(ann))
-        assert.same({ presence("a", "nick", "anna", { old = "ann" }) }, msgs(bob))
-        assert.same({ presence("b", "nick", "anna", { old = "ann" }) }, msgs(cat))
+        assert.same({
+          { type = "nick_set", nick = "anna", old = "ann", ref = 1 },
+          presence("a", "nick", "anna", 3, { old = "ann" }),
+          presence("b", "nick", "anna", 3, { old = "ann" }),
+        }, msgs(ann))
+        assert.same({ presence("a", "nick", "anna", 3, { old = "ann" }) }, msgs(bob))
+        assert.same({ presence("b", "nick", "anna", 3, { old = "ann" }) }, msgs(cat))
         send(bob, { type = "members", room = "a" })
         assert.same({ { type = "members", room = "a", members = { "anna", "bob" } } }, msgs(bob))
         -- the old nick is free, the new one is taken
@@ -239,7 +285,8 @@ describe("chat.lua", function()
         local ann = client("ann", "a")
         client("bob", "b")
         send(ann, { type = "nick", nick = "bob" })
-        assert.same({ { type = "nick_set", nick = "bob", old = "ann" } }, msgs(ann))
+        assert.same({ { type = "nick_set", nick = "bob", old = "ann" }, presence("a", "nick", "bob", 2, { old = "ann" }) },
+          msgs(ann))
       end)
 
       it("lets you change the case of your own nick", function()
@@ -247,8 +294,8 @@ describe("chat.lua", function()
         local bob = client("bob", "a")
         helpers.drain(ann)
         send(ann, { type = "nick", nick = "Ann" })
-        assert.same({ { type = "nick_set", nick = "Ann", old = "ann" } }, msgs(ann))
-        assert.same({ presence("a", "nick", "Ann", { old = "ann" }) }, msgs(bob))
+        assert.same({ type = "nick_set", nick = "Ann", old = "ann" }, msgs(ann)[1])
+        assert.same({ presence("a", "nick", "Ann", 3, { old = "ann" }) }, msgs(bob))
       end)
 
       it("answers the same nick again without telling the rooms", function()
@@ -262,42 +309,44 @@ describe("chat.lua", function()
     end)
 
     describe("join", function()
-      it("sends joined with the members, then the history, and presence to the others", function()
+      it("sends joined with the members, then the history, then the join event to every member", function()
         local ann = client("ann", "lobby")
         local bob = client("bob")
         send(bob, { type = "join", room = "lobby", id = "j" })
         assert.same({
           { type = "joined", room = "lobby", nick = "bob", members = { "ann", "bob" }, ref = "j" },
-          { type = "history", room = "lobby", messages = {} },
+          history("lobby", 1, false, { presence("lobby", "join", "ann", 1) }),
+          presence("lobby", "join", "bob", 2),
         }, msgs(bob))
-        assert.same({ presence("lobby", "join", "bob") }, msgs(ann))
+        assert.same({ presence("lobby", "join", "bob", 2) }, msgs(ann))
       end)
 
       it("joins several rooms at once", function()
         local ann = client("ann")
         send(ann, { type = "join", rooms = { "a", "b" } })
-        local m = msgs(ann)
         assert.same({
           { type = "joined", room = "a", nick = "ann", members = { "ann" } },
-          { type = "history", room = "a", messages = {} },
+          history("a", 0, true),
+          presence("a", "join", "ann", 1),
           { type = "joined", room = "b", nick = "ann", members = { "ann" } },
-          { type = "history", room = "b", messages = {} },
-        }, m)
+          history("b", 0, true),
+          presence("b", "join", "ann", 1),
+        }, msgs(ann))
       end)
 
       it("reports each failing room of a list and joins the others", function()
         local ann = client("ann")
         send(ann, { type = "join", rooms = { "a", "no way", "b", "a" }, id = 9 })
         local m = msgs(ann)
-        assert.equal(6, #m)
-        assert.same({ "joined", "history" }, { m[1].type, m[2].type })
+        assert.equal(8, #m)
+        assert.same({ "joined", "history", "presence" }, { m[1].type, m[2].type, m[3].type })
         assert.same(err("bad_room", 'a room name is 1 to 64 letters, digits, \'_\', \'-\' and \'.\' (got "no way")',
-          { room = "no way", ref = 9 }), m[3])
-        assert.same({ "joined", "history" }, { m[4].type, m[5].type })
-        assert.same(err("already_in_room", 'you are already in room "a"', { room = "a", ref = 9 }), m[6])
+          { room = "no way", ref = 9 }), m[4])
+        assert.same({ "joined", "history", "presence" }, { m[5].type, m[6].type, m[7].type })
+        assert.same(err("already_in_room", 'you are already in room "a"', { room = "a", ref = 9 }), m[8])
       end)
 
-      it("refuses a room whose member has your nick, ignoring case, with nick_taken", function()
+      it("refuses a room whose member has your nick, ignoring case, and leaves you out of it", function()
         local ann = client("ann", "lobby")
         local other = client("ANN")
         helpers.drain(ann)
@@ -306,6 +355,10 @@ describe("chat.lua", function()
         assert.same({}, msgs(ann))
         send(other, { type = "say", room = "lobby", text = "x" })
         assert.equal("not_in_room", msgs(other)[1].code)
+        send(ann, { type = "say", text = "only ann hears this" })
+        assert.same({}, msgs(other))
+        send(ann, { type = "members" })
+        assert.same({ "ann" }, helpers.of_type(msgs(ann), "members")[1].members)
       end)
 
       it("wants a nick first", function()
@@ -342,10 +395,12 @@ describe("chat.lua", function()
         send(ann, { type = "join" })
         send(ann, { type = "join", rooms = "a" })
         send(ann, '{"type":"join","rooms":[]}')
+        send(ann, { type = "join", rooms = { { since = 1, epoch = "e" } } })
         assert.same({
           err("missing_field", "'room' (a name) or 'rooms' (a list of names) is required"),
           err("bad_field", "'rooms' must be a non-empty list of room names"),
           err("bad_field", "'rooms' must be a non-empty list of room names"),
+          err("missing_field", "each object in 'rooms' needs a 'room'"),
         }, msgs(ann))
       end)
 
@@ -355,15 +410,113 @@ describe("chat.lua", function()
         local ann = client("ann", "a")
         send(ann, { type = "join", rooms = { "b", "c" } })
         local m = msgs(ann)
-        assert.same({ "joined", "history" }, { m[1].type, m[2].type })
-        assert.same(err("too_many_rooms", "at most 2 rooms per connection", { room = "c" }), m[3])
+        assert.same({ "joined", "history", "presence" }, { m[1].type, m[2].type, m[3].type })
+        assert.same(err("too_many_rooms", "at most 2 rooms per connection", { room = "c" }), m[4])
         send(ann, { type = "join", rooms = { "x", "y", "z" } })
         assert.same({ err("too_many_rooms", "at most 2 rooms per connection") }, msgs(ann))
         -- leaving makes room again
         send(ann, { type = "leave", room = "a" })
         send(ann, { type = "join", room = "c" })
         m = msgs(ann)
-        assert.same({ "left", "joined", "history" }, { m[1].type, m[2].type, m[3].type })
+        assert.same({ "left", "joined", "history", "presence" }, { m[1].type, m[2].type, m[3].type, m[4].type })
+      end)
+    end)
+
+    describe("join with since and epoch (recovery)", function()
+      -- ann stays in lobby and talks; bob was there, saw up to `seen`, then dropped.
+      local function missed_conversation(n)
+        local ann = client("ann", "lobby") -- offset 1: ann's join
+        local bob = client("bob", "lobby") -- 2: bob's join
+        for i = 1, n do
+          send(ann, { type = "say", text = "m" .. i }) -- 3 .. n + 2
+        end
+        helpers.drain(ann)
+        local seen = msgs(bob)
+        bob:drop() -- n + 3: bob's leave
+        return ann, seen
+      end
+
+      it("gives exactly the messages after the offset, recovered", function()
+        local ann, seen = missed_conversation(2)
+        assert.same({ say("lobby", "ann", "m1", 3), say("lobby", "ann", "m2", 4) }, seen)
+        send(ann, { type = "say", text = "while bob was away" }) -- 6
+        local bob = client("bob")
+        send(bob, { type = "join", room = "lobby", since = 4, epoch = epochs.lobby, id = "back" })
+        assert.same({
+          { type = "joined", room = "lobby", nick = "bob", members = { "ann", "bob" }, ref = "back" },
+          history("lobby", 6, true, {
+            presence("lobby", "leave", "bob", 5, { reason = "disconnected" }),
+            say("lobby", "ann", "while bob was away", 6),
+          }),
+          presence("lobby", "join", "bob", 7),
+        }, msgs(bob))
+      end)
+
+      it("is recovered and empty when nothing was missed", function()
+        local ann = client("ann", "lobby")
+        send(ann, { type = "say", text = "hello" })
+        local bob = client("bob")
+        send(bob, { type = "join", room = "lobby", since = 2, epoch = epochs.lobby })
+        assert.same(history("lobby", 2, true), msgs(bob)[2])
+      end)
+
+      it("takes each room's position in a list of rooms", function()
+        local ann = client("ann", "a,b")
+        send(ann, { type = "say", room = "a", text = "a2" })
+        send(ann, { type = "say", room = "a", text = "a3" })
+        send(ann, { type = "say", room = "b", text = "b2" })
+        local bob = client("bob")
+        send(bob, { type = "join", rooms = { { room = "a", since = 2, epoch = epochs.a }, "b" } })
+        local h = helpers.of_type(msgs(bob), "history")
+        assert.same(history("a", 3, true, { say("a", "ann", "a3", 3) }), h[1])
+        assert.same(history("b", 2, false, { presence("b", "join", "ann", 1), say("b", "ann", "b2", 2) }), h[2])
+      end)
+
+      it("gives the latest messages, not recovered, for another epoch", function()
+        missed_conversation(2)
+        local bob = client("bob")
+        send(bob, { type = "join", room = "lobby", since = 4, epoch = "another-epoch" })
+        local h = msgs(bob)[2]
+        assert.is_false(h.recovered)
+        assert.equal(5, h.offset)
+        assert.same({ "join:ann", "join:bob", "m1", "m2", "leave:bob" }, texts_of(h.messages))
+      end)
+
+      it("gives the latest messages, not recovered, when what was missed is no longer kept", function()
+        srv:close()
+        server({}, { history = { topics = { "room:*" }, size = 5 } })
+        local ann = missed_conversation(2) -- offsets 1 .. 5
+        for i = 3, 8 do
+          send(ann, { type = "say", text = "m" .. i }) -- 6 .. 11
+        end
+        local bob = client("bob")
+        send(bob, { type = "join", room = "lobby", since = 3, epoch = epochs.lobby })
+        local h = msgs(bob)[2]
+        assert.is_false(h.recovered)
+        assert.equal(11, h.offset)
+        assert.same({ "m4", "m5", "m6", "m7", "m8" }, texts_of(h.messages))
+      end)
+
+      it("wants since and epoch together, as an offset and a string", function()
+        local bob = client("bob")
+        send(bob, { type = "join", room = "lobby", since = 3 })
+        send(bob, { type = "join", room = "lobby", epoch = "e" })
+        send(bob, { type = "join", room = "lobby", since = -1, epoch = "e" })
+        send(bob, { type = "join", room = "lobby", since = 1.5, epoch = "e" })
+        send(bob, { type = "join", room = "lobby", since = "3", epoch = "e" })
+        send(bob, { type = "join", room = "lobby", since = 3, epoch = 7 })
+        send(bob, { type = "join", rooms = { { room = "lobby", since = 3, epoch = ("e"):rep(65) } } })
+        local offset = "'since' must be an offset (an integer, 0 or more)"
+        local epoch_text = "'epoch' must be a string of 1 to 64 bytes"
+        local function bad(message)
+          return err("bad_field", message, { room = "lobby" })
+        end
+        assert.same({
+          bad("'epoch' is required with 'since'"), bad("'since' is required with 'epoch'"),
+          bad(offset), bad(offset), bad(offset), bad(epoch_text), bad(epoch_text),
+        }, msgs(bob))
+        send(bob, { type = "members", room = "lobby" })
+        assert.equal("not_in_room", msgs(bob)[1].code)
       end)
     end)
 
@@ -374,7 +527,7 @@ describe("chat.lua", function()
         helpers.drain(ann)
         send(bob, { type = "leave", room = "lobby", id = "l" })
         assert.same({ { type = "left", room = "lobby", ref = "l" } }, msgs(bob))
-        assert.same({ presence("lobby", "leave", "bob", { reason = "left" }) }, msgs(ann))
+        assert.same({ presence("lobby", "leave", "bob", 3, { reason = "left" }) }, msgs(ann))
         send(ann, { type = "say", room = "lobby", text = "still there?" })
         assert.same({}, msgs(bob))
         helpers.drain(ann)
@@ -413,29 +566,31 @@ describe("chat.lua", function()
     end)
 
     describe("say", function()
-      it("delivers a say to the room but not the sender, who gets sent with the ref", function()
+      it("delivers a say with its offset to every member, and acknowledges it with sent", function()
         local ann = client("ann", "lobby")
         local bob = client("bob", "lobby")
         local cat = client("cat", "lobby")
         helpers.drain(ann, bob)
         send(ann, { type = "say", room = "lobby", text = "hi all", id = "s1" })
-        assert.same({ { type = "sent", room = "lobby", seq = 1, text = "hi all", ref = "s1" } }, msgs(ann))
-        assert.same({ say("lobby", "ann", "hi all", 1) }, msgs(bob))
-        assert.same({ say("lobby", "ann", "hi all", 1) }, msgs(cat))
+        assert.same({ say("lobby", "ann", "hi all", 4), { type = "sent", room = "lobby", offset = 4, ref = "s1" } },
+          msgs(ann))
+        assert.same({ say("lobby", "ann", "hi all", 4) }, msgs(bob))
+        assert.same({ say("lobby", "ann", "hi all", 4) }, msgs(cat))
       end)
 
-      it("numbers the messages of each room", function()
-        local ann = client("ann", "a,b")
-        local bob = client("bob", "a,b")
+      it("numbers the messages of each room on their own", function()
+        local ann = client("ann", "a,b") -- a: 1, b: 1
+        local bob = client("bob", "a,b") -- a: 2, b: 2
+        helpers.drain(ann, bob)
         send(ann, { type = "say", room = "a", text = "1" })
         send(bob, { type = "say", room = "a", text = "2" })
         send(ann, { type = "say", room = "b", text = "3" })
         local m = msgs(ann)
-        assert.same({ say("a", "bob", "2", 2) }, helpers.of_type(m, "say"))
+        assert.same({ say("a", "ann", "1", 3), say("a", "bob", "2", 4), say("b", "ann", "3", 3) },
+          helpers.of_type(m, "say"))
         local sent = helpers.of_type(m, "sent")
-        assert.same({ { "a", 1 }, { "b", 1 } }, { { sent[1].room, sent[1].seq }, { sent[2].room, sent[2].seq } })
-        m = msgs(bob)
-        assert.same({ say("a", "ann", "1", 1), say("b", "ann", "3", 1) }, helpers.of_type(m, "say"))
+        assert.same({ { type = "sent", room = "a", offset = 3 }, { type = "sent", room = "b", offset = 3 } }, sent)
+        assert.same(helpers.of_type(m, "say"), helpers.of_type(msgs(bob), "say"))
       end)
 
       it("goes only to the room named", function()
@@ -445,14 +600,14 @@ describe("chat.lua", function()
         helpers.drain(ann, bob, cat)
         send(ann, { type = "say", room = "b", text = "for b" })
         assert.same({}, msgs(bob))
-        assert.same({ say("b", "ann", "for b", 1) }, msgs(cat))
+        assert.same({ say("b", "ann", "for b", 3) }, msgs(cat))
       end)
 
       it("uses the only room of the connection when none is named", function()
         local ann = client("ann", "lobby")
         local bob = client("bob", "lobby")
         send(ann, '{"type":"say","text":"hi"}')
-        assert.same({ say("lobby", "ann", "hi", 1) }, msgs(bob))
+        assert.same({ say("lobby", "ann", "hi", 3) }, msgs(bob))
       end)
 
       it("wants a room when the connection is in several or none", function()
@@ -479,8 +634,8 @@ describe("chat.lua", function()
         local bob = client("bob", "lobby")
         helpers.drain(ann)
         send(ann, { type = "say", text = "  Darn, what the HECK.  \n" })
-        assert.same("***, what the ***.", msgs(ann)[1].text)
-        assert.same({ say("lobby", "ann", "***, what the ***.", 1) }, msgs(bob))
+        assert.same(say("lobby", "ann", "***, what the ***.", 3), msgs(ann)[1])
+        assert.same({ say("lobby", "ann", "***, what the ***.", 3) }, msgs(bob))
       end)
 
       it("masks with the configured mask", function()
@@ -513,9 +668,9 @@ describe("chat.lua", function()
         send(ann, { type = "say", text = "ééééé" }) -- 5 characters, 10 bytes
         send(ann, { type = "say", text = "éééééé" })
         local m = msgs(ann)
-        assert.equal("sent", m[1].type)
-        assert.same(err("too_long", "the message is 6 characters long; the limit is 5", { room = "lobby" }), m[2])
-        assert.same({ say("lobby", "ann", "ééééé", 1) }, msgs(bob))
+        assert.same({ "say", "sent" }, { m[1].type, m[2].type })
+        assert.same(err("too_long", "the message is 6 characters long; the limit is 5", { room = "lobby" }), m[3])
+        assert.same({ say("lobby", "ann", "ééééé", 3) }, msgs(bob))
       end)
 
       it("wants a text string", function()
@@ -534,14 +689,14 @@ describe("chat.lua", function()
         local text = "héllo wörld — 日本語 🎉"
         send(ann, { type = "say", text = text })
         send(ann, [[{"type":"say","text":"\u00e9\ud83c\udf89"}]])
-        assert.same({ say("lobby", "ann", text, 1), say("lobby", "ann", "é🎉", 2) }, msgs(bob))
+        assert.same({ say("lobby", "ann", text, 3), say("lobby", "ann", "é🎉", 4) }, msgs(bob))
       end)
 
       it("removes control characters", function()
         local ann = client("ann", "lobby")
         local bob = client("bob", "lobby")
         send(ann, { type = "say", text = "a\0b\27[31mc\r\nd" })
-        assert.same({ say("lobby", "ann", "ab[31mc\nd", 1) }, msgs(bob))
+        assert.same({ say("lobby", "ann", "ab[31mc\nd", 3) }, msgs(bob))
       end)
 
       it("reaches each of 200 members once", function()
@@ -553,9 +708,10 @@ describe("chat.lua", function()
           members[i]:received()
         end
         send(members[1], { type = "say", text = "to everyone" })
-        assert.same({ { type = "sent", room = "big", seq = 1, text = "to everyone" } }, msgs(members[1]))
+        assert.same({ say("big", "u1", "to everyone", 201), { type = "sent", room = "big", offset = 201 } },
+          msgs(members[1]))
         for i = 2, 200 do
-          assert.same({ say("big", "u1", "to everyone", 1) }, msgs(members[i]))
+          assert.same({ say("big", "u1", "to everyone", 201) }, msgs(members[i]))
         end
         send(members[200], { type = "members" })
         assert.equal(200, #msgs(members[200])[1].members)
@@ -628,12 +784,15 @@ describe("chat.lua", function()
         assert.same({ { type = "private", room = "a", from = "ann", to = "ann", text = "note" } }, msgs(ann))
       end)
 
-      it("is not kept in the history", function()
+      it("is not kept in the history and takes no offset", function()
         local ann = client("ann", "a")
         client("bob", "a")
         send(ann, { type = "private", to = "bob", text = "secret" })
+        send(ann, { type = "say", text = "public" })
         local cat = helpers.connect(srv, "/chat?nick=cat&room=a")
-        assert.same({ type = "history", room = "a", messages = {} }, msgs(cat)[4])
+        assert.same(history("a", 3, false, {
+          presence("a", "join", "ann", 1), presence("a", "join", "bob", 2), say("a", "ann", "public", 3),
+        }), msgs(cat)[4])
       end)
 
       it("answers undelivered when the member's queue is full", function()
@@ -643,12 +802,12 @@ describe("chat.lua", function()
         local bob = client("bob", "a")
         helpers.drain(ann)
         -- A slow reader: bob's queue already holds 1000 bytes when the private comes.
-        assert.is_true(srv:reload(temp(helpers.modified_script(SCRIPT, [[
+        assert.is_true(srv:reload(temp(helpers.modified_script(SCRIPT, ([[
   local private = handlers.private
   function handlers.private(conn, d, msg, ref)
-    mw.send(rooms.a.nicks.bob, ("p"):rep(1000))
+    mw.send(%q, ("p"):rep(1000))
     return private(conn, d, msg, ref)
-  end]]))))
+  end]]):format(bob.id)))))
         send(ann, { type = "private", to = "bob", text = ("x"):rep(100) })
         assert.same({ ("p"):rep(1000) }, helpers.texts(bob))
         assert.same({ err("undelivered", 'the message to "bob" was not delivered (backpressure)', { room = "a" }) },
@@ -801,7 +960,7 @@ describe("chat.lua", function()
 
       it("does not limit what the query string does on open", function()
         local c = helpers.connect(srv, "/chat?nick=ann&room=a,b,c,d")
-        assert.equal(10, #msgs(c))
+        assert.equal(14, #msgs(c))
         send(c, { type = "ping" })
         assert.same({ { type = "pong" } }, msgs(c))
       end)
@@ -818,18 +977,19 @@ describe("chat.lua", function()
     end)
 
     describe("history", function()
-      it("sends the last messages of the room on join, oldest first", function()
+      it("sends the room's last messages on join, oldest first, says and presence events", function()
         local ann = client("ann", "lobby")
         for i = 1, 3 do
           send(ann, { type = "say", text = "m" .. i })
         end
         local bob = helpers.connect(srv, "/chat?nick=bob&room=lobby")
-        assert.same({ type = "history", room = "lobby", messages = {
-          say("lobby", "ann", "m1", 1), say("lobby", "ann", "m2", 2), say("lobby", "ann", "m3", 3),
-        } }, msgs(bob)[4])
+        assert.same(history("lobby", 4, false, {
+          presence("lobby", "join", "ann", 1),
+          say("lobby", "ann", "m1", 2), say("lobby", "ann", "m2", 3), say("lobby", "ann", "m3", 4),
+        }), msgs(bob)[4])
       end)
 
-      it("keeps the last 'history' messages", function()
+      it("sends the last 'history' messages on join", function()
         srv:close()
         server { history = 3 }
         local ann = client("ann", "lobby")
@@ -837,13 +997,13 @@ describe("chat.lua", function()
           send(ann, { type = "say", text = "m" .. i })
         end
         local bob = helpers.connect(srv, "/chat?nick=bob&room=lobby")
-        local h = msgs(bob)[4].messages
-        assert.same({ "m8", "m9", "m10" }, { h[1].text, h[2].text, h[3].text })
-        assert.same({ 8, 9, 10 }, { h[1].seq, h[2].seq, h[3].seq })
-        assert.equal(3, #h)
+        local h = msgs(bob)[4]
+        assert.same({ "m8", "m9", "m10" }, texts_of(h.messages))
+        assert.same({ 9, 10, 11 }, { h.messages[1].offset, h.messages[2].offset, h.messages[3].offset })
+        assert.equal(11, h.offset)
       end)
 
-      it("keeps 50 by default", function()
+      it("sends 50 by default", function()
         local ann = client("ann", "lobby")
         for i = 1, 60 do
           send(ann, { type = "say", text = "m" .. i })
@@ -854,12 +1014,12 @@ describe("chat.lua", function()
         assert.equal("m60", h[50].text)
       end)
 
-      it("keeps nothing with history = 0", function()
+      it("sends none with history = 0, but the position", function()
         srv:close()
         server { history = 0 }
         local ann = client("ann", "lobby")
-        send(ann, { type = "say", text = "gone" })
-        assert.same({}, msgs(helpers.connect(srv, "/chat?nick=bob&room=lobby"))[4].messages)
+        send(ann, { type = "say", text = "not for bob" })
+        assert.same(history("lobby", 2, false), msgs(helpers.connect(srv, "/chat?nick=bob&room=lobby"))[4])
       end)
 
       it("is per room", function()
@@ -867,35 +1027,52 @@ describe("chat.lua", function()
         send(ann, { type = "say", room = "a", text = "in a" })
         send(ann, { type = "say", room = "b", text = "in b" })
         local m = msgs(helpers.connect(srv, "/chat?nick=bob&room=b"))
-        assert.same({ say("b", "ann", "in b", 1) }, m[4].messages)
+        assert.same({ presence("b", "join", "ann", 1), say("b", "ann", "in b", 2) }, m[4].messages)
       end)
 
-      it("outlives an empty room for room_ttl, then is forgotten", function()
+      it("outlives the room's members, and is forgotten after history.ttl of silence", function()
         srv:close()
-        server { room_ttl = 120000 }
+        server({}, { history = { topics = { "room:*" }, ttl = 120 } })
         local ann = client("ann", "lobby")
         send(ann, { type = "say", text = "remember me" })
         ann:close()
         srv:advance(60000)
         local bob = helpers.connect(srv, "/chat?nick=bob&room=lobby")
-        assert.same({ say("lobby", "ann", "remember me", 1) }, msgs(bob)[4].messages)
+        assert.same({ "join:ann", "remember me", "leave:ann" }, texts_of(msgs(bob)[4].messages))
         bob:close()
-        srv:advance(120000)
+        srv:advance(121000)
+        epochs.lobby = nil -- a room whose history expired starts a new epoch
         local cat = helpers.connect(srv, "/chat?nick=cat&room=lobby")
-        assert.same({}, msgs(cat)[4].messages)
-        send(cat, { type = "say", text = "new" })
-        assert.equal(1, msgs(cat)[1].seq)
+        assert.same(history("lobby", 0, true), msgs(cat)[4])
       end)
 
-      it("answers a history request with the ref", function()
+      it("answers a history request with the ref, and after an offset with recovered", function()
         local ann = client("ann", "a,b")
         send(ann, { type = "say", room = "b", text = "hello b" })
+        send(ann, { type = "say", room = "b", text = "again" })
         helpers.drain(ann)
         send(ann, { type = "history", room = "b", id = "h" })
+        send(ann, { type = "history", room = "b", since = 2, epoch = epochs.b, id = "s" })
+        send(ann, { type = "history", room = "b", limit = 1 })
         send(ann, { type = "history", room = "c" })
         assert.same({
-          { type = "history", room = "b", ref = "h", messages = { say("b", "ann", "hello b", 1) } },
+          history("b", 3, false, { presence("b", "join", "ann", 1), say("b", "ann", "hello b", 2),
+            say("b", "ann", "again", 3) }, { ref = "h" }),
+          history("b", 3, true, { say("b", "ann", "again", 3) }, { ref = "s" }),
+          history("b", 3, false, { say("b", "ann", "again", 3) }),
           err("not_in_room", 'you are not in room "c"', { room = "c" }),
+        }, msgs(ann))
+      end)
+
+      it("refuses a bad position or limit in a history request with bad_field", function()
+        local ann = client("ann", "a")
+        send(ann, { type = "history", since = 1 })
+        send(ann, { type = "history", limit = 0 })
+        send(ann, { type = "history", limit = "all" })
+        assert.same({
+          err("bad_field", "'epoch' is required with 'since'", { room = "a" }),
+          err("bad_field", "'limit' must be a positive integer", { room = "a" }),
+          err("bad_field", "'limit' must be a positive integer", { room = "a" }),
         }, msgs(ann))
       end)
 
@@ -905,34 +1082,67 @@ describe("chat.lua", function()
         local ann = client("ann", "a,b")
         for _, room in ipairs { "a", "b" } do
           for i = 1, 4 do
-            send(ann, { type = "say", room = room, text = room .. i .. ("x"):rep(900) })
+            send(ann, { type = "say", room = room, text = room .. i .. ("x"):rep(700) }) -- offsets 2 .. 5
           end
         end
         local bob = client("bob")
         send(bob, { type = "join", rooms = { "a", "b" } })
         assert.is_true(bob:is_open())
         local m = msgs(bob)
-        assert.same({ "joined", "history", "joined", "history" }, { m[1].type, m[2].type, m[3].type, m[4].type })
-        -- the newest messages that fit, oldest first
-        assert.is_true(m[2].truncated)
-        assert.same({ 3, 4 }, { m[2].messages[1].seq, m[2].messages[2].seq })
-        assert.equal(2, #m[2].messages)
-        assert.same({ type = "history", room = "b", truncated = true, messages = {} }, m[4])
+        local h = helpers.of_type(m, "history")
+        assert.equal(2, #h)
+        -- the newest messages that fit, oldest first, and so not a recovery
+        for _, x in ipairs(h) do
+          assert.is_true(x.truncated)
+          assert.is_false(x.recovered)
+          assert.equal(5, x.offset)
+          assert.is_true(#x.messages < 5)
+          for i, say_ in ipairs(x.messages) do
+            assert.equal(5 - #x.messages + i, say_.offset)
+          end
+        end
+        assert.is_true(#h[1].messages >= 1)
         -- asked alone, the whole history comes
         send(bob, { type = "history", room = "b" })
         m = msgs(bob)[1]
         assert.is_nil(m.truncated)
-        assert.same({ 1, 2, 3, 4 }, { m.messages[1].seq, m.messages[2].seq, m.messages[3].seq, m.messages[4].seq })
+        assert.same({ "join:ann", "b1" .. ("x"):rep(700), "b2" .. ("x"):rep(700), "b3" .. ("x"):rep(700),
+          "b4" .. ("x"):rep(700), "join:bob" }, texts_of(m.messages))
       end)
 
-      it("is forgotten with the room at once with room_ttl = 0", function()
+      it("never sends a history larger than the write queue, even alone", function()
         srv:close()
-        server { room_ttl = 0 }
+        server({}, { limits = { max_buffered = 4096 } })
         local ann = client("ann", "lobby")
-        send(ann, { type = "say", text = "gone" })
-        send(ann, { type = "leave", room = "lobby" })
-        send(ann, { type = "join", room = "lobby" })
-        assert.same({}, msgs(ann)[4].messages)
+        for i = 1, 6 do
+          send(ann, { type = "say", text = i .. ("x"):rep(900) }) -- offsets 2 .. 7
+        end
+        helpers.drain(ann)
+        send(ann, { type = "history", id = 1 })
+        local h = msgs(ann)[1]
+        assert.is_true(ann:is_open())
+        assert.is_true(h.truncated)
+        assert.equal(7, h.offset)
+        assert.is_true(#h.messages >= 3)
+        assert.equal(7, h.messages[#h.messages].offset)
+        assert.equal(8 - #h.messages, h.messages[1].offset)
+      end)
+
+      it("leaves out offsets, epochs and histories when the room topics keep none", function()
+        srv:close()
+        server({}, { history = false })
+        local ann = client("ann", "lobby")
+        local bob = helpers.connect(srv, "/chat?nick=bob&room=lobby")
+        local m = msgs(bob)
+        assert.same({ type = "history", room = "lobby", recovered = false, messages = {} }, m[4])
+        assert.same({ type = "presence", room = "lobby", event = "join", nick = "bob" }, m[5])
+        helpers.drain(ann)
+        send(ann, { type = "say", text = "plain", id = 1 })
+        assert.same({ { type = "say", room = "lobby", from = "ann", text = "plain" },
+          { type = "sent", room = "lobby", ref = 1 } }, msgs(ann))
+        helpers.drain(bob)
+        send(bob, { type = "join", room = "other", since = 3, epoch = "e" })
+        assert.same({ type = "history", room = "other", recovered = false, messages = {} }, msgs(bob)[2])
       end)
     end)
   end)
@@ -944,8 +1154,8 @@ describe("chat.lua", function()
       local cat = client("cat", "b")
       helpers.drain(ann)
       ann:close()
-      assert.same({ presence("a", "leave", "ann", { reason = "disconnected" }) }, msgs(bob))
-      assert.same({ presence("b", "leave", "ann", { reason = "disconnected" }) }, msgs(cat))
+      assert.same({ presence("a", "leave", "ann", 3, { reason = "disconnected" }) }, msgs(bob))
+      assert.same({ presence("b", "leave", "ann", 3, { reason = "disconnected" }) }, msgs(cat))
       send(bob, { type = "members" })
       assert.same({ "bob" }, msgs(bob)[1].members)
     end)
@@ -954,7 +1164,7 @@ describe("chat.lua", function()
       local ann = client("ann", "a")
       local bob = client("bob", "a")
       ann:drop()
-      assert.same({ presence("a", "leave", "ann", { reason = "disconnected" }) }, msgs(bob))
+      assert.same({ presence("a", "leave", "ann", 3, { reason = "disconnected" }) }, msgs(bob))
       assert.equal(1, srv:count())
     end)
 
@@ -964,6 +1174,19 @@ describe("chat.lua", function()
       ann:close()
       local again = helpers.connect(srv, "/chat?nick=ann&room=lobby")
       assert.same({ "ann", "bob" }, msgs(again)[3].members)
+    end)
+
+    it("cannot leave a member behind even when it fails: the member list is the room's presence", function()
+      local ann = client("ann", "lobby")
+      local bob = client("bob", "lobby")
+      assert.is_true(srv:reload(temp(helpers.modified_script(SCRIPT, [[app.on_close = function() error("lost") end]]))))
+      helpers.drain(bob)
+      ann:close()
+      assert.same({}, msgs(bob)) -- no leave event: that was on_close's job
+      send(bob, { type = "members" })
+      assert.same({ "bob" }, msgs(bob)[1].members)
+      local again = helpers.connect(srv, "/chat?nick=ann&room=lobby")
+      assert.equal("joined", msgs(again)[3].type)
     end)
   end)
 
@@ -975,11 +1198,11 @@ describe("chat.lua", function()
       helpers.drain(ann, bob)
       assert.is_true(srv:reload())
       send(ann, { type = "say", text = "after" })
-      assert.same({ say("lobby", "ann", "after", 2) }, msgs(bob))
+      assert.same({ say("lobby", "ann", "after", 4) }, msgs(bob))
       local cat = helpers.connect(srv, "/chat?nick=cat&room=lobby")
       local m = msgs(cat)
       assert.same({ "ann", "bob", "cat" }, m[3].members)
-      assert.same({ say("lobby", "ann", "before", 1), say("lobby", "ann", "after", 2) }, m[4].messages)
+      assert.same({ "join:ann", "join:bob", "before", "after" }, texts_of(m[4].messages))
       local dup = helpers.connect(srv, "/chat?nick=bob&room=lobby")
       assert.equal("nick_taken", msgs(dup)[3].code)
     end)
@@ -992,7 +1215,7 @@ table.insert(chain, function(text) return text:upper() end)
 function handlers.shout(conn, d, msg, ref) conn:send("shouted") end]]))
       assert.is_true(srv:reload(path))
       send(ann, { type = "say", text = "quiet please" })
-      assert.same({ say("lobby", "ann", "QUIET PLEASE", 1) }, msgs(bob))
+      assert.same({ say("lobby", "ann", "QUIET PLEASE", 3) }, msgs(bob))
       send(bob, { type = "shout" })
       assert.same({ "shouted" }, helpers.texts(bob))
     end)
@@ -1005,43 +1228,31 @@ function handlers.shout(conn, d, msg, ref) conn:send("shouted") end]]))
       assert.is_nil(ok)
       assert.matches(path:gsub("%p", "%%%0") .. ":2: '%(' expected near 'app'", reload_err)
       send(ann, { type = "say", text = "still here" })
-      assert.same({ say("lobby", "ann", "still here", 1) }, msgs(bob))
+      assert.same({ say("lobby", "ann", "still here", 3) }, msgs(bob))
       assert.matches("moonwire_reload_failures_total 1", srv:metrics(), 1, true)
       local logs = table.concat(srv:logs(), "\n")
       assert.matches("reload failed, the previous app keeps serving", logs, 1, true)
     end)
 
-    it("applies a lower history cap to what is kept", function()
+    it("uses the new history limit for the next join", function()
       local ann = client("ann", "lobby")
       for i = 1, 5 do
         send(ann, { type = "say", text = "m" .. i })
       end
       assert.is_true(srv:reload(temp(helpers.modified_script(SCRIPT, "cfg.history = 2"))))
       local h = msgs(helpers.connect(srv, "/chat?nick=bob&room=lobby"))[4].messages
-      assert.same({ "m4", "m5" }, { h[1].text, h[2].text })
-      assert.equal(2, #h)
-    end)
-
-    it("starts the room sweeper again", function()
-      srv:close()
-      server { room_ttl = 1000 }
-      local ann = client("ann", "lobby")
-      send(ann, { type = "say", text = "old" })
-      ann:close()
-      assert.is_true(srv:reload())
-      srv:advance(2000)
-      assert.same({}, msgs(helpers.connect(srv, "/chat?nick=bob&room=lobby"))[4].messages)
+      assert.same({ "m4", "m5" }, texts_of(h))
     end)
 
     it("works for connections opened by another app", function()
       srv:close()
-      srv = helpers.server("scripts/echo.lua")
+      srv = helpers.server("scripts/echo.lua", { history = HISTORY })
       local c = helpers.connect(srv, "/")
       assert.is_true(srv:reload(SCRIPT))
       send(c, { type = "nick", nick = "ann" })
       send(c, { type = "join", room = "lobby" })
       local m = msgs(c)
-      assert.same({ "nick_set", "joined", "history" }, { m[1].type, m[2].type, m[3].type })
+      assert.same({ "nick_set", "joined", "history", "presence" }, { m[1].type, m[2].type, m[3].type, m[4].type })
     end)
   end)
 
@@ -1059,25 +1270,11 @@ function handlers.shout(conn, d, msg, ref) conn:send("shouted") end]]))
     end)
   end)
 
-  describe("sweeper", function()
-    it("removes members whose on_close failed and tells the room", function()
-      local ann = client("ann", "lobby")
-      local bob = client("bob", "lobby")
-      local path = temp(helpers.modified_script(SCRIPT, [[app.on_close = function() error("lost") end]]))
-      assert.is_true(srv:reload(path))
-      helpers.drain(bob)
-      ann:close()
-      assert.same({}, msgs(bob))
-      srv:advance(60000)
-      assert.same({ presence("lobby", "leave", "ann", { reason = "disconnected" }) }, msgs(bob))
-      local again = helpers.connect(srv, "/chat?nick=ann&room=lobby")
-      assert.equal("joined", msgs(again)[3].type)
-    end)
-  end)
-
   describe("config", function()
-    local function load_error(chat)
-      local ok, e = pcall(helpers.server, SCRIPT, { app = { chat = chat } })
+    local function load_error(chat, config)
+      config = config or {}
+      config.app = { chat = chat }
+      local ok, e = pcall(helpers.server, SCRIPT, config)
       assert.is_false(ok)
       return e
     end
@@ -1093,6 +1290,21 @@ function handlers.shout(conn, d, msg, ref) conn:send("shouted") end]]))
         load_error { rate = { per_second = 0 } }, 1, true)
       assert.matches("chat: config app.chat.rate must be a table { burst, per_second } or false (got 5)",
         load_error { rate = 5 }, 1, true)
+    end)
+
+    it("refuses room history under another field name than offset", function()
+      assert.matches('chat: history.field must be "offset" for room topics (got seq)',
+        load_error({}, { history = { topics = { "room:*" }, field = "seq" } }), 1, true)
+      assert.matches('chat: history.field must be "offset" for room topics (got seq)',
+        load_error({}, { history = { topics = { "room:lobby" }, field = "seq" } }), 1, true)
+      srv:close()
+      srv = helpers.server(SCRIPT, { history = { topics = { "news:*" }, field = "seq" } })
+    end)
+
+    it("says room_ttl is no longer used", function()
+      srv:close()
+      srv = helpers.server(SCRIPT, { history = HISTORY, app = { chat = { room_ttl = 1000 } } })
+      assert.matches("app.chat.room_ttl is no longer used", table.concat(srv:logs(), "\n"), 1, true)
     end)
   end)
 end)

@@ -92,3 +92,17 @@ def test_workers_share_a_port_and_their_topics_and_a_dead_one_comes_back(start_s
     assert server.stop(timeout=15) == 0
     assert not any(alive(p) for p in now.values()), "a worker outlived its master"
     assert "every worker stopped" in server.log()
+
+
+def test_the_master_gives_up_when_a_worker_cannot_start(tmp_path):
+    import subprocess
+    from conftest import BIN, ROOT, free_port
+    broken = tmp_path / "broken.lua"
+    broken.write_text("return {\n  on_message = function( -- a syntax error\n")
+    started = time.monotonic()
+    r = subprocess.run([BIN, "--workers", "2", "--listen", f"127.0.0.1:{free_port()}",
+                        "--script", str(broken)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 1, r.stderr
+    assert "right after starting; giving up" in r.stderr
+    assert time.monotonic() - started < 20

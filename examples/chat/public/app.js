@@ -4,7 +4,8 @@
 // The page keeps what the user wants (a nick, a set of rooms) apart from what
 // the server has granted on this connection (room.joined), so that after a
 // reconnect it can ask for all of it again: the nick first, then one join of
-// every room it was in.
+// every room it was in, with its position in each room (the offset and epoch
+// of what it has), so that the server sends exactly what it missed.
 "use strict";
 
 const BACKOFF_BASE_MS = 500;   // first retry after 250 to 500 ms
@@ -81,7 +82,7 @@ function lost(e) {
   state.pending.clear();
   for (const room of state.rooms.values()) {
     if (room.joined) note(room, "disconnected from the server");
-    room.joined = false;
+    room.joined = room.synced = room.filling = false;
   }
   if (lived >= STABLE_MS) state.attempt = 0;
   // Capped exponential backoff with "equal jitter": half fixed, half random,
@@ -122,10 +123,18 @@ function request(msg) {
   return msg.id;
 }
 
-function joinWanted() {
-  const names = [...state.rooms.values()].filter((r) => r.want && !r.joined).map((r) => r.name);
-  if (names.length) request({ type: "join", rooms: names });
+// A room as a join names it: with our position once we have one, so that
+// the history that comes with the join is what we missed.
+function joinItem(room) {
+  return room.epoch !== null ? { room: room.name, since: room.offset, epoch: room.epoch } : room.name;
 }
+
+function joinWanted() {
+  const items = [...state.rooms.values()].filter((r) => r.want && !r.joined).map(joinItem);
+  if (items.length) request({ type: "join", rooms: items });
+}
+
+const itemName = (item) => (typeof item === "string" ? item : item.room);
 
 // --- Messages from the server ---------------------------------------------------
 
@@ -148,6 +157,7 @@ const handlers = {
   joined(m) {
     const room = roomFor(m.room);
     room.joined = room.want = true;
+    room.synced = false; // until its history comes
     room.members = m.members.slice();
     const cur = currentRoom();
     if (!cur || (!cur.joined && !cur.want)) state.current = room.name;
@@ -156,30 +166,29 @@ const handlers = {
   history(m) {
     const room = state.rooms.get(m.room);
     if (!room) return;
+    // After a first history, a history that is not a recovery lost something.
+    if (m.epoch !== undefined) {
+      if (room.known && m.epoch !== room.epoch) {
+        note(room, "the server's history of this room started over: earlier messages may be missing");
+        restart(room, m.epoch);
+      } else if (room.known && !m.recovered) {
+        note(room, "some messages from while you were away are no longer kept");
+      }
+      room.epoch = m.epoch;
+    }
     if (m.truncated) note(room, "older messages were left out of this history");
-    for (const say of m.messages) addMessage(room, say, true);
+    for (const x of m.messages) roomMessage(room, x, true);
+    // Everything up to the room's last offset is now on screen or gone for good.
+    if (m.offset !== undefined) advance(room, m.offset);
+    room.synced = room.known = true;
+    room.filling = false;
   },
   left(m) { removeRoom(m.room); },
-  say(m) { const room = state.rooms.get(m.room); if (room) addMessage(room, m); },
-  sent(m) { const room = state.rooms.get(m.room); if (room) addMessage(room, { ...m, from: state.nick }); },
+  say(m) { const room = state.rooms.get(m.room); if (room) roomMessage(room, m, false); },
+  sent() {}, // our say comes back like everyone's, with its offset
   private(m) { const room = state.rooms.get(m.room); if (room) addMessage(room, m); },
   members(m) { const room = state.rooms.get(m.room); if (room) room.members = m.members.slice(); },
-  presence(m) {
-    const room = state.rooms.get(m.room);
-    if (!room) return;
-    if (m.event === "join") {
-      addMember(room, m.nick);
-      note(room, `${m.nick} joined`);
-    } else if (m.event === "leave") {
-      room.members = room.members.filter((n) => n !== m.nick);
-      note(room, `${m.nick} ${m.reason === "disconnected" ? "disconnected" : "left"}`);
-      if (state.privateTo === m.nick && room === currentRoom()) state.privateTo = null;
-    } else if (m.event === "nick") {
-      renameMember(room, m.old, m.nick);
-      note(room, `${m.old} is now known as ${m.nick}`);
-      if (state.privateTo === m.old && room === currentRoom()) state.privateTo = m.nick;
-    }
-  },
+  presence(m) { const room = state.rooms.get(m.room); if (room) roomMessage(room, m, false); },
   pong() {},
   error(m) {
     showError(m);
@@ -187,7 +196,7 @@ const handlers = {
     if (!req) return;
     if (req.type === "join") {
       // A room's own failure names it; one for the whole request (nick_required) does not.
-      for (const name of m.room ? [m.room] : req.rooms || [req.room]) {
+      for (const name of m.room ? [m.room] : (req.rooms || [req.room]).map(itemName)) {
         const room = state.rooms.get(name);
         if (!room || room.joined) continue;
         room.want = false;
@@ -230,10 +239,18 @@ function newRoom(name) {
   log.hidden = true;
   log.tabIndex = 0;
   ui.logs.append(log);
-  // seen: what is on screen, so that the history sent again after a
-  // reconnect adds only what was missed. stick: the list follows new
-  // messages while it is scrolled to the bottom.
-  const room = { name, want: false, joined: false, members: [], log, unread: 0, seen: new Set(), stick: true };
+  // The position: the room's messages carry an offset (1, 2, 3... with no
+  // gaps) within an epoch. offset: every message up to it is on screen (or
+  // no longer kept); shown: the offsets on screen, so that a message that
+  // comes twice (in a history and live) shows once; last: the highest shown.
+  // synced: the join's history came, so a gap in the offsets is a loss to
+  // fill; known: a history came once (a later one that is not a recovery
+  // means something was lost). stick: the list follows new messages while
+  // it is scrolled to the bottom.
+  const room = {
+    name, want: false, joined: false, members: [], log, unread: 0, stick: true,
+    epoch: null, offset: 0, shown: new Set(), last: 0, synced: false, filling: false, known: false,
+  };
   log.onscroll = () => { room.stick = log.scrollHeight - log.scrollTop - log.clientHeight < 40; };
   return room;
 }
@@ -289,14 +306,83 @@ function follow(room) {
   if (room && room.stick && !room.log.hidden) room.log.scrollTop = room.log.scrollHeight;
 }
 
-// A say (from anyone, or our own as acknowledged by "sent") or a private.
-// A say already on screen (a history sent again on rejoin) is skipped.
-function addMessage(room, m, old = false) {
-  if (m.type !== "private") {
-    const key = [m.seq, m.time, m.from, m.text].join("\u0000");
-    if (room.seen.has(key)) return;
-    room.seen.add(key);
+// --- Positions: offsets and epochs -------------------------------------------------
+
+// A new epoch (the server restarted, or the room's history was lost): the
+// offsets start over, and what is on screen stays above what comes.
+function restart(room, epoch) {
+  room.epoch = epoch;
+  room.offset = 0;
+  room.last = 0;
+  room.shown.clear();
+}
+
+// Everything up to offset is accounted for; then as far as there is no gap.
+function advance(room, offset) {
+  if (offset > room.offset) room.offset = offset;
+  while (room.shown.has(room.offset + 1)) room.offset++;
+}
+
+// A message of the room (a say or a presence event), live or from a history.
+// One with an offset already on screen is skipped. A live one past a gap
+// (a message lost on the way) asks for the history since our position.
+function roomMessage(room, m, old) {
+  if (m.offset !== undefined) {
+    if (m.epoch !== room.epoch) {
+      if (room.epoch !== null) note(room, "the server's history of this room started over");
+      restart(room, m.epoch);
+    }
+    if (room.shown.has(m.offset)) return;
+    room.shown.add(m.offset);
+    advance(room, 0);
+    if (!old && room.synced && !room.filling && m.offset > room.offset &&
+        request({ type: "history", room: room.name, since: room.offset, epoch: room.epoch }) !== null) {
+      room.filling = true;
+    }
   }
+  if (m.type === "say") addMessage(room, m, old);
+  else if (m.type === "presence") presenceEvent(room, m, old);
+}
+
+// A live presence event changes the member list; from a history it is only
+// a note. Our own (our join, our new nick) is told by the replies already.
+function presenceEvent(room, m, old) {
+  if (!old) {
+    if (m.event === "join") addMember(room, m.nick);
+    else if (m.event === "leave") room.members = room.members.filter((n) => n !== m.nick);
+    else if (m.event === "nick") renameMember(room, m.old, m.nick);
+    if (room === currentRoom() && m.event === "leave" && state.privateTo === m.nick) state.privateTo = null;
+    if (room === currentRoom() && m.event === "nick" && state.privateTo === m.old) state.privateTo = m.nick;
+  }
+  if (m.nick === state.nick) return;
+  const text = m.event === "join" ? `${m.nick} joined`
+    : m.event === "leave" ? `${m.nick} ${m.reason === "disconnected" ? "disconnected" : "left"}`
+    : `${m.old} is now known as ${m.nick}`;
+  place(room, make("li", "note", text), m);
+}
+
+// Puts an item of the log in offset order: after the ones before it, before
+// a later one already there (a history that came after live messages).
+function place(room, li, m) {
+  if (m.offset !== undefined) {
+    li.dataset.epoch = m.epoch;
+    li.dataset.offset = m.offset;
+    if (m.offset < room.last) {
+      for (const x of room.log.children) {
+        if (x.dataset.epoch === m.epoch && Number(x.dataset.offset) > m.offset) {
+          room.log.insertBefore(li, x);
+          follow(room);
+          return;
+        }
+      }
+    }
+    room.last = Math.max(room.last, m.offset);
+  }
+  append(room, li);
+}
+
+// A say (from anyone, ours too) or a private.
+function addMessage(room, m, old = false) {
   const mine = m.from === state.nick;
   const li = make("li", "msg" + (mine ? " mine" : "") + (m.type === "private" ? " private" : ""));
   li.append(clock(m.time), " ");
@@ -304,7 +390,7 @@ function addMessage(room, m, old = false) {
   li.append(make("span", "from", who), " ");
   if (m.type === "private") li.append(make("span", "tag", "private"), " ");
   li.append(make("span", "text", m.text));
-  append(room, li);
+  place(room, li, m);
   if (!old && room !== currentRoom()) room.unread++;
 }
 
@@ -461,7 +547,7 @@ ui.joinForm.onsubmit = (e) => {
 
 ui.roomRejoin.onclick = () => {
   const room = currentRoom();
-  if (room && request({ type: "join", room: room.name }) !== null) room.want = true;
+  if (room && request({ type: "join", rooms: [joinItem(room)] }) !== null) room.want = true;
 };
 
 ui.nickForm.onsubmit = (e) => {
