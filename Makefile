@@ -18,6 +18,9 @@ TEST_PKGS  = libcmocka-dev python3 python3-websockets python3-pytest lua-busted 
              redis-server redis-tools nginx \
              clang libclang-rt-14-dev chromium fonts-dejavu-core
 
+# What `make bench` adds: taskset (util-linux), perf for profiles; node and npm
+# come from the nodejs package (plus npm on Debian's own nodejs) when missing.
+BENCH_PKGS = util-linux linux-perf python3
 
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SHELL = /bin/bash
@@ -109,6 +112,31 @@ fuzz: build-fuzz
 
 test-fuzz:
 	$(MAKE) --no-print-directory fuzz FUZZ_TIME=20
+
+# Benchmarks (docs/performance.md): moonwire against Node's ws with the same load
+# generator, the server on CPU 0 and the generator on CPU 1, several rounds.
+# QUICK=1: a short smoke run. ONLY=echo,relay: some scenarios. ROUNDS=N.
+# Results: a table on stdout, bench/results/latest.json (QUICK: build/bench/quick.json).
+.PHONY: bench deps-bench
+bench: deps deps-bench bench/peers/node_modules/.package-lock.json
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS) --target moonwire mw_loadgen
+	$(PYTHON) bench/run.py --build $(BUILD) $(if $(QUICK),--quick) \
+	  $(if $(ONLY),--only $(ONLY)) $(if $(ROUNDS),--rounds $(ROUNDS))
+
+deps-bench:
+	@missing=$$(for p in $(BENCH_PKGS); do dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null | grep -qx installed || echo $$p; done); \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+bench/peers/node_modules/.package-lock.json: bench/peers/package-lock.json
+	cd bench/peers && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)
