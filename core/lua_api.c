@@ -76,19 +76,15 @@ void mw_lua_api_detach_conn(lua_State *L, int idx)
         u->conn = NULL;
 }
 
-/* The conn metatable, in the registry under this address: a lookup by
- * pointer, where luaL_checkudata would hash its name on every call. */
-static const char conn_meta_key = 0;
-
+/* The object at idx when it is a conn object (its metatable is the one
+ * create_conn_meta made: compared by address, no lookup); raises otherwise. */
 static mw_lconn_t *check_lconn(lua_State *L, int idx)
 {
     mw_lconn_t *u = lua_touserdata(L, idx);
     if (u != NULL && lua_getmetatable(L, idx)) {
-        int same;
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &conn_meta_key);
-        same = lua_rawequal(L, -1, -2);
-        lua_pop(L, 2);
-        if (same)
+        const void *mt = lua_topointer(L, -1);
+        lua_pop(L, 1);
+        if (mt == mw_lua_conn_meta(L))
             return u;
     }
     luaL_typeerror(L, idx, MW_CONN_META);
@@ -190,12 +186,16 @@ static int conn_buffered(lua_State *L)
 
 static int conn_index(lua_State *L)
 {
-    mw_lconn_t *u = check_lconn(L, 1);
-    const char *key = luaL_checkstring(L, 2);
+    mw_lconn_t *u;
+    const char *key;
 
+    /* Methods first, without checking the object: each method checks its
+     * own self, and conn:send looks its method up on every call. */
     lua_pushvalue(L, 2);
     if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
-        return 1; /* a method */
+        return 1;
+    u = check_lconn(L, 1);
+    key = luaL_checkstring(L, 2);
     if (strcmp(key, "id") == 0) {
         lua_pushlstring(L, u->id, u->id_len);
     } else if (strcmp(key, "data") == 0) {
@@ -304,8 +304,7 @@ static const luaL_Reg conn_methods[] = {
 static void create_conn_meta(lua_State *L)
 {
     luaL_newmetatable(L, MW_CONN_META);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &conn_meta_key);
+    mw_lua_set_conn_meta(L, lua_topointer(L, -1)); /* the registry keeps it alive */
     luaL_newlib(L, conn_methods);
     lua_pushcclosure(L, conn_index, 1);
     lua_setfield(L, -2, "__index");

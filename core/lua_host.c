@@ -65,6 +65,7 @@ struct mw_lua_s {
     mw_list_t waiting;          /* tasks waiting for a reply */
     int pool[THREAD_POOL_MAX];  /* idle threads (registry refs) */
     int npool;
+    const void *conn_meta;      /* the conn metatable, see mw_lua_conn_meta */
 };
 
 static mw_lua_t **host_slot(lua_State *L)
@@ -75,6 +76,16 @@ static mw_lua_t **host_slot(lua_State *L)
 mw_server_t *mw_lua_server(lua_State *L)
 {
     return (*host_slot(L))->srv;
+}
+
+void mw_lua_set_conn_meta(lua_State *L, const void *mt)
+{
+    (*host_slot(L))->conn_meta = mt;
+}
+
+const void *mw_lua_conn_meta(lua_State *L)
+{
+    return (*host_slot(L))->conn_meta;
 }
 
 lua_State *mw_lua_state(mw_lua_t *lh)

@@ -38,24 +38,35 @@ static void entry_put(mw_outq_entry_t *e)
 
 void mw_outq_init(mw_outq_t *q)
 {
+    q->rhead = q->rcount = 0;
     q->head = q->tail = NULL;
     q->bytes = 0;
     q->off = 0;
     q->count = 0;
 }
 
+#define RING_AT(q, i) ((q)->ring[((q)->rhead + (i)) & (MW_OUTQ_INLINE - 1)])
+
 int mw_outq_push(mw_outq_t *q, mw_frame_t *f)
 {
-    mw_outq_entry_t *e = entry_get();
-    if (e == NULL)
-        return MW_ENOMEM;
-    e->next = NULL;
-    e->frame = mw_frame_ref(f);
-    if (q->tail != NULL)
-        q->tail->next = e;
-    else
-        q->head = e;
-    q->tail = e;
+    mw_outq_entry_t *e;
+
+    /* The ring holds the oldest frames: it takes one only while the list
+     * behind it is empty, or the order would break. */
+    if (q->head == NULL && q->rcount < MW_OUTQ_INLINE) {
+        RING_AT(q, q->rcount) = mw_frame_ref(f);
+        q->rcount++;
+    } else {
+        if ((e = entry_get()) == NULL)
+            return MW_ENOMEM;
+        e->next = NULL;
+        e->frame = mw_frame_ref(f);
+        if (q->tail != NULL)
+            q->tail->next = e;
+        else
+            q->head = e;
+        q->tail = e;
+    }
     q->bytes += f->len;
     q->count++;
     return 0;
@@ -65,15 +76,27 @@ size_t mw_outq_peek(const mw_outq_t *q, struct iovec *iov, size_t n, size_t max_
 {
     size_t i = 0, total = 0;
     uint32_t off = q->off;
+    const mw_outq_entry_t *e = q->head;
 
-    for (mw_outq_entry_t *e = q->head; e != NULL && i < n; e = e->next) {
-        size_t len = e->frame->len - off;
+    while (i < n) {
+        const mw_frame_t *f;
+        size_t len;
+
+        if (i < q->rcount) {
+            f = RING_AT(q, i);
+        } else if (e != NULL) {
+            f = e->frame;
+            e = e->next;
+        } else {
+            break;
+        }
+        len = f->len - off;
         if (max_bytes != 0 && total + len > max_bytes) {
             if (i > 0)
                 break;
             len = max_bytes;
         }
-        iov[i].iov_base = e->frame->bytes + off;
+        iov[i].iov_base = (uint8_t *)f->bytes + off; /* writev takes no const */
         iov[i].iov_len = len;
         total += len;
         i++;
@@ -82,40 +105,54 @@ size_t mw_outq_peek(const mw_outq_t *q, struct iovec *iov, size_t n, size_t max_
     return i;
 }
 
+/* Unlinks the head frame and returns it, with its reference. */
+static mw_frame_t *pop_head(mw_outq_t *q)
+{
+    mw_outq_entry_t *e;
+    mw_frame_t *f;
+
+    q->count--;
+    if (q->rcount > 0) {
+        f = q->ring[q->rhead];
+        q->rhead = (q->rhead + 1) & (MW_OUTQ_INLINE - 1);
+        q->rcount--;
+        return f;
+    }
+    e = q->head;
+    f = e->frame;
+    q->head = e->next;
+    if (q->head == NULL)
+        q->tail = NULL;
+    entry_put(e);
+    return f;
+}
+
 void mw_outq_consume(mw_outq_t *q, size_t n)
 {
     q->bytes -= n;
     while (n > 0) {
-        mw_outq_entry_t *e = q->head;
-        size_t left = e->frame->len - q->off;
+        size_t left = mw_outq_head(q)->len - q->off;
         if (n < left) {
             q->off += (uint32_t)n;
             return;
         }
         n -= left;
         q->off = 0;
-        q->head = e->next;
-        if (q->head == NULL)
-            q->tail = NULL;
-        q->count--;
-        mw_frame_unref(e->frame);
-        entry_put(e);
+        mw_frame_unref(pop_head(q));
     }
 }
 
 mw_frame_t *mw_outq_head(const mw_outq_t *q)
 {
+    if (q->rcount > 0)
+        return q->ring[q->rhead];
     return q->head != NULL ? q->head->frame : NULL;
 }
 
 void mw_outq_clear(mw_outq_t *q)
 {
-    while (q->head != NULL) {
-        mw_outq_entry_t *e = q->head;
-        q->head = e->next;
-        mw_frame_unref(e->frame);
-        entry_put(e);
-    }
+    while (!mw_outq_empty(q))
+        mw_frame_unref(pop_head(q));
     mw_outq_init(q);
 }
 

@@ -1,7 +1,7 @@
 /* UTF-8 validation as a small state machine over byte ranges.
  *
- * States name what the next byte must be. Runs of ASCII are skipped eight
- * bytes at a time, which is what chat traffic mostly is.
+ * States name what the next byte must be. Runs of ASCII are skipped 32, then
+ * eight bytes at a time, which is what chat traffic mostly is.
  */
 #include "moonwire/utf8.h"
 
@@ -77,6 +77,13 @@ mw_utf8_state_t mw_utf8_feed(mw_utf8_state_t s, const uint8_t *p, size_t len)
         if (s == REJECT)
             return REJECT;
         if (s == ACCEPT) {
+            while (end - p >= 32) { /* four words per test: one branch per 32 bytes */
+                uint64_t w[4];
+                memcpy(w, p, 32);
+                if ((w[0] | w[1] | w[2] | w[3]) & 0x8080808080808080ULL)
+                    break;
+                p += 32;
+            }
             while (end - p >= 8) {
                 uint64_t w;
                 memcpy(&w, p, 8);

@@ -90,6 +90,12 @@ void mw_lua_unwait(mw_lua_task_t *w);
  * that may wait; failures are handled like mw_lua_call's. */
 void mw_lua_spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs);
 
+/* The address of the conn metatable, which the moonwire module records when
+ * it makes it: a conn object is checked by comparing addresses, where a
+ * registry lookup would cost more than the send it guards. */
+void mw_lua_set_conn_meta(lua_State *L, const void *mt);
+const void *mw_lua_conn_meta(lua_State *L);
+
 /* Bytes the Lua state holds. */
 size_t mw_lua_memory(const mw_lua_t *lh);
 

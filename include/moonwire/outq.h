@@ -1,9 +1,12 @@
 /* A connection's write queue: references to shared frames, in order.
  *
- * Each entry holds one reference to a frame. Bytes are consumed from the
- * head as the transport writes them; a frame is unreferenced when its last
- * byte is written or when the queue is cleared. Entries come from a free
- * list, so pushing does not call malloc in steady state.
+ * Each queued frame holds one reference. Bytes are consumed from the head
+ * as the transport writes them; a frame is unreferenced when its last byte
+ * is written or when the queue is cleared. The first MW_OUTQ_INLINE frames
+ * sit in a small ring inside the queue, where a fan-out to thousands of
+ * connections finds them without touching another cache line; more go to
+ * a list of entries from a free list, so pushing does not call malloc in
+ * steady state.
  */
 #ifndef MOONWIRE_OUTQ_H
 #define MOONWIRE_OUTQ_H
@@ -14,13 +17,17 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#define MW_OUTQ_INLINE 4 /* a power of two */
+
 typedef struct mw_outq_entry_s mw_outq_entry_t;
 
 typedef struct mw_outq_s {
-    mw_outq_entry_t *head;
-    mw_outq_entry_t *tail;
-    size_t bytes;  /* unwritten bytes in the queue */
-    uint32_t off;  /* bytes of the head frame already written */
+    mw_frame_t *ring[MW_OUTQ_INLINE]; /* the oldest frames */
+    uint8_t rhead, rcount;
+    uint32_t off;           /* bytes of the head frame already written */
+    mw_outq_entry_t *head;  /* the newer ones, filled only once the ring is */
+    mw_outq_entry_t *tail;  /* full, and until it is empty again */
+    size_t bytes;           /* unwritten bytes in the queue */
     uint32_t count;
 } mw_outq_t;
 
@@ -45,7 +52,7 @@ mw_frame_t *mw_outq_head(const mw_outq_t *q);
 
 static inline int mw_outq_empty(const mw_outq_t *q)
 {
-    return q->head == NULL;
+    return q->rcount == 0 && q->head == NULL;
 }
 
 /* Frees the pooled entries (at exit). */

@@ -6,6 +6,7 @@
 #include "moonwire/frame.h"
 #include "moonwire/outq.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -317,6 +318,53 @@ static void test_outq_entries_are_reused_after_being_released(void **state)
     mw_outq_pool_drain();
 }
 
+/* Pushes and partial writes interleaved, so that frames move between the
+ * inline ring and the list behind it in every way: the bytes peeked are
+ * always the unwritten rest of what was pushed, in push order. */
+static void test_outq_keeps_order_across_the_ring_and_the_list(void **state)
+{
+    enum { NFRAMES = 400, STREAM = NFRAMES * 8 };
+    static uint8_t expect[STREAM], got[STREAM];
+    mw_frame_t *f[NFRAMES];
+    size_t pushed = 0, written = 0, expect_len = 0;
+    uint32_t rnd = 12345;
+    mw_outq_t q;
+    (void)state;
+
+    mw_outq_init(&q);
+    for (int i = 0; i < NFRAMES; i++) {
+        char payload[6];
+        snprintf(payload, sizeof(payload), "%05d", i);
+        f[i] = mw_frame_new(MW_OP_TEXT, payload, 5);
+        assert_non_null(f[i]);
+    }
+    while (written < expect_len || pushed < NFRAMES) {
+        struct iovec iov[3];
+        size_t n, total;
+
+        rnd = rnd * 1103515245u + 12345u;
+        /* 0 to 6 pushes, then a write of 0 to 20 bytes through at most 3 iovecs. */
+        for (uint32_t k = (rnd >> 8) % 7; k > 0 && pushed < NFRAMES; k--, pushed++) {
+            assert_rc(mw_outq_push(&q, f[pushed]), 0);
+            memcpy(expect + expect_len, f[pushed]->bytes, f[pushed]->len);
+            expect_len += f[pushed]->len;
+        }
+        assert_int_equal(q.bytes, expect_len - written);
+        n = mw_outq_peek(&q, iov, 3, 0);
+        total = gather(iov, n, got);
+        assert_memory_equal(got, expect + written, total);
+        if (total > (rnd >> 16) % 21)
+            total = (rnd >> 16) % 21;
+        mw_outq_consume(&q, total);
+        written += total;
+    }
+    assert_true(mw_outq_empty(&q));
+    for (int i = 0; i < NFRAMES; i++) {
+        assert_int_equal(f[i]->refcnt, 1);
+        mw_frame_unref(f[i]);
+    }
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_q, teardown_q)
 
 int main(void)
@@ -333,6 +381,7 @@ int main(void)
         cmocka_unit_test(test_outq_partial_writes_deliver_every_byte_once_in_order),
         T(test_outq_clear_drops_every_reference),
         cmocka_unit_test(test_outq_entries_are_reused_after_being_released),
+        cmocka_unit_test(test_outq_keeps_order_across_the_ring_and_the_list),
     };
     return cmocka_run_group_tests(tests, NULL, group_teardown);
 }
