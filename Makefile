@@ -20,7 +20,7 @@ TEST_PKGS  = libcmocka-dev python3 python3-websockets python3-pytest lua-busted 
 
 # What `make bench` adds: taskset (util-linux), perf for profiles; node and npm
 # come from the nodejs package (plus npm on Debian's own nodejs) when missing.
-BENCH_PKGS = util-linux linux-perf python3
+BENCH_PKGS = util-linux linux-perf python3 redis-server
 
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SHELL = /bin/bash

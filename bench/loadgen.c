@@ -65,10 +65,17 @@ enum { OP_CONT = 0, OP_TEXT = 1, OP_BINARY = 2, OP_CLOSE = 8, OP_PING = 9, OP_PO
 
 /* ------------------------------------------------------------------ options */
 
+/* -u and -p may be repeated, for a cluster: connections are spread over the
+ * URLs (one host, several ports) and the server CPU and RSS are the sums over
+ * the processes. */
+#define MAX_SERVERS 8
+
 static struct {
     int scenario;
     char host[64];
-    int port;
+    int port;           /* the first URL's; connection i goes to ports[i % nports] */
+    int ports[MAX_SERVERS];
+    uint32_t nports;
     char path[256];
     uint32_t conns;
     uint32_t window;
@@ -81,7 +88,9 @@ static struct {
     int binary;
     int touch; /* connect: one echo per connection before it idles */
     int spin; /* poll without sleeping: no wake-up latency on the generator's side */
-    int pid;
+    int pid;            /* the first -p; CPU and RSS are summed over pids[] */
+    int pids[MAX_SERVERS];
+    uint32_t npids;
     uint32_t src_addrs;
     uint32_t concurrency;
     const char *label;
@@ -267,6 +276,33 @@ static double proc_cpu_seconds(int pid)
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &stt) != 2)
         return -1;
     return (double)(ut + stt) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static long proc_rss_kb(int pid);
+
+/* The CPU seconds and RSS of every server process given with -p, summed. */
+static double servers_cpu_seconds(void)
+{
+    double sum = 0;
+    for (uint32_t i = 0; i < opt.npids; i++) {
+        double s = proc_cpu_seconds(opt.pids[i]);
+        if (s < 0)
+            return -1;
+        sum += s;
+    }
+    return sum;
+}
+
+static long servers_rss_kb(void)
+{
+    long sum = 0;
+    for (uint32_t i = 0; i < opt.npids; i++) {
+        long kb = proc_rss_kb(opt.pids[i]);
+        if (kb < 0)
+            return -1;
+        sum += kb;
+    }
+    return sum;
 }
 
 static long proc_rss_kb(int pid)
@@ -1052,7 +1088,8 @@ static void start_connect(conn_t *c)
             return;
         }
     }
-    struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port)};
+    struct sockaddr_in dst = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)opt.ports[c->idx % opt.nports])};
     inet_pton(AF_INET, opt.host, &dst.sin_addr);
     if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) != 0 && errno != EINPROGRESS) {
         conn_fail(c, strerror(errno));
@@ -1099,7 +1136,7 @@ static void connected(conn_t *c)
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
                      "Sec-WebSocket-Version: 13\r\nUser-Agent: mw_loadgen\r\n\r\n",
-                     path, opt.host, opt.port, c->key);
+                     path, opt.host, opt.ports[c->idx % opt.nports], c->key);
     memcpy(wreserve(c, (size_t)n), req, (size_t)n);
     c->wlen += (uint32_t)n;
     c->state = ST_HANDSHAKE;
@@ -1221,7 +1258,7 @@ static void step(uint64_t t)
                    st.touch_done >= st.touch_sent;
         if (done || el > opt.connect_timeout || st.stop ||
             (st.emfile && st.connecting == 0)) {
-            st.srv_cpu_connect1 = opt.pid ? proc_cpu_seconds(opt.pid) : 0;
+            st.srv_cpu_connect1 = opt.pid ? servers_cpu_seconds() : 0;
             st.kc1 = kstat_read();
             say("%u of %u connections open in %.2f s (%u failed)", st.opened, opt.conns,
                 (double)(st.t_connect_last - st.t_connect_first) / 1e9, st.failed_connect);
@@ -1240,7 +1277,7 @@ static void step(uint64_t t)
     }
     case P_HOLD:
         if (el >= opt.hold || st.stop) {
-            st.rss_connected = opt.pid ? proc_rss_kb(opt.pid) : -1;
+            st.rss_connected = opt.pid ? servers_rss_kb() : -1;
             begin_close(t);
         }
         break;
@@ -1251,7 +1288,7 @@ static void step(uint64_t t)
         if (el >= opt.warmup || st.stop) {
             set_phase(P_MEASURE, t);
             st.t_measure0 = t;
-            st.srv_cpu0 = opt.pid ? proc_cpu_seconds(opt.pid) : 0;
+            st.srv_cpu0 = opt.pid ? servers_cpu_seconds() : 0;
             st.gen_cpu0 = self_cpu_seconds();
             st.k0 = kstat_read();
             hist_reset(&lat);
@@ -1263,10 +1300,10 @@ static void step(uint64_t t)
                 pub_advance(pubs[i], t);
         if (el >= opt.duration || st.stop) {
             st.t_measure1 = t;
-            st.srv_cpu1 = opt.pid ? proc_cpu_seconds(opt.pid) : 0;
+            st.srv_cpu1 = opt.pid ? servers_cpu_seconds() : 0;
             st.gen_cpu1 = self_cpu_seconds();
             st.k1 = kstat_read();
-            st.rss_after = opt.pid ? proc_rss_kb(opt.pid) : -1;
+            st.rss_after = opt.pid ? servers_rss_kb() : -1;
             set_phase(P_DRAIN, t);
         }
         break;
@@ -1315,7 +1352,8 @@ static void report(void)
             ",\"src_addrs\":%u,\"connect_kernel\":{\"input_drops\":%" PRIu64
             ",\"tcp_retrans\":%" PRIu64 "}",
             src_count(), st.kc1.drops - st.kc0.drops, st.kc1.retrans - st.kc0.retrans);
-    fprintf(f, ",\"server_pid\":%d,\"rss_before_kb\":%ld,", opt.pid, st.rss_before);
+    fprintf(f, ",\"server_pid\":%d,\"servers\":%u,\"rss_before_kb\":%ld,", opt.pid, opt.nports,
+            st.rss_before);
     if (opt.scenario == SC_CONNECT) {
         double hcpu = st.srv_cpu_connect1 - st.srv_cpu_connect0;
         long d = st.rss_connected - st.rss_before;
@@ -1617,7 +1655,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: mw_loadgen [options] echo|relay|fanout|connect\n"
             "       mw_loadgen --self-test\n"
-            "  -u, --url ws://HOST:PORT[/PATH]  server (IPv4 literal); PATH may hold %%u (room)\n"
+            "  -u, --url ws://HOST:PORT[/PATH]  server (IPv4 literal); PATH may hold %%u (room).\n"
+            "                          Repeated (same host): connection i goes to URL i %% count\n"
             "  -c, --conns N           connections (fanout: rooms x members)   [100]\n"
             "  -w, --window W          messages in flight per connection/publisher [16]\n"
             "  -s, --size S            payload bytes (relay/fanout: at least 33) [64]\n"
@@ -1638,7 +1677,7 @@ static void usage(FILE *f)
             "      --binary            binary messages instead of text\n"
             "      --spin              poll without sleeping while sending (the generator\n"
             "                          then shows 100%% busy; no wake-up latency on its side)\n"
-            "  -p, --pid PID           the server, for CPU time and RSS\n"
+            "  -p, --pid PID           the server, for CPU time and RSS (repeated: summed)\n"
             "  -l, --label NAME        copied into the JSON\n"
             "  -q, --quiet             no summary on stderr\n");
 }
@@ -1651,6 +1690,8 @@ static void on_signal(int sig)
 
 static void parse_url(const char *url)
 {
+    char host[sizeof(opt.host)];
+    int port;
     const char *p = url;
     if (strncmp(p, "ws://", 5) == 0)
         p += 5;
@@ -1659,16 +1700,25 @@ static void parse_url(const char *url)
     if (colon == NULL || (slash && slash < colon))
         die("bad url %s (ws://IPV4:PORT[/PATH])", url);
     size_t hl = (size_t)(colon - p);
-    if (hl >= sizeof(opt.host))
+    if (hl >= sizeof(host))
         die("bad host in %s", url);
-    memcpy(opt.host, p, hl);
-    opt.host[hl] = 0;
-    opt.port = atoi(colon + 1);
+    memcpy(host, p, hl);
+    host[hl] = 0;
+    port = atoi(colon + 1);
     struct in_addr tmp;
-    if (inet_pton(AF_INET, opt.host, &tmp) != 1 || opt.port <= 0 || opt.port > 65535)
+    if (inet_pton(AF_INET, host, &tmp) != 1 || port <= 0 || port > 65535)
         die("bad url %s (ws://IPV4:PORT[/PATH])", url);
-    if (slash)
-        snprintf(opt.path, sizeof(opt.path), "%s", slash);
+    if (opt.nports == MAX_SERVERS)
+        die("at most %d URLs", MAX_SERVERS);
+    if (opt.nports > 0 && strcmp(host, opt.host) != 0)
+        die("every URL must have the host of the first (%s)", opt.host);
+    if (opt.nports == 0) {
+        memcpy(opt.host, host, hl + 1);
+        opt.port = port;
+        if (slash)
+            snprintf(opt.path, sizeof(opt.path), "%s", slash);
+    }
+    opt.ports[opt.nports++] = port;
 }
 
 int main(int argc, char **argv)
@@ -1704,7 +1754,12 @@ int main(int argc, char **argv)
         case 8: opt.concurrency = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 9: opt.src_addrs = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 10: opt.binary = 1; break;
-        case 'p': opt.pid = atoi(optarg); break;
+        case 'p':
+            if (opt.npids == MAX_SERVERS)
+                die("at most %d PIDs", MAX_SERVERS);
+            opt.pids[opt.npids++] = atoi(optarg);
+            opt.pid = opt.pids[0];
+            break;
         case 'l': opt.label = optarg; break;
         case 'q': opt.quiet = 1; break;
         case 11: self_mode = 1; break;
@@ -1725,6 +1780,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (opt.nports == 0)
+        opt.ports[opt.nports++] = opt.port; /* no -u: the default URL */
     int found = 0;
     for (int i = 0; i < 4; i++)
         if (strcmp(argv[optind], scenario_names[i]) == 0) {
@@ -1806,10 +1863,10 @@ int main(int argc, char **argv)
     hist_reset(&lat);
     hist_reset(&conn_lat);
     if (opt.pid) {
-        st.rss_before = proc_rss_kb(opt.pid);
-        st.srv_cpu_connect0 = proc_cpu_seconds(opt.pid);
+        st.rss_before = servers_rss_kb();
+        st.srv_cpu_connect0 = servers_cpu_seconds();
         if (st.rss_before < 0)
-            die("no process %d", opt.pid);
+            die("no process among the -p PIDs");
     }
     st.kc0 = kstat_read();
     uint64_t t = now_ns();

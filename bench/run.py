@@ -109,6 +109,13 @@ def scenarios(quick, nofile):
         dict(name="relay-rate", app="scripts/relay.lua", peer="relay.js", rows=PUBSUB_ROWS,
              args=["relay", "-c", relay_c, "-P", 1, "-r", 200, "-s", 64], **t,
              about=f"{relay_c} conns, 200 msgs/s from 1 publisher (no window)"),
+        # The relay over two moonwire nodes sharing the room through a real
+        # redis-server (all three on the server's CPU; their CPU summed). ws
+        # has no cluster: its column is one ws process, as in relay.
+        dict(name="cluster-relay", app="scripts/relay.lua", peer="relay.js", rows=PUBSUB_ROWS,
+             cluster=2, args=["relay", "-c", relay_c, "-P", 1, "-w", 4, "-s", 64], **t,
+             about=f"{relay_c} conns over 2 moonwire nodes and redis-server (ws: one "
+                   "process), 1 publisher, window 4"),
     ]
     for rooms, members in fan:
         out.append(dict(name=f"fanout-{members}", app="bench/apps/fanout.lua", peer="fanout.js",
@@ -145,6 +152,7 @@ TARGETS = [
     ("relay", "loss", "abs<=", 0, "no loss"),
     ("relay-rate", "latency_us.p99", "ratio<=", 1 / 4, "p99 <= 1/4 of ws"),
     ("relay-rate", "loss", "abs<=", 0, "no loss"),
+    ("cluster-relay", "loss", "abs<=", 0, "no loss"),
     ("connect", "rss_per_conn_bytes", "ratio<=", 1 / 2, "RSS/idle conn <= 1/2 of ws"),
 ]
 FLAT_LIMIT = 1.25  # fan-out: CPU/delivery at the most members <= 1.25 x the least seen
@@ -243,6 +251,11 @@ def cpu_ticks():
     return out
 
 
+def procs_cpu(pids):
+    vals = [proc_cpu(pid) for pid in pids]
+    return None if None in vals else sum(vals)
+
+
 def proc_cpu(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -294,26 +307,79 @@ def machine():
 
 # -------------------------------------------------------------------- one run
 
-def run_one(sc, server, rnd, args, binaries, logdir):
-    port = free_port()
-    logpath = os.path.join(logdir, f"{sc['name']}-{server}-{rnd}.log")
-    if server == "moonwire":
-        cmd = [binaries["moonwire"], "--listen", f"127.0.0.1:{port}",
-               "--script", os.path.join(ROOT, sc["app"]),
-               "--config", os.path.join(BENCH, "moonwire.conf.lua")]
-    else:
-        cmd = ["node", os.path.join(PEERS, sc["peer"]), str(port)]
-    cmd = ["taskset", "-c", SERVER_CPU] + cmd
+def start(cmd, logpath):
     with open(logpath, "w") as logf:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT,
-                                preexec_fn=raise_nofile)
-    result = {"server": server, "round": rnd, "port": port, "pid": proc.pid}
-    try:
+        return subprocess.Popen(["taskset", "-c", SERVER_CPU] + cmd, cwd=ROOT, stdout=logf,
+                                stderr=subprocess.STDOUT, preexec_fn=raise_nofile)
+
+
+def start_servers(sc, server, rnd, binaries, logdir):
+    """Starts what serves one run, on CPU 0: the server, or for a cluster
+    scenario a redis-server and sc["cluster"] moonwire nodes. Returns
+    (processes, ports the clients use, error or None)."""
+    base = os.path.join(logdir, f"{sc['name']}-{server}-{rnd}")
+    procs, ports = [], []
+    if server != "moonwire":
+        port = free_port()
+        procs.append(start(["node", os.path.join(PEERS, sc["peer"]), str(port)], base + ".log"))
+        ports.append(port)
+    else:
+        redis_url = None
+        if sc.get("cluster"):
+            rport = free_port()
+            redis = start(["redis-server", "--port", str(rport), "--bind", "127.0.0.1",
+                           "--save", "", "--appendonly", "no"], base + "-redis.log")
+            procs.append(redis)
+            if not wait_port(rport, redis, 15):
+                return procs, ports, f"redis-server did not start (see {base}-redis.log)"
+            redis_url = f"redis://127.0.0.1:{rport}"
+        for node in range(sc.get("cluster") or 1):
+            port = free_port()
+            cmd = [binaries["moonwire"], "--listen", f"127.0.0.1:{port}",
+                   "--script", os.path.join(ROOT, sc["app"]),
+                   "--config", os.path.join(BENCH, "moonwire.conf.lua")]
+            if redis_url:
+                cmd += ["--redis", redis_url, "--node-id", f"n{node + 1}"]
+            procs.append(start(cmd, f"{base}-{node + 1}.log" if redis_url else base + ".log"))
+            ports.append(port)
+    servers = procs[-len(ports):]
+    for port, proc in zip(ports, servers):
         if not wait_port(port, proc, 15):
-            result["error"] = f"server did not start (see {logpath})"
+            return procs, ports, f"server did not start (see {base}*.log)"
+    if sc.get("cluster") and server == "moonwire":
+        # Every node subscribed to Redis: its /healthz says so.
+        deadline = time.monotonic() + 15
+        while not all(healthy(p) for p in ports):
+            if time.monotonic() > deadline:
+                return procs, ports, "the nodes did not reach Redis within 15 s"
+            time.sleep(0.1)
+    return procs, ports, None
+
+
+def healthy(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return r.status == 200 and not r.read().startswith(b"degraded")
+    except Exception:
+        return False
+
+
+def run_one(sc, server, rnd, args, binaries, logdir):
+    procs, ports, err = start_servers(sc, server, rnd, binaries, logdir)
+    pids = [p.pid for p in procs]
+    result = {"server": server, "round": rnd, "port": ports[0] if ports else None,
+              "pid": pids[-len(ports)] if ports else None}
+    if len(procs) > 1:
+        result["pids"] = pids
+    try:
+        if err:
+            result["error"] = err
             return result
-        gen = ["taskset", "-c", LOADGEN_CPU, binaries["loadgen"],
-               "-u", f"ws://127.0.0.1:{port}", "-p", str(proc.pid), "-l", server, "-q"]
+        gen = ["taskset", "-c", LOADGEN_CPU, binaries["loadgen"], "-l", server, "-q"]
+        for port in ports:
+            gen += ["-u", f"ws://127.0.0.1:{port}"]
+        for pid in pids:
+            gen += ["-p", str(pid)]
         gen += [str(a) for a in sc["args"]]
         if sc["duration"]:
             gen += ["-d", str(sc["duration"]), "--warmup", str(sc["warmup"]),
@@ -321,7 +387,7 @@ def run_one(sc, server, rnd, args, binaries, logdir):
         bound = 60 + 180 + sc["duration"] + sc["warmup"] + 30
         # What else ran on the two CPUs meanwhile (the machine may be shared):
         # their busy time minus the server's and the generator's.
-        t0, k0, s0 = time.monotonic(), cpu_ticks(), proc_cpu(proc.pid)
+        t0, k0, s0 = time.monotonic(), cpu_ticks(), procs_cpu(pids)
         g0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
             cp = subprocess.run(gen, capture_output=True, text=True, timeout=bound,
@@ -329,7 +395,7 @@ def run_one(sc, server, rnd, args, binaries, logdir):
         except subprocess.TimeoutExpired:
             result["error"] = f"load generator ran past {bound} s"
             return result
-        t1, k1, s1 = time.monotonic(), cpu_ticks(), proc_cpu(proc.pid)
+        t1, k1, s1 = time.monotonic(), cpu_ticks(), procs_cpu(pids)
         g1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         gen_s = (g1.ru_utime + g1.ru_stime) - (g0.ru_utime + g0.ru_stime)
         if s0 is not None and s1 is not None and t1 > t0:
@@ -348,12 +414,14 @@ def run_one(sc, server, rnd, args, binaries, logdir):
         data["errors_total"] = sum(v for v in e.values() if isinstance(v, (int, float)))
         result.update(data)
         if server == "moonwire":
-            result["metrics"] = metrics(port)
-        if proc.poll() is not None:
-            result["error"] = f"server exited with {proc.returncode} during the run"
+            result["metrics"] = metrics(ports[0])
+        for proc in procs:
+            if proc.poll() is not None:
+                result["error"] = f"a server exited with {proc.returncode} during the run"
     finally:
-        rc = stop(proc)
-        result["server_exit"] = rc
+        # The nodes first, then Redis.
+        codes = [stop(proc) for proc in reversed(procs)]
+        result["server_exit"] = next((c for c in codes if c), 0)
     return result
 
 
@@ -450,7 +518,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="each scenario briefly, one round")
     ap.add_argument("--rounds", type=int, help="rounds per scenario (3; quick: 1)")
     ap.add_argument("--only", help="comma-separated scenario names or prefixes "
-                                   "(echo,relay,relay-rate,fanout,connect)")
+                                   "(echo,relay,relay-rate,cluster-relay,fanout,connect)")
     ap.add_argument("--servers", default="moonwire,ws")
     ap.add_argument("--max-other-load", type=float, default=0.15,
                     help="CPUs (of the two) that other processes may take during a run "
