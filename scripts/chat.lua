@@ -173,6 +173,19 @@ local function unavailable(conn, ref, room, err)
   return fail(conn, ref, "unavailable", "the cluster is unavailable (" .. tostring(err) .. "); try again", room)
 end
 
+-- The members of a room for a request of conn (presence may wait for
+-- Redis): nil when conn closed meanwhile or after answering the failure.
+local function members_for(conn, ref, name)
+  local members, err = mw.presence("room:" .. name)
+  if not conn:is_open() then
+    return nil
+  end
+  if members == nil then
+    unavailable(conn, ref, name, err)
+  end
+  return members
+end
+
 -- Publishes a room message to every member, the sender too, so that each
 -- member gets every offset of the room. Returns the offset (nil for a room
 -- without history, or when Redis failed: then only this node's members got it).
@@ -649,12 +662,9 @@ function handlers.private(conn, d, msg, ref)
   if text == nil then
     return
   end
-  local members, err = mw.presence("room:" .. name)
-  if not conn:is_open() then
-    return
-  end
+  local members = members_for(conn, ref, name)
   if members == nil then
-    return unavailable(conn, ref, name, err)
+    return
   end
   local target, to_nick = nicks.holder(members, lower(to), nil)
   if target == nil then
@@ -662,8 +672,7 @@ function handlers.private(conn, d, msg, ref)
   end
   local out = { type = "private", room = name, from = d.nick, to = to_nick, text = text, time = wall() // 1000 }
   if target ~= conn.id then
-    local sent
-    sent, err = mw.send(target, encode(out))
+    local sent, err = mw.send(target, encode(out))
     if not sent then
       if err == "closed" then
         return fail(conn, ref, "no_such_member", format("%q has just left room %q", to, name), name)
@@ -680,12 +689,9 @@ function handlers.members(conn, d, msg, ref)
   if name == nil then
     return
   end
-  local members, err = mw.presence("room:" .. name)
-  if not conn:is_open() then
-    return
-  end
+  local members = members_for(conn, ref, name)
   if members == nil then
-    return unavailable(conn, ref, name, err)
+    return
   end
   send(conn, { type = "members", room = name, members = member_list(members), ref = ref })
 end
