@@ -497,19 +497,17 @@ static void subscribe_all(mw_cluster_t *cl)
     lens[n++] = strlen(cl->all_channel);
     chans[n] = cl->node_channel;
     lens[n++] = strlen(cl->node_channel);
-    for (size_t b = 0; b < ts->nbuckets; b++) {
-        for (const mw_topic_t *t = ts->buckets[b]; t != NULL; t = t->next) {
-            if (n == SUBSCRIBE_BATCH) {
-                send_subscribe(cl, "SUBSCRIBE", chans, lens, n);
-                n = 0;
-            }
-            channel_of(cl, t->name, t->len, names[n], sizeof(names[n]), &lens[n]);
-            chans[n] = names[n];
-            n++;
+    for (const mw_topic_t *t = mw_topics_next(ts, NULL); t != NULL; t = mw_topics_next(ts, t)) {
+        if (n == SUBSCRIBE_BATCH) {
+            send_subscribe(cl, "SUBSCRIBE", chans, lens, n);
+            n = 0;
         }
+        channel_of(cl, t->name, t->len, names[n], sizeof(names[n]), &lens[n]);
+        chans[n] = names[n];
+        n++;
     }
     send_subscribe(cl, "SUBSCRIBE", chans, lens, n);
-    mw_log_info("cluster: subscribed to %zu topic channel(s)", ts->ntopics);
+    mw_log_info("cluster: subscribed to %zu topic channel(s)", ts->topics.count);
 }
 
 static void on_first(void *ud, const mw_topic_t *t)
@@ -688,22 +686,20 @@ static void heartbeat(mw_cluster_t *cl)
     argv[3] = "EX", argl[3] = 2;
     argv[4] = ttl, argl[4] = strlen(ttl);
     fire(cl, 5, argv, argl);
-    for (size_t b = 0; b < ts->nbuckets; b++) {
-        for (const mw_topic_t *t = ts->buckets[b]; t != NULL; t = t->next) {
-            mw_list_t *it;
-            mw_list_foreach(it, &t->members)
-            {
-                if (MW_CONTAINER_OF(it, mw_sub_t, topic_link)->presence != NULL)
-                    break;
-            }
-            if (it == &t->members)
-                continue; /* nobody here shows in its presence */
-            argv[0] = "EXPIRE", argl[0] = 6;
-            argl[1] = presence_key(cl, t->name, t->len, key, sizeof(key));
-            argv[1] = key;
-            argv[2] = ttl2, argl[2] = strlen(ttl2);
-            fire(cl, 3, argv, argl);
+    for (const mw_topic_t *t = mw_topics_next(ts, NULL); t != NULL; t = mw_topics_next(ts, t)) {
+        mw_list_t *it;
+        mw_list_foreach(it, &t->members)
+        {
+            if (MW_CONTAINER_OF(it, mw_sub_t, topic_link)->presence != NULL)
+                break;
         }
+        if (it == &t->members)
+            continue; /* nobody here shows in its presence */
+        argv[0] = "EXPIRE", argl[0] = 6;
+        argl[1] = presence_key(cl, t->name, t->len, key, sizeof(key));
+        argv[1] = key;
+        argv[2] = ttl2, argl[2] = strlen(ttl2);
+        fire(cl, 3, argv, argl);
     }
 }
 
@@ -718,15 +714,13 @@ static void on_heartbeat(uv_timer_t *t)
 static void restore_presence(mw_cluster_t *cl)
 {
     const mw_topics_t *ts = &cl->srv->topics;
-    for (size_t b = 0; b < ts->nbuckets; b++) {
-        for (const mw_topic_t *t = ts->buckets[b]; t != NULL; t = t->next) {
-            mw_list_t *it;
-            mw_list_foreach(it, &t->members)
-            {
-                const mw_sub_t *s = MW_CONTAINER_OF(it, mw_sub_t, topic_link);
-                if (s->presence != NULL)
-                    presence_set(cl, t, s->conn, s->presence, s->presence_len);
-            }
+    for (const mw_topic_t *t = mw_topics_next(ts, NULL); t != NULL; t = mw_topics_next(ts, t)) {
+        mw_list_t *it;
+        mw_list_foreach(it, &t->members)
+        {
+            const mw_sub_t *s = MW_CONTAINER_OF(it, mw_sub_t, topic_link);
+            if (s->presence != NULL)
+                presence_set(cl, t, s->conn, s->presence, s->presence_len);
         }
     }
     heartbeat(cl);

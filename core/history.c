@@ -1,14 +1,14 @@
 /* Topic history in the node's memory. See history.h. */
 #include "moonwire/history.h"
 #include "moonwire/error.h"
+#include "moonwire/htab.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 typedef struct entry_s {
-    struct entry_s *next; /* hash chain */
-    uint64_t hash;
+    mw_hnode_t node;   /* in mw_history_t.topics, by name */
     uint64_t last;     /* the newest offset given out */
     uint64_t last_at;  /* when it was appended, ms */
     mw_frame_t **ring; /* messages last-count+1 .. last, oldest at head */
@@ -19,21 +19,12 @@ typedef struct entry_s {
 } entry_t;
 
 struct mw_history_s {
-    entry_t **buckets;
-    size_t nbuckets, n;
+    mw_htab_t topics; /* name -> entry_t */
     char epoch[48];   /* the node's incarnation */
     uint64_t started; /* topics started, for their epochs */
 };
 
-static uint64_t hash_name(const char *s, size_t len)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (uint8_t)s[i];
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
+#define ENTRY_OF(n) MW_CONTAINER_OF(n, entry_t, node)
 
 int mw_history_enabled(const mw_config_t *cfg, const char *topic, size_t len)
 {
@@ -83,9 +74,7 @@ int mw_history_new(mw_history_t **out, const char *epoch)
     mw_history_t *h = calloc(1, sizeof(*h));
     if (h == NULL)
         return MW_ENOMEM;
-    h->nbuckets = 64;
-    h->buckets = calloc(h->nbuckets, sizeof(entry_t *));
-    if (h->buckets == NULL) {
+    if (mw_htab_init(&h->topics, 64) != 0) {
         free(h);
         return MW_ENOMEM;
     }
@@ -104,27 +93,27 @@ static void entry_free(entry_t *e)
 
 void mw_history_free(mw_history_t *h)
 {
+    mw_hnode_t *n, *next;
+
     if (h == NULL)
         return;
-    for (size_t b = 0; b < h->nbuckets; b++) {
-        entry_t *e = h->buckets[b];
-        while (e != NULL) {
-            entry_t *next = e->next;
-            entry_free(e);
-            e = next;
-        }
+    for (n = mw_htab_next(&h->topics, NULL); n != NULL; n = next) {
+        next = mw_htab_next(&h->topics, n);
+        entry_free(ENTRY_OF(n));
     }
-    free(h->buckets);
+    mw_htab_free(&h->topics);
     free(h);
 }
 
 
 static entry_t *find(const mw_history_t *h, const char *topic, size_t len)
 {
-    uint64_t hash = hash_name(topic, len);
-    for (entry_t *e = h->buckets[hash & (h->nbuckets - 1)]; e != NULL; e = e->next)
-        if (e->hash == hash && e->len == len && memcmp(e->name, topic, len) == 0)
+    uint64_t hash = mw_hash_bytes(topic, len);
+    for (mw_hnode_t *n = mw_htab_chain(&h->topics, hash); n != NULL; n = n->next) {
+        entry_t *e = ENTRY_OF(n);
+        if (n->hash == hash && e->len == len && memcmp(e->name, topic, len) == 0)
             return e;
+    }
     return NULL;
 }
 
@@ -137,7 +126,6 @@ const char *mw_history_epoch(const mw_history_t *h, const char *topic, size_t le
 static entry_t *find_or_add(mw_history_t *h, const char *topic, size_t len)
 {
     entry_t *e = find(h, topic, len);
-    size_t b;
 
     if (e != NULL)
         return e;
@@ -146,32 +134,10 @@ static entry_t *find_or_add(mw_history_t *h, const char *topic, size_t len)
         return NULL;
     memcpy(e->name, topic, len);
     e->len = len;
-    e->hash = hash_name(topic, len);
     /* Offsets restart at 1 with every new start of a topic (after its history
      * expired too): the epoch must differ, or old positions would look valid. */
     snprintf(e->epoch, sizeof(e->epoch), "%s-%llu", h->epoch, (unsigned long long)++h->started);
-    if (h->n + 1 > h->nbuckets) {
-        size_t nb = h->nbuckets * 2;
-        entry_t **buckets = calloc(nb, sizeof(entry_t *));
-        if (buckets != NULL) {
-            for (size_t i = 0; i < h->nbuckets; i++) {
-                entry_t *x = h->buckets[i];
-                while (x != NULL) {
-                    entry_t *next = x->next;
-                    x->next = buckets[x->hash & (nb - 1)];
-                    buckets[x->hash & (nb - 1)] = x;
-                    x = next;
-                }
-            }
-            free(h->buckets);
-            h->buckets = buckets;
-            h->nbuckets = nb;
-        }
-    }
-    b = e->hash & (h->nbuckets - 1);
-    e->next = h->buckets[b];
-    h->buckets[b] = e;
-    h->n++;
+    mw_htab_insert(&h->topics, &e->node, mw_hash_bytes(topic, len));
     return e;
 }
 
@@ -260,19 +226,16 @@ void mw_history_read(mw_history_t *h, const char *topic, size_t len, uint64_t si
 
 void mw_history_expire(mw_history_t *h, const mw_config_t *cfg, uint64_t now)
 {
+    mw_hnode_t *n, *next;
+
     if (cfg->history_ttl == 0)
         return;
-    for (size_t b = 0; b < h->nbuckets; b++) {
-        entry_t **p = &h->buckets[b];
-        while (*p != NULL) {
-            entry_t *e = *p;
-            if (now - e->last_at > cfg->history_ttl) {
-                *p = e->next;
-                h->n--;
-                entry_free(e);
-            } else {
-                p = &e->next;
-            }
+    for (n = mw_htab_next(&h->topics, NULL); n != NULL; n = next) {
+        entry_t *e = ENTRY_OF(n);
+        next = mw_htab_next(&h->topics, n);
+        if (now - e->last_at > cfg->history_ttl) {
+            mw_htab_remove(&h->topics, n);
+            entry_free(e);
         }
     }
 }

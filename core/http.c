@@ -412,7 +412,7 @@ mw_frame_t *mw_http_switching(const char *key, const char *protocol, const char 
     return mw_frame_new_raw(head, (size_t)n);
 }
 
-static int hexval(char c)
+int mw_http_hexval(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -427,8 +427,8 @@ size_t mw_http_unescape(const char *s, size_t len, char *out, int plus)
 {
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
-        if (s[i] == '%' && i + 2 < len && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-            out[o++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+        if (s[i] == '%' && i + 2 < len && mw_http_hexval(s[i + 1]) >= 0 && mw_http_hexval(s[i + 2]) >= 0) {
+            out[o++] = (char)(mw_http_hexval(s[i + 1]) * 16 + mw_http_hexval(s[i + 2]));
             i += 2;
         } else if (plus && s[i] == '+') {
             out[o++] = ' ';

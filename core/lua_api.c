@@ -604,9 +604,11 @@ static const luaL_Reg log_funcs[] = {
 };
 
 /* json: lua-cjson's "safe" codec, with argument checks in front. */
-static int json_encode(lua_State *L)
+
+/* Calls the cjson function in upvalue 1 on the argument at 1 (the only one
+ * left). Returns 1 with the result at 1, or 2 with nil, err pushed. */
+static int call_cjson(lua_State *L)
 {
-    luaL_checkany(L, 1);
     lua_settop(L, 1);
     lua_pushvalue(L, lua_upvalueindex(1));
     if (lua_isnil(L, -1))
@@ -619,9 +621,21 @@ static int json_encode(lua_State *L)
     return 1;
 }
 
+static int json_encode(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    return call_cjson(L);
+}
+
+/* A float that JSON readers in Lua 5.4 should give as an integer: whole, and
+ * held exactly by a double. */
+static int whole(lua_Number n)
+{
+    return n == floor(n) && fabs(n) <= 9007199254740992.0;
+}
+
 /* lua-cjson 2.1 decodes every number as a float (1 reads back as 1.0). Whole
- * numbers that a double holds exactly become integers, as JSON readers in
- * Lua 5.4 are expected to give. Works on the value at idx, in place. */
+ * numbers become integers. Works on the table at idx, in place. */
 static void integerize(lua_State *L, int idx, int depth)
 {
     if (depth > 128)
@@ -630,7 +644,7 @@ static void integerize(lua_State *L, int idx, int depth)
     while (lua_next(L, idx) != 0) {
         if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)) {
             lua_Number n = lua_tonumber(L, -1);
-            if (n == floor(n) && fabs(n) <= 9007199254740992.0) {
+            if (whole(n)) {
                 lua_pushvalue(L, -2);
                 lua_pushinteger(L, (lua_Integer)n);
                 lua_rawset(L, idx); /* an existing key: allowed during the walk */
@@ -645,21 +659,12 @@ static void integerize(lua_State *L, int idx, int depth)
 static int json_decode(lua_State *L)
 {
     luaL_checkstring(L, 1);
-    lua_settop(L, 1);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    if (lua_isnil(L, -1))
-        return mw__lua_fail(L, "lua-cjson is not installed (Debian package lua-cjson)");
-    lua_insert(L, 1);
-    lua_call(L, 1, 2);
-    if (lua_isnil(L, 1))
-        return 2; /* nil, err */
-    lua_settop(L, 1);
+    if (call_cjson(L) != 1)
+        return 2;
     if (lua_type(L, 1) == LUA_TTABLE) {
         integerize(L, 1, 0);
-    } else if (lua_type(L, 1) == LUA_TNUMBER && !lua_isinteger(L, 1)) {
-        lua_Number n = lua_tonumber(L, 1);
-        if (n == floor(n) && fabs(n) <= 9007199254740992.0)
-            lua_pushinteger(L, (lua_Integer)n);
+    } else if (lua_type(L, 1) == LUA_TNUMBER && !lua_isinteger(L, 1) && whole(lua_tonumber(L, 1))) {
+        lua_pushinteger(L, (lua_Integer)lua_tonumber(L, 1));
     }
     return 1;
 }

@@ -17,6 +17,7 @@
 #include "moonwire/conn.h"
 #include "moonwire/error.h"
 #include "moonwire/frame.h"
+#include "moonwire/htab.h"
 #include "moonwire/http.h"
 #include "moonwire/list.h"
 #include "moonwire/log.h"
@@ -40,8 +41,7 @@
 /* One file's bytes and validators. */
 typedef struct entry_s {
     mw_list_t lru;        /* in cache.lru, least recently used first; self-linked if not cached */
-    struct entry_s *next; /* the hash chain */
-    uint64_t hash;
+    mw_hnode_t node;      /* in cache.table, by key */
     char *key; /* the path as opened: root + request path */
     dev_t dev;
     ino_t ino;
@@ -52,9 +52,7 @@ typedef struct entry_s {
 } entry_t;
 
 static struct {
-    entry_t **buckets; /* NULL until the first insert */
-    size_t nbuckets;
-    size_t count;
+    mw_htab_t table; /* key -> entry_t; no buckets until the first insert */
     size_t bytes; /* file bytes held by cached entries */
     mw_list_t lru;
     int root_missing; /* the root could not be resolved; logged once until it comes back */
@@ -104,17 +102,6 @@ static void sb_printf(sbuf_t *b, const char *fmt, ...)
 
 /* Path decoding ------------------------------------------------------------- */
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int mw_static_path_normalize(const char *raw, size_t len, char *out, size_t cap, size_t *out_len)
 {
     size_t i = 1, o = 1, seg = 1; /* seg: where the current segment starts in out */
@@ -130,8 +117,8 @@ int mw_static_path_normalize(const char *raw, size_t len, char *out, size_t cap,
         if (end) {
             ch = '/';
         } else if (raw[i] == '%') {
-            int hi = i + 2 < len ? hexval((unsigned char)raw[i + 1]) : -1;
-            int lo = i + 2 < len ? hexval((unsigned char)raw[i + 2]) : -1;
+            int hi = i + 2 < len ? mw_http_hexval((unsigned char)raw[i + 1]) : -1;
+            int lo = i + 2 < len ? mw_http_hexval((unsigned char)raw[i + 2]) : -1;
             if (hi < 0 || lo < 0)
                 return MW_EINVAL;
             ch = hi * 16 + lo;
@@ -191,7 +178,7 @@ int mw_static_is_fingerprinted(const char *path, size_t len)
         const char *dot = memchr(part, '.', (size_t)(ext - part));
         const char *end = dot != NULL ? dot : ext;
         const char *p = part;
-        while (p < end && hexval((unsigned char)*p) >= 0)
+        while (p < end && mw_http_hexval((unsigned char)*p) >= 0)
             p++;
         if (p == end && end - part >= 8)
             return 1;
@@ -416,10 +403,7 @@ void mw_static_http_date(time_t t, char out[30])
 
 static uint64_t hash_key(const char *s)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
+    return mw_hash_bytes(s, strlen(s));
 }
 
 static void entry_free(entry_t *e)
@@ -432,48 +416,21 @@ static void entry_free(entry_t *e)
 
 static entry_t *cache_find(const char *key, uint64_t h)
 {
-    if (cache.buckets == NULL)
+    if (cache.table.buckets == NULL)
         return NULL;
-    for (entry_t *e = cache.buckets[h & (cache.nbuckets - 1)]; e != NULL; e = e->next)
-        if (e->hash == h && strcmp(e->key, key) == 0)
+    for (mw_hnode_t *n = mw_htab_chain(&cache.table, h); n != NULL; n = n->next) {
+        entry_t *e = MW_CONTAINER_OF(n, entry_t, node);
+        if (n->hash == h && strcmp(e->key, key) == 0)
             return e;
+    }
     return NULL;
 }
 
 static void cache_unlink(entry_t *e)
 {
-    entry_t **pp = &cache.buckets[e->hash & (cache.nbuckets - 1)];
-    while (*pp != e)
-        pp = &(*pp)->next;
-    *pp = e->next;
+    mw_htab_remove(&cache.table, &e->node);
     mw_list_remove(&e->lru);
-    cache.count--;
     cache.bytes -= (size_t)e->size;
-}
-
-/* Doubles the table when it is as full as it is wide. Failing to grow only
- * makes chains longer. */
-static void cache_grow(void)
-{
-    size_t n = cache.nbuckets ? cache.nbuckets * 2 : 64;
-    entry_t **b;
-
-    if (cache.count < cache.nbuckets)
-        return;
-    b = calloc(n, sizeof(*b));
-    if (b == NULL)
-        return;
-    for (size_t i = 0; i < cache.nbuckets; i++) {
-        entry_t *e = cache.buckets[i], *next;
-        for (; e != NULL; e = next) {
-            next = e->next;
-            e->next = b[e->hash & (n - 1)];
-            b[e->hash & (n - 1)] = e;
-        }
-    }
-    free(cache.buckets);
-    cache.buckets = b;
-    cache.nbuckets = n;
 }
 
 /* Keeps e when it fits in limit bytes, evicting the least recently used.
@@ -484,18 +441,15 @@ static int cache_insert(entry_t *e, size_t limit)
 
     if (size > limit)
         return 0;
-    cache_grow();
-    if (cache.buckets == NULL)
+    if (cache.table.buckets == NULL && mw_htab_init(&cache.table, 64) != 0)
         return 0;
     while (cache.bytes + size > limit && !mw_list_empty(&cache.lru)) {
         entry_t *old = MW_CONTAINER_OF(cache.lru.next, entry_t, lru);
         cache_unlink(old);
         entry_free(old);
     }
-    e->next = cache.buckets[e->hash & (cache.nbuckets - 1)];
-    cache.buckets[e->hash & (cache.nbuckets - 1)] = e;
+    mw_htab_insert(&cache.table, &e->node, e->node.hash);
     mw_list_insert_tail(&cache.lru, &e->lru);
-    cache.count++;
     cache.bytes += size;
     return 1;
 }
@@ -507,9 +461,7 @@ void mw_static_cache_drain(void)
         cache_unlink(e);
         entry_free(e);
     }
-    free(cache.buckets);
-    cache.buckets = NULL;
-    cache.nbuckets = 0;
+    mw_htab_free(&cache.table);
 }
 
 size_t mw_static_cache_bytes(void)
@@ -646,7 +598,7 @@ static int entry_read(const mw_config_t *cfg, const char *path, entry_t **out)
     e->ino = st.st_ino;
     e->size = st.st_size;
     e->mtime = st.st_mtim;
-    e->hash = hash_key(path);
+    e->node.hash = hash_key(path); /* kept by mw_htab_insert */
     *out = e;
     return 0;
 

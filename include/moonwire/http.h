@@ -107,6 +107,9 @@ mw_frame_t *mw_http_switching(const char *key, const char *protocol, const char 
 /* The reason phrase of a status ("Not Found"). */
 const char *mw_http_status_text(int status);
 
+/* The value of the hex digit c (either case), or -1. */
+int mw_http_hexval(int c);
+
 /* Decodes %XX escapes (and '+' as space when plus is set) of s[0..len) into out
  * (at least len bytes). Returns the decoded length. Malformed escapes stay literal. */
 size_t mw_http_unescape(const char *s, size_t len, char *out, int plus);

@@ -11,6 +11,7 @@
 #define MOONWIRE_TOPICS_H
 
 #include "moonwire/frame.h"
+#include "moonwire/htab.h"
 #include "moonwire/list.h"
 
 #include <stddef.h>
@@ -23,8 +24,7 @@ typedef struct mw_sub_s mw_sub_t;
 #define MW_TOPIC_MAX 256 /* bytes in a topic name */
 
 struct mw_topic_s {
-    mw_topic_t *next; /* hash chain */
-    uint64_t hash;
+    mw_hnode_t node; /* in mw_topics_t.topics, by name */
     mw_list_t members; /* mw_sub_t.topic_link */
     size_t count;
     size_t len;
@@ -36,18 +36,14 @@ struct mw_sub_s {
     mw_conn_t *conn;
     mw_list_t topic_link;
     mw_list_t conn_link; /* in conn->subs */
-    mw_sub_t *next;      /* chain in the (topic, conn) hash */
+    mw_hnode_t node;     /* in mw_topics_t.subs, by (topic, conn) */
     char *presence;      /* what moonwire.presence shows for this member, or NULL */
     size_t presence_len;
 };
 
 typedef struct mw_topics_s {
-    mw_topic_t **buckets;
-    size_t nbuckets;
-    size_t ntopics;
-    mw_sub_t **subs; /* (topic, conn) -> subscription */
-    size_t nsubbuckets;
-    size_t nsubs;
+    mw_htab_t topics; /* name -> mw_topic_t */
+    mw_htab_t subs;   /* (topic, conn) -> mw_sub_t */
     /* Called when a topic gets its first member and loses its last (the
      * cluster backplane subscribes and unsubscribes there). May be NULL. */
     void (*on_first)(void *ud, const mw_topic_t *t);
@@ -63,6 +59,10 @@ void mw_topics_close(mw_topics_t *ts);
 
 /* Finds a topic by name, or NULL when it has no members. */
 mw_topic_t *mw_topics_find(const mw_topics_t *ts, const char *name, size_t len);
+
+/* Every topic in turn: the first with prev NULL, then the one after prev,
+ * NULL after the last (in no particular order). */
+const mw_topic_t *mw_topics_next(const mw_topics_t *ts, const mw_topic_t *prev);
 
 /* Subscribes c. Returns 1 when newly subscribed, 0 when it already was, or
  * MW_ENOMEM / MW_EINVAL (empty or too long a name). */
