@@ -618,15 +618,18 @@ static void on_fire_reply(redisAsyncContext *ac, void *r, void *priv)
         cl->srv->metrics.cluster_send_failures++;
 }
 
-/* Sends a command whose reply only counts as a failure or not. */
-static void fire(mw_cluster_t *cl, int argc, const char **argv, const size_t *argl)
+/* Sends a command whose reply only counts as a failure or not; MW_EAGAIN (and a
+ * failure counted) while Redis is away or too far behind. hiredis copies the
+ * arguments into its output buffer. */
+static int fire(mw_cluster_t *cl, int argc, const char **argv, const size_t *argl)
 {
     if (!cl->cmd.ready || cl->cmd.count >= PENDING_MAX) {
         cl->srv->metrics.cluster_send_failures++;
-        return;
+        return MW_EAGAIN;
     }
     redisAsyncCommandArgv(cl->cmd.ac, on_fire_reply, cl, argc, argv, argl);
     track_sent(&cl->cmd);
+    return 0;
 }
 
 static size_t presence_key(const mw_cluster_t *cl, const char *topic, size_t len, char *out,
@@ -982,29 +985,15 @@ int mw_cluster_history_read(mw_cluster_t *cl, const char *topic, size_t len, uin
 
 /* Sending ------------------------------------------------------------------------------------ */
 
-static void on_publish_reply(redisAsyncContext *ac, void *r, void *priv)
-{
-    mw_cluster_t *cl = priv;
-    redisReply *reply = r;
-    (void)ac;
-    track_reply(&cl->cmd);
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
-        cl->srv->metrics.cluster_send_failures++;
-}
-
 static int publish_envelope(mw_cluster_t *cl, const char *channel, size_t chlen,
                             const mw_envelope_t *e)
 {
     const char *argv[3];
     size_t argl[3];
     uint8_t *buf;
-    size_t n;
+    size_t n = mw_envelope_encode(e, &buf);
+    int r;
 
-    if (!cl->cmd.ready || cl->cmd.count >= PENDING_MAX) {
-        cl->srv->metrics.cluster_send_failures++;
-        return MW_EAGAIN;
-    }
-    n = mw_envelope_encode(e, &buf);
     if (n == 0) {
         cl->srv->metrics.cluster_send_failures++;
         return MW_ENOMEM;
@@ -1015,12 +1004,11 @@ static int publish_envelope(mw_cluster_t *cl, const char *channel, size_t chlen,
     argl[1] = chlen;
     argv[2] = (const char *)buf;
     argl[2] = n;
-    /* hiredis copies the command into its output buffer. */
-    redisAsyncCommandArgv(cl->cmd.ac, on_publish_reply, cl, 3, argv, argl);
+    r = fire(cl, 3, argv, argl);
     free(buf);
-    track_sent(&cl->cmd);
-    cl->srv->metrics.cluster_published++;
-    return 0;
+    if (r == 0)
+        cl->srv->metrics.cluster_published++;
+    return r;
 }
 
 static void fill(mw_envelope_t *e, const mw_cluster_t *cl, uint8_t kind, const mw_frame_t *f)

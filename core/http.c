@@ -203,8 +203,7 @@ static int name_is(const mw_http_req_t *req, const mw_http_header_t *h, const ch
     return h->name_len == n && strncasecmp(req->buf + h->name_off, name, n) == 0;
 }
 
-/* Trims optional whitespace around a header value. */
-static const char *trim(const char *s, size_t *len)
+const char *mw_http_trim(const char *s, size_t *len)
 {
     while (*len > 0 && (*s == ' ' || *s == '\t')) {
         s++;
@@ -221,7 +220,7 @@ const char *mw_http_header(const mw_http_req_t *req, const char *name, int n, si
         const mw_http_header_t *h = &req->headers[i];
         if (name_is(req, h, name) && n-- == 0) {
             *len = h->value_len;
-            return trim(req->buf + h->value_off, len);
+            return mw_http_trim(req->buf + h->value_off, len);
         }
     }
     return NULL;
@@ -237,7 +236,7 @@ int mw_http_header_has_token(const mw_http_req_t *req, const char *name, const c
             const char *comma = memchr(v, ',', len);
             size_t item_len = comma ? (size_t)(comma - v) : len;
             size_t ilen = item_len;
-            const char *item = trim(v, &ilen);
+            const char *item = mw_http_trim(v, &ilen);
             if (ilen == tlen && strncasecmp(item, token, tlen) == 0)
                 return 1;
             if (comma == NULL)

@@ -134,21 +134,29 @@ static mw_frame_t *make_frame(lua_State *L, int idx, int op, int *nret)
     return f;
 }
 
-static int conn_send(lua_State *L)
+/* Sends the string at idx to c as one message of kind op, and pushes what
+ * conn:send and moonwire.send return. */
+static int send_frame(lua_State *L, mw_conn_t *c, int idx, int op)
 {
-    mw_conn_t *c = check_conn(L, 1);
-    int op = check_kind(L, 3), nret = 0, r;
-    mw_frame_t *f;
+    int nret = 0, r;
+    mw_frame_t *f = make_frame(L, idx, op, &nret);
 
-    luaL_checkstring(L, 2);
-    if (c == NULL)
-        return mw__lua_fail(L, "closed");
-    f = make_frame(L, 2, op, &nret);
     if (f == NULL)
         return nret;
     r = mw_conn_send(c, f);
     mw_frame_unref(f);
     return push_send_result(L, r);
+}
+
+static int conn_send(lua_State *L)
+{
+    mw_conn_t *c = check_conn(L, 1);
+    int op = check_kind(L, 3);
+
+    luaL_checkstring(L, 2);
+    if (c == NULL)
+        return mw__lua_fail(L, "closed");
+    return send_frame(L, c, 2, op);
 }
 
 static int conn_close(lua_State *L)
@@ -478,12 +486,7 @@ static int mw_send(lua_State *L)
     c = mw_registry_find(&srv->reg, id, len);
     if (c == NULL || c->state != MW_CONN_OPEN)
         return mw__lua_fail(L, "closed");
-    f = make_frame(L, 2, op, &nret);
-    if (f == NULL)
-        return nret;
-    r = mw_conn_send(c, f);
-    mw_frame_unref(f);
-    return push_send_result(L, r);
+    return send_frame(L, c, 2, op);
 }
 
 static int mw_connection(lua_State *L)

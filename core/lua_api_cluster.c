@@ -62,20 +62,24 @@ static void push_reply(lua_State *L, const redisReply *r, int nested)
     }
 }
 
-/* Pushes what moonwire.redis returns: the reply, or nil and an error. */
-static int push_result(lua_State *co, void *ud)
+/* Pushes fail and why a reply is not what was asked: Redis's error, or that
+ * Redis could not be reached (no reply at all, or one of the wrong shape). */
+static int push_reply_failure(lua_State *co, const redisReply *r)
 {
-    const redisReply *r = ud;
-    if (r == NULL) {
-        luaL_pushfail(co);
-        lua_pushliteral(co, "redis unavailable");
-        return 2;
-    }
-    if (r->type == REDIS_REPLY_ERROR) {
+    if (r != NULL && r->type == REDIS_REPLY_ERROR) {
         luaL_pushfail(co);
         lua_pushlstring(co, r->str, r->len);
         return 2;
     }
+    return mw__lua_fail(co, "redis unavailable");
+}
+
+/* Pushes what moonwire.redis returns: the reply, or nil and an error. */
+static int push_result(lua_State *co, void *ud)
+{
+    const redisReply *r = ud;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        return push_reply_failure(co, r);
     push_reply(co, r, 0);
     return 1;
 }
@@ -121,14 +125,8 @@ static int api_redis(lua_State *L)
 static int push_presence(lua_State *co, void *ud)
 {
     const redisReply *r = ud;
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
-        luaL_pushfail(co);
-        if (r != NULL && r->type == REDIS_REPLY_ERROR)
-            lua_pushlstring(co, r->str, r->len);
-        else
-            lua_pushliteral(co, "redis unavailable");
-        return 2;
-    }
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+        return push_reply_failure(co, r);
     lua_createtable(co, 0, (int)(r->elements / 2));
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
         lua_pushlstring(co, r->element[i]->str, r->element[i]->len);
@@ -210,11 +208,8 @@ typedef struct {
 static int push_published(lua_State *co, void *ud)
 {
     hpub_t *p = ud;
-    if (p->offset == 0) {
-        luaL_pushfail(co);
-        lua_pushliteral(co, "redis unavailable");
-        return 2;
-    }
+    if (p->offset == 0)
+        return mw__lua_fail(co, "redis unavailable");
     lua_pushinteger(co, (lua_Integer)p->offset);
     lua_pushinteger(co, (lua_Integer)p->count);
     return 2;
@@ -352,14 +347,8 @@ static void push_history_table(lua_State *L, const char *epoch, size_t elen, uin
 static int push_history_reply(lua_State *co, void *ud)
 {
     const redisReply *r = ud;
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 3) {
-        luaL_pushfail(co);
-        if (r != NULL && r->type == REDIS_REPLY_ERROR)
-            lua_pushlstring(co, r->str, r->len);
-        else
-            lua_pushliteral(co, "redis unavailable");
-        return 2;
-    }
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 3)
+        return push_reply_failure(co, r);
     push_history_table(co, r->element[0]->str ? r->element[0]->str : "", r->element[0]->len,
                        (uint64_t)r->element[1]->integer, r->element[2]->integer == 1);
     lua_createtable(co, (int)(r->elements - 3), 0);

@@ -180,9 +180,8 @@ static int parse_args(int argc, char **argv, cli_t *cli)
 
 /* Loads the file and applies the flags over it. Returns 0, or 1 (out of
  * memory) or 2 (bad file, key or flag) with the reason in err. */
-static int build_config(const cli_t *cli, mw_config_t *cfg, char *err, size_t errlen)
+static int fill_config(const cli_t *cli, mw_config_t *cfg, char *err, size_t errlen)
 {
-
     if (mw_config_init(cfg) != 0) {
         snprintf(err, errlen, "out of memory");
         return 1;
@@ -234,6 +233,16 @@ static int build_config(const cli_t *cli, mw_config_t *cfg, char *err, size_t er
     return 0;
 }
 
+/* The configuration file with the command line over it, checked; on failure
+ * err says why and cfg holds nothing. */
+static int build_config(const cli_t *cli, mw_config_t *cfg, char *err, size_t errlen)
+{
+    int r = fill_config(cli, cfg, err, errlen);
+    if (r != 0)
+        mw_config_close(cfg);
+    return r;
+}
+
 static void close_signal(uv_signal_t *s)
 {
     if (!uv_is_closing((uv_handle_t *)s))
@@ -268,7 +277,6 @@ static void reload(mw_server_t *srv)
         srv->metrics.reloads++;
         srv->metrics.reload_failures++;
         mw_log_error("reload failed, the previous configuration and app keep serving: %s", err);
-        mw_config_close(&fresh);
         return;
     }
     mw_server_apply_config(srv, &fresh);
@@ -339,7 +347,6 @@ static int run_worker(int index)
     r = build_config(&app.cli, &app.cfg, err, sizeof(err));
     if (r != 0) {
         mw_log_error("worker %d: %s", index, err);
-        mw_config_close(&app.cfg);
         return r;
     }
     return serve_node();
@@ -355,7 +362,6 @@ static int serve(void)
     r = build_config(cli, &app.cfg, err, sizeof(err));
     if (r != 0) {
         fprintf(stderr, "moonwire: %s\n", err);
-        mw_config_close(&app.cfg);
         return r;
     }
     if (mw_log_configure(app.cfg.log_level, app.cfg.log_json, app.cfg.log_file) != 0) {

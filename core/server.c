@@ -162,9 +162,15 @@ static uint64_t sweep_interval(const mw_config_t *cfg)
     return shortest < 10 ? 10 : shortest > 1000 ? 1000 : shortest;
 }
 
+/* Every part of a server can be closed zeroed or half made, so a failed init
+ * undoes itself with mw_server_close. */
 int mw_server_init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, size_t errlen)
 {
     int r;
+    size_t bad;
+    /* A standalone node's history epoch is its incarnation: a restart starts a
+     * new one, which tells clients their offsets are void. */
+    char epoch[48];
 
     memset(srv, 0, sizeof(*srv));
     srv->cfg = cfg;
@@ -175,71 +181,42 @@ int mw_server_init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, 
     mw_list_init(&srv->flush_list);
     mw_list_init(&srv->close_queue);
     mw_timers_init(&srv->timers, now);
-    r = mw_registry_init(&srv->reg, cfg->node_id, NULL);
-    if (r != 0) {
-        snprintf(err, errlen, "registry: %s", mw_strerror(r));
-        return r;
-    }
-    r = mw_topics_init(&srv->topics);
-    if (r == 0 && (r = mw_iplimit_init(&srv->iplimit)) != 0)
-        mw_topics_close(&srv->topics);
-    if (r != 0) {
-        snprintf(err, errlen, "topics: %s", mw_strerror(r));
-        mw_registry_close(&srv->reg);
-        return r;
-    }
-    {
-        size_t bad;
-        /* The entries were checked by mw_config_validate. */
-        if (mw_acl_init(&srv->healthz_acl, (const char *const *)cfg->healthz_allow.items,
-                        cfg->healthz_allow.n, &bad) != 0 ||
-            mw_acl_init(&srv->metrics_acl, (const char *const *)cfg->metrics_allow.items,
-                        cfg->metrics_allow.n, &bad) != 0) {
-            snprintf(err, errlen, "http allowlists: out of memory");
-            mw_acl_close(&srv->healthz_acl);
-            mw_iplimit_close(&srv->iplimit);
-            mw_topics_close(&srv->topics);
-            mw_registry_close(&srv->reg);
-            return MW_ENOMEM;
-        }
-    }
     mw_timer_init(&srv->sweep, on_sweep, srv);
     mw_timer_init(&srv->drain_timer, NULL, srv);
+    if ((r = mw_registry_init(&srv->reg, cfg->node_id, NULL)) != 0) {
+        snprintf(err, errlen, "registry: %s", mw_strerror(r));
+        goto fail;
+    }
+    if ((r = mw_topics_init(&srv->topics)) != 0 || (r = mw_iplimit_init(&srv->iplimit)) != 0) {
+        snprintf(err, errlen, "topics: %s", mw_strerror(r));
+        goto fail;
+    }
+    /* The entries were checked by mw_config_validate. */
+    if (mw_acl_init(&srv->healthz_acl, (const char *const *)cfg->healthz_allow.items,
+                    cfg->healthz_allow.n, &bad) != 0 ||
+        mw_acl_init(&srv->metrics_acl, (const char *const *)cfg->metrics_allow.items,
+                    cfg->metrics_allow.n, &bad) != 0) {
+        r = MW_ENOMEM;
+        snprintf(err, errlen, "http allowlists: out of memory");
+        goto fail;
+    }
     r = mw_timer_start(&srv->timers, &srv->sweep, sweep_interval(cfg), sweep_interval(cfg));
     if (r != 0) {
         snprintf(err, errlen, "timers: %s", mw_strerror(r));
-        return r;
+        goto fail;
     }
-    {
-        /* A standalone node's history epoch is its incarnation: a restart
-         * starts a new one, which tells clients their offsets are void. */
-        char epoch[48];
-        snprintf(epoch, sizeof(epoch), "%.*s", (int)srv->reg.prefix_len - 1, srv->reg.prefix);
-        r = mw_history_new(&srv->history, epoch);
-        if (r != 0) {
-            snprintf(err, errlen, "history: %s", mw_strerror(r));
-            mw_timers_close(&srv->timers);
-            mw_topics_close(&srv->topics);
-            mw_iplimit_close(&srv->iplimit);
-            mw_acl_close(&srv->healthz_acl);
-            mw_acl_close(&srv->metrics_acl);
-            mw_registry_close(&srv->reg);
-            return r;
-        }
+    snprintf(epoch, sizeof(epoch), "%.*s", (int)srv->reg.prefix_len - 1, srv->reg.prefix);
+    if ((r = mw_history_new(&srv->history, epoch)) != 0) {
+        snprintf(err, errlen, "history: %s", mw_strerror(r));
+        goto fail;
     }
-    r = mw_lua_new(srv, &srv->lua, err, errlen);
-    if (r != 0) {
-        mw_timers_close(&srv->timers);
-        mw_topics_close(&srv->topics);
-        mw_iplimit_close(&srv->iplimit);
-        mw_acl_close(&srv->healthz_acl);
-        mw_acl_close(&srv->metrics_acl);
-        mw_history_free(srv->history);
-        srv->history = NULL;
-        mw_registry_close(&srv->reg);
-        return r;
-    }
+    if ((r = mw_lua_new(srv, &srv->lua, err, errlen)) != 0)
+        goto fail;
     return 0;
+
+fail:
+    mw_server_close(srv);
+    return r;
 }
 
 void mw_server_close(mw_server_t *srv)

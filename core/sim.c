@@ -581,30 +581,51 @@ static int client_open(const sim_client_t *cl)
     return cl->sc != NULL && cl->status == 101 && !cl->close_received && !cl->close_sent;
 }
 
-static int client_send(lua_State *L)
+/* Pushes fail, "closed" and returns 2: what every client method answers once the
+ * connection is gone. */
+static int client_closed(lua_State *L)
 {
-    sim_client_t *cl = check_client(L, 1);
-    size_t len, n;
-    const char *data = luaL_checklstring(L, 2, &len);
-    static const char *const kinds[] = {"text", "binary", NULL};
-    int op = luaL_checkoption(L, 3, "text", kinds) == 1 ? MW_OP_BINARY : MW_OP_TEXT;
-    uint8_t *buf;
-    sim_server_t *ss;
+    luaL_pushfail(L);
+    lua_pushliteral(L, "closed");
+    return 2;
+}
 
-    if (!client_open(cl)) {
-        luaL_pushfail(L);
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
-    ss = cl->sc->ss;
-    buf = client_frame(1, (uint8_t)op, (const uint8_t *)data, len, &n);
-    if (buf == NULL)
-        return luaL_error(L, "out of memory");
-    feed(cl->sc, buf, n);
-    free(buf);
+/* Feeds bytes the client sent to the server and runs the loop until it is idle (the
+ * server may close the connection meanwhile, so the loop is taken first). */
+static int client_feed(lua_State *L, sim_client_t *cl, const uint8_t *data, size_t len)
+{
+    sim_server_t *ss = cl->sc->ss;
+    feed(cl->sc, data, len);
     pump(ss);
     lua_pushboolean(L, 1);
     return 1;
+}
+
+/* Masks one frame as a client must and feeds it. */
+static int client_feed_frame(lua_State *L, sim_client_t *cl, int op, const uint8_t *payload,
+                             size_t len)
+{
+    size_t n;
+    uint8_t *buf = client_frame(1, (uint8_t)op, payload, len, &n);
+    int nret;
+    if (buf == NULL)
+        return luaL_error(L, "out of memory");
+    nret = client_feed(L, cl, buf, n);
+    free(buf);
+    return nret;
+}
+
+static int client_send(lua_State *L)
+{
+    sim_client_t *cl = check_client(L, 1);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    static const char *const kinds[] = {"text", "binary", NULL};
+    int op = luaL_checkoption(L, 3, "text", kinds) == 1 ? MW_OP_BINARY : MW_OP_TEXT;
+
+    if (!client_open(cl))
+        return client_closed(L);
+    return client_feed_frame(L, cl, op, (const uint8_t *)data, len);
 }
 
 static int client_send_raw(lua_State *L)
@@ -612,18 +633,10 @@ static int client_send_raw(lua_State *L)
     sim_client_t *cl = check_client(L, 1);
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
-    sim_server_t *ss;
 
-    if (cl->sc == NULL) {
-        luaL_pushfail(L);
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
-    ss = cl->sc->ss;
-    feed(cl->sc, (const uint8_t *)data, len);
-    pump(ss);
-    lua_pushboolean(L, 1);
-    return 1;
+    if (cl->sc == NULL)
+        return client_closed(L);
+    return client_feed(L, cl, (const uint8_t *)data, len);
 }
 
 static int client_received(lua_State *L)
@@ -648,31 +661,19 @@ static int client_close(lua_State *L)
 {
     sim_client_t *cl = check_client(L, 1);
     lua_Integer code = luaL_optinteger(L, 2, 1000);
-    size_t rlen = 0, n;
+    size_t rlen = 0;
     const char *reason = luaL_optlstring(L, 3, "", &rlen);
-    uint8_t payload[125], *buf;
-    sim_server_t *ss;
+    uint8_t payload[125];
 
     luaL_argcheck(L, code >= 0 && code <= 65535, 2, "close code out of range");
     luaL_argcheck(L, rlen <= 123, 3, "reason longer than 123 bytes");
-    if (!client_open(cl)) {
-        luaL_pushfail(L);
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
-    ss = cl->sc->ss;
+    if (!client_open(cl))
+        return client_closed(L);
     payload[0] = (uint8_t)(code >> 8);
     payload[1] = (uint8_t)code;
     memcpy(payload + 2, reason, rlen);
     cl->close_sent = 1;
-    buf = client_frame(1, MW_OP_CLOSE, payload, code == 0 ? 0 : 2 + rlen, &n);
-    if (buf == NULL)
-        return luaL_error(L, "out of memory");
-    feed(cl->sc, buf, n);
-    free(buf);
-    pump(ss);
-    lua_pushboolean(L, 1);
-    return 1;
+    return client_feed_frame(L, cl, MW_OP_CLOSE, payload, code == 0 ? 0 : 2 + rlen);
 }
 
 static int client_drop(lua_State *L)

@@ -244,17 +244,6 @@ const char *mw_static_content_type(const char *path, size_t len)
 
 /* Request headers -------------------------------------------------------------- */
 
-static const char *trim(const char *s, size_t *len)
-{
-    while (*len > 0 && (*s == ' ' || *s == '\t')) {
-        s++;
-        (*len)--;
-    }
-    while (*len > 0 && (s[*len - 1] == ' ' || s[*len - 1] == '\t'))
-        (*len)--;
-    return s;
-}
-
 /* A qvalue (RFC 9110 12.4.2) in thousandths, or -1 when malformed. */
 static int parse_q(const char *s, size_t len)
 {
@@ -284,7 +273,7 @@ static int element_q(const char *s, size_t len, const char **coding, size_t *cle
     int q = 1000;
 
     *clen = semi != NULL ? (size_t)(semi - s) : len;
-    *coding = trim(s, clen);
+    *coding = mw_http_trim(s, clen);
     while (semi != NULL) {
         const char *p = semi + 1;
         size_t rest = len - (size_t)(p - s), plen, nlen, vlen;
@@ -296,9 +285,9 @@ static int element_q(const char *s, size_t len, const char **coding, size_t *cle
         if (eq == NULL)
             continue;
         nlen = (size_t)(eq - p);
-        name = trim(p, &nlen);
+        name = mw_http_trim(p, &nlen);
         vlen = plen - (size_t)(eq + 1 - p);
-        value = trim(eq + 1, &vlen);
+        value = mw_http_trim(eq + 1, &vlen);
         if (nlen == 1 && (name[0] == 'q' || name[0] == 'Q') && (q = parse_q(value, vlen)) < 0)
             return -1;
     }

@@ -110,6 +110,10 @@ const char *mw_http_status_text(int status);
 /* The value of the hex digit c (either case), or -1. */
 int mw_http_hexval(int c);
 
+/* Skips the optional whitespace (spaces and tabs) around s[0..*len): returns
+ * where the rest starts and shortens *len to it. */
+const char *mw_http_trim(const char *s, size_t *len);
+
 /* Decodes %XX escapes (and '+' as space when plus is set) of s[0..len) into out
  * (at least len bytes). Returns the decoded length. Malformed escapes stay literal. */
 size_t mw_http_unescape(const char *s, size_t len, char *out, int plus);
