@@ -92,7 +92,9 @@ static const key_t_ schema[] = {
     {"history", "size", T_SIZE, F(history_size)},
     {"history", "ttl", T_MS, F(history_ttl)},
     {"history", "field", T_STR, F(history_field)},
-    {"lua", "hook_budget", T_U64, F(hook_budget)},
+    /* lua: time_limit is the CPU time one hook call may take (seconds), memory_limit the
+     * bytes the whole state may hold; 0 is no limit. */
+    {"lua", "time_limit", T_MS, F(time_limit)},
     {"lua", "memory_limit", T_SIZE, F(memory_limit)},
     /* http: the built-in endpoints. *_allow are address lists ("10.0.0.0/8",
      * "::1"); a request from elsewhere gets 403. Empty lists allow everyone. */
@@ -183,7 +185,7 @@ int mw_config_init(mw_config_t *cfg)
     cfg->shutdown_timeout = 5000;
     cfg->max_buffered = 1u << 20;
     cfg->backpressure = MW_BP_CLOSE;
-    cfg->hook_budget = 10000000;
+    cfg->time_limit = 200;
     cfg->memory_limit = 256u << 20;
     cfg->cluster_connect_timeout = 2000;
     cfg->cluster_command_timeout = 3000;

@@ -1,4 +1,4 @@
-/* The Lua host: state, app loading and reload, hook dispatch, budgets.
+/* The Lua host: state, app loading and reload, hook dispatch, limits.
  *
  * Stack discipline: index 1 of the main state always holds the message
  * handler, so every protected call passes msgh = 1 and needs no push.
@@ -10,8 +10,10 @@
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 #include "moonwire/lua_api.h"
+#include "moonwire/lua_watchdog.h"
 #include "moonwire/server.h"
 
+#include <errno.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -41,7 +43,8 @@ struct mw_lua_task_s {
     mw_list_t link;  /* in lh->waiting while on the heap */
 };
 
-/* Instructions between two budget checks (the count hook's period). */
+/* Instructions between two checks in the coroutines a script makes (the
+ * period of their count hook). */
 #define HOOK_STEP 1000
 /* Room the allocator gives beyond the cap while the host handles a failure. */
 #define ERROR_SLACK (1u << 20)
@@ -52,9 +55,8 @@ struct mw_lua_s {
     size_t mem_used;
     size_t mem_limit; /* 0: none */
     size_t mem_slack;
-    uint64_t ticks;
-    uint64_t budget; /* 0: none */
-    int depth;       /* protected calls in progress */
+    uint32_t time_limit; /* ms of CPU per hook call; 0: none */
+    int depth;           /* protected calls in progress */
     int over_budget;
     int app_ref;
     int hooks[NHOOKS];
@@ -93,9 +95,19 @@ lua_State *mw_lua_state(mw_lua_t *lh)
     return lh->L;
 }
 
-void mw_lua_set_limits(mw_lua_t *lh, uint64_t budget, size_t memory_limit)
+static void budget_hook(lua_State *L, lua_Debug *ar);
+
+static void set_time_limit(mw_lua_t *lh, uint32_t ms)
 {
-    lh->budget = budget;
+    lh->time_limit = ms;
+    if (ms != 0 && mw_watchdog_start(budget_hook) != 0)
+        mw_log_warn("lua.time_limit: no CPU timer (%s); hooks run without a time limit",
+                    strerror(errno));
+}
+
+void mw_lua_set_limits(mw_lua_t *lh, uint32_t time_limit, size_t memory_limit)
+{
+    set_time_limit(lh, time_limit);
     lh->mem_limit = memory_limit;
 }
 
@@ -125,26 +137,43 @@ static void *lalloc(void *ud, void *ptr, size_t osize, size_t nsize)
     return p;
 }
 
+/* The count hook of lua.time_limit. The watchdog sets it with a period of 1
+ * on the thread of a call past its limit: from then on every instruction
+ * raises, so a pcall in the script can not keep the call going. Coroutines
+ * the script makes carry it with a period of HOOK_STEP (they inherit it, see
+ * counted_coroutine), since the watchdog can not reach them. */
 static void budget_hook(lua_State *L, lua_Debug *ar)
 {
     mw_lua_t *lh = *host_slot(L);
     (void)ar;
 
-    if (lh->depth == 0 || lh->budget == 0)
-        return;
-    if (!lh->over_budget) {
-        lh->ticks += HOOK_STEP;
-        if (lh->ticks <= lh->budget) {
-            /* A coroutine left at a period of 1 by an earlier kill goes back to normal. */
+    if (lh->depth == 0 || !mw_watchdog_expired()) {
+        /* A coroutine left at a period of 1 by an earlier kill goes back to normal. */
+        if (lua_gethookcount(L) != HOOK_STEP)
             lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_STEP);
-            return;
-        }
-        lh->over_budget = 1;
+        return;
     }
-    /* From now on every instruction raises, so a script that catches the
-     * error with pcall cannot keep running. */
+    lh->over_budget = 1;
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
-    luaL_error(L, "instruction budget exceeded (lua.hook_budget = %I)", (lua_Integer)lh->budget);
+    luaL_error(L, "time limit exceeded (lua.time_limit = %d ms)", (int)lh->time_limit);
+}
+
+/* coroutine.create and coroutine.wrap, with budget_hook set on the thread
+ * they make: lua_newthread copies the hook of the thread that calls it, so
+ * that thread carries it for the moment of the call. */
+static int counted_coroutine(lua_State *L)
+{
+    lua_Hook hook = lua_gethook(L);
+    int mask = lua_gethookmask(L), count = lua_gethookcount(L);
+
+    if (hook != budget_hook || count != 1)
+        lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_STEP);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    if (hook != budget_hook || count != 1)
+        lua_sethook(L, hook, mask, count);
+    return 1;
 }
 
 static int msgh(lua_State *L)
@@ -160,20 +189,21 @@ static int msgh(lua_State *L)
     return 1;
 }
 
-/* Calls the function under nargs arguments with the budget armed. Returns the
- * lua_pcall status; on failure the error (message + traceback) is on top. */
+/* Calls the function under nargs arguments, watched for lua.time_limit.
+ * Returns the lua_pcall status; on failure the error (message + traceback) is
+ * on top. */
 static int pcall(mw_lua_t *lh, int nargs, int nret)
 {
     lua_State *L = lh->L;
     int r;
 
     if (lh->depth++ == 0) {
-        lh->ticks = 0;
         lh->over_budget = 0;
-        lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_STEP);
+        mw_watchdog_enter(L, lh->time_limit);
     }
     r = lua_pcall(L, nargs, nret, 1);
-    lh->depth--;
+    if (--lh->depth == 0)
+        mw_watchdog_leave();
     if (r != LUA_OK && lh->over_budget)
         r = LUA_ERRRUN; /* reported as a budget kill below */
     return r;
@@ -213,7 +243,7 @@ static void hook_failed(mw_lua_t *lh, mw_conn_t *c, const char *what, int status
     lua_pop(L, 1);
     if (lh->over_budget) {
         m->budget_kills++;
-        kind = "ran over its instruction budget";
+        kind = "ran over its time limit";
     } else if (status == LUA_ERRMEM) {
         m->memory_kills++;
         kind = "ran out of memory (lua.memory_limit)";
@@ -299,16 +329,22 @@ static void task_run(mw_lua_task_t *t, int nargs)
     mw_lua_t *lh = t->lh;
     lua_State *L = lh->L;
     mw_lua_task_t *outer = lh->current;
+    lua_State *outer_thread = NULL;
     int nres = 0, r;
 
     if (lh->depth++ == 0) {
-        lh->ticks = 0;
         lh->over_budget = 0;
+        mw_watchdog_enter(t->co, lh->time_limit);
+    } else {
+        outer_thread = mw_watchdog_switch(t->co);
     }
     lh->current = t;
     r = lua_resume(t->co, L, nargs, &nres);
     lh->current = outer;
-    lh->depth--;
+    if (--lh->depth == 0)
+        mw_watchdog_leave();
+    else
+        mw_watchdog_switch(outer_thread);
 
     if (r == LUA_YIELD && t->waiting) {
         /* A heap copy took over (mw_lua_wait): this one is done with. */
@@ -555,6 +591,14 @@ static int open_state(lua_State *L)
     mw_lua_t *lh = *host_slot(L);
 
     luaL_openlibs(L);
+    lua_getglobal(L, "coroutine");
+    for (int i = 0; i < 2; i++) {
+        const char *name = i == 0 ? "create" : "wrap";
+        lua_getfield(L, -1, name);
+        lua_pushcclosure(L, counted_coroutine, 1);
+        lua_setfield(L, -2, name);
+    }
+    lua_pop(L, 1);
     luaL_requiref(L, "moonwire", mw_lua_open_api, 0);
     lua_pop(L, 1);
     set_package_path(L, lh->srv->cfg->script);
@@ -602,7 +646,7 @@ int mw_lua_new(mw_server_t *srv, mw_lua_t **out, char *err, size_t errlen)
         return MW_ENOMEM;
     lh->srv = srv;
     lh->mem_limit = srv->cfg->memory_limit;
-    lh->budget = srv->cfg->hook_budget;
+    set_time_limit(lh, srv->cfg->time_limit);
     lh->app_ref = lh->baseline_ref = LUA_NOREF;
     mw_list_init(&lh->waiting);
     for (int i = 0; i < NHOOKS; i++)

@@ -88,7 +88,7 @@ size_t mw_metrics_render(const mw_server_t *srv, char **out)
                 (unsigned long long)m->closes[code]);
     counter(&o, "moonwire_lua_errors_total", "Lua hooks that failed (raised, budget, memory).",
             m->hook_errors);
-    counter(&o, "moonwire_lua_budget_kills_total", "Hooks stopped by lua.hook_budget.",
+    counter(&o, "moonwire_lua_budget_kills_total", "Hooks stopped by lua.time_limit.",
             m->budget_kills);
     counter(&o, "moonwire_lua_memory_kills_total", "Hooks stopped by lua.memory_limit.",
             m->memory_kills);

@@ -343,7 +343,7 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
     SWAP(shutdown_timeout);
     SWAP(max_buffered);
     SWAP(backpressure);
-    SWAP(hook_budget);
+    SWAP(time_limit);
     SWAP(memory_limit);
     SWAP(healthz);
     SWAP(metrics);
@@ -380,7 +380,7 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
         mw_acl_close(&srv->metrics_acl);
         srv->metrics_acl = metrics;
     }
-    mw_lua_set_limits(srv->lua, cfg->hook_budget, cfg->memory_limit);
+    mw_lua_set_limits(srv->lua, cfg->time_limit, cfg->memory_limit);
     mw_timer_start(&srv->timers, &srv->sweep, sweep_interval(cfg), sweep_interval(cfg));
 }
 

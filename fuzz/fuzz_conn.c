@@ -80,7 +80,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     cfg.max_message_size = 1 << 20;
     cfg.compression = 1;
     cfg.compression_threshold = 32;
-    cfg.hook_budget = 1000000;
+    cfg.time_limit = 100;
     if (mw_server_init(&srv, &cfg, 0, err, sizeof(err)) != 0) {
         fprintf(stderr, "fuzz_conn: %s\n", err);
         abort();

@@ -78,7 +78,7 @@ typedef struct mw_config_s {
     char *history_field; /* "" or NULL: no fields put in payloads */
 
     /* lua */
-    uint64_t hook_budget;
+    uint32_t time_limit; /* ms of CPU time per hook call; 0: none */
     size_t memory_limit;
 
     /* http */

@@ -1,8 +1,8 @@
 /* The Lua host: one state per server, the app's hooks, reload, budgets.
  *
- * Every hook runs through one protected call with a traceback handler, an
- * instruction budget (a count hook, as Redis does for scripts) and a memory
- * cap (the allocator). A hook that raises, runs over budget or out of memory
+ * Every hook runs through one protected call with a traceback handler, a
+ * CPU-time limit (lua_watchdog.h) and a memory cap (the allocator). A hook
+ * that raises, runs past its time limit or out of memory
  * is logged with file and line, counted, reported to on_error, and its
  * connection closed with 1011 unless on_error returns true. Nothing a script
  * does can unwind into the core.
@@ -66,8 +66,8 @@ lua_State *mw_lua_state(mw_lua_t *lh);
  * results are left on the stack on success. */
 int mw_lua_call(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs, int nret);
 
-/* Changes lua.hook_budget and lua.memory_limit (a reload); 0 means none. */
-void mw_lua_set_limits(mw_lua_t *lh, uint64_t budget, size_t memory_limit);
+/* Changes lua.time_limit (ms) and lua.memory_limit (a reload); 0 means none. */
+void mw_lua_set_limits(mw_lua_t *lh, uint32_t time_limit, size_t memory_limit);
 
 /* Hooks that may wait (on_open, on_message, on_close, timer callbacks) run as
  * coroutines. A C function of the moonwire module that waits for a reply

@@ -159,7 +159,7 @@ GOOD_CONFIG = """
 return {
   websocket = { paths = { "/chat" }, subprotocols = { "chat.v1" }, max_message_size = 65536 },
   limits = { idle_timeout = 30, ping_timeout = 5, max_connections = 100 },
-  lua = { hook_budget = 1000000 },
+  lua = { time_limit = 0.1 },
   app = { greeting = "hi", rooms = { "lobby" } },
 }
 """

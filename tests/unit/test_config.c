@@ -111,7 +111,7 @@ static void test_config_init_fills_the_defaults(void **state)
     assert_int_equal(c->shutdown_timeout, 5000);
     assert_int_equal(c->max_buffered, 1u << 20);
     assert_int_equal(c->backpressure, MW_BP_CLOSE);
-    assert_int_equal(c->hook_budget, 10000000);
+    assert_int_equal(c->time_limit, 200);
     assert_int_equal(c->memory_limit, 256u << 20);
     assert_int_equal(c->healthz, 1);
     assert_null(c->L);
@@ -144,7 +144,7 @@ static const char every_section[] =
     "    close_timeout = 1, shutdown_timeout = 10,\n"
     "    max_buffered = 262144, backpressure = 'drop',\n"
     "  },\n"
-    "  lua = { hook_budget = 1000000, memory_limit = 64 * 1024 * 1024 },\n"
+    "  lua = { time_limit = 0.05, memory_limit = 64 * 1024 * 1024 },\n"
     "  http = { healthz = false },\n"
     "  app = { greeting = 'hi', rooms = { 'lobby', 'dev' }, limits = { per_room = 50 } },\n"
     "}\n";
@@ -177,7 +177,7 @@ static void test_config_load_applies_every_section(void **state)
     assert_int_equal(c->shutdown_timeout, 10000);
     assert_int_equal(c->max_buffered, 262144);
     assert_int_equal(c->backpressure, MW_BP_DROP);
-    assert_int_equal(c->hook_budget, 1000000);
+    assert_int_equal(c->time_limit, 50);
     assert_int_equal(c->memory_limit, 64u << 20);
     assert_int_equal(c->healthz, 0);
     assert_rc(mw_config_validate(c, fx->err, sizeof(fx->err)), 0);
@@ -347,7 +347,7 @@ static void test_config_load_refuses_wrong_types_naming_the_key(void **state)
         {"return { limits = { idle_timeout = 1e10 } }", "'limits.idle_timeout'"},
         {"return { limits = { backpressure = 'maybe' } }", "'limits.backpressure'"},
         {"return { limits = { backpressure = 1 } }", "'limits.backpressure'"},
-        {"return { lua = { hook_budget = 0/0 } }", "'lua.hook_budget'"},
+        {"return { lua = { time_limit = 0/0 } }", "'lua.time_limit'"},
         {"return { lua = { memory_limit = true } }", "'lua.memory_limit'"},
         {"return { http = { healthz = 1 } }", "'http.healthz'"},
         {"return { limits = 5 }", "'limits'"},

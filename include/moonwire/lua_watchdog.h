@@ -1,0 +1,48 @@
+/* The CPU-time limit of Lua hook calls (lua.time_limit), free until a call
+ * runs long.
+ *
+ * Lua's count hook is the only way to stop a loop that calls nothing, but
+ * while it is set the VM traps on every instruction (+80% VM time for a
+ * plain loop on this machine). So no hook is set while a call runs normally:
+ * a POSIX timer on the loop thread's CPU clock ticks every
+ * MW_WATCHDOG_TICK_MS of CPU time the thread uses (none while it sleeps in
+ * epoll), and a tick that finds one call still running past its limit sets
+ * the count hook with a period of 1 on the thread running it, from the
+ * signal handler, which is how lua.c stops a script on Ctrl-C. The hook
+ * (given to mw_watchdog_start) then raises at every instruction.
+ *
+ * Coroutines a script makes are not reachable that way; the host gives them
+ * a count hook of their own that asks mw_watchdog_expired.
+ *
+ * One watchdog per process: calls of every host in it (moonwire.sim makes
+ * several) are watched in turn, a top-level call at a time.
+ */
+#ifndef MOONWIRE_LUA_WATCHDOG_H
+#define MOONWIRE_LUA_WATCHDOG_H
+
+#include <stdint.h>
+
+#include <lua.h>
+
+/* CPU time between two ticks; a call is stopped between its limit and one
+ * tick (plus the kernel's timer granularity) later. */
+#define MW_WATCHDOG_TICK_MS 5
+
+/* Starts the timer on the calling thread's CPU clock, once per process (and
+ * again in a child after fork). hook is what a call over its limit gets.
+ * Returns 0, or MW_EIO (errno says why): calls then run without a limit. */
+int mw_watchdog_start(lua_Hook hook);
+
+/* A top-level call begins on thread L, limited to limit_ms of CPU time (0:
+ * none), and ends with mw_watchdog_leave. */
+void mw_watchdog_enter(lua_State *L, uint32_t limit_ms);
+void mw_watchdog_leave(void);
+
+/* The call goes on in thread L (a coroutine the host resumes inside it).
+ * Returns the thread it ran in, to switch back to afterwards. */
+lua_State *mw_watchdog_switch(lua_State *L);
+
+/* Whether the call running now is past its limit. */
+int mw_watchdog_expired(void);
+
+#endif
