@@ -88,8 +88,9 @@ void mw_watchdog_enter(lua_State *L, uint32_t limit_ms)
 {
     watch.L = L;
     watch.expired = 0;
-    watch.limit = limit_ms == 0 ? 0 : (sig_atomic_t)((limit_ms + MW_WATCHDOG_TICK_MS - 1) /
-                                                      MW_WATCHDOG_TICK_MS);
+    /* In whole ticks, rounded up; 0 (no limit) stays 0. */
+    watch.limit =
+        (sig_atomic_t)(((uint64_t)limit_ms + MW_WATCHDOG_TICK_MS - 1) / MW_WATCHDOG_TICK_MS);
     watch.seq++;
     watch.active = 1;
 }

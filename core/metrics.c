@@ -86,7 +86,7 @@ size_t mw_metrics_render(const mw_server_t *srv, char **out)
         if (m->closes[code] != 0)
             put(&o, "moonwire_closes_total{code=\"%u\"} %llu\n", code,
                 (unsigned long long)m->closes[code]);
-    counter(&o, "moonwire_lua_errors_total", "Lua hooks that failed (raised, budget, memory).",
+    counter(&o, "moonwire_lua_errors_total", "Lua hooks that failed (raised, time limit, memory).",
             m->hook_errors);
     counter(&o, "moonwire_lua_budget_kills_total", "Hooks stopped by lua.time_limit.",
             m->budget_kills);
