@@ -16,11 +16,12 @@ BUILD_PKGS = gcc make cmake pkg-config libuv1-dev libwslay-dev libhttp-parser-de
              liblua5.4-dev lua5.4 lua-cjson libssl-dev zlib1g-dev libhiredis-dev
 TEST_PKGS  = libcmocka-dev python3 python3-websockets python3-pytest lua-busted openssl \
              redis-server redis-tools nginx \
-             clang libclang-rt-14-dev chromium fonts-dejavu-core
+             clang libclang-rt-14-dev chromium fonts-dejavu-core valgrind
 
-# What `make bench` adds: taskset (util-linux), perf for profiles; node and npm
-# come from the nodejs package (plus npm on Debian's own nodejs) when missing.
-BENCH_PKGS = util-linux linux-perf python3 redis-server
+# What `make bench` adds: taskset (util-linux), perf and valgrind for profiles
+# (bench/callgrind.sh); node and npm come from the nodejs package (plus npm on
+# Debian's own nodejs) when missing.
+BENCH_PKGS = util-linux linux-perf valgrind python3 redis-server
 
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SHELL = /bin/bash

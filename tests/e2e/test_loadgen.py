@@ -6,11 +6,13 @@ would report a loss or a mismatch here) and puts moonwire under load in
 every test run, ASan build included. Nothing here is timed."""
 import json
 import pathlib
+import re
+import shutil
 import subprocess
 
 import pytest
 
-from conftest import BIN, wait_until
+from conftest import BIN, ROOT, wait_until
 from test_cluster import REDIS, Redis, cluster_up
 
 LOADGEN = pathlib.Path(BIN).parent / "mw_loadgen"
@@ -69,3 +71,20 @@ def test_relay_across_two_nodes_through_redis_loses_nothing(start_server):
         assert out["loss"] == 0
     finally:
         redis.stop()
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_the_callgrind_script_counts_instructions_per_message():
+    """bench/callgrind.sh, which the performance notes rely on for A/B of two
+    builds, still runs the server under callgrind and drives it. The bound is
+    a sanity check of the count (startup alone is millions), not a target."""
+    if b"__asan_init" in pathlib.Path(BIN).read_bytes():
+        pytest.skip("an ASan build does not run under valgrind")
+    p = subprocess.run([str(pathlib.Path(ROOT) / "bench" / "callgrind.sh"), "echo", BIN],
+                       capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stdout + p.stderr
+    m = re.search(r"([\d,]+) messages in: ([\d,]+) per message", p.stdout)
+    assert m, p.stdout
+    messages, per = (int(g.replace(",", "")) for g in m.groups())
+    assert messages > 1000
+    assert 500 < per < 50000, p.stdout
