@@ -56,6 +56,7 @@ struct mw_lua_s {
     size_t mem_limit; /* 0: none */
     size_t mem_slack;
     uint32_t time_limit; /* ms of CPU per hook call; 0: none */
+    int watchdog;        /* this host counts as a user of the watchdog */
     int depth;           /* protected calls in progress */
     int over_budget;
     int app_ref;
@@ -100,7 +101,11 @@ static void budget_hook(lua_State *L, lua_Debug *ar);
 static void set_time_limit(mw_lua_t *lh, uint32_t ms)
 {
     lh->time_limit = ms;
-    if (ms != 0 && mw_watchdog_start(budget_hook) != 0)
+    if (ms == 0 || lh->watchdog)
+        return;
+    if (mw_watchdog_start(budget_hook) == 0)
+        lh->watchdog = 1;
+    else
         mw_log_warn("lua.time_limit: no CPU timer (%s); hooks run without a time limit",
                     strerror(errno));
 }
@@ -636,6 +641,18 @@ static void run_start_hooks(mw_lua_t *lh, int previous_app_ref)
         mw_lua_call(lh, NULL, "on_start", 0, 0);
 }
 
+/* Closes the state and frees the host. */
+static void destroy(mw_lua_t *lh)
+{
+    /* The module's timers live in Lua memory: take them off the heap first. */
+    mw_lua_api_shutdown(lh->L);
+    lua_close(lh->L);
+    if (lh->watchdog)
+        mw_watchdog_stop();
+    free(lh->script_dir);
+    free(lh);
+}
+
 int mw_lua_new(mw_server_t *srv, mw_lua_t **out, char *err, size_t errlen)
 {
     mw_lua_t *lh = calloc(1, sizeof(*lh));
@@ -646,7 +663,6 @@ int mw_lua_new(mw_server_t *srv, mw_lua_t **out, char *err, size_t errlen)
         return MW_ENOMEM;
     lh->srv = srv;
     lh->mem_limit = srv->cfg->memory_limit;
-    set_time_limit(lh, srv->cfg->time_limit);
     lh->app_ref = lh->baseline_ref = LUA_NOREF;
     mw_list_init(&lh->waiting);
     for (int i = 0; i < NHOOKS; i++)
@@ -657,6 +673,7 @@ int mw_lua_new(mw_server_t *srv, mw_lua_t **out, char *err, size_t errlen)
         return MW_ENOMEM;
     }
     lh->L = L;
+    set_time_limit(lh, srv->cfg->time_limit); /* before the script loads: it counts too */
     *host_slot(L) = lh;
     lua_pushcfunction(L, msgh); /* stays at index 1 */
 
@@ -673,11 +690,7 @@ int mw_lua_new(mw_server_t *srv, mw_lua_t **out, char *err, size_t errlen)
     return 0;
 
 fail:
-    /* The module's timers live in Lua memory: take them off the heap first. */
-    mw_lua_api_shutdown(L);
-    lua_close(L);
-    free(lh->script_dir);
-    free(lh);
+    destroy(lh);
     return MW_ELUA;
 }
 
@@ -697,10 +710,7 @@ void mw_lua_free(mw_lua_t *lh)
         mw_list_remove(&w->link);
         free(w);
     }
-    mw_lua_api_shutdown(lh->L);
-    lua_close(lh->L);
-    free(lh->script_dir);
-    free(lh);
+    destroy(lh);
 }
 
 /* Moves the app's modules out of package.loaded into a table left on top. */

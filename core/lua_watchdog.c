@@ -24,7 +24,10 @@ static struct {
 } watch;
 
 static lua_Hook limit_hook;
-static pid_t started_in;
+static pid_t started_in; /* the process the timer belongs to */
+static int users;
+static timer_t timer;
+static struct sigaction previous;
 
 static void on_tick(int sig)
 {
@@ -49,33 +52,55 @@ int mw_watchdog_start(lua_Hook hook)
     struct sigaction sa;
     struct sigevent sev;
     struct itimerspec its;
-    timer_t timer;
 
     limit_hook = hook;
-    if (started_in == getpid())
+    if (started_in != getpid())
+        users = 0; /* a fork: the parent's timer did not come along */
+    if (users > 0) {
+        users++;
         return 0;
+    }
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_tick;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    if (sigaction(TICK_SIGNAL, &sa, NULL) != 0)
+    if (sigaction(TICK_SIGNAL, &sa, &previous) != 0)
         return MW_EIO;
     /* To this thread only: libuv's pool threads must not take it. */
     memset(&sev, 0, sizeof(sev));
     sev.sigev_notify = SIGEV_THREAD_ID;
     sev.sigev_signo = TICK_SIGNAL;
     sev._sigev_un._tid = gettid();
-    if (timer_create(CLOCK_THREAD_CPUTIME_ID, &sev, &timer) != 0)
+    if (timer_create(CLOCK_THREAD_CPUTIME_ID, &sev, &timer) != 0) {
+        sigaction(TICK_SIGNAL, &previous, NULL);
         return MW_EIO;
+    }
     memset(&its, 0, sizeof(its));
     its.it_interval.tv_nsec = MW_WATCHDOG_TICK_MS * 1000000L;
     its.it_value = its.it_interval;
     if (timer_settime(timer, 0, &its, NULL) != 0) {
         timer_delete(timer);
+        sigaction(TICK_SIGNAL, &previous, NULL);
         return MW_EIO;
     }
     started_in = getpid();
+    users = 1;
     return 0;
+}
+
+void mw_watchdog_stop(void)
+{
+    struct sigaction ignore;
+
+    if (users == 0 || started_in != getpid() || --users > 0)
+        return;
+    timer_delete(timer);
+    /* SIG_IGN discards a tick already pending; then the action from before. */
+    memset(&ignore, 0, sizeof(ignore));
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    sigaction(TICK_SIGNAL, &ignore, NULL);
+    sigaction(TICK_SIGNAL, &previous, NULL);
 }
 
 static void disarm(lua_State *L)

@@ -28,10 +28,17 @@
  * tick (plus the kernel's timer granularity) later. */
 #define MW_WATCHDOG_TICK_MS 5
 
-/* Starts the timer on the calling thread's CPU clock, once per process (and
- * again in a child after fork). hook is what a call over its limit gets.
- * Returns 0, or MW_EIO (errno says why): calls then run without a limit. */
+/* Starts the timer on the calling thread's CPU clock, or counts one more
+ * user of the running one (a child after fork starts its own). hook is what a
+ * call over its limit gets. Returns 0, or MW_EIO (errno says why): calls then
+ * run without a limit, and there is nothing to stop. */
 int mw_watchdog_start(lua_Hook hook);
+
+/* One user fewer; the last one deletes the timer and puts the signal's
+ * previous action back, discarding a tick still pending, so that the handler
+ * is not called once its code may be gone (moonwire.sim is a module that
+ * lua_close unloads). */
+void mw_watchdog_stop(void);
 
 /* A top-level call begins on thread L, limited to limit_ms of CPU time (0:
  * none), and ends with mw_watchdog_leave. */
