@@ -58,7 +58,7 @@ struct mw_lua_s {
     uint32_t time_limit; /* ms of CPU per hook call; 0: none */
     int watchdog;        /* this host counts as a user of the watchdog */
     int depth;           /* protected calls in progress */
-    int over_budget;
+    int timed_out;       /* the call running now was stopped by lua.time_limit */
     int app_ref;
     int hooks[NHOOKS];
     int kind_text, kind_binary; /* the strings "text" and "binary" */
@@ -96,14 +96,14 @@ lua_State *mw_lua_state(mw_lua_t *lh)
     return lh->L;
 }
 
-static void budget_hook(lua_State *L, lua_Debug *ar);
+static void time_limit_hook(lua_State *L, lua_Debug *ar);
 
 static void set_time_limit(mw_lua_t *lh, uint32_t ms)
 {
     lh->time_limit = ms;
     if (ms == 0 || lh->watchdog)
         return;
-    if (mw_watchdog_start(budget_hook) == 0)
+    if (mw_watchdog_start(time_limit_hook) == 0)
         lh->watchdog = 1;
     else
         mw_log_warn("lua.time_limit: no CPU timer (%s); hooks run without a time limit",
@@ -147,7 +147,7 @@ static void *lalloc(void *ud, void *ptr, size_t osize, size_t nsize)
  * raises, so a pcall in the script can not keep the call going. Coroutines
  * the script makes carry it with a period of HOOK_STEP (they inherit it, see
  * counted_coroutine), since the watchdog can not reach them. */
-static void budget_hook(lua_State *L, lua_Debug *ar)
+static void time_limit_hook(lua_State *L, lua_Debug *ar)
 {
     mw_lua_t *lh = *host_slot(L);
     (void)ar;
@@ -155,15 +155,15 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
     if (lh->depth == 0 || !mw_watchdog_expired()) {
         /* A coroutine left at a period of 1 by an earlier kill goes back to normal. */
         if (lua_gethookcount(L) != HOOK_STEP)
-            lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_STEP);
+            lua_sethook(L, time_limit_hook, LUA_MASKCOUNT, HOOK_STEP);
         return;
     }
-    lh->over_budget = 1;
-    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+    lh->timed_out = 1;
+    lua_sethook(L, time_limit_hook, LUA_MASKCOUNT, 1);
     luaL_error(L, "time limit exceeded (lua.time_limit = %d ms)", (int)lh->time_limit);
 }
 
-/* coroutine.create and coroutine.wrap, with budget_hook set on the thread
+/* coroutine.create and coroutine.wrap, with time_limit_hook set on the thread
  * they make: lua_newthread copies the hook of the thread that calls it, so
  * that thread carries it for the moment of the call. */
 static int counted_coroutine(lua_State *L)
@@ -171,12 +171,12 @@ static int counted_coroutine(lua_State *L)
     lua_Hook hook = lua_gethook(L);
     int mask = lua_gethookmask(L), count = lua_gethookcount(L);
 
-    if (hook != budget_hook || count != 1)
-        lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_STEP);
+    if (hook != time_limit_hook || count != 1)
+        lua_sethook(L, time_limit_hook, LUA_MASKCOUNT, HOOK_STEP);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, 1);
-    if (hook != budget_hook || count != 1)
+    if (hook != time_limit_hook || count != 1)
         lua_sethook(L, hook, mask, count);
     return 1;
 }
@@ -203,14 +203,14 @@ static int pcall(mw_lua_t *lh, int nargs, int nret)
     int r;
 
     if (lh->depth++ == 0) {
-        lh->over_budget = 0;
+        lh->timed_out = 0;
         mw_watchdog_enter(L, lh->time_limit);
     }
     r = lua_pcall(L, nargs, nret, 1);
     if (--lh->depth == 0)
         mw_watchdog_leave();
-    if (r != LUA_OK && lh->over_budget)
-        r = LUA_ERRRUN; /* reported as a budget kill below */
+    if (r != LUA_OK && lh->timed_out)
+        r = LUA_ERRRUN; /* reported as a time-limit kill below */
     return r;
 }
 
@@ -246,7 +246,7 @@ static void hook_failed(mw_lua_t *lh, mw_conn_t *c, const char *what, int status
     lh->mem_slack = ERROR_SLACK;
     full = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
     lua_pop(L, 1);
-    if (lh->over_budget) {
+    if (lh->timed_out) {
         m->budget_kills++;
         kind = "ran over its time limit";
     } else if (status == LUA_ERRMEM) {
@@ -338,7 +338,7 @@ static void task_run(mw_lua_task_t *t, int nargs)
     int nres = 0, r;
 
     if (lh->depth++ == 0) {
-        lh->over_budget = 0;
+        lh->timed_out = 0;
         mw_watchdog_enter(t->co, lh->time_limit);
     } else {
         outer_thread = mw_watchdog_switch(t->co);
@@ -371,7 +371,7 @@ static void task_run(mw_lua_task_t *t, int nargs)
             msg = lua_pushfstring(t->co, "(error object is a %s value)", luaL_typename(t->co, -1));
         lh->mem_slack = ERROR_SLACK;
         luaL_traceback(L, t->co, msg, 0);
-        if (lh->over_budget)
+        if (lh->timed_out)
             r = LUA_ERRRUN;
         hook_failed(lh, mw_registry_find_serial(&lh->srv->reg, t->serial), t->what, r);
         thread_put(lh, t->co, t->ref, 0);
@@ -535,7 +535,7 @@ static int load_app(mw_lua_t *lh, char *err, size_t errlen)
         if (full != NULL)
             split_traceback(full);
         snprintf(err, errlen, "%s%s", full ? full : "out of memory",
-                 lh->over_budget ? " (while loading)" : "");
+                 lh->timed_out ? " (while loading)" : "");
         free(full);
         return MW_ELUA;
     }
