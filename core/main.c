@@ -5,19 +5,14 @@
  */
 #include "moonwire/cluster.h"
 #include "moonwire/config.h"
-#include "moonwire/deflate.h"
 #include "moonwire/error.h"
-#include "moonwire/frame.h"
 #include "moonwire/log.h"
 #include "moonwire/lua_host.h"
 #include "moonwire/net.h"
-#include "moonwire/outq.h"
 #include "moonwire/server.h"
 #include "moonwire/tls.h"
-#include "moonwire/static.h"
 #include "moonwire/version.h"
 #include "moonwire/workers.h"
-#include "moonwire/ws.h"
 
 #include <getopt.h>
 #include <signal.h>
@@ -324,15 +319,6 @@ static void watch_signal(uv_signal_t *s, int signum)
     uv_signal_start(s, on_signal, signum);
 }
 
-static void cleanup_pools(void)
-{
-    mw_frame_pool_drain();
-    mw_outq_pool_drain();
-    mw_ws_pool_drain();
-    mw_pmd_pool_drain();
-    mw_static_cache_drain();
-}
-
 /* Runs one node with app.cfg, which it closes. */
 static int serve_node(void);
 
@@ -401,7 +387,7 @@ static int serve_node(void)
             fprintf(stderr, "moonwire: %s\n", err);
             mw_server_close(&app.srv);
             mw_config_close(&app.cfg);
-            cleanup_pools();
+            mw_server_pools_drain();
             return 1;
         }
         mw_tls_ctx_close(&tls);
@@ -411,7 +397,7 @@ static int serve_node(void)
                app.cfg.path ? app.cfg.path : "defaults", "", app.cfg.script);
         mw_server_close(&app.srv);
         mw_config_close(&app.cfg);
-        cleanup_pools();
+        mw_server_pools_drain();
         return 0;
     }
 
@@ -425,7 +411,7 @@ static int serve_node(void)
         mw_server_close(&app.srv);
         mw_config_close(&app.cfg);
         uv_loop_close(app.loop);
-        cleanup_pools();
+        mw_server_pools_drain();
         return 1;
     }
     r = mw_cluster_start(&app.srv, app.loop, err, sizeof(err));
@@ -437,7 +423,7 @@ static int serve_node(void)
         mw_server_close(&app.srv);
         mw_config_close(&app.cfg);
         uv_loop_close(app.loop);
-        cleanup_pools();
+        mw_server_pools_drain();
         return r == MW_ECONFIG ? 2 : 1;
     }
     watch_signal(&app.sig_term, SIGTERM);
@@ -463,7 +449,7 @@ static int serve_node(void)
     r = uv_loop_close(app.loop);
     if (r != 0)
         mw_log_warn("loop closed with handles left: %s", uv_strerror(r));
-    cleanup_pools();
+    mw_server_pools_drain();
     return app.exit_code;
 }
 

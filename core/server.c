@@ -10,6 +10,7 @@
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 #include "moonwire/lua_host.h"
+#include "moonwire/static.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -233,6 +234,15 @@ void mw_server_close(mw_server_t *srv)
     mw_history_free(srv->history);
     srv->history = NULL;
     mw_registry_close(&srv->reg);
+}
+
+void mw_server_pools_drain(void)
+{
+    mw_static_cache_drain();
+    mw_pmd_pool_drain();
+    mw_ws_pool_drain();
+    mw_outq_pool_drain();
+    mw_frame_pool_drain();
 }
 
 static void on_drain_timeout(mw_timer_t *t)

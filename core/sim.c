@@ -22,8 +22,6 @@
 #include "moonwire/lua_host.h"
 #include "moonwire/outq.h"
 #include "moonwire/server.h"
-#include "moonwire/static.h"
-#include "moonwire/ws.h"
 
 #include <arpa/inet.h>
 #include <lauxlib.h>
@@ -744,11 +742,7 @@ static int client_tostring(lua_State *L)
 static int module_gc(lua_State *L)
 {
     (void)L;
-    mw_frame_pool_drain();
-    mw_outq_pool_drain();
-    mw_ws_pool_drain();
-    mw_pmd_pool_drain();
-    mw_static_cache_drain();
+    mw_server_pools_drain();
     for (size_t i = 0; i < captured.n; i++)
         free(captured.lines[i]);
     free(captured.lines);

@@ -64,6 +64,11 @@ int mw_server_init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, 
 /* Frees what mw_server_init made. Every connection must be released first. */
 void mw_server_close(mw_server_t *srv);
 
+/* Frees what the process keeps for reuse across servers: the static file
+ * cache, deflate streams, wslay contexts, queue entries and frames, in that
+ * order (the cache holds frames). At exit, so leak checkers see a clean heap. */
+void mw_server_pools_drain(void);
+
 /* Runs the work deferred to the end of a loop turn: on_close hooks, then a
  * write for every connection with queued frames. */
 void mw_server_run_deferred(mw_server_t *srv);
