@@ -9,7 +9,8 @@
 # for 3 s (echo: 20 connections x 4 in flight; relay: 200 connections, 1
 # publisher, window 4; 64-byte text), stops it by PID, and prints the
 # instructions of the whole run (startup included: about 1%) per message the
-# server read, and per delivery for relay. The profile stays in
+# server read, and per delivery for relay; then the calls to malloc, calloc
+# and realloc per message, which the pools keep near 0. The profile stays in
 # build/bench/callgrind.out for callgrind_annotate.
 set -eu
 
@@ -44,17 +45,30 @@ build/mw_loadgen -u "ws://127.0.0.1:$port" -q "${load[@]}" -d 3 --warmup 1 --dra
 kill "$pid"
 wait "$pid" 2>/dev/null || true
 /usr/bin/python3 - "$out" build/bench/callgrind.json "$scenario" <<'PY'
-import json, sys
+import json, re, sys
 out, result, scenario = sys.argv[1:]
 d = json.load(open(result))
 total = None
+# Calls to libc's allocator: the file names a function once, "cfn=(7) malloc",
+# then by number alone, and a "calls=" line follows each call site.
+names, allocs, callee = {}, 0, None
 for line in open(out):
     if line.startswith(("totals:", "summary:")):
         total = int(line.split()[1])
+    m = re.match(r"(c?fn)=\((\d+)\)(?: (\S+))?", line)
+    if m:
+        if m.group(3):
+            names[m.group(2)] = m.group(3)
+        callee = names.get(m.group(2)) if m.group(1) == "cfn" else None
+    elif line.startswith("calls=") and callee in ("malloc", "calloc", "realloc"):
+        allocs += int(line.split()[0][6:])
+        callee = None
 # Messages the server read: every one sent (echo), or every one published (relay).
 n = d["sent_total"] if scenario == "echo" else d["published_total"]
 line = f"{scenario}: {total:,} instructions, {n:,} messages in: {total / n:,.0f} per message"
 if scenario == "relay":
     line += f", {total / d['received_total']:,.0f} per delivery ({d['received_total']:,} deliveries)"
 print(line)
+print(f"{scenario}: {allocs:,} calls to malloc, calloc or realloc (startup and connections "
+      f"included): {allocs / n:.3f} per message")
 PY

@@ -1,29 +1,19 @@
 /* Frame serialization and the frame pool.
  *
- * Small frames come from per-size free lists so that the per-message path
- * does not call malloc in steady state. The core is single-threaded (one
- * loop per process), so the lists need no lock. Each list is capped so an
- * idle server gives the memory of a burst back.
+ * Frames come from a pool of free lists by size (pool.h) so that the
+ * per-message path does not call malloc in steady state. The core is
+ * single-threaded (one loop per process), so the pool needs no lock. Each
+ * list is capped so an idle server gives the memory of a burst back.
  */
 #include "moonwire/frame.h"
+#include "moonwire/pool.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-/* Capacity classes for bytes[]; a frame of a larger size is malloc'ed. */
-static const uint32_t class_cap[] = {128, 512, 2048};
-#define NCLASSES (sizeof(class_cap) / sizeof(class_cap[0]))
-#define POOL_MAX_PER_CLASS 4096
-#define NO_CLASS 0xff
-
-typedef struct pooled_s {
-    struct pooled_s *next;
-} pooled_t;
-
-static struct {
-    pooled_t *head;
-    uint32_t count;
-} pool[NCLASSES];
+/* Frames up to 4 KB with their header, in steps of 64 bytes: the sizes chat
+ * messages have; a larger frame is malloc'ed. At most 4 MB is kept. */
+static mw_pool_t pool = MW_POOL_INIT(6, 64, 4u << 20);
 
 size_t mw_frame_header(uint8_t *out, int fin, uint8_t rsv, uint8_t opcode, uint64_t len)
 {
@@ -46,30 +36,20 @@ size_t mw_frame_header(uint8_t *out, int fin, uint8_t rsv, uint8_t opcode, uint6
 
 static mw_frame_t *frame_get(size_t total)
 {
+    size_t size = sizeof(mw_frame_t) + total;
     mw_frame_t *f;
-    uint8_t cls = NO_CLASS;
+    unsigned cls;
 
-    for (uint8_t i = 0; i < NCLASSES; i++) {
-        if (total <= class_cap[i]) {
-            cls = i;
-            break;
-        }
-    }
-    if (cls != NO_CLASS && pool[cls].head != NULL) {
-        f = (mw_frame_t *)pool[cls].head;
-        pool[cls].head = pool[cls].head->next;
-        pool[cls].count--;
-    } else {
-        f = malloc(sizeof(mw_frame_t) + (cls != NO_CLASS ? class_cap[cls] : total));
-        if (f == NULL)
-            return NULL;
-    }
+    cls = mw_pool_class(&pool, size);
+    f = cls != MW_POOL_NONE ? mw_pool_get(&pool, cls) : malloc(size);
+    if (f == NULL)
+        return NULL;
     f->refcnt = 1;
     f->len = (uint32_t)total;
     f->rsv = 0;
     f->alt = NULL;
     f->alt_tried = 0;
-    f->pool = cls;
+    f->pool = (uint8_t)cls;
     return f;
 }
 
@@ -136,39 +116,22 @@ mw_frame_t *mw_frame_new_raw(const void *bytes, size_t len)
 
 void mw_frame_unref(mw_frame_t *f)
 {
-    uint8_t cls;
-
     if (--f->refcnt > 0)
         return;
     if (f->alt != NULL)
         mw_frame_unref(f->alt);
-    cls = f->pool;
-    if (cls != NO_CLASS && pool[cls].count < POOL_MAX_PER_CLASS) {
-        pooled_t *p = (pooled_t *)f;
-        p->next = pool[cls].head;
-        pool[cls].head = p;
-        pool[cls].count++;
-        return;
-    }
-    free(f);
+    if (f->pool != MW_POOL_NONE)
+        mw_pool_put(&pool, f->pool, f);
+    else
+        free(f);
 }
 
 size_t mw_frame_pool_bytes(void)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < NCLASSES; i++)
-        n += pool[i].count * (sizeof(mw_frame_t) + class_cap[i]);
-    return n;
+    return pool.free_bytes;
 }
 
 void mw_frame_pool_drain(void)
 {
-    for (size_t i = 0; i < NCLASSES; i++) {
-        while (pool[i].head != NULL) {
-            pooled_t *p = pool[i].head;
-            pool[i].head = p->next;
-            free(p);
-        }
-        pool[i].count = 0;
-    }
+    mw_pool_drain(&pool);
 }

@@ -1,39 +1,24 @@
 /* Per-connection write queues of shared frames. */
 #include "moonwire/outq.h"
 #include "moonwire/error.h"
-
-#include <stdlib.h>
+#include "moonwire/pool.h"
 
 struct mw_outq_entry_s {
     mw_outq_entry_t *next;
     mw_frame_t *frame; /* one reference, dropped when written or cleared */
 };
 
-#define ENTRY_POOL_MAX 65536
-
-static mw_outq_entry_t *free_entries;
-static uint32_t free_count;
+/* Entries past the ring come from a pool: 1 MB of them is kept. */
+static mw_pool_t entries = MW_POOL_INIT(4, 2, 1u << 20);
 
 static mw_outq_entry_t *entry_get(void)
 {
-    mw_outq_entry_t *e = free_entries;
-    if (e != NULL) {
-        free_entries = e->next;
-        free_count--;
-        return e;
-    }
-    return malloc(sizeof(*e));
+    return mw_pool_realloc(&entries, NULL, 0, sizeof(mw_outq_entry_t));
 }
 
 static void entry_put(mw_outq_entry_t *e)
 {
-    if (free_count >= ENTRY_POOL_MAX) {
-        free(e);
-        return;
-    }
-    e->next = free_entries;
-    free_entries = e;
-    free_count++;
+    mw_pool_free(&entries, e, sizeof(*e));
 }
 
 void mw_outq_init(mw_outq_t *q)
@@ -158,10 +143,5 @@ void mw_outq_clear(mw_outq_t *q)
 
 void mw_outq_pool_drain(void)
 {
-    while (free_entries != NULL) {
-        mw_outq_entry_t *e = free_entries;
-        free_entries = e->next;
-        free(e);
-    }
-    free_count = 0;
+    mw_pool_drain(&entries);
 }

@@ -73,7 +73,7 @@ static inline size_t mw_frame_payload_len(const mw_frame_t *f)
  * (MW_FRAME_MAX_HEADER bytes). Returns the header length. */
 size_t mw_frame_header(uint8_t *out, int fin, uint8_t rsv, uint8_t opcode, uint64_t len);
 
-/* Frames kept on free lists for reuse, and bytes they hold (for metrics). */
+/* Bytes of the frames kept on free lists for reuse. */
 size_t mw_frame_pool_bytes(void);
 
 /* Frees every pooled frame (at exit, so leak checkers see a clean heap). */

@@ -1,0 +1,130 @@
+/* Free lists of blocks by size class, so that the per-message path takes
+ * memory back from where it gave it instead of from malloc.
+ *
+ * Classes are steps of 1 << shift bytes, each a word short of the step:
+ * glibc's chunks are multiples of 16 bytes with a word of header, so a block
+ * of class k, (k + 1) * step - 8 bytes, fills its chunk as exactly as the
+ * malloc of any size in that class would (a pool costs no memory per block).
+ * A size past the largest class is malloc'ed and freed as usual. Every
+ * block, pooled or not, is a malloc'ed pointer of at least its class's size,
+ * so a block may move between a class and malloc (mw_pool_realloc). The free
+ * lists hold at most max_free_bytes in all, past which a block goes back to
+ * free(): after a burst an idle process keeps at most that. A pool is
+ * touched by one thread, the loop's. Under AddressSanitizer a pooled block
+ * is poisoned, so a use after it was given back is still reported.
+ */
+#ifndef MOONWIRE_POOL_H
+#define MOONWIRE_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define MW_POOL_POISON(b, n) ASAN_POISON_MEMORY_REGION((b), (n))
+#define MW_POOL_UNPOISON(b, n) ASAN_UNPOISON_MEMORY_REGION((b), (n))
+#else
+#define MW_POOL_POISON(b, n) ((void)(b), (void)(n))
+#define MW_POOL_UNPOISON(b, n) ((void)(b), (void)(n))
+#endif
+
+#define MW_POOL_CLASSES 64
+#define MW_POOL_NONE 0xffu /* the class of a size no free list holds */
+#define MW_POOL_SLACK 8u   /* the word each class size is short of its step */
+
+typedef struct mw_pool_s {
+    uint8_t shift;         /* the classes are steps of 1 << shift bytes (16 or more) */
+    uint8_t nclasses;      /* at most MW_POOL_CLASSES */
+    size_t max_free_bytes; /* kept at most in all the lists */
+    size_t free_bytes;     /* kept now */
+    void *head[MW_POOL_CLASSES];
+} mw_pool_t;
+
+/* An empty pool of n classes in steps of 1 << shift bytes, keeping at most
+ * max_free bytes. */
+#define MW_POOL_INIT(step_shift, n, max_free)                                                      \
+    {                                                                                              \
+        .shift = (step_shift), .nclasses = (n), .max_free_bytes = (max_free)                       \
+    }
+
+/* The class of a block of size bytes (size > 0), or MW_POOL_NONE when it is
+ * larger than the largest class. */
+static inline unsigned mw_pool_class(const mw_pool_t *p, size_t size)
+{
+    size_t k = (size + MW_POOL_SLACK - 1) >> p->shift;
+    return k < p->nclasses ? (unsigned)k : MW_POOL_NONE;
+}
+
+/* The size of the blocks of class cls. */
+static inline size_t mw_pool_class_size(const mw_pool_t *p, unsigned cls)
+{
+    return ((size_t)(cls + 1) << p->shift) - MW_POOL_SLACK;
+}
+
+/* A block of class cls (not MW_POOL_NONE): the last one given back, or a new
+ * one. Returns NULL when out of memory. */
+static inline void *mw_pool_get(mw_pool_t *p, unsigned cls)
+{
+    size_t size = mw_pool_class_size(p, cls);
+    void *b = p->head[cls];
+
+    if (b == NULL)
+        return malloc(size);
+    MW_POOL_UNPOISON(b, size);
+    p->head[cls] = *(void **)b;
+    p->free_bytes -= size;
+    return b;
+}
+
+/* Gives back a block of class cls (not MW_POOL_NONE). */
+static inline void mw_pool_put(mw_pool_t *p, unsigned cls, void *block)
+{
+    size_t size = mw_pool_class_size(p, cls);
+
+    if (p->free_bytes + size > p->max_free_bytes) {
+        free(block);
+        return;
+    }
+    *(void **)block = p->head[cls];
+    MW_POOL_POISON(block, size);
+    p->head[cls] = block;
+    p->free_bytes += size;
+}
+
+/* Gives back a block of size bytes (the size it was asked for), or does
+ * nothing for NULL. */
+static inline void mw_pool_free(mw_pool_t *p, void *block, size_t size)
+{
+    unsigned cls;
+
+    if (block == NULL)
+        return;
+    cls = mw_pool_class(p, size);
+    if (cls != MW_POOL_NONE)
+        mw_pool_put(p, cls, block);
+    else
+        free(block);
+}
+
+/* Resizes a block of osize bytes (or makes one when block is NULL) to nsize
+ * > 0, keeping the first min(osize, nsize) bytes. A block that stays in its
+ * class is returned as it is. Returns NULL when out of memory; the block is
+ * then unchanged. */
+static inline void *mw_pool_realloc(mw_pool_t *p, void *block, size_t osize, size_t nsize)
+{
+    unsigned cls = mw_pool_class(p, nsize);
+
+    if (block == NULL)
+        return cls != MW_POOL_NONE ? mw_pool_get(p, cls) : malloc(nsize);
+    if (cls != MW_POOL_NONE && cls == mw_pool_class(p, osize))
+        return block;
+    /* Between classes, or to or from malloc: every block is malloc's, and
+     * one that lands in a class gets that class's whole size. */
+    return realloc(block, cls != MW_POOL_NONE ? mw_pool_class_size(p, cls) : nsize);
+}
+
+/* Frees every pooled block. The pool stays usable. */
+void mw_pool_drain(mw_pool_t *p);
+
+#endif
