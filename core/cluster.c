@@ -320,7 +320,7 @@ static void schedule_retry(rconn_t *rc)
 /* Fails every command still waiting (their callbacks run with no reply). */
 static void went_down(rconn_t *rc, const char *why)
 {
-    mw_metrics_t *m = &rc->cl->srv->metrics;
+    mw_metrics_t *m = rc->cl->srv->metrics;
     if (rc->ready)
         mw_log_warn("cluster: lost the %s connection to Redis (%s); retrying", rc->name, why);
     rc->ready = 0;
@@ -379,7 +379,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         if (rc->backoff_ms == 0 || rc->backoff_ms >= cl->srv->cfg->cluster_reconnect_max)
             mw_log_warn("cluster: cannot connect to Redis (%s): %s", rc->name, ac->errstr);
         rc->ac = NULL;
-        cl->srv->metrics.cluster_reconnects++;
+        cl->srv->metrics->cluster_reconnects++;
         schedule_retry(rc);
         return;
     }
@@ -539,7 +539,7 @@ static void deliver(mw_cluster_t *cl, const char *channel, size_t chlen, const m
         return;
     if (e->except_len > 0)
         except = mw_registry_find(&srv->reg, e->except, e->except_len);
-    srv->metrics.cluster_received++;
+    srv->metrics->cluster_received++;
     switch (e->kind) {
     case MW_ENV_TOPIC:
         if (chlen > plen + 3 && memcmp(channel + plen, ":t:", 3) == 0)
@@ -581,7 +581,7 @@ static void on_pubsub(redisAsyncContext *ac, void *r, void *priv)
     cl->srv->timers.now = uv_now(cl->loop);
     if (mw_envelope_decode((const uint8_t *)reply->element[2]->str, reply->element[2]->len, &e) !=
         0) {
-        cl->srv->metrics.cluster_bad_envelopes++;
+        cl->srv->metrics->cluster_bad_envelopes++;
         return;
     }
     deliver(cl, reply->element[1]->str, reply->element[1]->len, &e);
@@ -615,7 +615,7 @@ static void on_fire_reply(redisAsyncContext *ac, void *r, void *priv)
     (void)ac;
     track_reply(&cl->cmd);
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
-        cl->srv->metrics.cluster_send_failures++;
+        cl->srv->metrics->cluster_send_failures++;
 }
 
 /* Sends a command whose reply only counts as a failure or not; MW_EAGAIN (and a
@@ -624,7 +624,7 @@ static void on_fire_reply(redisAsyncContext *ac, void *r, void *priv)
 static int fire(mw_cluster_t *cl, int argc, const char **argv, const size_t *argl)
 {
     if (!cl->cmd.ready || cl->cmd.count >= PENDING_MAX) {
-        cl->srv->metrics.cluster_send_failures++;
+        cl->srv->metrics->cluster_send_failures++;
         return MW_EAGAIN;
     }
     redisAsyncCommandArgv(cl->cmd.ac, on_fire_reply, cl, argc, argv, argl);
@@ -960,9 +960,9 @@ int mw_cluster_history_publish(mw_cluster_t *cl, const char *topic, size_t len, 
     }
     free(head);
     if (r == 0)
-        cl->srv->metrics.cluster_published++;
+        cl->srv->metrics->cluster_published++;
     else
-        cl->srv->metrics.cluster_send_failures++;
+        cl->srv->metrics->cluster_send_failures++;
     return r;
 }
 
@@ -995,7 +995,7 @@ static int publish_envelope(mw_cluster_t *cl, const char *channel, size_t chlen,
     int r;
 
     if (n == 0) {
-        cl->srv->metrics.cluster_send_failures++;
+        cl->srv->metrics->cluster_send_failures++;
         return MW_ENOMEM;
     }
     argv[0] = "PUBLISH";
@@ -1007,7 +1007,7 @@ static int publish_envelope(mw_cluster_t *cl, const char *channel, size_t chlen,
     r = fire(cl, 3, argv, argl);
     free(buf);
     if (r == 0)
-        cl->srv->metrics.cluster_published++;
+        cl->srv->metrics->cluster_published++;
     return r;
 }
 

@@ -54,7 +54,7 @@ int mw_conn_init(mw_conn_t *c, mw_server_t *srv, const mw_transport_t *tp, const
     if (c->http == NULL)
         return MW_ENOMEM;
     mw_http_req_init(c->http, srv->cfg->max_head_size);
-    srv->metrics.connections_total++;
+    srv->metrics->connections_total++;
     return 0;
 }
 
@@ -107,7 +107,7 @@ static void closed(mw_conn_t *c, uint16_t code, const char *reason, size_t len)
     c->close_reason = reason;
     c->close_reason_len = (uint16_t)len;
     if (code < 5000)
-        srv->metrics.closes[code]++;
+        srv->metrics->closes[code]++;
     mw_registry_remove(&srv->reg, c);
     mw_server_set_tlist(srv, c, MW_TL_CLOSING);
     mw_server_queue_close(srv, c);
@@ -277,9 +277,9 @@ int mw_conn_send(mw_conn_t *c, mw_frame_t *f)
      * still goes out; the bound stops a queue from growing behind a slow reader. */
     if (mw_conn_buffered(c) > 0 && mw_conn_buffered(c) + f->len > srv->cfg->max_buffered) {
         if (srv->cfg->backpressure == MW_BP_DROP) {
-            srv->metrics.backpressure_drops++;
+            srv->metrics->backpressure_drops++;
         } else {
-            srv->metrics.backpressure_closes++;
+            srv->metrics->backpressure_closes++;
             /* The close frame jumps no queue: the peer reads it after the backlog. */
             mw_conn_fail(c, 1008, "write queue full");
         }
@@ -299,7 +299,7 @@ int mw_conn_send(mw_conn_t *c, mw_frame_t *f)
 queued:
     if (r == 0) {
         c->msgs_out++;
-        srv->metrics.messages_out++;
+        srv->metrics->messages_out++;
     }
     return r;
 }
@@ -309,7 +309,7 @@ void mw_conn_on_read(mw_conn_t *c, const uint8_t *data, size_t len)
     mw_server_t *srv = c->srv;
 
     c->bytes_in += len;
-    srv->metrics.bytes_in += len;
+    srv->metrics->bytes_in += len;
     if (c->state == MW_CONN_HTTP) {
         size_t used = 0;
         int r = mw_http_feed(c->http, (const char *)data, len, &used);
@@ -348,7 +348,7 @@ void mw_conn_on_written(mw_conn_t *c, size_t n)
 
     mw_outq_consume(&c->outq, n);
     c->bytes_out += n;
-    srv->metrics.bytes_out += n;
+    srv->metrics->bytes_out += n;
     /* close_timeout bounds a closing connection that makes no progress, not a
      * long reply that a slow client is still reading. */
     if (c->tlist == MW_TL_CLOSING && n > 0)
@@ -368,7 +368,7 @@ static void on_ws_message(void *ud, int opcode, const uint8_t *data, size_t len)
     if (c->state != MW_CONN_OPEN)
         return; /* after our close frame, data is read and dropped */
     c->msgs_in++;
-    c->srv->metrics.messages_in++;
+    c->srv->metrics->messages_in++;
     mw_lua_message(c->srv->lua, c, opcode, data, len);
 }
 

@@ -24,7 +24,7 @@
 
 static void count(mw_conn_t *c, mw_handshake_result_t r)
 {
-    c->srv->metrics.handshakes[r]++;
+    c->srv->metrics->handshakes[r]++;
 }
 
 void mw_handshake_refuse(mw_conn_t *c, int status, const char *why, const char *extra_headers)
@@ -250,7 +250,7 @@ void mw_handshake_request(mw_conn_t *c)
     const char *path = mw_http_path(c->http, &len);
     const mw_config_t *cfg = srv->cfg;
 
-    srv->metrics.http_requests++;
+    srv->metrics->http_requests++;
     if ((cfg->healthz && path_is(path, len, "/healthz")) ||
         (cfg->metrics && path_is(path, len, "/metrics"))) {
         builtin(c, path, len);

@@ -243,7 +243,7 @@ static void push_conn_or_nil(mw_lua_t *lh, mw_conn_t *c)
 static void hook_failed(mw_lua_t *lh, mw_conn_t *c, const char *what, int status)
 {
     lua_State *L = lh->L;
-    mw_metrics_t *m = &lh->srv->metrics;
+    mw_metrics_t *m = lh->srv->metrics;
     char id[MW_ID_MAX] = "-";
     char *full;
     const char *tb, *kind;
@@ -959,7 +959,7 @@ static int read_decision(mw_lua_t *lh, mw_conn_t *c, mw_upgrade_decision_t *d)
     lua_pop(L, 3);
     if (problem != NULL) {
         mw_log_error("app: %s", problem);
-        lh->srv->metrics.hook_errors++;
+        lh->srv->metrics->hook_errors++;
         return MW_ELUA;
     }
     return 0;
@@ -1059,7 +1059,7 @@ void mw_lua_close(mw_lua_t *lh, mw_conn_t *c)
         lh->mem_slack = 0;
         if (pcall(lh, 2, 0) != LUA_OK) {
             mw_log_error("app: on_error raised an error: %s", lua_tostring(L, -1));
-            lh->srv->metrics.hook_errors++;
+            lh->srv->metrics->hook_errors++;
             lua_pop(L, 1);
         }
     }

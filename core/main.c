@@ -269,8 +269,8 @@ static void reload(mw_server_t *srv)
         mw_log_info("SIGHUP: reloading %s", srv->cfg->script);
     r = build_config(&app.cli, &fresh, err, sizeof(err));
     if (r != 0) {
-        srv->metrics.reloads++;
-        srv->metrics.reload_failures++;
+        srv->metrics->reloads++;
+        srv->metrics->reload_failures++;
         mw_log_error("reload failed, the previous configuration and app keep serving: %s", err);
         return;
     }
@@ -358,6 +358,8 @@ static int serve(void)
     if (app.cfg.workers > 1 && !cli->check) {
         if (app.cfg.cluster_redis == NULL)
             mw_log_warn("workers without cluster.redis share no topics: each is a node of its own");
+        if (mw_metrics_share((int)app.cfg.workers) != 0)
+            mw_log_warn("workers: no shared memory for metrics; /metrics shows one worker's");
         r = mw_workers_run((int)app.cfg.workers, app.cfg.shutdown_timeout + 2000, run_worker);
         mw_config_close(&app.cfg);
         return r;
@@ -381,6 +383,8 @@ static int serve_node(void)
         mw_config_close(&app.cfg);
         return 1;
     }
+    if (mw_metrics_block(app.worker) != NULL)
+        app.srv.metrics = mw_metrics_block(app.worker); /* summed by every worker's /metrics */
     if (cli->check && app.cfg.tls_listen.n > 0) {
         mw_tls_ctx_t tls;
         if (mw_tls_ctx_init(&tls, app.cfg.tls_cert, app.cfg.tls_key, err, sizeof(err)) != 0) {

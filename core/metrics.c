@@ -1,6 +1,7 @@
-/* Prometheus text rendering of the server's counters. */
+/* The server's counters: shared between workers, rendered as Prometheus text. */
 #include "moonwire/metrics.h"
 #include "moonwire/cluster.h"
+#include "moonwire/error.h"
 #include "moonwire/lua_host.h"
 #include "moonwire/server.h"
 
@@ -8,6 +9,94 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+/* Summed a word at a time: the struct must be nothing but 64-bit words. */
+_Static_assert(sizeof(mw_metrics_t) % sizeof(uint64_t) == 0, "mw_metrics_t is uint64_t words");
+#define WORDS (sizeof(mw_metrics_t) / sizeof(uint64_t))
+
+static mw_metrics_t *blocks; /* --workers: one per worker, in shared memory */
+static int nblocks;
+
+static void store(uint64_t *w, uint64_t v)
+{
+    __atomic_store_n(w, v, __ATOMIC_RELAXED);
+}
+
+static uint64_t load(const uint64_t *w)
+{
+    return __atomic_load_n(w, __ATOMIC_RELAXED);
+}
+
+int mw_metrics_share(int n)
+{
+    void *p = mmap(NULL, (size_t)n * sizeof(mw_metrics_t), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+    if (p == MAP_FAILED)
+        return MW_ENOMEM;
+    blocks = p; /* zeroed; kept for the life of the process and its children */
+    nblocks = n;
+    return 0;
+}
+
+mw_metrics_t *mw_metrics_block(int index)
+{
+    return index >= 1 && index <= nblocks ? &blocks[index - 1] : NULL;
+}
+
+void mw_metrics_worker_gone(int index)
+{
+    mw_metrics_t *m = mw_metrics_block(index);
+
+    if (m == NULL)
+        return;
+    store(&m->reporting, 0);
+    store(&m->open_connections, 0);
+    store(&m->sockets, 0);
+    store(&m->lua_memory, 0);
+    store(&m->cluster_on, 0);
+    store(&m->cluster_up, 0);
+    store(&m->loop_lag_ms, 0);
+}
+
+void mw_metrics_publish(mw_server_t *srv)
+{
+    mw_metrics_t *m = srv->metrics;
+
+    store(&m->open_connections, srv->reg.nopen);
+    store(&m->sockets, srv->nconns);
+    store(&m->lua_memory, srv->lua != NULL ? mw_lua_memory(srv->lua) : 0);
+    store(&m->cluster_on, srv->cluster != NULL);
+    store(&m->cluster_up, srv->cluster != NULL && mw_cluster_healthy(srv->cluster));
+    store(&m->reporting, 1);
+}
+
+/* What /metrics shows: srv's own figures, or with workers every block's
+ * summed, but the loop lags are the largest of any worker's. */
+static void gather(mw_server_t *srv, mw_metrics_t *sum)
+{
+    uint64_t *s = (uint64_t *)sum;
+    uint64_t lag = 0, lag_max = 0;
+
+    mw_metrics_publish(srv);
+    if (nblocks == 0) {
+        *sum = *srv->metrics;
+        return;
+    }
+    memset(sum, 0, sizeof(*sum));
+    for (int i = 0; i < nblocks; i++) {
+        const uint64_t *w = (const uint64_t *)&blocks[i];
+        for (size_t k = 0; k < WORDS; k++)
+            s[k] += load(&w[k]);
+        if (load(&blocks[i].loop_lag_ms) > lag)
+            lag = load(&blocks[i].loop_lag_ms);
+        if (load(&blocks[i].loop_lag_ms_max) > lag_max)
+            lag_max = load(&blocks[i].loop_lag_ms_max);
+    }
+    sum->loop_lag_ms = lag;
+    sum->loop_lag_ms_max = lag_max;
+}
 
 typedef struct {
     char *buf;
@@ -58,20 +147,27 @@ static void gauge(out_t *o, const char *name, const char *help, uint64_t v)
         (unsigned long long)v);
 }
 
-size_t mw_metrics_render(const mw_server_t *srv, char **out)
+size_t mw_metrics_render(mw_server_t *srv, char **out)
 {
-    const mw_metrics_t *m = &srv->metrics;
+    mw_metrics_t *m = malloc(sizeof(*m));
     out_t o = {malloc(4096), 0, 4096, 0};
 
-    if (o.buf == NULL)
+    if (m == NULL || o.buf == NULL) {
+        free(m);
+        free(o.buf);
         return 0;
-    gauge(&o, "moonwire_connections", "Open WebSocket connections.", srv->reg.nopen);
-    gauge(&o, "moonwire_sockets", "Accepted sockets not yet closed (any state).", srv->nconns);
+    }
+    gather(srv, m);
+    if (nblocks > 0)
+        gauge(&o, "moonwire_workers", "Workers whose figures are summed here.", m->reporting);
+    gauge(&o, "moonwire_connections", "Open WebSocket connections.", m->open_connections);
+    gauge(&o, "moonwire_sockets", "Accepted sockets not yet closed (any state).", m->sockets);
     counter(&o, "moonwire_connections_total", "Sockets accepted.", m->connections_total);
     put(&o, "# HELP moonwire_handshakes_total HTTP upgrade requests by result.\n"
             "# TYPE moonwire_handshakes_total counter\n");
-#define XX(name, help) put(&o, "moonwire_handshakes_total{result=\"" #name "\"} %llu\n",        \
-                           (unsigned long long)m->handshakes[MW_HS_##name]);
+#define XX(name, help)                                                                             \
+    put(&o, "moonwire_handshakes_total{result=\"" #name "\"} %llu\n",                              \
+        (unsigned long long)m->handshakes[MW_HS_##name]);
     MW_METRICS_HANDSHAKE_MAP(XX)
 #undef XX
     counter(&o, "moonwire_http_requests_total", "HTTP requests parsed.", m->http_requests);
@@ -92,8 +188,7 @@ size_t mw_metrics_render(const mw_server_t *srv, char **out)
             m->budget_kills);
     counter(&o, "moonwire_lua_memory_kills_total", "Hooks stopped by lua.memory_limit.",
             m->memory_kills);
-    gauge(&o, "moonwire_lua_memory_bytes", "Memory held by the Lua state.",
-          srv->lua ? mw_lua_memory(srv->lua) : 0);
+    gauge(&o, "moonwire_lua_memory_bytes", "Memory held by the Lua state.", m->lua_memory);
     counter(&o, "moonwire_reloads_total", "Reloads attempted (SIGHUP).", m->reloads);
     counter(&o, "moonwire_reload_failures_total", "Reloads that kept the old app.",
             m->reload_failures);
@@ -102,16 +197,17 @@ size_t mw_metrics_render(const mw_server_t *srv, char **out)
             m->backpressure_closes);
     counter(&o, "moonwire_backpressure_drops_total",
             "Messages dropped because the queue passed max_buffered.", m->backpressure_drops);
-    put(&o, "# HELP moonwire_event_loop_lag_seconds How late the loop ran its last 500 ms probe.\n"
-            "# TYPE moonwire_event_loop_lag_seconds gauge\n"
-            "moonwire_event_loop_lag_seconds %.3f\n"
-            "# HELP moonwire_event_loop_lag_max_seconds The largest lag seen since start.\n"
-            "# TYPE moonwire_event_loop_lag_max_seconds gauge\n"
-            "moonwire_event_loop_lag_max_seconds %.3f\n",
+    put(&o,
+        "# HELP moonwire_event_loop_lag_seconds How late the loop ran its last 500 ms probe.\n"
+        "# TYPE moonwire_event_loop_lag_seconds gauge\n"
+        "moonwire_event_loop_lag_seconds %.3f\n"
+        "# HELP moonwire_event_loop_lag_max_seconds The largest lag seen since start.\n"
+        "# TYPE moonwire_event_loop_lag_max_seconds gauge\n"
+        "moonwire_event_loop_lag_max_seconds %.3f\n",
         m->loop_lag_ms / 1000.0, m->loop_lag_ms_max / 1000.0);
-    if (srv->cluster != NULL || m->cluster_published != 0) {
+    if (m->cluster_on != 0 || m->cluster_published != 0) {
         gauge(&o, "moonwire_cluster_up", "1 when both Redis connections are up.",
-              srv->cluster != NULL && mw_cluster_healthy(srv->cluster));
+              m->cluster_on != 0 && m->cluster_up == m->cluster_on);
         counter(&o, "moonwire_cluster_published_total", "Envelopes sent to the backplane.",
                 m->cluster_published);
         counter(&o, "moonwire_cluster_received_total", "Envelopes received from other nodes.",
@@ -121,8 +217,9 @@ size_t mw_metrics_render(const mw_server_t *srv, char **out)
                 m->cluster_send_failures);
         counter(&o, "moonwire_cluster_reconnects_total", "Redis connections lost or refused.",
                 m->cluster_reconnects);
-        counter(&o, "moonwire_cluster_bad_envelopes_total", "Messages on our channels that "
-                "were not envelopes of this version.", m->cluster_bad_envelopes);
+        counter(&o, "moonwire_cluster_bad_envelopes_total",
+                "Messages on our channels that were not envelopes of this version.",
+                m->cluster_bad_envelopes);
     }
     counter(&o, "moonwire_tls_reload_failures_total",
             "Reloads whose certificate pair did not load (the old one stays).",
@@ -130,6 +227,7 @@ size_t mw_metrics_render(const mw_server_t *srv, char **out)
     counter(&o, "moonwire_tls_handshake_failures_total",
             "TLS connections that failed before the handshake finished.",
             m->tls_handshake_failures);
+    free(m);
     if (o.failed) {
         free(o.buf);
         return 0;

@@ -347,7 +347,7 @@ static void tls_read(tcp_conn_t *t, const uint8_t *data, size_t len)
         /* Not TLS (plain HTTP on the TLS port), a failed handshake or a bad
          * record: the alert goes out, then the connection closes. */
         if (!was_ready)
-            c->srv->metrics.tls_handshake_failures++;
+            c->srv->metrics->tls_handshake_failures++;
         if (c->state == MW_CONN_HTTP)
             mw_conn_close(c, 0, NULL, 0);
         else
@@ -460,11 +460,12 @@ static void on_lag_timer(uv_timer_t *h)
     net_t *net = h->data;
     uint64_t now = uv_hrtime();
     uint64_t lag_ms = now > net->lag_expected ? (now - net->lag_expected) / 1000000 : 0;
-    mw_metrics_t *m = &net->srv->metrics;
+    mw_metrics_t *m = net->srv->metrics;
 
     m->loop_lag_ms = lag_ms;
     if (lag_ms > m->loop_lag_ms_max)
         m->loop_lag_ms_max = lag_ms;
+    mw_metrics_publish(net->srv); /* for the other workers' /metrics */
     net->lag_expected = now + LAG_INTERVAL_MS * 1000000ULL;
 }
 
@@ -610,7 +611,7 @@ int mw_net_reload(mw_server_t *srv)
         mw_tls_ctx_set_files(&net->tls, srv->cfg->tls_cert, srv->cfg->tls_key) != 0)
         return MW_ENOMEM;
     if (mw_tls_ctx_reload(&net->tls, err, sizeof(err)) != 0) {
-        srv->metrics.tls_reload_failures++;
+        srv->metrics->tls_reload_failures++;
         mw_log_error("%s; the previous certificate stays in use", err);
         return MW_ECONFIG;
     }

@@ -120,7 +120,7 @@ static void on_sweep(mw_timer_t *t)
         mw_conn_t *c = CONN_OF(head->next, timeout_link);
         if (cfg->handshake_timeout == 0 || now - c->tl_at < cfg->handshake_timeout)
             break;
-        srv->metrics.handshakes[MW_HS_timeout]++;
+        srv->metrics->handshakes[MW_HS_timeout]++;
         mw_conn_reply(c, mw_http_reply(408, NULL, NULL, "408 Request Timeout\n", 20));
     }
 
@@ -175,6 +175,7 @@ int mw_server_init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, 
 
     memset(srv, 0, sizeof(*srv));
     srv->cfg = cfg;
+    srv->metrics = &srv->own_metrics;
     mw_list_init(&srv->tl_handshake);
     mw_list_init(&srv->tl_active);
     mw_list_init(&srv->tl_pinged);
@@ -399,9 +400,9 @@ int mw_server_reload(mw_server_t *srv)
     char err[1024];
     int r = mw_lua_reload(srv->lua, err, sizeof(err));
 
-    srv->metrics.reloads++;
+    srv->metrics->reloads++;
     if (r != 0) {
-        srv->metrics.reload_failures++;
+        srv->metrics->reload_failures++;
         mw_log_error("reload failed, the previous app keeps serving: %s", err);
         return r;
     }

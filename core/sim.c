@@ -513,13 +513,13 @@ static int server_reload(lua_State *L)
 
     if (!lua_isnoneornil(L, 2))
         mw_config_set_str(&ss->cfg.script, luaL_checkstring(L, 2));
-    ss->srv.metrics.reloads++;
+    ss->srv.metrics->reloads++;
     r = mw_lua_reload(ss->srv.lua, err, sizeof(err));
     if (r != 0 && previous != NULL)
         mw_config_set_str(&ss->cfg.script, previous); /* a failed reload changes nothing */
     free(previous);
     if (r != 0) {
-        ss->srv.metrics.reload_failures++;
+        ss->srv.metrics->reload_failures++;
         mw_log_error("reload failed, the previous app keeps serving: %s", err);
         pump(ss);
         luaL_pushfail(L);

@@ -6,6 +6,7 @@
  */
 #include "moonwire/workers.h"
 #include "moonwire/log.h"
+#include "moonwire/metrics.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -66,6 +67,7 @@ static int reap(worker_t *w, int n, int stopping)
             if (w[i].pid != pid)
                 continue;
             w[i].pid = 0;
+            mw_metrics_worker_gone(i + 1);
             if (stopping)
                 break;
             if (WIFSIGNALED(status))

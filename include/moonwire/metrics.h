@@ -40,20 +40,45 @@ typedef struct mw_metrics_s {
     uint64_t reloads, reload_failures;
     uint64_t backpressure_closes, backpressure_drops;
     uint64_t tls_handshake_failures;
-    uint64_t tls_reload_failures; /* SIGHUP found a certificate pair that does not load */
+    uint64_t tls_reload_failures;   /* SIGHUP found a certificate pair that does not load */
     uint64_t cluster_published;     /* envelopes sent to Redis */
     uint64_t cluster_received;      /* envelopes from other nodes */
     uint64_t cluster_send_failures; /* sends that Redis did not take (down, error) */
     uint64_t cluster_reconnects;
     uint64_t cluster_bad_envelopes;
-    uint64_t loop_lag_ms;     /* how late the last 500 ms probe timer ran */
+    uint64_t loop_lag_ms; /* how late the last 500 ms probe timer ran */
     uint64_t loop_lag_ms_max;
+    /* Gauges as mw_metrics_publish last copied them, for other workers. */
+    uint64_t open_connections, sockets, lua_memory;
+    uint64_t cluster_on, cluster_up; /* has a backplane; both its connections are up */
+    uint64_t reporting;              /* 1 while a live worker publishes here */
 } mw_metrics_t;
 
 typedef struct mw_server_s mw_server_t;
 
-/* Renders the metrics of srv as Prometheus text into a malloc'ed buffer.
+/* Renders the metrics of srv as Prometheus text into a malloc'ed buffer:
+ * with workers, every worker's counters summed (see mw_metrics_share).
  * Returns its length, or 0 when out of memory. */
-size_t mw_metrics_render(const mw_server_t *srv, char **out);
+size_t mw_metrics_render(mw_server_t *srv, char **out);
+
+/* With --workers, each worker counts into a block of its own in memory the
+ * master maps before it forks, so whichever worker answers /metrics sums
+ * them all. A worker started again after a death goes on counting in the
+ * block of the one it replaces, so the sums never go backwards. Counters are
+ * written by one process and read by the others word by word (aligned
+ * 64-bit words: no torn values); gauges are copied in every 500 ms.
+ *
+ * The master: maps blocks for n workers. Returns 0 or MW_ENOMEM. */
+int mw_metrics_share(int n);
+
+/* The block of worker index (1..n) once shared, else NULL. */
+mw_metrics_t *mw_metrics_block(int index);
+
+/* The master, when worker index died: its gauges leave the sums. */
+void mw_metrics_worker_gone(int index);
+
+/* Copies srv's gauges (connections, sockets, Lua memory, backplane) into
+ * its metrics, where other workers read them. */
+void mw_metrics_publish(mw_server_t *srv);
 
 #endif

@@ -35,7 +35,8 @@ struct mw_server_s {
     mw_lua_t *lua;
     mw_cluster_t *cluster; /* NULL when the node runs alone */
     mw_history_t *history; /* topic history kept in memory (standalone) */
-    mw_metrics_t metrics;
+    mw_metrics_t *metrics;    /* own_metrics, or this worker's shared block */
+    mw_metrics_t own_metrics;
 
     /* Timeout lists, each ordered by the time its members entered it. */
     mw_list_t tl_handshake; /* HTTP: handshake_timeout from accept */

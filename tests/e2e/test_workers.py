@@ -106,3 +106,60 @@ def test_the_master_gives_up_when_a_worker_cannot_start(tmp_path):
     assert r.returncode == 1, r.stderr
     assert "right after starting; giving up" in r.stderr
     assert time.monotonic() - started < 20
+
+
+NODE_ECHO = """
+local mw = require "moonwire"
+return {
+  on_open = function(conn) conn:send(mw.node) end,
+  on_message = function(conn, data) conn:send(data) end,
+}
+"""
+
+
+def test_metrics_sum_every_worker_whichever_answers_and_survive_a_restart(start_server,
+                                                                           tmp_script):
+    server = start_server(tmp_script(NODE_ECHO), args=["--workers", "2"])
+    wait_until(lambda: len(worker_pids(server)) == 2, what="two workers")
+
+    def every_scrape(check, n=6):
+        # Each scrape is a new connection, which either worker may take.
+        return all(check(metrics(server)) for _ in range(n))
+
+    async def go():
+        clients, nodes = [], {}
+        deadline = time.monotonic() + 10
+        while len(nodes) < 2:
+            assert time.monotonic() < deadline, f"only {set(nodes)} answered"
+            ws = await websockets.connect(server.url, close_timeout=1)
+            node = await asyncio.wait_for(ws.recv(), 5)
+            nodes[node] = nodes.get(node, 0) + 1
+            clients.append(ws)
+        for ws in clients:
+            for i in range(3):
+                await ws.send(f"m{i}")
+                assert await asyncio.wait_for(ws.recv(), 5) == f"m{i}"
+        sent = 3 * len(clients)
+
+        # (The waits below block this loop; the clients only need to stay open.)
+        wait_until(lambda: every_scrape(lambda m: m.get("moonwire_messages_in_total") == sent and
+                                        m.get("moonwire_connections") == len(clients)),
+                   timeout=10, what=f"{sent} messages and {len(clients)} connections")
+        m = metrics(server)
+        assert m["moonwire_workers"] == 2
+        assert m['moonwire_handshakes_total{result="ok"}'] == len(clients)
+
+        # A killed worker's clients are gone; what it counted is not.
+        victim = worker_pids(server)[1]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: worker_pids(server).get(1, victim) != victim, timeout=10,
+                   what="worker 1 restarted")
+        left = next(count for node, count in nodes.items() if node.startswith("mw-w2."))
+        wait_until(lambda: every_scrape(lambda m: m.get("moonwire_connections") == left and
+                                        m.get("moonwire_workers") == 2),
+                   timeout=10, what=f"{left} connections, on the worker that lived")
+        assert every_scrape(lambda m: m["moonwire_messages_in_total"] == sent)
+        for ws in clients:
+            await ws.close()
+
+    asyncio.run(asyncio.wait_for(go(), 60))
