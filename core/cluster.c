@@ -4,9 +4,11 @@
  * carries PUBLISH (and later the other commands). hiredis 0.14 has no
  * timeouts of its own, so uv timers bound connecting, and a watchdog bounds
  * how long a command may wait for its reply; either expiring drops the
- * connection and starts the backoff. hiredis frees a context itself after a
- * disconnect or a failed connect; the pointers here are cleared in those
- * callbacks, and only freed by us outside hiredis callbacks.
+ * connection and starts the backoff. A subscriber sends nothing, so the
+ * watchdog also probes it when it has heard nothing for a while (see
+ * probe_subscriber). hiredis frees a context itself after a disconnect or a
+ * failed connect; the pointers here are cleared in those callbacks, and only
+ * freed by us outside hiredis callbacks.
  */
 #include "moonwire/cluster.h"
 #include "moonwire/conn.h"
@@ -24,6 +26,7 @@
 #include <sys/random.h>
 
 #define WATCHDOG_MS 250
+#define PROBE_IDLE_MS 1000 /* a subscriber that heard nothing this long is probed */
 #define BACKOFF_MIN_MS 100
 #define PENDING_MAX 65536 /* commands in flight before sends fail softly */
 #define SUBSCRIBE_BATCH 512
@@ -54,6 +57,8 @@ struct mw_cluster_s {
     char node_channel[160];
     rconn_t sub, cmd;
     uv_timer_t watchdog;
+    uint64_t sub_heard;   /* when the subscriber last got anything (ms) */
+    uint64_t probe_sent;  /* when the probe it has not heard yet went out; 0: none */
     uv_timer_t heartbeat; /* keeps this node's liveness key (presence) fresh */
     char node_key[160];   /* <prefix>:node:<node> */
     int stopping;
@@ -359,10 +364,13 @@ static void on_ready_reply(redisAsyncContext *ac, void *r, void *priv)
         rc->ready = 1;
         rc->backoff_ms = 0;
         mw_log_info("cluster: %s connection to Redis is up", rc->name);
-        if (rc->subscriber)
+        if (rc->subscriber) {
+            rc->cl->sub_heard = now_ms(rc->cl);
+            rc->cl->probe_sent = 0;
             subscribe_all(rc->cl);
-        else
+        } else {
             restore_presence(rc->cl);
+        }
     }
 }
 
@@ -423,7 +431,58 @@ static void rconn_connect(rconn_t *rc)
     uv_timer_start(&rc->timer, on_retry, cl->srv->cfg->cluster_connect_timeout, 0);
 }
 
-/* Drops a connection whose oldest command has waited too long. */
+/* Drops a live connection: down first, since the pending callbacks run
+ * inside the free and may resume hooks that send again, which must see Redis
+ * as gone. */
+static void drop(rconn_t *rc, const char *why)
+{
+    redisAsyncContext *ac = rc->ac;
+
+    ac->data = NULL;
+    went_down(rc, why);
+    redisAsyncFree(ac); /* runs the pending callbacks with no reply */
+}
+
+static int fire(mw_cluster_t *cl, int argc, const char **argv, const size_t *argl);
+
+/* A subscriber connection that a silent partition cut (a NAT or firewall
+ * that forgot it, a peer gone without a reset) would look up until TCP gave
+ * up, which it never does on a connection that sends nothing. So when the
+ * subscriber has heard nothing for PROBE_IDLE_MS, the command connection
+ * publishes a probe on this node's own channel, and a subscriber that has
+ * not heard it (or anything) within cluster.command_timeout is dropped and
+ * connected again, which subscribes it afresh. */
+static void probe_subscriber(mw_cluster_t *cl, uint64_t now)
+{
+    mw_envelope_t e = {.kind = MW_ENV_PROBE, .origin = cl->node, .origin_len = strlen(cl->node),
+                       .except = "", .target = ""};
+    const char *argv[3] = {"PUBLISH", cl->node_channel};
+    size_t argl[3] = {7, strlen(cl->node_channel)};
+    uint8_t *buf;
+
+    if (!cl->sub.ready || !cl->cmd.ready) {
+        cl->probe_sent = 0; /* nothing to judge it by while the command side is down */
+        return;
+    }
+    if (cl->probe_sent != 0) {
+        if (now - cl->probe_sent > cl->srv->cfg->cluster_command_timeout) {
+            mw_log_warn("cluster: the subscriber connection heard nothing, not even its probe, "
+                        "for %llu ms", (unsigned long long)(now - cl->sub_heard));
+            cl->probe_sent = 0;
+            drop(&cl->sub, "silent");
+        }
+        return;
+    }
+    if (now - cl->sub_heard < PROBE_IDLE_MS || (argl[2] = mw_envelope_encode(&e, &buf)) == 0)
+        return;
+    argv[2] = (const char *)buf;
+    if (fire(cl, 3, argv, argl) == 0)
+        cl->probe_sent = now;
+    free(buf);
+}
+
+/* Drops a connection whose oldest command has waited too long, and probes a
+ * quiet subscriber. */
 static void on_watchdog(uv_timer_t *t)
 {
     mw_cluster_t *cl = t->data;
@@ -434,16 +493,12 @@ static void on_watchdog(uv_timer_t *t)
         rconn_t *rc = conns[i];
         if (rc->ac != NULL && rc->count > 0 &&
             now - rc->sent[rc->head] > cl->srv->cfg->cluster_command_timeout) {
-            redisAsyncContext *ac = rc->ac;
             mw_log_warn("cluster: Redis did not answer the %s connection within %u ms", rc->name,
                         cl->srv->cfg->cluster_command_timeout);
-            ac->data = NULL;
-            /* Down first: the pending callbacks run inside the free and may
-             * resume hooks that send again; they must see Redis as gone. */
-            went_down(rc, "timeout");
-            redisAsyncFree(ac); /* runs the pending callbacks with no reply */
+            drop(rc, "timeout");
         }
     }
+    probe_subscriber(cl, now);
 }
 
 /* Subscriptions ------------------------------------------------------------------------------ */
@@ -573,7 +628,11 @@ static void on_pubsub(redisAsyncContext *ac, void *r, void *priv)
     mw_envelope_t e;
     (void)ac;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
+    if (reply == NULL)
+        return;
+    cl->sub_heard = now_ms(cl); /* the connection is alive: see probe_subscriber */
+    cl->probe_sent = 0;
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
         reply->element[0]->type != REDIS_REPLY_STRING)
         return;
     if (strcmp(reply->element[0]->str, "message") != 0)

@@ -26,7 +26,9 @@
 typedef struct mw_server_s mw_server_t;
 typedef struct mw_cluster_s mw_cluster_t;
 
-enum { MW_ENV_TOPIC = 1, MW_ENV_BROADCAST = 2, MW_ENV_DIRECT = 3 };
+/* MW_ENV_PROBE: a node's probe of its own subscriber connection, on its own
+ * channel; no node delivers it. */
+enum { MW_ENV_TOPIC = 1, MW_ENV_BROADCAST = 2, MW_ENV_DIRECT = 3, MW_ENV_PROBE = 4 };
 
 /* A decoded envelope; pointers into the message. */
 typedef struct {

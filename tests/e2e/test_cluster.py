@@ -1,11 +1,13 @@
 """The Redis backplane against real binaries and a real redis-server that the
 test starts on a free port and stops by PID: topics, broadcasts and direct
-sends across nodes, per-publisher order, no double delivery, and Redis going
-away and coming back mid-traffic."""
+sends across nodes, per-publisher order, no double delivery, Redis going
+away and coming back mid-traffic, and a subscriber connection cut silently."""
 import asyncio
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -68,6 +70,77 @@ class Redis:
     def kill(self):
         self.proc.kill()
         self.proc.wait(timeout=5)
+
+
+class Partition:
+    """A TCP proxy on 127.0.0.1 in front of Redis whose subscriber connections
+    (those that sent SUBSCRIBE) can be cut silently, as a network partition
+    or a NAT that forgot them would: both sockets stay open and nothing more
+    goes either way."""
+
+    def __init__(self, redis_port):
+        self.redis_port = redis_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.pairs = []  # dicts: sockets, subscriber, frozen
+        self.stopping = False
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self):
+        while not self.stopping:
+            try:
+                down, _ = self.listener.accept()
+            except (socket.timeout, OSError):
+                continue
+            up = socket.create_connection(("127.0.0.1", self.redis_port), timeout=5)
+            pair = dict(socks=(down, up), subscriber=False, frozen=False)
+            self.pairs.append(pair)
+            for src, dst in ((down, up), (up, down)):
+                t = threading.Thread(target=self._pump, args=(pair, src, dst), daemon=True)
+                t.start()
+                self.threads.append(t)
+
+    def _pump(self, pair, src, dst):
+        src.settimeout(0.2)
+        while not self.stopping:
+            if pair["frozen"]:
+                time.sleep(0.05)  # read nothing, send nothing
+                continue
+            try:
+                data = src.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            if pair["frozen"]:
+                continue  # cut while this recv waited: dropped
+            if src is pair["socks"][0] and b"SUBSCRIBE" in data.upper():
+                pair["subscriber"] = True
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def subscribers(self):
+        return sum(p["subscriber"] and not p["frozen"] for p in self.pairs)
+
+    def cut_subscribers(self):
+        for p in self.pairs:
+            if p["subscriber"]:
+                p["frozen"] = True
+
+    def stop(self):
+        self.stopping = True
+        for t in self.threads:
+            t.join(timeout=2)
+        self.listener.close()
+        for p in self.pairs:
+            for sock in p["socks"]:
+                sock.close()
 
 
 @pytest.fixture
@@ -467,3 +540,48 @@ def test_history_is_one_sequence_across_nodes_and_recovers_what_a_client_missed(
         for ws in (pa, pb, back):
             await ws.close()
     run(go())
+
+
+def test_a_subscriber_connection_cut_silently_is_probed_and_replaced(start_server, redis,
+                                                                     tmp_script):
+    """Nothing closes a subscriber connection that a partition cut, and it
+    sends nothing for TCP to give up on: the node must notice by itself."""
+    partition = Partition(redis.port)
+    try:
+        script = tmp_script(APP)
+        a = start_server(script, args=["--node-id", "a", "--redis",
+                                       f"redis://127.0.0.1:{partition.port}"],
+                         config="return { cluster = { reconnect_max = 0.5, command_timeout = 1 } }")
+        b = start_server(script, args=["--node-id", "b", "--redis", redis.url])
+        wait_until(lambda: cluster_up(a) and cluster_up(b), timeout=10, what="both on Redis")
+        wait_until(lambda: partition.subscribers() == 1, what="a's subscriber behind the proxy")
+
+        async def go():
+            wa, wb = await client(a), await client(b)
+            await wb.send("all:before")
+            assert await asyncio.wait_for(wa.recv(), 5) == "before"
+
+            partition.cut_subscribers()
+            await wb.send("all:lost in the partition")
+            # Quiet for a second, a probe unheard for another: a new connection.
+            wait_until(lambda: "heard nothing, not even its probe" in a.log(), timeout=10,
+                       what="a to notice its subscriber is cut")
+            wait_until(lambda: partition.subscribers() == 1, timeout=10,
+                       what="a new subscriber connection")
+            assert "lost the subscriber connection to Redis (silent); retrying" in a.log()
+            # Subscribing again takes a moment: send until one arrives (bounded).
+            deadline = time.monotonic() + 10
+            while True:
+                assert time.monotonic() < deadline, "nothing reached a after it reconnected"
+                await wb.send("all:after")
+                try:
+                    got = await asyncio.wait_for(wa.recv(), 0.5)
+                except asyncio.TimeoutError:
+                    continue
+                if got == "after":
+                    break
+                assert got == "lost in the partition", got  # if it got through before the cut
+            assert cluster_up(a)
+        run(go())
+    finally:
+        partition.stop()
