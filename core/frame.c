@@ -2,8 +2,8 @@
  *
  * Frames come from a pool of free lists by size (pool.h) so that the
  * per-message path does not call malloc in steady state. The core is
- * single-threaded (one loop per process), so the pool needs no lock. Each
- * list is capped so an idle server gives the memory of a burst back.
+ * single-threaded (one loop per process), so the pool needs no lock. It is
+ * capped, so an idle server gives most of the memory of a burst back.
  */
 #include "moonwire/frame.h"
 #include "moonwire/pool.h"
