@@ -52,12 +52,9 @@ def log(msg):
 # arguments. "key" is the per-message figure (server CPU per message or per
 # delivery); "rows" are what the table shows, as (label, JSON path, better).
 
-ECHO_ROWS = [
-    ("server CPU us/msg", "server_cpu_us_per_msg", "low"),
-    ("msgs/s", "msgs_per_s", "high"),
-    ("RTT p50 us", "latency_us.p50", "low"),
-    ("RTT p99 us", "latency_us.p99", "low"),
-    ("RTT max us", "latency_us.max", "low"),
+# What every message scenario shows after its own figures: where the time
+# went, how much batching there was, and what went wrong.
+LOAD_ROWS = [
     ("server CPU busy", "server_cpu_util", "info"),
     ("generator CPU busy", "gen_cpu_util", "info"),
     ("msgs per client read", "msgs_per_read", "info"),
@@ -66,6 +63,13 @@ ECHO_ROWS = [
     ("other load, CPUs", "other_load", "info"),
     ("errors", "errors_total", "low"),
 ]
+ECHO_ROWS = [
+    ("server CPU us/msg", "server_cpu_us_per_msg", "low"),
+    ("msgs/s", "msgs_per_s", "high"),
+    ("RTT p50 us", "latency_us.p50", "low"),
+    ("RTT p99 us", "latency_us.p99", "low"),
+    ("RTT max us", "latency_us.max", "low"),
+] + LOAD_ROWS
 PUBSUB_ROWS = [
     ("server CPU us/delivery", "server_cpu_us_per_delivery", "low"),
     ("deliveries/s", "deliveries_per_s", "high"),
@@ -74,14 +78,7 @@ PUBSUB_ROWS = [
     ("delivery p99 us", "latency_us.p99", "low"),
     ("delivery max us", "latency_us.max", "low"),
     ("loss", "loss", "low"),
-    ("server CPU busy", "server_cpu_util", "info"),
-    ("generator CPU busy", "gen_cpu_util", "info"),
-    ("msgs per client read", "msgs_per_read", "info"),
-    ("kernel input drops", "kernel.input_drops", "info"),
-    ("TCP retransmits", "kernel.tcp_retrans", "info"),
-    ("other load, CPUs", "other_load", "info"),
-    ("errors", "errors_total", "low"),
-]
+] + LOAD_ROWS
 CONNECT_ROWS = [
     ("RSS bytes/idle conn", "rss_per_conn_bytes", "low"),
     ("connections open", "opened", "high"),

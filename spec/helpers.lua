@@ -61,6 +61,16 @@ function helpers.tempfile(text)
   return path
 end
 
+-- A fresh sim server for an app given as source text: written to a temporary
+-- file that is gone again once the server has loaded it.
+function helpers.app_server(source, config)
+  local path = helpers.tempfile(source)
+  local ok, srv = pcall(helpers.server, path, config)
+  os.remove(path)
+  assert(ok, srv)
+  return srv
+end
+
 -- A modified copy of the app at `script` in a temporary file: `code` runs at
 -- the end of the script, where its locals are in scope, before the final
 -- `return app`. Returns the path.

@@ -33,16 +33,14 @@ return app
 ]]
 
 describe("conn objects", function()
-  local srv, path
+  local srv
 
   before_each(function()
-    path = helpers.tempfile(APP)
-    srv = helpers.server(path)
+    srv = helpers.app_server(APP)
   end)
 
   after_each(function()
     srv:close()
-    os.remove(path)
   end)
 
   it("refuse to act on anything that is not a conn object", function()

@@ -29,7 +29,7 @@ describe("moonwire.history without a backplane", function()
   local srv
 
   before_each(function()
-    srv = helpers.server(helpers.tempfile(APP), {
+    srv = helpers.app_server(APP, {
       history = { topics = { "room:*" }, size = 5, ttl = 60 },
     })
   end)
@@ -116,7 +116,7 @@ end)
 
 describe("moonwire.history when a topic starts over", function()
   it("gives the topic a new epoch after its history expired, so old positions do not recover", function()
-    local srv = helpers.server(helpers.tempfile(APP), {
+    local srv = helpers.app_server(APP, {
       history = { topics = { "room:*" }, size = 5, ttl = 60 },
     })
     local a = helpers.connect(srv)

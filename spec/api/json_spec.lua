@@ -36,16 +36,14 @@ return app
 ]]
 
 describe("moonwire.json", function()
-  local srv, path
+  local srv
 
   before_each(function()
-    path = helpers.tempfile(APP)
-    srv = helpers.server(path)
+    srv = helpers.app_server(APP)
   end)
 
   after_each(function()
     srv:close()
-    os.remove(path)
   end)
 
   it("decodes whole numbers as integers, fails softly, checks its argument", function()

@@ -23,16 +23,14 @@ return app
 ]]
 
 describe("lua.time_limit", function()
-  local srv, path
+  local srv
 
   before_each(function()
-    path = helpers.tempfile(APP)
-    srv = helpers.server(path, { lua = { time_limit = 0.05 } })
+    srv = helpers.app_server(APP, { lua = { time_limit = 0.05 } })
   end)
 
   after_each(function()
     srv:close()
-    os.remove(path)
   end)
 
   for _, trigger in ipairs { "loop", "pcall-loop", "coroutine-loop" } do

@@ -33,7 +33,7 @@ describe("moonwire.presence without a backplane", function()
   local srv
 
   before_each(function()
-    srv = helpers.server(helpers.tempfile(APP))
+    srv = helpers.app_server(APP)
   end)
 
   after_each(function()
