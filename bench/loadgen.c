@@ -16,8 +16,8 @@
  *            RSS per idle connection.
  *
  * With --pid, the server's CPU time (utime+stime of /proc/PID/stat) is read at
- * the start and end of the measured window, and its RSS (VmRSS) before and
- * after. One JSON object goes to stdout; a summary to stderr. Every phase is
+ * the start and end of the measured window, with the part of it spent in the
+ * kernel (stime), and its RSS (VmRSS) before and after. One JSON object goes to stdout; a summary to stderr. Every phase is
  * bounded in time. */
 #include "hist.h"
 
@@ -198,6 +198,7 @@ static struct {
     uint32_t rate_rr;
     /* server */
     double srv_cpu0, srv_cpu1, srv_cpu_connect0, srv_cpu_connect1;
+    double srv_sys0, srv_sys1, srv_sys_connect0, srv_sys_connect1; /* their stime part */
     long rss_before, rss_after, rss_connected;
     double gen_cpu0, gen_cpu1;
     kstat_t k0, k1, kc0, kc1;
@@ -257,7 +258,8 @@ static inline uint32_t rnd32(void)
 
 /* --------------------------------------------------------- server readings */
 
-static double proc_cpu_seconds(int pid)
+/* utime+stime of pid in seconds, and stime alone in *sys; -1 if unreadable. */
+static double proc_cpu_seconds(int pid, double *sys)
 {
     char path[64], buf[2048];
     snprintf(path, sizeof(path), "/proc/%d/stat", pid);
@@ -275,20 +277,24 @@ static double proc_cpu_seconds(int pid)
     unsigned long long ut = 0, stt = 0;
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &stt) != 2)
         return -1;
+    *sys = (double)stt / (double)sysconf(_SC_CLK_TCK);
     return (double)(ut + stt) / (double)sysconf(_SC_CLK_TCK);
 }
 
 static long proc_rss_kb(int pid);
 
-/* The CPU seconds and RSS of every server process given with -p, summed. */
-static double servers_cpu_seconds(void)
+/* The CPU seconds (and in *sys the kernel's part of them) and the RSS of
+ * every server process given with -p, summed. */
+static double servers_cpu_seconds(double *sys)
 {
-    double sum = 0;
+    double sum = 0, sys_one;
+    *sys = 0;
     for (uint32_t i = 0; i < opt.npids; i++) {
-        double s = proc_cpu_seconds(opt.pids[i]);
+        double s = proc_cpu_seconds(opt.pids[i], &sys_one);
         if (s < 0)
             return -1;
         sum += s;
+        *sys += sys_one;
     }
     return sum;
 }
@@ -1258,7 +1264,7 @@ static void step(uint64_t t)
                    st.touch_done >= st.touch_sent;
         if (done || el > opt.connect_timeout || st.stop ||
             (st.emfile && st.connecting == 0)) {
-            st.srv_cpu_connect1 = opt.pid ? servers_cpu_seconds() : 0;
+            st.srv_cpu_connect1 = opt.pid ? servers_cpu_seconds(&st.srv_sys_connect1) : 0;
             st.kc1 = kstat_read();
             say("%u of %u connections open in %.2f s (%u failed)", st.opened, opt.conns,
                 (double)(st.t_connect_last - st.t_connect_first) / 1e9, st.failed_connect);
@@ -1288,7 +1294,7 @@ static void step(uint64_t t)
         if (el >= opt.warmup || st.stop) {
             set_phase(P_MEASURE, t);
             st.t_measure0 = t;
-            st.srv_cpu0 = opt.pid ? servers_cpu_seconds() : 0;
+            st.srv_cpu0 = opt.pid ? servers_cpu_seconds(&st.srv_sys0) : 0;
             st.gen_cpu0 = self_cpu_seconds();
             st.k0 = kstat_read();
             hist_reset(&lat);
@@ -1300,7 +1306,7 @@ static void step(uint64_t t)
                 pub_advance(pubs[i], t);
         if (el >= opt.duration || st.stop) {
             st.t_measure1 = t;
-            st.srv_cpu1 = opt.pid ? servers_cpu_seconds() : 0;
+            st.srv_cpu1 = opt.pid ? servers_cpu_seconds(&st.srv_sys1) : 0;
             st.gen_cpu1 = self_cpu_seconds();
             st.k1 = kstat_read();
             st.rss_after = opt.pid ? servers_rss_kb() : -1;
@@ -1340,6 +1346,7 @@ static void report(void)
 {
     double win = (double)(st.t_measure1 - st.t_measure0) / 1e9;
     double cpu = st.srv_cpu1 - st.srv_cpu0;
+    double sys = st.srv_sys1 - st.srv_sys0;
     double conn_s = (double)(st.t_connect_last - st.t_connect_first) / 1e9;
     FILE *f = stdout;
     fprintf(f, "{\"scenario\":\"%s\",\"label\":\"%s\",\"url\":\"ws://%s:%d\",", scenario_names[opt.scenario],
@@ -1356,21 +1363,24 @@ static void report(void)
             st.rss_before);
     if (opt.scenario == SC_CONNECT) {
         double hcpu = st.srv_cpu_connect1 - st.srv_cpu_connect0;
+        double hsys = st.srv_sys_connect1 - st.srv_sys_connect0;
         long d = st.rss_connected - st.rss_before;
         fprintf(f, "\"touch\":%s,\"touched\":%u,", opt.touch ? "true" : "false", st.touch_done);
         fprintf(f,
                 "\"rss_connected_kb\":%ld,\"rss_per_conn_bytes\":%.1f,"
-                "\"server_cpu_s\":%.3f,\"server_cpu_us_per_handshake\":%.2f,",
+                "\"server_cpu_s\":%.3f,\"server_kernel_share\":%.3f,"
+                "\"server_cpu_us_per_handshake\":%.2f,",
                 st.rss_connected, st.opened ? d * 1024.0 / st.opened : 0, hcpu,
-                st.opened ? hcpu * 1e6 / st.opened : 0);
+                hcpu > 0 ? hsys / hcpu : 0, st.opened ? hcpu * 1e6 / st.opened : 0);
     } else {
         double gen = st.gen_cpu1 - st.gen_cpu0;
         fprintf(f,
                 "\"rss_after_kb\":%ld,\"window_s\":%.3f,\"server_cpu_s\":%.3f,"
-                "\"server_cpu_util\":%.3f,\"gen_cpu_util\":%.3f,\"size\":%u,\"binary\":%s,"
+                "\"server_kernel_share\":%.3f,\"server_cpu_util\":%.3f,\"gen_cpu_util\":%.3f,\"size\":%u,\"binary\":%s,"
                 "\"spin\":%s,\"msgs_per_read\":%.2f,\"kernel\":{\"input_drops\":%" PRIu64
                 ",\"tcp_retrans\":%" PRIu64 ",\"tcp_loss_probes\":%" PRIu64 "},",
-                st.rss_after, win, cpu, win > 0 ? cpu / win : 0, win > 0 ? gen / win : 0,
+                st.rss_after, win, cpu, cpu > 0 ? sys / cpu : 0, win > 0 ? cpu / win : 0,
+                win > 0 ? gen / win : 0,
                 opt.size, opt.binary ? "true" : "false", opt.spin ? "true" : "false",
                 st.reads_window ? (double)(st.echoes_window + st.deliveries_window) /
                                       (double)st.reads_window
@@ -1380,22 +1390,26 @@ static void report(void)
         if (opt.scenario == SC_ECHO) {
             fprintf(f,
                     "\"window\":%u,\"messages\":%" PRIu64 ",\"msgs_per_s\":%.1f,"
-                    "\"server_cpu_us_per_msg\":%.4f,\"sent_total\":%" PRIu64
-                    ",\"echoed_total\":%" PRIu64 ",\"outstanding\":%" PRIu64 ",",
+                    "\"server_cpu_us_per_msg\":%.4f,\"server_kernel_us_per_msg\":%.4f,"
+                    "\"sent_total\":%" PRIu64 ",\"echoed_total\":%" PRIu64
+                    ",\"outstanding\":%" PRIu64 ",",
                     opt.window, st.echoes_window, win > 0 ? st.echoes_window / win : 0,
-                    st.echoes_window ? cpu * 1e6 / (double)st.echoes_window : 0, st.sent_total,
+                    st.echoes_window ? cpu * 1e6 / (double)st.echoes_window : 0,
+                    st.echoes_window ? sys * 1e6 / (double)st.echoes_window : 0, st.sent_total,
                     st.echoes_total, st.sent_total - st.echoes_total);
         } else {
             fprintf(f,
                     "\"rooms\":%u,\"members\":%u,\"publishers\":%u,\"window\":%u,\"rate\":%.1f,"
                     "\"published\":%" PRIu64 ",\"published_per_s\":%.1f,\"deliveries\":%" PRIu64
                     ",\"deliveries_per_s\":%.1f,\"server_cpu_us_per_delivery\":%.4f,"
+                    "\"server_kernel_us_per_delivery\":%.4f,"
                     "\"published_total\":%" PRIu64 ",\"expected_total\":%" PRIu64
                     ",\"received_total\":%" PRIu64 ",\"loss\":%" PRId64 ",\"stalled\":%" PRIu64 ",",
                     opt.rooms, opt.members, npubs, opt.rate > 0 ? 0 : opt.window, opt.rate,
                     st.published_window, win > 0 ? st.published_window / win : 0,
                     st.deliveries_window, win > 0 ? st.deliveries_window / win : 0,
                     st.deliveries_window ? cpu * 1e6 / (double)st.deliveries_window : 0,
+                    st.deliveries_window ? sys * 1e6 / (double)st.deliveries_window : 0,
                     st.published_total, st.expected_total, st.received_total,
                     (int64_t)st.expected_total - (int64_t)st.received_total, st.stalled);
         }
@@ -1431,17 +1445,22 @@ static void report(void)
                 st.rss_connected,
                 st.opened ? (st.rss_connected - st.rss_before) * 1024.0 / st.opened : 0);
     } else if (opt.scenario == SC_ECHO) {
-        fprintf(e, "  %.0f msgs/s, server %.3f us CPU/msg (%.0f%% busy), generator %.0f%% busy\n",
+        fprintf(e,
+                "  %.0f msgs/s, server %.3f us CPU/msg (%.0f%% busy, %.0f%% of it in the kernel), "
+                "generator %.0f%% busy\n",
                 win > 0 ? st.echoes_window / win : 0,
                 st.echoes_window ? cpu * 1e6 / (double)st.echoes_window : 0,
-                win > 0 ? 100 * cpu / win : 0, win > 0 ? 100 * (st.gen_cpu1 - st.gen_cpu0) / win : 0);
+                win > 0 ? 100 * cpu / win : 0, cpu > 0 ? 100 * sys / cpu : 0,
+                win > 0 ? 100 * (st.gen_cpu1 - st.gen_cpu0) / win : 0);
     } else {
         fprintf(e,
                 "  %.0f published/s, %.0f deliveries/s, server %.3f us CPU/delivery "
-                "(%.0f%% busy), generator %.0f%% busy, loss %" PRId64 "\n",
+                "(%.0f%% busy, %.0f%% of it in the kernel), generator %.0f%% busy, loss %" PRId64
+                "\n",
                 win > 0 ? st.published_window / win : 0, win > 0 ? st.deliveries_window / win : 0,
                 st.deliveries_window ? cpu * 1e6 / (double)st.deliveries_window : 0,
-                win > 0 ? 100 * cpu / win : 0, win > 0 ? 100 * (st.gen_cpu1 - st.gen_cpu0) / win : 0,
+                win > 0 ? 100 * cpu / win : 0, cpu > 0 ? 100 * sys / cpu : 0,
+                win > 0 ? 100 * (st.gen_cpu1 - st.gen_cpu0) / win : 0,
                 (int64_t)st.expected_total - (int64_t)st.received_total);
     }
     if (opt.scenario != SC_CONNECT)
@@ -1864,7 +1883,7 @@ int main(int argc, char **argv)
     hist_reset(&conn_lat);
     if (opt.pid) {
         st.rss_before = servers_rss_kb();
-        st.srv_cpu_connect0 = servers_cpu_seconds();
+        st.srv_cpu_connect0 = servers_cpu_seconds(&st.srv_sys_connect0);
         if (st.rss_before < 0)
             die("no process among the -p PIDs");
     }

@@ -40,6 +40,11 @@ def test_echo_returns_every_message_byte_for_byte(start_server):
     assert out["opened"] == 20 and out["clean_closes"] == 20
     assert out["sent_total"] > 100 and out["echoed_total"] == out["sent_total"]
     assert out["outstanding"] == 0
+    # The server's CPU time, split (stime of /proc/PID/stat): its sockets cost
+    # kernel time and the Lua call on every message user time, so neither
+    # part is empty.
+    assert 0 < out["server_kernel_share"] < 1
+    assert 0 < out["server_kernel_us_per_msg"] < out["server_cpu_us_per_msg"]
 
 
 def test_echo_of_large_binary_messages_with_64_bit_lengths(start_server):
