@@ -31,6 +31,23 @@ static const char *const hook_names[NHOOKS] = {
 /* Threads kept for hooks that run as coroutines. */
 #define THREAD_POOL_MAX 32
 
+/* The hooks of one connection that wait on Redis. Made at the first wait
+ * of a hook of the connection, held by each such hook until it finishes, and
+ * by the connection while it is open, which meanwhile holds its next
+ * messages back (conn->held). A connection that closes meanwhile leaves its
+ * on_error and on_close here: they run when the last of the hooks has
+ * finished, so a hook never outlives the connection's on_close. */
+typedef struct mw_lua_waits_s {
+    mw_conn_t *conn;  /* NULL once it has closed */
+    uint32_t tasks;   /* its hooks that waited and have not finished */
+    int close_ref;    /* the conn object of a deferred on_close, or LUA_NOREF */
+    uint64_t serial;  /* and for that call: */
+    const char *fail_why;
+    uint16_t code;
+    size_t reason_len;
+    char *reason;
+} mw_lua_waits_t;
+
 /* A hook running as a coroutine. Lives on the C stack while it runs; a copy
  * goes to the heap when it waits (mw_lua_wait), and is freed when woken. */
 struct mw_lua_task_s {
@@ -38,9 +55,11 @@ struct mw_lua_task_s {
     lua_State *co;
     int ref;         /* the thread in the registry */
     uint64_t serial; /* the connection it runs for; 0 for none */
+    mw_conn_t *conn; /* that connection while its on_close is not yet due, until
+                      * the first wait (it may be gone by the wake-up); or NULL */
+    mw_lua_waits_t *waits; /* held from the first wait to the end, or NULL */
     const char *what;
     int waiting;     /* it yielded through mw_lua_wait */
-    int resumed;     /* woken after a wait: its connection's count goes down at the end */
     mw_list_t link;  /* in lh->waiting while on the heap */
 };
 
@@ -68,6 +87,7 @@ struct mw_lua_s {
     char *script_dir;           /* the directory package.path was set up for */
     mw_lua_task_t *current;     /* the task running now, or NULL */
     mw_list_t waiting;          /* tasks waiting for a reply */
+    size_t conn_waiting;        /* those that run for a connection (on_open, on_message, on_close) */
     int pool[THREAD_POOL_MAX];  /* idle threads (registry refs) */
     int npool;
     const void *conn_meta;      /* the conn metatable, see mw_lua_conn_meta */
@@ -333,6 +353,37 @@ static void thread_put(mw_lua_t *lh, lua_State *co, int ref, int reusable)
 }
 
 static void drain_held(mw_lua_t *lh, mw_conn_t *c);
+static void close_hooks(mw_lua_t *lh, mw_conn_t *c, int ref, uint64_t serial, const char *fail_why,
+                        uint16_t code, const char *reason, size_t reason_len);
+
+static void waits_free(mw_lua_t *lh, mw_lua_waits_t *ws)
+{
+    if (ws->conn != NULL)
+        ws->conn->lua_waits = NULL;
+    if (ws->close_ref != LUA_NOREF)
+        luaL_unref(lh->L, LUA_REGISTRYINDEX, ws->close_ref);
+    free(ws->reason);
+    free(ws);
+}
+
+/* A hook of the connection has finished: the last one lets the connection's
+ * held messages go on, or runs its deferred on_error and on_close. */
+static void waits_release(mw_lua_t *lh, mw_lua_waits_t *ws)
+{
+    mw_conn_t *c = ws->conn;
+
+    if (--ws->tasks > 0)
+        return;
+    if (c != NULL) {
+        waits_free(lh, ws);
+        drain_held(lh, c);
+        return;
+    }
+    if (ws->close_ref != LUA_NOREF)
+        close_hooks(lh, NULL, ws->close_ref, ws->serial, ws->fail_why, ws->code,
+                    ws->reason != NULL ? ws->reason : "", ws->reason != NULL ? ws->reason_len : 0);
+    waits_free(lh, ws);
+}
 
 /* Runs (or resumes) a task until it finishes, fails or waits. */
 static void task_run(mw_lua_task_t *t, int nargs)
@@ -382,16 +433,14 @@ static void task_run(mw_lua_task_t *t, int nargs)
         hook_failed(lh, mw_registry_find_serial(&lh->srv->reg, t->serial), t->what, r);
         thread_put(lh, t->co, t->ref, 0);
     }
-    if (t->resumed && t->serial != 0) {
-        mw_conn_t *c = mw_registry_find_serial(&lh->srv->reg, t->serial);
-        if (c != NULL && c->lua_waiting > 0 && --c->lua_waiting == 0)
-            drain_held(lh, c);
-    }
+    if (t->waits != NULL)
+        waits_release(lh, t->waits);
 }
 
 /* Calls the function under nargs arguments at the top of L as a coroutine
- * that may wait (moonwire.redis): a task for connection c (or none). */
-static void spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs)
+ * that may wait (moonwire.redis): a task for the connection of that serial
+ * (0: none), which is c, or NULL when it has gone. */
+static void spawn_for(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, const char *what, int nargs)
 {
     mw_lua_task_t t;
 
@@ -404,11 +453,18 @@ static void spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs)
 
     memset(&t, 0, sizeof(t));
     t.lh = lh;
-    t.serial = c != NULL ? c->serial : 0;
+    t.serial = serial;
+    /* on_close itself (lua_open is 0 by then) holds nothing back. */
+    t.conn = c != NULL && c->lua_open ? c : NULL;
     t.what = what;
     t.co = thread_get(lh, &t.ref);
     lua_xmove(lh->L, t.co, nargs + 1);
     task_run(&t, nargs);
+}
+
+static void spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs)
+{
+    spawn_for(lh, c, c != NULL ? c->serial : 0, what, nargs);
 }
 
 void mw_lua_spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs)
@@ -432,18 +488,38 @@ mw_lua_task_t *mw_lua_wait(lua_State *L)
     w = malloc(sizeof(*w));
     if (w == NULL)
         luaL_error(L, "not enough memory");
-    *w = *t;
+    if (t->waits == NULL && t->conn != NULL) {
+        /* The first wait of a connection's hook holds its next messages and
+         * its on_close back until the hook has finished. */
+        mw_lua_waits_t *ws = t->conn->lua_waits;
+        if (ws == NULL) {
+            ws = calloc(1, sizeof(*ws));
+            if (ws == NULL) {
+                free(w);
+                luaL_error(L, "not enough memory");
+            }
+            ws->conn = t->conn;
+            ws->close_ref = LUA_NOREF;
+            t->conn->lua_waits = ws;
+        }
+        ws->tasks++;
+        *w = *t;
+        w->waits = ws;
+    } else {
+        *w = *t;
+    }
+    w->conn = NULL; /* by the wake-up the connection may be gone */
     t->waiting = 1;
     w->waiting = 0;
     mw_list_insert_tail(&lh->waiting, &w->link);
-    if (w->serial != 0 && !t->resumed) {
-        /* The first wait of a connection's hook holds its next messages back. */
-        mw_conn_t *c = mw_registry_find_serial(&lh->srv->reg, w->serial);
-        if (c != NULL)
-            c->lua_waiting++;
-        w->resumed = 1; /* so the end of the task releases them */
-    }
+    if (w->serial != 0)
+        lh->conn_waiting++;
     return w;
+}
+
+size_t mw_lua_conn_hooks_waiting(const mw_lua_t *lh)
+{
+    return lh->conn_waiting;
 }
 
 void mw_lua_unwait(mw_lua_task_t *w)
@@ -452,13 +528,12 @@ void mw_lua_unwait(mw_lua_task_t *w)
     mw_lua_task_t *t = lh->current;
 
     mw_list_remove(&w->link);
+    if (w->serial != 0)
+        lh->conn_waiting--;
     if (t != NULL)
         t->waiting = 0;
-    if (w->serial != 0 && w->resumed && (t == NULL || !t->resumed)) {
-        mw_conn_t *c = mw_registry_find_serial(&lh->srv->reg, w->serial);
-        if (c != NULL && c->lua_waiting > 0)
-            c->lua_waiting--;
-    }
+    if (w->waits != NULL && (t == NULL || t->waits == NULL))
+        waits_release(lh, w->waits); /* it was this wait that counted the hook */
     free(w);
 }
 
@@ -468,6 +543,8 @@ void mw_lua_wake(mw_lua_task_t *w, int (*push)(lua_State *co, void *ud), void *u
     int n;
 
     mw_list_remove(&w->link);
+    if (w->serial != 0)
+        lh->conn_waiting--;
     lh->mem_slack = 65536;
     n = push(w->co, ud);
     lh->mem_slack = 0;
@@ -482,14 +559,14 @@ static void drain_held(mw_lua_t *lh, mw_conn_t *c)
 {
     mw_frame_t *f;
 
-    while (c->lua_waiting == 0 && c->state == MW_CONN_OPEN &&
+    while (c->lua_waits == NULL && c->state == MW_CONN_OPEN &&
            (f = mw_outq_head(&c->held)) != NULL) {
         mw_frame_ref(f);
         mw_outq_consume(&c->held, f->len);
         mw_lua_message(lh, c, f->bytes[0] & 0x0f, mw_frame_payload(f), mw_frame_payload_len(f));
         mw_frame_unref(f);
     }
-    if (c->paused && mw_outq_empty(&c->held) && c->lua_waiting == 0) {
+    if (c->paused && mw_outq_empty(&c->held) && c->lua_waits == NULL) {
         c->paused = 0;
         c->tp->pause(c, 0);
     }
@@ -717,6 +794,8 @@ void mw_lua_free(mw_lua_t *lh)
     while (!mw_list_empty(&lh->waiting)) {
         mw_lua_task_t *w = MW_CONTAINER_OF(lh->waiting.next, mw_lua_task_t, link);
         mw_list_remove(&w->link);
+        if (w->waits != NULL && --w->waits->tasks == 0)
+            waits_free(lh, w->waits); /* a deferred on_close goes with them */
         free(w);
     }
     destroy(lh);
@@ -1020,7 +1099,7 @@ void mw_lua_message(mw_lua_t *lh, mw_conn_t *c, int opcode, const uint8_t *data,
 
     if (lh->hooks[H_MESSAGE] == LUA_NOREF || c->lua_ref == LUA_NOREF)
         return;
-    if (c->lua_waiting > 0) {
+    if (c->lua_waits != NULL) {
         /* A hook of this connection waits: keep the order, hold this one. */
         mw_frame_t *f = mw_frame_new((uint8_t)opcode, data, len);
         if (f == NULL || mw_outq_push(&c->held, f) != 0) {
@@ -1044,18 +1123,20 @@ void mw_lua_message(mw_lua_t *lh, mw_conn_t *c, int opcode, const uint8_t *data,
     spawn(lh, c, "on_message", 3);
 }
 
-void mw_lua_close(mw_lua_t *lh, mw_conn_t *c)
+/* Runs on_error, for a failure the core saw (fail_why), then on_close, for the
+ * closed connection whose conn object is at ref: c, or NULL when it has gone
+ * (an on_close deferred until the connection's waiting hooks finished). */
+static void close_hooks(mw_lua_t *lh, mw_conn_t *c, int ref, uint64_t serial, const char *fail_why,
+                        uint16_t code, const char *reason, size_t reason_len)
 {
     lua_State *L = lh->L;
 
-    if (c->lua_ref == LUA_NOREF)
-        return;
-    if (c->lua_open && c->fail_why != NULL && push_hook(lh, H_ERROR)) {
+    if (fail_why != NULL && push_hook(lh, H_ERROR)) {
         /* The transport failed it (protocol error, bad UTF-8, too big, idle):
          * on_error hears why, before on_close; what it returns changes nothing. */
-        lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
         lh->mem_slack = 4096;
-        lua_pushfstring(L, "transport: %s (close code %d)", c->fail_why, (int)c->close_code);
+        lua_pushfstring(L, "transport: %s (close code %d)", fail_why, (int)code);
         lh->mem_slack = 0;
         if (pcall(lh, 2, 0) != LUA_OK) {
             mw_log_error("app: on_error raised an error: %s", lua_tostring(L, -1));
@@ -1063,19 +1144,56 @@ void mw_lua_close(mw_lua_t *lh, mw_conn_t *c)
             lua_pop(L, 1);
         }
     }
-    if (c->lua_open && push_hook(lh, H_CLOSE)) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
-        lua_pushinteger(L, c->close_code);
+    if (push_hook(lh, H_CLOSE)) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        lua_pushinteger(L, code);
         lh->mem_slack = 4096;
-        lua_pushlstring(L, c->close_reason ? c->close_reason : "", c->close_reason_len);
+        lua_pushlstring(L, reason, reason_len);
         lh->mem_slack = 0;
-        spawn(lh, c, "on_close", 3);
+        spawn_for(lh, c, serial, "on_close", 3);
     }
+}
+
+/* Hooks of c still wait: its on_error and on_close wait for them, with the
+ * conn object, which keeps its id but no longer reaches the connection. */
+static void defer_close(mw_conn_t *c, mw_lua_waits_t *ws)
+{
+    ws->close_ref = c->lua_ref;
+    ws->serial = c->serial;
+    ws->fail_why = c->fail_why;
+    ws->code = c->close_code;
+    if (c->close_reason_len > 0) {
+        ws->reason = malloc(c->close_reason_len);
+        if (ws->reason != NULL) {
+            memcpy(ws->reason, c->close_reason, c->close_reason_len);
+            ws->reason_len = c->close_reason_len;
+        }
+    }
+}
+
+void mw_lua_close(mw_lua_t *lh, mw_conn_t *c)
+{
+    lua_State *L = lh->L;
+    mw_lua_waits_t *ws = c->lua_waits;
+    int owed = c->lua_open; /* on_open ran */
+
+    if (c->lua_ref == LUA_NOREF)
+        return;
     c->lua_open = 0;
+    if (ws != NULL) {
+        c->lua_waits = NULL;
+        ws->conn = NULL;
+        if (owed)
+            defer_close(c, ws);
+    } else if (owed) {
+        close_hooks(lh, c, c->lua_ref, c->serial, c->fail_why, c->close_code,
+                    c->close_reason ? c->close_reason : "", c->close_reason_len);
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
     mw_lua_api_detach_conn(L, -1);
     lua_pop(L, 1);
-    luaL_unref(L, LUA_REGISTRYINDEX, c->lua_ref);
+    if (ws == NULL || !owed)
+        luaL_unref(L, LUA_REGISTRYINDEX, c->lua_ref);
     c->lua_ref = LUA_NOREF;
 }
 
@@ -1087,4 +1205,8 @@ void mw_lua_forget(mw_lua_t *lh, mw_conn_t *c)
     }
     if (c->lua_ref != LUA_NOREF)
         mw_lua_close(lh, c);
+    if (c->lua_waits != NULL) { /* not reached: closing let go of them */
+        c->lua_waits->conn = NULL;
+        c->lua_waits = NULL;
+    }
 }

@@ -97,7 +97,8 @@ void mw_server_run_deferred(mw_server_t *srv)
             }
         }
     }
-    if (srv->draining && srv->nconns == 0 && srv->on_drained != NULL) {
+    if (srv->draining && srv->nconns == 0 && mw_lua_conn_hooks_waiting(srv->lua) == 0 &&
+        srv->on_drained != NULL) {
         void (*done)(mw_server_t *) = srv->on_drained;
         srv->on_drained = NULL;
         mw_timer_stop(&srv->timers, &srv->drain_timer);
@@ -249,8 +250,13 @@ void mw_server_pools_drain(void)
 static void on_drain_timeout(mw_timer_t *t)
 {
     mw_server_t *srv = t->data;
-    mw_log_warn("drain: %zu connection(s) still open after %u ms; closing them", srv->nconns,
-                srv->cfg->shutdown_timeout);
+    if (srv->nconns > 0)
+        mw_log_warn("drain: %zu connection(s) still open after %u ms; closing them", srv->nconns,
+                    srv->cfg->shutdown_timeout);
+    else
+        mw_log_warn("drain: %zu hook(s) of closed connections still waiting on Redis after %u ms; "
+                    "they end with the backplane",
+                    mw_lua_conn_hooks_waiting(srv->lua), srv->cfg->shutdown_timeout);
     /* Every connection left, whatever it is doing (one that arrived during
      * the drain and sent nothing too): mw_conn_on_eof takes each out of its
      * list, and the loop can end. */

@@ -81,7 +81,7 @@ struct mw_conn_s {
     mw_list_t subs;         /* its topic subscriptions */
 
     int lua_ref;  /* the conn userdata in the Lua registry; LUA_NOREF until open */
-    uint32_t lua_waiting; /* its hooks waiting on Redis; messages wait in `held` meanwhile */
+    struct mw_lua_waits_s *lua_waits; /* its hooks waiting on Redis, or NULL; see lua_host.c */
     mw_outq_t held;       /* messages that arrived while a hook of it was waiting, in order */
     int req_ref;  /* the request table between upgrade and open; LUA_NOREF after */
 

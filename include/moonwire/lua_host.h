@@ -82,6 +82,11 @@ void mw_lua_wake(mw_lua_task_t *w, int (*push)(lua_State *co, void *ud), void *u
 /* True when the running code may wait (mw_lua_wait would not raise). */
 int mw_lua_can_wait(lua_State *L);
 
+/* The hooks of connections (on_open, on_message, on_close, not timer
+ * callbacks) waiting for a reply now: a drain waits for them, so that a
+ * connection's on_close runs, and reaches Redis, before the backplane stops. */
+size_t mw_lua_conn_hooks_waiting(const mw_lua_t *lh);
+
 /* Undoes mw_lua_wait when the request could not be started after all (the
  * caller then returns normally instead of yielding). */
 void mw_lua_unwait(mw_lua_task_t *w);

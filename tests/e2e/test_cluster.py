@@ -4,6 +4,7 @@ sends across nodes, per-publisher order, no double delivery, Redis going
 away and coming back mid-traffic, and a subscriber connection cut silently."""
 import asyncio
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -401,6 +402,98 @@ def test_moonwire_redis_cannot_wait_in_on_upgrade_and_soft_fails_without_redis(
         await ws.close()
     run(go())
     assert "can only wait in on_open, on_message, on_close or a timer callback" in server.log()
+
+
+# on_message keeps Redis busy for 0.4 s (a script that loops on TIME), so the
+# hook waits that long; "bye" closes its own connection first. Each hook
+# records in Redis when it has finished.
+CLOSE_ORDER_APP = """
+local mw = require "moonwire"
+local seen
+local STALL = [[
+local t = redis.call('TIME') local t0 = t[1] * 1000000 + t[2]
+repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - t0 > 400000
+return 1]]
+local app = {}
+function app.on_message(conn, data)
+  if data == "bye" then conn:close(1000, "bye") end
+  mw.redis("EVAL", STALL, 0)
+  local ok, err = conn:send("late")
+  mw.redis("RPUSH", "mw-test:events", data .. " done, send: " .. tostring(err))
+end
+function app.on_close(conn, code, reason)
+  mw.redis("RPUSH", "mw-test:events", "on_close " .. code .. " " .. reason ..
+           ", same conn: " .. tostring(conn.id == seen))
+end
+function app.on_open(conn) seen = conn.id end
+return app
+"""
+
+
+def test_on_close_waits_for_the_hooks_of_its_connection_that_wait_on_redis(
+        start_server, redis, tmp_script):
+    server = start_server(tmp_script(CLOSE_ORDER_APP), args=["--redis", redis.url])
+    wait_until(lambda: cluster_up(server), what="the node on Redis")
+
+    def events():
+        return redis.cli("LRANGE", "mw-test:events", "0", "-1").splitlines()
+
+    async def go():
+        # The client leaves while its message's hook waits on Redis; its
+        # next message is held and then dropped with the connection.
+        ws = await websockets.connect(server.url, close_timeout=1)
+        await ws.send("wait")
+        await ws.send("held")
+        await ws.close()
+        wait_until(lambda: len(events()) >= 2, timeout=10, what="both hooks")
+        # The hook closes its own connection, then waits.
+        ws = await websockets.connect(server.url, close_timeout=1)
+        await ws.send("bye")
+        await ws.wait_closed()
+        assert ws.close_code == 1000 and ws.close_reason == "bye"
+        wait_until(lambda: len(events()) >= 4, timeout=10, what="both hooks")
+    run(go())
+    assert events() == ["wait done, send: closed", "on_close 1000 , same conn: true",
+                        "bye done, send: closed", "on_close 1000 bye, same conn: true"]
+    assert "raised" not in server.log()
+
+
+def sigterm_while_a_hook_waits(start_server, redis, tmp_script, shutdown_timeout):
+    """A client's hook waits on Redis (busy for 0.4 s) when SIGTERM comes; the
+    server must exit 0. Returns the server and what reached Redis."""
+    config = f"return {{ limits = {{ shutdown_timeout = {shutdown_timeout} }} }}"
+    server = start_server(tmp_script(CLOSE_ORDER_APP), args=["--redis", redis.url], config=config)
+    wait_until(lambda: cluster_up(server), what="the node on Redis")
+
+    async def go():
+        ws = await websockets.connect(server.url, close_timeout=1)
+        await ws.send("wait")
+        await asyncio.sleep(0.1)  # the hook is waiting on Redis now
+        server.signal(signal.SIGTERM)
+        await asyncio.wait_for(ws.wait_closed(), 5)
+        assert ws.close_code == 1001
+    run(go())
+    assert server.proc.wait(timeout=10) == 0, server.log()
+    events = redis.cli("LRANGE", "mw-test:events", "0", "-1").splitlines()
+    return server, [e for e in events if e]  # an empty list prints one empty line
+
+
+def test_sigterm_lets_a_waiting_hook_and_the_deferred_on_close_reach_redis(
+        start_server, redis, tmp_script):
+    _, events = sigterm_while_a_hook_waits(start_server, redis, tmp_script, 5)
+    # The drain waited for the hook, then for on_close, before stopping the
+    # backplane: both reached Redis.
+    assert events == ["wait done, send: closed",
+                      "on_close 1001 server shutting down, same conn: true"]
+
+
+def test_sigterm_waits_for_hooks_no_longer_than_the_shutdown_timeout(
+        start_server, redis, tmp_script):
+    # 0.2 s of drain, less than the 0.4 s the hook waits.
+    server, events = sigterm_while_a_hook_waits(start_server, redis, tmp_script, 0.2)
+    assert ("drain: 1 hook(s) of closed connections still waiting on Redis after 200 ms; "
+            "they end with the backplane") in server.log()
+    assert events == []
 
 
 PRESENCE_APP = """
