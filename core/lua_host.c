@@ -34,14 +34,17 @@ static const char *const hook_names[NHOOKS] = {
 /* The hooks of one connection that wait on Redis. Made at the first wait
  * of a hook of the connection, held by each such hook until it finishes, and
  * by the connection while it is open, which meanwhile holds its next
- * messages back (conn->held). A connection that closes meanwhile leaves its
- * on_error and on_close here: they run when the last of the hooks has
- * finished, so a hook never outlives the connection's on_close. */
+ * messages back (conn->held). A connection that closes meanwhile leaves
+ * here the messages it held, then its on_error and on_close: they run in
+ * that order as the hooks before them finish, so every message that arrived
+ * reaches on_message, and on_close is the connection's last hook. */
 typedef struct mw_lua_waits_s {
     mw_conn_t *conn;  /* NULL once it has closed */
     uint32_t tasks;   /* its hooks that waited and have not finished */
-    int close_ref;    /* the conn object of a deferred on_close, or LUA_NOREF */
-    uint64_t serial;  /* and for that call: */
+    int close_ref;    /* the conn object once closed, or LUA_NOREF */
+    uint64_t serial;  /* and for the hooks still due: */
+    mw_outq_t held;   /* messages, for on_message */
+    int close_owed;   /* on_open ran: on_close is due */
     const char *fail_why;
     uint16_t code;
     size_t reason_len;
@@ -57,6 +60,7 @@ struct mw_lua_task_s {
     uint64_t serial; /* the connection it runs for; 0 for none */
     mw_conn_t *conn; /* that connection while its on_close is not yet due, until
                       * the first wait (it may be gone by the wake-up); or NULL */
+    mw_lua_waits_t *join;  /* or the record of that connection once it has closed */
     mw_lua_waits_t *waits; /* held from the first wait to the end, or NULL */
     const char *what;
     int waiting;     /* it yielded through mw_lua_wait */
@@ -355,6 +359,9 @@ static void thread_put(mw_lua_t *lh, lua_State *co, int ref, int reusable)
 static void drain_held(mw_lua_t *lh, mw_conn_t *c);
 static void close_hooks(mw_lua_t *lh, mw_conn_t *c, int ref, uint64_t serial, const char *fail_why,
                         uint16_t code, const char *reason, size_t reason_len);
+static void push_message_call(mw_lua_t *lh, int ref, int opcode, const uint8_t *data, size_t len);
+static void spawn_for(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, mw_lua_waits_t *join,
+                      const char *what, int nargs);
 
 static void waits_free(mw_lua_t *lh, mw_lua_waits_t *ws)
 {
@@ -362,12 +369,37 @@ static void waits_free(mw_lua_t *lh, mw_lua_waits_t *ws)
         ws->conn->lua_waits = NULL;
     if (ws->close_ref != LUA_NOREF)
         luaL_unref(lh->L, LUA_REGISTRYINDEX, ws->close_ref);
+    mw_outq_clear(&ws->held);
     free(ws->reason);
     free(ws);
 }
 
+/* The hooks a closed connection still owes, one at a time while none waits:
+ * its held messages, then on_error and on_close; then the record goes. */
+static void waits_settle(mw_lua_t *lh, mw_lua_waits_t *ws)
+{
+    mw_frame_t *f;
+
+    while (ws->tasks == 0 && (f = mw_outq_head(&ws->held)) != NULL) {
+        mw_frame_ref(f);
+        mw_outq_consume(&ws->held, f->len);
+        if (lh->hooks[H_MESSAGE] != LUA_NOREF) {
+            push_message_call(lh, ws->close_ref, f->bytes[0] & 0x0f, mw_frame_payload(f),
+                              mw_frame_payload_len(f));
+            spawn_for(lh, NULL, ws->serial, ws, "on_message", 3);
+        }
+        mw_frame_unref(f);
+    }
+    if (ws->tasks > 0)
+        return;
+    if (ws->close_owed)
+        close_hooks(lh, NULL, ws->close_ref, ws->serial, ws->fail_why, ws->code,
+                    ws->reason != NULL ? ws->reason : "", ws->reason != NULL ? ws->reason_len : 0);
+    waits_free(lh, ws);
+}
+
 /* A hook of the connection has finished: the last one lets the connection's
- * held messages go on, or runs its deferred on_error and on_close. */
+ * held messages go on, or runs what its closing left due. */
 static void waits_release(mw_lua_t *lh, mw_lua_waits_t *ws)
 {
     mw_conn_t *c = ws->conn;
@@ -379,10 +411,7 @@ static void waits_release(mw_lua_t *lh, mw_lua_waits_t *ws)
         drain_held(lh, c);
         return;
     }
-    if (ws->close_ref != LUA_NOREF)
-        close_hooks(lh, NULL, ws->close_ref, ws->serial, ws->fail_why, ws->code,
-                    ws->reason != NULL ? ws->reason : "", ws->reason != NULL ? ws->reason_len : 0);
-    waits_free(lh, ws);
+    waits_settle(lh, ws);
 }
 
 /* Runs (or resumes) a task until it finishes, fails or waits. */
@@ -440,7 +469,8 @@ static void task_run(mw_lua_task_t *t, int nargs)
 /* Calls the function under nargs arguments at the top of L as a coroutine
  * that may wait (moonwire.redis): a task for the connection of that serial
  * (0: none), which is c, or NULL when it has gone. */
-static void spawn_for(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, const char *what, int nargs)
+static void spawn_for(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, mw_lua_waits_t *join,
+                      const char *what, int nargs)
 {
     mw_lua_task_t t;
 
@@ -456,6 +486,7 @@ static void spawn_for(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, const char *w
     t.serial = serial;
     /* on_close itself (lua_open is 0 by then) holds nothing back. */
     t.conn = c != NULL && c->lua_open ? c : NULL;
+    t.join = join;
     t.what = what;
     t.co = thread_get(lh, &t.ref);
     lua_xmove(lh->L, t.co, nargs + 1);
@@ -464,7 +495,7 @@ static void spawn_for(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, const char *w
 
 static void spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs)
 {
-    spawn_for(lh, c, c != NULL ? c->serial : 0, what, nargs);
+    spawn_for(lh, c, c != NULL ? c->serial : 0, NULL, what, nargs);
 }
 
 void mw_lua_spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs)
@@ -488,10 +519,10 @@ mw_lua_task_t *mw_lua_wait(lua_State *L)
     w = malloc(sizeof(*w));
     if (w == NULL)
         luaL_error(L, "not enough memory");
-    if (t->waits == NULL && t->conn != NULL) {
+    if (t->waits == NULL && (t->conn != NULL || t->join != NULL)) {
         /* The first wait of a connection's hook holds its next messages and
          * its on_close back until the hook has finished. */
-        mw_lua_waits_t *ws = t->conn->lua_waits;
+        mw_lua_waits_t *ws = t->join != NULL ? t->join : t->conn->lua_waits;
         if (ws == NULL) {
             ws = calloc(1, sizeof(*ws));
             if (ws == NULL) {
@@ -532,8 +563,10 @@ void mw_lua_unwait(mw_lua_task_t *w)
         lh->conn_waiting--;
     if (t != NULL)
         t->waiting = 0;
-    if (w->waits != NULL && (t == NULL || t->waits == NULL))
-        waits_release(lh, w->waits); /* it was this wait that counted the hook */
+    if (w->waits != NULL && t != NULL && t->waits == NULL)
+        t->waits = w->waits; /* this wait counted the hook: it lets go at its end */
+    else if (w->waits != NULL && t == NULL)
+        waits_release(lh, w->waits);
     free(w);
 }
 
@@ -1093,10 +1126,23 @@ void mw_lua_open(mw_lua_t *lh, mw_conn_t *c)
     c->req_ref = LUA_NOREF;
 }
 
-void mw_lua_message(mw_lua_t *lh, mw_conn_t *c, int opcode, const uint8_t *data, size_t len)
+/* Pushes on_message and its arguments for the conn object at ref. */
+static void push_message_call(mw_lua_t *lh, int ref, int opcode, const uint8_t *data, size_t len)
 {
     lua_State *L = lh->L;
 
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lh->hooks[H_MESSAGE]);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    /* The copy into a Lua string is the one allocation that could fail
+     * outside the protected call: give it room so it cannot. */
+    lh->mem_slack = len + 1024;
+    lua_pushlstring(L, (const char *)data, len);
+    lh->mem_slack = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, opcode == MW_OP_BINARY ? lh->kind_binary : lh->kind_text);
+}
+
+void mw_lua_message(mw_lua_t *lh, mw_conn_t *c, int opcode, const uint8_t *data, size_t len)
+{
     if (lh->hooks[H_MESSAGE] == LUA_NOREF || c->lua_ref == LUA_NOREF)
         return;
     if (c->lua_waits != NULL) {
@@ -1112,14 +1158,7 @@ void mw_lua_message(mw_lua_t *lh, mw_conn_t *c, int opcode, const uint8_t *data,
             mw_frame_unref(f);
         return;
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lh->hooks[H_MESSAGE]);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
-    /* The copy into a Lua string is the one allocation that could fail
-     * outside the protected call: give it room so it cannot. */
-    lh->mem_slack = len + 1024;
-    lua_pushlstring(L, (const char *)data, len);
-    lh->mem_slack = 0;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, opcode == MW_OP_BINARY ? lh->kind_binary : lh->kind_text);
+    push_message_call(lh, c->lua_ref, opcode, data, len);
     spawn(lh, c, "on_message", 3);
 }
 
@@ -1150,16 +1189,20 @@ static void close_hooks(mw_lua_t *lh, mw_conn_t *c, int ref, uint64_t serial, co
         lh->mem_slack = 4096;
         lua_pushlstring(L, reason, reason_len);
         lh->mem_slack = 0;
-        spawn_for(lh, c, serial, "on_close", 3);
+        spawn_for(lh, c, serial, NULL, "on_close", 3);
     }
 }
 
-/* Hooks of c still wait: its on_error and on_close wait for them, with the
- * conn object, which keeps its id but no longer reaches the connection. */
+/* Hooks of c still wait: the messages it held, then its on_error and
+ * on_close wait for them, with the conn object, which keeps its id but no
+ * longer reaches the connection. */
 static void defer_close(mw_conn_t *c, mw_lua_waits_t *ws)
 {
     ws->close_ref = c->lua_ref;
     ws->serial = c->serial;
+    ws->held = c->held; /* the queue moves: nothing points into it */
+    mw_outq_init(&c->held);
+    ws->close_owed = 1;
     ws->fail_why = c->fail_why;
     ws->code = c->close_code;
     if (c->close_reason_len > 0) {

@@ -439,28 +439,31 @@ def test_on_close_waits_for_the_hooks_of_its_connection_that_wait_on_redis(
         return redis.cli("LRANGE", "mw-test:events", "0", "-1").splitlines()
 
     async def go():
-        # The client leaves while its message's hook waits on Redis; its
-        # next message is held and then dropped with the connection.
+        # The client leaves while its message's hook waits on Redis: the
+        # message it sent next was held, and still reaches on_message, in
+        # order, before on_close.
         ws = await websockets.connect(server.url, close_timeout=1)
         await ws.send("wait")
         await ws.send("held")
         await ws.close()
-        wait_until(lambda: len(events()) >= 2, timeout=10, what="both hooks")
+        wait_until(lambda: len(events()) >= 3, timeout=10, what="the three hooks")
         # The hook closes its own connection, then waits.
         ws = await websockets.connect(server.url, close_timeout=1)
         await ws.send("bye")
         await ws.wait_closed()
         assert ws.close_code == 1000 and ws.close_reason == "bye"
-        wait_until(lambda: len(events()) >= 4, timeout=10, what="both hooks")
+        wait_until(lambda: len(events()) >= 5, timeout=10, what="both hooks")
     run(go())
-    assert events() == ["wait done, send: closed", "on_close 1000 , same conn: true",
+    assert events() == ["wait done, send: closed", "held done, send: closed",
+                        "on_close 1000 , same conn: true",
                         "bye done, send: closed", "on_close 1000 bye, same conn: true"]
     assert "raised" not in server.log()
 
 
 def sigterm_while_a_hook_waits(start_server, redis, tmp_script, shutdown_timeout):
-    """A client's hook waits on Redis (busy for 0.4 s) when SIGTERM comes; the
-    server must exit 0. Returns the server and what reached Redis."""
+    """A client's hook waits on Redis (busy for 0.4 s), with the client's next
+    message held, when SIGTERM comes; the server must exit 0. Returns the
+    server and what reached Redis."""
     config = f"return {{ limits = {{ shutdown_timeout = {shutdown_timeout} }} }}"
     server = start_server(tmp_script(CLOSE_ORDER_APP), args=["--redis", redis.url], config=config)
     wait_until(lambda: cluster_up(server), what="the node on Redis")
@@ -468,6 +471,7 @@ def sigterm_while_a_hook_waits(start_server, redis, tmp_script, shutdown_timeout
     async def go():
         ws = await websockets.connect(server.url, close_timeout=1)
         await ws.send("wait")
+        await ws.send("held")
         await asyncio.sleep(0.1)  # the hook is waiting on Redis now
         server.signal(signal.SIGTERM)
         await asyncio.wait_for(ws.wait_closed(), 5)
@@ -481,9 +485,9 @@ def sigterm_while_a_hook_waits(start_server, redis, tmp_script, shutdown_timeout
 def test_sigterm_lets_a_waiting_hook_and_the_deferred_on_close_reach_redis(
         start_server, redis, tmp_script):
     _, events = sigterm_while_a_hook_waits(start_server, redis, tmp_script, 5)
-    # The drain waited for the hook, then for on_close, before stopping the
-    # backplane: both reached Redis.
-    assert events == ["wait done, send: closed",
+    # The drain waited for the hook, the held message and on_close before
+    # stopping the backplane: all three reached Redis.
+    assert events == ["wait done, send: closed", "held done, send: closed",
                       "on_close 1001 server shutting down, same conn: true"]
 
 
