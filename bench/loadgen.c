@@ -17,8 +17,8 @@
  *
  * With --pid, the server's CPU time (utime+stime of /proc/PID/stat) is read at
  * the start and end of the measured window, with the part of it spent in the
- * kernel (stime), and its RSS (VmRSS) before and after. One JSON object goes to stdout; a summary to stderr. Every phase is
- * bounded in time. */
+ * kernel (stime), and its RSS (VmRSS) before and after. One JSON object goes
+ * to stdout; a summary to stderr. Every phase is bounded in time. */
 #include "hist.h"
 
 #include <arpa/inet.h>
@@ -1376,7 +1376,8 @@ static void report(void)
         double gen = st.gen_cpu1 - st.gen_cpu0;
         fprintf(f,
                 "\"rss_after_kb\":%ld,\"window_s\":%.3f,\"server_cpu_s\":%.3f,"
-                "\"server_kernel_share\":%.3f,\"server_cpu_util\":%.3f,\"gen_cpu_util\":%.3f,\"size\":%u,\"binary\":%s,"
+                "\"server_kernel_share\":%.3f,\"server_cpu_util\":%.3f,\"gen_cpu_util\":%.3f,"
+                "\"size\":%u,\"binary\":%s,"
                 "\"spin\":%s,\"msgs_per_read\":%.2f,\"kernel\":{\"input_drops\":%" PRIu64
                 ",\"tcp_retrans\":%" PRIu64 ",\"tcp_loss_probes\":%" PRIu64 "},",
                 st.rss_after, win, cpu, cpu > 0 ? sys / cpu : 0, win > 0 ? cpu / win : 0,

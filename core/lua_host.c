@@ -91,7 +91,7 @@ struct mw_lua_s {
     char *script_dir;           /* the directory package.path was set up for */
     mw_lua_task_t *current;     /* the task running now, or NULL */
     mw_list_t waiting;          /* tasks waiting for a reply */
-    size_t conn_waiting;        /* those that run for a connection (on_open, on_message, on_close) */
+    size_t conn_waiting;        /* those of connections: on_open, on_message, on_close */
     int pool[THREAD_POOL_MAX];  /* idle threads (registry refs) */
     int npool;
     const void *conn_meta;      /* the conn metatable, see mw_lua_conn_meta */
