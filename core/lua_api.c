@@ -17,7 +17,6 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdlib.h>
-#include <math.h>
 #include <string.h>
 #include <time.h>
 
@@ -606,114 +605,6 @@ static const luaL_Reg log_funcs[] = {
     {"debug", log_debug}, {"info", log_info}, {"warn", log_warn}, {"error", log_error}, {NULL, NULL},
 };
 
-/* json: lua-cjson's "safe" codec, with argument checks in front. */
-
-/* Calls the cjson function in upvalue 1 on the argument at 1 (the only one
- * left). Returns 1 with the result at 1, or 2 with nil, err pushed. */
-static int call_cjson(lua_State *L)
-{
-    lua_settop(L, 1);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    if (lua_isnil(L, -1))
-        return mw__lua_fail(L, "lua-cjson is not installed (Debian package lua-cjson)");
-    lua_insert(L, 1);
-    lua_call(L, 1, 2);
-    if (lua_isnil(L, 1))
-        return 2; /* nil, err */
-    lua_settop(L, 1);
-    return 1;
-}
-
-static int json_encode(lua_State *L)
-{
-    luaL_checkany(L, 1);
-    return call_cjson(L);
-}
-
-/* A float that JSON readers in Lua 5.4 should give as an integer: whole, and
- * held exactly by a double. */
-static int whole(lua_Number n)
-{
-    return n == floor(n) && fabs(n) <= 9007199254740992.0;
-}
-
-/* lua-cjson 2.1 decodes every number as a float (1 reads back as 1.0). Whole
- * numbers become integers. Works on the table at idx, in place. */
-static void integerize(lua_State *L, int idx, int depth)
-{
-    if (depth > 128)
-        return;
-    lua_pushnil(L);
-    while (lua_next(L, idx) != 0) {
-        if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)) {
-            lua_Number n = lua_tonumber(L, -1);
-            if (whole(n)) {
-                lua_pushvalue(L, -2);
-                lua_pushinteger(L, (lua_Integer)n);
-                lua_rawset(L, idx); /* an existing key: allowed during the walk */
-            }
-        } else if (lua_type(L, -1) == LUA_TTABLE) {
-            integerize(L, lua_gettop(L), depth + 1);
-        }
-        lua_pop(L, 1);
-    }
-}
-
-static int json_decode(lua_State *L)
-{
-    luaL_checkstring(L, 1);
-    if (call_cjson(L) != 1)
-        return 2;
-    if (lua_type(L, 1) == LUA_TTABLE) {
-        integerize(L, 1, 0);
-    } else if (lua_type(L, 1) == LUA_TNUMBER && !lua_isinteger(L, 1) && whole(lua_tonumber(L, 1))) {
-        lua_pushinteger(L, (lua_Integer)lua_tonumber(L, 1));
-    }
-    return 1;
-}
-
-/* Loads and configures a private cjson.safe instance; pushes it or nil. */
-static int load_cjson(lua_State *L)
-{
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "cjson.safe");
-    lua_call(L, 1, 1);
-    lua_getfield(L, -1, "new");
-    lua_call(L, 0, 1);
-    lua_getfield(L, -1, "encode_sparse_array");
-    lua_pushboolean(L, 1);
-    lua_call(L, 1, 0);
-    lua_getfield(L, -1, "encode_max_depth");
-    lua_pushinteger(L, 128);
-    lua_call(L, 1, 0);
-    lua_getfield(L, -1, "decode_max_depth");
-    lua_pushinteger(L, 128);
-    lua_call(L, 1, 0);
-    return 1;
-}
-
-static void open_json(lua_State *L)
-{
-    lua_pushcfunction(L, load_cjson);
-    if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
-        mw_log_warn("moonwire.json is unavailable: %s", lua_tostring(L, -1));
-        lua_pop(L, 1);
-        lua_pushnil(L);
-    }
-    lua_newtable(L);
-    lua_getfield(L, -2, "encode");
-    lua_pushcclosure(L, json_encode, 1);
-    lua_setfield(L, -2, "encode");
-    lua_getfield(L, -2, "decode");
-    lua_pushcclosure(L, json_decode, 1);
-    lua_setfield(L, -2, "decode");
-    if (!lua_isnil(L, -2)) {
-        lua_getfield(L, -2, "null");
-        lua_setfield(L, -2, "null");
-    }
-    lua_remove(L, -2);
-}
-
 static const luaL_Reg module_funcs[] = {
     {"publish", mw_publish},
     {"subscribers", mw_subscribers},
@@ -751,9 +642,11 @@ static int readonly_pairs(lua_State *L)
 }
 
 /* Replaces the table on top with a read-only view of it, nested tables
- * included; pairs, ipairs and # see through the view. */
+ * included (32 levels; deeper ones stay as they are); pairs, ipairs and #
+ * see through the view. Each level takes up to six stack slots. */
 static void make_readonly(lua_State *L, int depth)
 {
+    luaL_checkstack(L, 6, "moonwire.config nested too deep");
     if (depth < 32) {
         lua_pushnil(L);
         while (lua_next(L, -2) != 0) {
@@ -785,6 +678,7 @@ int mw_lua_open_api(lua_State *L)
 {
     mw_server_t *srv = mw_lua_server(L);
     mw__api_t *api;
+    char err[256];
 
     api = lua_newuserdatauv(L, sizeof(*api), 0);
     memset(api, 0, sizeof(*api));
@@ -809,7 +703,8 @@ int mw_lua_open_api(lua_State *L)
     lua_pop(L, 1);
     lua_setfield(L, -2, "log");
 
-    open_json(L);
+    if (mw__lua_open_json(L, err, sizeof(err)) != 0)
+        mw_log_warn("moonwire.json is unavailable: %s", err);
     lua_setfield(L, -2, "json");
     mw__lua_open_cache(L, api);
     lua_setfield(L, -2, "cache");

@@ -30,8 +30,12 @@ static const char *const refused[] = {
     NULL,
 };
 
+/* Pushes a reply as Lua values: arrays as tables, at any depth hiredis gives
+ * (each level takes two stack slots, checked). Raises only for memory or a
+ * stack that can not grow: the caller runs in a protected call. */
 static void push_reply(lua_State *L, const redisReply *r, int nested)
 {
+    luaL_checkstack(L, 2, "redis reply nested too deep");
     switch (r->type) {
     case REDIS_REPLY_STRING:
     case REDIS_REPLY_STATUS:
@@ -118,7 +122,7 @@ static int api_redis(lua_State *L)
         mw_lua_unwait(w);
         return mw__lua_fail(L, "redis unavailable");
     }
-    return lua_yield(L, 0);
+    return mw_lua_yield(L);
 }
 
 /* {id = info, ...} from an array reply id, info, id, info... */
@@ -156,7 +160,7 @@ static int api_presence(lua_State *L)
             mw_lua_unwait(w);
             return mw__lua_fail(L, "redis unavailable");
         }
-        return lua_yield(L, 0);
+        return mw_lua_yield(L);
     }
     lua_newtable(L);
     t = mw_topics_find(&srv->topics, topic, len);
@@ -327,7 +331,7 @@ int mw__lua_publish_history(lua_State *L, const char *topic, size_t len, mw_fram
         return mw__lua_fail(L, "redis unavailable");
     }
     if (p->w != NULL)
-        return lua_yield(L, 0);
+        return mw_lua_yield(L);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -414,7 +418,7 @@ static int api_history(lua_State *L)
             mw_lua_unwait(w);
             return mw__lua_fail(L, "redis unavailable");
         }
-        return lua_yield(L, 0);
+        return mw_lua_yield(L);
     }
     {
         uint64_t last;

@@ -50,6 +50,15 @@ void mw__lua_open_history(lua_State *L);
 int mw__lua_publish_history(lua_State *L, const char *topic, size_t len, mw_frame_t *f,
                             const char *except, size_t except_len);
 
+/* How deep moonwire.json nests arrays and objects, in both directions; past it
+ * encode and decode answer nil, "too deep". */
+#define MW_JSON_MAX_DEPTH 128
+
+/* Pushes the moonwire.json table (lua_api_json.c). Returns 0, or -1 with why
+ * in err when lua-cjson could not be loaded: the table is pushed anyway and
+ * its functions answer nil, "lua-cjson is not installed". */
+int mw__lua_open_json(lua_State *L, char *err, size_t errlen);
+
 /* Pushes the moonwire.cache table. */
 void mw__lua_open_cache(lua_State *L, mw__api_t *api);
 

@@ -3,13 +3,16 @@
  * Stack discipline: index 1 of the main state always holds the message
  * handler, so every protected call passes msgh = 1 and needs no push.
  * Everything that could raise (allocation included) happens inside a
- * protected call, or with enough allocator slack that it cannot fail.
+ * protected call, except a hook's string argument, which is pushed after a
+ * check that it fits under the cap, with that much allocator slack
+ * (push_arg_string): it can not fail.
  */
 #include "moonwire/lua_host.h"
 #include "moonwire/conn.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 #include "moonwire/lua_api.h"
+#include "moonwire/lua_stdlib.h"
 #include "moonwire/lua_watchdog.h"
 #include "moonwire/pool.h"
 #include "moonwire/server.h"
@@ -18,6 +21,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,11 +69,10 @@ struct mw_lua_task_s {
     const char *what;
     int waiting;     /* it yielded through mw_lua_wait */
     mw_list_t link;  /* in lh->waiting while on the heap */
+    int (*push)(lua_State *co, void *ud); /* at the wake-up: what the wait returns */
+    void *push_ud;
 };
 
-/* Instructions between two checks in the coroutines a script makes (the
- * period of their count hook). */
-#define HOOK_STEP 1000
 /* Room the allocator gives beyond the cap while the host handles a failure. */
 #define ERROR_SLACK (1u << 20)
 
@@ -87,6 +90,7 @@ struct mw_lua_s {
     int app_ref;
     int hooks[NHOOKS];
     int kind_text, kind_binary; /* the strings "text" and "binary" */
+    int empty_string;           /* and "" */
     int baseline_ref;           /* package.loaded keys that are not the app's */
     char *script_dir;           /* the directory package.path was set up for */
     mw_lua_task_t *current;     /* the task running now, or NULL */
@@ -97,24 +101,39 @@ struct mw_lua_s {
     const void *conn_meta;      /* the conn metatable, see mw_lua_conn_meta */
 };
 
-static mw_lua_t **host_slot(lua_State *L)
+/* Every thread of the state has the host in its extra space (lua_newthread
+ * copies the main thread's); the threads hooks run in as coroutines have it
+ * tagged with the low bit (TASK_TAG), so that a script can not resume them. */
+#define TASK_TAG ((uintptr_t)1)
+
+static mw_lua_t *host_of(lua_State *L)
 {
-    return (mw_lua_t **)lua_getextraspace(L);
+    return (mw_lua_t *)(*(uintptr_t *)lua_getextraspace(L) & ~TASK_TAG);
+}
+
+static void set_host(lua_State *L, mw_lua_t *lh, uintptr_t tag)
+{
+    *(uintptr_t *)lua_getextraspace(L) = (uintptr_t)lh | tag;
+}
+
+int mw_lua_is_task(lua_State *L)
+{
+    return (*(uintptr_t *)lua_getextraspace(L) & TASK_TAG) != 0;
 }
 
 mw_server_t *mw_lua_server(lua_State *L)
 {
-    return (*host_slot(L))->srv;
+    return host_of(L)->srv;
 }
 
 void mw_lua_set_conn_meta(lua_State *L, const void *mt)
 {
-    (*host_slot(L))->conn_meta = mt;
+    host_of(L)->conn_meta = mt;
 }
 
 const void *mw_lua_conn_meta(lua_State *L)
 {
-    return (*host_slot(L))->conn_meta;
+    return host_of(L)->conn_meta;
 }
 
 lua_State *mw_lua_state(mw_lua_t *lh)
@@ -173,42 +192,25 @@ static void *lalloc(void *ud, void *ptr, size_t osize, size_t nsize)
 }
 
 /* The count hook of lua.time_limit. The watchdog sets it with a period of 1
- * on the thread of a call past its limit: from then on every instruction
- * raises, so a pcall in the script can not keep the call going. Coroutines
- * the script makes carry it with a period of HOOK_STEP (they inherit it, see
- * counted_coroutine), since the watchdog can not reach them. */
+ * on the thread of a call past its limit (lua_stdlib.c makes sure that is
+ * the thread running, coroutines included): from then on every instruction
+ * raises, so a pcall in the script can not keep the call going. Called with
+ * ar NULL by the C functions of long loops that check the limit themselves
+ * (mw_watchdog_check). */
 static void time_limit_hook(lua_State *L, lua_Debug *ar)
 {
-    mw_lua_t *lh = *host_slot(L);
+    mw_lua_t *lh = host_of(L);
     (void)ar;
 
     if (lh->depth == 0 || !mw_watchdog_expired()) {
-        /* A coroutine left at a period of 1 by an earlier kill goes back to normal. */
-        if (lua_gethookcount(L) != HOOK_STEP)
-            lua_sethook(L, time_limit_hook, LUA_MASKCOUNT, HOOK_STEP);
+        /* A thread left with the hook by an earlier kill: no longer needed. */
+        if (ar != NULL)
+            lua_sethook(L, NULL, 0, 0);
         return;
     }
     lh->timed_out = 1;
     lua_sethook(L, time_limit_hook, LUA_MASKCOUNT, 1);
     luaL_error(L, "time limit exceeded (lua.time_limit = %d ms)", (int)lh->time_limit);
-}
-
-/* coroutine.create and coroutine.wrap, with time_limit_hook set on the thread
- * they make: lua_newthread copies the hook of the thread that calls it, so
- * that thread carries it for the moment of the call. */
-static int counted_coroutine(lua_State *L)
-{
-    lua_Hook hook = lua_gethook(L);
-    int mask = lua_gethookmask(L), count = lua_gethookcount(L);
-
-    if (hook != time_limit_hook || count != 1)
-        lua_sethook(L, time_limit_hook, LUA_MASKCOUNT, HOOK_STEP);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    if (hook != time_limit_hook || count != 1)
-        lua_sethook(L, hook, mask, count);
-    return 1;
 }
 
 static int msgh(lua_State *L)
@@ -254,6 +256,43 @@ static const char *split_traceback(char *full)
     return tb + 1;
 }
 
+/* Allowance for a string's header beyond its bytes. */
+#define STRING_OVERHEAD 64
+
+/* Pushes a string a hook takes (a message, a close reason, an error) on L,
+ * outside a protected call: checked instead of protected. Returns 0, or
+ * MW_ENOMEM with nothing pushed when it would take the state past
+ * lua.memory_limit (the caller then fails the hook as one that ran out of
+ * memory). Within the limit it can not fail: the allocator gives it that much
+ * room beyond the cap, and Lua's garbage collector, which may run after it,
+ * does not raise. */
+static int push_arg_string(mw_lua_t *lh, lua_State *L, const char *s, size_t len)
+{
+    size_t need = len + STRING_OVERHEAD, slack = lh->mem_slack;
+
+    if (lh->mem_limit != 0 && lh->mem_used + need > lh->mem_limit + slack)
+        return MW_ENOMEM;
+    lh->mem_slack = slack + need;
+    lua_pushlstring(L, len > 0 ? s : "", len);
+    lh->mem_slack = slack;
+    return 0;
+}
+
+static int push_str(lua_State *L)
+{
+    lua_pushstring(L, lua_touserdata(L, 1));
+    return 1;
+}
+
+/* Pushes s on L, or the memory error when there is no room for it: one value
+ * either way, and nothing raised. */
+static void push_string(lua_State *L, const char *s)
+{
+    lua_pushcfunction(L, push_str);
+    lua_pushlightuserdata(L, (void *)s);
+    lua_pcall(L, 1, 1, 0);
+}
+
 static void push_conn_or_nil(mw_lua_t *lh, mw_conn_t *c)
 {
     if (c != NULL && c->lua_ref != LUA_NOREF)
@@ -295,10 +334,13 @@ static void hook_failed(mw_lua_t *lh, mw_conn_t *c, const char *what, int status
         mw_log_debug("app: %s", tb);
 
     if (lh->hooks[H_ERROR] != LUA_NOREF && strcmp(what, "on_error") != 0) {
+        const char *msg = full ? full : "not enough memory";
         lua_rawgeti(L, LUA_REGISTRYINDEX, lh->hooks[H_ERROR]);
         push_conn_or_nil(lh, c);
-        lua_pushstring(L, full ? full : "not enough memory");
-        if (pcall(lh, 2, 1) == LUA_OK) {
+        if (push_arg_string(lh, L, msg, strlen(msg)) != 0) {
+            lua_pop(L, 2);
+            mw_log_error("app: no memory left to run on_error (conn %s)", id);
+        } else if (pcall(lh, 2, 1) == LUA_OK) {
             keep = lua_toboolean(L, -1);
             lua_pop(L, 1);
         } else {
@@ -318,6 +360,14 @@ static void hook_failed(mw_lua_t *lh, mw_conn_t *c, const char *what, int status
         mw_conn_fail(c, 1011, "internal error");
 }
 
+/* A hook whose string argument did not fit under the cap (push_arg_string):
+ * fails it as one that ran out of memory. */
+static void unpushed(mw_lua_t *lh, mw_conn_t *c, const char *what)
+{
+    push_string(lh->L, "not enough memory for the hook's arguments");
+    hook_failed(lh, c, what, LUA_ERRMEM);
+}
+
 int mw_lua_call(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs, int nret)
 {
     int r = pcall(lh, nargs, nret);
@@ -329,20 +379,34 @@ int mw_lua_call(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs, int nre
 
 /* Hooks as coroutines ----------------------------------------------------------- */
 
+static int new_thread(lua_State *L)
+{
+    int *ref = lua_touserdata(L, 1);
+    lua_State *co = lua_newthread(L);
+
+    set_host(co, host_of(L), TASK_TAG);
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* A thread for a hook, from the pool or new (in a protected call: it
+ * allocates). Returns NULL with the error on top of the state when memory is
+ * short. */
 static lua_State *thread_get(mw_lua_t *lh, int *ref)
 {
     lua_State *L = lh->L, *co;
+
     if (lh->npool > 0) {
         *ref = lh->pool[--lh->npool];
-        lua_rawgeti(L, LUA_REGISTRYINDEX, *ref);
-        co = lua_tothread(L, -1);
-        lua_pop(L, 1);
-        return co;
+    } else {
+        lua_pushcfunction(L, new_thread);
+        lua_pushlightuserdata(L, ref);
+        if (pcall(lh, 1, 0) != LUA_OK)
+            return NULL;
     }
-    lh->mem_slack = 4096; /* a thread is small; do not fail outside a protected call */
-    co = lua_newthread(L);
-    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lh->mem_slack = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, *ref);
+    co = lua_tothread(L, -1);
+    lua_pop(L, 1);
     return co;
 }
 
@@ -359,7 +423,7 @@ static void thread_put(mw_lua_t *lh, lua_State *co, int ref, int reusable)
 static void drain_held(mw_lua_t *lh, mw_conn_t *c);
 static void close_hooks(mw_lua_t *lh, mw_conn_t *c, int ref, uint64_t serial, const char *fail_why,
                         uint16_t code, const char *reason, size_t reason_len);
-static void push_message_call(mw_lua_t *lh, int ref, int opcode, const uint8_t *data, size_t len);
+static int push_message_call(mw_lua_t *lh, int ref, int opcode, const uint8_t *data, size_t len);
 static void spawn_for(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, mw_lua_waits_t *join,
                       const char *what, int nargs);
 
@@ -384,9 +448,11 @@ static void waits_settle(mw_lua_t *lh, mw_lua_waits_t *ws)
         mw_frame_ref(f);
         mw_outq_consume(&ws->held, f->len);
         if (lh->hooks[H_MESSAGE] != LUA_NOREF) {
-            push_message_call(lh, ws->close_ref, f->bytes[0] & 0x0f, mw_frame_payload(f),
-                              mw_frame_payload_len(f));
-            spawn_for(lh, NULL, ws->serial, ws, "on_message", 3);
+            if (push_message_call(lh, ws->close_ref, f->bytes[0] & 0x0f, mw_frame_payload(f),
+                                  mw_frame_payload_len(f)) == 0)
+                spawn_for(lh, NULL, ws->serial, ws, "on_message", 3);
+            else
+                unpushed(lh, NULL, "on_message");
         }
         mw_frame_unref(f);
     }
@@ -412,6 +478,19 @@ static void waits_release(mw_lua_t *lh, mw_lua_waits_t *ws)
         return;
     }
     waits_settle(lh, ws);
+}
+
+/* Replaces the error at 1 with it and the traceback of the coroutine at 2 (a
+ * light userdata), which died of it. Calls no metamethod. */
+static int task_error(lua_State *L)
+{
+    lua_State *co = lua_touserdata(L, 2);
+    const char *msg = lua_tostring(L, 1);
+
+    if (msg == NULL)
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    luaL_traceback(L, co, msg, 0);
+    return 1;
 }
 
 /* Runs (or resumes) a task until it finishes, fails or waits. */
@@ -443,8 +522,8 @@ static void task_run(mw_lua_task_t *t, int nargs)
         return;
     }
     if (r == LUA_YIELD) {
-        lua_pushstring(L, "a hook may only wait inside moonwire functions "
-                          "(coroutine.yield from a hook)");
+        push_string(L, "a hook may only wait inside moonwire functions "
+                       "(coroutine.yield from a hook)");
         r = LUA_ERRRUN;
         hook_failed(lh, mw_registry_find_serial(&lh->srv->reg, t->serial), t->what, r);
         thread_put(lh, t->co, t->ref, 0);
@@ -452,11 +531,12 @@ static void task_run(mw_lua_task_t *t, int nargs)
         lua_pop(t->co, nres);
         thread_put(lh, t->co, t->ref, 1);
     } else {
-        const char *msg = lua_tostring(t->co, -1);
-        if (msg == NULL)
-            msg = lua_pushfstring(t->co, "(error object is a %s value)", luaL_typename(t->co, -1));
+        lua_pushcfunction(L, task_error);
+        lua_xmove(t->co, L, 1); /* the error */
+        lua_pushlightuserdata(L, t->co);
         lh->mem_slack = ERROR_SLACK;
-        luaL_traceback(L, t->co, msg, 0);
+        if (lua_pcall(L, 2, 1, 0) != LUA_OK)
+            r = LUA_ERRMEM; /* the only error it can have */
         if (lh->timed_out)
             r = LUA_ERRRUN;
         hook_failed(lh, mw_registry_find_serial(&lh->srv->reg, t->serial), t->what, r);
@@ -472,6 +552,7 @@ static void task_run(mw_lua_task_t *t, int nargs)
 static void spawn_for(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, mw_lua_waits_t *join,
                       const char *what, int nargs)
 {
+    lua_State *L = lh->L;
     mw_lua_task_t t;
 
     /* Only the backplane makes anything wait (moonwire.redis, presence and
@@ -489,7 +570,13 @@ static void spawn_for(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, mw_lua_waits_
     t.join = join;
     t.what = what;
     t.co = thread_get(lh, &t.ref);
-    lua_xmove(lh->L, t.co, nargs + 1);
+    if (t.co == NULL) { /* the function and its arguments go; the error stays */
+        lua_rotate(L, -(nargs + 2), 1);
+        lua_pop(L, nargs + 1);
+        hook_failed(lh, c, what, LUA_ERRMEM);
+        return;
+    }
+    lua_xmove(L, t.co, nargs + 1);
     task_run(&t, nargs);
 }
 
@@ -505,13 +592,13 @@ void mw_lua_spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs)
 
 int mw_lua_can_wait(lua_State *L)
 {
-    mw_lua_t *lh = *host_slot(L);
+    mw_lua_t *lh = host_of(L);
     return lh->current != NULL && lh->current->co == L && lua_isyieldable(L);
 }
 
 mw_lua_task_t *mw_lua_wait(lua_State *L)
 {
-    mw_lua_t *lh = *host_slot(L);
+    mw_lua_t *lh = host_of(L);
     mw_lua_task_t *t = lh->current, *w;
 
     if (t == NULL || t->co != L || !lua_isyieldable(L))
@@ -570,18 +657,34 @@ void mw_lua_unwait(mw_lua_task_t *w)
     free(w);
 }
 
+/* Where a waiting function goes on when its task is woken: it pushes what
+ * the wait returns, in the coroutine, which runs protected. */
+static int woken(lua_State *L, int status, lua_KContext ctx)
+{
+    mw_lua_task_t *t = host_of(L)->current;
+    (void)status;
+    (void)ctx;
+
+    if (t == NULL || t->co != L || t->push == NULL)
+        return luaL_error(L, "a hook waiting in moonwire was resumed by something else");
+    return t->push(L, t->push_ud);
+}
+
+int mw_lua_yield(lua_State *L)
+{
+    return lua_yieldk(L, 0, 0, woken);
+}
+
 void mw_lua_wake(mw_lua_task_t *w, int (*push)(lua_State *co, void *ud), void *ud)
 {
     mw_lua_t *lh = w->lh;
-    int n;
 
     mw_list_remove(&w->link);
     if (w->serial != 0)
         lh->conn_waiting--;
-    lh->mem_slack = 65536;
-    n = push(w->co, ud);
-    lh->mem_slack = 0;
-    task_run(w, n);
+    w->push = push;
+    w->push_ud = ud;
+    task_run(w, 0);
     free(w);
     mw_server_run_deferred(lh->srv);
 }
@@ -658,18 +761,60 @@ static int load_app(mw_lua_t *lh, char *err, size_t errlen)
     return 0;
 }
 
-/* Points the hook references at the app table on top (which stays). */
-static void bind_hooks(mw_lua_t *lh)
+/* References to an app's table and hooks. */
+typedef struct {
+    int app;
+    int hooks[NHOOKS];
+} app_refs_t;
+
+/* Takes references to the app table at 2 and its hooks into the app_refs_t
+ * at 1 (each LUA_NOREF until taken, so a failure can let go of those taken). */
+static int take_refs(lua_State *L)
 {
-    lua_State *L = lh->L;
+    app_refs_t *refs = lua_touserdata(L, 1);
     for (int i = 0; i < NHOOKS; i++) {
-        luaL_unref(L, LUA_REGISTRYINDEX, lh->hooks[i]);
-        lh->hooks[i] = LUA_NOREF;
-        if (lua_getfield(L, -1, hook_names[i]) == LUA_TFUNCTION)
-            lh->hooks[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+        if (lua_getfield(L, 2, hook_names[i]) == LUA_TFUNCTION)
+            refs->hooks[i] = luaL_ref(L, LUA_REGISTRYINDEX);
         else
             lua_pop(L, 1);
     }
+    lua_settop(L, 2);
+    refs->app = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* Makes the app table on top (which it pops) the app: its hooks are the ones
+ * called from now on. Returns the reference to the previous app table (or
+ * LUA_NOREF), or MW_ENOMEM with nothing changed when memory is short. */
+static int bind_app(mw_lua_t *lh, int *previous)
+{
+    lua_State *L = lh->L;
+    app_refs_t refs;
+    int r;
+
+    refs.app = LUA_NOREF;
+    for (int i = 0; i < NHOOKS; i++)
+        refs.hooks[i] = LUA_NOREF;
+    lua_pushcfunction(L, take_refs);
+    lua_insert(L, -2);
+    lua_pushlightuserdata(L, &refs);
+    lua_insert(L, -2); /* take_refs, &refs, app */
+    r = pcall(lh, 2, 0);
+    if (r != LUA_OK)
+        lua_pop(L, 1);
+    for (int i = 0; i < NHOOKS; i++) {
+        int *drop = r == LUA_OK ? &lh->hooks[i] : &refs.hooks[i];
+        luaL_unref(L, LUA_REGISTRYINDEX, *drop);
+        *drop = LUA_NOREF;
+    }
+    if (r != LUA_OK) {
+        luaL_unref(L, LUA_REGISTRYINDEX, refs.app);
+        return MW_ENOMEM;
+    }
+    memcpy(lh->hooks, refs.hooks, sizeof(lh->hooks));
+    *previous = lh->app_ref;
+    lh->app_ref = refs.app;
+    return 0;
 }
 
 static void set_package_path(lua_State *L, const char *script)
@@ -709,17 +854,10 @@ static int add_script_path(lua_State *L)
 
 static int open_state(lua_State *L)
 {
-    mw_lua_t *lh = *host_slot(L);
+    mw_lua_t *lh = host_of(L);
 
     luaL_openlibs(L);
-    lua_getglobal(L, "coroutine");
-    for (int i = 0; i < 2; i++) {
-        const char *name = i == 0 ? "create" : "wrap";
-        lua_getfield(L, -1, name);
-        lua_pushcclosure(L, counted_coroutine, 1);
-        lua_setfield(L, -2, name);
-    }
-    lua_pop(L, 1);
+    mw_lua_stdlib_open(L);
     luaL_requiref(L, "moonwire", mw_lua_open_api, 0);
     lua_pop(L, 1);
     set_package_path(L, lh->srv->cfg->script);
@@ -743,6 +881,8 @@ static int open_state(lua_State *L)
     lh->kind_text = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushliteral(L, "binary");
     lh->kind_binary = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushliteral(L, "");
+    lh->empty_string = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
 }
 
@@ -774,6 +914,7 @@ int mw_lua_new(mw_server_t *srv, mw_lua_t **out, char *err, size_t errlen)
 {
     mw_lua_t *lh = calloc(1, sizeof(*lh));
     lua_State *L;
+    int previous;
 
     *out = NULL;
     if (lh == NULL)
@@ -793,7 +934,7 @@ int mw_lua_new(mw_server_t *srv, mw_lua_t **out, char *err, size_t errlen)
     }
     lh->L = L;
     set_time_limit(lh, srv->cfg->time_limit); /* before the script loads: it counts too */
-    *host_slot(L) = lh;
+    set_host(L, lh, 0);
     lua_pushcfunction(L, msgh); /* stays at index 1 */
 
     lua_pushcfunction(L, open_state);
@@ -803,8 +944,10 @@ int mw_lua_new(mw_server_t *srv, mw_lua_t **out, char *err, size_t errlen)
     }
     if (load_app(lh, err, errlen) != 0)
         goto fail;
-    bind_hooks(lh);
-    lh->app_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (bind_app(lh, &previous) != 0) {
+        snprintf(err, errlen, "lua: not enough memory for the app's hooks");
+        goto fail;
+    }
     *out = lh;
     return 0;
 
@@ -837,7 +980,7 @@ void mw_lua_free(mw_lua_t *lh)
 /* Moves the app's modules out of package.loaded into a table left on top. */
 static int unload_app_modules(lua_State *L)
 {
-    mw_lua_t *lh = *host_slot(L);
+    mw_lua_t *lh = host_of(L);
     lua_newtable(L);               /* saved */
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "loaded"); /* saved package loaded */
@@ -882,7 +1025,7 @@ static int restore_modules(lua_State *L)
 int mw_lua_reload(mw_lua_t *lh, char *err, size_t errlen)
 {
     lua_State *L = lh->L;
-    int previous;
+    int previous, r;
     uint32_t generation;
     char *dir = dir_of(lh->srv->cfg->script);
 
@@ -909,7 +1052,12 @@ int mw_lua_reload(mw_lua_t *lh, char *err, size_t errlen)
     if (pcall(lh, 0, 0) != LUA_OK)
         lua_pop(L, 1);
     generation = mw_lua_api_new_generation(L);
-    if (load_app(lh, err, errlen) != 0) {
+    r = load_app(lh, err, errlen);
+    if (r == 0 && bind_app(lh, &previous) != 0) {
+        snprintf(err, errlen, "not enough memory for the app's hooks (lua.memory_limit)");
+        r = MW_ENOMEM;
+    }
+    if (r != 0) {
         /* Timers the broken script started while loading go with it. */
         mw_lua_api_cancel_timers(L, generation, 0);
         /* The old modules go back, so the old app keeps its upvalues' world. */
@@ -919,11 +1067,8 @@ int mw_lua_reload(mw_lua_t *lh, char *err, size_t errlen)
             lua_pop(L, 1);
         return MW_ELUA;
     }
-    lua_remove(L, -2); /* the saved modules */
+    lua_pop(L, 1); /* the saved modules */
     mw_lua_api_cancel_timers(L, generation, 1); /* the old app's, not the new one's */
-    bind_hooks(lh);
-    previous = lh->app_ref;
-    lh->app_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     run_start_hooks(lh, previous);
     luaL_unref(L, LUA_REGISTRYINDEX, previous);
     return 0;
@@ -931,6 +1076,8 @@ int mw_lua_reload(mw_lua_t *lh, char *err, size_t errlen)
 
 /* Connection hooks ---------------------------------------------------------- */
 
+/* Builds the request table of the connection at 1 (a light userdata) and
+ * keeps it at c->req_ref. */
 static int build_request(lua_State *L)
 {
     mw_conn_t *c = lua_touserdata(L, 1);
@@ -1031,7 +1178,8 @@ static int build_request(lua_State *L)
         lua_pushlstring(L, id, mw_conn_id(c, id));
         lua_setfield(L, -2, "id");
     }
-    return 1;
+    c->req_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* here: it allocates */
+    return 0;
 }
 
 /* Reads on_upgrade's results (the hook returns 3 values) into d. Returns 0 or
@@ -1085,9 +1233,8 @@ int mw_lua_upgrade(mw_lua_t *lh, mw_conn_t *c, mw_upgrade_decision_t *d)
     d->accept = 1;
     lua_pushcfunction(L, build_request);
     lua_pushlightuserdata(L, c);
-    if (!mw_lua_call(lh, NULL, "building the request", 1, 1))
+    if (!mw_lua_call(lh, NULL, "building the request", 1, 0))
         return MW_ELUA;
-    c->req_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     if (!push_hook(lh, H_UPGRADE))
         return 0;
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
@@ -1096,13 +1243,16 @@ int mw_lua_upgrade(mw_lua_t *lh, mw_conn_t *c, mw_upgrade_decision_t *d)
     return read_decision(lh, c, d);
 }
 
+/* Makes the conn object of the connection at 1 (a light userdata), with its
+ * request, and keeps it at c->lua_ref. */
 static int new_conn_object(lua_State *L)
 {
     mw_conn_t *c = lua_touserdata(L, 1);
     mw_lua_api_push_conn(L, c);
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
     mw_lua_api_set_request(L);
-    return 1;
+    c->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
 }
 
 void mw_lua_open(mw_lua_t *lh, mw_conn_t *c)
@@ -1111,11 +1261,10 @@ void mw_lua_open(mw_lua_t *lh, mw_conn_t *c)
 
     lua_pushcfunction(L, new_conn_object);
     lua_pushlightuserdata(L, c);
-    if (!mw_lua_call(lh, NULL, "creating the conn object", 1, 1)) {
+    if (!mw_lua_call(lh, NULL, "creating the conn object", 1, 0)) {
         mw_conn_fail(c, 1011, "internal error");
         return;
     }
-    c->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     c->lua_open = 1;
     if (push_hook(lh, H_OPEN)) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
@@ -1126,19 +1275,20 @@ void mw_lua_open(mw_lua_t *lh, mw_conn_t *c)
     c->req_ref = LUA_NOREF;
 }
 
-/* Pushes on_message and its arguments for the conn object at ref. */
-static void push_message_call(mw_lua_t *lh, int ref, int opcode, const uint8_t *data, size_t len)
+/* Pushes on_message and its arguments for the conn object at ref. Returns 0,
+ * or MW_ENOMEM with nothing pushed (push_arg_string). */
+static int push_message_call(mw_lua_t *lh, int ref, int opcode, const uint8_t *data, size_t len)
 {
     lua_State *L = lh->L;
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, lh->hooks[H_MESSAGE]);
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-    /* The copy into a Lua string is the one allocation that could fail
-     * outside the protected call: give it room so it cannot. */
-    lh->mem_slack = len + 1024;
-    lua_pushlstring(L, (const char *)data, len);
-    lh->mem_slack = 0;
+    if (push_arg_string(lh, L, (const char *)data, len) != 0) {
+        lua_pop(L, 2);
+        return MW_ENOMEM;
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, opcode == MW_OP_BINARY ? lh->kind_binary : lh->kind_text);
+    return 0;
 }
 
 void mw_lua_message(mw_lua_t *lh, mw_conn_t *c, int opcode, const uint8_t *data, size_t len)
@@ -1158,8 +1308,10 @@ void mw_lua_message(mw_lua_t *lh, mw_conn_t *c, int opcode, const uint8_t *data,
             mw_frame_unref(f);
         return;
     }
-    push_message_call(lh, c->lua_ref, opcode, data, len);
-    spawn(lh, c, "on_message", 3);
+    if (push_message_call(lh, c->lua_ref, opcode, data, len) == 0)
+        spawn(lh, c, "on_message", 3);
+    else
+        unpushed(lh, c, "on_message");
 }
 
 /* Runs on_error, for a failure the core saw (fail_why), then on_close, for the
@@ -1173,11 +1325,13 @@ static void close_hooks(mw_lua_t *lh, mw_conn_t *c, int ref, uint64_t serial, co
     if (fail_why != NULL && push_hook(lh, H_ERROR)) {
         /* The transport failed it (protocol error, bad UTF-8, too big, idle):
          * on_error hears why, before on_close; what it returns changes nothing. */
+        char why[256];
+        int n = snprintf(why, sizeof(why), "transport: %s (close code %d)", fail_why, (int)code);
         lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-        lh->mem_slack = 4096;
-        lua_pushfstring(L, "transport: %s (close code %d)", fail_why, (int)code);
-        lh->mem_slack = 0;
-        if (pcall(lh, 2, 0) != LUA_OK) {
+        if (push_arg_string(lh, L, why, n < (int)sizeof(why) ? (size_t)n : sizeof(why) - 1) != 0) {
+            lua_pop(L, 2);
+            mw_log_error("app: no memory left to run on_error for: %s", why);
+        } else if (pcall(lh, 2, 0) != LUA_OK) {
             mw_log_error("app: on_error raised an error: %s", lua_tostring(L, -1));
             lh->srv->metrics->hook_errors++;
             lua_pop(L, 1);
@@ -1186,9 +1340,10 @@ static void close_hooks(mw_lua_t *lh, mw_conn_t *c, int ref, uint64_t serial, co
     if (push_hook(lh, H_CLOSE)) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
         lua_pushinteger(L, code);
-        lh->mem_slack = 4096;
-        lua_pushlstring(L, reason, reason_len);
-        lh->mem_slack = 0;
+        /* on_close runs at the cap too (the app may let go of things there),
+         * with an empty reason when the reason does not fit. */
+        if (push_arg_string(lh, L, reason, reason_len) != 0)
+            lua_rawgeti(L, LUA_REGISTRYINDEX, lh->empty_string);
         spawn_for(lh, c, serial, NULL, "on_close", 3);
     }
 }

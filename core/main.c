@@ -5,6 +5,7 @@
  */
 #include "moonwire/cluster.h"
 #include "moonwire/config.h"
+#include "moonwire/deadline.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 #include "moonwire/lua_host.h"
@@ -14,6 +15,7 @@
 #include "moonwire/version.h"
 #include "moonwire/workers.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -88,7 +90,8 @@ static struct {
     int worker;     /* 1..n in a worker of --workers, 0 otherwise */
     mw_server_t srv;
     uv_loop_t *loop;
-    uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
+    uv_signal_t sig_hup, sig_usr1;
+    uv_async_t stop; /* SIGTERM or SIGINT, from deadline.c's thread */
     int exit_code;
 } app;
 
@@ -249,8 +252,7 @@ static void on_drained(mw_server_t *srv)
     mw_log_info("drained; exiting");
     mw_cluster_stop(srv);
     mw_net_close(srv);
-    close_signal(&app.sig_term);
-    close_signal(&app.sig_int);
+    uv_close((uv_handle_t *)&app.stop, NULL);
     close_signal(&app.sig_hup);
     close_signal(&app.sig_usr1);
 }
@@ -284,26 +286,32 @@ static void reload(mw_server_t *srv)
     mw_server_run_deferred(srv);
 }
 
+/* SIGTERM or SIGINT (deadline.c wakes the loop once, for the first). */
+static void on_stop(uv_async_t *h)
+{
+    mw_server_t *srv = h->data;
+
+    srv->timers.now = uv_now(h->loop);
+    if (srv->draining)
+        return;
+    mw_log_info("%s: closing connections (up to %u ms)",
+                mw_deadline_signal() == SIGINT ? "SIGINT" : "SIGTERM", srv->cfg->shutdown_timeout);
+    /* The listeners stay open while draining: /healthz answers 503 and
+     * upgrades are refused with 503, so a load balancer sees the node
+     * leave instead of a refused connection. They close when drained. */
+    srv->on_drained = on_drained;
+    mw_server_drain(srv);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     mw_server_t *srv = h->data;
 
     srv->timers.now = uv_now(h->loop);
     switch (signum) {
-    case SIGTERM:
-    case SIGINT:
-        if (srv->draining)
-            return;
-        mw_log_info("%s: closing connections (up to %u ms)",
-                    signum == SIGTERM ? "SIGTERM" : "SIGINT", srv->cfg->shutdown_timeout);
-        /* The listeners stay open while draining: /healthz answers 503 and
-         * upgrades are refused with 503, so a load balancer sees the node
-         * leave instead of a refused connection. They close when drained. */
-        srv->on_drained = on_drained;
-        mw_server_drain(srv);
-        break;
     case SIGHUP:
         reload(srv);
+        mw_deadline_set_grace(srv->cfg->shutdown_timeout);
         break;
     case SIGUSR1:
         if (mw_log_reopen() != 0)
@@ -374,6 +382,9 @@ static int serve_node(void)
     int r;
 
     signal(SIGPIPE, SIG_IGN);
+    /* Before anything starts a thread: SIGTERM and SIGINT go to deadline.c's. */
+    if (mw_deadline_block() != 0)
+        mw_log_warn("cannot block SIGTERM and SIGINT: %s", strerror(errno));
     app.loop = uv_default_loop();
 
     if (mw_server_init(&app.srv, &app.cfg, uv_now(app.loop), err, sizeof(err)) != 0) {
@@ -430,8 +441,22 @@ static int serve_node(void)
         mw_server_pools_drain();
         return r == MW_ECONFIG ? 2 : 1;
     }
-    watch_signal(&app.sig_term, SIGTERM);
-    watch_signal(&app.sig_int, SIGINT);
+    uv_async_init(app.loop, &app.stop, on_stop);
+    app.stop.data = &app.srv;
+    if (mw_deadline_start(&app.stop, app.cfg.shutdown_timeout) != 0) {
+        fprintf(stderr, "moonwire: cannot start the signal thread: %s\n", strerror(errno));
+        mw_log_error("cannot start: no thread for SIGTERM (%s)", strerror(errno));
+        uv_close((uv_handle_t *)&app.stop, NULL);
+        mw_cluster_stop(&app.srv);
+        mw_net_close(&app.srv);
+        uv_run(app.loop, UV_RUN_DEFAULT);
+        mw_net_free(&app.srv);
+        mw_server_close(&app.srv);
+        mw_config_close(&app.cfg);
+        uv_loop_close(app.loop);
+        mw_server_pools_drain();
+        return 1;
+    }
     watch_signal(&app.sig_hup, SIGHUP);
     watch_signal(&app.sig_usr1, SIGUSR1);
 

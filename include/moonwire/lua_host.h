@@ -72,12 +72,18 @@ void mw_lua_set_limits(mw_lua_t *lh, uint32_t time_limit, size_t memory_limit);
 /* Hooks that may wait (on_open, on_message, on_close, timer callbacks) run as
  * coroutines. A C function of the moonwire module that waits for a reply
  * calls mw_lua_wait (which raises outside such a hook), starts its request,
- * and returns lua_yield(L, 0); the reply's callback calls mw_lua_wake, whose
- * push function pushes the results the Lua call returns. While a hook of a
+ * and returns mw_lua_yield(L); the reply's callback calls mw_lua_wake, whose
+ * push function pushes the results the Lua call returns (it runs in the
+ * coroutine, protected: it may allocate, and raise). While a hook of a
  * connection waits, the connection's next messages are held, in order. */
 typedef struct mw_lua_task_s mw_lua_task_t;
 mw_lua_task_t *mw_lua_wait(lua_State *L);
+int mw_lua_yield(lua_State *L);
 void mw_lua_wake(mw_lua_task_t *w, int (*push)(lua_State *co, void *ud), void *ud);
+
+/* True when L is a thread a hook runs in as a coroutine: only the host
+ * resumes it (coroutine.resume refuses). */
+int mw_lua_is_task(lua_State *L);
 
 /* True when the running code may wait (mw_lua_wait would not raise). */
 int mw_lua_can_wait(lua_State *L);

@@ -11,8 +11,9 @@
  * signal handler, which is how lua.c stops a script on Ctrl-C. The hook
  * (given to mw_watchdog_start) then raises at every instruction.
  *
- * Coroutines a script makes are not reachable that way; the host gives them
- * a count hook of their own that asks mw_watchdog_expired.
+ * The watchdog must know which thread runs: the host tells it when it
+ * resumes a hook's coroutine, and lua_stdlib.c's coroutine.resume, wrap and
+ * close when a script runs one of its own (mw_watchdog_switch).
  *
  * One watchdog per process: calls of every host in it (moonwire.sim makes
  * several) are watched in turn, a top-level call at a time.
