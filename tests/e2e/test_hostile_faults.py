@@ -1,0 +1,77 @@
+"""Hostile input against the smaller faults of issue 12: frame headers that
+announce too much, running out of file descriptors, and TLS clients that
+never speak. Each case checks, beside its own answer, that a normal client
+(Python's websockets) is still served and that the server's memory stayed
+bounded (hostile.py)."""
+import os
+import struct
+
+import pytest
+
+from conftest import SANITIZED
+from hostile import assert_served, rss_kib
+from rawws import OP_BINARY, OP_CONT, OP_TEXT, RawWS, frame
+
+RSS_SLACK_KIB = 16 * 1024
+
+
+def assert_rss_bounded(server, before_kib):
+    if SANITIZED:
+        return  # ASan's shadow memory and quarantine make RSS meaningless
+    grown = rss_kib(server.pid) - before_kib
+    assert grown < RSS_SLACK_KIB, f"RSS grew by {grown} KiB"
+
+
+# A frame header announcing more than max_message_size ---------------------------------------
+
+
+def header(opcode, length, fin=True, key=b"\x37\xfa\x21\x3d"):
+    """A masked client frame header announcing `length` payload bytes, with the
+    masking key (or without it when key is b"")."""
+    b0 = (0x80 if fin else 0) | opcode
+    if length < 126:
+        head = struct.pack("!BB", b0, 0x80 | length)
+    elif length <= 0xFFFF:
+        head = struct.pack("!BBH", b0, 0x80 | 126, length)
+    else:
+        head = struct.pack("!BBQ", b0, 0x80 | 127, length)
+    return head + key
+
+
+HEADERS = [
+    ("a 64-bit length of 1 GiB", header(OP_BINARY, 1 << 30), None),
+    ("a 64-bit length without its masking key yet", header(OP_TEXT, 1 << 40, key=b""), None),
+    ("a 16-bit length just over the limit", header(OP_TEXT, 60001), None),
+    ("a continuation that passes the limit with the first fragment",
+     frame(OP_TEXT, b"x" * 50000, fin=False) + header(OP_CONT, 10001), None),
+    ("a header sent one byte at a time", header(OP_BINARY, 1 << 30), 1),
+]
+
+
+@pytest.mark.parametrize("what,head,chop", HEADERS, ids=[h[0] for h in HEADERS])
+def test_a_header_announcing_more_than_max_message_size_gets_1009_before_any_payload(
+        start_server, what, head, chop):
+    server = start_server("scripts/echo.lua",
+                          config="return { websocket = { max_message_size = 60000 } }")
+    before = rss_kib(server.pid)
+    with RawWS(server.port) as ws:
+        # Only the header: no payload byte follows, so the server must judge
+        # the frame by its header alone (it used to wait for the payload).
+        ws.send(head, chop=chop, delay=0.02 if chop else 0.0)
+        ws.expect_close(1009, timeout=2.0)
+    assert "message too big" in server.log()
+    assert_served(server)
+    assert_rss_bounded(server, before)
+
+
+def test_a_header_that_fits_still_waits_for_its_payload(start_server):
+    server = start_server("scripts/echo.lua",
+                          config="return { websocket = { max_message_size = 60000 } }")
+    payload = os.urandom(60000)
+    data = frame(OP_BINARY, payload)
+    with RawWS(server.port) as ws:
+        ws.send(data[:14])
+        ws.expect_nothing(0.3)
+        ws.send(data[14:])
+        ws.expect_echo(payload, opcode=OP_BINARY)
+    assert_served(server)
