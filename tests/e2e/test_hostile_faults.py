@@ -4,12 +4,16 @@ never speak. Each case checks, beside its own answer, that a normal client
 (Python's websockets) is still served and that the server's memory stayed
 bounded (hostile.py)."""
 import os
+import resource
+import select
+import socket
 import struct
+import time
 
 import pytest
 
-from conftest import SANITIZED
-from hostile import assert_served, rss_kib
+from conftest import SANITIZED, wait_until
+from hostile import assert_served, metrics, rss_kib
 from rawws import OP_BINARY, OP_CONT, OP_TEXT, RawWS, frame
 
 RSS_SLACK_KIB = 16 * 1024
@@ -75,3 +79,88 @@ def test_a_header_that_fits_still_waits_for_its_payload(start_server):
         ws.send(data[14:])
         ws.expect_echo(payload, opcode=OP_BINARY)
     assert_served(server)
+
+
+# Out of file descriptors ---------------------------------------------------------------------
+
+
+def fds_of(pid):
+    return {int(n) for n in os.listdir(f"/proc/{pid}/fd")}
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def sockets_of(pid):
+    count = 0
+    for n in fds_of(pid):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{n}").startswith("socket:")
+        except FileNotFoundError:
+            pass
+    return count
+
+
+def limit_fds(server, room):
+    """Lowers the server's RLIMIT_NOFILE so that `room` more descriptors fit,
+    once it is quiet: the connections made so far (the harness's probe, one
+    that makes libuv open its spare descriptor) are gone."""
+    pid = server.pid
+    assert_served(server)
+    wait_until(lambda: sockets_of(pid) == 1, what="only the listener left open")
+    used = fds_of(pid)
+    limit, free = 0, 0
+    while free < room:
+        if limit not in used:
+            free += 1
+        limit += 1
+    _, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, hard))
+
+
+def closed_by_server(sock, timeout):
+    ready, _, _ = select.select([sock], [], [], timeout)
+    if not ready:
+        return False
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_out_of_file_descriptors_is_logged_refused_at_once_and_recovered_from(start_server):
+    server = start_server("scripts/echo.lua")
+    before = rss_kib(server.pid)
+    room = 6
+    limit_fds(server, room)
+    held = []
+    try:
+        # Each socket the server accepts holds one of its descriptors until the
+        # handshake timeout: past `room`, accept() fails with EMFILE.
+        for _ in range(30):
+            held.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        server.wait_log("accept: too many open files", timeout=5)
+        # Those it could not serve were closed at once, not left in the backlog.
+        refused = sum(closed_by_server(s, 2.0) for s in held[room + 2:])
+        assert refused >= len(held) - room - 4, f"only {refused} closed"
+
+        # Still full: more clients are refused, the loop does not spin, and
+        # the log line is not repeated for each of them.
+        cpu = cpu_seconds(server.pid)
+        for _ in range(100):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+                assert closed_by_server(s, 2.0), "a client past the limit was not closed"
+        time.sleep(1.0)
+        assert cpu_seconds(server.pid) - cpu < 0.5
+        assert server.log().count("accept: too many open files") == 1
+    finally:
+        for s in held:
+            s.close()
+    # Descriptors are free again: the server serves as before.
+    assert_served(server)
+    failures = metrics(server)["moonwire_accept_failures_total"]
+    assert failures >= 100 + len(held) - room - 4
+    assert_rss_bounded(server, before)
