@@ -75,6 +75,7 @@ typedef struct {
     size_t inflight; /* bytes handed to the uv_write in flight, 0 when none */
     uint8_t shut;    /* uv_shutdown requested */
     uint8_t eof;     /* the peer closed its side */
+    uint8_t tls_failed; /* the TLS handshake failed: its alert is on the way */
     mw_tls_t *tls;   /* NULL on a plain connection */
 } tcp_conn_t;
 
@@ -123,6 +124,7 @@ static void tcp_abort(mw_conn_t *c)
 }
 
 static void tcp_flush(mw_conn_t *c);
+static void tcp_finish(mw_conn_t *c);
 
 static void on_write(uv_write_t *req, int status)
 {
@@ -213,8 +215,16 @@ static void tls_flush(tcp_conn_t *t)
     mw_conn_t *c = &t->c;
     struct iovec iov[IOV_BATCH];
 
-    if (!mw_tls_ready(t->tls))
-        return; /* frames wait for the handshake */
+    if (!mw_tls_ready(t->tls)) {
+        /* Frames wait for the handshake. A connection the core is done with
+         * before then (408 at handshake_timeout) has nothing it can send: its
+         * reply can not go out in clear on a TLS port. */
+        if (c->finishing) {
+            mw_outq_clear(&c->outq);
+            tcp_finish(c);
+        }
+        return;
+    }
     while (!mw_outq_empty(&c->outq) && !t->shut && !uv_is_closing((uv_handle_t *)&t->handle)) {
         size_t n = mw_outq_peek(&c->outq, iov, IOV_BATCH, 0), total = 0;
         for (size_t i = 0; i < n; i++) {
@@ -314,7 +324,10 @@ static void tcp_finish(mw_conn_t *c)
         tls_send_out(t);
     }
     t->shut = 1;
-    if (t->eof) {
+    /* A TLS handshake that did not finish and did not fail (a client that
+     * never spoke, or stalled) leaves nothing worth delivering: close now,
+     * not after close_timeout more. A failed one lingers for its alert. */
+    if (t->eof || (t->tls != NULL && !mw_tls_ready(t->tls) && !t->tls_failed)) {
         tcp_abort(c);
         return;
     }
@@ -363,8 +376,10 @@ static void tls_read(tcp_conn_t *t, const uint8_t *data, size_t len)
     } else if (r != 0) {
         /* Not TLS (plain HTTP on the TLS port), a failed handshake or a bad
          * record: the alert goes out, then the connection closes. */
-        if (!was_ready)
+        if (!was_ready) {
             c->srv->metrics->tls_handshake_failures++;
+            t->tls_failed = 1;
+        }
         if (c->state == MW_CONN_HTTP)
             mw_conn_close(c, 0, NULL, 0);
         else

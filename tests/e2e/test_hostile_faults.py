@@ -3,6 +3,7 @@ announce too much, running out of file descriptors, and TLS clients that
 never speak. Each case checks, beside its own answer, that a normal client
 (Python's websockets) is still served and that the server's memory stayed
 bounded (hostile.py)."""
+import asyncio
 import os
 import resource
 import select
@@ -11,10 +12,12 @@ import struct
 import time
 
 import pytest
+import websockets
 
-from conftest import SANITIZED, wait_until
+from conftest import SANITIZED, free_port, port_open, wait_until
 from hostile import assert_served, metrics, rss_kib
 from rawws import OP_BINARY, OP_CONT, OP_TEXT, RawWS, frame
+from test_tls import client_ctx, make_cert
 
 RSS_SLACK_KIB = 16 * 1024
 
@@ -163,4 +166,43 @@ def test_out_of_file_descriptors_is_logged_refused_at_once_and_recovered_from(st
     assert_served(server)
     failures = metrics(server)["moonwire_accept_failures_total"]
     assert failures >= 100 + len(held) - room - 4
+    assert_rss_bounded(server, before)
+
+
+# TLS clients that never finish the handshake ------------------------------------------------
+
+
+def test_tls_clients_that_never_speak_are_dropped_at_handshake_timeout(start_server, tmp_path):
+    cert, key = make_cert(tmp_path, "server")
+    tls_port = free_port()
+    server = start_server("scripts/echo.lua",
+                          args=["--listen-tls", f"127.0.0.1:{tls_port}", "--cert", str(cert),
+                                "--key", str(key)],
+                          config="return { limits = { handshake_timeout = 1, "
+                                 "close_timeout = 6 } }")
+    wait_until(lambda: port_open(tls_port), what="the TLS listener")
+    before = rss_kib(server.pid)
+    started = time.monotonic()
+    silent = [socket.create_connection(("127.0.0.1", tls_port), timeout=5) for _ in range(20)]
+    stalled = socket.create_connection(("127.0.0.1", tls_port), timeout=5)
+    stalled.sendall(bytes.fromhex("16030100c4010000c00303") + b"\x00" * 20)  # half a ClientHello
+    try:
+        for s in silent + [stalled]:
+            assert closed_by_server(s, 10.0), "the server kept a silent TLS client"
+        took = time.monotonic() - started
+        # handshake_timeout (1 s, swept every 250 ms), not handshake_timeout +
+        # close_timeout (7 s): a 408 can not be sent before the TLS handshake.
+        assert 0.7 < took < 3.5, f"silent TLS clients were dropped after {took:.1f}s"
+    finally:
+        for s in silent + [stalled]:
+            s.close()
+    assert metrics(server)["moonwire_handshakes_total{result=\"timeout\"}"] >= 21
+    wait_until(lambda: metrics(server)["moonwire_sockets"] == 1, what="every socket released")
+
+    async def wss_served():
+        async with websockets.connect(f"wss://127.0.0.1:{tls_port}", ssl=client_ctx()) as ws:
+            await ws.send("after the silent ones")
+            assert await ws.recv() == "after the silent ones"
+    asyncio.run(asyncio.wait_for(wss_served(), 10))
+    assert_served(server)
     assert_rss_bounded(server, before)
