@@ -646,11 +646,12 @@ static int bind_listener(net_t *net, listener_t *l, const char *text, int tls, c
                          size_t errlen)
 {
     struct sockaddr_storage addr;
-    int r = mw_config_parse_addr(text, &addr) == 0 ? 0 : UV_EINVAL;
+    char why[300];
+    int r;
 
-    if (r != 0) {
-        snprintf(err, errlen, "listen: '%s' is not HOST:PORT, [IPV6]:PORT or :PORT", text);
-        return r;
+    if (mw_config_parse_addr(text, &addr, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "listen%s on %s: %s", tls ? " (tls)" : "", text, why);
+        return UV_EINVAL;
     }
     l->net = net;
     l->tls = (uint8_t)tls;
