@@ -11,8 +11,8 @@
 struct mw_inflater_s {
     z_stream z;
     int bits;
-    uint8_t ended;   /* the stream ended with a final block: what follows starts another */
-    uint8_t pending; /* the stream took bytes of this message that the tail must complete */
+    uint8_t ended;       /* the stream ended with a final block: what follows starts another */
+    uint8_t pending;     /* the stream took bytes of this message that the tail must complete */
     mw_inflater_t *next; /* in the pool */
 };
 

@@ -32,9 +32,9 @@
 
 #define READ_BUF_SIZE (64 * 1024)
 #define IOV_BATCH 64
-#define ACCEPT_BATCH 128        /* connections accepted per readable event */
-#define FDS_LOG_EVERY_MS 10000  /* one "too many open files" line per this */
-#define ACCEPT_PAUSE_MS 100     /* out of fds without a reserve: accepting waits this */
+#define ACCEPT_BATCH 128       /* connections accepted per readable event */
+#define FDS_LOG_EVERY_MS 10000 /* one "too many open files" line per this */
+#define ACCEPT_PAUSE_MS 100    /* out of fds without a reserve: accepting waits this */
 
 typedef struct net_s net_t;
 
@@ -72,11 +72,11 @@ struct net_s {
 typedef struct {
     mw_conn_t c;
     uv_tcp_t handle;
-    size_t inflight; /* bytes handed to the uv_write in flight, 0 when none */
-    uint8_t shut;    /* uv_shutdown requested */
-    uint8_t eof;     /* the peer closed its side */
+    size_t inflight;    /* bytes handed to the uv_write in flight, 0 when none */
+    uint8_t shut;       /* uv_shutdown requested */
+    uint8_t eof;        /* the peer closed its side */
     uint8_t tls_failed; /* the TLS handshake failed: its alert is on the way */
-    mw_tls_t *tls;   /* NULL on a plain connection */
+    mw_tls_t *tls;      /* NULL on a plain connection */
 } tcp_conn_t;
 
 typedef struct {

@@ -124,8 +124,7 @@ int mw_config_check_addr(const char *text);
  * first IPv4 address, else its first IPv6 one. Returns 0, or MW_EINVAL (not
  * an address) or MW_ENOTFOUND (the name does not resolve) with err set. */
 struct sockaddr_storage;
-int mw_config_parse_addr(const char *text, struct sockaddr_storage *addr, char *err,
-                         size_t errlen);
+int mw_config_parse_addr(const char *text, struct sockaddr_storage *addr, char *err, size_t errlen);
 
 /* Replaces a string field, or appends to a list field (for command-line flags). */
 int mw_config_set_str(char **field, const char *value);

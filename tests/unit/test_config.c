@@ -9,7 +9,6 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -433,13 +432,27 @@ static void test_config_validate_checks_the_listen_addresses(void **state)
 static void test_config_check_addr_takes_literals_and_host_names_by_their_form(void **state)
 {
     static const char *const good[] = {
-        "127.0.0.1:8080", "[::1]:9000", ":80", "0.0.0.0:0", "localhost:8080",
-        "chat.example.org:443", "a-b.c9:1", "xn--bcher-kva.example:80",
+        "127.0.0.1:8080", "[::1]:9000",           ":80",      "0.0.0.0:0",
+        "localhost:8080", "chat.example.org:443", "a-b.c9:1", "xn--bcher-kva.example:80",
     };
     static const char *const bad[] = {
-        "localhost", "localhost:", "localhost:65536", "localhost:-1", "localhost:+80", "localhost: 80",
-        "local host:80", "1.2.3:80", "256.1.1.1:80", "-a.example:80", "a-.example:80",
-        "a..example:80", ".example:80", "[localhost]:80", "[::1:80", "host_name:80", ":x",
+        "localhost",
+        "localhost:",
+        "localhost:65536",
+        "localhost:-1",
+        "localhost:+80",
+        "localhost: 80",
+        "local host:80",
+        "1.2.3:80",
+        "256.1.1.1:80",
+        "-a.example:80",
+        "a-.example:80",
+        "a..example:80",
+        ".example:80",
+        "[localhost]:80",
+        "[::1:80",
+        "host_name:80",
+        ":x",
     };
     (void)state;
     for (size_t i = 0; i < NELEM(good); i++)

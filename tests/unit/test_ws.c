@@ -822,8 +822,8 @@ static void test_ws_fails_a_header_alone_that_announces_too_much_with_1009(void 
     fx_t *fx = *state;
     /* 2^40 bytes announced, with and without the masking key, and no payload:
      * wslay reports nothing until a payload byte comes, the check may not wait. */
-    static const uint8_t head[] = {0x82, 0xff, 0x00, 0x00, 0x01, 0x00,
-                                   0x00, 0x00, 0x00, 0x00, 0x37, 0xfa, 0x21, 0x3d};
+    static const uint8_t head[] = {0x82, 0xff, 0x00, 0x00, 0x01, 0x00, 0x00,
+                                   0x00, 0x00, 0x00, 0x37, 0xfa, 0x21, 0x3d};
 
     reset(fx, 1000);
     expect_fail(fx, head, sizeof(head), 1009);
@@ -837,8 +837,8 @@ static void test_ws_fails_a_header_alone_that_announces_too_much_with_1009(void 
 static void test_ws_fails_a_header_fed_byte_by_byte_as_soon_as_its_length_is_whole(void **state)
 {
     fx_t *fx = *state;
-    static const uint8_t head[] = {0x82, 0xff, 0x00, 0x00, 0x01, 0x00,
-                                   0x00, 0x00, 0x00, 0x00, 0x37, 0xfa, 0x21, 0x3d};
+    static const uint8_t head[] = {0x82, 0xff, 0x00, 0x00, 0x01, 0x00, 0x00,
+                                   0x00, 0x00, 0x00, 0x37, 0xfa, 0x21, 0x3d};
 
     reset(fx, 1000);
     for (size_t i = 0; i < 9; i++) {
