@@ -10,10 +10,12 @@
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 
+#include <errno.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
 #include <math.h>
+#include <netdb.h>
 #include <sys/socket.h>
 #include <uv.h>
 #include <stdio.h>
@@ -459,32 +461,140 @@ static int validate_static(const mw_config_t *cfg, char *err, size_t errlen)
     return 0;
 }
 
-int mw_config_parse_addr(const char *text, struct sockaddr_storage *addr)
+/* Splits "HOST:PORT", "[IPV6]:PORT" or ":PORT": host gets HOST without the
+ * brackets ("" for :PORT) and *v6 whether it had them. Returns 0 or MW_EINVAL. */
+static int split_addr(const char *text, char *host, size_t cap, int *port, int *v6)
 {
-    char host[256];
     const char *colon = strrchr(text, ':');
     char *end;
-    long port;
+    long p;
     size_t hlen;
 
     if (colon == NULL)
         return MW_EINVAL;
-    port = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || colon[1] == '\0' || port < 0 || port > 65535)
+    p = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || colon[1] < '0' || colon[1] > '9' || p > 65535)
         return MW_EINVAL;
     hlen = (size_t)(colon - text);
-    if (hlen >= sizeof(host))
+    *v6 = hlen >= 2 && text[0] == '[' && text[hlen - 1] == ']';
+    if (*v6) {
+        text++;
+        hlen -= 2;
+    }
+    if (hlen >= cap)
         return MW_EINVAL;
     memcpy(host, text, hlen);
     host[hlen] = '\0';
-    memset(addr, 0, sizeof(*addr));
-    if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']') {
-        host[hlen - 1] = '\0';
-        return uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)addr) == 0 ? 0 : MW_EINVAL;
+    *port = (int)p;
+    return 0;
+}
+
+/* A host name as RFC 1123 spells one: dot-separated labels of letters,
+ * digits and hyphens (not at either end), and not all digits and dots (that
+ * would be an IPv4 address, checked as such). */
+static int is_host_name(const char *h)
+{
+    size_t len = strlen(h), label = 0;
+    int letter = 0;
+
+    if (len == 0 || len > 253)
+        return 0;
+    for (size_t i = 0; i <= len; i++) {
+        char ch = h[i];
+        if (ch == '.' || ch == '\0') {
+            if (label == 0 || label > 63 || h[i - 1] == '-')
+                return 0;
+            label = 0;
+        } else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '-' ||
+                   (ch >= '0' && ch <= '9')) {
+            if (ch == '-' && label == 0)
+                return 0;
+            letter |= !(ch >= '0' && ch <= '9');
+            label++;
+        } else {
+            return 0;
+        }
     }
-    if (hlen == 0)
-        return uv_ip4_addr("0.0.0.0", (int)port, (struct sockaddr_in *)addr) == 0 ? 0 : MW_EINVAL;
-    return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)addr) == 0 ? 0 : MW_EINVAL;
+    return letter;
+}
+
+/* Parses an address literal into addr. Returns 0, MW_EINVAL (malformed) or
+ * MW_EAGAIN (a host name, to resolve). */
+static int parse_literal(const char *text, struct sockaddr_storage *addr, char *host, size_t cap,
+                         int *port)
+{
+    int v6;
+
+    if (split_addr(text, host, cap, port, &v6) != 0)
+        return MW_EINVAL;
+    memset(addr, 0, sizeof(*addr));
+    if (v6)
+        return uv_ip6_addr(host, *port, (struct sockaddr_in6 *)addr) == 0 ? 0 : MW_EINVAL;
+    if (host[0] == '\0')
+        return uv_ip4_addr("0.0.0.0", *port, (struct sockaddr_in *)addr) == 0 ? 0 : MW_EINVAL;
+    if (uv_ip4_addr(host, *port, (struct sockaddr_in *)addr) == 0)
+        return 0;
+    return is_host_name(host) ? MW_EAGAIN : MW_EINVAL;
+}
+
+int mw_config_check_addr(const char *text)
+{
+    struct sockaddr_storage addr;
+    char host[256];
+    int port, r = parse_literal(text, &addr, host, sizeof(host), &port);
+    return r == MW_EAGAIN ? 0 : r;
+}
+
+int mw_config_parse_addr(const char *text, struct sockaddr_storage *addr, char *err,
+                         size_t errlen)
+{
+    struct addrinfo hints, *res = NULL, *pick = NULL;
+    char host[256];
+    int port, r = parse_literal(text, addr, host, sizeof(host), &port);
+
+    if (r != MW_EAGAIN) {
+        if (r != 0)
+            snprintf(err, errlen, "'%s' is not HOST:PORT, [IPV6]:PORT or :PORT", text);
+        return r;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    r = getaddrinfo(host, NULL, &hints, &res);
+    if (r != 0) {
+        snprintf(err, errlen, "cannot resolve '%s': %s", host,
+                 r == EAI_SYSTEM ? strerror(errno) : gai_strerror(r));
+        return MW_ENOTFOUND;
+    }
+    /* One address, as Go's net.Listen does with a name: the first IPv4 one,
+     * else the first IPv6 one. */
+    for (struct addrinfo *ai = res; ai != NULL && pick == NULL; ai = ai->ai_next)
+        if (ai->ai_family == AF_INET)
+            pick = ai;
+    for (struct addrinfo *ai = res; ai != NULL && pick == NULL; ai = ai->ai_next)
+        if (ai->ai_family == AF_INET6)
+            pick = ai;
+    if (pick == NULL) {
+        freeaddrinfo(res);
+        snprintf(err, errlen, "cannot resolve '%s': no IPv4 or IPv6 address", host);
+        return MW_ENOTFOUND;
+    }
+    memset(addr, 0, sizeof(*addr));
+    memcpy(addr, pick->ai_addr, pick->ai_addrlen);
+    if (pick->ai_family == AF_INET)
+        ((struct sockaddr_in *)addr)->sin_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in6 *)addr)->sin6_port = htons((uint16_t)port);
+    freeaddrinfo(res);
+    {
+        char ip[64] = "?";
+        if (addr->ss_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)addr, ip, sizeof(ip));
+        else
+            uv_ip6_name((struct sockaddr_in6 *)addr, ip, sizeof(ip));
+        mw_log_info("listen: %s is %s", host, ip);
+    }
+    return 0;
 }
 
 int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
@@ -492,9 +602,10 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
     const mw_strlist_t *lists[2] = {&cfg->listen, &cfg->tls_listen};
     for (int l = 0; l < 2; l++) {
         for (size_t i = 0; i < lists[l]->n; i++) {
-            struct sockaddr_storage addr;
-            if (mw_config_parse_addr(lists[l]->items[i], &addr) != 0) {
-                snprintf(err, errlen, "config: '%s' entry '%s' is not HOST:PORT, [IPV6]:PORT or :PORT",
+            if (mw_config_check_addr(lists[l]->items[i]) != 0) {
+                snprintf(err, errlen,
+                         "config: '%s' entry '%s' is not HOST:PORT (an IPv4 address or a host "
+                         "name), [IPV6]:PORT or :PORT",
                          l == 0 ? "listen" : "tls.listen", lists[l]->items[i]);
                 return MW_ECONFIG;
             }

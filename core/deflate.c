@@ -11,7 +11,8 @@
 struct mw_inflater_s {
     z_stream z;
     int bits;
-    int ended;           /* the sender closed the stream with a final block */
+    uint8_t ended;       /* the stream ended with a final block: what follows starts another */
+    uint8_t pending;     /* the stream took bytes of this message that the tail must complete */
     mw_inflater_t *next; /* in the pool */
 };
 
@@ -204,7 +205,7 @@ void mw_inflater_put(mw_inflater_t *z)
 {
     if (z == NULL)
         return;
-    z->ended = 0;
+    z->ended = z->pending = 0;
     if (z->bits != 15 || inflater_pooled >= INFLATER_POOL_MAX || inflateReset(&z->z) != Z_OK) {
         inflater_free(z);
         return;
@@ -214,6 +215,19 @@ void mw_inflater_put(mw_inflater_t *z)
     inflater_pooled++;
 }
 
+/* Starts a new DEFLATE stream after one that ended with a final block
+ * (RFC 7692 7.2.3.3). The sliding window belongs to the connection, not to
+ * one stream, so it stays: inflateResetKeep is inflateReset without dropping
+ * the window, in constant time (zlib.h declares it among the functions its
+ * manual leaves out; zlib-ng and zlib-rs have it too). */
+static int restart(mw_inflater_t *z)
+{
+    if (inflateResetKeep(&z->z) != Z_OK)
+        return MW_EPROTO;
+    z->ended = 0;
+    return 0;
+}
+
 static int inflate_some(mw_inflater_t *z, const uint8_t *data, size_t len, mw_inflate_sink sink,
                         void *ud)
 {
@@ -221,27 +235,36 @@ static int inflate_some(mw_inflater_t *z, const uint8_t *data, size_t len, mw_in
 
     z->z.next_in = (Bytef *)data;
     z->z.avail_in = (uInt)len;
-    do {
-        int r;
+    for (;;) {
+        int zr, r;
         size_t have;
+
+        if (z->ended) {
+            if (z->z.avail_in == 0)
+                return 0;
+            if ((r = restart(z)) != 0)
+                return r;
+        }
+        if (z->z.avail_in > 0)
+            z->pending = 1;
         z->z.next_out = out;
         z->z.avail_out = sizeof(out);
-        r = inflate(&z->z, Z_SYNC_FLUSH);
-        if (r != Z_OK && r != Z_BUF_ERROR && r != Z_STREAM_END)
+        zr = inflate(&z->z, Z_SYNC_FLUSH);
+        if (zr != Z_OK && zr != Z_BUF_ERROR && zr != Z_STREAM_END)
             return MW_EPROTO;
         have = sizeof(out) - z->z.avail_out;
         if (have > 0 && (r = sink(ud, out, have)) != 0)
             return r; /* e.g. over max_message_size: stop inflating at once */
-        if (r == Z_STREAM_END) {
-            if (z->z.avail_in > 0)
-                return MW_EPROTO; /* a final block followed by more data */
+        if (zr == Z_STREAM_END) {
             z->ended = 1;
-            return 0;
+            z->pending = 0;
+            continue;
         }
-        if (have == 0 && z->z.avail_in > 0 && r == Z_BUF_ERROR)
+        if (have == 0 && z->z.avail_in > 0 && zr == Z_BUF_ERROR)
             return MW_EPROTO;
-    } while (z->z.avail_in > 0 || z->z.avail_out == 0);
-    return 0;
+        if (z->z.avail_in == 0 && z->z.avail_out > 0)
+            return 0;
+    }
 }
 
 int mw_inflater_feed(mw_inflater_t *z, const uint8_t *data, size_t len, int end,
@@ -251,16 +274,15 @@ int mw_inflater_feed(mw_inflater_t *z, const uint8_t *data, size_t len, int end,
     int r = 0;
 
     if (len > 0)
-        r = z->ended ? MW_EPROTO : inflate_some(z, data, len, sink, ud);
+        r = inflate_some(z, data, len, sink, ud);
     if (r == 0 && end) {
-        /* A sender that ended the stream with BFINAL needs no tail; the next
-         * message then starts a new stream. */
-        if (!z->ended)
+        /* The sender dropped the 00 00 ff ff its flush ended with (RFC 7692
+         * 7.2.1). A message that ended its stream with a final block and
+         * sent nothing after it has no such tail; the stream that the next
+         * message starts keeps the window (with context takeover). */
+        if (z->pending)
             r = inflate_some(z, tail, sizeof(tail), sink, ud);
-        if (z->ended) {
-            inflateReset(&z->z);
-            z->ended = 0;
-        }
+        z->pending = 0;
     }
     return r;
 }

@@ -1193,11 +1193,15 @@ static int read_decision(mw_lua_t *lh, mw_conn_t *c, mw_upgrade_decision_t *d)
     if (t1 == LUA_TNIL || (t1 == LUA_TBOOLEAN && lua_toboolean(L, -3))) {
         d->accept = 1;
         if (lua_type(L, -2) == LUA_TSTRING) {
-            const char *p = lua_tostring(L, -2);
-            if (!mw_http_header_has_token(c->http, "Sec-WebSocket-Protocol", p))
+            size_t len;
+            const char *p = lua_tolstring(L, -2, &len);
+            if (len >= sizeof(d->protocol)) /* it would go out cut */
+                problem = "on_upgrade chose a subprotocol longer than 127 bytes";
+            else if (strlen(p) != len ||
+                     !mw_http_header_has_token(c->http, "Sec-WebSocket-Protocol", p))
                 problem = "on_upgrade chose a subprotocol the client did not offer";
             else
-                snprintf(d->protocol, sizeof(d->protocol), "%s", p);
+                memcpy(d->protocol, p, len + 1);
         } else if (lua_type(L, -2) != LUA_TNIL) {
             problem = "on_upgrade: the second result (subprotocol) must be a string or nil";
         }

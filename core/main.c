@@ -194,6 +194,19 @@ static int fill_config(const cli_t *cli, mw_config_t *cfg, char *err, size_t err
         mw_config_set_str(&cfg->static_root, cli->static_root);
     if (cli->log_level >= 0)
         cfg->log_level = cli->log_level;
+    /* The flags are checked as flags, so the message names them. */
+    for (int l = 0; l < 2; l++) {
+        const mw_strlist_t *list = l == 0 ? &cli->listen : &cli->listen_tls;
+        for (size_t i = 0; i < list->n; i++) {
+            if (mw_config_check_addr(list->items[i]) != 0) {
+                snprintf(err, errlen,
+                         "%s: '%s' is not HOST:PORT (an IPv4 address or a host name), "
+                         "[IPV6]:PORT or :PORT",
+                         l == 0 ? "--listen" : "--listen-tls", list->items[i]);
+                return 2;
+            }
+        }
+    }
     if (cli->listen.n > 0) {
         mw_config_list_clear(&cfg->listen);
         for (size_t i = 0; i < cli->listen.n; i++)

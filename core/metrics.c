@@ -170,6 +170,9 @@ size_t mw_metrics_render(mw_server_t *srv, char **out)
         (unsigned long long)m->handshakes[MW_HS_##name]);
     MW_METRICS_HANDSHAKE_MAP(XX)
 #undef XX
+    counter(&o, "moonwire_accept_failures_total",
+            "Connections closed unserved because the process was out of file descriptors.",
+            m->accept_failures);
     counter(&o, "moonwire_http_requests_total", "HTTP requests parsed.", m->http_requests);
     counter(&o, "moonwire_messages_in_total", "WebSocket messages received.", m->messages_in);
     counter(&o, "moonwire_messages_out_total", "WebSocket messages queued to clients.",

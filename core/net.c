@@ -22,6 +22,7 @@
 #include "moonwire/tls.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,13 +32,25 @@
 
 #define READ_BUF_SIZE (64 * 1024)
 #define IOV_BATCH 64
+#define ACCEPT_BATCH 128       /* connections accepted per readable event */
+#define FDS_LOG_EVERY_MS 10000 /* one "too many open files" line per this */
+#define ACCEPT_PAUSE_MS 100    /* out of fds without a reserve: accepting waits this */
 
+typedef struct net_s net_t;
+
+/* A listening socket of our own, polled with libuv. libuv's uv_listen
+ * hides running out of file descriptors: its accept loop closes the
+ * connections it cannot serve with a reserve descriptor and never tells
+ * the callback. Accepting here says so (see out_of_fds). */
 typedef struct {
-    uv_tcp_t handle;
-    int tls; /* accepts TLS connections */
+    uv_poll_t poll; /* readable while connections wait in the backlog */
+    int fd;         /* the listening socket; -1 once closed */
+    uint8_t tls;    /* accepts TLS connections */
+    uint8_t polled; /* poll was initialised, so it is closed with uv_close */
+    net_t *net;
 } listener_t;
 
-typedef struct {
+struct net_s {
     mw_server_t *srv;
     uv_loop_t *loop;
     listener_t *listeners;
@@ -50,15 +63,20 @@ typedef struct {
     char *read_buf;
     int has_tls;
     mw_tls_ctx_t tls; /* certificate and key, when TLS listeners exist */
-} net_t;
+    int reserve_fd;   /* /dev/null, given up for a moment to refuse connections when out of fds */
+    uv_timer_t accept_timer; /* polls the listeners again after a pause */
+    uint64_t fds_logged_at;  /* uv_now() of the last "too many open files" line; 0: none yet */
+    uint64_t fds_unlogged;   /* connections refused since that line */
+};
 
 typedef struct {
     mw_conn_t c;
     uv_tcp_t handle;
-    size_t inflight; /* bytes handed to the uv_write in flight, 0 when none */
-    uint8_t shut;    /* uv_shutdown requested */
-    uint8_t eof;     /* the peer closed its side */
-    mw_tls_t *tls;   /* NULL on a plain connection */
+    size_t inflight;    /* bytes handed to the uv_write in flight, 0 when none */
+    uint8_t shut;       /* uv_shutdown requested */
+    uint8_t eof;        /* the peer closed its side */
+    uint8_t tls_failed; /* the TLS handshake failed: its alert is on the way */
+    mw_tls_t *tls;      /* NULL on a plain connection */
 } tcp_conn_t;
 
 typedef struct {
@@ -106,6 +124,7 @@ static void tcp_abort(mw_conn_t *c)
 }
 
 static void tcp_flush(mw_conn_t *c);
+static void tcp_finish(mw_conn_t *c);
 
 static void on_write(uv_write_t *req, int status)
 {
@@ -196,8 +215,16 @@ static void tls_flush(tcp_conn_t *t)
     mw_conn_t *c = &t->c;
     struct iovec iov[IOV_BATCH];
 
-    if (!mw_tls_ready(t->tls))
-        return; /* frames wait for the handshake */
+    if (!mw_tls_ready(t->tls)) {
+        /* Frames wait for the handshake. A connection the core is done with
+         * before then (408 at handshake_timeout) has nothing it can send: its
+         * reply can not go out in clear on a TLS port. */
+        if (c->finishing) {
+            mw_outq_clear(&c->outq);
+            tcp_finish(c);
+        }
+        return;
+    }
     while (!mw_outq_empty(&c->outq) && !t->shut && !uv_is_closing((uv_handle_t *)&t->handle)) {
         size_t n = mw_outq_peek(&c->outq, iov, IOV_BATCH, 0), total = 0;
         for (size_t i = 0; i < n; i++) {
@@ -297,7 +324,10 @@ static void tcp_finish(mw_conn_t *c)
         tls_send_out(t);
     }
     t->shut = 1;
-    if (t->eof) {
+    /* A TLS handshake that did not finish and did not fail (a client that
+     * never spoke, or stalled) leaves nothing worth delivering: close now,
+     * not after close_timeout more. A failed one lingers for its alert. */
+    if (t->eof || (t->tls != NULL && !mw_tls_ready(t->tls) && !t->tls_failed)) {
         tcp_abort(c);
         return;
     }
@@ -346,8 +376,10 @@ static void tls_read(tcp_conn_t *t, const uint8_t *data, size_t len)
     } else if (r != 0) {
         /* Not TLS (plain HTTP on the TLS port), a failed handshake or a bad
          * record: the alert goes out, then the connection closes. */
-        if (!was_ready)
+        if (!was_ready) {
             c->srv->metrics->tls_handshake_failures++;
+            t->tls_failed = 1;
+        }
         if (c->state == MW_CONN_HTTP)
             mw_conn_close(c, 0, NULL, 0);
         else
@@ -394,33 +426,27 @@ static const mw_transport_t tcp_transport = {
 
 /* Listeners -------------------------------------------------------------------- */
 
-static void on_connection(uv_stream_t *server, int status)
+/* Serves an accepted socket. */
+static void serve(listener_t *l, int fd, const mw_addr_t *addr)
 {
-    listener_t *l = MW_CONTAINER_OF((uv_tcp_t *)server, listener_t, handle);
-    mw_server_t *srv = server->data;
-    net_t *net = net_of(srv);
-    tcp_conn_t *t;
-    mw_addr_t addr;
-    int len = sizeof(addr);
+    net_t *net = l->net;
+    mw_server_t *srv = net->srv;
+    tcp_conn_t *t = malloc(sizeof(*t));
 
-    if (status < 0) {
-        mw_log_warn("accept: %s", uv_strerror(status));
+    if (t == NULL) {
+        close(fd);
         return;
     }
-    t = malloc(sizeof(*t));
-    if (t == NULL)
-        return;
     memset(t, 0, sizeof(*t));
     uv_tcp_init(net->loop, &t->handle);
     t->handle.data = t;
-    if (uv_accept(server, (uv_stream_t *)&t->handle) != 0) {
+    if (uv_tcp_open(&t->handle, fd) != 0) {
+        close(fd);
         uv_close((uv_handle_t *)&t->handle, (uv_close_cb)free);
         return;
     }
     srv->timers.now = uv_now(net->loop);
-    memset(&addr, 0, sizeof(addr));
-    uv_tcp_getpeername(&t->handle, &addr.sa, &len);
-    if (mw_conn_init(&t->c, srv, &tcp_transport, &addr) != 0) {
+    if (mw_conn_init(&t->c, srv, &tcp_transport, addr) != 0) {
         /* mw_conn_init counted it; on_closed releases it. */
         uv_close((uv_handle_t *)&t->handle, on_closed);
         return;
@@ -432,6 +458,112 @@ static void on_connection(uv_stream_t *server, int status)
     }
     if (uv_read_start((uv_stream_t *)&t->handle, on_alloc, on_read) != 0)
         tcp_abort(&t->c);
+}
+
+static void listen_all(net_t *net, int on);
+
+static void on_accept_timer(uv_timer_t *h)
+{
+    listen_all(h->data, 1);
+}
+
+/* Stops accepting for ACCEPT_PAUSE_MS, so the loop does not spin on a
+ * listener that stays readable while accept() keeps failing. */
+static void pause_accepting(net_t *net)
+{
+    listen_all(net, 0);
+    uv_timer_start(&net->accept_timer, on_accept_timer, ACCEPT_PAUSE_MS, 0);
+}
+
+/* accept() failed for want of file descriptors (EMFILE for the process,
+ * ENFILE for the system). The connections waiting in the backlog can not be
+ * served: give up the reserve descriptor for a moment to accept and close
+ * each of them at once (the client sees the connection closed, instead of
+ * waiting in the backlog), as libuv does; without a reserve, pause. Either
+ * way the server accepts again as soon as descriptors are free. */
+static void out_of_fds(listener_t *l, int err)
+{
+    net_t *net = l->net;
+    uint64_t now = uv_now(net->loop), refused = 0;
+
+    if (net->reserve_fd >= 0) {
+        close(net->reserve_fd);
+        for (int i = 0; i < ACCEPT_BATCH; i++) {
+            int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+            if (fd < 0) {
+                if (errno == EINTR || errno == ECONNABORTED)
+                    continue;
+                break;
+            }
+            close(fd);
+            refused++;
+        }
+        net->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    } else {
+        pause_accepting(net);
+    }
+    net->srv->metrics->accept_failures += refused;
+    net->fds_unlogged += refused;
+    if (net->fds_logged_at == 0 || now - net->fds_logged_at >= FDS_LOG_EVERY_MS) {
+        mw_log_warn("accept: %s (%llu connection(s) closed unserved; raise LimitNOFILE or "
+                    "lower limits.max_connections)",
+                    uv_strerror(uv_translate_sys_error(err)),
+                    (unsigned long long)net->fds_unlogged);
+        net->fds_logged_at = now > 0 ? now : 1;
+        net->fds_unlogged = 0;
+    }
+}
+
+static void on_acceptable(uv_poll_t *h, int status, int events)
+{
+    listener_t *l = h->data;
+    net_t *net = l->net;
+    (void)events;
+
+    if (status < 0) {
+        mw_log_warn("accept: %s", uv_strerror(status));
+        pause_accepting(net);
+        return;
+    }
+    for (int i = 0; i < ACCEPT_BATCH && l->fd >= 0; i++) {
+        mw_addr_t addr;
+        socklen_t len = sizeof(addr);
+        int fd;
+
+        memset(&addr, 0, sizeof(addr));
+        fd = accept4(l->fd, &addr.sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            serve(l, fd, &addr);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return;
+        if (errno == EMFILE || errno == ENFILE) {
+            out_of_fds(l, errno);
+            return;
+        }
+        /* ENOBUFS, ENOMEM, EPERM (a firewall): say so, and try again later
+         * rather than spin on a listener that stays readable. */
+        mw_log_warn("accept: %s", uv_strerror(uv_translate_sys_error(errno)));
+        pause_accepting(net);
+        return;
+    }
+}
+
+/* Starts or stops polling every open listener. */
+static void listen_all(net_t *net, int on)
+{
+    for (size_t i = 0; i < net->nlisteners; i++) {
+        listener_t *l = &net->listeners[i];
+        if (!l->polled || l->fd < 0 || uv_is_closing((uv_handle_t *)&l->poll))
+            continue;
+        if (on)
+            uv_poll_start(&l->poll, UV_READABLE, on_acceptable);
+        else
+            uv_poll_stop(&l->poll);
+    }
 }
 
 /* Loop glue ---------------------------------------------------------------------- */
@@ -485,10 +617,10 @@ static void on_check(uv_check_t *h)
     mw_server_run_deferred(net->srv);
 }
 
-/* Binds with SO_REUSEPORT, so the workers of one master share the address
- * and the kernel spreads connections over them (libuv 1.44 has no flag for
- * it: the socket is made here and handed over). Returns 0 or a libuv error. */
-static int bind_shared(listener_t *l, const struct sockaddr_storage *addr)
+/* Makes the listening socket of one address. With reuseport (SO_REUSEPORT),
+ * the workers of one master share the address and the kernel spreads
+ * connections over them. Returns the socket, or a negative libuv error. */
+static int listen_socket(const struct sockaddr_storage *addr, int reuseport)
 {
     int one = 1, fd, r;
     socklen_t len = addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
@@ -498,18 +630,15 @@ static int bind_shared(listener_t *l, const struct sockaddr_storage *addr)
     if (fd < 0)
         return uv_translate_sys_error(errno);
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+    if ((reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
         (addr->ss_family == AF_INET6 &&
          setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
-        bind(fd, (const struct sockaddr *)addr, len) != 0) {
+        bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, 511) != 0) {
         r = uv_translate_sys_error(errno);
         close(fd);
         return r;
     }
-    r = uv_tcp_open(&l->handle, fd);
-    if (r != 0)
-        close(fd);
-    return r;
+    return fd;
 }
 
 /* Binds one listener. Returns 0 or a libuv error with err set. */
@@ -517,23 +646,27 @@ static int bind_listener(net_t *net, listener_t *l, const char *text, int tls, c
                          size_t errlen)
 {
     struct sockaddr_storage addr;
-    int r = mw_config_parse_addr(text, &addr) == 0 ? 0 : UV_EINVAL;
+    char why[300];
+    int r;
 
-    if (r != 0) {
-        snprintf(err, errlen, "listen: '%s' is not HOST:PORT, [IPV6]:PORT or :PORT", text);
-        return r;
+    if (mw_config_parse_addr(text, &addr, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "listen%s on %s: %s", tls ? " (tls)" : "", text, why);
+        return UV_EINVAL;
     }
-    uv_tcp_init(net->loop, &l->handle);
-    l->handle.data = net->srv;
-    l->tls = tls;
+    l->net = net;
+    l->tls = (uint8_t)tls;
+    l->fd = -1;
     net->nlisteners++;
-    if (net->srv->cfg->reuseport)
-        r = bind_shared(l, &addr);
-    else
-        r = uv_tcp_bind(&l->handle, (struct sockaddr *)&addr,
-                        addr.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
-    if (r == 0)
-        r = uv_listen((uv_stream_t *)&l->handle, 511, on_connection);
+    r = listen_socket(&addr, net->srv->cfg->reuseport);
+    if (r >= 0) {
+        l->fd = r;
+        r = uv_poll_init_socket(net->loop, &l->poll, l->fd);
+        if (r == 0) {
+            l->polled = 1;
+            l->poll.data = l;
+            r = uv_poll_start(&l->poll, UV_READABLE, on_acceptable);
+        }
+    }
     if (r != 0)
         snprintf(err, errlen, "listen%s on %s: %s", tls ? " (tls)" : "", text, uv_strerror(r));
     return r;
@@ -559,6 +692,9 @@ int mw_net_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen)
     }
     srv->net = net;
     srv->timers.now = uv_now(loop);
+    net->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    uv_timer_init(loop, &net->accept_timer);
+    net->accept_timer.data = net;
 
     if (cfg->tls_listen.n > 0) {
         if (mw_tls_ctx_init(&net->tls, cfg->tls_cert, cfg->tls_key, err, errlen) != 0) {
@@ -622,9 +758,17 @@ int mw_net_reload(mw_server_t *srv)
 void mw_net_stop_listening(mw_server_t *srv)
 {
     net_t *net = net_of(srv);
-    for (size_t i = 0; net != NULL && i < net->nlisteners; i++)
-        if (!uv_is_closing((uv_handle_t *)&net->listeners[i].handle))
-            uv_close((uv_handle_t *)&net->listeners[i].handle, NULL);
+    for (size_t i = 0; net != NULL && i < net->nlisteners; i++) {
+        listener_t *l = &net->listeners[i];
+        if (l->polled && !uv_is_closing((uv_handle_t *)&l->poll))
+            uv_close((uv_handle_t *)&l->poll, NULL);
+        if (l->fd >= 0) {
+            close(l->fd); /* libuv allows it once the poll is closing */
+            l->fd = -1;
+        }
+    }
+    if (net != NULL)
+        uv_timer_stop(&net->accept_timer);
 }
 
 void mw_net_close(mw_server_t *srv)
@@ -634,6 +778,8 @@ void mw_net_close(mw_server_t *srv)
     if (net == NULL)
         return;
     mw_net_stop_listening(srv);
+    if (!uv_is_closing((uv_handle_t *)&net->accept_timer))
+        uv_close((uv_handle_t *)&net->accept_timer, NULL);
     if (net->prepare.loop != NULL && !uv_is_closing((uv_handle_t *)&net->prepare)) {
         uv_close((uv_handle_t *)&net->prepare, NULL);
         uv_close((uv_handle_t *)&net->check, NULL);
@@ -651,6 +797,8 @@ void mw_net_free(mw_server_t *srv)
     srv->net = NULL;
     if (net->has_tls)
         mw_tls_ctx_close(&net->tls);
+    if (net->reserve_fd >= 0)
+        close(net->reserve_fd);
     free(net->read_buf);
     free(net->listeners);
     free(net);

@@ -159,8 +159,8 @@ static int msg_reserve(mw_ws_t *ws, size_t need)
     return 0;
 }
 
-/* Checks a frame header (seen with its first chunk). Returns 0 or fails. */
-static int frame_start(mw_ws_t *ws, const struct wslay_frame_iocb *io)
+/* Checks a frame header. Returns 0, or fails the connection and returns -1. */
+static int frame_check(mw_ws_t *ws, const struct wslay_frame_iocb *io)
 {
     uint8_t op = io->opcode;
 
@@ -181,7 +181,6 @@ static int frame_start(mw_ws_t *ws, const struct wslay_frame_iocb *io)
             fail(ws, 1002, "reserved opcode");
             return -1;
         }
-        ws->ctl_len = 0;
     } else if (op == MW_OP_CONT) {
         if (ws->msg_op == 0) {
             fail(ws, 1002, "continuation frame without a message to continue");
@@ -200,6 +199,18 @@ static int frame_start(mw_ws_t *ws, const struct wslay_frame_iocb *io)
         fail(ws, 1009, "message too big");
         return -1;
     }
+    return 0;
+}
+
+/* Starts a frame (seen with its first chunk). Returns 0 or fails. */
+static int frame_start(mw_ws_t *ws, const struct wslay_frame_iocb *io)
+{
+    uint8_t op = io->opcode;
+
+    if (frame_check(ws, io) != 0)
+        return -1;
+    if (is_control(op))
+        ws->ctl_len = 0;
     if (op == MW_OP_TEXT || op == MW_OP_BINARY) {
         ws->msg_op = op;
         ws->msg_len = 0;
@@ -212,6 +223,49 @@ static int frame_start(mw_ws_t *ws, const struct wslay_frame_iocb *io)
     ws->frame_got = 0;
     ws->in_frame = 1;
     return 0;
+}
+
+/* Called at a frame boundary with bytes left over: they begin the next
+ * frame's header, and wslay reports a frame only with its first payload
+ * byte. So the header is checked here, from a copy of its bytes, as soon
+ * as its length has arrived: a frame announcing more than max_message gets
+ * 1009 at once, not when (or if) its payload starts. The leftover is at
+ * most a header (14 bytes): with a whole header and a payload byte, wslay
+ * would have reported the frame. */
+static void check_next_header(mw_ws_t *ws, const uint8_t *data, size_t len)
+{
+    size_t n = (size_t)ws->buffered, need;
+    struct wslay_frame_iocb io;
+    const uint8_t *h = ws->hdr;
+    uint64_t plen;
+
+    if (n > sizeof(ws->hdr) || (n > len && ws->hdr_len != n - len))
+        return; /* not a header's beginning: leave it to wslay */
+    if (n > len)
+        memcpy(ws->hdr + ws->hdr_len, data, len); /* the rest came in earlier feeds */
+    else
+        memcpy(ws->hdr, data + len - n, n);
+    ws->hdr_len = (uint8_t)n;
+    if (n < 2)
+        return;
+    plen = h[1] & 0x7f;
+    need = plen == 126 ? 4 : plen == 127 ? 10 : 2;
+    if (n < need)
+        return;
+    if (plen == 126) {
+        plen = (uint64_t)h[2] << 8 | h[3];
+    } else if (plen == 127) {
+        plen = 0;
+        for (int i = 2; i < 10; i++)
+            plen = plen << 8 | h[i];
+    }
+    memset(&io, 0, sizeof(io));
+    io.fin = h[0] >> 7;
+    io.rsv = (h[0] >> 4) & 7;
+    io.opcode = h[0] & 0x0f;
+    io.mask = h[1] >> 7;
+    io.payload_length = plen;
+    frame_check(ws, &io);
 }
 
 static void control_end(mw_ws_t *ws)
@@ -420,6 +474,8 @@ int mw_ws_feed(mw_ws_t *ws, const uint8_t *data, size_t len)
             break;
     }
     cursor.len = 0;
+    if (!ws->stopped && !ws->in_frame && ws->buffered > 0)
+        check_next_header(ws, data, len);
     if (ws->stopped)
         return MW_ECLOSED;
     if (ws->buffered == 0 && !ws->in_frame) {

@@ -114,10 +114,17 @@ int mw_config_load(mw_config_t *cfg, const char *path, char *err, size_t errlen)
 int mw_config_apply(mw_config_t *cfg, lua_State *L, int idx, const char *origin, char *err,
                     size_t errlen);
 
-/* Parses a listen address: "host:port", "[v6]:port" or ":port" (every IPv4
- * address). Returns 0 or MW_EINVAL. */
+/* Checks the form of a listen address, without resolving anything:
+ * "HOST:PORT" (HOST an IPv4 address or a host name), "[IPV6]:PORT", or
+ * ":PORT" (every IPv4 address). Returns 0 or MW_EINVAL. */
+int mw_config_check_addr(const char *text);
+
+/* Parses a listen address into addr. A host name is resolved with
+ * getaddrinfo (this may block: call it at start, not from the loop) to its
+ * first IPv4 address, else its first IPv6 one. Returns 0, or MW_EINVAL (not
+ * an address) or MW_ENOTFOUND (the name does not resolve) with err set. */
 struct sockaddr_storage;
-int mw_config_parse_addr(const char *text, struct sockaddr_storage *addr);
+int mw_config_parse_addr(const char *text, struct sockaddr_storage *addr, char *err, size_t errlen);
 
 /* Replaces a string field, or appends to a list field (for command-line flags). */
 int mw_config_set_str(char **field, const char *value);

@@ -55,7 +55,10 @@ void mw_inflater_put(mw_inflater_t *z);
 typedef int (*mw_inflate_sink)(void *ud, const uint8_t *data, size_t len);
 
 /* Inflates len compressed bytes, passing the output to sink in pieces. With
- * end set, also feeds the 00 00 ff ff tail RFC 7692 strips from a message.
+ * end set (the message's last bytes), also feeds the 00 00 ff ff tail RFC
+ * 7692 strips from a message, unless the message's data ended its DEFLATE
+ * stream with a final block (BFINAL, 7.2.3.3). Data after a final block, in
+ * this message or the next, starts a new stream with the same window.
  * Returns 0, the sink's error, or MW_EPROTO for data that is not deflate. */
 int mw_inflater_feed(mw_inflater_t *z, const uint8_t *data, size_t len, int end,
                      mw_inflate_sink sink, void *ud);

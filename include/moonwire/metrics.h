@@ -41,6 +41,7 @@ typedef struct mw_metrics_s {
     uint64_t backpressure_closes, backpressure_drops;
     uint64_t tls_handshake_failures;
     uint64_t tls_reload_failures;   /* SIGHUP found a certificate pair that does not load */
+    uint64_t accept_failures;       /* connections closed unserved: out of file descriptors */
     uint64_t cluster_published;     /* envelopes sent to Redis */
     uint64_t cluster_received;      /* envelopes from other nodes */
     uint64_t cluster_send_failures; /* sends that Redis did not take (down, error) */

@@ -5,8 +5,9 @@
  * (oversized or fragmented control frames, non-minimal lengths). This layer
  * enforces the rest of section 5: masking, reserved bits and opcodes,
  * continuation order, UTF-8 of text and close reasons (incrementally, so a
- * bad byte fails at once), close codes, and max_message_size. It never
- * writes: it reports to a handler, which owns the connection.
+ * bad byte fails at once), close codes, and max_message_size (at the frame
+ * header, before any payload). It never writes: it reports to a handler,
+ * which owns the connection.
  *
  * wslay's frame context carries a 4 KB input buffer. It is taken from a
  * pool when bytes arrive and given back whenever the connection sits at a
@@ -46,6 +47,9 @@ typedef struct mw_ws_s {
     uint8_t frame_op;
     uint8_t frame_fin;
     uint8_t in_frame;
+    /* Between frames: the next header's bytes so far, checked as they come. */
+    uint8_t hdr_len;
+    uint8_t hdr[14];
 
     /* permessage-deflate, when negotiated (set by the handshake). */
     mw_pmd_t pmd;

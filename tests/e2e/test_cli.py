@@ -293,3 +293,35 @@ def test_a_malformed_listen_address_is_refused_with_a_message():
     p = moonwire("--script", "scripts/echo.lua", "--listen", "localhost-8080")
     assert p.returncode in (1, 2), p
     assert "localhost-8080" in one_line(p.stderr), p.stderr
+
+
+def test_a_host_name_in_listen_is_resolved_and_served(start_server):
+    second = free_port()
+    srv = start_server("scripts/echo.lua", args=["--listen", f"localhost:{second}"])
+    assert_serves("localhost", second)
+    log = srv.log()
+    assert f"listening on localhost:{second}" in log, log
+    assert "listen: localhost is " in log, log
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("--listen", "local host:8080"),
+    ("--listen", "1.2.3:8080"),
+    ("--listen", "localhost:99999"),
+    ("--listen-tls", "-bad.example:443"),
+])
+def test_a_bad_listen_flag_exits_2_naming_the_flag_not_the_config(flag, value):
+    p = moonwire("--script", "scripts/echo.lua", flag, value, "--check")
+    assert p.returncode == 2, p
+    line = one_line(p.stderr)
+    assert line.startswith(f"moonwire: {flag}: '{value}' is not HOST:PORT"), line
+    assert "host name" in line, line
+
+
+def test_a_listen_name_that_does_not_resolve_exits_1_saying_so():
+    port = free_port()
+    p = moonwire("--script", "scripts/echo.lua", "--listen", f"nosuch.invalid:{port}",
+                 timeout=30)
+    assert p.returncode == 1, p
+    line = one_line(p.stderr)
+    assert f"nosuch.invalid:{port}" in line and "cannot resolve 'nosuch.invalid'" in line, line

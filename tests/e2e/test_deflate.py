@@ -150,23 +150,25 @@ def deflate_raw(data):
 
 def read_frame(s, buf, timeout=5):
     s.settimeout(timeout)
-    while len(buf) < 2:
-        buf += s.recv(65536)
+
+    def need(count, buf):
+        while len(buf) < count:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise EOFError("the server closed the connection")
+            buf += chunk
+        return buf
+
+    buf = need(2, buf)
     b0, b1 = buf[0], buf[1]
     n, pos = b1 & 0x7F, 2
     if n == 126:
-        while len(buf) < 4:
-            buf += s.recv(65536)
+        buf = need(4, buf)
         n, pos = struct.unpack("!H", buf[2:4])[0], 4
     elif n == 127:
-        while len(buf) < 10:
-            buf += s.recv(65536)
+        buf = need(10, buf)
         n, pos = struct.unpack("!Q", buf[2:10])[0], 10
-    while len(buf) < pos + n:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise EOFError
-        buf += chunk
+    buf = need(pos + n, buf)
     return (b0, buf[pos:pos + n]), buf[pos + n:]
 
 
@@ -181,6 +183,69 @@ def test_server_frames_carry_rsv1_above_the_threshold_only(deflate_server):
     s.sendall(frame(1, b"short"))
     (b0, payload), buf = read_frame(s, buf)
     assert not b0 & 0x40 and payload == b"short", "below the threshold it goes plain"
+    s.close()
+
+
+def deflate_final(data, zdict=None):
+    """data compressed with zlib's Z_FINISH: the DEFLATE data ends with a final
+    block (BFINAL=1) and no 00 00 ff ff, as RFC 7692 7.2.3.3 allows. With
+    zdict, the stream starts from that window (a sender keeping its context)."""
+    c = (zlib.compressobj(6, zlib.DEFLATED, -15, zdict=zdict) if zdict
+         else zlib.compressobj(6, zlib.DEFLATED, -15))
+    out = c.compress(data) + c.flush(zlib.Z_FINISH)
+    assert zlib.decompressobj(-15, zdict=zdict or b"").decompress(out) == data
+    return out
+
+
+def echo_of(s, buf):
+    """The next data message from the server, inflated when it is compressed."""
+    (b0, payload), buf = read_frame(s, buf)
+    assert b0 & 0x0F in (1, 2), f"expected an echo, got opcode {b0 & 0x0F}: {payload!r}"
+    if b0 & 0x40:
+        payload = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
+    return payload, buf
+
+
+def test_accepts_messages_whose_deflate_data_ends_with_a_final_block(deflate_server):
+    s, _, buf = handshake(deflate_server.port, "permessage-deflate")
+    for text in [b"Hello", b"compress me please " * 40, "ünïcödé ✓".encode() * 30]:
+        s.sendall(frame(1, deflate_final(text), rsv1=True))
+        got, buf = echo_of(s, buf)
+        assert got == text
+    # RFC 7692 7.2.3.3's example: the final block, then an empty stored
+    # block's header whose 00 00 ff ff the sender stripped.
+    s.sendall(frame(1, bytes.fromhex("f348cdc9c9070000"), rsv1=True))
+    got, buf = echo_of(s, buf)
+    assert got == b"Hello"
+    # The final block cut across two frames of one message.
+    data = deflate_final(b"fragmented " * 50)
+    s.sendall(frame(1, data[:7], fin=False, rsv1=True) + frame(0, data[7:]))
+    got, buf = echo_of(s, buf)
+    assert got == b"fragmented " * 50
+    # And a sync-flushed message after all that still reads right.
+    s.sendall(frame(1, deflate_raw(b"plain flush " * 20), rsv1=True))
+    got, buf = echo_of(s, buf)
+    assert got == b"plain flush " * 20
+    s.close()
+
+
+def test_keeps_the_clients_window_across_final_blocks_with_context_takeover(start_server):
+    server = start_server("scripts/echo.lua", config="""
+        return { websocket = { compression = true, client_no_context_takeover = false } }
+    """)
+    s, accepted, buf = handshake(server.port, "permessage-deflate")
+    assert "client_no_context_takeover" not in accepted
+    first = b"the same sentence, again and again, number one. " * 4
+    second = b"the same sentence, again and again, number two. " * 4
+    s.sendall(frame(1, deflate_final(first), rsv1=True))
+    got, buf = echo_of(s, buf)
+    assert got == first
+    # The second message refers back into the first one's window.
+    packed = deflate_final(second, zdict=first)
+    assert len(packed) < len(deflate_final(second))
+    s.sendall(frame(1, packed, rsv1=True))
+    got, buf = echo_of(s, buf)
+    assert got == second
     s.close()
 
 

@@ -373,6 +373,44 @@ def test_on_upgrade_picks_the_subprotocol(start_server, tmp_script):
     run(go())
 
 
+ECHO_PICK_APP = """
+local app = {}
+function app.on_upgrade(req) return true, req.subprotocols[1] end
+function app.on_message(conn, data) conn:send(data) end
+return app
+"""
+
+
+def test_on_upgrade_may_pick_a_subprotocol_of_127_bytes(start_server, tmp_script):
+    srv = start_server(tmp_script(ECHO_PICK_APP))
+    name = "p" * 127
+
+    async def go():
+        async with websockets.connect(srv.url, subprotocols=[name]) as ws:
+            assert ws.subprotocol == name
+    run(go())
+
+
+def test_a_subprotocol_longer_than_127_bytes_is_refused_not_cut(start_server, tmp_script):
+    srv = start_server(tmp_script(ECHO_PICK_APP))
+    name = "p" * 200
+
+    async def go():
+        with pytest.raises(websockets.exceptions.InvalidStatusCode) as refused:
+            async with websockets.connect(srv.url, subprotocols=[name]):
+                pass
+        assert refused.value.status_code == 500
+    run(go())
+    srv.wait_log("app: on_upgrade chose a subprotocol longer than 127 bytes")
+
+    async def still_served():
+        async with websockets.connect(srv.url, subprotocols=["short"]) as ws:
+            assert ws.subprotocol == "short"
+            await ws.send("after")
+            assert await asyncio.wait_for(ws.recv(), 5) == "after"
+    run(still_served())
+
+
 # on_upgrade ---------------------------------------------------------------------------------
 
 GATE_APP = """

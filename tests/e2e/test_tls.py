@@ -129,7 +129,7 @@ def test_closes_clients_that_do_not_speak_tls_and_keeps_serving(tls_server, what
     before = metric(tls_server, "moonwire_tls_handshake_failures_total")
     with socket.create_connection(("127.0.0.1", tls_server.tls_port), timeout=5) as s:
         s.sendall(data)
-        # A stalled handshake is cut by handshake_timeout (1 s here) plus close_timeout.
+        # A stalled handshake is cut by handshake_timeout (1 s here).
         assert_closed_soon(s, timeout=6)
     if what != "half a ClientHello":
         assert metric(tls_server, "moonwire_tls_handshake_failures_total") == before + 1

@@ -9,9 +9,11 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 typedef struct {
@@ -418,12 +420,68 @@ static void test_config_validate_checks_the_listen_addresses(void **state)
     assert_rc(mw_config_list_add(&fx->cfg.listen, "127.0.0.1:8080"), 0);
     assert_rc(mw_config_list_add(&fx->cfg.listen, "[::1]:9000"), 0);
     assert_rc(mw_config_list_add(&fx->cfg.listen, ":80"), 0);
-    assert_rc(mw_config_validate(&fx->cfg, fx->err, sizeof(fx->err)), 0);
     assert_rc(mw_config_list_add(&fx->cfg.listen, "localhost:80"), 0);
-    expect_invalid(fx, "'listen' entry 'localhost:80'");
+    assert_rc(mw_config_validate(&fx->cfg, fx->err, sizeof(fx->err)), 0);
+    assert_rc(mw_config_list_add(&fx->cfg.listen, "local host:80"), 0);
+    expect_invalid(fx, "'listen' entry 'local host:80'");
     mw_config_list_clear(&fx->cfg.listen);
     assert_rc(mw_config_list_add(&fx->cfg.tls_listen, "1.2.3.4:99999"), 0);
     expect_invalid(fx, "tls.listen");
+}
+
+static void test_config_check_addr_takes_literals_and_host_names_by_their_form(void **state)
+{
+    static const char *const good[] = {
+        "127.0.0.1:8080", "[::1]:9000",           ":80",      "0.0.0.0:0",
+        "localhost:8080", "chat.example.org:443", "a-b.c9:1", "xn--bcher-kva.example:80",
+    };
+    static const char *const bad[] = {
+        "localhost",
+        "localhost:",
+        "localhost:65536",
+        "localhost:-1",
+        "localhost:+80",
+        "localhost: 80",
+        "local host:80",
+        "1.2.3:80",
+        "256.1.1.1:80",
+        "-a.example:80",
+        "a-.example:80",
+        "a..example:80",
+        ".example:80",
+        "[localhost]:80",
+        "[::1:80",
+        "host_name:80",
+        ":x",
+    };
+    (void)state;
+    for (size_t i = 0; i < NELEM(good); i++)
+        if (mw_config_check_addr(good[i]) != 0)
+            fail_msg("refused: %s", good[i]);
+    for (size_t i = 0; i < NELEM(bad); i++)
+        if (mw_config_check_addr(bad[i]) != MW_EINVAL)
+            fail_msg("accepted: %s", bad[i]);
+}
+
+static void test_config_parse_addr_resolves_a_host_name_to_one_address(void **state)
+{
+    struct sockaddr_storage addr;
+    char err[300] = "";
+    (void)state;
+    /* localhost is in /etc/hosts: no DNS needed. */
+    assert_rc(mw_config_parse_addr("localhost:8080", &addr, err, sizeof(err)), 0);
+    if (addr.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&addr;
+        assert_int_equal(ntohs(in->sin_port), 8080);
+        assert_int_equal(ntohl(in->sin_addr.s_addr), 0x7f000001);
+    } else {
+        assert_int_equal(addr.ss_family, AF_INET6);
+        assert_int_equal(ntohs(((const struct sockaddr_in6 *)&addr)->sin6_port), 8080);
+    }
+    assert_rc(mw_config_parse_addr("[::1]:9", &addr, err, sizeof(err)), 0);
+    assert_int_equal(addr.ss_family, AF_INET6);
+    assert_rc(mw_config_parse_addr("1.2.3:80", &addr, err, sizeof(err)), MW_EINVAL);
+    assert_contains(err, "'1.2.3:80' is not HOST:PORT");
 }
 
 static void test_config_validate_needs_a_script(void **state)
@@ -499,6 +557,8 @@ int main(void)
         T(test_config_load_reports_a_missing_file),
         T(test_config_set_str_and_list_add_replace_and_append),
         T(test_config_validate_checks_the_listen_addresses),
+        T(test_config_check_addr_takes_literals_and_host_names_by_their_form),
+        T(test_config_parse_addr_resolves_a_host_name_to_one_address),
         T(test_config_validate_needs_a_script),
         T(test_config_validate_checks_the_node_id),
         T(test_config_validate_needs_websocket_paths_to_start_with_a_slash),

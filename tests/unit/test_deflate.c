@@ -4,6 +4,7 @@
 #include "moonwire/deflate.h"
 #include "moonwire/frame.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -194,6 +195,119 @@ static void test_deflate_reports_garbage_as_not_deflate(void **state)
     free(out.data);
 }
 
+/* A raw DEFLATE stream of text ended with Z_FINISH: a final block (BFINAL),
+ * no 00 00 ff ff. With dict, the stream starts with that window, as a sender
+ * that keeps its context across messages would. Returns the length. */
+static size_t deflate_final(const char *text, const char *dict, uint8_t *out, size_t cap)
+{
+    z_stream z = {0};
+    size_t n;
+    assert_int_equal(deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    if (dict != NULL)
+        assert_int_equal(deflateSetDictionary(&z, (const Bytef *)dict, (uInt)strlen(dict)), Z_OK);
+    z.next_in = (Bytef *)text;
+    z.avail_in = (uInt)strlen(text);
+    z.next_out = out;
+    z.avail_out = (uInt)cap;
+    assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
+    n = cap - z.avail_out;
+    deflateEnd(&z);
+    assert_true(out[0] & 1); /* the first block is the last one */
+    return n;
+}
+
+/* Inflates one whole message with in and checks it reads want. */
+static void assert_inflates_to(mw_inflater_t *in, const uint8_t *data, size_t len, const char *want)
+{
+    collect_t out = {NULL, 0, 1u << 20};
+    assert_rc(mw_inflater_feed(in, data, len, 1, collect, &out), 0);
+    assert_int_equal(out.len, strlen(want));
+    assert_memory_equal(out.data, want, out.len);
+    free(out.data);
+}
+
+static void test_deflate_inflates_a_message_that_ends_with_a_final_block(void **state)
+{
+    uint8_t packed[256];
+    size_t n = deflate_final("Hello", NULL, packed, sizeof(packed));
+    mw_inflater_t *in = mw_inflater_get(15);
+    (void)state;
+    assert_inflates_to(in, packed, n, "Hello");
+    mw_inflater_put(in);
+    /* RFC 7692 7.2.3.3's own example: the final block, then a stored
+     * block's header whose 00 00 ff ff the sender dropped. */
+    in = mw_inflater_get(15);
+    assert_inflates_to(in, B("\xf3\x48\xcd\xc9\xc9\x07\x00\x00"), "Hello");
+    mw_inflater_put(in);
+}
+
+static void test_deflate_reads_a_final_block_cut_anywhere_across_frames(void **state)
+{
+    const char *text = "a final block, fed in every possible pair of pieces";
+    uint8_t packed[256];
+    size_t n = deflate_final(text, NULL, packed, sizeof(packed));
+    (void)state;
+    for (size_t cut = 0; cut <= n; cut++) {
+        collect_t out = {NULL, 0, 1000};
+        mw_inflater_t *in = mw_inflater_get(15);
+        assert_rc(mw_inflater_feed(in, packed, cut, 0, collect, &out), 0);
+        assert_rc(mw_inflater_feed(in, packed + cut, n - cut, 1, collect, &out), 0);
+        assert_int_equal(out.len, strlen(text));
+        assert_memory_equal(out.data, text, out.len);
+        mw_inflater_put(in);
+        free(out.data);
+    }
+}
+
+static void test_deflate_keeps_the_window_after_a_final_block_with_context_takeover(void **state)
+{
+    const char *first = "the quick brown fox jumps over the lazy dog; the quick brown fox";
+    const char *second = "the quick brown fox jumps over the lazy dog again";
+    uint8_t a[256], b[256], c[256];
+    size_t na = deflate_final(first, NULL, a, sizeof(a));
+    /* The second message refers back into the first (deflateSetDictionary). */
+    size_t nb = deflate_final(second, first, b, sizeof(b));
+    size_t nc;
+    char both[256];
+    mw_inflater_t *in = mw_inflater_get(15);
+    (void)state;
+    assert_true(nb < strlen(second) / 2);
+    assert_inflates_to(in, a, na, first);
+    assert_inflates_to(in, b, nb, second);
+    /* A sender may go back to sync flushes on the same window. */
+    {
+        z_stream z = {0};
+        snprintf(both, sizeof(both), "%s%s", first, second);
+        deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY);
+        deflateSetDictionary(&z, (const Bytef *)both, (uInt)strlen(both));
+        z.next_in = (Bytef *)"the lazy dog again and again";
+        z.avail_in = 28;
+        z.next_out = c;
+        z.avail_out = sizeof(c);
+        assert_int_equal(deflate(&z, Z_SYNC_FLUSH), Z_OK);
+        nc = sizeof(c) - z.avail_out - 4; /* without 00 00 ff ff */
+        deflateEnd(&z);
+    }
+    assert_inflates_to(in, c, nc, "the lazy dog again and again");
+    mw_inflater_put(in);
+}
+
+static void test_deflate_starts_the_next_message_afresh_after_a_final_block(void **state)
+{
+    uint8_t a[256], b[256];
+    size_t na = deflate_final("first message", NULL, a, sizeof(a));
+    size_t nb = deflate_final("second message", NULL, b, sizeof(b));
+    mw_inflater_t *in = mw_inflater_get(15);
+    (void)state;
+    assert_inflates_to(in, a, na, "first message");
+    assert_inflates_to(in, B(""), ""); /* an empty message changes nothing */
+    assert_inflates_to(in, b, nb, "second message");
+    /* Two streams in one message: each ends with a final block. */
+    memcpy(a + na, b, nb);
+    assert_inflates_to(in, a, na + nb, "first messagesecond message");
+    mw_inflater_put(in);
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -215,6 +329,10 @@ int main(void)
         cmocka_unit_test(test_deflate_sends_incompressible_payloads_plain),
         cmocka_unit_test(test_deflate_stops_inflating_a_bomb_at_the_limit),
         cmocka_unit_test(test_deflate_reports_garbage_as_not_deflate),
+        cmocka_unit_test(test_deflate_inflates_a_message_that_ends_with_a_final_block),
+        cmocka_unit_test(test_deflate_reads_a_final_block_cut_anywhere_across_frames),
+        cmocka_unit_test(test_deflate_keeps_the_window_after_a_final_block_with_context_takeover),
+        cmocka_unit_test(test_deflate_starts_the_next_message_afresh_after_a_final_block),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }

@@ -817,6 +817,69 @@ static void test_ws_fails_a_huge_announced_length_with_1009_before_the_payload(v
                 1009);
 }
 
+static void test_ws_fails_a_header_alone_that_announces_too_much_with_1009(void **state)
+{
+    fx_t *fx = *state;
+    /* 2^40 bytes announced, with and without the masking key, and no payload:
+     * wslay reports nothing until a payload byte comes, the check may not wait. */
+    static const uint8_t head[] = {0x82, 0xff, 0x00, 0x00, 0x01, 0x00, 0x00,
+                                   0x00, 0x00, 0x00, 0x37, 0xfa, 0x21, 0x3d};
+
+    reset(fx, 1000);
+    expect_fail(fx, head, sizeof(head), 1009);
+    reset(fx, 1000);
+    expect_fail(fx, head, 10, 1009);
+    /* A 16-bit length over the limit. */
+    reset(fx, 1000);
+    expect_fail(fx, B("\x81\xfe\x03\xe9"), 1009);
+}
+
+static void test_ws_fails_a_header_fed_byte_by_byte_as_soon_as_its_length_is_whole(void **state)
+{
+    fx_t *fx = *state;
+    static const uint8_t head[] = {0x82, 0xff, 0x00, 0x00, 0x01, 0x00, 0x00,
+                                   0x00, 0x00, 0x00, 0x37, 0xfa, 0x21, 0x3d};
+
+    reset(fx, 1000);
+    for (size_t i = 0; i < 9; i++) {
+        assert_rc(feed(fx, head + i, 1), 0);
+        EXPECT_NOTHING(fx);
+    }
+    expect_fail(fx, head + 9, 1, 1009);
+}
+
+static void test_ws_fails_a_header_after_a_whole_frame_in_the_same_feed(void **state)
+{
+    fx_t *fx = *state;
+    size_t n;
+
+    reset(fx, 1000);
+    n = client_frame(wire, 1, 0, MW_OP_TEXT, "hi", 2);
+    memcpy(wire + n, "\x82\xfe\x03\xe9", 4);
+    assert_rc(feed(fx, wire, n + 4), MW_ECLOSED);
+    EXPECT(fx, MSG(MW_OP_TEXT, "hi"), FAIL(1009));
+    /* A continuation whose length passes what the message has left. */
+    reset(fx, 10);
+    n = client_frame(wire, 0, 0, MW_OP_TEXT, "012345", 6);
+    memcpy(wire + n, "\x80\x85", 2);
+    expect_fail(fx, wire, n + 2, 1009);
+}
+
+static void test_ws_waits_for_the_payload_of_a_header_that_fits(void **state)
+{
+    fx_t *fx = *state;
+    size_t n;
+
+    reset(fx, 10);
+    n = client_frame(wire, 1, 0, MW_OP_TEXT, "0123456789", 10);
+    for (size_t i = 0; i < 6; i++) {
+        assert_rc(feed(fx, wire + i, 1), 0);
+        EXPECT_NOTHING(fx);
+    }
+    assert_rc(feed(fx, wire + 6, n - 6), 0);
+    EXPECT(fx, MSG(MW_OP_TEXT, "0123456789"));
+}
+
 static void test_ws_fails_fragments_whose_sum_passes_max_message_with_1009(void **state)
 {
     fx_t *fx = *state;
@@ -912,6 +975,10 @@ int main(void)
         T(test_ws_fails_invalid_utf8_in_the_first_fragment_at_once),
         T(test_ws_fails_a_message_over_max_message_with_1009),
         T(test_ws_fails_a_huge_announced_length_with_1009_before_the_payload),
+        T(test_ws_fails_a_header_alone_that_announces_too_much_with_1009),
+        T(test_ws_fails_a_header_fed_byte_by_byte_as_soon_as_its_length_is_whole),
+        T(test_ws_fails_a_header_after_a_whole_frame_in_the_same_feed),
+        T(test_ws_waits_for_the_payload_of_a_header_that_fits),
         T(test_ws_fails_fragments_whose_sum_passes_max_message_with_1009),
         T(test_ws_reports_nothing_after_a_failure),
         T(test_ws_close_code_valid_accepts_the_codes_an_endpoint_may_send),
