@@ -172,6 +172,17 @@ void mw_conn_addr(const mw_conn_t *c, char *out, size_t cap)
         snprintf(out, cap, "-");
 }
 
+void mw_conn_pause(mw_conn_t *c, unsigned reason, int on)
+{
+    unsigned was = c->paused;
+
+    if (on && c->finishing)
+        return;
+    c->paused = (uint8_t)(on ? was | reason : was & ~reason);
+    if ((was == 0) != (c->paused == 0))
+        c->tp->pause(c, c->paused != 0);
+}
+
 int mw__conn_queue(mw_conn_t *c, mw_frame_t *f)
 {
     int r = mw_outq_push(&c->outq, f);
@@ -353,10 +364,8 @@ void mw_conn_on_written(mw_conn_t *c, size_t n)
      * long reply that a slow client is still reading. */
     if (c->tlist == MW_TL_CLOSING && n > 0)
         mw_server_set_tlist(srv, c, MW_TL_CLOSING);
-    if (c->paused && mw_conn_buffered(c) <= srv->cfg->max_buffered / 2) {
-        c->paused = 0;
-        c->tp->pause(c, 0);
-    }
+    if ((c->paused & MW_PAUSE_WRITEQ) && mw_conn_buffered(c) <= srv->cfg->max_buffered / 2)
+        mw_conn_pause(c, MW_PAUSE_WRITEQ, 0);
     if (mw_outq_empty(&c->outq) && c->finishing)
         c->tp->finish(c);
 }

@@ -90,11 +90,8 @@ void mw_server_run_deferred(mw_server_t *srv)
                 c->tp->finish(c);
             /* Input backpressure: a peer that sends faster than it reads
              * stops being read until its queue drains to half. */
-            if (!c->freed && !c->paused && c->state == MW_CONN_OPEN &&
-                mw_conn_buffered(c) > cfg->max_buffered) {
-                c->paused = 1;
-                c->tp->pause(c, 1);
-            }
+            if (!c->freed && c->state == MW_CONN_OPEN && mw_conn_buffered(c) > cfg->max_buffered)
+                mw_conn_pause(c, MW_PAUSE_WRITEQ, 1);
         }
     }
     if (srv->draining && srv->nconns == 0 && mw_lua_conn_hooks_waiting(srv->lua) == 0 &&

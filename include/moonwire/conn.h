@@ -58,10 +58,10 @@ struct mw_conn_s {
     uint8_t close_received : 1;
     uint8_t finishing : 1;   /* finish the transport once outq drains */
     uint8_t lua_open : 1;    /* on_open ran, so on_close is owed */
-    uint8_t paused : 1;      /* reading stopped by input backpressure */
     uint8_t queued_close : 1; /* in srv->close_queue */
     uint8_t freed : 1;
     uint8_t ip_counted : 1;  /* counted in srv->iplimit */
+    uint8_t paused;          /* why reading is stopped: MW_PAUSE_* bits, 0 when reading */
     uint16_t close_code;     /* what on_close reports */
     uint16_t close_reason_len;
     const char *close_reason; /* static, in ws.ctl, or reason_buf */
@@ -91,6 +91,18 @@ struct mw_conn_s {
     uint64_t msgs_in, msgs_out, bytes_in, bytes_out;
     mw_addr_t addr;
 };
+
+/* Why reading from a connection is stopped. Each reason is set and cleared
+ * by the part that owns it; reading resumes when none is left. */
+enum {
+    MW_PAUSE_WRITEQ = 1, /* its own write queue is over limits.max_buffered */
+    MW_PAUSE_HELD = 2,   /* its messages held behind a waiting hook are (lua_host.c) */
+};
+
+/* Sets (on) or clears a reason to stop reading c. The transport stops at the
+ * first reason and resumes when the last one is cleared. A connection that
+ * is finishing keeps reading, to see the peer's FIN: it takes no new reason. */
+void mw_conn_pause(mw_conn_t *c, unsigned reason, int on);
 
 /* Sets up a connection just accepted by a transport. Returns 0 or MW_ENOMEM. */
 int mw_conn_init(mw_conn_t *c, mw_server_t *srv, const mw_transport_t *tp, const mw_addr_t *addr);
