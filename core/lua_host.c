@@ -1148,7 +1148,7 @@ void mw_lua_message(mw_lua_t *lh, mw_conn_t *c, int opcode, const uint8_t *data,
         mw_frame_t *f = mw_frame_new((uint8_t)opcode, data, len);
         if (f == NULL || mw_outq_push(&c->held, f) != 0) {
             mw_conn_fail(c, 1011, "out of memory");
-        } else if (c->held.bytes > lh->srv->cfg->max_buffered) {
+        } else if (mw_outq_cost(&c->held) > lh->srv->cfg->max_buffered) {
             mw_conn_pause(c, MW_PAUSE_HELD, 1); /* and stop reading until they are handled */
         }
         if (f != NULL)

@@ -61,6 +61,8 @@ struct mw_conn_s {
     uint8_t queued_close : 1; /* in srv->close_queue */
     uint8_t freed : 1;
     uint8_t ip_counted : 1;  /* counted in srv->iplimit */
+    uint8_t dropping : 1;    /* backed up past backpressure_timeout under "drop": its
+                                messages are dropped until it has drained to half */
     uint8_t paused;          /* why reading is stopped: MW_PAUSE_* bits, 0 when reading */
     uint16_t close_code;     /* what on_close reports */
     uint16_t close_reason_len;
@@ -72,6 +74,8 @@ struct mw_conn_s {
     mw_ws_t ws;
     mw_outq_t outq;
     size_t wire_pending; /* bytes taken from outq, not yet on the wire (TLS ciphertext) */
+    struct mw_backlog_s *backlog; /* while its queue is backed up, else NULL (backpressure.c) */
+    uint32_t held_back;  /* backed-up queues its messages went to that hold it back */
     char *protocol; /* the negotiated subprotocol, or NULL */
 
     mw_list_t timeout_link; /* in the server list named by tlist */
@@ -97,6 +101,7 @@ struct mw_conn_s {
 enum {
     MW_PAUSE_WRITEQ = 1, /* its own write queue is over limits.max_buffered */
     MW_PAUSE_HELD = 2,   /* its messages held behind a waiting hook are (lua_host.c) */
+    MW_PAUSE_FLOW = 4,   /* queues its messages went to are backed up (backpressure.c) */
 };
 
 /* Sets (on) or clears a reason to stop reading c. The transport stops at the
@@ -150,10 +155,11 @@ void mw_conn_addr(const mw_conn_t *c, char *out, size_t cap);
 /* Logs the "conn.open" line of an upgraded connection. */
 void mw_conn_log_open(const mw_conn_t *c, const char *path, size_t path_len);
 
-/* Bytes queued for c and not yet written (what backpressure bounds). */
+/* What c's queue holds and has not written (what backpressure bounds): the
+ * queued frames' bytes and MW_OUTQ_FRAME_COST each, and TLS ciphertext. */
 static inline size_t mw_conn_buffered(const mw_conn_t *c)
 {
-    return c->outq.bytes + c->wire_pending;
+    return mw_outq_cost(&c->outq) + c->wire_pending;
 }
 
 /* Internal: queues bytes regardless of state (101 replies, control frames). */
