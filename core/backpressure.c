@@ -42,7 +42,8 @@ static void log_policy(mw_conn_t *c, const char *action, uint64_t ms)
 }
 
 /* Applies limits.backpressure to c: closes it with 1008 (after what is
- * queued), or drops its messages until it has drained to half. */
+ * queued), or drops the messages that would take it past the bound until it
+ * has drained to half. */
 static void apply_policy(mw_conn_t *c, uint64_t ms)
 {
     mw_server_t *srv = c->srv;
@@ -59,10 +60,12 @@ static void apply_policy(mw_conn_t *c, uint64_t ms)
     }
 }
 
-int mw__bp_admit(mw_conn_t *c)
+int mw__bp_admit(mw_conn_t *c, size_t after)
 {
     mw_server_t *srv = c->srv;
 
+    if (!c->dropping && after <= 2 * srv->cfg->max_buffered)
+        return 0; /* over the bound within a turn: judged after its writes */
     if (srv->cfg->backpressure == MW_BP_DROP || c->dropping) {
         srv->metrics->backpressure_drops++;
     } else {
@@ -103,7 +106,7 @@ void mw__bp_over(mw_conn_t *c)
     mw_conn_t *p = srv->sender;
     mw_backlog_t *b;
 
-    if (c->dropping || c->state != MW_CONN_OPEN)
+    if (c->dropping || c->state != MW_CONN_OPEN || mw_conn_buffered(c) <= srv->cfg->max_buffered)
         return;
     if ((b = backlog_of(c)) == NULL) {
         apply_policy(c, 0); /* out of memory: no deadline can be kept */
@@ -164,11 +167,11 @@ void mw__bp_written(mw_conn_t *c)
     mw_conn_pause(c, MW_PAUSE_WRITEQ, 0);
 }
 
-void mw_bp_flushed(mw_conn_t *c)
+void mw__bp_flushed(mw_conn_t *c)
 {
     mw_server_t *srv = c->srv;
 
-    if (c->freed || c->state != MW_CONN_OPEN || mw_conn_buffered(c) <= srv->cfg->max_buffered)
+    if (c->freed || c->state != MW_CONN_OPEN)
         return;
     if (!c->dropping && backlog_of(c) == NULL) {
         apply_policy(c, 0);

@@ -282,14 +282,17 @@ void mw_conn_ping(mw_conn_t *c)
     }
 }
 
-int mw_conn_send(mw_conn_t *c, mw_frame_t *f)
+/* mw_conn_send past the bound or with compression: the rare paths, out of
+ * the common one. */
+static __attribute__((noinline)) int send_slow(mw_conn_t *c, mw_frame_t *f)
 {
     mw_server_t *srv = c->srv;
-    int r;
+    size_t was = mw_conn_buffered(c), after = was + f->len + MW_OUTQ_FRAME_COST;
+    int over = after > srv->cfg->max_buffered, r;
 
-    if (c->state != MW_CONN_OPEN)
-        return MW_ECLOSED;
-    if ((r = mw_bp_admit(c, f->len)) != 0)
+    /* Past the bound, backpressure.c decides; an empty queue takes any frame,
+     * so one message larger than the bound still goes out. */
+    if (over && was != 0 && (r = mw__bp_admit(c, after)) != 0)
         return r;
     if (c->ws.pmd.enabled && f->hdr != 0 && f->rsv == 0 && (f->bytes[0] & 0x08) == 0 &&
         mw_frame_payload_len(f) >= srv->cfg->compression_threshold) {
@@ -306,7 +309,25 @@ queued:
     if (r == 0) {
         c->msgs_out++;
         srv->metrics->messages_out++;
-        mw_bp_queued(c);
+        if (over)
+            mw__bp_over(c);
+    }
+    return r;
+}
+
+int mw_conn_send(mw_conn_t *c, mw_frame_t *f)
+{
+    mw_server_t *srv = c->srv;
+    int r;
+
+    if (c->state != MW_CONN_OPEN)
+        return MW_ECLOSED;
+    if (mw_conn_buffered(c) + f->len + MW_OUTQ_FRAME_COST > srv->cfg->max_buffered ||
+        c->ws.pmd.enabled)
+        return send_slow(c, f);
+    if ((r = mw__conn_queue(c, f)) == 0) {
+        c->msgs_out++;
+        srv->metrics->messages_out++;
     }
     return r;
 }

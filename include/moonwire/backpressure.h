@@ -11,8 +11,9 @@
  * the turn's writes: one still over the bound stops its own connection's
  * reading too. A queue that drains to half the bound lets go of everyone it
  * held back. One that stays backed up for backpressure_timeout gets the
- * policy: closed with 1008, or (drop) its messages are dropped until it has
- * drained to half, and it holds nobody back meanwhile. Twice the bound is a
+ * policy: closed with 1008, or (drop) until it has drained to half a
+ * message that would take it past the bound is dropped, and it holds nobody
+ * back meanwhile. Twice the bound is a
  * ceiling at enqueue, for what no publisher's reading paces: timers, the
  * backplane, many publishers in one turn.
  */
@@ -34,19 +35,11 @@ typedef struct mw_backlog_s {
     uint32_t nholds, cap;
 } mw_backlog_t;
 
-/* Before a data frame of len bytes is queued to the open connection c:
- * returns 0 to queue it, or MW_EBACKPRESSURE after applying the policy
- * (the frame is dropped, or c closed with 1008, and it is counted). A frame
- * always fits an empty queue. */
-int mw__bp_admit(mw_conn_t *c);
-
-static inline int mw_bp_admit(mw_conn_t *c, size_t len)
-{
-    size_t b = mw_conn_buffered(c);
-    if (b == 0 || (!c->dropping && b + len + MW_OUTQ_FRAME_COST <= 2 * c->srv->cfg->max_buffered))
-        return 0;
-    return mw__bp_admit(c);
-}
+/* mw_conn_send, before it queues a data frame to the open connection c whose
+ * non-empty queue would then hold `after` (over max_buffered): returns 0 to
+ * queue it, or MW_EBACKPRESSURE after applying the policy (the frame is
+ * dropped, or c closed with 1008; counted either way). */
+int mw__bp_admit(mw_conn_t *c, size_t after);
 
 /* Internal: c's queue is over max_buffered after a frame was queued. */
 void mw__bp_over(mw_conn_t *c);
@@ -69,9 +62,16 @@ static inline void mw_bp_written(mw_conn_t *c)
         mw__bp_written(c);
 }
 
+/* Internal: c's queue is over max_buffered after the turn's write attempt. */
+void mw__bp_flushed(mw_conn_t *c);
+
 /* After the turn's write attempt for c: a queue still over the bound is
  * backed up and stops its own connection's reading. */
-void mw_bp_flushed(mw_conn_t *c);
+static inline void mw_bp_flushed(mw_conn_t *c)
+{
+    if (mw_conn_buffered(c) > c->srv->cfg->max_buffered)
+        mw__bp_flushed(c);
+}
 
 /* c no longer takes messages (closing, closed or released): it lets go of
  * the publishers it held back and leaves the backed-up list. */

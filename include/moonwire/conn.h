@@ -62,7 +62,8 @@ struct mw_conn_s {
     uint8_t freed : 1;
     uint8_t ip_counted : 1;  /* counted in srv->iplimit */
     uint8_t dropping : 1;    /* backed up past backpressure_timeout under "drop": its
-                                messages are dropped until it has drained to half */
+                                messages past the bound are dropped until it has
+                                drained to half */
     uint8_t paused;          /* why reading is stopped: MW_PAUSE_* bits, 0 when reading */
     uint16_t close_code;     /* what on_close reports */
     uint16_t close_reason_len;
