@@ -198,6 +198,8 @@ void mw_bp_sweep(mw_server_t *srv, uint64_t now)
         if (now - b->since < timeout)
             break;
         apply_policy(c, now - b->since); /* takes b out of the list */
+        if (c->backlog == b)
+            let_go(c); /* whatever the policy did, the sweep moves on */
     }
     /* After a burst of queued frames (backlogs drained or freed), the frame
      * and entry pools are full, and glibc keeps what they did not take on its
