@@ -14,6 +14,12 @@
  *   fanout   the same in N rooms of M members (?room=<n> in the path).
  *   connect  N connections opened and held idle; handshakes/s and the server's
  *            RSS per idle connection.
+ *   soak     N connections to scripts/chat.lua, kept at N for D seconds while
+ *            each lives a random time: it joins a room, says something now
+ *            and then (sometimes not JSON), and ends with a close, a dropped
+ *            socket, or a bad frame the server must close with 1002, 1007 or
+ *            1009; then it connects again. The server's RSS is read every
+ *            second: its growth from --ref seconds to the end is the figure.
  *
  * With --pid, the server's CPU time (utime+stime of /proc/PID/stat) is read at
  * the start and end of the measured window, with the part of it spent in the
@@ -55,11 +61,18 @@
 #define PUB_HEADER 33 /* 'P' + 6 hex publisher + 10 hex seq + 16 hex timestamp */
 #define TIMER_ID UINT64_MAX
 
-enum { SC_ECHO, SC_RELAY, SC_FANOUT, SC_CONNECT };
-static const char *scenario_names[] = {"echo", "relay", "fanout", "connect"};
+enum { SC_ECHO, SC_RELAY, SC_FANOUT, SC_CONNECT, SC_SOAK, SC__COUNT };
+static const char *scenario_names[] = {"echo", "relay", "fanout", "connect", "soak"};
 
 enum { ST_IDLE, ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_CLOSING, ST_CLOSED };
-enum { P_CONNECT, P_HOLD, P_WARMUP, P_MEASURE, P_DRAIN, P_CLOSE, P_DONE };
+enum { P_CONNECT, P_HOLD, P_WARMUP, P_MEASURE, P_SOAK, P_DRAIN, P_CLOSE, P_DONE };
+
+/* How a soak connection ends, and the close code the server owes for it. */
+enum { END_CLOSE, END_ABRUPT, END_UNMASKED, END_BAD_UTF8, END_OPCODE, END_TOO_BIG, END__COUNT };
+static const char *end_names[] = {"close", "abrupt", "unmasked", "bad_utf8", "opcode", "too_big"};
+static const uint16_t end_codes[] = {1000, 0, 1002, 1007, 1002, 1009};
+static const uint32_t end_weights[] = {40, 20, 10, 10, 10, 10}; /* of 100 */
+#define SOAK_TOO_BIG 70000 /* over the soak config's 64 KiB max_message_size */
 
 enum { OP_CONT = 0, OP_TEXT = 1, OP_BINARY = 2, OP_CLOSE = 8, OP_PING = 9, OP_PONG = 10 };
 
@@ -87,6 +100,9 @@ static struct {
     double duration, warmup, drain, connect_timeout, close_timeout, hold, stall;
     int binary;
     int touch; /* connect: one echo per connection before it idles */
+    double life_min, life_max; /* soak: seconds a connection lives */
+    double say_min, say_max;   /* soak: seconds between two says */
+    double ref;                /* soak: when the reference RSS is read */
     int spin; /* poll without sleeping: no wake-up latency on the generator's side */
     int pid;            /* the first -p; CPU and RSS are summed over pids[] */
     int pids[MAX_SERVERS];
@@ -113,6 +129,11 @@ static struct {
     .close_timeout = 5,
     .hold = 2,
     .stall = 2,
+    .life_min = 5,
+    .life_max = 30,
+    .say_min = 2,
+    .say_max = 10,
+    .ref = 60,
     .concurrency = 256,
     .label = "",
 };
@@ -157,6 +178,11 @@ typedef struct {
     /* publisher */
     pubslot_t *slots;
     uint64_t pub_next, pub_oldest;
+    /* soak */
+    uint32_t gen;          /* connections this slot has made */
+    uint64_t t_end, t_say; /* when it ends, when it says something next */
+    uint8_t end_kind;      /* END_* */
+    uint8_t ending;        /* its end has begun */
 } conn_t;
 
 static conn_t *conns;
@@ -203,6 +229,14 @@ static struct {
     double gen_cpu0, gen_cpu1;
     kstat_t k0, k1, kc0, kc1;
     int stop;
+    /* soak */
+    uint64_t soak_ends[END__COUNT], soak_says, soak_garbage, soak_received;
+    uint64_t soak_expected_closes, soak_unexpected_closes, soak_reconnects;
+    uint64_t t_soak0, t_soak1, t_tick, t_sample, t_log;
+    long rss_ref, rss_end, rss_max, rss_now;
+    int ref_done;
+    long rss_trace[256]; /* every 10 s from the start of the soak */
+    uint32_t ntrace;
     char error[256];
 } st;
 
@@ -746,7 +780,12 @@ static void pub_message(conn_t *c, int op, const uint8_t *data, size_t len, uint
 
 static void on_message(conn_t *c, int op, const uint8_t *data, size_t len, uint64_t t)
 {
-    if (opt.scenario == SC_ECHO)
+    if (opt.scenario == SC_SOAK) {
+        /* The chat answers JSON objects only. */
+        if (op != OP_TEXT || len == 0 || data[0] != '{')
+            st.mismatch++;
+        st.soak_received++;
+    } else if (opt.scenario == SC_ECHO)
         echo_message(c, op, data, len, t);
     else if (opt.scenario == SC_RELAY || opt.scenario == SC_FANOUT)
         pub_message(c, op, data, len, t);
@@ -841,7 +880,12 @@ static ssize_t parse_frames(conn_t *c, const uint8_t *buf, size_t len, uint64_t 
                 c->close_rcvd = 1;
                 if (!c->close_sent) {
                     /* the server closed first */
-                    st.server_closed++;
+                    if (opt.scenario != SC_SOAK)
+                        st.server_closed++;
+                    else if (c->ending && code == end_codes[c->end_kind])
+                        st.soak_expected_closes++;
+                    else
+                        st.soak_unexpected_closes++;
                     count_close_code(code);
                     send_close(c, code == 1005 ? 1000 : code);
                 }
@@ -894,6 +938,8 @@ bad:
 }
 
 /* --------------------------------------------------------------- handshake */
+
+static void soak_opened(conn_t *c, uint64_t t);
 
 static int handle_handshake(conn_t *c, uint64_t t)
 {
@@ -959,6 +1005,8 @@ static int handle_handshake(conn_t *c, uint64_t t)
         put_frame(c, OP_TEXT, scratch, opt.size);
         st.touch_sent++;
     }
+    if (opt.scenario == SC_SOAK)
+        soak_opened(c, t);
     return 1;
 }
 
@@ -1116,6 +1164,8 @@ static void path_for(conn_t *c, char *out, size_t n)
         snprintf(out, n, "%s", opt.path);
     else if (opt.scenario == SC_FANOUT)
         snprintf(out, n, "/?room=%u", c->room);
+    else if (opt.scenario == SC_SOAK) /* a nick of its own, a room shared with others */
+        snprintf(out, n, "/chat?nick=s%ux%u&room=r%u", c->idx, c->gen, c->idx % opt.rooms);
     else
         snprintf(out, n, "/");
 }
@@ -1171,6 +1221,131 @@ static void do_read(conn_t *c)
     if (n < 0)
         st.io_errors++;
     conn_fail(c, n == 0 ? "server closed TCP without a close handshake" : strerror(errno));
+}
+
+/* -------------------------------------------------------------------- soak */
+
+/* A random time between lo and hi seconds from t. */
+static uint64_t soak_after(uint64_t t, double lo, double hi)
+{
+    return t + (uint64_t)((lo + (hi - lo) * (rnd32() / 4294967296.0)) * 1e9);
+}
+
+static void soak_opened(conn_t *c, uint64_t t)
+{
+    uint32_t w = rnd32() % 100, k = 0;
+
+    while (w >= end_weights[k]) {
+        w -= end_weights[k];
+        k++;
+    }
+    c->end_kind = (uint8_t)k;
+    c->ending = 0;
+    c->t_end = soak_after(t, opt.life_min, opt.life_max);
+    c->t_say = soak_after(t, 0, opt.say_max);
+}
+
+static void soak_say(conn_t *c, uint64_t t)
+{
+    char text[160];
+    int n;
+
+    if (rnd32() % 20 == 0) { /* the chat answers an error and keeps the connection */
+        n = snprintf(text, sizeof(text), "this is not json %u.%u", c->idx, c->gen);
+        st.soak_garbage++;
+    } else {
+        n = snprintf(text, sizeof(text), "{\"type\":\"say\",\"text\":\"soak %u.%u at %.3f\"}",
+                     c->idx, c->gen, (double)(t - st.t_soak0) / 1e9);
+        st.soak_says++;
+    }
+    put_frame(c, OP_TEXT, (const uint8_t *)text, (size_t)n);
+    c->t_say = soak_after(t, opt.say_min, opt.say_max);
+}
+
+static void soak_end(conn_t *c)
+{
+    static uint8_t big[SOAK_TOO_BIG];
+    static const uint8_t unmasked[] = {0x81, 0x02, 'h', 'i'};
+    static const uint8_t bad_utf8[] = {0xc3, 0x28};
+
+    st.soak_ends[c->end_kind]++;
+    c->ending = 1;
+    switch (c->end_kind) {
+    case END_CLOSE:
+        send_close(c, 1000);
+        break;
+    case END_ABRUPT:
+        conn_release(c); /* a reset if the server's last messages are unread */
+        break;
+    case END_UNMASKED:
+        memcpy(wreserve(c, sizeof(unmasked)), unmasked, sizeof(unmasked));
+        c->wlen += sizeof(unmasked);
+        mark_dirty(c);
+        break;
+    case END_BAD_UTF8:
+        put_frame(c, OP_TEXT, bad_utf8, sizeof(bad_utf8));
+        break;
+    case END_OPCODE:
+        put_frame(c, 0x3, NULL, 0);
+        break;
+    default:
+        memset(big, 'a', sizeof(big));
+        put_frame(c, OP_TEXT, big, sizeof(big));
+        break;
+    }
+}
+
+/* Every 20 ms: ends, says, and a new connection in every free slot. */
+static void soak_tick(uint64_t t)
+{
+    for (uint32_t i = 0; i < opt.conns; i++) {
+        conn_t *c = &conns[i];
+        if (c->fd < 0) {
+            if (st.connecting >= opt.concurrency)
+                continue;
+            c->gen++;
+            c->close_sent = c->close_rcvd = c->in_frag = c->failed = c->ending = 0;
+            c->want_out = 0;
+            st.soak_reconnects++;
+            start_connect(c);
+            continue;
+        }
+        if (c->state != ST_OPEN || c->ending)
+            continue;
+        if (t >= c->t_end)
+            soak_end(c);
+        else if (t >= c->t_say)
+            soak_say(c, t);
+    }
+}
+
+static void soak_step(uint64_t t)
+{
+    double el = (double)(t - st.t_soak0) / 1e9;
+
+    if (t - st.t_tick >= 20000000u) {
+        st.t_tick = t;
+        soak_tick(t);
+    }
+    if (t - st.t_sample >= 1000000000u) {
+        st.t_sample = t;
+        st.rss_now = opt.pid ? servers_rss_kb() : -1;
+        if (st.rss_now > st.rss_max)
+            st.rss_max = st.rss_now;
+        if (!st.ref_done && el >= opt.ref) {
+            st.ref_done = 1;
+            st.rss_ref = st.rss_now;
+            say("soak: %.0f s: server RSS %ld kB (the reference)", el, st.rss_ref);
+        }
+    }
+    if (t - st.t_log >= 10000000000u) {
+        st.t_log = t;
+        if (st.ntrace < sizeof(st.rss_trace) / sizeof(st.rss_trace[0]))
+            st.rss_trace[st.ntrace++] = st.rss_now;
+        say("soak: %.0f s: %u open, %" PRIu64 " reconnects, %" PRIu64 " says, %" PRIu64
+            " received, server RSS %ld kB",
+            el, st.open_now, st.soak_reconnects, st.soak_says, st.soak_received, st.rss_now);
+    }
 }
 
 /* ------------------------------------------------------------------ phases */
@@ -1274,6 +1449,13 @@ static void step(uint64_t t)
                 snprintf(st.error, sizeof(st.error), "only %u of %u connections opened",
                          st.opened, opt.conns);
                 begin_close(t);
+            } else if (opt.scenario == SC_SOAK) {
+                set_phase(P_SOAK, t);
+                st.t_soak0 = st.t_tick = st.t_sample = st.t_log = t;
+                st.srv_cpu0 = opt.pid ? servers_cpu_seconds(&st.srv_sys0) : 0;
+                st.gen_cpu0 = self_cpu_seconds();
+                st.rss_now = st.rss_max = opt.pid ? servers_rss_kb() : -1;
+                st.rss_trace[st.ntrace++] = st.rss_now;
             } else {
                 set_phase(P_WARMUP, t);
                 start_sending(t);
@@ -1281,6 +1463,18 @@ static void step(uint64_t t)
         }
         break;
     }
+    case P_SOAK:
+        soak_step(t);
+        if (el >= opt.duration || st.stop) {
+            st.t_soak1 = t;
+            st.srv_cpu1 = opt.pid ? servers_cpu_seconds(&st.srv_sys1) : 0;
+            st.gen_cpu1 = self_cpu_seconds();
+            st.rss_end = opt.pid ? servers_rss_kb() : -1;
+            if (!st.ref_done)
+                snprintf(st.error, sizeof(st.error), "the soak ended before --ref");
+            begin_close(t);
+        }
+        break;
     case P_HOLD:
         if (el >= opt.hold || st.stop) {
             st.rss_connected = opt.pid ? servers_rss_kb() : -1;
@@ -1372,6 +1566,29 @@ static void report(void)
                 "\"server_cpu_us_per_handshake\":%.2f,",
                 st.rss_connected, st.opened ? d * 1024.0 / st.opened : 0, hcpu,
                 hcpu > 0 ? hsys / hcpu : 0, st.opened ? hcpu * 1e6 / st.opened : 0);
+    } else if (opt.scenario == SC_SOAK) {
+        double s = (double)(st.t_soak1 - st.t_soak0) / 1e9;
+        double growth = st.rss_ref > 0 ? (double)st.rss_end / (double)st.rss_ref - 1 : 0;
+        fprintf(f,
+                "\"server_cpu_s\":%.3f,\"server_cpu_util\":%.3f,\"gen_cpu_util\":%.3f,"
+                "\"soak\":{\"seconds\":%.1f,\"ref_s\":%.1f,\"rooms\":%u,"
+                "\"rss_ref_kb\":%ld,\"rss_end_kb\":%ld,\"rss_max_kb\":%ld,"
+                "\"rss_growth\":%.4f,\"reconnects\":%" PRIu64 ",\"connects_per_s\":%.1f,"
+                "\"says\":%" PRIu64 ",\"not_json\":%" PRIu64 ",\"received\":%" PRIu64
+                ",\"received_per_s\":%.1f,\"expected_closes\":%" PRIu64
+                ",\"unexpected_closes\":%" PRIu64 ",\"ends\":{",
+                st.srv_cpu1 - st.srv_cpu0, s > 0 ? (st.srv_cpu1 - st.srv_cpu0) / s : 0,
+                s > 0 ? (st.gen_cpu1 - st.gen_cpu0) / s : 0, s, opt.ref, opt.rooms, st.rss_ref,
+                st.rss_end, st.rss_max, growth, st.soak_reconnects,
+                s > 0 ? st.soak_reconnects / s : 0, st.soak_says, st.soak_garbage,
+                st.soak_received, s > 0 ? st.soak_received / s : 0, st.soak_expected_closes,
+                st.soak_unexpected_closes);
+        for (int k = 0; k < END__COUNT; k++)
+            fprintf(f, "%s\"%s\":%" PRIu64, k ? "," : "", end_names[k], st.soak_ends[k]);
+        fprintf(f, "},\"rss_every_10s_kb\":[");
+        for (uint32_t i = 0; i < st.ntrace; i++)
+            fprintf(f, "%s%ld", i ? "," : "", st.rss_trace[i]);
+        fprintf(f, "]},");
     } else {
         double gen = st.gen_cpu1 - st.gen_cpu0;
         fprintf(f,
@@ -1417,6 +1634,7 @@ static void report(void)
         json_latency(f, "latency_us", &lat);
         fputc(',', f);
     }
+    st.unexpected += st.soak_unexpected_closes;
     fprintf(f,
             "\"errors\":{\"mismatch\":%" PRIu64 ",\"protocol\":%" PRIu64 ",\"unexpected\":%" PRIu64
             ",\"handshake\":%" PRIu64 ",\"io\":%" PRIu64 ",\"server_closed\":%u"
@@ -1441,7 +1659,17 @@ static void report(void)
     FILE *e = stderr;
     fprintf(e, "loadgen %s%s%s: %u conns, handshakes %.0f/s\n", scenario_names[opt.scenario],
             opt.label[0] ? " " : "", opt.label, st.opened, conn_s > 0 ? st.opened / conn_s : 0);
-    if (opt.scenario == SC_CONNECT) {
+    if (opt.scenario == SC_SOAK) {
+        fprintf(e,
+                "  %.0f s: %" PRIu64 " reconnects, %" PRIu64 " says, %" PRIu64 " received, %" PRIu64
+                " bad-frame closes as expected, %" PRIu64 " not\n"
+                "  server RSS %ld kB at %.0f s, %ld kB at the end (%+.1f%%), %ld kB at most\n",
+                (double)(st.t_soak1 - st.t_soak0) / 1e9, st.soak_reconnects, st.soak_says,
+                st.soak_received, st.soak_expected_closes, st.soak_unexpected_closes, st.rss_ref,
+                opt.ref, st.rss_end,
+                st.rss_ref > 0 ? 100.0 * ((double)st.rss_end / (double)st.rss_ref - 1) : 0,
+                st.rss_max);
+    } else if (opt.scenario == SC_CONNECT) {
         fprintf(e, "  server RSS %ld -> %ld kB: %.0f bytes per idle connection\n", st.rss_before,
                 st.rss_connected,
                 st.opened ? (st.rss_connected - st.rss_before) * 1024.0 / st.opened : 0);
@@ -1464,11 +1692,11 @@ static void report(void)
                 win > 0 ? 100 * (st.gen_cpu1 - st.gen_cpu0) / win : 0,
                 (int64_t)st.expected_total - (int64_t)st.received_total);
     }
-    if (opt.scenario != SC_CONNECT)
+    if (opt.scenario != SC_CONNECT && opt.scenario != SC_SOAK)
         fprintf(e, "  kernel in window: %" PRIu64 " input drops, %" PRIu64 " TCP retransmits (%"
                    PRIu64 " loss probes)\n",
                 st.k1.drops - st.k0.drops, st.k1.retrans - st.k0.retrans, st.k1.probes - st.k0.probes);
-    if (opt.scenario != SC_CONNECT)
+    if (opt.scenario != SC_CONNECT && opt.scenario != SC_SOAK)
         fprintf(e, "  latency us: p50 %.0f  p99 %.0f  max %.0f\n", hist_percentile(&lat, 50) / 1e3,
                 hist_percentile(&lat, 99) / 1e3, lat.max / 1e3);
     if (st.mismatch || st.protocol || st.unexpected || st.handshake_bad || st.unclean_closes ||
@@ -1673,7 +1901,7 @@ static int self_test(void)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: mw_loadgen [options] echo|relay|fanout|connect\n"
+            "usage: mw_loadgen [options] echo|relay|fanout|connect|soak\n"
             "       mw_loadgen --self-test\n"
             "  -u, --url ws://HOST:PORT[/PATH]  server (IPv4 literal); PATH may hold %%u (room).\n"
             "                          Repeated (same host): connection i goes to URL i %% count\n"
@@ -1691,6 +1919,10 @@ static void usage(FILE *f)
             "      --hold SEC          connect: idle time before reading RSS    [2]\n"
             "      --touch             connect: each connection has one message echoed\n"
             "                          (the server's echo app) before it idles\n"
+            "      --life MIN:MAX      soak: seconds each connection lives      [5:30]\n"
+            "      --say MIN:MAX       soak: seconds between two says           [2:10]\n"
+            "      --ref SEC           soak: when the reference RSS is read     [60]\n"
+            "                          (soak: -d is its length, --rooms its rooms [conns/20])\n"
             "      --stall SEC         a window slot unanswered this long is freed [2]\n"
             "      --concurrency K     connects in flight                       [256]\n"
             "      --src-addrs K       spread over 127.0.0.1..K (default: one per 10000)\n"
@@ -1751,10 +1983,12 @@ int main(int argc, char **argv)
         {"close-timeout", 1, 0, 6},  {"hold", 1, 0, 7},          {"concurrency", 1, 0, 8},
         {"src-addrs", 1, 0, 9},      {"binary", 0, 0, 10},       {"pid", 1, 0, 'p'},
         {"label", 1, 0, 'l'},        {"quiet", 0, 0, 'q'},       {"self-test", 0, 0, 11},
-        {"stall", 1, 0, 12},         {"spin", 0, 0, 13},         {"touch", 0, 0, 14},         {"help", 0, 0, 'h'},
+        {"stall", 1, 0, 12},         {"spin", 0, 0, 13},         {"touch", 0, 0, 14},
+        {"life", 1, 0, 15},          {"say", 1, 0, 16},          {"ref", 1, 0, 17},
+        {"help", 0, 0, 'h'},
         {0, 0, 0, 0},
     };
-    int ch, conns_set = 0;
+    int ch, conns_set = 0, rooms_set = 0;
     while ((ch = getopt_long(argc, argv, "u:c:w:s:P:r:d:p:l:qh", longs, NULL)) != -1) {
         switch (ch) {
         case 'u': parse_url(optarg); break;
@@ -1763,7 +1997,7 @@ int main(int argc, char **argv)
         case 's': opt.size = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'P': opt.publishers = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'r': opt.rate = atof(optarg); break;
-        case 1: opt.rooms = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 1: opt.rooms = (uint32_t)strtoul(optarg, NULL, 10); rooms_set = 1; break;
         case 2: opt.members = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'd': opt.duration = atof(optarg); break;
         case 3: opt.warmup = atof(optarg); break;
@@ -1786,6 +2020,15 @@ int main(int argc, char **argv)
         case 12: opt.stall = atof(optarg); break;
         case 13: opt.spin = 1; break;
         case 14: opt.touch = 1; break;
+        case 15:
+            if (sscanf(optarg, "%lf:%lf", &opt.life_min, &opt.life_max) != 2)
+                die("--life MIN:MAX");
+            break;
+        case 16:
+            if (sscanf(optarg, "%lf:%lf", &opt.say_min, &opt.say_max) != 2)
+                die("--say MIN:MAX");
+            break;
+        case 17: opt.ref = atof(optarg); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -1803,7 +2046,7 @@ int main(int argc, char **argv)
     if (opt.nports == 0)
         opt.ports[opt.nports++] = opt.port; /* no -u: the default URL */
     int found = 0;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < SC__COUNT; i++)
         if (strcmp(argv[optind], scenario_names[i]) == 0) {
             opt.scenario = i;
             found = 1;
@@ -1814,6 +2057,14 @@ int main(int argc, char **argv)
     if (opt.scenario == SC_RELAY) {
         opt.rooms = 1;
         opt.members = opt.conns;
+    } else if (opt.scenario == SC_SOAK) {
+        if (!rooms_set)
+            opt.rooms = opt.conns / 20 ? opt.conns / 20 : 1;
+        if (opt.rooms == 0)
+            die("--rooms must be at least 1");
+        if (opt.life_min <= 0 || opt.life_max < opt.life_min || opt.say_min <= 0 ||
+            opt.say_max < opt.say_min || opt.ref <= 0 || opt.ref >= opt.duration)
+            die("soak needs 0 < --life MIN <= MAX, 0 < --say MIN <= MAX, 0 < --ref < -d");
     } else if (opt.scenario == SC_FANOUT) {
         if (opt.members == 0)
             opt.members = conns_set ? opt.conns / (opt.rooms ? opt.rooms : 1) : 100;

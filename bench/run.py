@@ -16,6 +16,12 @@ under BUILD/bench/). Every wait is bounded. Servers are stopped by PID.
     make bench                      # the full suite (about 15 minutes)
     make bench QUICK=1              # each scenario briefly, one round
     make bench ONLY=echo,relay ROUNDS=5
+    make bench ONLY=soak            # the soak: 10,000 connections of churn for 10 minutes
+    make bench ONLY=soak QUICK=1    # the soak briefly (1,000 connections, 30 s)
+
+The soak runs only when named: it takes 10 minutes, moonwire alone (ws has no
+chat app), and its figure is the server's RSS at the end against its RSS
+after the first minute.
     /usr/bin/python3 bench/run.py --help
 """
 
@@ -81,6 +87,19 @@ PUBSUB_ROWS = [
     ("delivery max us", "latency_us.max", "low"),
     ("loss", "loss", "low"),
 ] + LOAD_ROWS
+SOAK_ROWS = [
+    ("RSS growth, ref to end", "soak.rss_growth", "low"),
+    ("RSS kB after ref", "soak.rss_ref_kb", "info"),
+    ("RSS kB at the end", "soak.rss_end_kb", "info"),
+    ("RSS kB at most", "soak.rss_max_kb", "info"),
+    ("connections opened", "opened", "info"),
+    ("connects/s", "soak.connects_per_s", "info"),
+    ("messages received/s", "soak.received_per_s", "info"),
+    ("bad-frame closes", "soak.expected_closes", "info"),
+    ("wrong close codes", "soak.unexpected_closes", "low"),
+    ("server CPU busy", "server_cpu_util", "info"),
+    ("errors", "errors_total", "low"),
+]
 CONNECT_ROWS = [
     ("RSS bytes/idle conn", "rss_per_conn_bytes", "low"),
     ("connections open", "opened", "high"),
@@ -147,6 +166,18 @@ def scenarios(quick, nofile):
                     duration=0, warmup=0, conns=n,
                     about=f"{n} connections, each with one message echoed, then idle; "
                           "no target"))
+    # The soak (issue 12): 10,000 connections to the chat kept at 10,000 for
+    # 10 minutes while each lives 5 to 30 s (joins a room, says something every
+    # 2 to 10 s, sometimes not JSON) and ends with a close, a dropped socket or
+    # a bad frame (1002, 1007, 1009), then connects again. Only when named.
+    soak_n = 1000 if quick else min(10000, nofile - 500)
+    soak_s, soak_ref = (30, 10) if quick else (600, 60)
+    out.append(dict(name="soak", app="scripts/chat.lua", config="soak.conf.lua",
+                    rows=SOAK_ROWS, servers=["moonwire"], optional=True, retries=0, rounds=1,
+                    args=["soak", "-c", soak_n, "--ref", soak_ref, "--concurrency", 512],
+                    duration=soak_s, warmup=0,
+                    about=f"{soak_n} connections of churn to scripts/chat.lua for {soak_s} s; "
+                          f"RSS at the end against RSS at {soak_ref} s"))
     return out
 
 
@@ -162,6 +193,8 @@ TARGETS = [
     ("relay-rate", "loss", "abs<=", 0, "no loss"),
     ("cluster-relay", "loss", "abs<=", 0, "no loss"),
     ("connect", "rss_per_conn_bytes", "ratio<=", 1 / 2, "RSS/idle conn <= 1/2 of ws"),
+    ("soak", "soak.rss_growth", "abs<=", 0.10, "RSS at the end within 10% of RSS after ref"),
+    ("soak", "errors_total", "abs<=", 0, "no errors, every bad frame closed with its code"),
 ]
 # The kernel's part (stime) of a CPU figure. moonwire's kernel part over ws's
 # whole figure is the ratio a moonwire spending nothing in user space would
@@ -350,7 +383,7 @@ def start_servers(sc, server, rnd, binaries, logdir):
             port = free_port()
             cmd = [binaries["moonwire"], "--listen", f"127.0.0.1:{port}",
                    "--script", os.path.join(ROOT, sc["app"]),
-                   "--config", os.path.join(BENCH, "moonwire.conf.lua")]
+                   "--config", os.path.join(BENCH, sc.get("config", "moonwire.conf.lua"))]
             if redis_url:
                 cmd += ["--redis", redis_url, "--node-id", f"n{node + 1}"]
             procs.append(start(cmd, f"{base}-{node + 1}.log" if redis_url else base + ".log"))
@@ -537,7 +570,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="each scenario briefly, one round")
     ap.add_argument("--rounds", type=int, help="rounds per scenario (3; quick: 1)")
     ap.add_argument("--only", help="comma-separated scenario names or prefixes "
-                                   "(echo,relay,relay-rate,cluster-relay,fanout,connect)")
+                                   "(echo,relay,relay-rate,cluster-relay,fanout,connect; "
+                                   "soak runs only when named)")
     ap.add_argument("--servers", default="moonwire,ws")
     ap.add_argument("--max-other-load", type=float, default=0.15,
                     help="CPUs (of the two) that other processes may take during a run "
@@ -562,8 +596,6 @@ def main():
     for b in ("moonwire", "mw_loadgen"):
         if not os.access(os.path.join(build, b), os.X_OK):
             sys.exit(f"bench: {build}/{b} is missing: run `make bench`")
-    if "ws" in servers and not os.path.isdir(os.path.join(PEERS, "node_modules", "ws")):
-        sys.exit("bench: bench/peers/node_modules is missing: run `make bench` (npm ci)")
     # Run a snapshot of the binary, so a rebuild during the suite changes nothing.
     snap = os.path.join(workdir, "moonwire")
     shutil.copy2(os.path.join(build, "moonwire"), snap)
@@ -581,8 +613,13 @@ def main():
         sel = [s for s in sel if any(s["name"] == w or (s["name"].startswith(w + "-") and
                                                         s["name"][len(w) + 1:].isdigit())
                                      for w in want)]
+    else:
+        sel = [s for s in sel if not s.get("optional")]
     if not sel:
         sys.exit("bench: no scenario selected")
+    if any("ws" in sc.get("servers", servers) for sc in sel) and \
+            not os.path.isdir(os.path.join(PEERS, "node_modules", "ws")):
+        sys.exit("bench: bench/peers/node_modules is missing: run `make bench` (npm ci)")
 
     info = machine()
     info.update(binary_info)
@@ -592,20 +629,23 @@ def main():
     started = time.time()
     results = {}
     for sc in sel:
-        runs = {s: [] for s in servers}
-        for rnd in range(rounds):
-            order = servers if rnd % 2 == 0 else list(reversed(servers))
+        sc_servers = [s for s in servers if s in sc.get("servers", servers)]
+        runs = {s: [] for s in sc_servers}
+        for rnd in range(sc.get("rounds", rounds)):
+            order = sc_servers if rnd % 2 == 0 else list(reversed(sc_servers))
             for server in order:
                 t0 = time.monotonic()
                 # On a shared machine, a run during which other processes took
                 # more than --max-other-load CPUs of the two is done again (at
                 # most --retries times); the quietest attempt is kept.
                 tries = []
-                for attempt in range(args.retries + 1):
+                retries = sc.get("retries", args.retries)
+                for attempt in range(retries + 1):
                     r = run_one(sc, server, rnd, args, binaries, logdir)
                     r["attempt"] = attempt + 1
                     tries.append(r)
-                    if r.get("error") or r.get("other_load", 0) <= args.max_other_load:
+                    if r.get("error") or r.get("other_load", 0) <= args.max_other_load or \
+                            attempt == retries:
                         break
                     log(f"  {sc['name']:<13} round {rnd + 1} {server:<8} other processes took "
                         f"{r['other_load']:.2f} CPUs: again")

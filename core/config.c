@@ -76,6 +76,7 @@ static const key_t_ schema[] = {
     {"limits", "shutdown_timeout", T_MS, F(shutdown_timeout)},
     {"limits", "max_buffered", T_SIZE, F(max_buffered)},
     {"limits", "backpressure", T_BPOLICY, F(backpressure)},
+    {"limits", "backpressure_timeout", T_MS, F(backpressure_timeout)},
     /* cluster: the Redis backplane. redis is redis://[:password@]host[:port][/db]
      * or unix:///path; without it the node runs alone. prefix namespaces the
      * channels and keys, so clusters can share one Redis. */
@@ -187,6 +188,7 @@ int mw_config_init(mw_config_t *cfg)
     cfg->shutdown_timeout = 5000;
     cfg->max_buffered = 1u << 20;
     cfg->backpressure = MW_BP_CLOSE;
+    cfg->backpressure_timeout = 2000;
     cfg->time_limit = 200;
     cfg->memory_limit = 256u << 20;
     cfg->cluster_connect_timeout = 2000;

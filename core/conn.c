@@ -2,6 +2,7 @@
  * closing handshake, and handing back to the transport. See conn.h.
  */
 #include "moonwire/conn.h"
+#include "moonwire/backpressure.h"
 #include "moonwire/deflate.h"
 #include "moonwire/error.h"
 #include "moonwire/handshake.h"
@@ -108,6 +109,7 @@ static void closed(mw_conn_t *c, uint16_t code, const char *reason, size_t len)
     c->close_reason_len = (uint16_t)len;
     if (code < 5000)
         srv->metrics->closes[code]++;
+    mw_bp_forget(c);
     mw_registry_remove(&srv->reg, c);
     mw_server_set_tlist(srv, c, MW_TL_CLOSING);
     mw_server_queue_close(srv, c);
@@ -135,6 +137,8 @@ void mw_conn_release(mw_conn_t *c)
     mw_server_set_tlist(srv, c, MW_TL_NONE);
     if (mw_list_linked(&c->flush_link))
         mw_list_remove(&c->flush_link);
+    mw_bp_forget(c);
+    srv->bp_released += mw_conn_buffered(c);
     mw_outq_clear(&c->outq);
     mw_outq_clear(&c->held);
     mw_ws_close(&c->ws);
@@ -170,6 +174,17 @@ void mw_conn_addr(const mw_conn_t *c, char *out, size_t cap)
         src = &c->addr.in6.sin6_addr;
     if (src == NULL || inet_ntop(c->addr.sa.sa_family, src, out, (socklen_t)cap) == NULL)
         snprintf(out, cap, "-");
+}
+
+void mw_conn_pause(mw_conn_t *c, unsigned reason, int on)
+{
+    unsigned was = c->paused;
+
+    if (on && c->finishing)
+        return;
+    c->paused = (uint8_t)(on ? was | reason : was & ~reason);
+    if ((was == 0) != (c->paused == 0))
+        c->tp->pause(c, c->paused != 0);
 }
 
 int mw__conn_queue(mw_conn_t *c, mw_frame_t *f)
@@ -221,6 +236,7 @@ int mw_conn_close(mw_conn_t *c, uint16_t code, const char *reason, size_t reason
         }
         c->state = MW_CONN_CLOSING;
         mw_server_set_tlist(c->srv, c, MW_TL_CLOSING);
+        mw_bp_forget(c); /* it takes no more messages */
         return 0;
     default:
         return MW_ECLOSED;
@@ -266,25 +282,18 @@ void mw_conn_ping(mw_conn_t *c)
     }
 }
 
-int mw_conn_send(mw_conn_t *c, mw_frame_t *f)
+/* mw_conn_send past the bound or with compression: the rare paths, out of
+ * the common one. */
+static __attribute__((noinline)) int send_slow(mw_conn_t *c, mw_frame_t *f)
 {
     mw_server_t *srv = c->srv;
-    int r;
+    size_t was = mw_conn_buffered(c), after = was + f->len + MW_OUTQ_FRAME_COST;
+    int over = after > srv->cfg->max_buffered, r;
 
-    if (c->state != MW_CONN_OPEN)
-        return MW_ECLOSED;
-    /* A frame always fits an empty queue, so one message larger than the bound
-     * still goes out; the bound stops a queue from growing behind a slow reader. */
-    if (mw_conn_buffered(c) > 0 && mw_conn_buffered(c) + f->len > srv->cfg->max_buffered) {
-        if (srv->cfg->backpressure == MW_BP_DROP) {
-            srv->metrics->backpressure_drops++;
-        } else {
-            srv->metrics->backpressure_closes++;
-            /* The close frame jumps no queue: the peer reads it after the backlog. */
-            mw_conn_fail(c, 1008, "write queue full");
-        }
-        return MW_EBACKPRESSURE;
-    }
+    /* Past the bound, backpressure.c decides; an empty queue takes any frame,
+     * so one message larger than the bound still goes out. */
+    if (over && was != 0 && (r = mw__bp_admit(c, after)) != 0)
+        return r;
     if (c->ws.pmd.enabled && f->hdr != 0 && f->rsv == 0 && (f->bytes[0] & 0x08) == 0 &&
         mw_frame_payload_len(f) >= srv->cfg->compression_threshold) {
         /* Compressed once per message and window, shared by every recipient. */
@@ -298,6 +307,25 @@ int mw_conn_send(mw_conn_t *c, mw_frame_t *f)
     r = mw__conn_queue(c, f);
 queued:
     if (r == 0) {
+        c->msgs_out++;
+        srv->metrics->messages_out++;
+        if (over)
+            mw__bp_over(c);
+    }
+    return r;
+}
+
+int mw_conn_send(mw_conn_t *c, mw_frame_t *f)
+{
+    mw_server_t *srv = c->srv;
+    int r;
+
+    if (c->state != MW_CONN_OPEN)
+        return MW_ECLOSED;
+    if (mw_conn_buffered(c) + f->len + MW_OUTQ_FRAME_COST > srv->cfg->max_buffered ||
+        c->ws.pmd.enabled)
+        return send_slow(c, f);
+    if ((r = mw__conn_queue(c, f)) == 0) {
         c->msgs_out++;
         srv->metrics->messages_out++;
     }
@@ -328,8 +356,13 @@ void mw_conn_on_read(mw_conn_t *c, const uint8_t *data, size_t len)
     }
     if (c->state == MW_CONN_OPEN)
         mw_server_touch(srv, c);
-    if (!c->ws.stopped)
+    if (!c->ws.stopped) {
+        /* What c's messages and pings queue anywhere may hold c back. */
+        mw_conn_t *was = srv->sender;
+        srv->sender = c;
         mw_ws_feed(&c->ws, data, len);
+        srv->sender = was;
+    }
 }
 
 void mw_conn_on_eof(mw_conn_t *c)
@@ -353,10 +386,7 @@ void mw_conn_on_written(mw_conn_t *c, size_t n)
      * long reply that a slow client is still reading. */
     if (c->tlist == MW_TL_CLOSING && n > 0)
         mw_server_set_tlist(srv, c, MW_TL_CLOSING);
-    if (c->paused && mw_conn_buffered(c) <= srv->cfg->max_buffered / 2) {
-        c->paused = 0;
-        c->tp->pause(c, 0);
-    }
+    mw_bp_written(c);
     if (mw_outq_empty(&c->outq) && c->finishing)
         c->tp->finish(c);
 }
@@ -381,7 +411,8 @@ static void on_ws_ping(void *ud, const uint8_t *data, size_t len)
         return;
     f = mw_frame_new(MW_OP_PONG, data, len);
     if (f != NULL) {
-        mw__conn_queue(c, f);
+        if (mw__conn_queue(c, f) == 0)
+            mw_bp_queued(c); /* a client that does not read its pongs stops being read */
         mw_frame_unref(f);
     }
 }

@@ -702,10 +702,8 @@ static void drain_held(mw_lua_t *lh, mw_conn_t *c)
         mw_lua_message(lh, c, f->bytes[0] & 0x0f, mw_frame_payload(f), mw_frame_payload_len(f));
         mw_frame_unref(f);
     }
-    if (c->paused && mw_outq_empty(&c->held) && c->lua_waits == NULL) {
-        c->paused = 0;
-        c->tp->pause(c, 0);
-    }
+    if ((c->paused & MW_PAUSE_HELD) && mw_outq_empty(&c->held) && c->lua_waits == NULL)
+        mw_conn_pause(c, MW_PAUSE_HELD, 0);
 }
 
 /* Pushes the hook function and returns 1, or returns 0 when the app has none. */
@@ -1304,9 +1302,8 @@ void mw_lua_message(mw_lua_t *lh, mw_conn_t *c, int opcode, const uint8_t *data,
         mw_frame_t *f = mw_frame_new((uint8_t)opcode, data, len);
         if (f == NULL || mw_outq_push(&c->held, f) != 0) {
             mw_conn_fail(c, 1011, "out of memory");
-        } else if (!c->paused && c->held.bytes > lh->srv->cfg->max_buffered) {
-            c->paused = 1; /* and stop reading until they are handled */
-            c->tp->pause(c, 1);
+        } else if (mw_outq_cost(&c->held) > lh->srv->cfg->max_buffered) {
+            mw_conn_pause(c, MW_PAUSE_HELD, 1); /* and stop reading until they are handled */
         }
         if (f != NULL)
             mw_frame_unref(f);

@@ -55,6 +55,7 @@ void mw_metrics_worker_gone(int index)
     store(&m->open_connections, 0);
     store(&m->sockets, 0);
     store(&m->lua_memory, 0);
+    store(&m->backed_up, 0);
     store(&m->cluster_on, 0);
     store(&m->cluster_up, 0);
     store(&m->loop_lag_ms, 0);
@@ -67,6 +68,7 @@ void mw_metrics_publish(mw_server_t *srv)
     store(&m->open_connections, srv->reg.nopen);
     store(&m->sockets, srv->nconns);
     store(&m->lua_memory, srv->lua != NULL ? mw_lua_memory(srv->lua) : 0);
+    store(&m->backed_up, srv->nbacked);
     store(&m->cluster_on, srv->cluster != NULL);
     store(&m->cluster_up, srv->cluster != NULL && mw_cluster_healthy(srv->cluster));
     store(&m->reporting, 1);
@@ -200,6 +202,16 @@ size_t mw_metrics_render(mw_server_t *srv, char **out)
             m->backpressure_closes);
     counter(&o, "moonwire_backpressure_drops_total",
             "Messages dropped because the queue passed max_buffered.", m->backpressure_drops);
+    counter(&o, "moonwire_backpressure_pauses_total",
+            "Times a connection stopped being read because a queue its input filled "
+            "(its own or a recipient's) passed max_buffered.",
+            m->backpressure_pauses);
+    gauge(&o, "moonwire_backpressure_backed_up",
+          "Connections whose write queue is over max_buffered and not yet drained to half.",
+          m->backed_up);
+    counter(&o, "moonwire_memory_trims_total",
+            "Times freed memory was handed back to the system after a burst (malloc_trim).",
+            m->memory_trims);
     put(&o,
         "# HELP moonwire_event_loop_lag_seconds How late the loop ran its last 500 ms probe.\n"
         "# TYPE moonwire_event_loop_lag_seconds gauge\n"

@@ -6,6 +6,7 @@
  * per tick and two pointers per connection (nginx and Redis do the same).
  */
 #include "moonwire/server.h"
+#include "moonwire/backpressure.h"
 #include "moonwire/deflate.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
@@ -68,8 +69,6 @@ void mw_server_queue_close(mw_server_t *srv, mw_conn_t *c)
 
 void mw_server_run_deferred(mw_server_t *srv)
 {
-    const mw_config_t *cfg = srv->cfg;
-
     /* on_close hooks may queue frames and flushes may find closed peers, so
      * go until both are empty. Each connection closes once: this ends. */
     while (!mw_list_empty(&srv->close_queue) || !mw_list_empty(&srv->flush_list)) {
@@ -88,13 +87,7 @@ void mw_server_run_deferred(mw_server_t *srv)
                 c->tp->flush(c);
             else if (c->finishing)
                 c->tp->finish(c);
-            /* Input backpressure: a peer that sends faster than it reads
-             * stops being read until its queue drains to half. */
-            if (!c->freed && !c->paused && c->state == MW_CONN_OPEN &&
-                mw_conn_buffered(c) > cfg->max_buffered) {
-                c->paused = 1;
-                c->tp->pause(c, 1);
-            }
+            mw_bp_flushed(c); /* a queue is judged after the turn's writes */
         }
     }
     if (srv->draining && srv->nconns == 0 && mw_lua_conn_hooks_waiting(srv->lua) == 0 &&
@@ -115,6 +108,7 @@ static void on_sweep(mw_timer_t *t)
     mw_list_t *head;
 
     mw_history_expire(srv->history, cfg, now);
+    mw_bp_sweep(srv, now);
 
     head = &srv->tl_handshake;
     while (!mw_list_empty(head)) {
@@ -156,8 +150,9 @@ static void on_sweep(mw_timer_t *t)
 static uint64_t sweep_interval(const mw_config_t *cfg)
 {
     uint64_t shortest = cfg->close_timeout;
-    const uint32_t others[] = {cfg->handshake_timeout, cfg->idle_timeout, cfg->ping_timeout};
-    for (size_t i = 0; i < 3; i++)
+    const uint32_t others[] = {cfg->handshake_timeout, cfg->idle_timeout, cfg->ping_timeout,
+                               cfg->backpressure_timeout};
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
         if (others[i] != 0 && others[i] < shortest)
             shortest = others[i];
     shortest /= 4;
@@ -182,6 +177,7 @@ int mw_server_init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, 
     mw_list_init(&srv->tl_pinged);
     mw_list_init(&srv->tl_closing);
     mw_list_init(&srv->flush_list);
+    mw_list_init(&srv->backed_up);
     mw_list_init(&srv->close_queue);
     mw_timers_init(&srv->timers, now);
     mw_timer_init(&srv->sweep, on_sweep, srv);
@@ -360,6 +356,7 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
     SWAP(shutdown_timeout);
     SWAP(max_buffered);
     SWAP(backpressure);
+    SWAP(backpressure_timeout);
     SWAP(time_limit);
     SWAP(memory_limit);
     SWAP(healthz);

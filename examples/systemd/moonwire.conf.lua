@@ -42,6 +42,7 @@ return {
     shutdown_timeout = 10,      -- TimeoutStopSec= of the unit must be above it
     max_buffered = 1024 * 1024,
     backpressure = "close",
+    backpressure_timeout = 2,   -- a client that does not read holds publishers back this long
   },
 
   -- /healthz for the load balancer, /metrics for Prometheus: only from here.

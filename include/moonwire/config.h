@@ -60,6 +60,7 @@ typedef struct mw_config_s {
     uint32_t close_timeout;
     uint32_t shutdown_timeout;
     size_t max_buffered;
+    uint32_t backpressure_timeout; /* ms a queue may stay backed up before the policy */
     int backpressure; /* MW_BP_CLOSE or MW_BP_DROP */
 
     /* cluster (the Redis backplane); cluster_redis NULL: standalone */

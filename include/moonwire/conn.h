@@ -58,10 +58,13 @@ struct mw_conn_s {
     uint8_t close_received : 1;
     uint8_t finishing : 1;   /* finish the transport once outq drains */
     uint8_t lua_open : 1;    /* on_open ran, so on_close is owed */
-    uint8_t paused : 1;      /* reading stopped by input backpressure */
     uint8_t queued_close : 1; /* in srv->close_queue */
     uint8_t freed : 1;
     uint8_t ip_counted : 1;  /* counted in srv->iplimit */
+    uint8_t dropping : 1;    /* backed up past backpressure_timeout under "drop": its
+                                messages past the bound are dropped until it has
+                                drained to half */
+    uint8_t paused;          /* why reading is stopped: MW_PAUSE_* bits, 0 when reading */
     uint16_t close_code;     /* what on_close reports */
     uint16_t close_reason_len;
     const char *close_reason; /* static, in ws.ctl, or reason_buf */
@@ -72,6 +75,8 @@ struct mw_conn_s {
     mw_ws_t ws;
     mw_outq_t outq;
     size_t wire_pending; /* bytes taken from outq, not yet on the wire (TLS ciphertext) */
+    struct mw_backlog_s *backlog; /* while its queue is backed up, else NULL (backpressure.c) */
+    uint32_t held_back;  /* backed-up queues its messages went to that hold it back */
     char *protocol; /* the negotiated subprotocol, or NULL */
 
     mw_list_t timeout_link; /* in the server list named by tlist */
@@ -91,6 +96,19 @@ struct mw_conn_s {
     uint64_t msgs_in, msgs_out, bytes_in, bytes_out;
     mw_addr_t addr;
 };
+
+/* Why reading from a connection is stopped. Each reason is set and cleared
+ * by the part that owns it; reading resumes when none is left. */
+enum {
+    MW_PAUSE_WRITEQ = 1, /* its own write queue is over limits.max_buffered */
+    MW_PAUSE_HELD = 2,   /* its messages held behind a waiting hook are (lua_host.c) */
+    MW_PAUSE_FLOW = 4,   /* queues its messages went to are backed up (backpressure.c) */
+};
+
+/* Sets (on) or clears a reason to stop reading c. The transport stops at the
+ * first reason and resumes when the last one is cleared. A connection that
+ * is finishing keeps reading, to see the peer's FIN: it takes no new reason. */
+void mw_conn_pause(mw_conn_t *c, unsigned reason, int on);
 
 /* Sets up a connection just accepted by a transport. Returns 0 or MW_ENOMEM. */
 int mw_conn_init(mw_conn_t *c, mw_server_t *srv, const mw_transport_t *tp, const mw_addr_t *addr);
@@ -138,10 +156,11 @@ void mw_conn_addr(const mw_conn_t *c, char *out, size_t cap);
 /* Logs the "conn.open" line of an upgraded connection. */
 void mw_conn_log_open(const mw_conn_t *c, const char *path, size_t path_len);
 
-/* Bytes queued for c and not yet written (what backpressure bounds). */
+/* What c's queue holds and has not written (what backpressure bounds): the
+ * queued frames' bytes and MW_OUTQ_FRAME_COST each, and TLS ciphertext. */
 static inline size_t mw_conn_buffered(const mw_conn_t *c)
 {
-    return c->outq.bytes + c->wire_pending;
+    return mw_outq_cost(&c->outq) + c->wire_pending;
 }
 
 /* Internal: queues bytes regardless of state (101 replies, control frames). */

@@ -39,6 +39,8 @@ typedef struct mw_metrics_s {
     uint64_t memory_kills;
     uint64_t reloads, reload_failures;
     uint64_t backpressure_closes, backpressure_drops;
+    uint64_t backpressure_pauses; /* reading stopped for a backed-up queue */
+    uint64_t memory_trims;        /* malloc_trim after a burst */
     uint64_t tls_handshake_failures;
     uint64_t tls_reload_failures;   /* SIGHUP found a certificate pair that does not load */
     uint64_t accept_failures;       /* connections closed unserved: out of file descriptors */
@@ -51,6 +53,7 @@ typedef struct mw_metrics_s {
     uint64_t loop_lag_ms_max;
     /* Gauges as mw_metrics_publish last copied them, for other workers. */
     uint64_t open_connections, sockets, lua_memory;
+    uint64_t backed_up; /* connections whose queue is backed up */
     uint64_t cluster_on, cluster_up; /* has a backplane; both its connections are up */
     uint64_t reporting;              /* 1 while a live worker publishes here */
 } mw_metrics_t;

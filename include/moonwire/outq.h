@@ -19,6 +19,13 @@
 
 #define MW_OUTQ_INLINE 4 /* a power of two */
 
+/* What a queued frame costs besides its bytes: its header and its block's
+ * rounding in the frame pool (a pong of 2 bytes takes a 64-byte block) and
+ * its entry in the queue's list (a 32-byte block). Bounds count it, so that
+ * a backlog of empty frames is charged for the memory it holds and not for
+ * its 2 bytes on the wire each. */
+#define MW_OUTQ_FRAME_COST 96
+
 typedef struct mw_outq_entry_s mw_outq_entry_t;
 
 typedef struct mw_outq_s {
@@ -49,6 +56,13 @@ void mw_outq_clear(mw_outq_t *q);
 
 /* The frame at the head of the queue, or NULL. */
 mw_frame_t *mw_outq_head(const mw_outq_t *q);
+
+/* The memory the queue holds for its frames, as bounds count it: their
+ * unwritten bytes and MW_OUTQ_FRAME_COST each. */
+static inline size_t mw_outq_cost(const mw_outq_t *q)
+{
+    return q->bytes + (size_t)q->count * MW_OUTQ_FRAME_COST;
+}
 
 static inline int mw_outq_empty(const mw_outq_t *q)
 {

@@ -45,6 +45,11 @@ struct mw_server_s {
     mw_list_t tl_closing;   /* CLOSING/CLOSED: close_timeout to finish */
 
     mw_list_t flush_list;   /* connections with frames to write this turn */
+    mw_list_t backed_up;    /* backlogs of queues over max_buffered, oldest first */
+    uint32_t nbacked;       /* how many */
+    mw_conn_t *sender;      /* the connection whose input is being handled, or NULL */
+    size_t bp_released;     /* queue memory freed since the last malloc_trim */
+    uint64_t bp_trimmed_at; /* when that was, ms */
     mw_list_t close_queue;  /* connections owed an on_close */
     mw_timer_t sweep;
 

@@ -113,6 +113,7 @@ static void test_config_init_fills_the_defaults(void **state)
     assert_int_equal(c->shutdown_timeout, 5000);
     assert_int_equal(c->max_buffered, 1u << 20);
     assert_int_equal(c->backpressure, MW_BP_CLOSE);
+    assert_int_equal(c->backpressure_timeout, 2000);
     assert_int_equal(c->time_limit, 200);
     assert_int_equal(c->memory_limit, 256u << 20);
     assert_int_equal(c->healthz, 1);
@@ -144,7 +145,7 @@ static const char every_section[] =
     "    max_connections = 5000, max_connections_per_ip = 20, max_head_size = 4096,\n"
     "    handshake_timeout = 2.5, idle_timeout = 30, ping_timeout = 5,\n"
     "    close_timeout = 1, shutdown_timeout = 10,\n"
-    "    max_buffered = 262144, backpressure = 'drop',\n"
+    "    max_buffered = 262144, backpressure = 'drop', backpressure_timeout = 0.5,\n"
     "  },\n"
     "  lua = { time_limit = 0.05, memory_limit = 64 * 1024 * 1024 },\n"
     "  http = { healthz = false },\n"
@@ -179,6 +180,7 @@ static void test_config_load_applies_every_section(void **state)
     assert_int_equal(c->shutdown_timeout, 10000);
     assert_int_equal(c->max_buffered, 262144);
     assert_int_equal(c->backpressure, MW_BP_DROP);
+    assert_int_equal(c->backpressure_timeout, 500);
     assert_int_equal(c->time_limit, 50);
     assert_int_equal(c->memory_limit, 64u << 20);
     assert_int_equal(c->healthz, 0);

@@ -6,6 +6,7 @@
 #include "moonwire/frame.h"
 #include "moonwire/outq.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -365,6 +366,72 @@ static void test_outq_keeps_order_across_the_ring_and_the_list(void **state)
     }
 }
 
+/* A backlog of empty frames is charged for the memory it holds, not for
+ * its 2 bytes on the wire each; a partly written frame still holds all of it. */
+static void test_outq_charges_each_frame_for_its_memory(void **state)
+{
+    mw_frame_t *f[10];
+    mw_outq_t q;
+    (void)state;
+
+    mw_outq_init(&q);
+    assert_int_equal(mw_outq_cost(&q), 0);
+    for (int i = 0; i < 10; i++) {
+        f[i] = mw_frame_new(MW_OP_PONG, NULL, 0);
+        assert_non_null(f[i]);
+        assert_rc(mw_outq_push(&q, f[i]), 0);
+        mw_frame_unref(f[i]);
+    }
+    assert_int_equal(q.bytes, 20);
+    assert_int_equal(mw_outq_cost(&q), 10 * (2 + MW_OUTQ_FRAME_COST));
+    mw_outq_consume(&q, 1);
+    assert_int_equal(mw_outq_cost(&q), 19 + 10 * MW_OUTQ_FRAME_COST);
+    mw_outq_consume(&q, 1);
+    assert_int_equal(mw_outq_cost(&q), 9 * (2 + MW_OUTQ_FRAME_COST));
+    mw_outq_clear(&q);
+    assert_int_equal(mw_outq_cost(&q), 0);
+}
+
+/* What the bound counts is close to what the heap really gives a backlog of
+ * frames of one connection, whatever their size: at most a quarter more
+ * (the pool's 64-byte steps), and never less than half. */
+static void test_outq_cost_is_what_a_backlog_really_holds(void **state)
+{
+    enum { N = 20000 };
+    static const size_t sizes[] = {0, 30, 40, 100, 500, 3000, 10000};
+    (void)state;
+
+#if defined(__SANITIZE_ADDRESS__)
+    skip(); /* ASan's allocator keeps its own books */
+#endif
+    for (size_t k = 0; k < NELEM(sizes); k++) {
+        static uint8_t payload[10000];
+        struct mallinfo2 before, after;
+        size_t real, counted;
+        mw_outq_t q;
+
+        mw_outq_pool_drain();
+        mw_frame_pool_drain();
+        mw_outq_init(&q);
+        before = mallinfo2();
+        for (int i = 0; i < N; i++) {
+            mw_frame_t *f = mw_frame_new(MW_OP_TEXT, payload, sizes[k]);
+            assert_non_null(f);
+            assert_rc(mw_outq_push(&q, f), 0);
+            mw_frame_unref(f);
+        }
+        after = mallinfo2();
+        /* Blocks taken from the top of the heap or mmap'ed both count. */
+        real = (after.uordblks + after.hblkhd) - (before.uordblks + before.hblkhd);
+        counted = mw_outq_cost(&q);
+        if (real > counted + counted / 4 || real < counted / 2)
+            fail_msg("frames of %zu bytes: %zu counted for %zu held", sizes[k], counted, real);
+        mw_outq_clear(&q);
+    }
+    mw_outq_pool_drain();
+    mw_frame_pool_drain();
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_q, teardown_q)
 
 int main(void)
@@ -382,6 +449,8 @@ int main(void)
         T(test_outq_clear_drops_every_reference),
         cmocka_unit_test(test_outq_entries_are_reused_after_being_released),
         cmocka_unit_test(test_outq_keeps_order_across_the_ring_and_the_list),
+        cmocka_unit_test(test_outq_charges_each_frame_for_its_memory),
+        cmocka_unit_test(test_outq_cost_is_what_a_backlog_really_holds),
     };
     return cmocka_run_group_tests(tests, NULL, group_teardown);
 }
