@@ -61,6 +61,8 @@ typedef struct mw_config_s {
     uint32_t shutdown_timeout;
     size_t max_buffered;
     int backpressure; /* MW_BP_CLOSE or MW_BP_DROP */
+    size_t max_topics;        /* topics with members on the node */
+    size_t max_subscriptions; /* topics per connection */
 
     /* cluster (the Redis backplane); cluster_redis NULL: standalone */
     char *cluster_redis;
@@ -76,6 +78,8 @@ typedef struct mw_config_s {
     size_t history_size;
     uint32_t history_ttl;
     char *history_field; /* "" or NULL: no fields put in payloads */
+    size_t history_max_topics; /* topics with history kept in memory */
+    size_t history_max_bytes;  /* bytes of history kept in memory */
 
     /* lua */
     uint32_t time_limit; /* ms of CPU time per hook call; 0: none */
