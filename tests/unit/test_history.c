@@ -14,6 +14,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The next calls of calloc that fail (the core's too: linked with
+ * --wrap=calloc), for memory pressure. */
+static int failing_callocs;
+
+void *__real_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+    if (failing_callocs > 0) {
+        failing_callocs--;
+        return NULL;
+    }
+    return __real_calloc(n, size);
+}
+
 typedef struct {
     mw_history_t *h;
     mw_config_t cfg;
@@ -258,6 +274,32 @@ static void test_drop_idle_gives_back_only_the_history_of_topics_without_members
     assert_int_equal(st.dropped_memory, 2);
 }
 
+static void test_out_of_memory_it_gives_back_the_history_of_empty_topics_and_tries_again(
+    void **state)
+{
+    fx_t *fx = *state;
+    mw_history_stats_t st;
+
+    assert_rc(publish(fx, "live", 1, 10), 0);
+    assert_rc(publish(fx, "idle1", 0, 10), 0);
+    assert_rc(publish(fx, "idle2", 0, 10), 0);
+    failing_callocs = 1; /* the new topic's entry, the first time */
+    assert_rc(publish(fx, "new", 1, 10), 0);
+    assert_int_equal(failing_callocs, 0);
+    assert_true(kept(fx, "new") && kept(fx, "live"));
+    assert_false(kept(fx, "idle1") || kept(fx, "idle2"));
+    mw_history_take_stats(fx->h, &st);
+    assert_int_equal(st.dropped_memory, 2);
+    /* With nothing left to give back, it says so and keeps what it has. */
+    assert_rc(publish(fx, "idle3", 0, 10), 0);
+    failing_callocs = 2;
+    assert_rc(publish(fx, "other", 1, 10), MW_ENOMEM);
+    failing_callocs = 0;
+    assert_false(kept(fx, "other"));
+    assert_true(kept(fx, "new") && kept(fx, "live"));
+    assert_int_equal(mw_history_topics(fx->h), 2);
+}
+
 static void test_expires_a_topic_ttl_after_its_last_message_or_its_last_member_left(void **state)
 {
     fx_t *fx = *state;
@@ -336,6 +378,9 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_drop_idle_gives_back_only_the_history_of_topics_without_members, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_out_of_memory_it_gives_back_the_history_of_empty_topics_and_tries_again, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(
             test_expires_a_topic_ttl_after_its_last_message_or_its_last_member_left, setup,
             teardown),
