@@ -392,6 +392,8 @@ static int api_history(lua_State *L)
     lua_Integer since = 0, limit = (lua_Integer)cfg->history_size;
     const char *epoch = NULL;
 
+    /* As subscribe and publish: the Redis key names are built in buffers of that size. */
+    luaL_argcheck(L, len > 0 && len <= MW_TOPIC_MAX, 1, "topic must be 1 to 256 bytes");
     luaL_argcheck(L, mw_history_enabled(cfg, topic, len), 1,
                   "this topic keeps no history (history.topics)");
     if (!lua_isnoneornil(L, 2)) {

@@ -18,6 +18,8 @@ function app.on_message(conn, data)
   elseif cmd == "pub" then
     local topic, size = arg:match("^(%S+) (%d+)$")
     a, b = mw.publish(topic, ("x"):rep(tonumber(size)))
+  elseif cmd == "hist" then
+    a = #mw.history(arg).messages
   end
   conn:send(tostring(a) .. " " .. tostring(b))
 end
@@ -153,11 +155,16 @@ describe("bounds on topics and history", function()
       assert.equal(1, metric("moonwire_history_topics"))
     end)
 
-    it("raises for a topic name that no subscription could have", function()
+    it("raises for a topic name that no subscription could have, as mw.history does", function()
       server { history = { topics = { "h:*" } } }
-      local a = helpers.connect(srv)
+      local a, b = helpers.connect(srv), helpers.connect(srv)
       assert.is_true(a:send("pub h:" .. ("x"):rep(300) .. " 10"))
       assert.is_false(a:is_open()) -- the hook raised: 1011
+      assert.matches("topic must be 1 to 256 bytes", table.concat(srv:logs(), "\n"), 1, true)
+      assert.equal("0 nil", ask(b, "hist h:" .. ("x"):rep(250)))
+      assert.is_true(b:send("hist h:" .. ("x"):rep(300)))
+      assert.is_false(b:is_open())
+      assert.matches("topic must be 1 to 256 bytes", table.concat(srv:logs(), "\n"), 1, true)
     end)
   end)
 end)
