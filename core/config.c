@@ -77,6 +77,11 @@ static const key_t_ schema[] = {
     {"limits", "max_buffered", T_SIZE, F(max_buffered)},
     {"limits", "backpressure", T_BPOLICY, F(backpressure)},
     {"limits", "backpressure_timeout", T_MS, F(backpressure_timeout)},
+    /* Topics with members on the node, and topics one connection is in: a
+     * subscription past either is refused (nil, "too many topics" |
+     * "too many subscriptions"), counted and logged. */
+    {"limits", "max_topics", T_SIZE, F(max_topics)},
+    {"limits", "max_subscriptions", T_SIZE, F(max_subscriptions)},
     /* cluster: the Redis backplane. redis is redis://[:password@]host[:port][/db]
      * or unix:///path; without it the node runs alone. prefix namespaces the
      * channels and keys, so clusters can share one Redis. */
@@ -95,6 +100,11 @@ static const key_t_ schema[] = {
     {"history", "size", T_SIZE, F(history_size)},
     {"history", "ttl", T_MS, F(history_ttl)},
     {"history", "field", T_STR, F(history_field)},
+    /* What history keeps in the node's memory, at most: topics and bytes.
+     * Past them the history of topics without members goes first (least
+     * recently used), then the oldest messages of the others. */
+    {"history", "max_topics", T_SIZE, F(history_max_topics)},
+    {"history", "max_bytes", T_SIZE, F(history_max_bytes)},
     /* lua: time_limit is the CPU time one hook call may take (seconds), memory_limit the
      * bytes the whole state may hold; 0 is no limit. */
     {"lua", "time_limit", T_MS, F(time_limit)},
@@ -189,6 +199,8 @@ int mw_config_init(mw_config_t *cfg)
     cfg->max_buffered = 1u << 20;
     cfg->backpressure = MW_BP_CLOSE;
     cfg->backpressure_timeout = 2000;
+    cfg->max_topics = 100000;
+    cfg->max_subscriptions = 1000;
     cfg->time_limit = 200;
     cfg->memory_limit = 256u << 20;
     cfg->cluster_connect_timeout = 2000;
@@ -197,6 +209,8 @@ int mw_config_init(mw_config_t *cfg)
     cfg->cluster_presence_ttl = 30000;
     cfg->history_size = 100;
     cfg->history_ttl = 86400000;
+    cfg->history_max_topics = 100000;
+    cfg->history_max_bytes = 64u << 20;
     cfg->healthz = 1;
     cfg->metrics = 1;
     cfg->static_max_file_size = 16u << 20;
@@ -687,6 +701,20 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
     }
     if (cfg->history_size == 0 || cfg->history_size > 1000000) {
         snprintf(err, errlen, "config: 'history.size' must be 1 to 1000000");
+        return MW_ECONFIG;
+    }
+    if (cfg->max_topics == 0 || cfg->max_topics > UINT32_MAX || cfg->max_subscriptions == 0 ||
+        cfg->max_subscriptions > UINT32_MAX) {
+        snprintf(err, errlen, "config: 'limits.max_topics' and 'limits.max_subscriptions' must be "
+                              "1 to 4294967295");
+        return MW_ECONFIG;
+    }
+    if (cfg->history_max_topics == 0 || cfg->history_max_topics > UINT32_MAX) {
+        snprintf(err, errlen, "config: 'history.max_topics' must be 1 to 4294967295");
+        return MW_ECONFIG;
+    }
+    if (cfg->history_max_bytes < 65536) {
+        snprintf(err, errlen, "config: 'history.max_bytes' must be at least 65536");
         return MW_ECONFIG;
     }
     if (cfg->history_field != NULL) {

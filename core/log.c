@@ -206,3 +206,28 @@ void mw_log(mw_log_level_t level, const char *fmt, ...)
     mw_logv(level, fmt, ap);
     va_end(ap);
 }
+
+int mw_log_gate_pass(mw_log_gate_t *g, uint64_t interval_ms, uint64_t *held_back)
+{
+    struct timespec ts;
+    uint64_t now;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    if (g->next_at != 0 && now < g->next_at) {
+        g->held_back++;
+        return 0;
+    }
+    *held_back = g->held_back;
+    g->held_back = 0;
+    g->next_at = now + (interval_ms > 0 ? interval_ms : 1);
+    return 1;
+}
+
+const char *mw_log_held_back(uint64_t held_back, char *buf, size_t cap)
+{
+    if (held_back == 0 || cap == 0)
+        return "";
+    snprintf(buf, cap, "; %llu more since the last such line", (unsigned long long)held_back);
+    return buf;
+}

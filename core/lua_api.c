@@ -259,6 +259,8 @@ static int conn_subscribe(lua_State *L)
     if (c == NULL)
         return mw__lua_fail(L, "closed");
     r = mw_topics_subscribe(&c->srv->topics, c, topic, len);
+    if (r == MW_ENOMEM && mw_history_drop_idle(c->srv->history) > 0)
+        r = mw_topics_subscribe(&c->srv->topics, c, topic, len); /* memory given back */
     if (r >= 0 && info != NULL)
         r = mw_topics_set_presence(&c->srv->topics, c, topic, len, info, ilen);
     if (r < 0)
@@ -397,7 +399,7 @@ static int mw_publish(lua_State *L)
 {
     mw_server_t *srv = mw_lua_server(L);
     size_t tlen;
-    const char *topic = luaL_checklstring(L, 1, &tlen);
+    const char *topic = check_topic(L, 1, &tlen);
     mw_conn_t *except;
     mw_frame_t *f;
     size_t n, except_len;

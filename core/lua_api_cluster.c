@@ -8,6 +8,7 @@
  */
 #include "lua_api_int.h"
 #include "moonwire/cluster.h"
+#include "moonwire/error.h"
 #include "moonwire/history.h"
 #include "moonwire/lua_host.h"
 #include "moonwire/server.h"
@@ -265,10 +266,13 @@ int mw__lua_publish_history(lua_State *L, const char *topic, size_t len, mw_fram
         size_t n, flen = 0;
         uint8_t *injected;
         mw_frame_t *final;
+        int r;
 
-        if (mw_history_begin(srv->history, topic, len, &offset, &epoch) != 0) {
+        r = mw_history_begin(srv->history, topic, len, mw_topics_count(&srv->topics, topic, len) > 0,
+                             cfg, srv->timers.now, &offset, &epoch);
+        if (r != 0) {
             mw_frame_unref(f);
-            return mw__lua_fail(L, "out of memory");
+            return mw__lua_fail(L, mw_strerror(r));
         }
         injected = (f->bytes[0] & 0x0f) == MW_OP_TEXT
                        ? mw_history_inject(cfg->history_field, offset, epoch, mw_frame_payload(f),
@@ -279,9 +283,11 @@ int mw__lua_publish_history(lua_State *L, const char *topic, size_t len, mw_fram
         mw_frame_unref(f);
         if (final == NULL)
             return mw__lua_fail(L, "out of memory");
-        if (mw_history_append(srv->history, topic, len, offset, final, cfg, srv->timers.now) != 0) {
+        r = mw_history_append(srv->history, topic, len, offset, final, cfg, srv->timers.now);
+        if (r != 0) {
+            /* Refused or out of memory: nobody gets it, and publish says why. */
             mw_frame_unref(final);
-            return mw__lua_fail(L, "out of memory");
+            return mw__lua_fail(L, mw_strerror(r));
         }
         n = deliver_local(srv, topic, len, final, except, except_len);
         mw_frame_unref(final);
@@ -390,6 +396,8 @@ static int api_history(lua_State *L)
     lua_Integer since = 0, limit = (lua_Integer)cfg->history_size;
     const char *epoch = NULL;
 
+    /* As subscribe and publish: the Redis key names are built in buffers of that size. */
+    luaL_argcheck(L, len > 0 && len <= MW_TOPIC_MAX, 1, "topic must be 1 to 256 bytes");
     luaL_argcheck(L, mw_history_enabled(cfg, topic, len), 1,
                   "this topic keeps no history (history.topics)");
     if (!lua_isnoneornil(L, 2)) {

@@ -56,6 +56,10 @@ void mw_metrics_worker_gone(int index)
     store(&m->sockets, 0);
     store(&m->lua_memory, 0);
     store(&m->backed_up, 0);
+    store(&m->topics, 0);
+    store(&m->subscriptions, 0);
+    store(&m->history_topics, 0);
+    store(&m->history_bytes, 0);
     store(&m->cluster_on, 0);
     store(&m->cluster_up, 0);
     store(&m->loop_lag_ms, 0);
@@ -64,6 +68,25 @@ void mw_metrics_worker_gone(int index)
 void mw_metrics_publish(mw_server_t *srv)
 {
     mw_metrics_t *m = srv->metrics;
+    mw_topics_stats_t ts;
+    mw_history_stats_t hs;
+
+    mw_topics_take_stats(&srv->topics, &ts);
+    store(&m->subscribe_refused_topics, m->subscribe_refused_topics + ts.refused_topics);
+    store(&m->subscribe_refused_subs, m->subscribe_refused_subs + ts.refused_subs);
+    store(&m->topics, srv->topics.topics.count);
+    store(&m->subscriptions, srv->topics.subs.count);
+    if (srv->history != NULL) {
+        mw_history_take_stats(srv->history, &hs);
+        store(&m->history_refused_topics, m->history_refused_topics + hs.refused_topics);
+        store(&m->history_refused_size, m->history_refused_size + hs.refused_size);
+        store(&m->history_dropped_bound, m->history_dropped_bound + hs.dropped_bound);
+        store(&m->history_dropped_ttl, m->history_dropped_ttl + hs.dropped_ttl);
+        store(&m->history_dropped_memory, m->history_dropped_memory + hs.dropped_memory);
+        store(&m->history_trimmed, m->history_trimmed + hs.trimmed);
+        store(&m->history_topics, mw_history_topics(srv->history));
+        store(&m->history_bytes, mw_history_bytes(srv->history));
+    }
 
     store(&m->open_connections, srv->reg.nopen);
     store(&m->sockets, srv->nconns);
@@ -194,6 +217,36 @@ size_t mw_metrics_render(mw_server_t *srv, char **out)
     counter(&o, "moonwire_lua_memory_kills_total", "Hooks stopped by lua.memory_limit.",
             m->memory_kills);
     gauge(&o, "moonwire_lua_memory_bytes", "Memory held by the Lua state.", m->lua_memory);
+    gauge(&o, "moonwire_topics", "Topics with members (limits.max_topics).", m->topics);
+    gauge(&o, "moonwire_subscriptions", "Subscriptions of connections to topics.",
+          m->subscriptions);
+    put(&o,
+        "# HELP moonwire_subscribe_refusals_total Subscriptions refused at a bound.\n"
+        "# TYPE moonwire_subscribe_refusals_total counter\n"
+        "moonwire_subscribe_refusals_total{limit=\"max_topics\"} %llu\n"
+        "moonwire_subscribe_refusals_total{limit=\"max_subscriptions\"} %llu\n",
+        (unsigned long long)m->subscribe_refused_topics,
+        (unsigned long long)m->subscribe_refused_subs);
+    gauge(&o, "moonwire_history_topics", "Topics whose history is kept in memory.",
+          m->history_topics);
+    gauge(&o, "moonwire_history_bytes", "Bytes of history kept in memory (history.max_bytes).",
+          m->history_bytes);
+    put(&o,
+        "# HELP moonwire_history_refusals_total History messages refused at a bound.\n"
+        "# TYPE moonwire_history_refusals_total counter\n"
+        "moonwire_history_refusals_total{limit=\"max_topics\"} %llu\n"
+        "moonwire_history_refusals_total{limit=\"max_bytes\"} %llu\n"
+        "# HELP moonwire_history_dropped_total Topic histories dropped, by why.\n"
+        "# TYPE moonwire_history_dropped_total counter\n"
+        "moonwire_history_dropped_total{reason=\"bounds\"} %llu\n"
+        "moonwire_history_dropped_total{reason=\"ttl\"} %llu\n"
+        "moonwire_history_dropped_total{reason=\"memory\"} %llu\n",
+        (unsigned long long)m->history_refused_topics, (unsigned long long)m->history_refused_size,
+        (unsigned long long)m->history_dropped_bound, (unsigned long long)m->history_dropped_ttl,
+        (unsigned long long)m->history_dropped_memory);
+    counter(&o, "moonwire_history_trimmed_total",
+            "Oldest messages of topics with members dropped to stay within history.max_bytes.",
+            m->history_trimmed);
     counter(&o, "moonwire_reloads_total", "Reloads attempted (SIGHUP).", m->reloads);
     counter(&o, "moonwire_reload_failures_total", "Reloads that kept the old app.",
             m->reload_failures);

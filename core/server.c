@@ -209,6 +209,9 @@ int mw_server_init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, 
         snprintf(err, errlen, "history: %s", mw_strerror(r));
         goto fail;
     }
+    srv->topics.history = srv->history;
+    srv->topics.max_topics = cfg->max_topics;
+    srv->topics.max_subs = cfg->max_subscriptions;
     if ((r = mw_lua_new(srv, &srv->lua, err, errlen)) != 0)
         goto fail;
     return 0;
@@ -357,6 +360,8 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
     SWAP(max_buffered);
     SWAP(backpressure);
     SWAP(backpressure_timeout);
+    SWAP(max_topics);
+    SWAP(max_subscriptions);
     SWAP(time_limit);
     SWAP(memory_limit);
     SWAP(healthz);
@@ -379,6 +384,8 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
     SWAP(history_size);
     SWAP(history_ttl);
     SWAP(history_field);
+    SWAP(history_max_topics);
+    SWAP(history_max_bytes);
     SWAP(L);
     SWAP(app_ref);
 #undef SWAP
@@ -395,6 +402,10 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
         srv->metrics_acl = metrics;
     }
     mw_lua_set_limits(srv->lua, cfg->time_limit, cfg->memory_limit);
+    /* Lower topic bounds refuse new subscriptions; lower history bounds apply
+     * at the next sweep. */
+    srv->topics.max_topics = cfg->max_topics;
+    srv->topics.max_subs = cfg->max_subscriptions;
     mw_timer_start(&srv->timers, &srv->sweep, sweep_interval(cfg), sweep_interval(cfg));
 }
 

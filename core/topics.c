@@ -2,6 +2,7 @@
 #include "moonwire/topics.h"
 #include "moonwire/conn.h"
 #include "moonwire/error.h"
+#include "moonwire/history.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -77,7 +78,30 @@ static void remove_topic(mw_topics_t *ts, mw_topic_t *t)
     mw_htab_remove(&ts->topics, &t->node);
     if (ts->on_last != NULL)
         ts->on_last(ts->ud, t);
+    if (ts->history != NULL)
+        mw_history_set_live(ts->history, t->name, t->len, 0);
     free(t);
+}
+
+/* Counts and logs (at most once a second) a subscription past a bound. */
+static int refuse(mw_topics_t *ts, const mw_conn_t *c, int why)
+{
+    uint64_t held_back;
+    char id[MW_ID_MAX], addr[64], more[64];
+
+    if (why == MW_ETOPICS)
+        ts->stats.refused_topics++;
+    else
+        ts->stats.refused_subs++;
+    if (mw_log_gate_pass(&ts->refusal_log, 1000, &held_back)) {
+        mw_conn_id(c, id);
+        mw_conn_addr(c, addr, sizeof(addr));
+        mw_log_warn("topics: refused a subscription of %s (%s): %s (%zu) reached%s", id, addr,
+                    why == MW_ETOPICS ? "limits.max_topics" : "limits.max_subscriptions",
+                    why == MW_ETOPICS ? ts->max_topics : ts->max_subs,
+                    mw_log_held_back(held_back, more, sizeof(more)));
+    }
+    return why;
 }
 
 int mw_topics_subscribe(mw_topics_t *ts, mw_conn_t *c, const char *name, size_t len)
@@ -89,6 +113,12 @@ int mw_topics_subscribe(mw_topics_t *ts, mw_conn_t *c, const char *name, size_t 
     if (len == 0 || len > MW_TOPIC_MAX)
         return MW_EINVAL;
     t = mw_topics_find(ts, name, len);
+    if (t != NULL && find_sub(ts, t, c) != NULL)
+        return 0;
+    if (ts->max_subs != 0 && c->nsubs >= ts->max_subs)
+        return refuse(ts, c, MW_ESUBS);
+    if (t == NULL && ts->max_topics != 0 && ts->topics.count >= ts->max_topics)
+        return refuse(ts, c, MW_ETOPICS);
     if (t == NULL) {
         t = malloc(sizeof(*t) + len + 1);
         if (t == NULL)
@@ -100,8 +130,6 @@ int mw_topics_subscribe(mw_topics_t *ts, mw_conn_t *c, const char *name, size_t 
         t->count = 0;
         mw_htab_insert(&ts->topics, &t->node, mw_hash_bytes(name, len));
         created = 1;
-    } else if (find_sub(ts, t, c) != NULL) {
-        return 0;
     }
     s = malloc(sizeof(*s));
     if (s == NULL) {
@@ -117,8 +145,11 @@ int mw_topics_subscribe(mw_topics_t *ts, mw_conn_t *c, const char *name, size_t 
     mw_list_insert_tail(&c->subs, &s->conn_link);
     mw_htab_insert(&ts->subs, &s->node, hash_pair(t, c));
     t->count++;
+    c->nsubs++;
     if (created && ts->on_first != NULL)
         ts->on_first(ts->ud, t);
+    if (created && ts->history != NULL)
+        mw_history_set_live(ts->history, name, len, 1);
     return 1;
 }
 
@@ -160,6 +191,7 @@ static void remove_sub(mw_topics_t *ts, mw_sub_t *s)
     mw_htab_remove(&ts->subs, &s->node);
     mw_list_remove(&s->topic_link);
     mw_list_remove(&s->conn_link);
+    s->conn->nsubs--;
     free(s);
     if (--t->count == 0)
         remove_topic(ts, t);
@@ -202,6 +234,12 @@ size_t mw_topics_publish(mw_topics_t *ts, const char *name, size_t len, mw_frame
             n++;
     }
     return n;
+}
+
+void mw_topics_take_stats(mw_topics_t *ts, mw_topics_stats_t *out)
+{
+    *out = ts->stats;
+    memset(&ts->stats, 0, sizeof(ts->stats));
 }
 
 size_t mw_topics_count(const mw_topics_t *ts, const char *name, size_t len)

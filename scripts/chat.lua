@@ -24,15 +24,23 @@
 --
 -- Configuration (all optional), in the config file's app table:
 --   app = { chat = { history = 50, max_length = 2000, words = {}, mask = "***",
---                    rate = { burst = 10, per_second = 5 }, max_rooms = 20 } }
+--                    rate = { burst = 10, per_second = 5 }, max_rooms = 20,
+--                    new_rooms = { burst = 10, per_second = 0.1 },
+--                    history_bytes = 65536, join_history_bytes = 262144 } }
 -- and, for history and recovery, the server's history = { topics = { "room:*" } }.
+--
+-- What one connection can make the server do is bounded: every request, and
+-- each action of the connect query (the nick, the rooms), costs a token of
+-- `rate`; rooms nobody is in on this node cost a token of `new_rooms` to
+-- create; the history a join sends is at most `history_bytes` a room and
+-- `join_history_bytes` for all the rooms of one request (or of the query).
 local mw = require "moonwire"
 local filters = require "filters"
 local ratelimit = require "ratelimit"
 local nicks = require "nicks"
 
 local encode, decode = mw.json.encode, mw.json.decode
-local publish, now, wall = mw.publish, mw.now, mw.time
+local publish, subscribers, now, wall = mw.publish, mw.subscribers, mw.now, mw.time
 local log = mw.log
 local type, pairs, next, tostring, tointeger = type, pairs, next, tostring, math.tointeger
 local find, lower, format, sub = string.find, string.lower, string.format, string.sub
@@ -67,6 +75,25 @@ local function opt_integer(t, key, default, min, max)
   return tointeger(v)
 end
 
+-- A token bucket's settings at c[key]: { burst, per_second }, or false (off).
+local function bucket_config(c, key, burst, per_second)
+  local r = c[key]
+  if r == nil then
+    r = {}
+  end
+  if r == false then
+    return false
+  end
+  if type(r) ~= "table" then
+    config_error(key, "must be a table { burst, per_second } or false", r)
+  end
+  per_second = r.per_second or per_second
+  if type(per_second) ~= "number" or not (per_second > 0 and per_second <= 1e6) then
+    config_error(key .. ".per_second", "must be a number above 0", per_second)
+  end
+  return { burst = opt_integer(r, "burst", burst, 1, 1000000), per_second = per_second }
+end
+
 local function read_config()
   local app_cfg = mw.config.app or {}
   local c = app_cfg.chat
@@ -79,9 +106,12 @@ local function read_config()
     history = opt_integer(c, "history", 50, 0, 10000),
     max_length = opt_integer(c, "max_length", 2000, 1, 1000000),
     max_rooms = opt_integer(c, "max_rooms", 20, 1, 10000),
+    history_bytes = opt_integer(c, "history_bytes", 65536, 1024, 1000000000),
+    join_history_bytes = opt_integer(c, "join_history_bytes", 262144, 1024, 1000000000),
     words = c.words or {},
     mask = c.mask or "***",
-    rate = false,
+    rate = bucket_config(c, "rate", 10, 5),
+    new_rooms = bucket_config(c, "new_rooms", 10, 0.1),
   }
   local ok, err = filters.check_words(cfg.words)
   if not ok then
@@ -89,20 +119,6 @@ local function read_config()
   end
   if type(cfg.mask) ~= "string" then
     config_error("mask", "must be a string", cfg.mask)
-  end
-  local r = c.rate
-  if r == nil then
-    r = {}
-  end
-  if r ~= false then
-    if type(r) ~= "table" then
-      config_error("rate", "must be a table { burst, per_second } or false", r)
-    end
-    local per_second = r.per_second or 5
-    if type(per_second) ~= "number" or not (per_second > 0 and per_second <= 1e6) then
-      config_error("rate.per_second", "must be a number above 0", per_second)
-    end
-    cfg.rate = { burst = opt_integer(r, "burst", 10, 1, 1000000), per_second = per_second }
   end
   if c.room_ttl ~= nil then
     log.warn("chat: app.chat.room_ttl is no longer used: the server's history.ttl bounds a room's history")
@@ -186,26 +202,93 @@ local function members_for(conn, ref, name)
   return members
 end
 
+-- The reasons publish gives when a bound of the server refused a message
+-- (nobody got it; the core counts and logs these itself).
+local function refused_by_server(err)
+  return err == "too many history topics" or err == "too large for history"
+end
+
 -- Publishes a room message to every member, the sender too, so that each
 -- member gets every offset of the room. Returns the offset (nil for a room
--- without history, or when Redis failed: then only this node's members got it).
+-- without history), or nil and why: Redis failed (then only this node's
+-- members got it), or a bound of the server refused it (then nobody did).
 local function publish_room(name, msg)
   local data, err = encode(msg)
   if data == nil then
     log.error("chat: cannot encode a %s message: %s", tostring(msg.type), err)
-    return nil
+    return nil, err
   end
   local topic = "room:" .. name
   local offset
   offset, err = publish(topic, data)
   if offset == nil then
-    log.warn("chat: publish to %s: %s", topic, tostring(err))
-    return nil
+    if not refused_by_server(err) then
+      log.warn("chat: publish to %s: %s", topic, tostring(err))
+    end
+    return nil, err
   end
   if keeps_history(topic) then
     return offset
   end
   return nil
+end
+
+-- Rate limits ------------------------------------------------------------------------
+
+-- Takes a token of the connection's rate bucket for a request (or an action of
+-- the connect query). Returns true, or false after answering rate_limited.
+local function charge(conn, d, ref)
+  local rate = cfg.rate
+  if not rate then
+    return true
+  end
+  local b = d.bucket
+  if b == nil then
+    b = ratelimit.new(rate.burst, now())
+    d.bucket = b
+  end
+  local ok, wait = ratelimit.take(b, now(), rate.burst, rate.per_second)
+  if ok then
+    return true
+  end
+  send(conn, {
+    type = "error",
+    code = "rate_limited",
+    message = format("too many messages: at most %d at once and %g a second; retry in %d ms",
+      rate.burst, rate.per_second, wait),
+    retry_after = wait,
+    ref = ref,
+  })
+  return false
+end
+
+-- A join of a room nobody is in on this node makes the room (a topic, its
+-- history): that costs a token of the connection's new_rooms bucket. Returns
+-- true, or false after answering too_many_new_rooms.
+local function may_create(conn, d, topic, name, ref)
+  local nr = cfg.new_rooms
+  if not nr or subscribers(topic) > 0 then
+    return true
+  end
+  local b = d.new_rooms
+  if b == nil then
+    b = ratelimit.new(nr.burst, now())
+    d.new_rooms = b
+  end
+  local ok, wait = ratelimit.take(b, now(), nr.burst, nr.per_second)
+  if ok then
+    return true
+  end
+  send(conn, {
+    type = "error",
+    code = "too_many_new_rooms",
+    message = format("too many new rooms: you may create at most %d at once and %g a second; "
+      .. "retry in %d ms, or join a room someone is in", nr.burst, nr.per_second, wait),
+    retry_after = wait,
+    room = name,
+    ref = ref,
+  })
+  return false
 end
 
 -- Rooms and members --------------------------------------------------------------
@@ -383,10 +466,11 @@ end
 -- Sends a history: the published messages themselves, joined without a
 -- decode. When they would not fit in what is left of the connection's write
 -- queue (all of it when the queue is empty, as between requests; else less a
--- quarter kept for the other replies of a many-room join), only the newest
--- that fit go, with "truncated": true and "recovered": false; a "history"
--- request then fetches the rest.
-local function send_history(conn, name, h, ref, drop)
+-- quarter kept for the other replies of a many-room join), or for a join in
+-- what its budget allows (history_bytes a room, budget.left for the rest of
+-- the request), only the newest that fit go, with "truncated": true and
+-- "recovered": false; a "history" request then fetches the rest.
+local function send_history(conn, name, h, ref, drop, budget)
   local head = '{"type":"history","room":' .. encode(name)
   if ref ~= nil then
     head = head .. ',"ref":' .. encode(ref)
@@ -403,13 +487,25 @@ local function send_history(conn, name, h, ref, drop)
   local body = concat(messages, ",")
   local queued = conn:buffered() or 0
   local space = (queued == 0 and MAX_BUFFERED or MAX_BUFFERED * 3 // 4 - queued) - #head - 64
+  if budget ~= nil then
+    local allowed = cfg.history_bytes < budget.left and cfg.history_bytes or budget.left
+    if allowed < space then
+      space = allowed
+    end
+  end
   if #body <= space then
+    if budget ~= nil then
+      budget.left = budget.left - #body
+    end
     return conn:send(head .. ',"recovered":' .. tostring(recovered) .. ',"messages":[' .. body .. "]}")
   end
   local first, size = #messages + 1, 0
   while first > 1 and size + #messages[first - 1] + 1 <= space do
     first = first - 1
     size = size + #messages[first] + 1
+  end
+  if budget ~= nil then
+    budget.left = budget.left - size
   end
   return conn:send(head .. ',"recovered":false,"truncated":true,"messages":['
     .. concat(messages, ",", first, #messages) .. "]}")
@@ -420,7 +516,7 @@ end
 -- once more against them, read the history, answer, then publish the join
 -- (subscribed before the history is read, so nothing falls between the two;
 -- a message may come both in the history and live: its offset tells).
-local function join_one(conn, d, item, ref)
+local function join_one(conn, d, item, ref, budget)
   local name, since, epoch = item, nil, nil
   if type(item) == "table" then
     name = item.room
@@ -444,6 +540,9 @@ local function join_one(conn, d, item, ref)
     return fail(conn, ref, "too_many_rooms", format("at most %d rooms per connection", cfg.max_rooms), name)
   end
   local nick, id, topic = d.nick, conn.id, "room:" .. name
+  if not may_create(conn, d, topic, name, ref) then
+    return
+  end
   local key = lower(nick)
   local taken = format("the nick %q is taken in room %q", nick, name)
   local err
@@ -463,6 +562,13 @@ local function join_one(conn, d, item, ref)
   ok, err = conn:subscribe(topic, { presence = nick })
   if not ok then
     release(id, { name }, key)
+    if err == "too many topics" then
+      return fail(conn, ref, "server_full",
+        "could not join: this server has as many rooms as it allows (too many topics); try again later", name)
+    elseif err == "too many subscriptions" then
+      return fail(conn, ref, "too_many_rooms",
+        "could not join: this connection is in as many topics as the server allows (too many subscriptions)", name)
+    end
     return fail(conn, ref, "internal", "could not join: " .. tostring(err), name)
   end
   local members
@@ -496,7 +602,7 @@ local function join_one(conn, d, item, ref)
     h = { messages = {}, recovered = false }
   end
   send(conn, { type = "joined", room = name, nick = nick, members = member_list(members), ref = ref })
-  send_history(conn, name, h, nil, since == nil and cfg.history == 0)
+  send_history(conn, name, h, nil, since == nil and cfg.history == 0, budget)
   publish_room(name, { type = "presence", room = name, event = "join", nick = nick })
 end
 
@@ -523,11 +629,12 @@ function handlers.join(conn, d, msg, ref)
   if d.nick == nil then
     return fail(conn, ref, "nick_required", "set a nick before you join a room")
   end
+  local budget = { left = cfg.join_history_bytes }
   for i = 1, #items do
     if not conn:is_open() then
       return
     end
-    join_one(conn, d, items[i], ref)
+    join_one(conn, d, items[i], ref, budget)
   end
 end
 
@@ -640,10 +747,14 @@ function handlers.say(conn, d, msg, ref)
   if text == nil then
     return
   end
-  local offset = publish_room(name, { type = "say", room = name, from = d.nick, text = text, time = wall() // 1000 })
-  if conn:is_open() then
-    send(conn, { type = "sent", room = name, offset = offset, ref = ref })
+  local offset, err = publish_room(name, { type = "say", room = name, from = d.nick, text = text, time = wall() // 1000 })
+  if not conn:is_open() then
+    return
   end
+  if offset == nil and refused_by_server(err) then
+    return fail(conn, ref, "server_full", "not sent: the server can not keep it in the room's history (" .. err .. ")", name)
+  end
+  send(conn, { type = "sent", room = name, offset = offset, ref = ref })
 end
 
 function handlers.private(conn, d, msg, ref)
@@ -735,7 +846,10 @@ local function limits()
     max_length = cfg.max_length,
     max_rooms = cfg.max_rooms,
     history = cfg.history,
+    history_bytes = cfg.history_bytes,
+    join_history_bytes = cfg.join_history_bytes,
     rate = cfg.rate,
+    new_rooms = cfg.new_rooms,
   }
 end
 
@@ -746,12 +860,16 @@ function app.on_open(conn, req)
     d.bucket = ratelimit.new(cfg.rate.burst, now())
   end
   send(conn, { type = "welcome", id = conn.id, node = mw.node, protocol = PROTOCOL, limits = limits() })
+  -- The query's actions cost what the requests they stand for cost.
   local q = req.query
-  if q.nick ~= nil then
+  if q.nick ~= nil and charge(conn, d, nil) then
     set_nick(conn, d, q.nick, nil)
   end
   local r = q.room or q.rooms
   if r ~= nil and r ~= "" and conn:is_open() then
+    if not charge(conn, d, nil) then
+      return
+    end
     if d.nick == nil then
       return fail(conn, nil, "nick_required", "set a nick before you join a room (add &nick=...)")
     end
@@ -763,11 +881,12 @@ function app.on_open(conn, req)
     if n > cfg.max_rooms then
       return fail(conn, nil, "too_many_rooms", format("at most %d rooms per connection", cfg.max_rooms))
     end
+    local budget = { left = cfg.join_history_bytes }
     for i = 1, n do
       if not conn:is_open() then
         return
       end
-      join_one(conn, d, names[i], nil)
+      join_one(conn, d, names[i], nil, budget)
     end
   end
 end
@@ -795,24 +914,8 @@ function app.on_message(conn, data, kind)
     ref, ref_ok = request_ref(msg.id)
   end
 
-  local rate = cfg.rate
-  if rate then
-    local b = d.bucket
-    if b == nil then
-      b = ratelimit.new(rate.burst, now())
-      d.bucket = b
-    end
-    local ok, wait = ratelimit.take(b, now(), rate.burst, rate.per_second)
-    if not ok then
-      return send(conn, {
-        type = "error",
-        code = "rate_limited",
-        message = format("too many messages: at most %d at once and %g a second; retry in %d ms",
-          rate.burst, rate.per_second, wait),
-        retry_after = wait,
-        ref = ref,
-      })
-    end
+  if not charge(conn, d, ref) then
+    return
   end
 
   if kind ~= "text" then

@@ -31,6 +31,8 @@ return {
     idle_timeout = 60,       -- seconds without traffic before a ping
     ping_timeout = 15,       -- seconds to answer it before the close
     max_connections_per_ip = 50,
+    max_topics = 20000,      -- rooms with members at once (a room is a topic)
+    max_subscriptions = 100, -- topics per connection (a chat connection has max_rooms)
   },
 
   log = { level = "info" },
@@ -42,7 +44,12 @@ return {
   history = {
     topics = { "room:*" },
     size = 200,              -- messages kept per room (says and presence events)
-    ttl = 86400,             -- seconds a silent room's history is kept
+    ttl = 86400,             -- seconds a room's history is kept after its last message
+                             -- or its last member leaving
+    -- Bounds whatever clients do: past them the history of rooms nobody is in
+    -- goes first (least recently used), then the oldest messages of the others.
+    max_topics = 20000,      -- rooms whose history is kept
+    max_bytes = 64 * 1024 * 1024,
   },
 
   -- Read by scripts/chat.lua (docs/chat-protocol.md, "Configuration").
@@ -54,6 +61,9 @@ return {
       mask = "***",
       rate = { burst = 10, per_second = 5 },
       max_rooms = 10,        -- rooms per connection
+      new_rooms = { burst = 10, per_second = 0.1 },  -- rooms nobody is in, made per connection
+      history_bytes = 64 * 1024,        -- history sent per room on a join
+      join_history_bytes = 256 * 1024,  -- for all the rooms of a join (or of ?room=a,b,...)
     },
   },
 }

@@ -62,6 +62,8 @@ typedef struct mw_config_s {
     size_t max_buffered;
     uint32_t backpressure_timeout; /* ms a queue may stay backed up before the policy */
     int backpressure; /* MW_BP_CLOSE or MW_BP_DROP */
+    size_t max_topics;        /* topics with members on the node */
+    size_t max_subscriptions; /* topics per connection */
 
     /* cluster (the Redis backplane); cluster_redis NULL: standalone */
     char *cluster_redis;
@@ -77,6 +79,8 @@ typedef struct mw_config_s {
     size_t history_size;
     uint32_t history_ttl;
     char *history_field; /* "" or NULL: no fields put in payloads */
+    size_t history_max_topics; /* topics with history kept in memory */
+    size_t history_max_bytes;  /* bytes of history kept in memory */
 
     /* lua */
     uint32_t time_limit; /* ms of CPU time per hook call; 0: none */

@@ -84,6 +84,7 @@ struct mw_conn_s {
     mw_list_t flush_link;   /* in srv->flush_list while it has frames to write */
     mw_list_t close_link;   /* in srv->close_queue until on_close has run */
     mw_list_t subs;         /* its topic subscriptions */
+    uint32_t nsubs;         /* entries in subs (limits.max_subscriptions) */
 
     int lua_ref;  /* the conn userdata in the Lua registry; LUA_NOREF until open */
     struct mw_lua_waits_s *lua_waits; /* its hooks waiting on Redis, or NULL; see lua_host.c */

@@ -21,7 +21,11 @@
     XX(EIO, "input/output error")                                                                  \
     XX(ENOTFOUND, "not found")                                                                     \
     XX(EEXIST, "already exists")                                                                   \
-    XX(ELIMIT, "limit reached")
+    XX(ELIMIT, "limit reached")                                                                    \
+    XX(ETOPICS, "too many topics")                                                                 \
+    XX(ESUBS, "too many subscriptions")                                                            \
+    XX(EHISTTOPICS, "too many history topics")                                                     \
+    XX(EHISTSIZE, "too large for history")
 
 enum {
     MW__EBASE = -4000,

@@ -9,6 +9,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef enum { MW_LOG_DEBUG = 0, MW_LOG_INFO, MW_LOG_WARN, MW_LOG_ERROR, MW_LOG_OFF } mw_log_level_t;
 
@@ -38,6 +39,22 @@ void mw_logv(mw_log_level_t level, const char *fmt, va_list ap);
  * lines read "conn.close id=mw.x.1 code=1000"; JSON lines put each pair in
  * its own field (digits-only values as numbers). */
 void mw_log_event(mw_log_level_t level, const char *event, const char *const *kv, size_t npairs);
+
+/* A condition that a client can repeat at will (a refused subscription) is
+ * logged at most once per interval: the gate opens for the first event, then
+ * for the first one after interval_ms, and tells how many it held back in
+ * between (so an attacker can not flood the log, and no event goes untold). */
+typedef struct {
+    uint64_t next_at;    /* monotonic ms before which the gate stays shut */
+    uint64_t held_back;  /* events since the last line */
+} mw_log_gate_t;
+
+/* Returns 1 when this event should be logged, with *held_back set to the
+ * events left out since the last logged one; 0 when it is to be left out. */
+int mw_log_gate_pass(mw_log_gate_t *g, uint64_t interval_ms, uint64_t *held_back);
+
+/* "" for 0, else "; N more since the last such line", written into buf. */
+const char *mw_log_held_back(uint64_t held_back, char *buf, size_t cap);
 
 #define mw_log_debug(...) mw_log(MW_LOG_DEBUG, __VA_ARGS__)
 #define mw_log_info(...) mw_log(MW_LOG_INFO, __VA_ARGS__)

@@ -49,11 +49,20 @@ typedef struct mw_metrics_s {
     uint64_t cluster_send_failures; /* sends that Redis did not take (down, error) */
     uint64_t cluster_reconnects;
     uint64_t cluster_bad_envelopes;
+    uint64_t subscribe_refused_topics; /* subscriptions refused: limits.max_topics */
+    uint64_t subscribe_refused_subs;   /* subscriptions refused: limits.max_subscriptions */
+    uint64_t history_refused_topics;   /* history messages refused: history.max_topics */
+    uint64_t history_refused_size;     /* history messages refused: history.max_bytes */
+    uint64_t history_dropped_bound;    /* histories of empty topics dropped for the bounds */
+    uint64_t history_dropped_ttl;      /* histories dropped after history.ttl */
+    uint64_t history_dropped_memory;   /* histories of empty topics dropped when out of memory */
+    uint64_t history_trimmed;          /* messages of topics with members dropped for max_bytes */
     uint64_t loop_lag_ms; /* how late the last 500 ms probe timer ran */
     uint64_t loop_lag_ms_max;
     /* Gauges as mw_metrics_publish last copied them, for other workers. */
     uint64_t open_connections, sockets, lua_memory;
     uint64_t backed_up; /* connections whose queue is backed up */
+    uint64_t topics, subscriptions, history_topics, history_bytes;
     uint64_t cluster_on, cluster_up; /* has a backplane; both its connections are up */
     uint64_t reporting;              /* 1 while a live worker publishes here */
 } mw_metrics_t;
@@ -81,8 +90,9 @@ mw_metrics_t *mw_metrics_block(int index);
 /* The master, when worker index died: its gauges leave the sums. */
 void mw_metrics_worker_gone(int index);
 
-/* Copies srv's gauges (connections, sockets, Lua memory, backplane) into
- * its metrics, where other workers read them. */
+/* Copies srv's gauges (connections, sockets, Lua memory, topics, history,
+ * backplane) into its metrics, where other workers read them, and adds what
+ * topics and history counted since the last call. */
 void mw_metrics_publish(mw_server_t *srv);
 
 #endif

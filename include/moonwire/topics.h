@@ -6,6 +6,11 @@
  * connection leaves all its topics in O(its topics). A topic exists while
  * it has members. Publishing serializes the frame once and queues a
  * reference to it on every member: no per-recipient copy, no Lua call.
+ *
+ * Both tables are bounded: at most max_topics topics with members on the
+ * node (limits.max_topics) and max_subs topics per connection
+ * (limits.max_subscriptions). A subscription past a bound is refused,
+ * counted (mw_topics_take_stats) and logged, at most once a second.
  */
 #ifndef MOONWIRE_TOPICS_H
 #define MOONWIRE_TOPICS_H
@@ -13,6 +18,7 @@
 #include "moonwire/frame.h"
 #include "moonwire/htab.h"
 #include "moonwire/list.h"
+#include "moonwire/log.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -20,6 +26,7 @@
 typedef struct mw_conn_s mw_conn_t;
 typedef struct mw_topic_s mw_topic_t;
 typedef struct mw_sub_s mw_sub_t;
+typedef struct mw_history_s mw_history_t;
 
 #define MW_TOPIC_MAX 256 /* bytes in a topic name */
 
@@ -41,9 +48,23 @@ struct mw_sub_s {
     size_t presence_len;
 };
 
+/* Subscriptions refused, by bound. */
+typedef struct {
+    uint64_t refused_topics; /* a new topic past max_topics */
+    uint64_t refused_subs;   /* a connection past max_subs */
+} mw_topics_stats_t;
+
 typedef struct mw_topics_s {
     mw_htab_t topics; /* name -> mw_topic_t */
     mw_htab_t subs;   /* (topic, conn) -> mw_sub_t */
+    size_t max_topics; /* topics with members at once; 0: no bound */
+    size_t max_subs;   /* topics per connection; 0: no bound */
+    /* The node's in-memory history, told when a topic gets its first member
+     * and loses its last (the history of an empty topic goes first when
+     * history is at its bounds). May be NULL. */
+    mw_history_t *history;
+    mw_topics_stats_t stats; /* since the last mw_topics_take_stats */
+    mw_log_gate_t refusal_log;
     /* Called when a topic gets its first member and loses its last (the
      * cluster backplane subscribes and unsubscribes there). May be NULL. */
     void (*on_first)(void *ud, const mw_topic_t *t);
@@ -65,7 +86,8 @@ mw_topic_t *mw_topics_find(const mw_topics_t *ts, const char *name, size_t len);
 const mw_topic_t *mw_topics_next(const mw_topics_t *ts, const mw_topic_t *prev);
 
 /* Subscribes c. Returns 1 when newly subscribed, 0 when it already was, or
- * MW_ENOMEM / MW_EINVAL (empty or too long a name). */
+ * MW_EINVAL (empty or too long a name), MW_ESUBS (c is in max_subs topics),
+ * MW_ETOPICS (a new topic, and max_topics have members) or MW_ENOMEM. */
 int mw_topics_subscribe(mw_topics_t *ts, mw_conn_t *c, const char *name, size_t len);
 
 /* Sets (info != NULL) or clears c's presence info in a topic it is subscribed
@@ -84,6 +106,9 @@ void mw_topics_drop_conn(mw_topics_t *ts, mw_conn_t *c);
  * queues took it. */
 size_t mw_topics_publish(mw_topics_t *ts, const char *name, size_t len, mw_frame_t *f,
                          const mw_conn_t *except);
+
+/* Copies the refusals counted since the last call into out, and starts again from 0. */
+void mw_topics_take_stats(mw_topics_t *ts, mw_topics_stats_t *out);
 
 /* Members of a topic (0 when it does not exist). */
 size_t mw_topics_count(const mw_topics_t *ts, const char *name, size_t len);

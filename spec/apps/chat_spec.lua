@@ -147,7 +147,10 @@ describe("chat.lua", function()
           max_length = 2000,
           max_rooms = 20,
           history = 50,
+          history_bytes = 65536,
+          join_history_bytes = 262144,
           rate = { burst = 100000, per_second = 100000 },
+          new_rooms = { burst = 10, per_second = 0.1 },
         },
       }, m[1])
       assert.is_string(m[1].node)
@@ -158,7 +161,8 @@ describe("chat.lua", function()
       srv = helpers.server(SCRIPT, { app = { chat = { history = 5, max_length = 100, max_rooms = 3 } } })
       local m = msgs(helpers.connect(srv, "/"))[1]
       assert.same({ nick_length = 32, room_length = 64, max_length = 100, max_rooms = 3, history = 5,
-        rate = { burst = 10, per_second = 5 } }, m.limits)
+        history_bytes = 65536, join_history_bytes = 262144, rate = { burst = 10, per_second = 5 },
+        new_rooms = { burst = 10, per_second = 0.1 } }, m.limits)
     end)
 
     it("sets the nick and joins the rooms of the query string", function()
@@ -419,6 +423,117 @@ describe("chat.lua", function()
         send(ann, { type = "join", room = "c" })
         m = msgs(ann)
         assert.same({ "left", "joined", "history", "presence" }, { m[1].type, m[2].type, m[3].type, m[4].type })
+      end)
+    end)
+
+    describe("room creation (new_rooms)", function()
+      before_each(function()
+        srv:close()
+        server { new_rooms = { burst = 3, per_second = 0.5 } }
+      end)
+
+      local too_many = "too many new rooms: you may create at most 3 at once and 0.5 a second; "
+        .. "retry in %d ms, or join a room someone is in"
+
+      it("refuses a room nobody is in past the connection's new_rooms, and joins nothing", function()
+        local ann = client("ann")
+        for i = 1, 3 do
+          send(ann, { type = "join", room = "r" .. i })
+          send(ann, { type = "leave", room = "r" .. i })
+        end
+        msgs(ann)
+        send(ann, { type = "join", room = "r4", id = 4 })
+        assert.same({ err("too_many_new_rooms", too_many:format(2000), { room = "r4", ref = 4, retry_after = 2000 }) },
+          msgs(ann))
+        assert.matches("\nmoonwire_topics 0\n", srv:metrics(), 1, true)
+        send(ann, { type = "say", room = "r4", text = "x" })
+        assert.equal("not_in_room", msgs(ann)[1].code)
+      end)
+
+      it("lets anyone join a room someone is in", function()
+        local ann = client("ann")
+        send(ann, { type = "join", rooms = { "a", "b", "c" } })
+        msgs(ann)
+        local bob = client("bob")
+        send(bob, { type = "join", rooms = { "a", "b", "c", "d", "e", "f" } })
+        local m = msgs(bob)
+        assert.equal(6, #helpers.of_type(m, "joined"))
+        send(bob, { type = "join", rooms = { "x", "y", "z" } })
+        m = msgs(bob)
+        assert.equal(0, #helpers.of_type(m, "joined"))
+        assert.same({ "x", "y", "z" }, { m[1].room, m[2].room, m[3].room })
+        assert.equal("too_many_new_rooms", m[1].code)
+      end)
+
+      it("counts the rooms of the connect query, and refills as time passes", function()
+        local c = helpers.connect(srv, "/chat?nick=ann&room=a,b,c,d")
+        local m = msgs(c)
+        assert.equal(3, #helpers.of_type(m, "joined"))
+        assert.same(err("too_many_new_rooms", too_many:format(2000), { room = "d", retry_after = 2000 }), m[#m])
+        srv:advance(2000)
+        send(c, { type = "join", room = "d" })
+        assert.equal("joined", msgs(c)[1].type)
+      end)
+
+      it("is per connection", function()
+        local ann, bob = client("ann"), client("bob")
+        send(ann, { type = "join", rooms = { "a", "b", "c", "d" } })
+        assert.equal("too_many_new_rooms", msgs(ann)[10].code)
+        send(bob, { type = "join", rooms = { "x", "y", "z" } })
+        assert.equal(3, #helpers.of_type(msgs(bob), "joined"))
+      end)
+
+      it("is off with new_rooms = false", function()
+        srv:close()
+        server { new_rooms = false }
+        local ann = client("ann")
+        for i = 1, 50 do
+          send(ann, { type = "join", room = "r" .. i })
+          send(ann, { type = "leave", room = "r" .. i })
+        end
+        assert.equal(50, #helpers.of_type(msgs(ann), "joined"))
+      end)
+    end)
+
+    describe("the server's bounds", function()
+      it("answers server_full when the server has as many topics as it allows", function()
+        srv:close()
+        server({}, { limits = { max_topics = 2 } })
+        local ann = client("ann", "a,b")
+        send(ann, { type = "join", room = "c", id = 1 })
+        assert.same({ err("server_full",
+          "could not join: this server has as many rooms as it allows (too many topics); try again later",
+          { room = "c", ref = 1 }) }, msgs(ann))
+        local bob = client("bob")
+        send(bob, { type = "join", room = "a" }) -- a room that exists is no new topic
+        assert.equal("joined", msgs(bob)[1].type)
+        helpers.drain(ann)
+        send(ann, { type = "members", room = "c" })
+        assert.equal("not_in_room", msgs(ann)[1].code)
+      end)
+
+      it("answers too_many_rooms when the connection is in limits.max_subscriptions topics", function()
+        srv:close()
+        server({}, { limits = { max_subscriptions = 1 } })
+        local ann = client("ann", "a")
+        send(ann, { type = "join", room = "b" })
+        assert.same({ err("too_many_rooms",
+          "could not join: this connection is in as many topics as the server allows (too many subscriptions)",
+          { room = "b" }) }, msgs(ann))
+      end)
+
+      it("answers a say the room's history can not keep with server_full, and nobody gets it", function()
+        srv:close()
+        server({ max_length = 1000000 }, { history = { topics = { "room:*" }, max_bytes = 65536 } })
+        local ann, bob = client("ann", "a"), client("bob", "a")
+        helpers.drain(ann)
+        send(ann, { type = "say", text = ("x"):rep(70000), id = 2 })
+        assert.same({ err("server_full",
+          "not sent: the server can not keep it in the room's history (too large for history)",
+          { room = "a", ref = 2 }) }, msgs(ann))
+        assert.same({}, msgs(bob))
+        send(ann, { type = "say", text = "short" })
+        assert.equal("short", msgs(bob)[1].text)
       end)
     end)
 
@@ -960,11 +1075,26 @@ describe("chat.lua", function()
         assert.same({ { type = "pong" } }, msgs(b))
       end)
 
-      it("does not limit what the query string does on open", function()
+      it("charges the query's nick and rooms as the requests they stand for", function()
         local c = helpers.connect(srv, "/chat?nick=ann&room=a,b,c,d")
-        assert.equal(14, #msgs(c))
+        assert.equal(14, #msgs(c)) -- two tokens of three: the nick, then the four rooms
         send(c, { type = "ping" })
-        assert.same({ { type = "pong" } }, msgs(c))
+        send(c, { type = "ping" })
+        local m = msgs(c)
+        assert.same({ type = "pong" }, m[1])
+        assert.equal("rate_limited", m[2].code)
+      end)
+
+      it("refuses the query's rooms with rate_limited when the nick took the last token", function()
+        srv:close()
+        server { rate = { burst = 1, per_second = 1 } }
+        local c = helpers.connect(srv, "/chat?nick=ann&room=a")
+        local m = msgs(c)
+        assert.same({ "welcome", "nick_set", "error" }, { m[1].type, m[2].type, m[3].type })
+        assert.same(err("rate_limited", "too many messages: at most 1 at once and 1 a second; retry in 1000 ms",
+          { retry_after = 1000 }), m[3])
+        assert.equal(0, #helpers.of_type(m, "joined"))
+        assert.is_true(c:is_open())
       end)
 
       it("is off with rate = false", function()
@@ -1110,6 +1240,64 @@ describe("chat.lua", function()
         assert.is_nil(m.truncated)
         assert.same({ "join:ann", "b1" .. ("x"):rep(700), "b2" .. ("x"):rep(700), "b3" .. ("x"):rep(700),
           "b4" .. ("x"):rep(700), "join:bob" }, texts_of(m.messages))
+      end)
+
+      -- The bytes of the messages of a history reply (what is between its brackets).
+      local function history_bytes(raw)
+        return #raw:match('"messages":%[(.*)%]}$')
+      end
+
+      it("sends at most history_bytes of a room's history on a join: the newest, truncated", function()
+        srv:close()
+        server { history_bytes = 2048 }
+        local ann = client("ann", "lobby")
+        for i = 1, 10 do
+          send(ann, { type = "say", text = i .. ("x"):rep(500) }) -- offsets 2 .. 11
+        end
+        local bob = helpers.connect(srv, "/chat?nick=bob&room=lobby")
+        local raw = helpers.texts(bob)[4]
+        local h = json.decode(raw)
+        assert.equal("history", h.type)
+        assert.is_true(h.truncated)
+        assert.is_false(h.recovered)
+        assert.is_true(history_bytes(raw) <= 2048)
+        assert.equal(3, #h.messages)
+        assert.equal(11, h.messages[3].offset)
+        -- a history request is not a join: it may send more
+        send(bob, { type = "history", room = "lobby" })
+        assert.equal(12, #msgs(bob)[1].messages)
+      end)
+
+      it("sends at most join_history_bytes for all the rooms of one join or of the connect query", function()
+        srv:close()
+        server { history_bytes = 3000, join_history_bytes = 4096 }
+        local ann = client("ann", "a,b,c")
+        for _, room in ipairs { "a", "b", "c" } do
+          for i = 1, 5 do
+            send(ann, { type = "say", room = room, text = room .. i .. ("x"):rep(900) })
+          end
+        end
+        for _, path in ipairs { "/chat?nick=bob&room=a,b,c", "join" } do
+          local c
+          if path == "join" then
+            c = client("cat")
+            send(c, { type = "join", rooms = { "a", "b", "c" } })
+          else
+            c = helpers.connect(srv, path)
+          end
+          local total, rooms = 0, 0
+          for _, raw in ipairs(helpers.texts(c)) do
+            local m = json.decode(raw)
+            if m.type == "history" then
+              rooms = rooms + 1
+              total = total + history_bytes(raw)
+              assert.is_true(history_bytes(raw) <= 3000)
+              assert.is_true(m.truncated)
+            end
+          end
+          assert.equal(3, rooms)
+          assert.is_true(total <= 4096 and total > 3000)
+        end
       end)
 
       it("never sends a history larger than the write queue, even alone", function()
@@ -1292,6 +1480,14 @@ function handlers.shout(conn, d, msg, ref) conn:send("shouted") end]]))
         load_error { rate = { per_second = 0 } }, 1, true)
       assert.matches("chat: config app.chat.rate must be a table { burst, per_second } or false (got 5)",
         load_error { rate = 5 }, 1, true)
+      assert.matches("chat: config app.chat.new_rooms must be a table { burst, per_second } or false (got 5)",
+        load_error { new_rooms = 5 }, 1, true)
+      assert.matches("chat: config app.chat.new_rooms.per_second must be a number above 0 (got 0)",
+        load_error { new_rooms = { per_second = 0 } }, 1, true)
+      assert.matches("chat: config app.chat.history_bytes must be an integer from 1024 to 1000000000 (got 10)",
+        load_error { history_bytes = 10 }, 1, true)
+      assert.matches("chat: config app.chat.join_history_bytes must be an integer from 1024 to 1000000000 (got x)",
+        load_error { join_history_bytes = "x" }, 1, true)
     end)
 
     it("refuses room history under another field name than offset", function()

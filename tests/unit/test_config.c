@@ -539,6 +539,35 @@ static void test_config_validate_checks_max_head_size(void **state)
     assert_rc(mw_config_validate(&fx->cfg, fx->err, sizeof(fx->err)), 0);
 }
 
+static void test_config_bounds_topics_and_history_by_default_and_refuses_no_bound(void **state)
+{
+    fx_t *fx = *state;
+
+    assert_int_equal(fx->cfg.max_topics, 100000);
+    assert_int_equal(fx->cfg.max_subscriptions, 1000);
+    assert_int_equal(fx->cfg.history_max_topics, 100000);
+    assert_int_equal(fx->cfg.history_max_bytes, 64u << 20);
+    assert_rc(load(fx, "return { limits = { max_topics = 5, max_subscriptions = 2 },"
+                       " history = { max_topics = 7, max_bytes = 65536 } }"),
+              0);
+    assert_int_equal(fx->cfg.max_topics, 5);
+    assert_int_equal(fx->cfg.max_subscriptions, 2);
+    assert_int_equal(fx->cfg.history_max_topics, 7);
+    assert_int_equal(fx->cfg.history_max_bytes, 65536);
+    assert_rc(mw_config_validate(&fx->cfg, fx->err, sizeof(fx->err)), 0);
+    fx->cfg.max_topics = 0;
+    expect_invalid(fx, "limits.max_topics");
+    fx->cfg.max_topics = 1;
+    fx->cfg.max_subscriptions = 0;
+    expect_invalid(fx, "limits.max_subscriptions");
+    fx->cfg.max_subscriptions = 1;
+    fx->cfg.history_max_topics = 0;
+    expect_invalid(fx, "history.max_topics");
+    fx->cfg.history_max_topics = 1;
+    fx->cfg.history_max_bytes = 65535;
+    expect_invalid(fx, "history.max_bytes");
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_cfg, teardown_cfg)
 
 int main(void)
@@ -565,6 +594,7 @@ int main(void)
         T(test_config_validate_checks_the_node_id),
         T(test_config_validate_needs_websocket_paths_to_start_with_a_slash),
         T(test_config_validate_checks_max_message_size),
+        T(test_config_bounds_topics_and_history_by_default_and_refuses_no_bound),
         T(test_config_validate_checks_max_head_size),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
