@@ -1,6 +1,6 @@
 /* The loop-independent server: deferred work, timeouts, drain, reload.
  *
- * Timeouts use four lists instead of a timer per connection. A connection
+ * Timeouts use five lists instead of a timer per connection. A connection
  * enters a list at the back and stamps tl_at, so each list is ordered by
  * tl_at and a periodic sweep only looks at the expired heads: O(expired)
  * per tick and two pointers per connection (nginx and Redis do the same).

@@ -1,7 +1,8 @@
 /* A client connection: its life from accept to free, whatever the transport.
  *
  *   HTTP ──(101)──> OPEN ──(close frame sent)──> CLOSING ──> CLOSED
- *     └──(reply)────────────────────────────────────────────────┘
+ *    │ └──(reply, closing)──────────────────────────────────────┘
+ *    └──(reply, keep-alive)──> HTTP (the next request)
  *
  * CLOSED means closed for the application: on_close has run (or is queued
  * to run at the next safe point), the Lua object is detached, and sends
