@@ -314,7 +314,9 @@ void mw_conn_reply_end(mw_conn_t *c)
 {
     if (c->state != MW_CONN_HTTP)
         return;
-    if (!c->keep_alive || c->srv->draining || (c->peer_eof && c->pipelined_len == 0)) {
+    /* After the peer's EOF the requests it sent before are still answered;
+     * mw__conn_http_resume() closes once none is left. */
+    if (!c->keep_alive || c->srv->draining) {
         mw_conn_close(c, 0, NULL, 0);
         return;
     }
@@ -352,9 +354,12 @@ static void stash(mw_conn_t *c, const uint8_t *data, size_t len)
 /* Readies c->http for the next request on a kept-alive connection. */
 static int http_next(mw_conn_t *c)
 {
-    if (c->http == NULL && (c->http = malloc(sizeof(*c->http))) == NULL)
-        return MW_ENOMEM;
-    mw_http_req_close(c->http);
+    if (c->http == NULL) {
+        if ((c->http = malloc(sizeof(*c->http))) == NULL)
+            return MW_ENOMEM;
+    } else {
+        mw_http_req_close(c->http);
+    }
     mw_http_req_init(c->http, c->srv->cfg->max_head_size);
     c->keep_alive = 0;
     /* handshake_timeout counts from the first byte of the request. */
@@ -413,6 +418,7 @@ static void http_input(mw_conn_t *c, const uint8_t *data, size_t len)
         len -= used;
         answer(c);
         if (c->state == MW_CONN_OPEN) {
+            c->replying = 0;
             /* The client did not wait for the 101: the rest is WebSocket. */
             if (len > 0) {
                 mw_server_touch(c->srv, c);

@@ -143,7 +143,9 @@ void mw__stream_pump(mw_conn_t *c)
 {
     mw_stream_t *s = c->stream;
 
-    while (s != NULL && s->chunk == NULL && mw_conn_buffered(c) < MW_STREAM_CHUNK) {
+    /* The next chunk is read while the last one is written (below two
+     * chunks unwritten), so disk and socket overlap. */
+    while (s != NULL && s->chunk == NULL && mw_conn_buffered(c) < 2 * MW_STREAM_CHUNK) {
         size_t n = s->left < MW_STREAM_CHUNK ? (size_t)s->left : MW_STREAM_CHUNK;
 
         if (s->left == 0) {

@@ -5,9 +5,10 @@
  * The source is a region of an open file, read MW_STREAM_CHUNK bytes at a
  * time on libuv's thread pool (never on the loop), or a region of a frame
  * already in memory (a range of a cached file), copied a chunk at a time.
- * A chunk is read only while the connection has less than a chunk queued
- * and unwritten, and one read at most is in flight per stream: a client that
- * never reads holds about two chunks. Works on any transport, TLS included,
+ * A chunk is read only while the connection has less than two chunks
+ * queued and unwritten (so the next is read while the last is written), and
+ * one read at most is in flight per stream: a client that never reads holds
+ * about three chunks. Works on any transport, TLS included,
  * since chunks are frames in the ordinary write queue.
  *
  * The head of the reply is queued before the stream starts; when the last

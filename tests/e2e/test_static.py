@@ -705,6 +705,18 @@ def test_answers_pipelined_requests_in_order(cdn_server):
             assert resp.body == body, path
 
 
+def test_requests_sent_before_a_half_close_are_all_answered(cdn_server):
+    with httpraw.connect(cdn_server.port, timeout=10) as s:
+        s.sendall(b"GET /large.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        replies, rest = read_all_responses(s, 3)
+        assert [r.body for r in replies] == [LARGE, CSS, INDEX]
+        _, more = httpraw.wait_eof(s, timeout=5)
+        assert rest + more == b""
+
+
 def test_connection_close_and_http_1_0_are_honoured(cdn_server):
     resp = get(cdn_server, "/style.css", headers={"Connection": "close"})
     assert resp.headers["connection"] == "close"
