@@ -115,6 +115,12 @@ static const key_t_ schema[] = {
     {"http", "metrics", T_BOOL, F(metrics)},
     {"http", "healthz_allow", T_LIST, F(healthz_allow)},
     {"http", "metrics_allow", T_LIST, F(metrics_allow)},
+    /* Keep-alive for plain HTTP requests (static files, /healthz, /metrics):
+     * keepalive_timeout is how long an idle connection waits for its next
+     * request (seconds; 0 closes after every reply), keepalive_requests how
+     * many requests one connection may make (the last reply says close). */
+    {"http", "keepalive_timeout", T_MS, F(keepalive_timeout)},
+    {"http", "keepalive_requests", T_U32, F(keepalive_requests)},
     /* Static files (core/static.c), off unless `root` is set here or by --static DIR (the
      * flag wins). A GET or HEAD without an Upgrade header is then served from root; one
      * with Upgrade goes to the WebSocket paths as before; /healthz and /metrics come first.
@@ -129,8 +135,14 @@ static const key_t_ schema[] = {
      *                           "public, max-age=31536000, immutable"; "" sends none
      *  max_file_size            bytes; a bigger file is refused with 403 and a log line;
      *                           1 to 4294967295; default 16 MiB
-     *  cache_size               bytes of file contents kept in memory (with their ETags),
-     *                           least recently used out first; 0 keeps none; default 32 MiB
+     *  cache_size               bytes of file contents kept in memory (with their ETags
+     *                           and gzip variants), least recently used out first; 0 keeps
+     *                           none; default 32 MiB
+     *  max_cached_file          bytes; a file larger than this or than a quarter of
+     *                           cache_size is never cached: it is streamed from disk in
+     *                           64 KiB chunks as the client reads; default 1 MiB
+     *  max_open_files           files being streamed at once (each holds a descriptor);
+     *                           one more request for such a file gets 503; default 256
      * Fixed rules: dotfiles, ".." and symlinks resolving outside root are 404; FILE.gz
      * next to FILE is sent to clients accepting gzip, with Vary: Accept-Encoding. */
     {"static", "root", T_STR, F(static_root)},
@@ -139,6 +151,8 @@ static const key_t_ schema[] = {
     {"static", "immutable_cache_control", T_STR, F(static_immutable_cache_control)},
     {"static", "max_file_size", T_SIZE, F(static_max_file_size)},
     {"static", "cache_size", T_SIZE, F(static_cache_size)},
+    {"static", "max_cached_file", T_SIZE, F(static_max_cached_file)},
+    {"static", "max_open_files", T_U32, F(static_max_open_files)},
 };
 
 #define NKEYS (sizeof(schema) / sizeof(schema[0]))
@@ -215,6 +229,10 @@ int mw_config_init(mw_config_t *cfg)
     cfg->metrics = 1;
     cfg->static_max_file_size = 16u << 20;
     cfg->static_cache_size = 32u << 20;
+    cfg->static_max_cached_file = 1u << 20;
+    cfg->static_max_open_files = 256;
+    cfg->keepalive_timeout = 15000;
+    cfg->keepalive_requests = 1000;
     cfg->app_ref = LUA_NOREF;
     if (mw_config_set_str(&cfg->static_index, "index.html") != 0 ||
         mw_config_set_str(&cfg->static_cache_control, "public, max-age=300") != 0 ||
@@ -472,6 +490,14 @@ static int validate_static(const mw_config_t *cfg, char *err, size_t errlen)
     }
     if (cfg->static_max_file_size == 0 || cfg->static_max_file_size > UINT32_MAX) {
         snprintf(err, errlen, "config: 'static.max_file_size' must be 1 to 4294967295");
+        return MW_ECONFIG;
+    }
+    if (cfg->static_max_open_files == 0) {
+        snprintf(err, errlen, "config: 'static.max_open_files' must be 1 or more");
+        return MW_ECONFIG;
+    }
+    if (cfg->keepalive_requests == 0) {
+        snprintf(err, errlen, "config: 'http.keepalive_requests' must be 1 or more");
         return MW_ECONFIG;
     }
     return 0;

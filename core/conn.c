@@ -1,5 +1,10 @@
-/* A connection's life: reading the request, the WebSocket session, the
+/* A connection's life: reading requests, the WebSocket session, the
  * closing handshake, and handing back to the transport. See conn.h.
+ *
+ * HTTP requests that are not upgraded are answered one at a time, in order
+ * (keep-alive, RFC 9112 section 9.3): bytes read while a reply is being made
+ * or is still large in the queue wait in c->pipelined, with reading paused,
+ * and are taken at the end of the turn in which the reply drained.
  */
 #include "moonwire/conn.h"
 #include "moonwire/backpressure.h"
@@ -9,6 +14,7 @@
 #include "moonwire/log.h"
 #include "moonwire/lua_host.h"
 #include "moonwire/server.h"
+#include "moonwire/stream.h"
 
 #include <arpa/inet.h>
 #include <lauxlib.h>
@@ -26,6 +32,13 @@ static void on_ws_fail(void *ud, uint16_t code, const char *why);
 static const mw_ws_handler_t ws_handler = {
     on_ws_message, on_ws_ping, on_ws_pong, on_ws_close, on_ws_fail,
 };
+
+/* The next request is taken once the previous reply has drained to this
+ * (a pipelining client that does not read gets no more replies queued). */
+#define HTTP_NEXT_BELOW (64 * 1024)
+/* Bytes of pipelined requests kept while one is answered (reading pauses at
+ * the first; a TLS record may still bring a few more). */
+#define PIPELINED_MAX (256 * 1024)
 
 int mw_conn_init(mw_conn_t *c, mw_server_t *srv, const mw_transport_t *tp, const mw_addr_t *addr)
 {
@@ -139,6 +152,11 @@ void mw_conn_release(mw_conn_t *c)
         mw_list_remove(&c->flush_link);
     mw_bp_forget(c);
     srv->bp_released += mw_conn_buffered(c);
+    if (c->stream != NULL)
+        mw__stream_cancel(c);
+    free(c->pipelined);
+    c->pipelined = NULL;
+    c->pipelined_len = 0;
     mw_outq_clear(&c->outq);
     mw_outq_clear(&c->held);
     mw_ws_close(&c->ws);
@@ -222,6 +240,12 @@ int mw_conn_close(mw_conn_t *c, uint16_t code, const char *reason, size_t reason
 {
     switch (c->state) {
     case MW_CONN_HTTP:
+        /* A body cut short: the client sees fewer bytes than announced. */
+        if (c->stream != NULL)
+            mw__stream_cancel(c);
+        free(c->pipelined);
+        c->pipelined = NULL;
+        c->pipelined_len = 0;
         c->state = MW_CONN_CLOSED;
         mw_server_set_tlist(c->srv, c, MW_TL_CLOSING);
         finish(c);
@@ -266,8 +290,197 @@ void mw_conn_reply(mw_conn_t *c, mw_frame_t *reply)
     if (reply != NULL) {
         mw__conn_queue(c, reply);
         mw_frame_unref(reply);
+    } else {
+        c->keep_alive = 0;
     }
-    mw_conn_close(c, 0, NULL, 0);
+    mw_conn_reply_end(c);
+}
+
+const char *mw_conn_connection_field(const mw_conn_t *c)
+{
+    if (!c->keep_alive)
+        return "Connection: close\r\n";
+    if (c->http != NULL && c->http->parser.http_minor == 0)
+        return "Connection: keep-alive\r\n";
+    return "";
+}
+
+/* Goes on to the next request once the reply is queued and has drained. */
+static void next_request(mw_conn_t *c)
+{
+    if (!c->replying || !c->reply_queued || c->state != MW_CONN_HTTP ||
+        mw_conn_buffered(c) > HTTP_NEXT_BELOW)
+        return;
+    c->replying = 0;
+    c->reply_queued = 0;
+    if (c->srv->draining) {
+        mw_conn_close(c, 0, NULL, 0);
+        return;
+    }
+    if (c->pipelined_len > 0 || c->peer_eof || c->paused) {
+        /* Taken at the end of the turn, with no reply's code on the stack. */
+        c->resume_http = 1;
+        mw_server_want_flush(c->srv, c);
+        return;
+    }
+    mw_server_set_tlist(c->srv, c, MW_TL_KEEPALIVE);
+}
+
+void mw_conn_reply_end(mw_conn_t *c)
+{
+    if (c->state != MW_CONN_HTTP)
+        return;
+    /* After the peer's EOF the requests it sent before are still answered;
+     * mw__conn_http_resume() closes once none is left. */
+    if (!c->keep_alive || c->srv->draining) {
+        mw_conn_close(c, 0, NULL, 0);
+        return;
+    }
+    c->reply_queued = 1;
+    next_request(c);
+}
+
+/* Keeps bytes that arrived while a request is answered, and stops reading. */
+static void stash(mw_conn_t *c, const uint8_t *data, size_t len)
+{
+    uint8_t *p = NULL;
+
+    if (c->pipelined_len + len <= PIPELINED_MAX)
+        p = realloc(c->pipelined, c->pipelined_len + len);
+    if (p == NULL) {
+        /* Refused cleanly: what was asked so far is answered, then the
+         * connection closes and the client sends the rest again. */
+        mw_log_debug("conn %llu: more than %d bytes of pipelined requests: closing after the "
+                     "reply", (unsigned long long)c->serial, PIPELINED_MAX);
+        if (c->reply_queued)
+            mw_conn_close(c, 0, NULL, 0);
+        else
+            c->keep_alive = 0;
+        return;
+    }
+    memcpy(p + c->pipelined_len, data, len);
+    c->pipelined = p;
+    c->pipelined_len += len;
+    mw_conn_pause(c, MW_PAUSE_HTTP, 1);
+}
+
+/* Readies c->http for the next request on a kept-alive connection. */
+static int http_next(mw_conn_t *c)
+{
+    if (c->http == NULL) {
+        if ((c->http = malloc(sizeof(*c->http))) == NULL)
+            return MW_ENOMEM;
+    } else {
+        mw_http_req_close(c->http);
+    }
+    mw_http_req_init(c->http, c->srv->cfg->max_head_size);
+    c->keep_alive = 0;
+    /* handshake_timeout counts from the first byte of the request. */
+    mw_server_set_tlist(c->srv, c, MW_TL_HANDSHAKE);
+    return 0;
+}
+
+/* A complete request in c->http: decide whether its reply keeps the
+ * connection, then answer it. */
+static void answer(mw_conn_t *c)
+{
+    mw_server_t *srv = c->srv;
+    const mw_config_t *cfg = srv->cfg;
+
+    c->requests++;
+    if (c->requests > 1)
+        srv->metrics->http_reused++;
+    /* A request with a body is answered and the connection closed: its body
+     * is not something this server reads. */
+    c->keep_alive = cfg->keepalive_timeout > 0 && c->requests < cfg->keepalive_requests &&
+                    !srv->draining && !c->http->has_body &&
+                    http_should_keep_alive(&c->http->parser);
+    /* The reply must make progress within close_timeout (a client that
+     * never reads is dropped). */
+    mw_server_set_tlist(srv, c, MW_TL_CLOSING);
+    mw_handshake_request(c);
+}
+
+/* Feeds bytes to the request parser and answers every request they
+ * complete, in order, while replies finish at once; the rest waits. */
+static void http_input(mw_conn_t *c, const uint8_t *data, size_t len)
+{
+    while (len > 0 && c->state == MW_CONN_HTTP) {
+        size_t used = 0;
+        int r;
+
+        if (c->replying) {
+            stash(c, data, len);
+            return;
+        }
+        if (c->http == NULL || c->http->complete) {
+            if (http_next(c) != 0) {
+                mw_conn_close(c, 0, NULL, 0);
+                return;
+            }
+        }
+        r = mw_http_feed(c->http, (const char *)data, len, &used);
+        if (r == MW_EAGAIN)
+            return;
+        c->replying = 1;
+        if (r != 0) {
+            mw_handshake_refuse_bad(c, r);
+            return;
+        }
+        data += used;
+        len -= used;
+        answer(c);
+        if (c->state == MW_CONN_OPEN) {
+            c->replying = 0;
+            /* The client did not wait for the 101: the rest is WebSocket. */
+            if (len > 0) {
+                mw_server_touch(c->srv, c);
+                if (!c->ws.stopped)
+                    mw_ws_feed(&c->ws, data, len);
+            }
+            return;
+        }
+    }
+}
+
+void mw__conn_http_resume(mw_conn_t *c)
+{
+    uint8_t *buf = c->pipelined;
+    size_t len = c->pipelined_len;
+
+    c->resume_http = 0;
+    if (c->state != MW_CONN_HTTP || c->replying)
+        return;
+    c->pipelined = NULL;
+    c->pipelined_len = 0;
+    if (len > 0)
+        http_input(c, buf, len);
+    else
+        mw_server_set_tlist(c->srv, c, MW_TL_KEEPALIVE);
+    free(buf);
+    if (c->state != MW_CONN_HTTP || c->replying)
+        return;
+    if (c->peer_eof) {
+        /* Nothing more will come: a request cut short can not complete. */
+        mw_conn_close(c, 0, NULL, 0);
+        return;
+    }
+    mw_conn_pause(c, MW_PAUSE_HTTP, 0);
+}
+
+int mw_conn_on_end(mw_conn_t *c)
+{
+    if (c->state != MW_CONN_HTTP)
+        return c->finishing && !mw_outq_empty(&c->outq);
+    if (c->replying) {
+        c->peer_eof = 1;
+        return 1;
+    }
+    if (!mw_outq_empty(&c->outq)) {
+        mw_conn_close(c, 0, NULL, 0);
+        return 1;
+    }
+    return 0;
 }
 
 void mw_conn_ping(mw_conn_t *c)
@@ -339,20 +552,8 @@ void mw_conn_on_read(mw_conn_t *c, const uint8_t *data, size_t len)
     c->bytes_in += len;
     srv->metrics->bytes_in += len;
     if (c->state == MW_CONN_HTTP) {
-        size_t used = 0;
-        int r = mw_http_feed(c->http, (const char *)data, len, &used);
-        if (r == MW_EAGAIN)
-            return;
-        if (r != 0) {
-            mw_handshake_refuse_bad(c, r);
-            return;
-        }
-        mw_handshake_request(c);
-        if (c->state != MW_CONN_OPEN || used == len)
-            return;
-        /* The client did not wait for the 101: the rest is WebSocket. */
-        data += used;
-        len -= used;
+        http_input(c, data, len);
+        return;
     }
     if (c->state == MW_CONN_OPEN)
         mw_server_touch(srv, c);
@@ -387,6 +588,10 @@ void mw_conn_on_written(mw_conn_t *c, size_t n)
     if (c->tlist == MW_TL_CLOSING && n > 0)
         mw_server_set_tlist(srv, c, MW_TL_CLOSING);
     mw_bp_written(c);
+    if (c->stream != NULL)
+        mw__stream_pump(c); /* may end the reply */
+    else if (c->replying)
+        next_request(c);
     if (mw_outq_empty(&c->outq) && c->finishing)
         c->tp->finish(c);
 }

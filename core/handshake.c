@@ -4,7 +4,9 @@
  * are on, every request without an Upgrade header (core/static.c), then
  * WebSocket paths (RFC 6455 checks, origin allowlist, capacity, on_upgrade,
  * 101), then 404.
- * Every refusal is a short text reply and a closed connection.
+ * Every refusal is a short text reply and a closed connection; the
+ * built-in endpoints and static files may keep the connection for another
+ * request (conn.c decides).
  */
 #include "moonwire/handshake.h"
 #include "moonwire/cluster.h"
@@ -34,6 +36,7 @@ void mw_handshake_refuse(mw_conn_t *c, int status, const char *why, const char *
     if (n < 0 || (size_t)n >= sizeof(body))
         n = (int)sizeof(body) - 1;
     mw_log_debug("conn %llu refused: %d %s", (unsigned long long)c->serial, status, why);
+    c->keep_alive = 0;
     mw_conn_reply(c, mw_http_reply(status, NULL, extra_headers, body, (size_t)n));
 }
 
@@ -102,7 +105,8 @@ static const char *config_protocol(const mw_conn_t *c)
 
 static void reply_text(mw_conn_t *c, int status, const char *body, size_t len, int head_only)
 {
-    mw_conn_reply(c, mw_http_reply(status, NULL, NULL, body, head_only ? 0 : len));
+    mw_conn_reply(c, mw_http_reply_ex(status, NULL, NULL, mw_conn_connection_field(c), body, len,
+                                      head_only));
 }
 
 static void builtin(mw_conn_t *c, const char *path, size_t len)
@@ -138,8 +142,8 @@ static void builtin(mw_conn_t *c, const char *path, size_t len)
             mw_handshake_refuse(c, 503, "out of memory", NULL);
             return;
         }
-        mw_conn_reply(c, mw_http_reply(200, "text/plain; version=0.0.4", NULL, text,
-                                       head ? 0 : n));
+        mw_conn_reply(c, mw_http_reply_ex(200, "text/plain; version=0.0.4", NULL,
+                                          mw_conn_connection_field(c), text, n, head));
         free(text);
     }
 }

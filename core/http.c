@@ -367,27 +367,35 @@ const char *mw_http_status_text(int status)
 mw_frame_t *mw_http_reply(int status, const char *content_type, const char *extra_headers,
                           const char *body, size_t body_len)
 {
-    char head[1024];
+    return mw_http_reply_ex(status, content_type, extra_headers, NULL, body, body_len, 0);
+}
+
+mw_frame_t *mw_http_reply_ex(int status, const char *content_type, const char *extra_headers,
+                             const char *connection, const char *body, size_t body_len, int head)
+{
+    char head_buf[1024];
+    size_t send = head ? 0 : body_len;
     int n;
     mw_frame_t *f;
 
-    n = snprintf(head, sizeof(head),
+    n = snprintf(head_buf, sizeof(head_buf),
                  "HTTP/1.1 %d %s\r\n"
                  "Content-Type: %s\r\n"
                  "Content-Length: %zu\r\n"
-                 "Connection: close\r\n"
+                 "%s"
                  "%s\r\n",
                  status, mw_http_status_text(status),
                  content_type ? content_type : "text/plain; charset=utf-8", body_len,
+                 connection ? connection : "Connection: close\r\n",
                  extra_headers ? extra_headers : "");
-    if (n < 0 || (size_t)n >= sizeof(head))
+    if (n < 0 || (size_t)n >= sizeof(head_buf))
         return NULL;
-    f = mw_frame_new_raw(NULL, (size_t)n + body_len);
+    f = mw_frame_new_raw(NULL, (size_t)n + send);
     if (f == NULL)
         return NULL;
-    memcpy(f->bytes, head, (size_t)n);
-    if (body_len > 0)
-        memcpy(f->bytes + n, body, body_len);
+    memcpy(f->bytes, head_buf, (size_t)n);
+    if (send > 0)
+        memcpy(f->bytes + n, body, send);
     return f;
 }
 

@@ -4,6 +4,8 @@
 #include "moonwire/error.h"
 #include "moonwire/lua_host.h"
 #include "moonwire/server.h"
+#include "moonwire/static.h"
+#include "moonwire/stream.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -60,6 +62,8 @@ void mw_metrics_worker_gone(int index)
     store(&m->subscriptions, 0);
     store(&m->history_topics, 0);
     store(&m->history_bytes, 0);
+    store(&m->static_open_files, 0);
+    store(&m->static_cache_bytes, 0);
     store(&m->cluster_on, 0);
     store(&m->cluster_up, 0);
     store(&m->loop_lag_ms, 0);
@@ -92,6 +96,8 @@ void mw_metrics_publish(mw_server_t *srv)
     store(&m->sockets, srv->nconns);
     store(&m->lua_memory, srv->lua != NULL ? mw_lua_memory(srv->lua) : 0);
     store(&m->backed_up, srv->nbacked);
+    store(&m->static_open_files, mw_stream_open_files());
+    store(&m->static_cache_bytes, mw_static_cache_bytes());
     store(&m->cluster_on, srv->cluster != NULL);
     store(&m->cluster_up, srv->cluster != NULL && mw_cluster_healthy(srv->cluster));
     store(&m->reporting, 1);
@@ -199,6 +205,21 @@ size_t mw_metrics_render(mw_server_t *srv, char **out)
             "Connections closed unserved because the process was out of file descriptors.",
             m->accept_failures);
     counter(&o, "moonwire_http_requests_total", "HTTP requests parsed.", m->http_requests);
+    counter(&o, "moonwire_http_keepalive_requests_total",
+            "HTTP requests on a connection kept alive after an earlier reply.", m->http_reused);
+    counter(&o, "moonwire_static_streamed_total",
+            "Static replies whose body was streamed from disk in chunks.", m->static_streamed);
+    counter(&o, "moonwire_static_busy_total",
+            "Static requests refused with 503: static.max_open_files files were streaming.",
+            m->static_busy);
+    counter(&o, "moonwire_static_cut_total",
+            "Static bodies cut short: the file changed or could not be read while streamed.",
+            m->static_cut);
+    counter(&o, "moonwire_static_gzipped_total",
+            "Files compressed with gzip on the fly (once per cached file).", m->static_gzipped);
+    gauge(&o, "moonwire_static_open_files", "Files being streamed now.", m->static_open_files);
+    gauge(&o, "moonwire_static_cache_bytes", "Bytes of file contents in the static cache.",
+          m->static_cache_bytes);
     counter(&o, "moonwire_messages_in_total", "WebSocket messages received.", m->messages_in);
     counter(&o, "moonwire_messages_out_total", "WebSocket messages queued to clients.",
             m->messages_out);

@@ -401,9 +401,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     } else if (nread < 0) {
         t->eof = 1;
         uv_read_stop(s);
-        /* A client may half-close right after its request: still send the
-         * reply; tcp_finish closes once it is written. */
-        if (nread == UV_EOF && c->finishing && !mw_outq_empty(&c->outq))
+        /* A client may half-close right after its requests: still send the
+         * replies; tcp_finish closes once they are written. */
+        if (nread == UV_EOF && mw_conn_on_end(c))
             return;
         mw_conn_on_eof(c);
     }
@@ -691,6 +691,7 @@ int mw_net_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen)
         return UV_ENOMEM;
     }
     srv->net = net;
+    srv->loop = loop;
     srv->timers.now = uv_now(loop);
     net->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     uv_timer_init(loop, &net->accept_timer);
@@ -795,6 +796,7 @@ void mw_net_free(mw_server_t *srv)
     if (net == NULL)
         return;
     srv->net = NULL;
+    srv->loop = NULL;
     if (net->has_tls)
         mw_tls_ctx_close(&net->tls);
     if (net->reserve_fd >= 0)

@@ -1,6 +1,6 @@
 /* The loop-independent server: deferred work, timeouts, drain, reload.
  *
- * Timeouts use four lists instead of a timer per connection. A connection
+ * Timeouts use five lists instead of a timer per connection. A connection
  * enters a list at the back and stamps tl_at, so each list is ordered by
  * tl_at and a periodic sweep only looks at the expired heads: O(expired)
  * per tick and two pointers per connection (nginx and Redis do the same).
@@ -29,6 +29,8 @@ static mw_list_t *tlist_head(mw_server_t *srv, mw_conn_tlist_t tl)
         return &srv->tl_pinged;
     case MW_TL_CLOSING:
         return &srv->tl_closing;
+    case MW_TL_KEEPALIVE:
+        return &srv->tl_keepalive;
     default:
         return NULL;
     }
@@ -83,6 +85,8 @@ void mw_server_run_deferred(mw_server_t *srv)
         while (!mw_list_empty(&srv->flush_list)) {
             mw_conn_t *c = CONN_OF(srv->flush_list.next, flush_link);
             mw_list_remove(&c->flush_link);
+            if (c->resume_http)
+                mw__conn_http_resume(c); /* the next request of a kept-alive connection */
             if (!mw_outq_empty(&c->outq))
                 c->tp->flush(c);
             else if (c->finishing)
@@ -116,7 +120,18 @@ static void on_sweep(mw_timer_t *t)
         if (cfg->handshake_timeout == 0 || now - c->tl_at < cfg->handshake_timeout)
             break;
         srv->metrics->handshakes[MW_HS_timeout]++;
+        c->keep_alive = 0;
         mw_conn_reply(c, mw_http_reply(408, NULL, NULL, "408 Request Timeout\n", 20));
+    }
+
+    /* A kept-alive connection that sent no new request: closed without a
+     * word, as RFC 9112 section 9.8 lets a server do. */
+    head = &srv->tl_keepalive;
+    while (!mw_list_empty(head)) {
+        mw_conn_t *c = CONN_OF(head->next, timeout_link);
+        if (now - c->tl_at < cfg->keepalive_timeout)
+            break;
+        mw_conn_close(c, 0, NULL, 0);
     }
 
     head = &srv->tl_active;
@@ -151,7 +166,7 @@ static uint64_t sweep_interval(const mw_config_t *cfg)
 {
     uint64_t shortest = cfg->close_timeout;
     const uint32_t others[] = {cfg->handshake_timeout, cfg->idle_timeout, cfg->ping_timeout,
-                               cfg->backpressure_timeout};
+                               cfg->backpressure_timeout, cfg->keepalive_timeout};
     for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
         if (others[i] != 0 && others[i] < shortest)
             shortest = others[i];
@@ -176,6 +191,7 @@ int mw_server_init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, 
     mw_list_init(&srv->tl_active);
     mw_list_init(&srv->tl_pinged);
     mw_list_init(&srv->tl_closing);
+    mw_list_init(&srv->tl_keepalive);
     mw_list_init(&srv->flush_list);
     mw_list_init(&srv->backed_up);
     mw_list_init(&srv->close_queue);
@@ -261,7 +277,7 @@ static void on_drain_timeout(mw_timer_t *t)
      * list, and the loop can end. */
     {
         mw_list_t *lists[] = {&srv->tl_closing, &srv->tl_handshake, &srv->tl_active,
-                              &srv->tl_pinged};
+                              &srv->tl_pinged, &srv->tl_keepalive};
         for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
             while (!mw_list_empty(lists[i]))
                 mw_conn_on_eof(CONN_OF(lists[i]->next, timeout_link));
@@ -283,6 +299,10 @@ void mw_server_drain(mw_server_t *srv)
     srv->draining = 1;
     mw_log_info("draining %zu connection(s)", srv->nconns);
     mw_list_foreach_safe(it, tmp, &srv->tl_handshake)
+    {
+        mw_conn_close(CONN_OF(it, timeout_link), 0, NULL, 0);
+    }
+    mw_list_foreach_safe(it, tmp, &srv->tl_keepalive)
     {
         mw_conn_close(CONN_OF(it, timeout_link), 0, NULL, 0);
     }
@@ -374,6 +394,10 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
     SWAP(static_immutable_cache_control);
     SWAP(static_max_file_size);
     SWAP(static_cache_size);
+    SWAP(static_max_cached_file);
+    SWAP(static_max_open_files);
+    SWAP(keepalive_timeout);
+    SWAP(keepalive_requests);
     SWAP(tls_cert); /* the certificate reload that follows reads the new files */
     SWAP(tls_key);
     SWAP(cluster_connect_timeout);

@@ -2,12 +2,22 @@
  * front it. See static.h for what a request gets back.
  *
  * A request goes: decode and normalise the path (refusing every way out of
- * the root), stat() the file and its FILE.gz sibling, then take the bytes
- * and the ETag from the cache when (device, inode, size, mtime) still match
- * the stat. Only a miss resolves the real path (it must be under the real
- * path of the root), reads the file whole and hashes it. A hit serves bytes
- * that passed that check when they were read, so a symlink swapped since can
- * not leak anything: it changes the inode, which makes a miss.
+ * the root), stat() the file and its FILE.gz sibling, pick the
+ * representation (gzip or identity), then either:
+ *  - a file the cache may hold (up to static.max_cached_file and a quarter
+ *    of static.cache_size): take the bytes, the ETag and the gzip variant
+ *    from the cache when (device, inode, size, mtime) still match the stat.
+ *    Only a miss resolves the real path (it must be under the real path of
+ *    the root), reads the file whole and hashes it. A hit serves bytes that
+ *    passed that check when they were read, so a symlink swapped since can
+ *    not leak anything: it changes the inode, which makes a miss.
+ *  - a larger file: resolve the real path the same way, open it, and stream
+ *    it (stream.c) in chunks read on the thread pool as the client reads;
+ *    its ETag comes from its size and modification time, since hashing it
+ *    would mean reading it all first.
+ * Then the conditionals in RFC 9110's order (If-None-Match, else
+ * If-Modified-Since; If-Range before Range) decide between 304, 206, 416
+ * and 200.
  *
  * The cache is process-wide, like the frame pool: the core runs one loop per
  * process. Its bound is the static.cache_size of the request that fills it.
@@ -22,6 +32,7 @@
 #include "moonwire/list.h"
 #include "moonwire/log.h"
 #include "moonwire/server.h"
+#include "moonwire/stream.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -34,9 +45,12 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define ETAG_BYTES 16 /* of the SHA-256 of the content: 128 bits, 32 hex digits */
+#define ETAG_MAX 64   /* quoted, with a "-gz" suffix, or from size and mtime */
 #define READ_ATTEMPTS 3
+#define GZIP_LEVEL 6
 
 /* One file's bytes and validators. */
 typedef struct entry_s {
@@ -47,8 +61,12 @@ typedef struct entry_s {
     ino_t ino;
     off_t size;
     struct timespec mtime;
-    mw_frame_t *body;              /* one reference: the whole file, as a raw frame */
-    char etag[ETAG_BYTES * 2 + 3]; /* quoted, as sent */
+    size_t bytes;         /* what it counts in cache.bytes: the file and its gzip variant */
+    mw_frame_t *body;     /* one reference: the whole file, as a raw frame */
+    mw_frame_t *gz;       /* its gzip variant made on the fly, or NULL */
+    uint8_t gz_tried;     /* gz was made, or found not worth it */
+    char etag[ETAG_MAX];  /* quoted, as sent */
+    char gz_etag[ETAG_MAX];
 } entry_t;
 
 static struct {
@@ -190,43 +208,45 @@ int mw_static_is_fingerprinted(const char *path, size_t len)
 static const struct {
     const char *ext;
     const char *type;
+    int compressible; /* text that gzip shrinks: compressed on the fly when cached */
 } types[] = {
-    {"html", "text/html; charset=utf-8"},
-    {"htm", "text/html; charset=utf-8"},
-    {"css", "text/css; charset=utf-8"},
-    {"js", "text/javascript; charset=utf-8"},
-    {"mjs", "text/javascript; charset=utf-8"},
-    {"txt", "text/plain; charset=utf-8"},
-    {"md", "text/markdown; charset=utf-8"},
-    {"csv", "text/csv; charset=utf-8"},
-    {"xml", "text/xml; charset=utf-8"},
-    {"json", "application/json"},
-    {"map", "application/json"},
-    {"webmanifest", "application/manifest+json"},
-    {"wasm", "application/wasm"},
-    {"pdf", "application/pdf"},
-    {"gz", "application/gzip"},
-    {"zip", "application/zip"},
-    {"svg", "image/svg+xml"},
-    {"png", "image/png"},
-    {"jpg", "image/jpeg"},
-    {"jpeg", "image/jpeg"},
-    {"gif", "image/gif"},
-    {"webp", "image/webp"},
-    {"avif", "image/avif"},
-    {"ico", "image/x-icon"},
-    {"woff", "font/woff"},
-    {"woff2", "font/woff2"},
-    {"ttf", "font/ttf"},
-    {"otf", "font/otf"},
-    {"mp3", "audio/mpeg"},
-    {"ogg", "audio/ogg"},
-    {"wav", "audio/wav"},
-    {"mp4", "video/mp4"},
-    {"webm", "video/webm"},
+    {"html", "text/html; charset=utf-8", 1},
+    {"htm", "text/html; charset=utf-8", 1},
+    {"css", "text/css; charset=utf-8", 1},
+    {"js", "text/javascript; charset=utf-8", 1},
+    {"mjs", "text/javascript; charset=utf-8", 1},
+    {"txt", "text/plain; charset=utf-8", 1},
+    {"md", "text/markdown; charset=utf-8", 1},
+    {"csv", "text/csv; charset=utf-8", 1},
+    {"xml", "text/xml; charset=utf-8", 1},
+    {"json", "application/json", 1},
+    {"map", "application/json", 1},
+    {"webmanifest", "application/manifest+json", 1},
+    {"svg", "image/svg+xml", 1},
+    {"wasm", "application/wasm", 0},
+    {"pdf", "application/pdf", 0},
+    {"gz", "application/gzip", 0},
+    {"zip", "application/zip", 0},
+    {"png", "image/png", 0},
+    {"jpg", "image/jpeg", 0},
+    {"jpeg", "image/jpeg", 0},
+    {"gif", "image/gif", 0},
+    {"webp", "image/webp", 0},
+    {"avif", "image/avif", 0},
+    {"ico", "image/x-icon", 0},
+    {"woff", "font/woff", 0},
+    {"woff2", "font/woff2", 0},
+    {"ttf", "font/ttf", 0},
+    {"otf", "font/otf", 0},
+    {"mp3", "audio/mpeg", 0},
+    {"ogg", "audio/ogg", 0},
+    {"wav", "audio/wav", 0},
+    {"mp4", "video/mp4", 0},
+    {"webm", "video/webm", 0},
 };
 
-const char *mw_static_content_type(const char *path, size_t len)
+/* The row of types[] for the extension of path's last segment, or -1. */
+static int type_of(const char *path, size_t len)
 {
     size_t n;
     const char *name = base_name(path, len, &n);
@@ -237,9 +257,21 @@ const char *mw_static_content_type(const char *path, size_t len)
         size_t elen = n - (size_t)(ext - name);
         for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
             if (strlen(types[i].ext) == elen && strncasecmp(types[i].ext, ext, elen) == 0)
-                return types[i].type;
+                return (int)i;
     }
-    return "application/octet-stream";
+    return -1;
+}
+
+const char *mw_static_content_type(const char *path, size_t len)
+{
+    int i = type_of(path, len);
+    return i >= 0 ? types[i].type : "application/octet-stream";
+}
+
+int mw_static_compressible(const char *path, size_t len)
+{
+    int i = type_of(path, len);
+    return i >= 0 && types[i].compressible;
 }
 
 /* Request headers -------------------------------------------------------------- */
@@ -370,11 +402,12 @@ static char *header_joined(const mw_http_req_t *req, const char *name, size_t *l
     return s;
 }
 
+static const char month_names[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
 void mw_static_http_date(time_t t, char out[30])
 {
     static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
     char buf[64];
     struct tm tm;
 
@@ -382,10 +415,180 @@ void mw_static_http_date(time_t t, char out[30])
         memset(&tm, 0, sizeof(tm)); /* out of range: 1900, harmless for a validator */
     snprintf(buf, sizeof(buf), "%.3s, %02u %.3s %04u %02u:%02u:%02u GMT",
              days[(unsigned)tm.tm_wday % 7], (unsigned)tm.tm_mday % 100,
-             months[(unsigned)tm.tm_mon % 12], (unsigned)(tm.tm_year + 1900) % 10000,
+             month_names[(unsigned)tm.tm_mon % 12], (unsigned)(tm.tm_year + 1900) % 10000,
              (unsigned)tm.tm_hour % 100, (unsigned)tm.tm_min % 100, (unsigned)tm.tm_sec % 100);
     memcpy(out, buf, 29); /* always 29 characters */
     out[29] = '\0';
+}
+
+/* The number in s[0..n) of decimal digits only (a leading space allowed
+ * when space is set, for asctime's day), or -1. */
+static int number(const char *s, size_t n, int space)
+{
+    int v = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (space && i == 0 && s[i] == ' ' && n > 1)
+            continue;
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+static int month_of(const char *s)
+{
+    for (int i = 0; i < 12; i++)
+        if (memcmp(s, month_names[i], 3) == 0)
+            return i;
+    return -1;
+}
+
+/* "08:49:37" into tm. Returns 0 or -1. */
+static int clock_of(const char *s, struct tm *tm)
+{
+    if (s[2] != ':' || s[5] != ':')
+        return -1;
+    tm->tm_hour = number(s, 2, 0);
+    tm->tm_min = number(s + 3, 2, 0);
+    tm->tm_sec = number(s + 6, 2, 0);
+    return tm->tm_hour < 0 || tm->tm_hour > 23 || tm->tm_min < 0 || tm->tm_min > 59 ||
+                   tm->tm_sec < 0 || tm->tm_sec > 60
+               ? -1
+               : 0;
+}
+
+int mw_static_parse_http_date(const char *s, size_t len, time_t *out)
+{
+    const char *comma;
+    struct tm tm, back;
+    time_t t;
+    int year;
+
+    memset(&tm, 0, sizeof(tm));
+    s = mw_http_trim(s, &len);
+    comma = memchr(s, ',', len);
+    if (comma != NULL && comma - s == 3 && len == 29) {
+        /* IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT" */
+        const char *p = comma + 1;
+        if (p[0] != ' ' || p[3] != ' ' || p[7] != ' ' || p[12] != ' ' ||
+            memcmp(p + 21, " GMT", 4) != 0 || clock_of(p + 13, &tm) != 0)
+            return MW_EINVAL;
+        tm.tm_mday = number(p + 1, 2, 0);
+        tm.tm_mon = month_of(p + 4);
+        year = number(p + 8, 4, 0);
+    } else if (comma != NULL && comma - s >= 6 && comma - s <= 9 &&
+               len == (size_t)(comma - s) + 24) {
+        /* rfc850-date: "Sunday, 06-Nov-94 08:49:37 GMT" */
+        const char *p = comma + 1;
+        time_t now = time(NULL);
+        struct tm nt;
+        if (p[0] != ' ' || p[3] != '-' || p[7] != '-' || p[10] != ' ' ||
+            memcmp(p + 19, " GMT", 4) != 0 || clock_of(p + 11, &tm) != 0)
+            return MW_EINVAL;
+        tm.tm_mday = number(p + 1, 2, 0);
+        tm.tm_mon = month_of(p + 4);
+        year = number(p + 8, 2, 0);
+        /* Two digits: the most recent such year not more than 50 years ahead
+         * (RFC 9110 section 5.6.7). */
+        if (year >= 0 && gmtime_r(&now, &nt) != NULL) {
+            year += (nt.tm_year + 1900) / 100 * 100;
+            if (year > nt.tm_year + 1900 + 50)
+                year -= 100;
+        }
+    } else if (comma == NULL && len == 24) {
+        /* asctime-date: "Sun Nov  6 08:49:37 1994" */
+        if (s[3] != ' ' || s[7] != ' ' || s[10] != ' ' || s[19] != ' ' ||
+            clock_of(s + 11, &tm) != 0)
+            return MW_EINVAL;
+        tm.tm_mon = month_of(s + 4);
+        tm.tm_mday = number(s + 8, 2, 1);
+        year = number(s + 20, 4, 0);
+    } else {
+        return MW_EINVAL;
+    }
+    if (tm.tm_mon < 0 || tm.tm_mday < 1 || tm.tm_mday > 31 || year < 1900)
+        return MW_EINVAL;
+    tm.tm_year = year - 1900;
+    back = tm;
+    t = timegm(&tm);
+    /* A day the month does not have ("31 Feb") comes out as another date. */
+    if (t == (time_t)-1 || tm.tm_mday != back.tm_mday)
+        return MW_EINVAL;
+    *out = t;
+    return 0;
+}
+
+/* Decimal digits s[0..n) (at least one), saturating at UINT64_MAX. Returns 0 or -1. */
+static int pos_of(const char *s, size_t n, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (n == 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v > (UINT64_MAX - 9) / 10 ? UINT64_MAX : v * 10 + (uint64_t)(s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+mw_static_range_t mw_static_parse_range(const char *value, size_t len, uint64_t size,
+                                        uint64_t *first, uint64_t *last)
+{
+    const char *p, *dash;
+    size_t n;
+    uint64_t a, b;
+
+    value = mw_http_trim(value, &len);
+    if (len < 6 || strncasecmp(value, "bytes=", 6) != 0)
+        return MW_RANGE_IGNORE; /* another unit, or not a range at all */
+    p = value + 6;
+    n = len - 6;
+    p = mw_http_trim(p, &n);
+    /* Several ranges get the whole file (RFC 9110 section 14.2 allows it):
+     * a multipart reply is something no browser or CDN needs from us. */
+    if (n == 0 || memchr(p, ',', n) != NULL || size == 0)
+        return MW_RANGE_IGNORE;
+    dash = memchr(p, '-', n);
+    if (dash == NULL)
+        return MW_RANGE_IGNORE;
+    if (dash == p) {
+        /* suffix-range: the last b bytes */
+        if (pos_of(p + 1, n - 1, &b) != 0)
+            return MW_RANGE_IGNORE;
+        if (b == 0)
+            return MW_RANGE_UNSATISFIABLE;
+        *first = b >= size ? 0 : size - b;
+        *last = size - 1;
+        return MW_RANGE_OK;
+    }
+    if (pos_of(p, (size_t)(dash - p), &a) != 0)
+        return MW_RANGE_IGNORE;
+    if (dash + 1 == p + n) {
+        b = UINT64_MAX; /* "a-": to the end */
+    } else if (pos_of(dash + 1, (size_t)(p + n - dash - 1), &b) != 0 || b < a) {
+        return MW_RANGE_IGNORE; /* malformed, or last before first: not a valid range */
+    }
+    if (a >= size)
+        return MW_RANGE_UNSATISFIABLE;
+    *first = a;
+    *last = b >= size ? size - 1 : b;
+    return MW_RANGE_OK;
+}
+
+int mw_static_if_range_holds(const char *value, size_t len, const char *etag, time_t mtime)
+{
+    time_t t;
+
+    value = mw_http_trim(value, &len);
+    if (len > 0 && (value[0] == '"' || value[0] == 'W'))
+        /* The strong comparison: a weak tag never matches. */
+        return len == strlen(etag) && memcmp(value, etag, len) == 0;
+    return mw_static_parse_http_date(value, len, &t) == 0 && t == mtime;
 }
 
 /* The cache ------------------------------------------------------------------------ */
@@ -399,6 +602,8 @@ static void entry_free(entry_t *e)
 {
     if (e->body != NULL)
         mw_frame_unref(e->body); /* replies being written keep their own references */
+    if (e->gz != NULL)
+        mw_frame_unref(e->gz);
     free(e->key);
     free(e);
 }
@@ -419,24 +624,33 @@ static void cache_unlink(entry_t *e)
 {
     mw_htab_remove(&cache.table, &e->node);
     mw_list_remove(&e->lru);
-    cache.bytes -= (size_t)e->size;
+    cache.bytes -= e->bytes;
+}
+
+/* Evicts the least recently used entries other than keep until the cache
+ * holds limit bytes or fewer. */
+static void cache_trim(size_t limit, const entry_t *keep)
+{
+    while (cache.bytes > limit && !mw_list_empty(&cache.lru)) {
+        entry_t *old = MW_CONTAINER_OF(cache.lru.next, entry_t, lru);
+        if (old == keep)
+            break; /* the most recently used: nothing else is left */
+        cache_unlink(old);
+        entry_free(old);
+    }
 }
 
 /* Keeps e when it fits in limit bytes, evicting the least recently used.
  * Returns 1 when e is now owned by the cache, 0 when the caller keeps it. */
 static int cache_insert(entry_t *e, size_t limit)
 {
-    size_t size = (size_t)e->size;
+    size_t size = e->bytes;
 
     if (size > limit)
         return 0;
     if (cache.table.buckets == NULL && mw_htab_init(&cache.table, 64) != 0)
         return 0;
-    while (cache.bytes + size > limit && !mw_list_empty(&cache.lru)) {
-        entry_t *old = MW_CONTAINER_OF(cache.lru.next, entry_t, lru);
-        cache_unlink(old);
-        entry_free(old);
-    }
+    cache_trim(limit > size ? limit - size : 0, NULL);
     mw_htab_insert(&cache.table, &e->node, e->node.hash);
     mw_list_insert_tail(&cache.lru, &e->lru);
     cache.bytes += size;
@@ -586,6 +800,7 @@ static int entry_read(const mw_config_t *cfg, const char *path, entry_t **out)
     e->dev = st.st_dev;
     e->ino = st.st_ino;
     e->size = st.st_size;
+    e->bytes = (size_t)st.st_size;
     e->mtime = st.st_mtim;
     e->node.hash = hash_key(path); /* kept by mw_htab_insert */
     *out = e;
@@ -630,7 +845,137 @@ static int load(const mw_config_t *cfg, const char *path, const struct stat *st,
     return 0;
 }
 
+/* Gzip on the fly ------------------------------------------------------------------ */
+
+/* Makes e's gzip variant once (zlib, a gzip wrapper with no name and time 0,
+ * so every node makes the same bytes), kept only when it is smaller. A cached
+ * e grows by it in the cache's count, and older entries make room. */
+static void make_gz(mw_server_t *srv, entry_t *e, int cached)
+{
+    z_stream zs;
+    mw_frame_t *out, *gz;
+    size_t size = (size_t)e->size, bound;
+
+    if (e->gz_tried)
+        return;
+    e->gz_tried = 1;
+    memset(&zs, 0, sizeof(zs));
+    if (deflateInit2(&zs, GZIP_LEVEL, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return;
+    bound = deflateBound(&zs, (uLong)size);
+    out = mw_frame_new_raw(NULL, bound);
+    if (out == NULL) {
+        deflateEnd(&zs);
+        return;
+    }
+    zs.next_in = e->body->bytes;
+    zs.avail_in = (uInt)size;
+    zs.next_out = out->bytes;
+    zs.avail_out = (uInt)bound;
+    if (deflate(&zs, Z_FINISH) != Z_STREAM_END || zs.total_out >= size) {
+        deflateEnd(&zs);
+        mw_frame_unref(out); /* not worth it (already compressed, or tiny) */
+        return;
+    }
+    deflateEnd(&zs);
+    gz = mw_frame_new_raw(out->bytes, zs.total_out); /* the bound was for the worst case */
+    mw_frame_unref(out);
+    if (gz == NULL)
+        return;
+    e->gz = gz;
+    /* Its own strong tag: another representation of the same content. */
+    snprintf(e->gz_etag, sizeof(e->gz_etag), "%.*s-gz\"", (int)strlen(e->etag) - 1, e->etag);
+    srv->metrics->static_gzipped++;
+    if (cached) {
+        e->bytes += gz->len;
+        cache.bytes += gz->len;
+        cache_trim(srv->cfg->static_cache_size, e);
+    }
+}
+
 /* Replies ------------------------------------------------------------------------- */
+
+/* What a reply sends: a file in memory (cached, or read for this request
+ * alone) or a file streamed from disk. */
+typedef struct {
+    entry_t *e;       /* in memory; NULL when streamed */
+    int owned;        /* e is not in the cache: freed after the reply */
+    mw_frame_t *body; /* in memory: the bytes sent (e->body or e->gz) */
+    int fd;           /* streamed: the open file; -1 otherwise */
+    struct stat st;   /* streamed: the file as opened */
+    uint64_t size;
+    time_t mtime;
+    const char *etag; /* quoted, as sent */
+    char etag_buf[ETAG_MAX];
+    int gz;           /* Content-Encoding: gzip */
+} rep_t;
+
+static void rep_close(rep_t *r)
+{
+    if (r->owned && r->e != NULL)
+        entry_free(r->e); /* a reply holds its own reference to the bytes */
+    r->e = NULL;
+    if (r->fd >= 0)
+        close(r->fd);
+    r->fd = -1;
+}
+
+/* The largest file the cache may hold: static.max_cached_file, and a
+ * quarter of static.cache_size so that a few large files can not thrash it. */
+static uint64_t cache_limit(const mw_config_t *cfg)
+{
+    size_t quarter = cfg->static_cache_size / 4;
+    return cfg->static_max_cached_file < quarter ? cfg->static_max_cached_file : quarter;
+}
+
+/* Opens the representation at path (stat'ed as st): from the cache, read
+ * whole, or opened to be streamed. Returns what entry_read() returns. */
+static int rep_open(const mw_config_t *cfg, const char *path, const struct stat *st, rep_t *r)
+{
+    int fd;
+
+    memset(r, 0, sizeof(*r));
+    r->fd = -1;
+    if (too_big(cfg, path, st->st_size))
+        return MW_ETOOBIG;
+    if ((uint64_t)st->st_size <= cache_limit(cfg)) {
+        int err = load(cfg, path, st, &r->e, &r->owned);
+        if (err != 0)
+            return err;
+        r->body = r->e->body;
+        r->size = (uint64_t)r->e->size;
+        r->mtime = r->e->mtime.tv_sec;
+        r->etag = r->e->etag;
+        return 0;
+    }
+    if (!inside_root(cfg->static_root, path)) {
+        mw_log_debug("static: %s resolves outside the root or into a dotfile: 404", path);
+        return MW_ENOTFOUND;
+    }
+    /* O_NONBLOCK: a FIFO put in place of the file must not block the loop. */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return MW_ENOTFOUND;
+    if (fstat(fd, &r->st) != 0 || !S_ISREG(r->st.st_mode)) {
+        close(fd);
+        return MW_ENOTFOUND;
+    }
+    if (too_big(cfg, path, r->st.st_size)) {
+        close(fd);
+        return MW_ETOOBIG;
+    }
+    r->fd = fd;
+    r->size = (uint64_t)r->st.st_size;
+    r->mtime = r->st.st_mtim.tv_sec;
+    /* Hashing would read the whole file before the head: the tag is made of
+     * the size and modification time instead (as nginx does), so it changes
+     * with every write and is the same on every node with the same file. */
+    snprintf(r->etag_buf, sizeof(r->etag_buf), "\"%llx-%llx-%lx\"",
+             (unsigned long long)r->st.st_size, (unsigned long long)r->st.st_mtim.tv_sec,
+             (long)r->st.st_mtim.tv_nsec);
+    r->etag = r->etag_buf;
+    return 0;
+}
 
 static void head_start(sbuf_t *b, int status)
 {
@@ -640,16 +985,24 @@ static void head_start(sbuf_t *b, int status)
     sb_printf(b, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, mw_http_status_text(status), date);
 }
 
-/* Ends the head in b, queues it and then body (NULL: none), and closes the
- * connection after them. Frees b. */
-static void send_reply(mw_conn_t *c, sbuf_t *b, mw_frame_t *body)
+/* Ends the head in b and makes it a frame. Frees b. */
+static mw_frame_t *head_end(mw_conn_t *c, sbuf_t *b)
 {
     mw_frame_t *f = NULL;
 
-    sb_printf(b, "Connection: close\r\n\r\n");
+    sb_printf(b, "%s\r\n", mw_conn_connection_field(c));
     if (!b->failed)
         f = mw_frame_new_raw(b->p, b->len);
     free(b->p);
+    return f;
+}
+
+/* Ends the head in b, queues it and then body (NULL: none), and ends the
+ * reply. Frees b. */
+static void send_reply(mw_conn_t *c, sbuf_t *b, mw_frame_t *body)
+{
+    mw_frame_t *f = head_end(c, b);
+
     if (f == NULL) {
         mw_conn_reply(c, NULL); /* out of memory: close without a reply */
         return;
@@ -669,7 +1022,7 @@ static void send_reply(mw_conn_t *c, sbuf_t *b, mw_frame_t *body)
     mw_conn_reply(c, mw_frame_ref(body));
 }
 
-/* Queues the complete reply in b and closes after it. Frees b. */
+/* Queues the complete reply in b and ends the reply. Frees b. */
 static void send_buf(mw_conn_t *c, sbuf_t *b)
 {
     mw_conn_reply(c, b->failed ? NULL : mw_frame_new_raw(b->p, b->len));
@@ -696,8 +1049,8 @@ static void reply_text(mw_conn_t *c, int status, const char *why, const char *de
               "Content-Type: text/plain; charset=utf-8\r\n"
               "Content-Length: %d\r\n"
               "%s"
-              "Connection: close\r\n\r\n",
-              n, fields != NULL ? fields : "");
+              "%s\r\n",
+              n, fields != NULL ? fields : "", mw_conn_connection_field(c));
     if (!head)
         sb_printf(&b, "%.*s", n, body);
     send_buf(c, &b);
@@ -738,8 +1091,8 @@ static void redirect(mw_conn_t *c, const char *rel, size_t len, int head)
                   "Location: %s\r\n"
                   "Content-Type: text/plain; charset=utf-8\r\n"
                   "Content-Length: %zu\r\n"
-                  "Connection: close\r\n\r\n",
-                  loc.p, loc.len + 1);
+                  "%s\r\n",
+                  loc.p, loc.len + 1, mw_conn_connection_field(c));
         if (!head)
             sb_printf(&b, "%s\n", loc.p);
     }
@@ -747,42 +1100,134 @@ static void redirect(mw_conn_t *c, const char *rel, size_t len, int head)
     send_buf(c, &b);
 }
 
-/* Answers from a loaded file: 304 when If-None-Match matches, else 200. */
-static void reply_file(mw_conn_t *c, const char *path, size_t plen, const entry_t *e, int has_gz,
-                       int gz, int head)
+/* True when the conditional headers say the client's copy is current: a
+ * matching If-None-Match, or without one an If-Modified-Since no earlier than
+ * the file's modification time (RFC 9110 section 13.2.2's order). */
+static int not_modified(const mw_http_req_t *req, const rep_t *r)
 {
-    const mw_config_t *cfg = c->srv->cfg;
+    size_t len;
+    char *inm = header_joined(req, "If-None-Match", &len);
+    const char *ims;
+    time_t t;
+
+    if (inm != NULL) {
+        int match = mw_static_etag_matches(inm, len, r->etag);
+        free(inm);
+        return match;
+    }
+    ims = mw_http_header(req, "If-Modified-Since", 0, &len);
+    /* Ignored when it is not one valid date (section 13.1.3). */
+    if (ims == NULL || mw_http_header(req, "If-Modified-Since", 1, &len) != NULL ||
+        mw_static_parse_http_date(ims, len, &t) != 0)
+        return 0;
+    return r->mtime <= t;
+}
+
+/* Answers from an opened representation: 304, 416, 206 or 200. varies: the
+ * reply depends on Accept-Encoding (a gzip variant exists or could). */
+static void reply_rep(mw_conn_t *c, const char *path, size_t plen, rep_t *r, int varies,
+                      int head)
+{
+    mw_server_t *srv = c->srv;
+    const mw_config_t *cfg = srv->cfg;
+    const mw_http_req_t *req = c->http;
     const char *cc = mw_static_is_fingerprinted(path, plen) ? cfg->static_immutable_cache_control
                                                             : cfg->static_cache_control;
+    uint64_t first = 0, last = r->size ? r->size - 1 : 0, count = r->size;
+    int status = 200;
+    char modified[30];
     sbuf_t b = {0};
-    char *inm, modified[30];
-    size_t inm_len;
-    int match;
+    mw_frame_t *f;
 
-    inm = header_joined(c->http, "If-None-Match", &inm_len);
-    match = mw_static_etag_matches(inm, inm_len, e->etag);
-    free(inm);
-    head_start(&b, match ? 304 : 200);
+    if (not_modified(req, r)) {
+        status = 304;
+    } else if (!head && !r->gz) {
+        /* Range applies to GET and to the identity encoding only: a client
+         * asking for a range gets bytes of the file itself. */
+        size_t rlen, ilen;
+        const char *range = mw_http_header(req, "Range", 0, &rlen);
+        const char *ifr = mw_http_header(req, "If-Range", 0, &ilen);
+        if (range != NULL && mw_http_header(req, "Range", 1, &rlen) == NULL &&
+            (ifr == NULL || mw_static_if_range_holds(ifr, ilen, r->etag, r->mtime))) {
+            switch (mw_static_parse_range(range, rlen, r->size, &first, &last)) {
+            case MW_RANGE_OK:
+                status = 206;
+                count = last - first + 1;
+                break;
+            case MW_RANGE_UNSATISFIABLE: {
+                char fields[64];
+                snprintf(fields, sizeof(fields), "Content-Range: bytes */%llu\r\n",
+                         (unsigned long long)r->size);
+                reply_text(c, 416, "range not satisfiable", NULL, fields, 0);
+                return;
+            }
+            default:
+                break; /* malformed or several ranges: the whole file */
+            }
+        }
+    }
+    if (status != 304 && !head && r->fd >= 0 && count > 0 &&
+        mw_stream_open_files() >= cfg->static_max_open_files) {
+        static time_t logged;
+        srv->metrics->static_busy++;
+        if (logged != time(NULL)) {
+            logged = time(NULL);
+            mw_log_warn("static: %u files are being streamed (static.max_open_files): 503",
+                        cfg->static_max_open_files);
+        }
+        reply_text(c, 503, "too many downloads at once, try again", NULL, "Retry-After: 1\r\n",
+                   0);
+        return;
+    }
+    head_start(&b, status);
     /* A 304 carries the fields a cache needs to refresh its copy (RFC 9110 15.4.5). */
-    sb_printf(&b, "ETag: %s\r\n", e->etag);
+    sb_printf(&b, "ETag: %s\r\n", r->etag);
     if (cc[0] != '\0')
         sb_printf(&b, "Cache-Control: %s\r\n", cc);
-    if (has_gz)
+    if (varies)
         sb_printf(&b, "Vary: Accept-Encoding\r\n");
-    if (match) {
+    if (status == 304) {
         send_reply(c, &b, NULL);
         return;
     }
-    mw_static_http_date(e->mtime.tv_sec, modified);
+    mw_static_http_date(r->mtime, modified);
     sb_printf(&b,
               "Content-Type: %s\r\n"
-              "Content-Length: %lld\r\n"
+              "Content-Length: %llu\r\n"
               "Last-Modified: %s\r\n"
               "X-Content-Type-Options: nosniff\r\n"
               "%s",
-              mw_static_content_type(path, plen), (long long)e->size, modified,
-              gz ? "Content-Encoding: gzip\r\n" : "");
-    send_reply(c, &b, head ? NULL : e->body);
+              mw_static_content_type(path, plen), (unsigned long long)count, modified,
+              r->gz ? "Content-Encoding: gzip\r\n" : "Accept-Ranges: bytes\r\n");
+    if (status == 206)
+        sb_printf(&b, "Content-Range: bytes %llu-%llu/%llu\r\n", (unsigned long long)first,
+                  (unsigned long long)last, (unsigned long long)r->size);
+    if (head || count == 0 || (r->body != NULL && status == 200)) {
+        send_reply(c, &b, head ? NULL : r->body);
+        return;
+    }
+    /* The body goes out a chunk at a time: a range of a file in memory, or a
+     * file on disk. */
+    f = head_end(c, &b);
+    if (f == NULL || mw__conn_queue(c, f) != 0) {
+        if (f != NULL)
+            mw_frame_unref(f);
+        mw_conn_reply(c, NULL);
+        return;
+    }
+    mw_frame_unref(f);
+    if (r->body != NULL) {
+        if (mw_stream_frame(c, r->body, (size_t)first, (size_t)count) != 0)
+            mw_conn_close(c, 0, NULL, 0);
+        return;
+    }
+    srv->metrics->static_streamed++;
+    {
+        int fd = r->fd;
+        r->fd = -1; /* the stream owns it now */
+        if (mw_stream_file(c, fd, &r->st, first, count) != 0)
+            mw_conn_close(c, 0, NULL, 0);
+    }
 }
 
 static void reply_error(mw_conn_t *c, int err, int head)
@@ -806,6 +1251,13 @@ static void reply_error(mw_conn_t *c, int err, int head)
     }
 }
 
+/* True for a GET with a Range header: it is answered in the identity encoding. */
+static int ranged(const mw_http_req_t *req, int head)
+{
+    size_t len;
+    return !head && mw_http_header(req, "Range", 0, &len) != NULL;
+}
+
 void mw_static_serve(mw_conn_t *c)
 {
     const mw_config_t *cfg = c->srv->cfg;
@@ -815,8 +1267,8 @@ void mw_static_serve(mw_conn_t *c)
     size_t raw_len, rel_len, root_len = strlen(cfg->static_root), plen;
     const char *raw = mw_http_path(req, &raw_len);
     struct stat st, gst;
-    entry_t *e = NULL;
-    int r, dir, has_gz = 0, gz = 0, owned = 0, n;
+    rep_t rep = {.fd = -1};
+    int r, dir, has_gz = 0, want_gz = 0, zippable = 0, n;
 
     if (method != HTTP_GET && !head) {
         reply_text(c, 405, "only GET and HEAD are allowed here", NULL, "Allow: GET, HEAD\r\n", 0);
@@ -849,38 +1301,52 @@ void mw_static_serve(mw_conn_t *c)
         not_found(c, "not a regular file", head);
         return;
     }
-    /* FILE.gz next to FILE: its existence decides Vary, the client decides which. */
+    /* FILE.gz next to FILE: its existence decides Vary, the client decides
+     * which. Without one, a compressible file the cache can hold gets a gzip
+     * variant made once. A request with a Range gets the identity encoding. */
     if (!(plen >= 3 && strcasecmp(path + plen - 3, ".gz") == 0) && plen + 3 < sizeof(gzpath)) {
         memcpy(gzpath, path, plen);
         memcpy(gzpath + plen, ".gz", 4);
         has_gz = stat(gzpath, &gst) == 0 && S_ISREG(gst.st_mode);
+        zippable = !has_gz && mw_static_compressible(path, plen) &&
+                   (uint64_t)st.st_size <= cache_limit(cfg);
     }
-    if (has_gz) {
+    if ((has_gz || zippable) && !ranged(req, head)) {
         size_t ae_len;
         char *ae = header_joined(req, "Accept-Encoding", &ae_len);
-        gz = mw_static_accepts_gzip(ae, ae_len);
+        want_gz = mw_static_accepts_gzip(ae, ae_len);
         free(ae);
     }
-    if (gz) {
-        r = load(cfg, gzpath, &gst, &e, &owned);
+    if (want_gz && has_gz) {
+        r = rep_open(cfg, gzpath, &gst, &rep);
         if (r == MW_ENOMEM) {
             reply_error(c, r, head);
             return;
         }
-        if (r != 0) {
-            gz = 0; /* serve FILE itself; a hidden or escaping sibling does not exist */
+        if (r == 0) {
+            rep.gz = 1;
+        } else {
+            want_gz = 0; /* serve FILE itself; a hidden or escaping sibling does not exist */
             if (r == MW_ENOTFOUND)
                 has_gz = 0;
         }
     }
-    if (!gz) {
-        r = load(cfg, path, &st, &e, &owned);
+    if (!rep.gz) {
+        r = rep_open(cfg, path, &st, &rep);
         if (r != 0) {
             reply_error(c, r, head);
             return;
         }
+        if (want_gz && zippable && rep.e != NULL) {
+            make_gz(c->srv, rep.e, !rep.owned);
+            if (rep.e->gz != NULL) {
+                rep.body = rep.e->gz;
+                rep.size = rep.e->gz->len;
+                rep.etag = rep.e->gz_etag;
+                rep.gz = 1;
+            }
+        }
     }
-    reply_file(c, path, plen, e, has_gz, gz, head);
-    if (owned)
-        entry_free(e); /* the reply holds its own reference to the bytes */
+    reply_rep(c, path, plen, &rep, has_gz || zippable, head);
+    rep_close(&rep);
 }

@@ -91,6 +91,8 @@ typedef struct mw_config_s {
     int metrics;
     mw_strlist_t healthz_allow; /* addresses allowed /healthz; empty: all */
     mw_strlist_t metrics_allow; /* addresses allowed /metrics; empty: all */
+    uint32_t keepalive_timeout;  /* ms a kept-alive connection may wait idle; 0: no keep-alive */
+    uint32_t keepalive_requests; /* requests one connection may make; the last reply closes */
 
     /* static (see core/static.c); static files are off while static_root is NULL */
     char *static_root;
@@ -99,6 +101,8 @@ typedef struct mw_config_s {
     char *static_immutable_cache_control; /* for fingerprinted names; "" sends none */
     size_t static_max_file_size;          /* bigger files are refused with 403 */
     size_t static_cache_size;             /* bytes of file contents kept; 0: no cache */
+    size_t static_max_cached_file;        /* bigger files are streamed from disk, never cached */
+    uint32_t static_max_open_files;       /* files streamed at once; one more gets 503 */
 
     /* A state of its own that keeps a copy of the free-form `app` table
      * for moonwire.config. NULL when there is none. */

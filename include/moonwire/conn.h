@@ -1,7 +1,8 @@
 /* A client connection: its life from accept to free, whatever the transport.
  *
  *   HTTP ──(101)──> OPEN ──(close frame sent)──> CLOSING ──> CLOSED
- *     └──(reply)────────────────────────────────────────────────┘
+ *    │ └──(reply, closing)──────────────────────────────────────┘
+ *    └──(reply, keep-alive)──> HTTP (the next request)
  *
  * CLOSED means closed for the application: on_close has run (or is queued
  * to run at the next safe point), the Lua object is detached, and sends
@@ -38,7 +39,8 @@ typedef enum {
     MW_TL_HANDSHAKE,
     MW_TL_ACTIVE,
     MW_TL_PINGED,
-    MW_TL_CLOSING
+    MW_TL_CLOSING,
+    MW_TL_KEEPALIVE
 } mw_conn_tlist_t;
 
 typedef union mw_addr_u {
@@ -65,6 +67,16 @@ struct mw_conn_s {
                                 messages past the bound are dropped until it has
                                 drained to half */
     uint8_t paused;          /* why reading is stopped: MW_PAUSE_* bits, 0 when reading */
+    /* HTTP keep-alive: one request is answered at a time, in order. */
+    uint8_t keep_alive : 1;   /* the reply being made leaves the connection open */
+    uint8_t replying : 1;     /* a request is being answered; later bytes wait in pipelined */
+    uint8_t reply_queued : 1; /* ... and its reply is whole in outq */
+    uint8_t peer_eof : 1;     /* the peer sent all it will: answer what it asked, then close */
+    uint8_t resume_http : 1;  /* take the next request at the end of the turn */
+    uint32_t requests;        /* HTTP requests read on this connection */
+    struct mw_stream_s *stream; /* the reply body still to queue (stream.c), or NULL */
+    uint8_t *pipelined;       /* bytes read after the request being answered, or NULL */
+    size_t pipelined_len;
     uint16_t close_code;     /* what on_close reports */
     uint16_t close_reason_len;
     const char *close_reason; /* static, in ws.ctl, or reason_buf */
@@ -104,6 +116,7 @@ enum {
     MW_PAUSE_WRITEQ = 1, /* its own write queue is over limits.max_buffered */
     MW_PAUSE_HELD = 2,   /* its messages held behind a waiting hook are (lua_host.c) */
     MW_PAUSE_FLOW = 4,   /* queues its messages went to are backed up (backpressure.c) */
+    MW_PAUSE_HTTP = 8,   /* a request is being answered: later ones wait in c->pipelined */
 };
 
 /* Sets (on) or clears a reason to stop reading c. The transport stops at the
@@ -140,9 +153,31 @@ int mw_conn_close(mw_conn_t *c, uint16_t code, const char *reason, size_t reason
  * peer's, and closes. why is static (logged and reported to on_close). */
 void mw_conn_fail(mw_conn_t *c, uint16_t code, const char *why);
 
-/* Sends an HTTP reply and closes after it (HTTP state only). Takes over the
- * caller's reference to reply (which may be NULL when building it failed). */
+/* Sends the whole HTTP reply to c's request (HTTP state only), then
+ * mw_conn_reply_end(). Takes over the caller's reference to reply; NULL
+ * (building it failed) closes the connection without a reply. */
 void mw_conn_reply(mw_conn_t *c, mw_frame_t *reply);
+
+/* The reply to c's request is all queued (a streamed body calls this after
+ * its last chunk): as c->keep_alive says, the connection takes its next
+ * request once the reply has drained to the client (pipelined ones in
+ * order), or closes after the reply. */
+void mw_conn_reply_end(mw_conn_t *c);
+
+/* The Connection header line of the reply to c's request, as c->keep_alive
+ * says: "Connection: close\r\n", "Connection: keep-alive\r\n" (an HTTP/1.0
+ * request kept alive) or "" (HTTP/1.1 kept alive). Never NULL. */
+const char *mw_conn_connection_field(const mw_conn_t *c);
+
+/* The peer shut its sending side down (a clean EOF). Returns 1 when c still
+ * has replies to make or write: the transport keeps the socket, and finish()
+ * comes after them. Returns 0 when nothing is owed: the transport then calls
+ * mw_conn_on_eof(). */
+int mw_conn_on_end(mw_conn_t *c);
+
+/* Internal (server.c, at the end of a turn): c's last reply has drained,
+ * take the requests that were read meanwhile. */
+void mw__conn_http_resume(mw_conn_t *c);
 
 /* Sends a ping (for idle detection). */
 void mw_conn_ping(mw_conn_t *c);

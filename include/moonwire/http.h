@@ -100,6 +100,12 @@ void mw_http_accept_key(const char *key, char out[29]);
 mw_frame_t *mw_http_reply(int status, const char *content_type, const char *extra_headers,
                           const char *body, size_t body_len);
 
+/* Like mw_http_reply, with the Connection line given (NULL: "Connection:
+ * close\r\n"; "" for none) and, for a HEAD request (head set), the head that
+ * a GET would get (its Content-Length too) without the body. */
+mw_frame_t *mw_http_reply_ex(int status, const char *content_type, const char *extra_headers,
+                             const char *connection, const char *body, size_t body_len, int head);
+
 /* Builds the 101 reply for a key, with an optional chosen subprotocol (NULL: none)
  * and extra header lines. Returns a raw frame (refcnt 1), or NULL. */
 mw_frame_t *mw_http_switching(const char *key, const char *protocol, const char *extra_headers);

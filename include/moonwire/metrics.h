@@ -31,6 +31,11 @@ typedef struct mw_metrics_s {
     uint64_t connections_total;
     uint64_t handshakes[MW_HS__COUNT];
     uint64_t http_requests;
+    uint64_t http_reused;       /* requests on a connection that had answered one before */
+    uint64_t static_streamed;   /* replies whose body was streamed from disk */
+    uint64_t static_busy;       /* refused with 503: static.max_open_files streams at once */
+    uint64_t static_cut;        /* streams cut short: the file changed or failed to read */
+    uint64_t static_gzipped;    /* gzip variants made on the fly */
     uint64_t messages_in, messages_out;
     uint64_t bytes_in, bytes_out;
     uint64_t closes[5000]; /* by close code sent or received; 1006 for abnormal */
@@ -63,6 +68,7 @@ typedef struct mw_metrics_s {
     uint64_t open_connections, sockets, lua_memory;
     uint64_t backed_up; /* connections whose queue is backed up */
     uint64_t topics, subscriptions, history_topics, history_bytes;
+    uint64_t static_open_files, static_cache_bytes;
     uint64_t cluster_on, cluster_up; /* has a backplane; both its connections are up */
     uint64_t reporting;              /* 1 while a live worker publishes here */
 } mw_metrics_t;

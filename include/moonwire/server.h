@@ -42,7 +42,9 @@ struct mw_server_s {
     mw_list_t tl_handshake; /* HTTP: handshake_timeout from accept */
     mw_list_t tl_active;    /* OPEN: idle_timeout from the last byte received */
     mw_list_t tl_pinged;    /* OPEN, pinged: ping_timeout from the ping */
-    mw_list_t tl_closing;   /* CLOSING/CLOSED: close_timeout to finish */
+    mw_list_t tl_closing;   /* CLOSING/CLOSED, or HTTP writing a reply: close_timeout
+                               without progress */
+    mw_list_t tl_keepalive; /* HTTP between requests: keepalive_timeout */
 
     mw_list_t flush_list;   /* connections with frames to write this turn */
     mw_list_t backed_up;    /* backlogs of queues over max_buffered, oldest first */
@@ -57,6 +59,9 @@ struct mw_server_s {
     int draining;  /* SIGTERM: refuse new connections, close the rest */
 
     void *net; /* the loop binding's own data */
+    /* The libuv loop that net.c runs, for work on its thread pool (reading
+     * files); NULL in the sim, where such work runs in place. */
+    struct uv_loop_s *loop;
     /* Called when the drain is over (no connection left) or timed out. */
     void (*on_drained)(mw_server_t *srv);
     mw_timer_t drain_timer;

@@ -2,34 +2,43 @@
  * can front.
  *
  * When `static.root` (or --static DIR) is set, a GET or HEAD without an
- * Upgrade header is answered from that directory: strong ETags (a hash of
- * the content), 304 on If-None-Match, Last-Modified, Cache-Control (long and
- * immutable for fingerprinted names), precompressed FILE.gz siblings for
- * clients that accept gzip, an index file for directories, and no way out of
- * the root. Every reply is `Connection: close`, like every HTTP reply of the
- * server.
+ * Upgrade header is answered from that directory: strong ETags, 304 on
+ * If-None-Match or (without one) If-Modified-Since, Last-Modified,
+ * Cache-Control (long and immutable for fingerprinted names), single byte
+ * ranges (206, 416; If-Range), gzip for clients that accept it (a FILE.gz
+ * sibling, or for compressible types a variant made once on the fly and
+ * cached) with Vary: Accept-Encoding, an index file for directories, and no
+ * way out of the root. The connection stays open for the next request
+ * (keep-alive, see conn.c) unless the request or the configuration says
+ * otherwise.
  *
- * Files are read with blocking I/O on the loop thread into a small cache of
- * contents and ETags (bounded by `static.cache_size`, least recently used
- * out first), checked against one stat() per file looked at. The cached
- * bytes are a raw frame shared by reference with every reply that sends
- * them, so concurrent downloads of one file hold one copy.
+ * Files the cache may hold (static.max_cached_file, at most a quarter of
+ * static.cache_size) are read whole into a cache of contents, ETags (a hash
+ * of the content) and gzip variants, bounded by static.cache_size, least
+ * recently used out first, checked against one stat() per request. The
+ * cached bytes are a raw frame shared by reference with every reply that
+ * sends them, so concurrent downloads of one file hold one copy. Larger
+ * files are never cached: they are streamed from disk in chunks as the
+ * client reads (stream.h), with an ETag made of their size and modification
+ * time, at most static.max_open_files at once.
  */
 #ifndef MOONWIRE_STATIC_H
 #define MOONWIRE_STATIC_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 typedef struct mw_conn_s mw_conn_t;
 
 /* Answers the complete request in c->http from the configured root, then
- * closes the connection after the reply. The method must be GET or HEAD
- * (else 405 with Allow). Every outcome is a reply: 200, 304, 301 (a
- * directory without its trailing slash), 400 (a malformed percent escape),
- * 403 (a file over static.max_file_size, logged), 404 (missing, refused or
- * hidden), 405, 500 (a read error, logged), or 503 (out of memory, or a file
- * that kept changing while it was read). */
+ * ends the reply (mw_conn_reply_end). The method must be GET or HEAD (else
+ * 405 with Allow). Every outcome is a reply: 200, 206, 304, 301 (a directory
+ * without its trailing slash), 400 (a malformed percent escape), 403 (a file
+ * over static.max_file_size, logged), 404 (missing, refused or hidden), 405,
+ * 416 (with Content-Range: bytes * /size), 500 (a read error, logged), or 503
+ * (out of memory, a file that kept changing while it was read, or
+ * static.max_open_files files already streaming; with Retry-After). */
 void mw_static_serve(mw_conn_t *c);
 
 /* Frees every cached file. Safe at any time (a reply being written keeps its
@@ -75,6 +84,39 @@ int mw_static_accepts_gzip(const char *value, size_t len);
  * of which has the same opaque tag (the weak comparison RFC 9110 asks for
  * here: W/ is ignored). A malformed list matches nothing after the error. */
 int mw_static_etag_matches(const char *value, size_t len, const char *etag);
+
+/* True when path's extension names a type that gzip shrinks (html, css,
+ * js, json, svg, txt, xml, ...). */
+int mw_static_compressible(const char *path, size_t len);
+
+/* Parses an HTTP-date in any of the three forms RFC 9110 section 5.6.7 asks
+ * a recipient to accept: IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"),
+ * rfc850-date ("Sunday, 06-Nov-94 08:49:37 GMT", a two-digit year taken as
+ * the latest one not more than 50 years ahead) and asctime ("Sun Nov  6
+ * 08:49:37 1994"). Surrounding whitespace is allowed, nothing else; the day
+ * name is not checked. Returns 0 with the time in *out, or MW_EINVAL. */
+int mw_static_parse_http_date(const char *s, size_t len, time_t *out);
+
+typedef enum {
+    MW_RANGE_IGNORE = 0,    /* no usable range: send the whole file (200) */
+    MW_RANGE_OK,            /* one satisfiable range: 206 */
+    MW_RANGE_UNSATISFIABLE  /* 416 with Content-Range: bytes * /size */
+} mw_static_range_t;
+
+/* Reads a Range value for a representation of size bytes: "bytes=a-b",
+ * "bytes=a-" or "bytes=-n" (unit case-insensitive, whitespace around the
+ * value allowed), with the last byte clipped to the end and a suffix longer
+ * than the file taken as all of it. Sets *first and *last (inclusive) for
+ * MW_RANGE_OK. Several ranges, another unit, a malformed value, b < a, and
+ * any range of an empty file are MW_RANGE_IGNORE; a first byte at or past the
+ * end, or "-0", is MW_RANGE_UNSATISFIABLE. */
+mw_static_range_t mw_static_parse_range(const char *value, size_t len, uint64_t size,
+                                        uint64_t *first, uint64_t *last);
+
+/* True when an If-Range value lets the Range apply: an entity tag equal to
+ * etag by the strong comparison (a weak tag never is), or an HTTP-date equal
+ * to mtime, the Last-Modified sent. */
+int mw_static_if_range_holds(const char *value, size_t len, const char *etag, time_t mtime);
 
 /* Formats t as an HTTP date ("Sun, 06 Nov 1994 08:49:37 GMT") into out
  * (30 bytes), whatever the locale. */

@@ -87,11 +87,12 @@ def read_head(sock, timeout=5.0, buf=b""):
 
 
 def read_response(sock, timeout=5.0, head_only=False):
-    """Reads one HTTP reply; the body by Content-Length (or to EOF without one)."""
+    """Reads one HTTP reply; the body by Content-Length (or to EOF without one).
+    A 1xx, 204 or 304 reply never has a body (RFC 9112 section 6.3)."""
     deadline = time.monotonic() + timeout
     buf, end = read_head(sock, timeout)
     resp = Response(buf, end)
-    if head_only or resp.status == 101:
+    if head_only or resp.status < 200 or resp.status in (204, 304):
         return resp
     length = resp.headers.get("content-length")
     want = int(length) if length is not None else None

@@ -1,6 +1,9 @@
 """examples/cluster/run.sh end to end: redis-server, three real nodes and
 nginx as the WebSocket load balancer, all started by the script; clients
-through nginx land on different nodes and chat across them."""
+through nginx land on different nodes and chat across them, and nginx
+fronts the nodes as an origin should be fronted (keep-alive to the nodes,
+gzip passed through, /metrics not forwarded)."""
+import contextlib
 import asyncio
 import json
 import os
@@ -91,3 +94,56 @@ def test_the_cluster_example_chats_across_three_nodes_behind_nginx(tmp_path):
             proc.wait(timeout=5)
         log.close()
     assert not any(healthz(port + n) for n in (0, 1, 2, 3)), "something still serves"
+
+
+@contextlib.contextmanager
+def cluster_example(tmp_path):
+    """Runs examples/cluster/run.sh; yields nginx's port (the nodes are on
+    port+1..3) once every node and nginx answer /healthz."""
+    port = free_block(5)
+    env = dict(os.environ, PORT=str(port), REDIS_PORT=str(port + 4), MW_BIN=BIN)
+    log = open(tmp_path / "run.log", "wb")
+    proc = subprocess.Popen([str(ROOT / "examples/cluster/run.sh")], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: all(healthz(port + n) == b"ok\n" for n in (1, 2, 3)), timeout=20,
+                   what="three nodes up on Redis")
+        wait_until(lambda: healthz(port) == b"ok\n", timeout=10, what="nginx")
+        yield port
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        log.close()
+
+
+def node_metric(port, name):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+def test_nginx_in_the_example_fronts_the_nodes_as_an_origin(tmp_path):
+    import gzip
+    import urllib.error
+    with cluster_example(tmp_path) as port:
+        # /metrics stays off the proxied path; the nodes still answer it themselves.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert refused.value.code == 404
+        assert node_metric(port + 1, "moonwire_http_requests_total") >= 1
+        # The page's script goes out gzipped through the proxy.
+        app_js = (ROOT / "examples/chat/public/app.js").read_bytes()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/app.js",
+                                     headers={"Accept-Encoding": "gzip"})
+        for _ in range(12):
+            with urllib.request.urlopen(req, timeout=5) as r:
+                assert r.headers["Content-Encoding"] == "gzip"
+                assert r.headers["Vary"] == "Accept-Encoding"
+                assert gzip.decompress(r.read()) == app_js
+        # nginx reused its connections to the nodes (upstream keepalive).
+        reused = sum(node_metric(port + n, "moonwire_http_keepalive_requests_total")
+                     for n in (1, 2, 3))
+        assert reused >= 1, "every proxied request opened a new connection to a node"

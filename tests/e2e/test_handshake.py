@@ -273,10 +273,12 @@ def test_answers_healthz_with_200_ok(echo_server):
 
 def test_answers_head_healthz_without_a_body(echo_server):
     with httpraw.connect(echo_server.port) as s:
-        s.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         _, got = httpraw.wait_eof(s, timeout=3)
     assert got.startswith(b"HTTP/1.1 200 "), got
     assert got.endswith(b"\r\n\r\n"), got
+    # The Content-Length a GET would get (RFC 9110 section 8.6), and no body.
+    assert b"\r\nContent-Length: 3\r\n" in got, got
 
 
 def test_answers_metrics_in_prometheus_text(echo_server):

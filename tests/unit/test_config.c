@@ -568,6 +568,30 @@ static void test_config_bounds_topics_and_history_by_default_and_refuses_no_boun
     expect_invalid(fx, "history.max_bytes");
 }
 
+static void test_config_keepalive_and_streaming_keys_have_defaults_and_bounds(void **state)
+{
+    fx_t *fx = *state;
+    assert_int_equal(fx->cfg.keepalive_timeout, 15000);
+    assert_int_equal(fx->cfg.keepalive_requests, 1000);
+    assert_int_equal(fx->cfg.static_max_cached_file, 1u << 20);
+    assert_int_equal(fx->cfg.static_max_open_files, 256);
+    assert_rc(load(fx, "return { http = { keepalive_timeout = 0.5, keepalive_requests = 3 },"
+                       " static = { max_cached_file = 4096, max_open_files = 8 } }"),
+              0);
+    assert_int_equal(fx->cfg.keepalive_timeout, 500);
+    assert_int_equal(fx->cfg.keepalive_requests, 3);
+    assert_int_equal(fx->cfg.static_max_cached_file, 4096);
+    assert_int_equal(fx->cfg.static_max_open_files, 8);
+    fx->cfg.keepalive_requests = 0;
+    expect_invalid(fx, "http.keepalive_requests");
+    fx->cfg.keepalive_requests = 1;
+    fx->cfg.static_max_open_files = 0;
+    expect_invalid(fx, "static.max_open_files");
+    fx->cfg.static_max_open_files = 1;
+    fx->cfg.keepalive_timeout = 0; /* keep-alive off is a valid choice */
+    assert_rc(mw_config_validate(&fx->cfg, fx->err, sizeof(fx->err)), 0);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_cfg, teardown_cfg)
 
 int main(void)
@@ -596,6 +620,7 @@ int main(void)
         T(test_config_validate_checks_max_message_size),
         T(test_config_bounds_topics_and_history_by_default_and_refuses_no_bound),
         T(test_config_validate_checks_max_head_size),
+        T(test_config_keepalive_and_streaming_keys_have_defaults_and_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 /* Unit tests for include/moonwire/static.h: request path decoding and
  * normalisation, the refusals that keep a request inside the root,
  * fingerprinted names, content types, Accept-Encoding q-values, If-None-Match
- * lists and HTTP dates. Serving itself is covered end to end by
+ * lists, HTTP dates both ways, Range and If-Range values, and which types
+ * are compressed. Serving itself is covered end to end by
  * tests/e2e/test_static.py. */
 #include "helpers.h"
 
@@ -345,6 +346,161 @@ static void test_static_http_date_formats_rfc_9110_dates(void **state)
     assert_string_equal(out, "Thu, 29 Feb 2024 23:59:59 GMT");
 }
 
+
+/* Dates, ranges, If-Range ------------------------------------------------------------- */
+
+static time_t date(const char *s)
+{
+    time_t t = -42;
+    if (mw_static_parse_http_date(s, strlen(s), &t) != 0)
+        return -1;
+    return t;
+}
+
+static void test_static_parse_http_date_reads_the_three_forms(void **state)
+{
+    assert_int_equal(date("Sun, 06 Nov 1994 08:49:37 GMT"), 784111777);
+    assert_int_equal(date("Sunday, 06-Nov-94 08:49:37 GMT"), 784111777);
+    assert_int_equal(date("Sun Nov  6 08:49:37 1994"), 784111777);
+    assert_int_equal(date("  Thu, 29 Feb 2024 23:59:59 GMT "), 1709251199);
+    assert_int_equal(date("Thu, 01 Jan 1970 00:00:00 GMT"), 0);
+}
+
+static void test_static_parse_http_date_round_trips_what_the_server_sends(void **state)
+{
+    const time_t samples[] = {0, 784111777, 1709251199, 2000000000, 4102444800};
+    char out[30];
+    for (size_t i = 0; i < NELEM(samples); i++) {
+        mw_static_http_date(samples[i], out);
+        assert_int_equal(date(out), samples[i]);
+    }
+}
+
+static void test_static_parse_http_date_refuses_what_is_not_a_date(void **state)
+{
+    const char *bad[] = {
+        "",
+        "yesterday",
+        "Sun, 06 Nov 1994 08:49:37 UTC",
+        "Sun, 06 Nov 1994 08:49:37",
+        "Sun, 6 Nov 1994 08:49:37 GMT",
+        "Sun, 06 nov 1994 08:49:37 GMT",
+        "Sun, 06 Nov 1994 24:00:00 GMT",
+        "Sun, 06 Nov 1994 08:60:00 GMT",
+        "Sun, 31 Feb 1994 08:49:37 GMT",
+        "Sun, 00 Nov 1994 08:49:37 GMT",
+        "Sun, 06 Nov 1800 08:49:37 GMT",
+        "Sun, 06 Nov 19x4 08:49:37 GMT",
+        "Sun, 06 Nov 1994 08-49-37 GMT",
+        "Sunday, 06 Nov 1994 08:49:37 GMT",
+        "Sun Nov 6 08:49:37 1994",
+        "Sun, 06 Nov 1994 08:49:37 GMT, Mon, 07 Nov 1994 08:49:37 GMT",
+        "1994-11-06T08:49:37Z",
+    };
+    for (size_t i = 0; i < NELEM(bad); i++)
+        if (date(bad[i]) != -1)
+            fail_msg("accepted %s", bad[i]);
+}
+
+static int range(const char *v, uint64_t size, uint64_t *first, uint64_t *last)
+{
+    *first = *last = 12345;
+    return (int)mw_static_parse_range(v, strlen(v), size, first, last);
+}
+
+static void assert_range(const char *v, uint64_t size, uint64_t want_first, uint64_t want_last)
+{
+    uint64_t first, last;
+    if (range(v, size, &first, &last) != MW_RANGE_OK)
+        fail_msg("%s of %llu: not a satisfiable range", v, (unsigned long long)size);
+    if (first != want_first || last != want_last)
+        fail_msg("%s of %llu: %llu-%llu, expected %llu-%llu", v, (unsigned long long)size,
+                 (unsigned long long)first, (unsigned long long)last,
+                 (unsigned long long)want_first, (unsigned long long)want_last);
+}
+
+static void test_static_parse_range_reads_the_three_forms(void **state)
+{
+    assert_range("bytes=0-99", 1000, 0, 99);
+    assert_range("bytes=100-", 1000, 100, 999);
+    assert_range("bytes=-100", 1000, 900, 999);
+    assert_range("bytes=5-5", 1000, 5, 5);
+    assert_range("BYTES=1-2", 1000, 1, 2);
+    assert_range(" bytes= 1-2 ", 1000, 1, 2);
+}
+
+static void test_static_parse_range_clips_to_the_end(void **state)
+{
+    assert_range("bytes=0-99999", 1000, 0, 999);
+    assert_range("bytes=999-2000", 1000, 999, 999);
+    assert_range("bytes=-5000", 1000, 0, 999);
+    assert_range("bytes=0-99999999999999999999999", 1000, 0, 999); /* saturates */
+    assert_range("bytes=-99999999999999999999999", 1000, 0, 999);
+}
+
+static void test_static_parse_range_finds_what_can_not_be_satisfied(void **state)
+{
+    uint64_t a, b;
+    assert_int_equal(range("bytes=1000-", 1000, &a, &b), MW_RANGE_UNSATISFIABLE);
+    assert_int_equal(range("bytes=1000-2000", 1000, &a, &b), MW_RANGE_UNSATISFIABLE);
+    assert_int_equal(range("bytes=-0", 1000, &a, &b), MW_RANGE_UNSATISFIABLE);
+    assert_int_equal(range("bytes=99999999999999999999999-", 1000, &a, &b),
+                     MW_RANGE_UNSATISFIABLE);
+}
+
+static void test_static_parse_range_ignores_the_rest(void **state)
+{
+    const char *ignored[] = {
+        "",           "bytes",        "bytes=",      "bytes=-",     "bytes=abc",
+        "bytes=5",    "bytes=5-4",    "bytes=a-5",   "bytes=5-b",   "bytes=1-2,4-5",
+        "bytes=0-0,", "items=0-5",    "bytes 0-5",   "bytes=--5",   "bytes=1 -2",
+        "bytes=+1-2", "bytes=0x1-2",  "bytes=1-2-3", "bytes=-1-2",  "bytes=\t1-2x",
+    };
+    uint64_t a, b;
+    for (size_t i = 0; i < NELEM(ignored); i++)
+        if (range(ignored[i], 1000, &a, &b) != MW_RANGE_IGNORE)
+            fail_msg("did not ignore %s", ignored[i]);
+    /* An empty file has no byte to send: every range gets the (empty) whole. */
+    assert_int_equal(range("bytes=0-", 0, &a, &b), MW_RANGE_IGNORE);
+    assert_int_equal(range("bytes=-5", 0, &a, &b), MW_RANGE_IGNORE);
+}
+
+static int if_range(const char *v, const char *etag, time_t mtime)
+{
+    return mw_static_if_range_holds(v, strlen(v), etag, mtime);
+}
+
+static void test_static_if_range_holds_for_the_same_tag_or_date(void **state)
+{
+    assert_true(if_range(ETAG, ETAG, 0));
+    assert_true(if_range(" " ETAG " ", ETAG, 0));
+    assert_true(if_range("Sun, 06 Nov 1994 08:49:37 GMT", ETAG, 784111777));
+}
+
+static void test_static_if_range_fails_for_anything_else(void **state)
+{
+    assert_false(if_range("W/" ETAG, ETAG, 0)); /* the strong comparison */
+    assert_false(if_range("\"other\"", ETAG, 0));
+    assert_false(if_range(ETAG "x", ETAG, 0));
+    assert_false(if_range("Sun, 06 Nov 1994 08:49:38 GMT", ETAG, 784111777));
+    assert_false(if_range("Sun, 06 Nov 1994 08:49:36 GMT", ETAG, 784111777));
+    assert_false(if_range("garbage", ETAG, 784111777));
+    assert_false(if_range("", ETAG, 0));
+}
+
+static void test_static_compressible_names_text_types(void **state)
+{
+    const char *yes[] = {"/a.html", "/a.css", "/a.js", "/a.json", "/a.svg", "/a.txt", "/A.JS",
+                         "/x/app.3f9a2c1b.js", "/a.xml", "/a.mjs"};
+    const char *no[] = {"/a.png", "/a.gz", "/a.woff2", "/a", "/a.bin", "/a.js.gz", "/a.wasm"};
+    for (size_t i = 0; i < NELEM(yes); i++)
+        if (!mw_static_compressible(yes[i], strlen(yes[i])))
+            fail_msg("%s should be compressible", yes[i]);
+    for (size_t i = 0; i < NELEM(no); i++)
+        if (mw_static_compressible(no[i], strlen(no[i])))
+            fail_msg("%s should not be compressible", no[i]);
+}
+
 static void test_static_cache_drain_is_safe_on_an_empty_cache(void **state)
 {
     mw_static_cache_drain();
@@ -382,6 +538,16 @@ int main(void)
         T(test_static_etag_matches_weak_tags_and_star),
         T(test_static_etag_matches_nothing_after_a_malformed_element),
         T(test_static_http_date_formats_rfc_9110_dates),
+        T(test_static_parse_http_date_reads_the_three_forms),
+        T(test_static_parse_http_date_round_trips_what_the_server_sends),
+        T(test_static_parse_http_date_refuses_what_is_not_a_date),
+        T(test_static_parse_range_reads_the_three_forms),
+        T(test_static_parse_range_clips_to_the_end),
+        T(test_static_parse_range_finds_what_can_not_be_satisfied),
+        T(test_static_parse_range_ignores_the_rest),
+        T(test_static_if_range_holds_for_the_same_tag_or_date),
+        T(test_static_if_range_fails_for_anything_else),
+        T(test_static_compressible_names_text_types),
         T(test_static_cache_drain_is_safe_on_an_empty_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
