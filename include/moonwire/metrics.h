@@ -46,11 +46,15 @@ typedef struct mw_metrics_s {
     uint64_t cluster_send_failures; /* sends that Redis did not take (down, error) */
     uint64_t cluster_reconnects;
     uint64_t cluster_bad_envelopes;
+    uint64_t cluster_duplicates;     /* envelopes sent again whose first copy had come */
+    uint64_t cluster_outbox_dropped; /* messages that waited past outbox_max_age, or at a stop */
+    uint64_t cluster_outbox_refused; /* sends refused: the outbox was full */
     uint64_t loop_lag_ms; /* how late the last 500 ms probe timer ran */
     uint64_t loop_lag_ms_max;
     /* Gauges as mw_metrics_publish last copied them, for other workers. */
     uint64_t open_connections, sockets, lua_memory;
     uint64_t cluster_on, cluster_up; /* has a backplane; both its connections are up */
+    uint64_t cluster_outbox_messages, cluster_outbox_bytes; /* waiting for Redis, or in flight */
     uint64_t reporting;              /* 1 while a live worker publishes here */
 } mw_metrics_t;
 
