@@ -9,9 +9,14 @@
  * probe_subscriber). hiredis frees a context itself after a disconnect or a
  * failed connect; the pointers here are cleared in those callbacks, and only
  * freed by us outside hiredis callbacks.
+ *
+ * Sending goes through the outbox (see "The outbox" below): an item per
+ * message, handed to the command connection in order, removed when its
+ * reply comes, made unsent again when the connection goes first.
  */
 #include "moonwire/cluster.h"
 #include "moonwire/conn.h"
+#include "moonwire/dedup.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 #include "moonwire/server.h"
@@ -28,8 +33,12 @@
 #define WATCHDOG_MS 250
 #define PROBE_IDLE_MS 1000 /* a subscriber that heard nothing this long is probed */
 #define BACKOFF_MIN_MS 100
-#define PENDING_MAX 65536 /* commands in flight before sends fail softly */
+#define PENDING_MAX 65536 /* commands in flight; past it the outbox holds the rest back */
 #define SUBSCRIBE_BATCH 512
+#define PEERS_EVERY_MS 1000           /* how often a healthy node counts the nodes on Redis */
+#define DEDUP_ORIGINS 4096            /* origins whose numbers a node remembers */
+#define DEDUP_IDLE_MS (3600 * 1000)   /* an origin silent this long is forgotten */
+#define REFUSED_LOG_EVERY_MS 1000     /* at most one "outbox is full" line this often */
 
 typedef struct rconn_s rconn_t;
 
@@ -61,26 +70,53 @@ struct mw_cluster_s {
     uint64_t probe_sent;  /* when the probe it has not heard yet went out; 0: none */
     uv_timer_t heartbeat; /* keeps this node's liveness key (presence) fresh */
     char node_key[160];   /* <prefix>:node:<node> */
+    char node_key_prefix[96]; /* <prefix>:node: */
+    char publish_sha[41];     /* SHA-1 of the history publish script */
     int stopping;
     int closing; /* timers still to close before the memory goes */
+
+    /* Sending (see "The outbox"). */
+    mw_outbox_t outbox;
+    uint64_t seq;         /* the number of the last envelope made */
+    int synced;           /* the outbox may go out: see try_sync */
+    int resubscribing;    /* the subscriber has not yet confirmed its channels since it came up */
+    uint64_t sync_since;  /* when both connections were up again, with an outbox to send */
+    uint64_t peers;       /* subscribers of <prefix>:all when last counted while synced */
+    uint64_t peers_at;    /* when that was; 0: never */
+    int counting;         /* a PUBSUB NUMSUB is out */
+    int pumping;
+    uint64_t delayed_since; /* when messages started to wait; 0 while they go out at once */
+    size_t delayed_count;   /* messages that waited since then */
+    uint64_t refused_logged; /* when the last "outbox is full" line went */
+    size_t refused_unlogged;
+
+    /* Receiving. */
+    mw_dedup_t dedup;
+    uint64_t dedup_swept;
 };
 
 /* Envelopes --------------------------------------------------------------------------- */
 
-size_t mw_envelope_encode(const mw_envelope_t *e, uint8_t **out)
+size_t mw_envelope_size(const mw_envelope_t *e)
 {
-    size_t len = 4 + e->origin_len + 1 + e->except_len + 1 + e->target_len + e->payload_len;
-    uint8_t *p, *buf;
-
     if (e->origin_len > 255 || e->except_len > 255 || e->target_len > 255)
         return 0;
-    buf = malloc(len);
-    if (buf == NULL)
-        return 0;
-    p = buf;
+    return 3 + 8 + 1 + e->origin_len + 1 + e->except_len + 1 + e->target_len + e->payload_len;
+}
+
+static void put_seq(uint8_t *p, uint64_t seq)
+{
+    for (int i = 7; i >= 0; i--, seq >>= 8)
+        p[i] = (uint8_t)(seq & 0xff);
+}
+
+void mw_envelope_write(const mw_envelope_t *e, uint8_t *p)
+{
     *p++ = MW_ENVELOPE_VERSION;
     *p++ = e->kind;
     *p++ = (uint8_t)((e->binary ? 1 : 0) | (e->history ? 2 : 0));
+    put_seq(p, e->seq);
+    p += 8;
     *p++ = (uint8_t)e->origin_len;
     memcpy(p, e->origin, e->origin_len);
     p += e->origin_len;
@@ -92,6 +128,16 @@ size_t mw_envelope_encode(const mw_envelope_t *e, uint8_t **out)
     p += e->target_len;
     if (e->payload_len > 0)
         memcpy(p, e->payload, e->payload_len);
+}
+
+size_t mw_envelope_encode(const mw_envelope_t *e, uint8_t **out)
+{
+    size_t len = mw_envelope_size(e);
+    uint8_t *buf;
+
+    if (len == 0 || (buf = malloc(len)) == NULL)
+        return 0;
+    mw_envelope_write(e, buf);
     *out = buf;
     return len;
 }
@@ -100,12 +146,15 @@ int mw_envelope_decode(const uint8_t *data, size_t len, mw_envelope_t *e)
 {
     const uint8_t *p = data, *end = data + len;
 
-    if (len < 6 || p[0] != MW_ENVELOPE_VERSION)
+    if (len < 3 + 8 + 3 || p[0] != MW_ENVELOPE_VERSION)
         return MW_EPROTO;
     e->kind = p[1];
     e->binary = p[2] & 1;
     e->history = (p[2] & 2) != 0;
     p += 3;
+    e->seq = 0;
+    for (int i = 0; i < 8; i++)
+        e->seq = e->seq << 8 | *p++;
 #define FIELD(ptr, n)                                                                              \
     do {                                                                                           \
         if (p >= end || (size_t)(end - p - 1) < *p)                                                \
@@ -122,6 +171,80 @@ int mw_envelope_decode(const uint8_t *data, size_t len, mw_envelope_t *e)
     e->payload_len = (size_t)(end - p);
     return 0;
 }
+
+/* Scripts (run in Redis) --------------------------------------------------------------- */
+
+/* One atomic step per message: the topic's next offset (a new epoch when the
+ * stream was lost), the offset fields put in a JSON-object payload, XADD with
+ * approximate trimming, the TTLs, and the PUBLISH of the envelope. So every
+ * node sees one gapless sequence per topic, in offset order.
+ *
+ * A message the outbox sends again (its reply was lost) may have run
+ * already: the meta hash keeps, per origin node (ARGV[9]), the number of its
+ * last message here (ARGV[10]), and a number not above it returns {0, '', ''}
+ * and changes nothing. Those fields of nodes whose liveness key (ARGV[11] ..
+ * node) is gone are dropped once the hash holds more than 64. */
+static const char history_publish_script[] =
+    "local sf = 's:' .. ARGV[9]\n"
+    "local seq = tonumber(ARGV[10])\n"
+    "if seq <= tonumber(redis.call('HGET', KEYS[2], sf) or '0') then return {0, '', ''} end\n"
+    "local epoch = redis.call('HGET', KEYS[2], 'epoch')\n"
+    "local last = tonumber(redis.call('HGET', KEYS[2], 'offset') or '0')\n"
+    "if not epoch or (last > 0 and redis.call('EXISTS', KEYS[1]) == 0) then\n"
+    "  epoch = ARGV[7]\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "  redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', 0)\n"
+    "end\n"
+    "local offset = redis.call('HINCRBY', KEYS[2], 'offset', 1)\n"
+    "redis.call('HSET', KEYS[2], sf, ARGV[10])\n"
+    "if redis.call('HLEN', KEYS[2]) > 66 then\n"
+    "  for _, f in ipairs(redis.call('HKEYS', KEYS[2])) do\n"
+    "    if string.sub(f, 1, 2) == 's:' and f ~= sf and\n"
+    "       redis.call('EXISTS', ARGV[11] .. string.sub(f, 3)) == 0 then\n"
+    "      redis.call('HDEL', KEYS[2], f)\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local payload = ARGV[6]\n"
+    "if ARGV[4] ~= '' and ARGV[8] == '1' and string.byte(payload, 1) == 123 then\n"
+    "  local rest = string.sub(payload, 2)\n"
+    "  local sep = ','\n"
+    "  if string.match(rest, '^%s*}') then sep = '' end\n"
+    "  payload = '{\"' .. ARGV[4] .. '\":' .. offset .. ',\"epoch\":\"' .. epoch .. '\"' .. sep .. rest\n"
+    "end\n"
+    "redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], offset .. '-0', 'd', payload)\n"
+    "if ARGV[3] ~= '0' then\n"
+    "  redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
+    "  redis.call('EXPIRE', KEYS[2], ARGV[3])\n"
+    "end\n"
+    "redis.call('PUBLISH', ARGV[1], ARGV[5] .. payload)\n"
+    "return {offset, epoch, payload}\n";
+
+/* What came after ARGV[1] (epoch ARGV[3], '' for any), at most ARGV[2]:
+ * {epoch, last offset, recovered (1/0), payloads...}; not recovered gives
+ * the latest ARGV[2] instead. */
+static const char history_read_script[] =
+    "local epoch = redis.call('HGET', KEYS[2], 'epoch') or ''\n"
+    "local last = tonumber(redis.call('HGET', KEYS[2], 'offset') or '0')\n"
+    "local since, limit = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+    "local same = ARGV[3] == '' or ARGV[3] == epoch\n"
+    "local first\n"
+    "local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)\n"
+    "if #head > 0 then first = tonumber(string.match(head[1][1], '^(%d+)')) end\n"
+    "local out = {epoch, last, 0}\n"
+    "local entries\n"
+    "if same and since > 0 and first and since + 1 >= first and since <= last then\n"
+    "  entries = redis.call('XRANGE', KEYS[1], (since + 1) .. '-0', '+', 'COUNT', limit + 1)\n"
+    "  if #entries <= limit then out[3] = 1 end\n"
+    "end\n"
+    "if out[3] == 0 and same and since == last then out[3] = 1; entries = {} end\n"
+    "if out[3] == 0 then\n"
+    "  local rev = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', limit)\n"
+    "  entries = {}\n"
+    "  for i = #rev, 1, -1 do entries[#entries + 1] = rev[i] end\n"
+    "end\n"
+    "for _, e in ipairs(entries) do out[#out + 1] = e[2][2] end\n"
+    "return out\n";
 
 /* Addresses ------------------------------------------------------------------------------ */
 
@@ -322,7 +445,11 @@ static void schedule_retry(rconn_t *rc)
     uv_timer_start(&rc->timer, on_retry, jitter(rc->backoff_ms), 0);
 }
 
-/* Fails every command still waiting (their callbacks run with no reply). */
+static void outbox_down(mw_cluster_t *cl, int cmd_lost);
+static void try_sync(mw_cluster_t *cl);
+
+/* Fails every command still waiting (their callbacks run with no reply), and
+ * holds the outbox back until both connections are up again. */
 static void went_down(rconn_t *rc, const char *why)
 {
     mw_metrics_t *m = rc->cl->srv->metrics;
@@ -333,6 +460,7 @@ static void went_down(rconn_t *rc, const char *why)
     rc->head = rc->count = 0;
     m->cluster_reconnects++;
     schedule_retry(rc);
+    outbox_down(rc->cl, !rc->subscriber);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -371,7 +499,18 @@ static void on_ready_reply(redisAsyncContext *ac, void *r, void *priv)
         } else {
             restore_presence(rc->cl);
         }
+        try_sync(rc->cl);
     }
+}
+
+static void on_script_loaded(redisAsyncContext *ac, void *r, void *priv)
+{
+    rconn_t *rc = priv;
+    redisReply *reply = r;
+    (void)ac;
+    track_reply(rc);
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+        mw_log_error("cluster: Redis refused to load the history script: %s", reply->str);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -398,6 +537,15 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     if (!rc->subscriber && cl->db != 0) {
         redisAsyncCommand(rc->ac, on_ready_reply, rc, "SELECT %d", cl->db);
+        track_sent(rc);
+    }
+    if (!rc->subscriber) {
+        /* Before anything else on this connection, so that every EVALSHA of
+         * the outbox finds the script (a Redis that restarted has none), and
+         * no message is run out of its order by a NOSCRIPT and a retry. */
+        const char *argv[3] = {"SCRIPT", "LOAD", history_publish_script};
+        size_t argl[3] = {6, 4, sizeof(history_publish_script) - 1};
+        redisAsyncCommandArgv(rc->ac, on_script_loaded, rc, 3, argv, argl);
         track_sent(rc);
     }
     redisAsyncCommand(rc->ac, on_ready_reply, rc, "PING");
@@ -481,8 +629,10 @@ static void probe_subscriber(mw_cluster_t *cl, uint64_t now)
     free(buf);
 }
 
-/* Drops a connection whose oldest command has waited too long, and probes a
- * quiet subscriber. */
+static void outbox_tick(mw_cluster_t *cl, uint64_t now);
+
+/* Drops a connection whose oldest command has waited too long, probes a
+ * quiet subscriber, and looks after the outbox. */
 static void on_watchdog(uv_timer_t *t)
 {
     mw_cluster_t *cl = t->data;
@@ -499,6 +649,7 @@ static void on_watchdog(uv_timer_t *t)
         }
     }
     probe_subscriber(cl, now);
+    outbox_tick(cl, now);
 }
 
 /* Subscriptions ------------------------------------------------------------------------------ */
@@ -540,6 +691,10 @@ static void subscribe_one(mw_cluster_t *cl, const char *verb, const char *topic,
     send_subscribe(cl, verb, &p, &n, 1);
 }
 
+/* Every channel this node needs, <prefix>:all last: Redis runs one
+ * connection's commands in order, so a node counted among the subscribers of
+ * <prefix>:all has all its other channels already (try_sync relies on it),
+ * and the confirmation of <prefix>:all tells this node the same of itself. */
 static void subscribe_all(mw_cluster_t *cl)
 {
     const mw_topics_t *ts = &cl->srv->topics;
@@ -548,12 +703,10 @@ static void subscribe_all(mw_cluster_t *cl)
     size_t lens[SUBSCRIBE_BATCH];
     int n = 0;
 
-    chans[n] = cl->all_channel;
-    lens[n++] = strlen(cl->all_channel);
     chans[n] = cl->node_channel;
     lens[n++] = strlen(cl->node_channel);
     for (const mw_topic_t *t = mw_topics_next(ts, NULL); t != NULL; t = mw_topics_next(ts, t)) {
-        if (n == SUBSCRIBE_BATCH) {
+        if (n == SUBSCRIBE_BATCH - 1) {
             send_subscribe(cl, "SUBSCRIBE", chans, lens, n);
             n = 0;
         }
@@ -561,7 +714,10 @@ static void subscribe_all(mw_cluster_t *cl)
         chans[n] = names[n];
         n++;
     }
+    chans[n] = cl->all_channel;
+    lens[n++] = strlen(cl->all_channel);
     send_subscribe(cl, "SUBSCRIBE", chans, lens, n);
+    cl->resubscribing = 1;
     mw_log_info("cluster: subscribed to %zu topic channel(s)", ts->topics.count);
 }
 
@@ -589,6 +745,11 @@ static void deliver(mw_cluster_t *cl, const char *channel, size_t chlen, const m
     if (!e->history && e->origin_len == strlen(cl->node) &&
         memcmp(e->origin, cl->node, e->origin_len) == 0)
         return;
+    /* Sent again after a lost reply, and Redis had run it the first time. */
+    if (!mw_dedup_check(&cl->dedup, e->origin, e->origin_len, e->seq, now_ms(cl))) {
+        srv->metrics->cluster_duplicates++;
+        return;
+    }
     f = mw_frame_new(e->binary ? MW_OP_BINARY : MW_OP_TEXT, e->payload, e->payload_len);
     if (f == NULL)
         return;
@@ -635,8 +796,17 @@ static void on_pubsub(redisAsyncContext *ac, void *r, void *priv)
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
         reply->element[0]->type != REDIS_REPLY_STRING)
         return;
-    if (strcmp(reply->element[0]->str, "message") != 0)
-        return; /* subscribe and unsubscribe confirmations */
+    if (strcmp(reply->element[0]->str, "message") != 0) {
+        /* Subscribe and unsubscribe confirmations; <prefix>:all's comes last
+         * after a (re)connection (subscribe_all). */
+        if (cl->resubscribing && strcmp(reply->element[0]->str, "subscribe") == 0 &&
+            reply->element[1]->type == REDIS_REPLY_STRING &&
+            strcmp(reply->element[1]->str, cl->all_channel) == 0) {
+            cl->resubscribing = 0;
+            try_sync(cl);
+        }
+        return;
+    }
     cl->srv->timers.now = uv_now(cl->loop);
     if (mw_envelope_decode((const uint8_t *)reply->element[2]->str, reply->element[2]->len, &e) !=
         0) {
@@ -800,61 +970,375 @@ int mw_cluster_presence(mw_cluster_t *cl, const char *topic, size_t len, mw_clus
     return mw_cluster_command(cl, 5, argv, argl, cb, ud);
 }
 
+/* The outbox ---------------------------------------------------------------------------------- */
+
+/* Every message for the other nodes is an item of the outbox (outbox.h): a
+ * PUBLISH of its envelope, or the history publish script. It is numbered
+ * (the envelope's seq) when it is made, handed to the command connection in
+ * order when the outbox may go out (`synced`), and removed when its reply
+ * comes; a connection lost first makes it unsent again, and receivers drop
+ * what they had already (dedup.h), so each message is delivered once.
+ *
+ * `synced` goes to 0 when either connection goes down. It comes back in
+ * try_sync once both are up, this node's own channels are subscribed again,
+ * and, if the outbox holds anything, the other nodes are back too: a PUBLISH
+ * reaches only subscribers that are there, and after an outage of Redis
+ * every node reconnects on its own backoff. A healthy node counts the
+ * subscribers of <prefix>:all every second (the nodes, itself included);
+ * after an outage it sends the outbox when as many are subscribed again, or
+ * when the longest a node can take to come back has passed (reconnect_max
+ * with its jitter, plus connect_timeout): a node that has not is gone. */
+
+#define ARG_HEAD 9   /* of a script item: the envelope head */
+#define ARG_SEQ 14   /* of a script item: the number, in SEQ_DIGITS digits */
+#define ARG_ENV 2    /* of a PUBLISH item: the envelope */
+#define SEQ_DIGITS 20
+
+typedef struct citem_s {
+    mw_outbox_item_t ob;
+    uint64_t seq;
+    int script;  /* the history publish script; else a PUBLISH */
+    int retried; /* sent again as EVAL after a NOSCRIPT */
+    int requeue; /* in flight when the connection went: tell `queued` */
+    mw_cluster_reply_cb cb;
+    mw_cluster_queued_cb queued;
+    void *ud;
+    mw_cluster_t *cl;
+    int argc;
+    char *arg[16];
+    size_t len[16];
+    char data[];
+} citem_t;
+
+#define ITEM(o) MW_CONTAINER_OF(o, citem_t, ob)
+
+/* An item with copies of the arguments; a NULL argv[i] reserves argl[i]
+ * bytes, to be written into it->arg[i]. */
+static citem_t *item_new(mw_cluster_t *cl, int argc, const char *const *argv, const size_t *argl)
+{
+    size_t total = 0, off = 0;
+    citem_t *it;
+
+    for (int i = 0; i < argc; i++)
+        total += argl[i];
+    it = malloc(sizeof(*it) + total);
+    if (it == NULL)
+        return NULL;
+    memset(it, 0, sizeof(*it));
+    it->cl = cl;
+    it->argc = argc;
+    it->ob.size = sizeof(*it) + total;
+    for (int i = 0; i < argc; i++) {
+        it->arg[i] = it->data + off;
+        it->len[i] = argl[i];
+        if (argv[i] != NULL && argl[i] > 0)
+            memcpy(it->arg[i], argv[i], argl[i]);
+        off += argl[i];
+    }
+    return it;
+}
+
+/* Gives it the next number, in its envelope and, for the script, its argument. */
+static void number(mw_cluster_t *cl, citem_t *it)
+{
+    it->seq = ++cl->seq;
+    if (it->script) {
+        char digits[SEQ_DIGITS + 1];
+        put_seq((uint8_t *)it->arg[ARG_HEAD] + MW_ENVELOPE_SEQ_AT, it->seq);
+        snprintf(digits, sizeof(digits), "%0*llu", SEQ_DIGITS, (unsigned long long)it->seq);
+        memcpy(it->arg[ARG_SEQ], digits, SEQ_DIGITS);
+    } else {
+        put_seq((uint8_t *)it->arg[ARG_ENV] + MW_ENVELOPE_SEQ_AT, it->seq);
+    }
+}
+
+static void pump(mw_cluster_t *cl);
+
+static void on_item_reply(redisAsyncContext *ac, void *r, void *priv);
+
+static int item_send(mw_cluster_t *cl, citem_t *it)
+{
+    const char *argv[16];
+    size_t argl[16];
+
+    for (int i = 0; i < it->argc; i++) {
+        argv[i] = it->arg[i];
+        argl[i] = it->len[i];
+    }
+    if (it->script && !it->retried) {
+        argv[1] = cl->publish_sha, argl[1] = 40;
+    } else if (it->script) {
+        argv[0] = "EVAL", argl[0] = 4;
+        argv[1] = history_publish_script, argl[1] = sizeof(history_publish_script) - 1;
+    }
+    if (redisAsyncCommandArgv(cl->cmd.ac, on_item_reply, it, it->argc, argv, argl) != REDIS_OK)
+        return MW_EAGAIN; /* the connection is going: it stays for the next one */
+    track_sent(&cl->cmd);
+    return 0;
+}
+
+static void on_item_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    citem_t *it = priv;
+    mw_cluster_t *cl = it->cl;
+    redisReply *reply = r;
+    (void)ac;
+
+    track_reply(&cl->cmd);
+    if (reply == NULL)
+        return; /* the connection went: the item stays (outbox_down, or the stop, deals with it) */
+    if (reply->type == REDIS_REPLY_ERROR && it->script && !it->retried &&
+        strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+        /* Someone flushed the scripts (each connection loads it first): the
+         * text once. It did not run, and later messages may have: a new
+         * number, or receivers would take it for one they had. */
+        it->retried = 1;
+        number(cl, it);
+        item_send(cl, it);
+        return;
+    }
+    mw_outbox_remove(&cl->outbox, &it->ob);
+    if (reply->type == REDIS_REPLY_ERROR) {
+        cl->srv->metrics->cluster_send_failures++;
+        mw_log_warn("cluster: Redis refused a message for the other nodes: %s", reply->str);
+    } else {
+        cl->srv->metrics->cluster_published++;
+    }
+    if (it->cb != NULL)
+        it->cb(it->ud, reply);
+    free(it);
+    pump(cl);
+}
+
+static void on_item_dropped(mw_outbox_item_t *o, void *ud)
+{
+    citem_t *it = ITEM(o);
+    (void)ud;
+    if (it->cb != NULL)
+        it->cb(it->ud, NULL);
+    free(it);
+}
+
+/* Hands the outbox to Redis from its head while it may go out, after
+ * dropping what waited too long. */
+static void pump(mw_cluster_t *cl)
+{
+    const mw_config_t *cfg = cl->srv->cfg;
+    mw_outbox_item_t *o;
+    uint64_t now = now_ms(cl);
+    size_t dropped;
+
+    if (cl->pumping)
+        return; /* a callback below sent something: the loop here takes it */
+    cl->pumping = 1;
+    cl->outbox.max_bytes = cfg->cluster_outbox_size; /* a reload may change both */
+    cl->outbox.max_age = cfg->cluster_outbox_max_age;
+    dropped = mw_outbox_expire(&cl->outbox, now, on_item_dropped, cl);
+    if (dropped > 0) {
+        cl->srv->metrics->cluster_outbox_dropped += dropped;
+        mw_log_warn("cluster: dropped %zu message(s) for the other nodes that waited for Redis "
+                    "longer than cluster.outbox_max_age (%u ms)",
+                    dropped, cfg->cluster_outbox_max_age);
+    }
+    if (cl->synced && cl->cmd.ready) {
+        while ((o = mw_outbox_peek(&cl->outbox)) != NULL && cl->cmd.count < PENDING_MAX) {
+            if (item_send(cl, ITEM(o)) != 0)
+                break;
+            mw_outbox_sent(&cl->outbox, o);
+        }
+    }
+    if (cl->delayed_since != 0 && cl->synced && mw_outbox_backlog(&cl->outbox) == 0) {
+        mw_log_info("cluster: the outbox is out: %zu message(s) for the other nodes waited, "
+                    "for up to %llu ms",
+                    cl->delayed_count, (unsigned long long)(now - cl->delayed_since));
+        cl->delayed_since = 0;
+        cl->delayed_count = 0;
+    }
+    cl->pumping = 0;
+}
+
+static void log_refused(mw_cluster_t *cl, uint64_t now)
+{
+    if (cl->refused_unlogged == 0)
+        return;
+    mw_log_warn("cluster: the outbox is full (%zu message(s), %zu of %zu bytes of "
+                "cluster.outbox_size): %zu message(s) for the other nodes refused",
+                cl->outbox.count, cl->outbox.bytes, cl->outbox.max_bytes, cl->refused_unlogged);
+    cl->refused_unlogged = 0;
+    cl->refused_logged = now;
+}
+
+/* Puts it in the outbox and sends what may go. Returns 0 (sent), MW_EAGAIN
+ * (it waits) or MW_ELIMIT (refused: it is freed and no callback runs). */
+static int enqueue(mw_cluster_t *cl, citem_t *it)
+{
+    uint64_t now = now_ms(cl);
+
+    cl->outbox.max_bytes = cl->srv->cfg->cluster_outbox_size;
+    if (cl->stopping || mw_outbox_push(&cl->outbox, &it->ob, now) != 0) {
+        free(it);
+        cl->srv->metrics->cluster_outbox_refused++;
+        cl->refused_unlogged++;
+        if (now - cl->refused_logged >= REFUSED_LOG_EVERY_MS)
+            log_refused(cl, now);
+        return MW_ELIMIT;
+    }
+    pump(cl);
+    if (it->ob.sent) /* its reply can not have come yet */
+        return 0;
+    cl->delayed_count++;
+    if (cl->delayed_since == 0 && !cl->pumping) {
+        cl->delayed_since = now;
+        mw_log_warn("cluster: messages for the other nodes wait in the outbox (%s)",
+                    !mw_cluster_healthy(cl) ? "Redis unavailable"
+                                            : "waiting for the other nodes to be back on Redis");
+    }
+    return MW_EAGAIN;
+}
+
+/* A connection went down: nothing goes out until try_sync says so. With the
+ * command connection, what was in flight waits again, in its place; the
+ * history messages whose hooks waited for a reply tell them so. */
+static void outbox_down(mw_cluster_t *cl, int cmd_lost)
+{
+    mw_list_t *l;
+
+    cl->synced = 0;
+    cl->sync_since = 0;
+    if (!cmd_lost || cl->outbox.nsent == 0)
+        goto out;
+    for (l = cl->outbox.items.next; l != cl->outbox.next; l = l->next)
+        ITEM(MW_CONTAINER_OF(l, mw_outbox_item_t, link))->requeue = 1;
+    mw_outbox_rewind(&cl->outbox);
+    /* A hook woken here may publish: the pump it calls must not drop or
+     * free items under this walk. */
+    cl->pumping = 1;
+    for (l = cl->outbox.items.next; l != &cl->outbox.items; l = l->next) {
+        citem_t *it = ITEM(MW_CONTAINER_OF(l, mw_outbox_item_t, link));
+        if (it->requeue) {
+            it->requeue = 0;
+            if (it->queued != NULL)
+                it->queued(it->ud);
+        }
+    }
+    cl->pumping = 0;
+out:
+    if (cl->outbox.count > 0 && cl->delayed_since == 0) {
+        cl->delayed_since = now_ms(cl);
+        cl->delayed_count = cl->outbox.count;
+        mw_log_warn("cluster: %zu message(s) for the other nodes wait in the outbox (Redis "
+                    "unavailable)", cl->outbox.count);
+    }
+}
+
+static uint64_t resync_wait(const mw_cluster_t *cl)
+{
+    const mw_config_t *cfg = cl->srv->cfg;
+    return (uint64_t)cfg->cluster_reconnect_max * 6 / 5 + cfg->cluster_connect_timeout +
+           WATCHDOG_MS;
+}
+
+static void set_synced(mw_cluster_t *cl)
+{
+    cl->synced = 1;
+    cl->sync_since = 0;
+    if (mw_outbox_backlog(&cl->outbox) > 0)
+        mw_log_info("cluster: sending the outbox to the other nodes: %zu message(s), %zu bytes",
+                    mw_outbox_backlog(&cl->outbox), cl->outbox.bytes);
+    pump(cl);
+}
+
+static void on_peers(void *ud, void *reply)
+{
+    mw_cluster_t *cl = ud;
+    const redisReply *r = reply;
+    uint64_t n;
+
+    cl->counting = 0;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[1]->type != REDIS_REPLY_INTEGER || cl->stopping)
+        return;
+    n = (uint64_t)r->element[1]->integer;
+    if (cl->synced) {
+        cl->peers = n;
+        cl->peers_at = now_ms(cl);
+    } else if (cl->peers_at != 0 && n >= cl->peers && cl->sync_since != 0) {
+        mw_log_info("cluster: the %llu node(s) on Redis before are back", (unsigned long long)n);
+        set_synced(cl);
+    }
+}
+
+/* Asks Redis how many nodes listen on <prefix>:all (see on_peers). */
+static void count_peers(mw_cluster_t *cl)
+{
+    const char *argv[3] = {"PUBSUB", "NUMSUB", cl->all_channel};
+    size_t argl[3] = {6, 6, strlen(cl->all_channel)};
+
+    if (!cl->counting && mw_cluster_command(cl, 3, argv, argl, on_peers, cl) == 0)
+        cl->counting = 1;
+}
+
+/* Whether the outbox may go out again; see the top of this section. */
+static void try_sync(mw_cluster_t *cl)
+{
+    uint64_t now;
+
+    if (cl->synced || cl->stopping || !cl->cmd.ready || !cl->sub.ready || cl->resubscribing)
+        return;
+    if (cl->outbox.count == 0) {
+        set_synced(cl);
+        return;
+    }
+    now = now_ms(cl);
+    if (cl->sync_since == 0)
+        cl->sync_since = now;
+    if (now - cl->sync_since >= resync_wait(cl)) {
+        if (cl->peers_at != 0)
+            mw_log_warn("cluster: fewer nodes are back on Redis than the %llu before, after "
+                        "%llu ms; the others would be back by now",
+                        (unsigned long long)cl->peers, (unsigned long long)(now - cl->sync_since));
+        set_synced(cl);
+        return;
+    }
+    if (cl->peers_at != 0)
+        count_peers(cl);
+}
+
+/* Every watchdog tick: old messages out, the outbox moving, the nodes counted. */
+static void outbox_tick(mw_cluster_t *cl, uint64_t now)
+{
+    pump(cl);
+    if (!cl->synced)
+        try_sync(cl);
+    else if (cl->cmd.ready && (cl->peers_at == 0 || now - cl->peers_at >= PEERS_EVERY_MS))
+        count_peers(cl);
+    if (now - cl->refused_logged >= REFUSED_LOG_EVERY_MS)
+        log_refused(cl, now);
+    if (now - cl->dedup_swept >= 60000) {
+        mw_dedup_expire(&cl->dedup, now, DEDUP_IDLE_MS);
+        cl->dedup_swept = now;
+    }
+}
+
+void mw_cluster_status(const mw_cluster_t *cl, mw_cluster_status_t *st)
+{
+    uint64_t oldest = mw_outbox_oldest(&cl->outbox), now = uv_now(cl->loop);
+
+    st->up = mw_cluster_healthy(cl);
+    /* Not while the outbox is merely held for a round trip after a
+     * reconnection with nothing in it: nothing waits then. */
+    st->delayed = !st->up || mw_outbox_backlog(&cl->outbox) > 0;
+    st->messages = cl->outbox.count;
+    st->bytes = cl->outbox.bytes;
+    st->oldest = oldest != 0 && now > oldest ? now - oldest : 0;
+}
+
+int mw_cluster_busy(const mw_cluster_t *cl)
+{
+    return cl->cmd.ready && cl->outbox.count > 0;
+}
+
 /* History ------------------------------------------------------------------------------------- */
-
-/* One atomic step per message: the topic's next offset (a new epoch when the
- * stream was lost), the offset fields put in a JSON-object payload, XADD with
- * approximate trimming, the TTLs, and the PUBLISH of the envelope. So every
- * node sees one gapless sequence per topic, in offset order. */
-static const char history_publish_script[] =
-    "local epoch = redis.call('HGET', KEYS[2], 'epoch')\n"
-    "local last = tonumber(redis.call('HGET', KEYS[2], 'offset') or '0')\n"
-    "if not epoch or (last > 0 and redis.call('EXISTS', KEYS[1]) == 0) then\n"
-    "  epoch = ARGV[7]\n"
-    "  redis.call('DEL', KEYS[1])\n"
-    "  redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', 0)\n"
-    "end\n"
-    "local offset = redis.call('HINCRBY', KEYS[2], 'offset', 1)\n"
-    "local payload = ARGV[6]\n"
-    "if ARGV[4] ~= '' and ARGV[8] == '1' and string.byte(payload, 1) == 123 then\n"
-    "  local rest = string.sub(payload, 2)\n"
-    "  local sep = ','\n"
-    "  if string.match(rest, '^%s*}') then sep = '' end\n"
-    "  payload = '{\"' .. ARGV[4] .. '\":' .. offset .. ',\"epoch\":\"' .. epoch .. '\"' .. sep .. rest\n"
-    "end\n"
-    "redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], offset .. '-0', 'd', payload)\n"
-    "if ARGV[3] ~= '0' then\n"
-    "  redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
-    "  redis.call('EXPIRE', KEYS[2], ARGV[3])\n"
-    "end\n"
-    "redis.call('PUBLISH', ARGV[1], ARGV[5] .. payload)\n"
-    "return {offset, epoch, payload}\n";
-
-/* What came after ARGV[1] (epoch ARGV[3], '' for any), at most ARGV[2]:
- * {epoch, last offset, recovered (1/0), payloads...}; not recovered gives
- * the latest ARGV[2] instead. */
-static const char history_read_script[] =
-    "local epoch = redis.call('HGET', KEYS[2], 'epoch') or ''\n"
-    "local last = tonumber(redis.call('HGET', KEYS[2], 'offset') or '0')\n"
-    "local since, limit = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
-    "local same = ARGV[3] == '' or ARGV[3] == epoch\n"
-    "local first\n"
-    "local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)\n"
-    "if #head > 0 then first = tonumber(string.match(head[1][1], '^(%d+)')) end\n"
-    "local out = {epoch, last, 0}\n"
-    "local entries\n"
-    "if same and since > 0 and first and since + 1 >= first and since <= last then\n"
-    "  entries = redis.call('XRANGE', KEYS[1], (since + 1) .. '-0', '+', 'COUNT', limit + 1)\n"
-    "  if #entries <= limit then out[3] = 1 end\n"
-    "end\n"
-    "if out[3] == 0 and same and since == last then out[3] = 1; entries = {} end\n"
-    "if out[3] == 0 then\n"
-    "  local rev = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', limit)\n"
-    "  entries = {}\n"
-    "  for i = #rev, 1, -1 do entries[#entries + 1] = rev[i] end\n"
-    "end\n"
-    "for _, e in ipairs(entries) do out[#out + 1] = e[2][2] end\n"
-    "return out\n";
 
 typedef struct {
     mw_cluster_t *cl;
@@ -980,16 +1464,16 @@ static void history_keys(const mw_cluster_t *cl, const char *topic, size_t len, 
 
 int mw_cluster_history_publish(mw_cluster_t *cl, const char *topic, size_t len, const mw_frame_t *f,
                                const char *except, size_t except_len, mw_cluster_reply_cb cb,
-                               void *ud)
+                               mw_cluster_queued_cb queued, void *ud)
 {
     const mw_config_t *cfg = cl->srv->cfg;
     char stream[MW_TOPIC_MAX + 80], meta[MW_TOPIC_MAX + 80], ch[MW_TOPIC_MAX + 80];
     char size[24], ttl[24], epoch[24];
+    const char *field = cfg->history_field ? cfg->history_field : "";
     size_t slen, mlen, chlen, hlen;
-    uint8_t *head;
     mw_envelope_t e;
     uint32_t rnd;
-    int r;
+    citem_t *it;
 
     history_keys(cl, topic, len, stream, &slen, meta, &mlen);
     channel_of(cl, topic, len, ch, sizeof(ch), &chlen);
@@ -998,9 +1482,9 @@ int mw_cluster_history_publish(mw_cluster_t *cl, const char *topic, size_t len, 
     e.except = except ? except : "";
     e.except_len = except ? except_len : 0;
     e.payload_len = 0; /* the script appends the final payload */
-    hlen = mw_envelope_encode(&e, &head);
+    hlen = mw_envelope_size(&e);
     if (hlen == 0)
-        return MW_ENOMEM;
+        return MW_EINVAL;
     snprintf(size, sizeof(size), "%zu", cfg->history_size);
     /* history.ttl 0 keeps history until trimmed, as on a node alone. */
     snprintf(ttl, sizeof(ttl), "%u", (cfg->history_ttl + 999) / 1000);
@@ -1008,21 +1492,26 @@ int mw_cluster_history_publish(mw_cluster_t *cl, const char *topic, size_t len, 
         rnd = (uint32_t)uv_hrtime();
     snprintf(epoch, sizeof(epoch), "%08x%04x", rnd, (unsigned)(uv_hrtime() & 0xffff));
     {
-        const char *field = cfg->history_field ? cfg->history_field : "";
+        /* EVALSHA sha 2 KEYS[1..2] ARGV[1..11]; the sha (or the script's
+         * text), the envelope head and the number are put in later. */
         int text = (f->bytes[0] & 0x0f) == MW_OP_TEXT;
-        const char *argv[11] = {"2", stream, meta, ch, size, ttl, field, (const char *)head,
-                                (const char *)mw_frame_payload(f), epoch, text ? "1" : "0"};
-        size_t argl[11] = {1, slen, mlen, chlen, strlen(size), strlen(ttl), strlen(field), hlen,
-                           mw_frame_payload_len(f), strlen(epoch), 1};
-        r = run_script(cl, history_publish_script, sizeof(history_publish_script) - 1, 11, argv,
-                       argl, cb, ud);
+        const char *argv[16] = {"EVALSHA", NULL, "2", stream, meta, ch, size, ttl, field, NULL,
+                                (const char *)mw_frame_payload(f), epoch, text ? "1" : "0",
+                                cl->node, NULL, cl->node_key_prefix};
+        size_t argl[16] = {7, 0, 1, slen, mlen, chlen, strlen(size), strlen(ttl), strlen(field),
+                           hlen, mw_frame_payload_len(f), strlen(epoch), 1, strlen(cl->node),
+                           SEQ_DIGITS, strlen(cl->node_key_prefix)};
+        it = item_new(cl, 16, argv, argl);
     }
-    free(head);
-    if (r == 0)
-        cl->srv->metrics->cluster_published++;
-    else
-        cl->srv->metrics->cluster_send_failures++;
-    return r;
+    if (it == NULL)
+        return MW_ENOMEM;
+    it->script = 1;
+    it->cb = cb;
+    it->queued = queued;
+    it->ud = ud;
+    mw_envelope_write(&e, (uint8_t *)it->arg[ARG_HEAD]);
+    number(cl, it);
+    return enqueue(cl, it);
 }
 
 int mw_cluster_history_read(mw_cluster_t *cl, const char *topic, size_t len, uint64_t since,
@@ -1047,27 +1536,19 @@ int mw_cluster_history_read(mw_cluster_t *cl, const char *topic, size_t len, uin
 static int publish_envelope(mw_cluster_t *cl, const char *channel, size_t chlen,
                             const mw_envelope_t *e)
 {
-    const char *argv[3];
-    size_t argl[3];
-    uint8_t *buf;
-    size_t n = mw_envelope_encode(e, &buf);
-    int r;
+    size_t n = mw_envelope_size(e);
+    const char *argv[3] = {"PUBLISH", channel, NULL};
+    size_t argl[3] = {7, chlen, n};
+    citem_t *it;
 
-    if (n == 0) {
-        cl->srv->metrics->cluster_send_failures++;
+    if (n == 0)
+        return MW_EINVAL;
+    it = item_new(cl, 3, argv, argl);
+    if (it == NULL)
         return MW_ENOMEM;
-    }
-    argv[0] = "PUBLISH";
-    argl[0] = 7;
-    argv[1] = channel;
-    argl[1] = chlen;
-    argv[2] = (const char *)buf;
-    argl[2] = n;
-    r = fire(cl, 3, argv, argl);
-    free(buf);
-    if (r == 0)
-        cl->srv->metrics->cluster_published++;
-    return r;
+    mw_envelope_write(e, (uint8_t *)it->arg[ARG_ENV]);
+    number(cl, it);
+    return enqueue(cl, it);
 }
 
 static void fill(mw_envelope_t *e, const mw_cluster_t *cl, uint8_t kind, const mw_frame_t *f)
@@ -1215,10 +1696,15 @@ int mw_cluster_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen
     snprintf(cl->node, sizeof(cl->node), "%.*s", (int)srv->reg.prefix_len - 1, srv->reg.prefix);
     snprintf(cl->all_channel, sizeof(cl->all_channel), "%s:all", cl->prefix);
     snprintf(cl->node_channel, sizeof(cl->node_channel), "%s:n:%s", cl->prefix, cl->node);
+    snprintf(cl->node_key_prefix, sizeof(cl->node_key_prefix), "%s:node:", cl->prefix);
+    sha1_hex(history_publish_script, sizeof(history_publish_script) - 1, cl->publish_sha);
     cl->srv = srv;
     cl->loop = loop;
-    if (rconn_init(cl, &cl->sub, "subscriber", 1) != 0 ||
+    mw_outbox_init(&cl->outbox, cfg->cluster_outbox_size, cfg->cluster_outbox_max_age);
+    if (mw_dedup_init(&cl->dedup, DEDUP_ORIGINS) != 0 ||
+        rconn_init(cl, &cl->sub, "subscriber", 1) != 0 ||
         rconn_init(cl, &cl->cmd, "command", 0) != 0) {
+        mw_dedup_free(&cl->dedup);
         free(cl->sub.sent);
         free(cl);
         return MW_ENOMEM;
@@ -1256,6 +1742,7 @@ static void on_timer_closed(uv_handle_t *h)
     mw_cluster_t *cl = h->data;
     /* Whichever of the timers closes last frees the cluster. */
     if (--cl->closing == 0) {
+        mw_dedup_free(&cl->dedup);
         free(cl->sub.sent);
         free(cl->cmd.sent);
         free(cl);
@@ -1282,6 +1769,15 @@ void mw_cluster_stop(mw_server_t *srv)
         if (ac != NULL) {
             ac->data = NULL;
             redisAsyncFree(ac);
+        }
+    }
+    {
+        /* What Redis did not take is lost: said and counted. */
+        size_t n = mw_outbox_clear(&cl->outbox, on_item_dropped, cl);
+        if (n > 0) {
+            srv->metrics->cluster_outbox_dropped += n;
+            mw_log_warn("cluster: stopping with %zu message(s) for the other nodes that Redis did "
+                        "not take; dropped", n);
         }
     }
     cl->sub.timer.data = cl;

@@ -92,6 +92,12 @@ static const key_t_ schema[] = {
     {"cluster", "command_timeout", T_MS, F(cluster_command_timeout)},
     {"cluster", "reconnect_max", T_MS, F(cluster_reconnect_max)},
     {"cluster", "presence_ttl", T_MS, F(cluster_presence_ttl)},
+    /* The outbox: what this node sends to the others waits here until Redis
+     * has taken it (in order, across outages). outbox_size bounds its bytes
+     * (past it a send is refused: nil, "outbox full"), outbox_max_age how
+     * long a message may wait for Redis (then it is dropped, counted, logged). */
+    {"cluster", "outbox_size", T_SIZE, F(cluster_outbox_size)},
+    {"cluster", "outbox_max_age", T_MS, F(cluster_outbox_max_age)},
     /* history: topics (names, or prefixes ending in *) whose messages get
      * offsets and are kept for clients that reconnect: the last `size`, for
      * `ttl` after the last one. `field` names the offset field put in front
@@ -221,6 +227,8 @@ int mw_config_init(mw_config_t *cfg)
     cfg->cluster_command_timeout = 3000;
     cfg->cluster_reconnect_max = 5000;
     cfg->cluster_presence_ttl = 30000;
+    cfg->cluster_outbox_size = 16u << 20;
+    cfg->cluster_outbox_max_age = 60000;
     cfg->history_size = 100;
     cfg->history_ttl = 86400000;
     cfg->history_max_topics = 100000;
@@ -764,6 +772,14 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
         cfg->cluster_command_timeout == 0) {
         snprintf(err, errlen, "config: cluster timeouts must be above 0 and "
                               "'cluster.reconnect_max' at least 0.1");
+        return MW_ECONFIG;
+    }
+    if (cfg->cluster_outbox_size < (64u << 10) || cfg->cluster_outbox_size > (1ull << 32)) {
+        snprintf(err, errlen, "config: 'cluster.outbox_size' must be 65536 to 4294967296 bytes");
+        return MW_ECONFIG;
+    }
+    if (cfg->cluster_outbox_max_age < 1000) {
+        snprintf(err, errlen, "config: 'cluster.outbox_max_age' must be at least 1 second");
         return MW_ECONFIG;
     }
     if (cfg->compression_level < 1 || cfg->compression_level > 9) {

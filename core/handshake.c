@@ -125,13 +125,22 @@ static void builtin(mw_conn_t *c, const char *path, size_t len)
         return;
     }
     if (path_is(path, len, "/healthz")) {
-        if (srv->draining)
+        mw_cluster_status_t st;
+        char text[160];
+        int n;
+        if (srv->draining) {
             reply_text(c, 503, "draining\n", 9, head);
-        else if (srv->cluster != NULL && !mw_cluster_healthy(srv->cluster))
-            /* Still serving its own clients: say so, but do not fail the check. */
-            reply_text(c, 200, "degraded: redis unavailable\n", 28, head);
-        else
+            return;
+        }
+        if (srv->cluster == NULL || (mw_cluster_status(srv->cluster, &st), !st.delayed)) {
             reply_text(c, 200, "ok\n", 3, head);
+            return;
+        }
+        /* Still serving its own clients: say so, and what waits for the
+         * other nodes, but do not fail the check. */
+        n = snprintf(text, sizeof(text), "degraded: %s; outbox %zu message(s), %zu bytes\n",
+                     st.up ? "sending the outbox" : "redis unavailable", st.messages, st.bytes);
+        reply_text(c, 200, text, (size_t)n, head);
         return;
     }
     /* /metrics */

@@ -395,6 +395,31 @@ static void read_send_opts(lua_State *L, int idx, mw_conn_t **except, int *op)
 
 /* moonwire functions --------------------------------------------------------- */
 
+/* Whether the backplane refused a message for the other nodes (r from
+ * mw_cluster_publish, _broadcast or _send): then nil and why are pushed, and
+ * the message is not to be delivered here either, so that a refused message
+ * reaches nobody. 0 (sent) and MW_EAGAIN (it waits in the outbox) are not
+ * refusals. */
+static int cluster_refused(lua_State *L, int r)
+{
+    if (r == 0 || r == MW_EAGAIN)
+        return 0;
+    mw__lua_fail(L, r == MW_ELIMIT ? "outbox full" : r == MW_EINVAL ? "not a connection id"
+                                                                    : mw_strerror(r));
+    return 1;
+}
+
+/* The results of a send that reached n connections here: n, and "queued"
+ * when it waits in the outbox for the other nodes. */
+static int push_sent(lua_State *L, lua_Integer n, int r)
+{
+    lua_pushinteger(L, n);
+    if (r != MW_EAGAIN)
+        return 1;
+    lua_pushliteral(L, "queued");
+    return 2;
+}
+
 static int mw_publish(lua_State *L)
 {
     mw_server_t *srv = mw_lua_server(L);
@@ -404,7 +429,7 @@ static int mw_publish(lua_State *L)
     mw_frame_t *f;
     size_t n, except_len;
     const char *except_id;
-    int op, nret = 0;
+    int op, nret = 0, r = 0;
 
     luaL_checkstring(L, 2);
     read_send_opts_id(L, 3, &except, &op, &except_id, &except_len);
@@ -413,13 +438,17 @@ static int mw_publish(lua_State *L)
         return nret;
     if (mw_history_enabled(srv->cfg, topic, tlen)) /* takes f over; may yield */
         return mw__lua_publish_history(L, topic, tlen, f, except_id, except_len);
+    /* The other nodes' members get it through the backplane's outbox. */
+    if (srv->cluster != NULL) {
+        r = mw_cluster_publish(srv->cluster, topic, tlen, f, except_id, except_len);
+        if (cluster_refused(L, r)) {
+            mw_frame_unref(f);
+            return 2;
+        }
+    }
     n = mw_topics_publish(&srv->topics, topic, tlen, f, except);
-    /* The other nodes' members get it through the backplane (soft failure). */
-    if (srv->cluster != NULL)
-        mw_cluster_publish(srv->cluster, topic, tlen, f, except_id, except_len);
     mw_frame_unref(f);
-    lua_pushinteger(L, (lua_Integer)n);
-    return 1;
+    return push_sent(L, (lua_Integer)n, r);
 }
 
 static int mw_subscribers(lua_State *L)
@@ -437,7 +466,7 @@ static int mw_broadcast(lua_State *L)
     mw_frame_t *f;
     mw_list_t *it, *tmp;
     lua_Integer n = 0;
-    int op, nret = 0;
+    int op, nret = 0, r = 0;
     const char *except_id;
     size_t except_len;
 
@@ -446,8 +475,13 @@ static int mw_broadcast(lua_State *L)
     f = make_frame(L, 1, op, &nret);
     if (f == NULL)
         return nret;
-    if (srv->cluster != NULL)
-        mw_cluster_broadcast(srv->cluster, f, except_id, except_len);
+    if (srv->cluster != NULL) {
+        r = mw_cluster_broadcast(srv->cluster, f, except_id, except_len);
+        if (cluster_refused(L, r)) {
+            mw_frame_unref(f);
+            return 2;
+        }
+    }
     /* One frame for every recipient; each queue takes a reference. */
     mw_list_foreach_safe(it, tmp, &srv->reg.open)
     {
@@ -456,8 +490,7 @@ static int mw_broadcast(lua_State *L)
             n++;
     }
     mw_frame_unref(f);
-    lua_pushinteger(L, n);
-    return 1;
+    return push_sent(L, n, r);
 }
 
 static int mw_send(lua_State *L)
@@ -478,9 +511,13 @@ static int mw_send(lua_State *L)
             return nret;
         r = mw_cluster_send(srv->cluster, id, len, f);
         mw_frame_unref(f);
-        if (r == MW_EINVAL)
-            return mw__lua_fail(L, "not a connection id");
-        return r == 0 ? (lua_pushboolean(L, 1), 1) : mw__lua_fail(L, "cluster unavailable");
+        if (cluster_refused(L, r))
+            return 2;
+        lua_pushboolean(L, 1);
+        if (r != MW_EAGAIN)
+            return 1;
+        lua_pushliteral(L, "queued");
+        return 2;
     }
     if (!mw_registry_id_valid(id, len))
         return mw__lua_fail(L, "not a connection id");

@@ -1,10 +1,12 @@
-/* The moonwire functions that reach the other nodes: redis and presence.
+/* The moonwire functions that reach the other nodes: redis, presence,
+ * history, publish to a history topic, and cluster (the backplane's state).
  *
  * With a backplane they wait for Redis: the hook's coroutine yields until
  * the reply and the loop goes on meanwhile (lua_host.c: mw_lua_wait /
  * mw_lua_wake). Standalone, presence answers from the local topics at once.
  * moonwire.redis refuses commands that would block or change the shared
- * connection.
+ * connection. A publish to a history topic goes through the outbox
+ * (cluster.h): while Redis is away it waits there, and publish says so.
  */
 #include "lua_api_int.h"
 #include "moonwire/cluster.h"
@@ -181,12 +183,45 @@ static int api_presence(lua_State *L)
     return 1;
 }
 
+/* moonwire.cluster(): nil on a node alone; else what the backplane is doing. */
+static int api_cluster(lua_State *L)
+{
+    mw_server_t *srv = mw_lua_server(L);
+    mw_cluster_status_t st;
+
+    if (srv->cluster == NULL) {
+        lua_pushnil(L);
+        return 1;
+    }
+    mw_cluster_status(srv->cluster, &st);
+    lua_createtable(L, 0, 3);
+    lua_pushboolean(L, st.up);
+    lua_setfield(L, -2, "up");
+    lua_pushboolean(L, st.delayed);
+    lua_setfield(L, -2, "delayed");
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, (lua_Integer)st.messages);
+    lua_setfield(L, -2, "messages");
+    lua_pushinteger(L, (lua_Integer)st.bytes);
+    lua_setfield(L, -2, "bytes");
+    lua_pushinteger(L, (lua_Integer)st.oldest);
+    lua_setfield(L, -2, "age");
+    lua_pushinteger(L, (lua_Integer)srv->metrics->cluster_outbox_dropped);
+    lua_setfield(L, -2, "dropped");
+    lua_pushinteger(L, (lua_Integer)srv->metrics->cluster_outbox_refused);
+    lua_setfield(L, -2, "refused");
+    lua_setfield(L, -2, "outbox");
+    return 1;
+}
+
 void mw__lua_open_redis(lua_State *L)
 {
     lua_pushcfunction(L, api_redis);
     lua_setfield(L, -2, "redis");
     lua_pushcfunction(L, api_presence);
     lua_setfield(L, -2, "presence");
+    lua_pushcfunction(L, api_cluster);
+    lua_setfield(L, -2, "cluster");
 }
 
 /* History ------------------------------------------------------------------------------- */
@@ -199,10 +234,12 @@ static size_t deliver_local(mw_server_t *srv, const char *topic, size_t len, mw_
     return mw_topics_publish(&srv->topics, topic, len, f, ex);
 }
 
+/* A publish to a history topic, from the call until it leaves the outbox. */
 typedef struct {
     mw_server_t *srv;
-    mw_lua_task_t *w; /* NULL when the publishing hook could not wait */
-    mw_frame_t *f;    /* the message as published, for local delivery if Redis fails */
+    mw_lua_task_t *w; /* the hook waiting for the offset; NULL when none waits (any more) */
+    mw_frame_t *f;    /* the message as published, for local delivery if Redis refuses it */
+    const redisReply *reply; /* while the hook is woken */
     uint64_t offset;
     size_t count;
     size_t topic_len, except_len;
@@ -214,10 +251,39 @@ static int push_published(lua_State *co, void *ud)
 {
     hpub_t *p = ud;
     if (p->offset == 0)
-        return mw__lua_fail(co, "redis unavailable");
+        return push_reply_failure(co, p->reply);
     lua_pushinteger(co, (lua_Integer)p->offset);
     lua_pushinteger(co, (lua_Integer)p->count);
     return 2;
+}
+
+/* What publish returns for a message that waits in the outbox: offset 0 (it
+ * gets one when it goes through), nobody reached here yet, "queued". */
+static int push_queued(lua_State *L)
+{
+    lua_pushinteger(L, 0);
+    lua_pushinteger(L, 0);
+    lua_pushliteral(L, "queued");
+    return 3;
+}
+
+static int push_queued_ud(lua_State *co, void *ud)
+{
+    (void)ud;
+    return push_queued(co);
+}
+
+/* It was sent, but the connection went before the reply: it waits in the
+ * outbox again, and a hook waiting for its offset hears that it is queued. */
+static void on_history_requeued(void *ud)
+{
+    hpub_t *p = ud;
+    mw_lua_task_t *w = p->w;
+
+    if (w != NULL) {
+        p->w = NULL;
+        mw_lua_wake(w, push_queued_ud, NULL);
+    }
 }
 
 static void on_history_published(void *ud, void *reply)
@@ -229,9 +295,10 @@ static void on_history_published(void *ud, void *reply)
         r->element[0]->type == REDIS_REPLY_INTEGER && r->element[2]->type == REDIS_REPLY_STRING) {
         /* Delivered here too when it comes back on the topic's channel; if
          * this node's subscriber connection is down, it would not: deliver
-         * the numbered message now. */
+         * the numbered message now. Offset 0: Redis had run it already (a
+         * reply lost with a connection), and its channel carried it then. */
         p->offset = (uint64_t)r->element[0]->integer;
-        if (p->srv->cluster != NULL && !mw_cluster_subscribed(p->srv->cluster)) {
+        if (p->offset != 0 && p->srv->cluster != NULL && !mw_cluster_subscribed(p->srv->cluster)) {
             mw_frame_t *final =
                 mw_frame_new(p->f->bytes[0] & 0x0f, r->element[2]->str, r->element[2]->len);
             if (final != NULL) {
@@ -240,10 +307,14 @@ static void on_history_published(void *ud, void *reply)
                 mw_frame_unref(final);
             }
         }
-    } else {
-        /* Without Redis the message still reaches this node, without an offset. */
+    } else if (r != NULL) {
+        /* Redis refused it (an error reply): it still reaches this node,
+         * without an offset. */
         p->count = deliver_local(p->srv, p->topic, p->topic_len, p->f, p->except, p->except_len);
     }
+    /* r NULL: dropped from the outbox (too old, or the node stops), counted
+     * and logged there; nobody gets it. */
+    p->reply = r;
     if (p->w != NULL)
         mw_lua_wake(p->w, push_published, p);
     else
@@ -258,6 +329,7 @@ int mw__lua_publish_history(lua_State *L, const char *topic, size_t len, mw_fram
     mw_server_t *srv = mw_lua_server(L);
     const mw_config_t *cfg = srv->cfg;
     hpub_t *p;
+    int r;
 
     if (srv->cluster == NULL) {
         /* Standalone: numbered and kept here, delivered at once. */
@@ -266,7 +338,6 @@ int mw__lua_publish_history(lua_State *L, const char *topic, size_t len, mw_fram
         size_t n, flen = 0;
         uint8_t *injected;
         mw_frame_t *final;
-        int r;
 
         r = mw_history_begin(srv->history, topic, len, mw_topics_count(&srv->topics, topic, len) > 0,
                              cfg, srv->timers.now, &offset, &epoch);
@@ -323,23 +394,28 @@ int mw__lua_publish_history(lua_State *L, const char *topic, size_t len, mw_fram
         p->except_len = except_len;
     }
     /* In a hook that can wait, publish returns the offset; elsewhere (on_start)
-     * the message goes out all the same and publish returns true. */
+     * the message goes out all the same and publish returns true. A message
+     * that waits in the outbox returns 0, 0, "queued" at once; one the
+     * outbox refuses reaches nobody. */
     if (mw_lua_can_wait(L))
         p->w = mw_lua_wait(L);
-    if (mw_cluster_history_publish(srv->cluster, topic, len, f, except, except_len,
-                                   on_history_published, p) != 0) {
-        size_t n = deliver_local(srv, topic, len, f, except, except_len);
-        if (p->w != NULL)
-            mw_lua_unwait(p->w);
-        mw_frame_unref(p->f);
-        free(p);
-        (void)n;
-        return mw__lua_fail(L, "redis unavailable");
-    }
-    if (p->w != NULL)
+    r = mw_cluster_history_publish(srv->cluster, topic, len, f, except, except_len,
+                                   on_history_published, on_history_requeued, p);
+    if (r == 0 && p->w != NULL)
         return mw_lua_yield(L);
-    lua_pushboolean(L, 1);
-    return 1;
+    if (r == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (p->w != NULL) {
+        mw_lua_unwait(p->w);
+        p->w = NULL;
+    }
+    if (r == MW_EAGAIN)
+        return push_queued(L); /* p belongs to the outbox now */
+    mw_frame_unref(p->f);
+    free(p);
+    return mw__lua_fail(L, r == MW_ELIMIT ? "outbox full" : mw_strerror(r));
 }
 
 static void push_history_table(lua_State *L, const char *epoch, size_t elen, uint64_t last,

@@ -66,6 +66,8 @@ void mw_metrics_worker_gone(int index)
     store(&m->static_cache_bytes, 0);
     store(&m->cluster_on, 0);
     store(&m->cluster_up, 0);
+    store(&m->cluster_outbox_messages, 0);
+    store(&m->cluster_outbox_bytes, 0);
     store(&m->loop_lag_ms, 0);
 }
 
@@ -100,6 +102,15 @@ void mw_metrics_publish(mw_server_t *srv)
     store(&m->static_cache_bytes, mw_static_cache_bytes());
     store(&m->cluster_on, srv->cluster != NULL);
     store(&m->cluster_up, srv->cluster != NULL && mw_cluster_healthy(srv->cluster));
+    if (srv->cluster != NULL) {
+        mw_cluster_status_t st;
+        mw_cluster_status(srv->cluster, &st);
+        store(&m->cluster_outbox_messages, st.messages);
+        store(&m->cluster_outbox_bytes, st.bytes);
+    } else {
+        store(&m->cluster_outbox_messages, 0);
+        store(&m->cluster_outbox_bytes, 0);
+    }
     store(&m->reporting, 1);
 }
 
@@ -309,6 +320,20 @@ size_t mw_metrics_render(mw_server_t *srv, char **out)
         counter(&o, "moonwire_cluster_bad_envelopes_total",
                 "Messages on our channels that were not envelopes of this version.",
                 m->cluster_bad_envelopes);
+        counter(&o, "moonwire_cluster_duplicates_total",
+                "Envelopes sent again after a lost reply that had come already (dropped).",
+                m->cluster_duplicates);
+        gauge(&o, "moonwire_cluster_outbox_messages",
+              "Messages for other nodes not yet taken by Redis (waiting or in flight).",
+              m->cluster_outbox_messages);
+        gauge(&o, "moonwire_cluster_outbox_bytes", "Bytes those messages hold (cluster.outbox_size).",
+              m->cluster_outbox_bytes);
+        counter(&o, "moonwire_cluster_outbox_dropped_total",
+                "Messages for other nodes dropped: older than cluster.outbox_max_age, or left at a stop.",
+                m->cluster_outbox_dropped);
+        counter(&o, "moonwire_cluster_outbox_refused_total",
+                "Sends refused because the outbox was full (nil, \"outbox full\").",
+                m->cluster_outbox_refused);
     }
     counter(&o, "moonwire_tls_reload_failures_total",
             "Reloads whose certificate pair did not load (the old one stays).",

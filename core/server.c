@@ -7,6 +7,7 @@
  */
 #include "moonwire/server.h"
 #include "moonwire/backpressure.h"
+#include "moonwire/cluster.h"
 #include "moonwire/deflate.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
@@ -95,7 +96,7 @@ void mw_server_run_deferred(mw_server_t *srv)
         }
     }
     if (srv->draining && srv->nconns == 0 && mw_lua_conn_hooks_waiting(srv->lua) == 0 &&
-        srv->on_drained != NULL) {
+        (srv->cluster == NULL || !mw_cluster_busy(srv->cluster)) && srv->on_drained != NULL) {
         void (*done)(mw_server_t *) = srv->on_drained;
         srv->on_drained = NULL;
         mw_timer_stop(&srv->timers, &srv->drain_timer);
@@ -268,10 +269,13 @@ static void on_drain_timeout(mw_timer_t *t)
     if (srv->nconns > 0)
         mw_log_warn("drain: %zu connection(s) still open after %u ms; closing them", srv->nconns,
                     srv->cfg->shutdown_timeout);
-    else
+    else if (mw_lua_conn_hooks_waiting(srv->lua) > 0)
         mw_log_warn("drain: %zu hook(s) of closed connections still waiting on Redis after %u ms; "
                     "they end with the backplane",
                     mw_lua_conn_hooks_waiting(srv->lua), srv->cfg->shutdown_timeout);
+    else
+        mw_log_warn("drain: the outbox still holds messages for the other nodes after %u ms",
+                    srv->cfg->shutdown_timeout);
     /* Every connection left, whatever it is doing (one that arrived during
      * the drain and sent nothing too): mw_conn_on_eof takes each out of its
      * list, and the loop can end. */
@@ -404,6 +408,8 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
     SWAP(cluster_command_timeout);
     SWAP(cluster_reconnect_max);
     SWAP(cluster_presence_ttl);
+    SWAP(cluster_outbox_size);
+    SWAP(cluster_outbox_max_age);
     SWAP(history_topics);
     SWAP(history_size);
     SWAP(history_ttl);

@@ -209,9 +209,12 @@ local function refused_by_server(err)
 end
 
 -- Publishes a room message to every member, the sender too, so that each
--- member gets every offset of the room. Returns the offset (nil for a room
--- without history), or nil and why: Redis failed (then only this node's
--- members got it), or a bound of the server refused it (then nobody did).
+-- member gets every offset of the room. Returns true, the offset (nil for a
+-- room without history) and whether it is delayed: with a backplane and
+-- Redis away, it waits in this node's outbox and reaches the members (of
+-- other nodes, and of every node for a room with history) when Redis is
+-- back. Returns nil and why when nobody got it: the outbox is full, or a
+-- bound of the server refused it (refused_by_server).
 local function publish_room(name, msg)
   local data, err = encode(msg)
   if data == nil then
@@ -219,18 +222,21 @@ local function publish_room(name, msg)
     return nil, err
   end
   local topic = "room:" .. name
-  local offset
-  offset, err = publish(topic, data)
-  if offset == nil then
-    if not refused_by_server(err) then
-      log.warn("chat: publish to %s: %s", topic, tostring(err))
+  -- With history: offset, count [, "queued"]; without: count [, "queued"].
+  local first, second, third = publish(topic, data)
+  if first == nil then
+    if not refused_by_server(second) then
+      log.warn("chat: publish to %s: %s", topic, tostring(second))
     end
-    return nil, err
+    return nil, second
   end
   if keeps_history(topic) then
-    return offset
+    if third == "queued" then
+      return true, nil, true
+    end
+    return true, math.type(first) == "integer" and first or nil, false
   end
-  return nil
+  return true, nil, second == "queued"
 end
 
 -- Rate limits ------------------------------------------------------------------------
@@ -747,14 +753,19 @@ function handlers.say(conn, d, msg, ref)
   if text == nil then
     return
   end
-  local offset, err = publish_room(name, { type = "say", room = name, from = d.nick, text = text, time = wall() // 1000 })
+  local ok, offset, delayed = publish_room(name, { type = "say", room = name, from = d.nick, text = text, time = wall() // 1000 })
   if not conn:is_open() then
     return
   end
-  if offset == nil and refused_by_server(err) then
-    return fail(conn, ref, "server_full", "not sent: the server can not keep it in the room's history (" .. err .. ")", name)
+  if not ok and refused_by_server(offset) then
+    return fail(conn, ref, "server_full", "not sent: the server can not keep it in the room's history (" .. offset .. ")", name)
   end
-  send(conn, { type = "sent", room = name, offset = offset, ref = ref })
+  if not ok then
+    -- Nobody got it: say why, so that the sender can send it again.
+    return unavailable(conn, ref, name, offset)
+  end
+  -- delayed: it waits for Redis in this node's outbox, and goes out in order when Redis is back.
+  send(conn, { type = "sent", room = name, offset = offset, delayed = delayed or nil, ref = ref })
 end
 
 function handlers.private(conn, d, msg, ref)
@@ -782,6 +793,7 @@ function handlers.private(conn, d, msg, ref)
     return fail(conn, ref, "no_such_member", format("nobody called %q is in room %q", clip(to), name), name)
   end
   local out = { type = "private", room = name, from = d.nick, to = to_nick, text = text, time = wall() // 1000 }
+  local queued
   if target ~= conn.id then
     local sent, err = mw.send(target, encode(out))
     if not sent then
@@ -790,8 +802,10 @@ function handlers.private(conn, d, msg, ref)
       end
       return fail(conn, ref, "undelivered", format("the message to %q was not delivered (%s)", to, tostring(err)), name)
     end
+    queued = err == "queued"
   end
   out.ref = ref
+  out.delayed = queued or nil
   send(conn, out)
 end
 
@@ -837,6 +851,37 @@ function handlers.ping(conn, _, _, ref)
   send(conn, { type = "pong", ref = ref })
 end
 
+-- Delivery to the other nodes --------------------------------------------------------------
+
+-- With a backplane, what goes to the other nodes waits in this node's outbox
+-- while Redis is away (moonwire.cluster().delayed): every client of this node
+-- is told when that starts and when it ends, {"type":"delivery","delayed":
+-- true|false}, and a client that connects meanwhile after its welcome.
+local DELIVERY_CHECK_MS = 250
+
+local function delivery_delayed()
+  local c = mw.cluster()
+  return c ~= nil and c.delayed
+end
+
+local function watch_delivery()
+  local delayed = delivery_delayed()
+  if delayed == (mw.state.chat_delivery_delayed or false) then
+    return
+  end
+  mw.state.chat_delivery_delayed = delayed
+  local msg = encode({ type = "delivery", delayed = delayed })
+  for conn in mw.connections() do
+    conn:send(msg)
+  end
+end
+
+function app.on_start()
+  if cluster_cfg.redis ~= nil then
+    mw.every(DELIVERY_CHECK_MS, watch_delivery)
+  end
+end
+
 -- Hooks ----------------------------------------------------------------------------------
 
 local function limits()
@@ -860,6 +905,9 @@ function app.on_open(conn, req)
     d.bucket = ratelimit.new(cfg.rate.burst, now())
   end
   send(conn, { type = "welcome", id = conn.id, node = mw.node, protocol = PROTOCOL, limits = limits() })
+  if mw.state.chat_delivery_delayed then
+    send(conn, { type = "delivery", delayed = true })
+  end
   -- The query's actions cost what the requests they stand for cost.
   local q = req.query
   if q.nick ~= nil and charge(conn, d, nil) then

@@ -6,7 +6,10 @@
 #
 # Starts redis-server, three nodes (127.0.0.1:$PORT+1..3) and nginx on $PORT,
 # each from Debian's packages, in a temporary directory; stops them all by PID
-# on exit. Run from anywhere; build first (make build).
+# on exit. Redis may stop (or be stopped) and start again meanwhile: the nodes
+# keep serving their own clients and come back to it on their own; only a
+# node or nginx exiting ends the example. Run from anywhere; build first
+# (make build).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 port=${PORT:-8080}
@@ -29,9 +32,11 @@ for cmd in redis-server nginx "$bin"; do
   command -v "$cmd" >/dev/null || { echo "missing: $cmd (make deps-test; make build)" >&2; exit 1; }
 done
 
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
-  --dir "$work" --logfile "$work/redis.log" &
-pids+=($!)
+redis=(redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no
+       --dir "$work" --logfile "$work/redis.log")
+"${redis[@]}" &
+redis_pid=$!
+pids+=("$redis_pid")
 
 for n in 1 2 3; do
   "$bin" --config "$root/examples/cluster/moonwire.conf.lua" --node-id "n$n" \
@@ -46,8 +51,26 @@ sed -e "s/@PORT@/$port/g" -e "s/@N1@/$((port + 1))/" -e "s/@N2@/$((port + 2))/" 
 nginx -p "$work" -c "$work/nginx.conf" -g "daemon off;" &
 pids+=($!)
 
-echo "moonwire cluster: http://127.0.0.1:$port/ (nodes on $((port + 1))-$((port + 3)), Redis on $redis_port)"
+echo "moonwire cluster: http://127.0.0.1:$port/ (nodes on $((port + 1))-$((port + 3)), Redis on $redis_port, PID $redis_pid)"
 echo "logs in $work; Ctrl-C stops everything"
-wait -n "${pids[@]}" || true
+
+# Until a node or nginx exits. Redis exiting is said, not an end: the nodes
+# serve on (degraded, what crosses nodes waiting in their outboxes) and
+# reconnect when a Redis listens on its port again.
+while :; do
+  gone=""
+  wait -n -p gone "${pids[@]}" || true
+  if [ -n "$gone" ] && [ "$gone" = "$redis_pid" ]; then
+    printf -v again '%q ' "${redis[@]}"
+    echo "redis-server exited; the nodes keep serving their own clients and reconnect when it" \
+         "is back, e.g.: $again&" >&2
+    left=()
+    for pid in "${pids[@]}"; do [ "$pid" = "$redis_pid" ] || left+=("$pid"); done
+    pids=("${left[@]}")
+    redis_pid=""
+    continue
+  fi
+  break
+done
 for f in "$work"/*.log; do echo "== $f"; tail -3 "$f"; done >&2
 echo "a process of the cluster exited; stopping the rest" >&2

@@ -73,6 +73,8 @@ typedef struct mw_config_s {
     uint32_t cluster_command_timeout;
     uint32_t cluster_reconnect_max;
     uint32_t cluster_presence_ttl; /* a silent node leaves presence after this */
+    size_t cluster_outbox_size;     /* bytes waiting for Redis, in flight included */
+    uint32_t cluster_outbox_max_age; /* ms a message may wait for Redis */
 
     /* history: topics that number their messages for recovery */
     mw_strlist_t history_topics;

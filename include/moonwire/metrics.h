@@ -62,6 +62,9 @@ typedef struct mw_metrics_s {
     uint64_t history_dropped_ttl;      /* histories dropped after history.ttl */
     uint64_t history_dropped_memory;   /* histories of empty topics dropped when out of memory */
     uint64_t history_trimmed;          /* messages of topics with members dropped for max_bytes */
+    uint64_t cluster_duplicates;     /* envelopes sent again whose first copy had come */
+    uint64_t cluster_outbox_dropped; /* messages that waited past outbox_max_age, or at a stop */
+    uint64_t cluster_outbox_refused; /* sends refused: the outbox was full */
     uint64_t loop_lag_ms; /* how late the last 500 ms probe timer ran */
     uint64_t loop_lag_ms_max;
     /* Gauges as mw_metrics_publish last copied them, for other workers. */
@@ -70,6 +73,7 @@ typedef struct mw_metrics_s {
     uint64_t topics, subscriptions, history_topics, history_bytes;
     uint64_t static_open_files, static_cache_bytes;
     uint64_t cluster_on, cluster_up; /* has a backplane; both its connections are up */
+    uint64_t cluster_outbox_messages, cluster_outbox_bytes; /* waiting for Redis, or in flight */
     uint64_t reporting;              /* 1 while a live worker publishes here */
 } mw_metrics_t;
 

@@ -5,7 +5,9 @@
 // on a free 127.0.0.1 port, opens the page in separate browser contexts (as
 // separate people would), and checks what the page shows: members, messages,
 // privates, an error the server sent, and a reconnect after the server came
-// back. Every wait is bounded. Screenshots go to build/browser/.
+// back; then, on two nodes sharing a redis-server the test starts and kills,
+// the "delayed" state while Redis is away and the say that waited arriving
+// once Redis is back. Every wait is bounded. Screenshots go to build/browser/.
 //
 //   make test-browser          (installs chromium and node_modules first)
 //   MW_BIN=... node --test tests/browser/
@@ -53,16 +55,18 @@ function portOpen(port) {
 
 // One moonwire process, its output in a log file shown when a test fails.
 class Server {
-  constructor(port, logPath) {
+  constructor(port, logPath, config = CONFIG, args = []) {
     this.port = port;
     this.logPath = logPath;
+    this.config = config;
+    this.args = args;
     this.proc = null;
   }
 
   async start() {
     const log = fs.openSync(this.logPath, "a");
-    this.proc = spawn(BIN, ["--config", CONFIG, "--listen", `127.0.0.1:${this.port}`, "--log-level", "debug"],
-      { cwd: ROOT, stdio: ["ignore", log, log] });
+    this.proc = spawn(BIN, ["--config", this.config, "--listen", `127.0.0.1:${this.port}`, "--log-level", "debug",
+      ...this.args], { cwd: ROOT, stdio: ["ignore", log, log] });
     fs.closeSync(log);
     this.exited = new Promise((resolve) => this.proc.once("exit", (code, signal) => resolve({ code, signal })));
     const deadline = Date.now() + 10_000;
@@ -285,6 +289,130 @@ describe("the chat page", { timeout: 120_000 }, () => {
   });
 
   test("the page ran without script errors", () => {
+    assert.deepEqual(pageErrors, []);
+  });
+});
+
+// --- Two nodes and Redis --------------------------------------------------------------
+
+const REDIS = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].find((p) => fs.existsSync(p));
+
+// A redis-server on a free port, stopped (or killed) by PID.
+class Redis {
+  constructor(port, dir) {
+    this.port = port;
+    this.dir = dir;
+  }
+
+  async start() {
+    this.proc = spawn(REDIS, ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "",
+      "--appendonly", "no", "--dir", this.dir], { stdio: "ignore" });
+    this.exited = new Promise((resolve) => this.proc.once("exit", resolve));
+    const deadline = Date.now() + 10_000;
+    while (!(await portOpen(this.port))) {
+      if (Date.now() > deadline) throw new Error(`redis-server did not listen on ${this.port}`);
+      await sleep(25);
+    }
+  }
+
+  async kill(signal = "SIGKILL") {
+    if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+    this.proc.kill(signal);
+    await Promise.race([this.exited, timeout(5000)]);
+  }
+}
+
+describe("the chat page on two nodes when Redis goes away", { timeout: 120_000, skip: !REDIS && "no redis-server" }, () => {
+  let tmp, redis, nodes = [], browser;
+  const pageErrors = [];
+
+  before(async () => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "mw-browser-cluster-"));
+    fs.mkdirSync(SHOTS, { recursive: true });
+    redis = new Redis(await freePort(), tmp);
+    await redis.start();
+    // The example's configuration, with a quick reconnect to Redis.
+    const example = fs.readFileSync(path.join(ROOT, CONFIG), "utf8");
+    const config = path.join(tmp, "cluster.conf.lua");
+    fs.writeFileSync(config, `local c = (function()\n${example}\nend)()\n` +
+      "c.cluster = { reconnect_max = 0.5 }\nreturn c\n");
+    for (const name of ["a", "b"]) {
+      const node = new Server(await freePort(), path.join(tmp, `${name}.log`), config,
+        ["--node-id", name, "--redis", `redis://127.0.0.1:${redis.port}`]);
+      await node.start();
+      nodes.push(node);
+    }
+    for (const node of nodes) {
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const res = await fetch(`http://127.0.0.1:${node.port}/healthz`, { signal: AbortSignal.timeout(WAIT) });
+        if ((await res.text()) === "ok\n") break;
+        if (Date.now() > deadline) throw new Error(`node not on Redis:\n${node.log()}`);
+        await sleep(50);
+      }
+    }
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      timeout: 30_000,
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    });
+  });
+
+  after(async () => {
+    try {
+      if (browser) await Promise.race([browser.close(), timeout(10_000)]);
+    } finally {
+      for (const node of nodes) await node.stop();
+      if (redis) await redis.kill("SIGTERM");
+      if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  async function newPage() {
+    const context = await browser.newContext({ viewport: { width: 1000, height: 640 } });
+    const page = await context.newPage();
+    page.on("pageerror", (e) => pageErrors.push(`${e.message}`));
+    return page;
+  }
+
+  test("while Redis is away the page shows delivery delayed, and the say that waited arrives once after", async () => {
+    const ann = await newPage();
+    const bob = await newPage();
+    await enter(ann, `http://127.0.0.1:${nodes[0].port}/`, "ann", "lobby");
+    await enter(bob, `http://127.0.0.1:${nodes[1].port}/`, "bob", "lobby");
+    await waitMembers(ann, ["ann", "bob"]);
+    await waitMembers(bob, ["ann", "bob"]);
+    await sleep(1500); // each node counts the nodes on Redis once a second
+
+    await redis.kill();
+    await waitStatus(ann, "delayed");
+    await waitStatus(bob, "delayed");
+    assert.match(await ann.locator("#status-text").textContent(), /delivery delayed/);
+    assert.equal(await ann.locator("#send").isDisabled(), false, "a delayed page can still send");
+
+    await send(ann, "said while redis was down");
+    await until(ann, "the say shown as delayed", () =>
+      [...document.querySelectorAll(".log:not([hidden]) li.msg.pending")].some((li) =>
+        li.querySelector(".text").textContent === "said while redis was down" &&
+        li.querySelector(".tag").textContent === "delayed"));
+    await ann.screenshot({ path: path.join(SHOTS, "chat-delayed.png") });
+
+    await redis.start(); // the same port, empty
+    await waitStatus(ann, "connected");
+    await waitStatus(bob, "connected");
+    await waitMessage(bob, "ann", "said while redis was down");
+    await waitMessage(ann, "ann", "said while redis was down", "msg.mine:not(.pending)");
+    const count = (page) => page.$$eval(".log:not([hidden]) li.msg .text", (ts) =>
+      ts.filter((t) => t.textContent === "said while redis was down").length);
+    await sleep(300);
+    assert.equal(await count(ann), 1, "the pending item gave way to the say");
+    assert.equal(await count(bob), 1);
+    await ann.screenshot({ path: path.join(SHOTS, "chat-delivered.png") });
+  });
+
+  test("the pages ran without script errors", () => {
     assert.deepEqual(pageErrors, []);
   });
 });

@@ -370,29 +370,54 @@ def test_a_killed_node_s_members_leave_the_member_list_and_free_their_nicks(node
     run(go())
 
 
-def test_without_redis_local_chat_goes_on_and_what_needs_the_cluster_says_unavailable(nodes, redis):
+def test_without_redis_a_say_waits_in_the_outbox_and_what_needs_the_cluster_says_unavailable(
+        nodes, redis):
     a, b = nodes("a", "b")
 
     async def go():
         ann = await Chat.join(a, "ann", "lobby")
         cat = await Chat.join(a, "cat", "lobby")
         bob = await Chat.join(b, "bob", "lobby")
+        before = (await ann.expect("presence", event="join", nick="bob"))["epoch"]
         redis.kill()
         wait_until(lambda: not cluster_up(a), what="a to notice Redis is gone")
-        ref = await ann.send(type="say", text="only on a")
-        said = await cat.expect("say", text="only on a")
-        assert "offset" not in said and "epoch" not in said
+        # Every client hears that delivery is delayed.
+        for c in (ann, cat, bob):
+            await c.expect("delivery", delayed=True)
+        ref = await ann.send(type="say", text="said while redis is down")
         sent = await ann.expect("sent", ref=ref)
-        assert "offset" not in sent
+        assert sent["delayed"] is True and "offset" not in sent, sent
         for request in ({"type": "members"}, {"type": "private", "to": "bob", "text": "?"},
                         {"type": "history"}, {"type": "join", "room": "other"},
                         {"type": "nick", "nick": "anna"}):
             reply = await ann.ask(**request)
             assert reply["type"] == "error" and reply["code"] == "unavailable", (request, reply)
             assert reply["message"].startswith("the cluster is unavailable ("), reply
+        # A room's messages are numbered by Redis: nobody has it yet, on either node.
         await asyncio.sleep(0.3)
-        assert not [m for m in bob.seen if m.get("text") == "only on a"]
-        assert not any("only on a" in m for m in bob.ws.messages)
+        for c in (ann, cat, bob):
+            assert not [m for m in c.seen if m.get("text") == "said while redis is down"]
+            assert not any("said while redis is down" in m for m in c.ws.messages)
+
+        restarted = Redis(redis.port)  # the same address, empty
+        try:
+            # Once both nodes are back, it reaches every member, with an offset
+            # of the new epoch (Redis came back empty), once.
+            said = [await c.expect("say", text="said while redis is down", timeout=20)
+                    for c in (ann, cat, bob)]
+            assert said[0] == said[1] == said[2], said
+            assert said[0]["offset"] >= 1 and said[0]["epoch"] != before
+            for c in (ann, cat, bob):
+                await c.expect("delivery", delayed=False)
+            await asyncio.sleep(0.3)
+            for c in (ann, cat, bob):
+                again = [m for m in c.seen if m.get("text") == "said while redis is down"]
+                assert again == [], again
+            # And the room works across nodes again.
+            await bob.send(type="say", text="back")
+            assert (await ann.expect("say", text="back"))["offset"] == said[0]["offset"] + 1
+        finally:
+            restarted.stop()
         for c in (ann, cat, bob):
             await c.close()
     run(go())

@@ -278,7 +278,7 @@ def test_keeps_the_order_of_one_publisher_across_nodes(nodes, redis):
     run(go(), timeout=120)
 
 
-def test_local_chat_goes_on_without_redis_and_the_cluster_resumes(nodes, redis):
+def test_local_chat_goes_on_without_redis_and_the_outbox_crosses_when_it_is_back(nodes, redis):
     a, b = nodes("a"), nodes("b")
     wait_until(lambda: cluster_up(a) and cluster_up(b), what="both nodes on Redis")
     port = redis.port
@@ -300,18 +300,28 @@ def test_local_chat_goes_on_without_redis_and_the_cluster_resumes(nodes, redis):
         await a1.send("pub:r:while redis is down")
         assert await asyncio.wait_for(a2.recv(), 5) == "while redis is down"
         await nothing_more(b1)
-        assert metrics(a)["moonwire_cluster_send_failures_total"] >= 1
+        # It waits in a's outbox, which /healthz and /metrics show.
+        m = metrics(a)
+        assert m["moonwire_cluster_outbox_messages"] == 1
+        assert m["moonwire_cluster_outbox_bytes"] > len("while redis is down")
+        assert m["moonwire_cluster_send_failures_total"] == 0
+        health = urllib.request.urlopen(a.http + "/healthz", timeout=5).read().decode()
+        assert health.startswith("degraded: redis unavailable; outbox 1 message(s), "), health
 
         restarted = Redis(port)  # same address, empty
         try:
             wait_until(lambda: cluster_up(a) and cluster_up(b), timeout=15,
                        what="both nodes back on Redis")
-            wait_until(lambda: restarted.cli("PUBSUB", "NUMSUB", "mw:t:r").split()[1] == "2",
-                       what="both nodes to subscribe again")
+            # The outbox goes out once both are back, before anything sent after.
+            assert await asyncio.wait_for(b1.recv(), 10) == "while redis is down"
             await a1.send("pub:r:after")
             assert await asyncio.wait_for(a2.recv(), 5) == "after"
             assert await asyncio.wait_for(b1.recv(), 5) == "after"
-            assert urllib.request.urlopen(a.http + "/healthz", timeout=5).read() == b"ok\n"
+            await nothing_more(b1)
+            await nothing_more(a2)
+            wait_until(lambda: urllib.request.urlopen(a.http + "/healthz", timeout=5).read()
+                       == b"ok\n", what="a healthy again")
+            assert metrics(a)["moonwire_cluster_outbox_messages"] == 0
         finally:
             restarted.stop()
     run(go())

@@ -34,6 +34,7 @@ const state = {
   privateTo: null,     // a member's nick while writing privately
   ws: null,
   connected: false,    // welcome received on state.ws
+  delayed: false,      // the server said its messages to the other servers wait (Redis away)
   attempt: 0,          // reconnect attempts since the last stable connection
   retryTimer: 0,
   retryAt: 0,          // when the next attempt starts
@@ -106,9 +107,16 @@ function lost(e) {
 function setStatus(name, text) {
   ui.status.dataset.state = name;
   ui.statusText.textContent = text;
-  const online = name === "connected";
+  const online = name === "connected" || name === "delayed";
   ui.send.disabled = !online;
   ui.text.placeholder = online ? "Write a message" : "Not connected…";
+}
+
+// Connected: green, or amber while the server's messages to the rest of the
+// cluster wait for it (a say then shows as delayed until it comes back).
+function showConnected() {
+  if (state.delayed) setStatus("delayed", "connected; delivery delayed: the server waits for the rest of the cluster");
+  else setStatus("connected", "connected");
 }
 
 // Sends a request with a fresh id; returns the id, or null when offline.
@@ -141,7 +149,8 @@ const itemName = (item) => (typeof item === "string" ? item : item.room);
 const handlers = {
   welcome() {
     state.connected = true;
-    setStatus("connected", "connected");
+    state.delayed = false; // a delayed server says so right after the welcome
+    showConnected();
     ui.retryNow.hidden = true;
     request({ type: "nick", nick: state.nick });
     joinWanted();
@@ -185,7 +194,19 @@ const handlers = {
   },
   left(m) { removeRoom(m.room); },
   say(m) { const room = state.rooms.get(m.room); if (room) roomMessage(room, m, false); },
-  sent() {}, // our say comes back like everyone's, with its offset
+  // Our say comes back like everyone's, with its offset; a delayed one
+  // (waiting for the cluster) shows as pending until then.
+  sent(m) {
+    if (!m.delayed) return;
+    const req = state.pending.get(m.ref);
+    const room = state.rooms.get(m.room);
+    if (req && room) addPending(room, req.text);
+    if (!state.delayed) { state.delayed = true; showConnected(); }
+  },
+  delivery(m) {
+    state.delayed = Boolean(m.delayed);
+    if (state.connected) showConnected();
+  },
   private(m) { const room = state.rooms.get(m.room); if (room) addMessage(room, m); },
   members(m) { const room = state.rooms.get(m.room); if (room) room.members = m.members.slice(); },
   presence(m) { const room = state.rooms.get(m.room); if (room) roomMessage(room, m, false); },
@@ -250,6 +271,7 @@ function newRoom(name) {
   const room = {
     name, want: false, joined: false, members: [], log, unread: 0, stick: true,
     epoch: null, offset: 0, shown: new Set(), last: 0, synced: false, filling: false, known: false,
+    pending: [], // our delayed says not yet back: { text, li }
   };
   log.onscroll = () => { room.stick = log.scrollHeight - log.scrollTop - log.clientHeight < 40; };
   return room;
@@ -381,9 +403,26 @@ function place(room, li, m) {
   append(room, li);
 }
 
+// A say of ours that waits for the cluster: shown greyed, tagged "delayed",
+// until the say itself comes back (live or in a history).
+function addPending(room, text) {
+  const li = make("li", "msg mine pending");
+  li.append(make("span", "from", state.nick), " ", make("span", "tag", "delayed"), " ", make("span", "text", text));
+  append(room, li);
+  room.pending.push({ text, li });
+}
+
+function settlePending(room, m) {
+  const i = room.pending.findIndex((p) => p.text === m.text);
+  if (i < 0) return;
+  room.pending[i].li.remove();
+  room.pending.splice(i, 1);
+}
+
 // A say (from anyone, ours too) or a private.
 function addMessage(room, m, old = false) {
   const mine = m.from === state.nick;
+  if (mine && m.type === "say") settlePending(room, m);
   const li = make("li", "msg" + (mine ? " mine" : "") + (m.type === "private" ? " private" : ""));
   li.append(clock(m.time), " ");
   const who = m.type === "private" ? `${m.from} → ${m.to}` : m.from;
