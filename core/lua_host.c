@@ -10,6 +10,7 @@
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 #include "moonwire/lua_api.h"
+#include "moonwire/lua_stdlib.h"
 #include "moonwire/lua_watchdog.h"
 #include "moonwire/pool.h"
 #include "moonwire/server.h"
@@ -712,6 +713,7 @@ static int open_state(lua_State *L)
     mw_lua_t *lh = *host_slot(L);
 
     luaL_openlibs(L);
+    mw_lua_stdlib_install(L); /* what loops in C, stoppable by the time limit */
     lua_getglobal(L, "coroutine");
     for (int i = 0; i < 2; i++) {
         const char *name = i == 0 ? "create" : "wrap";
