@@ -128,6 +128,15 @@ bench: deps deps-bench bench/peers/node_modules/.package-lock.json
 	$(PYTHON) bench/run.py --build $(BUILD) $(if $(QUICK),--quick) \
 	  $(if $(ONLY),--only $(ONLY)) $(if $(ROUNDS),--rounds $(ROUNDS))
 
+# The pattern functions (core/lua_pattern.c) against Lua's own, on chat-like
+# strings: CPU time (bench/pattern.c), then instructions under callgrind.
+.PHONY: bench-pattern
+bench-pattern: deps deps-bench
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS) --target mw_bench_pattern
+	./$(BUILD)/mw_bench_pattern
+	bench/pattern_callgrind.sh $(BUILD)/mw_bench_pattern
+
 deps-bench:
 	@missing=$$(for p in $(BENCH_PKGS); do dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null | grep -qx installed || echo $$p; done); \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
