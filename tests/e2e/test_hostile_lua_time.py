@@ -53,6 +53,19 @@ local forever = {
   ["backtrack-gmatch"] = function()
     for _ in string.gmatch(string.rep("a", 40), string.rep(".-", 39) .. "b") do end
   end,
+  -- inside a coroutine the app made (the host's count hook there never
+  -- fires in C either), and one whose error a resume catches
+  ["backtrack-coroutine"] = function()
+    coroutine.wrap(function()
+      return string.find(string.rep("a", 40), string.rep("a?", 40) .. string.rep("a", 40))
+    end)()
+  end,
+  ["backtrack-resume"] = function()
+    local co = coroutine.create(function()
+      return string.match(string.rep("a", 40), string.rep("a?", 40) .. string.rep("a", 40))
+    end)
+    while true do coroutine.resume(co) end
+  end,
   -- a %b scan from every start: O(n^2)
   balance = function() return string.find(string.rep("(", 1000000), "%b()") end,
   ["plain-find"] = function() while true do plain_find() end end,
@@ -145,7 +158,8 @@ async def stopped_by_the_time_limit(server, trigger):
     return waited
 
 
-PATTERN_CASES = ["backtrack", "backtrack-gsub", "backtrack-gmatch", "balance", "plain-find"]
+PATTERN_CASES = ["backtrack", "backtrack-gsub", "backtrack-gmatch", "backtrack-coroutine",
+                 "backtrack-resume", "balance", "plain-find"]
 TABLE_CASES = ["move", "insert", "remove", "concat", "sort"]
 
 
