@@ -5,7 +5,7 @@ BUILD      ?= build
 BUILD_ASAN ?= build-asan
 BUILD_FUZZ ?= build-fuzz
 FUZZ_TIME  ?= 60
-FUZZERS     = http ws conn json inflate
+FUZZERS     = http ws conn json inflate pattern
 JOBS       ?= $(shell nproc)
 PYTHON     ?= /usr/bin/python3
 LISTEN     ?= 127.0.0.1:8080
@@ -97,7 +97,8 @@ test-asan:
 
 # libFuzzer harnesses (fuzz/), built with clang, ASan and UBSan. `make fuzz`
 # runs each for FUZZ_TIME seconds; `make test` runs each for 20 s. New inputs
-# go to fuzz/corpus-work/ (not committed); fuzz/corpus/ holds the seeds.
+# go to fuzz/corpus-work/ (not committed); fuzz/corpus/ holds the seeds, and
+# fuzz/NAME.dict, when there is one, the tokens of that harness's input.
 build-fuzz: deps-test
 	@CC=clang cmake -S . -B $(BUILD_FUZZ) -DMW_FUZZ=ON -DMW_TESTS=OFF >/dev/null
 	@cmake --build $(BUILD_FUZZ) -j$(JOBS)
@@ -107,7 +108,9 @@ fuzz: build-fuzz
 	  mkdir -p fuzz/corpus-work/$$f; \
 	  echo "fuzz_$$f: $(FUZZ_TIME) s"; \
 	  ./$(BUILD_FUZZ)/fuzz_$$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
-	    fuzz/corpus-work/$$f fuzz/corpus/$$f 2>&1 | grep -E "^(stat::number_of_executed_units|==|SUMMARY)" ; \
+	    $$(test -f fuzz/$$f.dict && echo -dict=fuzz/$$f.dict) \
+	    fuzz/corpus-work/$$f fuzz/corpus/$$f 2>&1 | \
+	    grep -E "^(stat::number_of_executed_units|==|SUMMARY|fuzz_$$f: | +)" ; \
 	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
 	done
 
@@ -124,6 +127,15 @@ bench: deps deps-bench bench/peers/node_modules/.package-lock.json
 	@cmake --build $(BUILD) -j$(JOBS) --target moonwire mw_loadgen
 	$(PYTHON) bench/run.py --build $(BUILD) $(if $(QUICK),--quick) \
 	  $(if $(ONLY),--only $(ONLY)) $(if $(ROUNDS),--rounds $(ROUNDS))
+
+# The pattern functions (core/lua_pattern.c) against Lua's own, on chat-like
+# strings: CPU time (bench/pattern.c), then instructions under callgrind.
+.PHONY: bench-pattern
+bench-pattern: deps deps-bench
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS) --target mw_bench_pattern
+	./$(BUILD)/mw_bench_pattern
+	bench/pattern_callgrind.sh $(BUILD)/mw_bench_pattern
 
 deps-bench:
 	@missing=$$(for p in $(BENCH_PKGS); do dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null | grep -qx installed || echo $$p; done); \

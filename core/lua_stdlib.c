@@ -17,11 +17,14 @@
  * - coroutines: coroutine.resume, wrap and close tell the watchdog which
  *   thread runs while they run one, so it reaches every coroutine, however
  *   it was made (and they refuse the threads the host runs hooks in).
+ * - C functions that loop long (pattern matching, string.rep, table.move...):
+ *   lua_loops.c's, which check the limit as they go, replace them.
  * None of these keeps a reference to Lua's own function where a script could
  * find it (an upvalue is visible to debug.getupvalue).
  */
 #include "moonwire/lua_stdlib.h"
 #include "moonwire/lua_host.h"
+#include "moonwire/lua_loops.h"
 #include "moonwire/lua_watchdog.h"
 
 #include <lauxlib.h>
@@ -307,6 +310,7 @@ static void refuse(lua_State *L, const char *name, const char *why)
 
 int mw_lua_stdlib_open(lua_State *L)
 {
+    mw_lua_loops_install(L); /* pattern matching and the other C loops */
     replace(L, "coroutine", "resume", co_resume);
     replace(L, "coroutine", "wrap", co_wrap);
     replace(L, "coroutine", "close", co_close);

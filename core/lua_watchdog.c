@@ -141,3 +141,9 @@ int mw_watchdog_expired(void)
 {
     return watch.active && watch.expired;
 }
+
+void mw_watchdog_check(lua_State *L)
+{
+    if (watch.active && watch.expired && limit_hook != NULL)
+        limit_hook(L, NULL);
+}

@@ -53,4 +53,11 @@ lua_State *mw_watchdog_switch(lua_State *L);
 /* Whether the call running now is past its limit. */
 int mw_watchdog_expired(void);
 
+/* Raises the time-limit error in L when the hook call running now is past
+ * lua.time_limit (through the hook the host gave mw_watchdog_start); returns
+ * otherwise. Cheap: two reads. For C functions that loop without running Lua
+ * code (pattern matching, string.rep, table.move...), which the count hook
+ * never interrupts: they call it every few thousand steps. */
+void mw_watchdog_check(lua_State *L);
+
 #endif
