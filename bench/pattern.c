@@ -13,7 +13,7 @@
  * thread; the table shows the best round of each. A ratio below 1 means
  * ours is faster.
  */
-#include "moonwire/lua_loops.h"
+#include "lua_loops.h"
 
 #include <lauxlib.h>
 #include <lualib.h>

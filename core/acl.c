@@ -1,6 +1,6 @@
 /* Address allowlists. See acl.h. */
-#include "moonwire/acl.h"
-#include "moonwire/conn.h"
+#include "acl.h"
+#include "conn.h"
 #include "moonwire/error.h"
 
 #include <arpa/inet.h>

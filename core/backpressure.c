@@ -9,7 +9,7 @@
  * holds it has let go, so no serial is listed twice. A publisher gone
  * meanwhile is no longer found in the registry and is skipped.
  */
-#include "moonwire/backpressure.h"
+#include "backpressure.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 

@@ -14,13 +14,13 @@
  * message, handed to the command connection in order, removed when its
  * reply comes, made unsent again when the connection goes first.
  */
-#include "moonwire/cluster.h"
-#include "moonwire/conn.h"
-#include "moonwire/dedup.h"
+#include "cluster.h"
+#include "conn.h"
+#include "dedup.h"
+#include "topics.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 #include "moonwire/server.h"
-#include "moonwire/topics.h"
 
 #include <openssl/sha.h>
 #include <hiredis/async.h>

@@ -5,8 +5,8 @@
  * row of `schema` below, which also drives mw_config_push().
  */
 #include "moonwire/config.h"
-#include "moonwire/acl.h"
-#include "moonwire/cluster.h"
+#include "acl.h"
+#include "cluster.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 

@@ -6,15 +6,15 @@
  * or is still large in the queue wait in c->pipelined, with reading paused,
  * and are taken at the end of the turn in which the reply drained.
  */
-#include "moonwire/conn.h"
-#include "moonwire/backpressure.h"
-#include "moonwire/deflate.h"
+#include "conn.h"
+#include "backpressure.h"
+#include "deflate.h"
+#include "handshake.h"
+#include "lua_host.h"
+#include "stream.h"
 #include "moonwire/error.h"
-#include "moonwire/handshake.h"
 #include "moonwire/log.h"
-#include "moonwire/lua_host.h"
 #include "moonwire/server.h"
-#include "moonwire/stream.h"
 
 #include <arpa/inet.h>
 #include <lauxlib.h>

@@ -1,5 +1,5 @@
 /* The highest envelope number heard from each origin node. See dedup.h. */
-#include "moonwire/dedup.h"
+#include "dedup.h"
 #include "moonwire/error.h"
 
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* permessage-deflate with zlib. See deflate.h. */
-#include "moonwire/deflate.h"
+#include "deflate.h"
 #include "moonwire/error.h"
 
 #include <stdio.h>

@@ -5,8 +5,8 @@
  * single-threaded (one loop per process), so the pool needs no lock. It is
  * capped, so an idle server gives most of the memory of a burst back.
  */
-#include "moonwire/frame.h"
-#include "moonwire/pool.h"
+#include "frame.h"
+#include "pool.h"
 
 #include <stdlib.h>
 #include <string.h>

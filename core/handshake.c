@@ -8,16 +8,16 @@
  * built-in endpoints and static files may keep the connection for another
  * request (conn.c decides).
  */
-#include "moonwire/handshake.h"
-#include "moonwire/cluster.h"
-#include "moonwire/deflate.h"
-#include "moonwire/iplimit.h"
-#include "moonwire/conn.h"
+#include "handshake.h"
+#include "cluster.h"
+#include "conn.h"
+#include "deflate.h"
+#include "iplimit.h"
+#include "lua_host.h"
+#include "static.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
-#include "moonwire/lua_host.h"
 #include "moonwire/server.h"
-#include "moonwire/static.h"
 
 #include <stdio.h>
 #include <stdlib.h>

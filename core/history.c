@@ -1,7 +1,7 @@
 /* Topic history in the node's memory. See history.h. */
-#include "moonwire/history.h"
+#include "history.h"
+#include "htab.h"
 #include "moonwire/error.h"
-#include "moonwire/htab.h"
 
 #include <stdio.h>
 #include <stdlib.h>

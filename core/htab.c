@@ -1,5 +1,5 @@
 /* Chained hash tables of intrusive nodes. See htab.h. */
-#include "moonwire/htab.h"
+#include "htab.h"
 #include "moonwire/error.h"
 
 #include <stdlib.h>

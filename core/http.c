@@ -4,7 +4,7 @@
  * parser callbacks can record offsets instead of copying, and turns what it
  * finds into the status codes RFC 6455 asks for.
  */
-#include "moonwire/http.h"
+#include "http.h"
 #include "moonwire/error.h"
 
 #include <openssl/evp.h>

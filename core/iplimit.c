@@ -1,6 +1,6 @@
 /* Per-address connection counts. See iplimit.h. */
-#include "moonwire/iplimit.h"
-#include "moonwire/conn.h"
+#include "iplimit.h"
+#include "conn.h"
 #include "moonwire/error.h"
 
 #include <stdlib.h>

@@ -3,16 +3,16 @@
  * type is a Lua error naming the argument); runtime conditions are
  * nil, "closed" | "backpressure" | message, never an error.
  */
-#include "moonwire/lua_api.h"
+#include "lua_api.h"
+#include "cluster.h"
+#include "conn.h"
 #include "lua_api_int.h"
-#include "moonwire/cluster.h"
-#include "moonwire/conn.h"
+#include "lua_host.h"
+#include "topics.h"
+#include "utf8.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
-#include "moonwire/lua_host.h"
 #include "moonwire/server.h"
-#include "moonwire/topics.h"
-#include "moonwire/utf8.h"
 
 #include <lauxlib.h>
 #include <lua.h>

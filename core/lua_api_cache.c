@@ -6,7 +6,7 @@
  * the module, not the app, so it survives reloads.
  */
 #include "lua_api_int.h"
-#include "moonwire/lua_host.h"
+#include "lua_host.h"
 #include "moonwire/server.h"
 
 #include <lauxlib.h>

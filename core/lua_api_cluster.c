@@ -8,13 +8,13 @@
  * connection. A publish to a history topic goes through the outbox
  * (cluster.h): while Redis is away it waits there, and publish says so.
  */
+#include "cluster.h"
+#include "history.h"
 #include "lua_api_int.h"
-#include "moonwire/cluster.h"
+#include "lua_host.h"
+#include "topics.h"
 #include "moonwire/error.h"
-#include "moonwire/history.h"
-#include "moonwire/lua_host.h"
 #include "moonwire/server.h"
-#include "moonwire/topics.h"
 
 #include <hiredis/hiredis.h>
 #include <lauxlib.h>

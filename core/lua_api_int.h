@@ -2,9 +2,9 @@
 #ifndef MOONWIRE_LUA_API_INT_H
 #define MOONWIRE_LUA_API_INT_H
 
-#include "moonwire/conn.h"
-#include "moonwire/list.h"
-#include "moonwire/timer.h"
+#include "conn.h"
+#include "list.h"
+#include "timer.h"
 
 #include <lua.h>
 

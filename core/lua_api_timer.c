@@ -4,9 +4,9 @@
  * and pins itself in the Lua registry while scheduled, so it lives exactly
  * as long as it can fire. Timers belong to the app: a reload cancels them.
  */
+#include "lua_api.h"
 #include "lua_api_int.h"
-#include "moonwire/lua_api.h"
-#include "moonwire/lua_host.h"
+#include "lua_host.h"
 #include "moonwire/server.h"
 
 #include <lauxlib.h>

@@ -7,14 +7,14 @@
  * check that it fits under the cap, with that much allocator slack
  * (push_arg_string): it can not fail.
  */
-#include "moonwire/lua_host.h"
-#include "moonwire/conn.h"
+#include "lua_host.h"
+#include "conn.h"
+#include "lua_api.h"
+#include "lua_stdlib.h"
+#include "lua_watchdog.h"
+#include "pool.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
-#include "moonwire/lua_api.h"
-#include "moonwire/lua_stdlib.h"
-#include "moonwire/lua_watchdog.h"
-#include "moonwire/pool.h"
 #include "moonwire/server.h"
 
 #include <errno.h>

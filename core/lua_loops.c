@@ -7,9 +7,9 @@
  * at the watchdog every CHECK_STEPS iterations. The pattern functions are in
  * lua_pattern.c.
  */
-#include "moonwire/lua_loops.h"
-#include "moonwire/lua_pattern.h"
-#include "moonwire/lua_watchdog.h"
+#include "lua_loops.h"
+#include "lua_pattern.h"
+#include "lua_watchdog.h"
 
 #include <lauxlib.h>
 #include <limits.h>

@@ -13,8 +13,8 @@
  * a set's ranges), and a plain find turns to memmem, which is linear, when
  * Lua's way (memchr, memcmp) would not be.
  */
-#include "moonwire/lua_pattern.h"
-#include "moonwire/lua_watchdog.h"
+#include "lua_pattern.h"
+#include "lua_watchdog.h"
 
 #include <ctype.h>
 #include <lauxlib.h>

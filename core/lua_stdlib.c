@@ -22,10 +22,10 @@
  * None of these keeps a reference to Lua's own function where a script could
  * find it (an upvalue is visible to debug.getupvalue).
  */
-#include "moonwire/lua_stdlib.h"
-#include "moonwire/lua_host.h"
-#include "moonwire/lua_loops.h"
-#include "moonwire/lua_watchdog.h"
+#include "lua_stdlib.h"
+#include "lua_host.h"
+#include "lua_loops.h"
+#include "lua_watchdog.h"
 
 #include <lauxlib.h>
 #include <lua.h>

@@ -1,5 +1,5 @@
 /* The CPU-time limit of Lua hook calls. See lua_watchdog.h. */
-#include "moonwire/lua_watchdog.h"
+#include "lua_watchdog.h"
 #include "moonwire/error.h"
 
 #include <errno.h>

@@ -3,12 +3,12 @@
  * Exit status: 0 after a clean run or a passing --check; 1 when the app or
  * a listener fails to start; 2 for a bad flag or configuration key.
  */
-#include "moonwire/cluster.h"
+#include "cluster.h"
+#include "lua_host.h"
 #include "moonwire/config.h"
 #include "moonwire/deadline.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
-#include "moonwire/lua_host.h"
 #include "moonwire/net.h"
 #include "moonwire/server.h"
 #include "moonwire/tls.h"

@@ -1,11 +1,11 @@
 /* The server's counters: shared between workers, rendered as Prometheus text. */
 #include "moonwire/metrics.h"
-#include "moonwire/cluster.h"
+#include "cluster.h"
+#include "lua_host.h"
+#include "static.h"
+#include "stream.h"
 #include "moonwire/error.h"
-#include "moonwire/lua_host.h"
 #include "moonwire/server.h"
-#include "moonwire/static.h"
-#include "moonwire/stream.h"
 
 #include <stdarg.h>
 #include <stdio.h>

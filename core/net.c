@@ -15,7 +15,7 @@
  * written, so backpressure sees them.
  */
 #include "moonwire/net.h"
-#include "moonwire/conn.h"
+#include "conn.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 #include "moonwire/server.h"

@@ -6,7 +6,7 @@
  * commands went out, so the item a reply is for is normally the head, but
  * removal works on any item.
  */
-#include "moonwire/outbox.h"
+#include "outbox.h"
 #include "moonwire/error.h"
 
 void mw_outbox_init(mw_outbox_t *ob, size_t max_bytes, uint64_t max_age)

@@ -1,7 +1,7 @@
 /* Per-connection write queues of shared frames. */
-#include "moonwire/outq.h"
+#include "outq.h"
+#include "pool.h"
 #include "moonwire/error.h"
-#include "moonwire/pool.h"
 
 struct mw_outq_entry_s {
     mw_outq_entry_t *next;

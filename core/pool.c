@@ -1,5 +1,5 @@
 /* Free lists of blocks by size class. See pool.h. */
-#include "moonwire/pool.h"
+#include "pool.h"
 
 void mw_pool_drain(mw_pool_t *p)
 {

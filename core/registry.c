@@ -1,6 +1,6 @@
 /* Connection ids and the id -> connection table. See registry.h. */
-#include "moonwire/registry.h"
-#include "moonwire/conn.h"
+#include "registry.h"
+#include "conn.h"
 #include "moonwire/error.h"
 
 #include <stdio.h>

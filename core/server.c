@@ -6,13 +6,13 @@
  * per tick and two pointers per connection (nginx and Redis do the same).
  */
 #include "moonwire/server.h"
-#include "moonwire/backpressure.h"
-#include "moonwire/cluster.h"
-#include "moonwire/deflate.h"
+#include "backpressure.h"
+#include "cluster.h"
+#include "deflate.h"
+#include "lua_host.h"
+#include "static.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
-#include "moonwire/lua_host.h"
-#include "moonwire/static.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -14,13 +14,13 @@
  *   local ann = srv:connect("/chat?nick=ann")  -- nil, status, body when refused
  *   ann:send("hi")  ann:received()  srv:advance(30000)  srv:reload()  srv:close()
  */
+#include "conn.h"
+#include "frame.h"
+#include "lua_host.h"
+#include "outq.h"
 #include "moonwire/config.h"
-#include "moonwire/conn.h"
 #include "moonwire/error.h"
-#include "moonwire/frame.h"
 #include "moonwire/log.h"
-#include "moonwire/lua_host.h"
-#include "moonwire/outq.h"
 #include "moonwire/server.h"
 
 #include <arpa/inet.h>

@@ -22,17 +22,17 @@
  * The cache is process-wide, like the frame pool: the core runs one loop per
  * process. Its bound is the static.cache_size of the request that fills it.
  */
-#include "moonwire/static.h"
+#include "static.h"
+#include "conn.h"
+#include "frame.h"
+#include "htab.h"
+#include "http.h"
+#include "list.h"
+#include "stream.h"
 #include "moonwire/config.h"
-#include "moonwire/conn.h"
 #include "moonwire/error.h"
-#include "moonwire/frame.h"
-#include "moonwire/htab.h"
-#include "moonwire/http.h"
-#include "moonwire/list.h"
 #include "moonwire/log.h"
 #include "moonwire/server.h"
-#include "moonwire/stream.h"
 
 #include <errno.h>
 #include <fcntl.h>

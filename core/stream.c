@@ -7,8 +7,8 @@
  * (s->conn = NULL); the read's callback then frees it (libuv's rule: a
  * buffer lives until its request's callback).
  */
-#include "moonwire/stream.h"
-#include "moonwire/conn.h"
+#include "stream.h"
+#include "conn.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 #include "moonwire/server.h"

@@ -1,5 +1,5 @@
 /* Timer heap. See timer.h. */
-#include "moonwire/timer.h"
+#include "timer.h"
 #include "moonwire/error.h"
 
 #include <stdlib.h>

@@ -1,8 +1,8 @@
 /* Topics and their subscriptions. See topics.h. */
-#include "moonwire/topics.h"
-#include "moonwire/conn.h"
+#include "topics.h"
+#include "conn.h"
+#include "history.h"
 #include "moonwire/error.h"
-#include "moonwire/history.h"
 
 #include <stdlib.h>
 #include <string.h>

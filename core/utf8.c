@@ -3,7 +3,7 @@
  * States name what the next byte must be. Runs of ASCII are skipped 32, then
  * eight bytes at a time, which is what chat traffic mostly is.
  */
-#include "moonwire/utf8.h"
+#include "utf8.h"
 
 #include <string.h>
 

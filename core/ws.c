@@ -1,7 +1,7 @@
 /* RFC 6455 receive path on top of wslay's frame parser. See ws.h. */
-#include "moonwire/ws.h"
+#include "ws.h"
+#include "frame.h"
 #include "moonwire/error.h"
-#include "moonwire/frame.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -3,10 +3,10 @@
  * context with an in-memory transport. Half of the inputs are prefixed with a
  * valid upgrade request, so the fuzzer spends its time past the handshake.
  */
+#include "conn.h"
+#include "lua_host.h"
 #include "moonwire/config.h"
-#include "moonwire/conn.h"
 #include "moonwire/log.h"
-#include "moonwire/lua_host.h"
 #include "moonwire/server.h"
 
 #include <stdio.h>

@@ -7,9 +7,9 @@
  * after a complete request are parsed as the next request of a kept-alive
  * connection (pipelining), as conn.c does.
  */
+#include "http.h"
+#include "static.h"
 #include "moonwire/error.h"
-#include "moonwire/http.h"
-#include "moonwire/static.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -3,7 +3,7 @@
  * (the sink refuses more, as ws.c does against max_message_size) and the
  * inflater must survive any bytes, then go back to the pool reusable.
  */
-#include "moonwire/deflate.h"
+#include "deflate.h"
 #include "moonwire/error.h"
 
 #include <stdlib.h>

@@ -15,8 +15,8 @@
  * steps, without ASan) could then run for hours. Subject and pattern are
  * capped at 96 and 48 bytes.
  */
-#include "moonwire/lua_loops.h"
-#include "moonwire/lua_watchdog.h"
+#include "lua_loops.h"
+#include "lua_watchdog.h"
 
 #include <lauxlib.h>
 #include <lualib.h>

@@ -4,8 +4,8 @@
  * failure, text messages are valid UTF-8, sizes stay under the limit. Half
  * the inputs run with permessage-deflate negotiated.
  */
+#include "ws.h"
 #include "moonwire/error.h"
-#include "moonwire/ws.h"
 
 #include <stdlib.h>
 #include <string.h>

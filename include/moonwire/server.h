@@ -10,16 +10,16 @@
 #ifndef MOONWIRE_SERVER_H
 #define MOONWIRE_SERVER_H
 
-#include "moonwire/acl.h"
+#include "acl.h"
+#include "conn.h"
+#include "history.h"
+#include "iplimit.h"
+#include "list.h"
+#include "registry.h"
+#include "timer.h"
+#include "topics.h"
 #include "moonwire/config.h"
-#include "moonwire/history.h"
-#include "moonwire/iplimit.h"
-#include "moonwire/conn.h"
-#include "moonwire/list.h"
 #include "moonwire/metrics.h"
-#include "moonwire/registry.h"
-#include "moonwire/timer.h"
-#include "moonwire/topics.h"
 
 typedef struct mw_lua_s mw_lua_t;
 typedef struct mw_cluster_s mw_cluster_t;

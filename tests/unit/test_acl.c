@@ -1,7 +1,7 @@
 /* Unit tests for core/acl.c: CIDR parsing and matching. */
+#include "acl.h"
+#include "conn.h"
 #include "helpers.h"
-#include "moonwire/acl.h"
-#include "moonwire/conn.h"
 
 #include <arpa/inet.h>
 #include <string.h>

@@ -3,11 +3,11 @@
  * clients read as much as each test says, or nothing. */
 #include "helpers.h"
 
-#include "moonwire/backpressure.h"
+#include "backpressure.h"
+#include "conn.h"
+#include "lua_host.h"
 #include "moonwire/config.h"
-#include "moonwire/conn.h"
 #include "moonwire/log.h"
-#include "moonwire/lua_host.h"
 #include "moonwire/server.h"
 
 #include <stdint.h>

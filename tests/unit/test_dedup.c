@@ -2,7 +2,7 @@
  * lost reply is delivered once, per origin, within bounds. */
 #include "helpers.h"
 
-#include "moonwire/dedup.h"
+#include "dedup.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,8 +1,8 @@
 /* Unit tests for core/deflate.c: permessage-deflate negotiation, compressed
  * frames shared across recipients, and the bounded inflate path. */
+#include "deflate.h"
+#include "frame.h"
 #include "helpers.h"
-#include "moonwire/deflate.h"
-#include "moonwire/frame.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,9 +2,9 @@
  * close frames, and reference counts. */
 #include "helpers.h"
 
-#include "moonwire/frame.h"
-#include "moonwire/outq.h"
-#include "moonwire/utf8.h"
+#include "frame.h"
+#include "outq.h"
+#include "utf8.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -5,9 +5,9 @@
  */
 #include "helpers.h"
 
+#include "frame.h"
+#include "history.h"
 #include "moonwire/config.h"
-#include "moonwire/frame.h"
-#include "moonwire/history.h"
 #include "moonwire/log.h"
 
 #include <stdio.h>

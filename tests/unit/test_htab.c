@@ -2,7 +2,7 @@
  * nodes that grow, lookups by hash and key, removal while walking. */
 #include "helpers.h"
 
-#include "moonwire/htab.h"
+#include "htab.h"
 
 #include <stdio.h>
 #include <string.h>

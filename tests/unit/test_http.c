@@ -2,9 +2,9 @@
  * opening-handshake checks, and the bytes of plain replies and of the 101. */
 #include "helpers.h"
 
+#include "frame.h"
+#include "http.h"
 #include "moonwire/error.h"
-#include "moonwire/frame.h"
-#include "moonwire/http.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -5,8 +5,8 @@
  * for hours. */
 #include "helpers.h"
 
-#include "moonwire/lua_loops.h"
-#include "moonwire/lua_watchdog.h"
+#include "lua_loops.h"
+#include "lua_watchdog.h"
 
 #include <lauxlib.h>
 #include <lualib.h>

@@ -2,7 +2,7 @@
  * its rewind, the byte bound and the age bound. */
 #include "helpers.h"
 
-#include "moonwire/outbox.h"
+#include "outbox.h"
 
 #include <string.h>
 

@@ -2,9 +2,9 @@
  * shared frames, partial writes, and the max_bytes cap of a peek. */
 #include "helpers.h"
 
+#include "frame.h"
+#include "outq.h"
 #include "moonwire/error.h"
-#include "moonwire/frame.h"
-#include "moonwire/outq.h"
 
 #include <malloc.h>
 #include <stdio.h>

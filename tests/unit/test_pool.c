@@ -4,7 +4,7 @@
  * be touched. */
 #include "helpers.h"
 
-#include "moonwire/pool.h"
+#include "pool.h"
 
 #include <malloc.h>
 #include <string.h>

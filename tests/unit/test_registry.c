@@ -6,9 +6,9 @@
  */
 #include "helpers.h"
 
-#include "moonwire/conn.h"
+#include "conn.h"
+#include "registry.h"
 #include "moonwire/error.h"
-#include "moonwire/registry.h"
 
 #include <stdio.h>
 #include <stdlib.h>

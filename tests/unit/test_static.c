@@ -6,8 +6,8 @@
  * tests/e2e/test_static.py. */
 #include "helpers.h"
 
+#include "static.h"
 #include "moonwire/error.h"
-#include "moonwire/static.h"
 
 #include <stdio.h>
 #include <string.h>

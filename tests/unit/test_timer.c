@@ -1,7 +1,7 @@
 /* Unit tests for include/moonwire/timer.h: the timer heap on a caller-driven clock. */
 #include "helpers.h"
 
-#include "moonwire/timer.h"
+#include "timer.h"
 
 #include <stdlib.h>
 #include <string.h>

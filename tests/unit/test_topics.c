@@ -8,11 +8,11 @@
  */
 #include "helpers.h"
 
-#include "moonwire/conn.h"
-#include "moonwire/history.h"
+#include "conn.h"
+#include "history.h"
+#include "topics.h"
 #include "moonwire/log.h"
 #include "moonwire/server.h"
-#include "moonwire/topics.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* Unit tests for include/moonwire/utf8.h: the incremental UTF-8 validator. */
 #include "helpers.h"
 
-#include "moonwire/utf8.h"
+#include "utf8.h"
 
 #include <string.h>
 

@@ -5,7 +5,7 @@
  * end this process). */
 #include "helpers.h"
 
-#include "moonwire/lua_watchdog.h"
+#include "lua_watchdog.h"
 
 #include <lauxlib.h>
 #include <lualib.h>

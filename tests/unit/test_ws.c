@@ -8,10 +8,10 @@
  */
 #include "helpers.h"
 
+#include "frame.h"
+#include "outq.h"
+#include "ws.h"
 #include "moonwire/error.h"
-#include "moonwire/frame.h"
-#include "moonwire/outq.h"
-#include "moonwire/ws.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -10,7 +10,7 @@
 #ifndef MOONWIRE_HTAB_H
 #define MOONWIRE_HTAB_H
 
-#include "moonwire/list.h"
+#include "list.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -14,12 +14,12 @@
 #ifndef MOONWIRE_CONN_H
 #define MOONWIRE_CONN_H
 
-#include "moonwire/frame.h"
-#include "moonwire/http.h"
-#include "moonwire/list.h"
-#include "moonwire/outq.h"
-#include "moonwire/transport.h"
-#include "moonwire/ws.h"
+#include "frame.h"
+#include "http.h"
+#include "list.h"
+#include "outq.h"
+#include "transport.h"
+#include "ws.h"
 
 #include <netinet/in.h>
 #include <stdint.h>

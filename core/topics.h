@@ -15,9 +15,9 @@
 #ifndef MOONWIRE_TOPICS_H
 #define MOONWIRE_TOPICS_H
 
-#include "moonwire/frame.h"
-#include "moonwire/htab.h"
-#include "moonwire/list.h"
+#include "frame.h"
+#include "htab.h"
+#include "list.h"
 #include "moonwire/log.h"
 
 #include <stddef.h>

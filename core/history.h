@@ -27,8 +27,8 @@
 #ifndef MOONWIRE_HISTORY_H
 #define MOONWIRE_HISTORY_H
 
+#include "frame.h"
 #include "moonwire/config.h"
-#include "moonwire/frame.h"
 #include "moonwire/log.h"
 
 #include <stddef.h>

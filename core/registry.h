@@ -9,7 +9,7 @@
 #ifndef MOONWIRE_REGISTRY_H
 #define MOONWIRE_REGISTRY_H
 
-#include "moonwire/list.h"
+#include "list.h"
 
 #include <stddef.h>
 #include <stdint.h>

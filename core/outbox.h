@@ -19,7 +19,7 @@
 #ifndef MOONWIRE_OUTBOX_H
 #define MOONWIRE_OUTBOX_H
 
-#include "moonwire/list.h"
+#include "list.h"
 
 #include <stddef.h>
 #include <stdint.h>

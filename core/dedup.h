@@ -14,8 +14,8 @@
 #ifndef MOONWIRE_DEDUP_H
 #define MOONWIRE_DEDUP_H
 
-#include "moonwire/htab.h"
-#include "moonwire/list.h"
+#include "htab.h"
+#include "list.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -20,7 +20,7 @@
 #ifndef MOONWIRE_STREAM_H
 #define MOONWIRE_STREAM_H
 
-#include "moonwire/frame.h"
+#include "frame.h"
 
 #include <stddef.h>
 #include <stdint.h>

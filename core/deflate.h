@@ -12,7 +12,7 @@
 #ifndef MOONWIRE_DEFLATE_H
 #define MOONWIRE_DEFLATE_H
 
-#include "moonwire/frame.h"
+#include "frame.h"
 
 #include <stddef.h>
 #include <stdint.h>

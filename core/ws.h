@@ -16,8 +16,8 @@
 #ifndef MOONWIRE_WS_H
 #define MOONWIRE_WS_H
 
-#include "moonwire/deflate.h"
-#include "moonwire/utf8.h"
+#include "deflate.h"
+#include "utf8.h"
 
 #include <stddef.h>
 #include <stdint.h>

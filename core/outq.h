@@ -11,7 +11,7 @@
 #ifndef MOONWIRE_OUTQ_H
 #define MOONWIRE_OUTQ_H
 
-#include "moonwire/frame.h"
+#include "frame.h"
 
 #include <stddef.h>
 #include <stdint.h>

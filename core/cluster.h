@@ -24,8 +24,8 @@
 #ifndef MOONWIRE_CLUSTER_H
 #define MOONWIRE_CLUSTER_H
 
-#include "moonwire/frame.h"
-#include "moonwire/outbox.h"
+#include "frame.h"
+#include "outbox.h"
 
 #include <stddef.h>
 #include <stdint.h>

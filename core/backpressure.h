@@ -20,7 +20,7 @@
 #ifndef MOONWIRE_BACKPRESSURE_H
 #define MOONWIRE_BACKPRESSURE_H
 
-#include "moonwire/conn.h"
+#include "conn.h"
 #include "moonwire/server.h"
 
 #include <stddef.h>

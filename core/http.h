@@ -8,7 +8,7 @@
 #ifndef MOONWIRE_HTTP_H
 #define MOONWIRE_HTTP_H
 
-#include "moonwire/frame.h"
+#include "frame.h"
 
 #include <http_parser.h>
 #include <stddef.h>
