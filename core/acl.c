@@ -1,6 +1,6 @@
 /* Address allowlists. See acl.h. */
 #include "acl.h"
-#include "conn.h"
+#include "addr.h"
 #include "moonwire/error.h"
 
 #include <arpa/inet.h>

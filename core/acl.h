@@ -4,10 +4,10 @@
 #ifndef MOONWIRE_ACL_H
 #define MOONWIRE_ACL_H
 
+#include "addr.h"
+
 #include <stddef.h>
 #include <stdint.h>
-
-typedef union mw_addr_u mw_addr_t;
 
 typedef struct {
     uint8_t ip[16]; /* IPv4 as IPv4-mapped IPv6 */

@@ -10,8 +10,13 @@
  * meanwhile is no longer found in the registry and is skipped.
  */
 #include "backpressure.h"
+#include "node.h"
+#include "registry.h"
+#include "timer.h"
+#include "moonwire/config.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
+#include "moonwire/metrics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,38 +51,38 @@ static void log_policy(mw_conn_t *c, const char *action, uint64_t ms)
  * has drained to half. */
 static void apply_policy(mw_conn_t *c, uint64_t ms)
 {
-    mw_server_t *srv = c->srv;
+    mw_conns_t *cs = c->conns;
 
-    if (srv->cfg->backpressure == MW_BP_DROP) {
+    if (cs->cfg->backpressure == MW_BP_DROP) {
         log_policy(c, "drop", ms);
         mw_bp_forget(c);
         c->dropping = 1;
     } else {
-        srv->metrics->backpressure_closes++;
+        cs->metrics->backpressure_closes++;
         log_policy(c, "close", ms);
         /* The close frame jumps no queue: the peer reads it after the backlog. */
         mw_conn_fail(c, 1008, "write queue full"); /* forgets c */
     }
 }
 
-int mw__bp_admit(mw_conn_t *c, size_t after)
+int mw_bp_admit(mw_conn_t *c, size_t after)
 {
-    mw_server_t *srv = c->srv;
+    mw_conns_t *cs = c->conns;
 
-    if (!c->dropping && after <= 2 * srv->cfg->max_buffered)
+    if (!c->dropping && after <= 2 * cs->cfg->max_buffered)
         return 0; /* over the bound within a turn: judged after its writes */
-    if (srv->cfg->backpressure == MW_BP_DROP || c->dropping) {
-        srv->metrics->backpressure_drops++;
+    if (cs->cfg->backpressure == MW_BP_DROP || c->dropping) {
+        cs->metrics->backpressure_drops++;
     } else {
         /* Twice the bound in one turn: nothing paced it, judge it now. */
-        apply_policy(c, c->backlog != NULL ? srv->timers.now - c->backlog->since : 0);
+        apply_policy(c, c->backlog != NULL ? cs->timers->now - c->backlog->since : 0);
     }
     return MW_EBACKPRESSURE;
 }
 
 static mw_backlog_t *backlog_of(mw_conn_t *c)
 {
-    mw_server_t *srv = c->srv;
+    mw_conns_t *cs = c->conns;
     mw_backlog_t *b = c->backlog;
 
     if (b != NULL)
@@ -85,9 +90,9 @@ static mw_backlog_t *backlog_of(mw_conn_t *c)
     if ((b = calloc(1, sizeof(*b))) == NULL)
         return NULL;
     b->owner = c;
-    b->since = srv->timers.now;
-    mw_list_insert_tail(&srv->backed_up, &b->link);
-    srv->nbacked++;
+    b->since = cs->timers->now;
+    mw_list_insert_tail(&cs->backed_up, &b->link);
+    cs->nbacked++;
     c->backlog = b;
     return b;
 }
@@ -96,17 +101,17 @@ static mw_backlog_t *backlog_of(mw_conn_t *c)
 static void hold(mw_conn_t *p, unsigned reason)
 {
     if (p->paused == 0 && !p->finishing)
-        p->srv->metrics->backpressure_pauses++;
+        p->conns->metrics->backpressure_pauses++;
     mw_conn_pause(p, reason, 1);
 }
 
-void mw__bp_over(mw_conn_t *c)
+void mw_bp_over(mw_conn_t *c)
 {
-    mw_server_t *srv = c->srv;
-    mw_conn_t *p = srv->sender;
+    mw_conns_t *cs = c->conns;
+    mw_conn_t *p = cs->sender;
     mw_backlog_t *b;
 
-    if (c->dropping || c->state != MW_CONN_OPEN || mw_conn_buffered(c) <= srv->cfg->max_buffered)
+    if (c->dropping || c->state != MW_CONN_OPEN || mw_conn_buffered(c) <= cs->cfg->max_buffered)
         return;
     if ((b = backlog_of(c)) == NULL) {
         apply_policy(c, 0); /* out of memory: no deadline can be kept */
@@ -136,16 +141,16 @@ void mw__bp_over(mw_conn_t *c)
 /* Lets go of the publishers c held back and leaves the backed-up list. */
 static void let_go(mw_conn_t *c)
 {
-    mw_server_t *srv = c->srv;
+    mw_conns_t *cs = c->conns;
     mw_backlog_t *b = c->backlog;
 
     if (b == NULL)
         return;
     c->backlog = NULL;
     mw_list_remove(&b->link);
-    srv->nbacked--;
+    cs->nbacked--;
     for (uint32_t i = 0; i < b->nholds; i++) {
-        mw_conn_t *p = mw_registry_find_serial(&srv->reg, b->holds[i]);
+        mw_conn_t *p = mw_registry_find_serial(cs->node->reg, b->holds[i]);
         if (p != NULL && p->held_back > 0 && --p->held_back == 0)
             mw_conn_pause(p, MW_PAUSE_FLOW, 0);
     }
@@ -153,23 +158,23 @@ static void let_go(mw_conn_t *c)
     free(b);
 }
 
-void mw__bp_written(mw_conn_t *c)
+void mw_bp_written(mw_conn_t *c)
 {
-    mw_server_t *srv = c->srv;
+    mw_conns_t *cs = c->conns;
     size_t queued = mw_conn_buffered(c);
 
-    if (queued > srv->cfg->max_buffered / 2)
+    if (queued > cs->cfg->max_buffered / 2)
         return;
     if (c->backlog != NULL || c->dropping)
-        srv->bp_released += srv->cfg->max_buffered / 2; /* at least */
+        cs->queue_freed += cs->cfg->max_buffered / 2; /* at least */
     let_go(c);
     c->dropping = 0;
     mw_conn_pause(c, MW_PAUSE_WRITEQ, 0);
 }
 
-void mw__bp_flushed(mw_conn_t *c)
+void mw_bp_flushed(mw_conn_t *c)
 {
-    mw_server_t *srv = c->srv;
+    mw_conns_t *cs = c->conns;
 
     if (c->freed || c->state != MW_CONN_OPEN)
         return;
@@ -178,7 +183,7 @@ void mw__bp_flushed(mw_conn_t *c)
         return;
     }
     hold(c, MW_PAUSE_WRITEQ);
-    if (srv->cfg->backpressure_timeout == 0 && c->backlog != NULL)
+    if (cs->cfg->backpressure_timeout == 0 && c->backlog != NULL)
         apply_policy(c, 0);
 }
 
@@ -187,12 +192,12 @@ void mw_bp_forget(mw_conn_t *c)
     let_go(c);
 }
 
-void mw_bp_sweep(mw_server_t *srv, uint64_t now)
+void mw_bp_sweep(mw_conns_t *cs, uint64_t now)
 {
-    uint32_t timeout = srv->cfg->backpressure_timeout;
+    uint32_t timeout = cs->cfg->backpressure_timeout;
 
-    while (!mw_list_empty(&srv->backed_up)) {
-        mw_backlog_t *b = MW_CONTAINER_OF(srv->backed_up.next, mw_backlog_t, link);
+    while (!mw_list_empty(&cs->backed_up)) {
+        mw_backlog_t *b = MW_CONTAINER_OF(cs->backed_up.next, mw_backlog_t, link);
         mw_conn_t *c = b->owner;
 
         if (now - b->since < timeout)
@@ -205,14 +210,14 @@ void mw_bp_sweep(mw_server_t *srv, uint64_t now)
      * and entry pools are full, and glibc keeps what they did not take on its
      * free lists and as free pages in the middle of its heap, all of which
      * counts in RSS: empty the pools, and hand the whole free pages back. */
-    if (srv->bp_released >= TRIM_AFTER && now - srv->bp_trimmed_at >= TRIM_EVERY_MS) {
-        srv->bp_released = 0;
-        srv->bp_trimmed_at = now;
+    if (cs->queue_freed >= TRIM_AFTER && now - cs->trimmed_at >= TRIM_EVERY_MS) {
+        cs->queue_freed = 0;
+        cs->trimmed_at = now;
         mw_outq_pool_drain();
         mw_frame_pool_drain();
 #if defined(__GLIBC__)
         malloc_trim(0);
 #endif
-        srv->metrics->memory_trims++;
+        cs->metrics->memory_trims++;
     }
 }

@@ -21,7 +21,7 @@
 #define MOONWIRE_BACKPRESSURE_H
 
 #include "conn.h"
-#include "moonwire/server.h"
+#include "list.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -29,49 +29,33 @@
 /* What a connection's backed-up queue keeps while it is backed up. */
 typedef struct mw_backlog_s {
     mw_conn_t *owner; /* the connection it is c->backlog of; it goes first */
-    mw_list_t link;  /* in srv->backed_up, ordered by since */
+    mw_list_t link;  /* in conns->backed_up, ordered by since */
     uint64_t since;  /* when the queue passed max_buffered, ms */
     uint64_t *holds; /* serials of the publishers it holds back, in order */
     uint32_t nholds, cap;
 } mw_backlog_t;
 
-/* mw_conn_send, before it queues a data frame to the open connection c whose
- * non-empty queue would then hold `after` (over max_buffered): returns 0 to
- * queue it, or MW_EBACKPRESSURE after applying the policy (the frame is
- * dropped, or c closed with 1008; counted either way). */
-int mw__bp_admit(mw_conn_t *c, size_t after);
+/* The functions below are what the server installs as the queue bounds'
+ * handlers of its connections (mw_conn_handlers_t: admit, over, written,
+ * flushed, forget); conn.c calls them past its own cheap checks. */
 
-/* Internal: c's queue is over max_buffered after a frame was queued. */
-void mw__bp_over(mw_conn_t *c);
+/* Before a data frame is queued to the open connection c, whose non-empty
+ * queue would then hold `after` (over max_buffered): returns 0 to queue it,
+ * or MW_EBACKPRESSURE after applying the policy (the frame is dropped, or c
+ * closed with 1008; counted either way). */
+int mw_bp_admit(mw_conn_t *c, size_t after);
 
-/* After anything was queued to c (a data frame, a pong): past the bound, the
- * connection whose input is being handled stops being read. */
-static inline void mw_bp_queued(mw_conn_t *c)
-{
-    if (mw_conn_buffered(c) > c->srv->cfg->max_buffered)
-        mw__bp_over(c);
-}
+/* c's queue is over max_buffered after a frame (data, or a pong) was queued:
+ * the connection whose input is being handled stops being read. */
+void mw_bp_over(mw_conn_t *c);
 
-/* Internal: c's backed-up or paused queue may have drained to half. */
-void mw__bp_written(mw_conn_t *c);
+/* Bytes of c's queue were written while it is backed up, dropping or
+ * paused: at half the bound, it lets go. */
+void mw_bp_written(mw_conn_t *c);
 
-/* After bytes of c's queue were written. */
-static inline void mw_bp_written(mw_conn_t *c)
-{
-    if (c->backlog != NULL || c->dropping || (c->paused & MW_PAUSE_WRITEQ))
-        mw__bp_written(c);
-}
-
-/* Internal: c's queue is over max_buffered after the turn's write attempt. */
-void mw__bp_flushed(mw_conn_t *c);
-
-/* After the turn's write attempt for c: a queue still over the bound is
+/* c's queue is over max_buffered after the turn's write attempt: it is
  * backed up and stops its own connection's reading. */
-static inline void mw_bp_flushed(mw_conn_t *c)
-{
-    if (mw_conn_buffered(c) > c->srv->cfg->max_buffered)
-        mw__bp_flushed(c);
-}
+void mw_bp_flushed(mw_conn_t *c);
 
 /* c no longer takes messages (closing, closed or released): it lets go of
  * the publishers it held back and leaves the backed-up list. */
@@ -79,6 +63,6 @@ void mw_bp_forget(mw_conn_t *c);
 
 /* The sweep: applies the policy to queues backed up for backpressure_timeout,
  * and gives a burst's freed memory back to the system. */
-void mw_bp_sweep(mw_server_t *srv, uint64_t now);
+void mw_bp_sweep(mw_conns_t *cs, uint64_t now);
 
 #endif

@@ -17,10 +17,14 @@
 #include "cluster.h"
 #include "conn.h"
 #include "dedup.h"
+#include "node.h"
+#include "registry.h"
+#include "timer.h"
 #include "topics.h"
+#include "moonwire/config.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
-#include "moonwire/server.h"
+#include "moonwire/metrics.h"
 
 #include <openssl/sha.h>
 #include <hiredis/async.h>
@@ -56,12 +60,12 @@ struct rconn_s {
 };
 
 struct mw_cluster_s {
-    mw_server_t *srv;
+    mw_node_t *node;
     uv_loop_t *loop;
     char host[256], path[256], password[256];
     int port, db;
     char prefix[64];
-    char node[64]; /* this node incarnation, as ids spell it ("n1.k3x9a2") */
+    char name[64]; /* this node incarnation, as ids spell it ("n1.k3x9a2") */
     char all_channel[96];
     char node_channel[160];
     rconn_t sub, cmd;
@@ -436,7 +440,7 @@ static void on_retry(uv_timer_t *t)
 
 static void schedule_retry(rconn_t *rc)
 {
-    uint32_t cap = rc->cl->srv->cfg->cluster_reconnect_max;
+    uint32_t cap = rc->cl->node->cfg->cluster_reconnect_max;
     if (rc->cl->stopping)
         return;
     rc->backoff_ms = rc->backoff_ms == 0 ? BACKOFF_MIN_MS : rc->backoff_ms * 2;
@@ -452,7 +456,7 @@ static void try_sync(mw_cluster_t *cl);
  * holds the outbox back until both connections are up again. */
 static void went_down(rconn_t *rc, const char *why)
 {
-    mw_metrics_t *m = rc->cl->srv->metrics;
+    mw_metrics_t *m = rc->cl->node->metrics;
     if (rc->ready)
         mw_log_warn("cluster: lost the %s connection to Redis (%s); retrying", rc->name, why);
     rc->ready = 0;
@@ -523,10 +527,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
     cl = rc->cl;
     uv_timer_stop(&rc->timer);
     if (status != REDIS_OK) {
-        if (rc->backoff_ms == 0 || rc->backoff_ms >= cl->srv->cfg->cluster_reconnect_max)
+        if (rc->backoff_ms == 0 || rc->backoff_ms >= cl->node->cfg->cluster_reconnect_max)
             mw_log_warn("cluster: cannot connect to Redis (%s): %s", rc->name, ac->errstr);
         rc->ac = NULL;
-        cl->srv->metrics->cluster_reconnects++;
+        cl->node->metrics->cluster_reconnects++;
         schedule_retry(rc);
         return;
     }
@@ -576,7 +580,7 @@ static void rconn_connect(rconn_t *rc)
     rc->head = rc->count = 0;
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    uv_timer_start(&rc->timer, on_retry, cl->srv->cfg->cluster_connect_timeout, 0);
+    uv_timer_start(&rc->timer, on_retry, cl->node->cfg->cluster_connect_timeout, 0);
 }
 
 /* Drops a live connection: down first, since the pending callbacks run
@@ -602,7 +606,7 @@ static int fire(mw_cluster_t *cl, int argc, const char **argv, const size_t *arg
  * connected again, which subscribes it afresh. */
 static void probe_subscriber(mw_cluster_t *cl, uint64_t now)
 {
-    mw_envelope_t e = {.kind = MW_ENV_PROBE, .origin = cl->node, .origin_len = strlen(cl->node),
+    mw_envelope_t e = {.kind = MW_ENV_PROBE, .origin = cl->name, .origin_len = strlen(cl->name),
                        .except = "", .target = ""};
     const char *argv[3] = {"PUBLISH", cl->node_channel};
     size_t argl[3] = {7, strlen(cl->node_channel)};
@@ -613,7 +617,7 @@ static void probe_subscriber(mw_cluster_t *cl, uint64_t now)
         return;
     }
     if (cl->probe_sent != 0) {
-        if (now - cl->probe_sent > cl->srv->cfg->cluster_command_timeout) {
+        if (now - cl->probe_sent > cl->node->cfg->cluster_command_timeout) {
             mw_log_warn("cluster: the subscriber connection heard nothing, not even its probe, "
                         "for %llu ms", (unsigned long long)(now - cl->sub_heard));
             cl->probe_sent = 0;
@@ -642,9 +646,9 @@ static void on_watchdog(uv_timer_t *t)
     for (int i = 0; i < 2; i++) {
         rconn_t *rc = conns[i];
         if (rc->ac != NULL && rc->count > 0 &&
-            now - rc->sent[rc->head] > cl->srv->cfg->cluster_command_timeout) {
+            now - rc->sent[rc->head] > cl->node->cfg->cluster_command_timeout) {
             mw_log_warn("cluster: Redis did not answer the %s connection within %u ms", rc->name,
-                        cl->srv->cfg->cluster_command_timeout);
+                        cl->node->cfg->cluster_command_timeout);
             drop(rc, "timeout");
         }
     }
@@ -697,7 +701,7 @@ static void subscribe_one(mw_cluster_t *cl, const char *verb, const char *topic,
  * and the confirmation of <prefix>:all tells this node the same of itself. */
 static void subscribe_all(mw_cluster_t *cl)
 {
-    const mw_topics_t *ts = &cl->srv->topics;
+    const mw_topics_t *ts = cl->node->topics;
     static char names[SUBSCRIBE_BATCH][MW_TOPIC_MAX + 80];
     const char *chans[SUBSCRIBE_BATCH];
     size_t lens[SUBSCRIBE_BATCH];
@@ -735,35 +739,35 @@ static void on_last(void *ud, const mw_topic_t *t)
 
 static void deliver(mw_cluster_t *cl, const char *channel, size_t chlen, const mw_envelope_t *e)
 {
-    mw_server_t *srv = cl->srv;
+    mw_node_t *node = cl->node;
     mw_conn_t *except = NULL, *target;
     mw_frame_t *f;
     size_t plen = strlen(cl->prefix);
 
     /* Our own messages were delivered here when they were sent; a history
      * message is delivered by every node from this channel, in offset order. */
-    if (!e->history && e->origin_len == strlen(cl->node) &&
-        memcmp(e->origin, cl->node, e->origin_len) == 0)
+    if (!e->history && e->origin_len == strlen(cl->name) &&
+        memcmp(e->origin, cl->name, e->origin_len) == 0)
         return;
     /* Sent again after a lost reply, and Redis had run it the first time. */
     if (!mw_dedup_check(&cl->dedup, e->origin, e->origin_len, e->seq, now_ms(cl))) {
-        srv->metrics->cluster_duplicates++;
+        node->metrics->cluster_duplicates++;
         return;
     }
     f = mw_frame_new(e->binary ? MW_OP_BINARY : MW_OP_TEXT, e->payload, e->payload_len);
     if (f == NULL)
         return;
     if (e->except_len > 0)
-        except = mw_registry_find(&srv->reg, e->except, e->except_len);
-    srv->metrics->cluster_received++;
+        except = mw_registry_find(node->reg, e->except, e->except_len);
+    node->metrics->cluster_received++;
     switch (e->kind) {
     case MW_ENV_TOPIC:
         if (chlen > plen + 3 && memcmp(channel + plen, ":t:", 3) == 0)
-            mw_topics_publish(&srv->topics, channel + plen + 3, chlen - plen - 3, f, except);
+            mw_topics_publish(node->topics, channel + plen + 3, chlen - plen - 3, f, except);
         break;
     case MW_ENV_BROADCAST: {
         mw_list_t *it, *tmp;
-        mw_list_foreach_safe(it, tmp, &srv->reg.open)
+        mw_list_foreach_safe(it, tmp, &node->reg->open)
         {
             mw_conn_t *c = MW_CONTAINER_OF(it, mw_conn_t, open_link);
             if (c != except)
@@ -772,7 +776,7 @@ static void deliver(mw_cluster_t *cl, const char *channel, size_t chlen, const m
         break;
     }
     case MW_ENV_DIRECT:
-        target = mw_registry_find(&srv->reg, e->target, e->target_len);
+        target = mw_registry_find(node->reg, e->target, e->target_len);
         if (target != NULL)
             mw_conn_send(target, f);
         break;
@@ -807,10 +811,10 @@ static void on_pubsub(redisAsyncContext *ac, void *r, void *priv)
         }
         return;
     }
-    cl->srv->timers.now = uv_now(cl->loop);
+    cl->node->timers->now = uv_now(cl->loop);
     if (mw_envelope_decode((const uint8_t *)reply->element[2]->str, reply->element[2]->len, &e) !=
         0) {
-        cl->srv->metrics->cluster_bad_envelopes++;
+        cl->node->metrics->cluster_bad_envelopes++;
         return;
     }
     deliver(cl, reply->element[1]->str, reply->element[1]->len, &e);
@@ -844,7 +848,7 @@ static void on_fire_reply(redisAsyncContext *ac, void *r, void *priv)
     (void)ac;
     track_reply(&cl->cmd);
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
-        cl->srv->metrics->cluster_send_failures++;
+        cl->node->metrics->cluster_send_failures++;
 }
 
 /* Sends a command whose reply only counts as a failure or not; MW_EAGAIN (and a
@@ -853,7 +857,7 @@ static void on_fire_reply(redisAsyncContext *ac, void *r, void *priv)
 static int fire(mw_cluster_t *cl, int argc, const char **argv, const size_t *argl)
 {
     if (!cl->cmd.ready || cl->cmd.count >= PENDING_MAX) {
-        cl->srv->metrics->cluster_send_failures++;
+        cl->node->metrics->cluster_send_failures++;
         return MW_EAGAIN;
     }
     redisAsyncCommandArgv(cl->cmd.ac, on_fire_reply, cl, argc, argv, argl);
@@ -904,9 +908,9 @@ static void on_presence(void *ud, const mw_topic_t *t, const mw_conn_t *c, const
  * (so a hash every node left goes away). */
 static void heartbeat(mw_cluster_t *cl)
 {
-    const mw_topics_t *ts = &cl->srv->topics;
+    const mw_topics_t *ts = cl->node->topics;
     char ttl[24], ttl2[24], key[MW_TOPIC_MAX + 80];
-    uint32_t secs = (cl->srv->cfg->cluster_presence_ttl + 999) / 1000;
+    uint32_t secs = (cl->node->cfg->cluster_presence_ttl + 999) / 1000;
     const char *argv[5];
     size_t argl[5];
 
@@ -945,7 +949,7 @@ static void on_heartbeat(uv_timer_t *t)
 /* After a (re)connect: this node's presence entries again (Redis may be new). */
 static void restore_presence(mw_cluster_t *cl)
 {
-    const mw_topics_t *ts = &cl->srv->topics;
+    const mw_topics_t *ts = cl->node->topics;
     for (const mw_topic_t *t = mw_topics_next(ts, NULL); t != NULL; t = mw_topics_next(ts, t)) {
         mw_list_t *it;
         mw_list_foreach(it, &t->members)
@@ -1099,10 +1103,10 @@ static void on_item_reply(redisAsyncContext *ac, void *r, void *priv)
     }
     mw_outbox_remove(&cl->outbox, &it->ob);
     if (reply->type == REDIS_REPLY_ERROR) {
-        cl->srv->metrics->cluster_send_failures++;
+        cl->node->metrics->cluster_send_failures++;
         mw_log_warn("cluster: Redis refused a message for the other nodes: %s", reply->str);
     } else {
-        cl->srv->metrics->cluster_published++;
+        cl->node->metrics->cluster_published++;
     }
     if (it->cb != NULL)
         it->cb(it->ud, reply);
@@ -1123,7 +1127,7 @@ static void on_item_dropped(mw_outbox_item_t *o, void *ud)
  * dropping what waited too long. */
 static void pump(mw_cluster_t *cl)
 {
-    const mw_config_t *cfg = cl->srv->cfg;
+    const mw_config_t *cfg = cl->node->cfg;
     mw_outbox_item_t *o;
     uint64_t now = now_ms(cl);
     size_t dropped;
@@ -1135,7 +1139,7 @@ static void pump(mw_cluster_t *cl)
     cl->outbox.max_age = cfg->cluster_outbox_max_age;
     dropped = mw_outbox_expire(&cl->outbox, now, on_item_dropped, cl);
     if (dropped > 0) {
-        cl->srv->metrics->cluster_outbox_dropped += dropped;
+        cl->node->metrics->cluster_outbox_dropped += dropped;
         mw_log_warn("cluster: dropped %zu message(s) for the other nodes that waited for Redis "
                     "longer than cluster.outbox_max_age (%u ms)",
                     dropped, cfg->cluster_outbox_max_age);
@@ -1174,10 +1178,10 @@ static int enqueue(mw_cluster_t *cl, citem_t *it)
 {
     uint64_t now = now_ms(cl);
 
-    cl->outbox.max_bytes = cl->srv->cfg->cluster_outbox_size;
+    cl->outbox.max_bytes = cl->node->cfg->cluster_outbox_size;
     if (cl->stopping || mw_outbox_push(&cl->outbox, &it->ob, now) != 0) {
         free(it);
-        cl->srv->metrics->cluster_outbox_refused++;
+        cl->node->metrics->cluster_outbox_refused++;
         cl->refused_unlogged++;
         if (now - cl->refused_logged >= REFUSED_LOG_EVERY_MS)
             log_refused(cl, now);
@@ -1233,7 +1237,7 @@ out:
 
 static uint64_t resync_wait(const mw_cluster_t *cl)
 {
-    const mw_config_t *cfg = cl->srv->cfg;
+    const mw_config_t *cfg = cl->node->cfg;
     return (uint64_t)cfg->cluster_reconnect_max * 6 / 5 + cfg->cluster_connect_timeout +
            WATCHDOG_MS;
 }
@@ -1466,7 +1470,7 @@ int mw_cluster_history_publish(mw_cluster_t *cl, const char *topic, size_t len, 
                                const char *except, size_t except_len, mw_cluster_reply_cb cb,
                                mw_cluster_queued_cb queued, void *ud)
 {
-    const mw_config_t *cfg = cl->srv->cfg;
+    const mw_config_t *cfg = cl->node->cfg;
     char stream[MW_TOPIC_MAX + 80], meta[MW_TOPIC_MAX + 80], ch[MW_TOPIC_MAX + 80];
     char size[24], ttl[24], epoch[24];
     const char *field = cfg->history_field ? cfg->history_field : "";
@@ -1497,9 +1501,9 @@ int mw_cluster_history_publish(mw_cluster_t *cl, const char *topic, size_t len, 
         int text = (f->bytes[0] & 0x0f) == MW_OP_TEXT;
         const char *argv[16] = {"EVALSHA", NULL, "2", stream, meta, ch, size, ttl, field, NULL,
                                 (const char *)mw_frame_payload(f), epoch, text ? "1" : "0",
-                                cl->node, NULL, cl->node_key_prefix};
+                                cl->name, NULL, cl->node_key_prefix};
         size_t argl[16] = {7, 0, 1, slen, mlen, chlen, strlen(size), strlen(ttl), strlen(field),
-                           hlen, mw_frame_payload_len(f), strlen(epoch), 1, strlen(cl->node),
+                           hlen, mw_frame_payload_len(f), strlen(epoch), 1, strlen(cl->name),
                            SEQ_DIGITS, strlen(cl->node_key_prefix)};
         it = item_new(cl, 16, argv, argl);
     }
@@ -1556,8 +1560,8 @@ static void fill(mw_envelope_t *e, const mw_cluster_t *cl, uint8_t kind, const m
     memset(e, 0, sizeof(*e));
     e->kind = kind;
     e->binary = (f->bytes[0] & 0x0f) == MW_OP_BINARY;
-    e->origin = cl->node;
-    e->origin_len = strlen(cl->node);
+    e->origin = cl->name;
+    e->origin_len = strlen(cl->name);
     e->payload = mw_frame_payload(f);
     e->payload_len = mw_frame_payload_len(f);
     e->except = e->target = "";
@@ -1673,9 +1677,9 @@ static int rconn_init(mw_cluster_t *cl, rconn_t *rc, const char *name, int subsc
     return 0;
 }
 
-int mw_cluster_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen)
+int mw_cluster_start(mw_node_t *node, uv_loop_t *loop, char *err, size_t errlen)
 {
-    const mw_config_t *cfg = srv->cfg;
+    const mw_config_t *cfg = node->cfg;
     mw_cluster_t *cl;
 
     if (cfg->cluster_redis == NULL)
@@ -1693,12 +1697,13 @@ int mw_cluster_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen
     if (cfg->cluster_password != NULL)
         snprintf(cl->password, sizeof(cl->password), "%s", cfg->cluster_password);
     snprintf(cl->prefix, sizeof(cl->prefix), "%s", cfg->cluster_prefix);
-    snprintf(cl->node, sizeof(cl->node), "%.*s", (int)srv->reg.prefix_len - 1, srv->reg.prefix);
+    snprintf(cl->name, sizeof(cl->name), "%.*s", (int)node->reg->ids.prefix_len - 1,
+             node->reg->ids.prefix);
     snprintf(cl->all_channel, sizeof(cl->all_channel), "%s:all", cl->prefix);
-    snprintf(cl->node_channel, sizeof(cl->node_channel), "%s:n:%s", cl->prefix, cl->node);
+    snprintf(cl->node_channel, sizeof(cl->node_channel), "%s:n:%s", cl->prefix, cl->name);
     snprintf(cl->node_key_prefix, sizeof(cl->node_key_prefix), "%s:node:", cl->prefix);
     sha1_hex(history_publish_script, sizeof(history_publish_script) - 1, cl->publish_sha);
-    cl->srv = srv;
+    cl->node = node;
     cl->loop = loop;
     mw_outbox_init(&cl->outbox, cfg->cluster_outbox_size, cfg->cluster_outbox_max_age);
     if (mw_dedup_init(&cl->dedup, DEDUP_ORIGINS) != 0 ||
@@ -1713,7 +1718,7 @@ int mw_cluster_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen
     cl->watchdog.data = cl;
     uv_timer_start(&cl->watchdog, on_watchdog, WATCHDOG_MS, WATCHDOG_MS);
     uv_unref((uv_handle_t *)&cl->watchdog);
-    snprintf(cl->node_key, sizeof(cl->node_key), "%s:node:%s", cl->prefix, cl->node);
+    snprintf(cl->node_key, sizeof(cl->node_key), "%s:node:%s", cl->prefix, cl->name);
     uv_timer_init(loop, &cl->heartbeat);
     cl->heartbeat.data = cl;
     {
@@ -1721,16 +1726,16 @@ int mw_cluster_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen
         uv_timer_start(&cl->heartbeat, on_heartbeat, every, every);
     }
     uv_unref((uv_handle_t *)&cl->heartbeat);
-    srv->topics.on_first = on_first;
-    srv->topics.on_last = on_last;
-    srv->topics.on_presence = on_presence;
-    srv->topics.ud = cl;
-    srv->cluster = cl;
+    node->topics->on_first = on_first;
+    node->topics->on_last = on_last;
+    node->topics->on_presence = on_presence;
+    node->topics->ud = cl;
+    node->cluster = cl;
     if (cl->path[0] != '\0')
-        mw_log_info("cluster: node %s on Redis unix:%s (channels %s:*)", cl->node, cl->path,
+        mw_log_info("cluster: node %s on Redis unix:%s (channels %s:*)", cl->name, cl->path,
                     cl->prefix);
     else
-        mw_log_info("cluster: node %s on Redis %s:%d db %d (channels %s:*)", cl->node, cl->host,
+        mw_log_info("cluster: node %s on Redis %s:%d db %d (channels %s:*)", cl->name, cl->host,
                     cl->port, cl->db, cl->prefix);
     rconn_connect(&cl->cmd);
     rconn_connect(&cl->sub);
@@ -1749,9 +1754,9 @@ static void on_timer_closed(uv_handle_t *h)
     }
 }
 
-void mw_cluster_stop(mw_server_t *srv)
+void mw_cluster_stop(mw_node_t *node)
 {
-    mw_cluster_t *cl = srv->cluster;
+    mw_cluster_t *cl = node->cluster;
     rconn_t *conns[2];
 
     if (cl == NULL)
@@ -1759,9 +1764,9 @@ void mw_cluster_stop(mw_server_t *srv)
     conns[0] = &cl->sub;
     conns[1] = &cl->cmd;
     cl->stopping = 1;
-    srv->cluster = NULL;
-    srv->topics.on_first = srv->topics.on_last = NULL;
-    srv->topics.on_presence = NULL;
+    node->cluster = NULL;
+    node->topics->on_first = node->topics->on_last = NULL;
+    node->topics->on_presence = NULL;
     for (int i = 0; i < 2; i++) {
         redisAsyncContext *ac = conns[i]->ac;
         conns[i]->ac = NULL;
@@ -1775,7 +1780,7 @@ void mw_cluster_stop(mw_server_t *srv)
         /* What Redis did not take is lost: said and counted. */
         size_t n = mw_outbox_clear(&cl->outbox, on_item_dropped, cl);
         if (n > 0) {
-            srv->metrics->cluster_outbox_dropped += n;
+            node->metrics->cluster_outbox_dropped += n;
             mw_log_warn("cluster: stopping with %zu message(s) for the other nodes that Redis did "
                         "not take; dropped", n);
         }

@@ -31,7 +31,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-typedef struct mw_server_s mw_server_t;
+typedef struct mw_node_s mw_node_t;
 typedef struct mw_cluster_s mw_cluster_t;
 
 /* MW_ENV_PROBE: a node's probe of its own subscriber connection, on its own
@@ -75,12 +75,14 @@ int mw_envelope_decode(const uint8_t *data, size_t len, mw_envelope_t *e);
 int mw_cluster_parse_url(const char *url, char *host, int *port, char *path, char *password,
                          int *db);
 
-/* Connects the node to Redis (asynchronously) and hooks the topic index.
- * Returns 0, or MW_ECONFIG with err set for a bad address. */
-int mw_cluster_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen);
+/* Connects the node to Redis (asynchronously), hooks the topic index, and
+ * sets node->cluster; does nothing without cluster.redis. Returns 0, or
+ * MW_ECONFIG with err set for a bad address, or MW_ENOMEM. */
+int mw_cluster_start(mw_node_t *node, uv_loop_t *loop, char *err, size_t errlen);
 
-/* Disconnects and frees (at shutdown). Safe from a loop callback. */
-void mw_cluster_stop(mw_server_t *srv);
+/* Disconnects and frees node->cluster, if any (at shutdown). Safe from a
+ * loop callback. */
+void mw_cluster_stop(mw_node_t *node);
 
 /* True when the subscriber connection is up (messages of other nodes arrive). */
 int mw_cluster_subscribed(const mw_cluster_t *cl);

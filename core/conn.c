@@ -1,5 +1,6 @@
 /* A connection's life: reading requests, the WebSocket session, the
- * closing handshake, and handing back to the transport. See conn.h.
+ * closing handshake, its timeout list, and handing back to the transport.
+ * See conn.h.
  *
  * HTTP requests that are not upgraded are answered one at a time, in order
  * (keep-alive, RFC 9112 section 9.3): bytes read while a reply is being made
@@ -7,18 +8,15 @@
  * and are taken at the end of the turn in which the reply drained.
  */
 #include "conn.h"
-#include "backpressure.h"
 #include "deflate.h"
-#include "handshake.h"
-#include "lua_host.h"
-#include "stream.h"
+#include "iplimit.h"
+#include "timer.h"
+#include "moonwire/config.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
-#include "moonwire/server.h"
+#include "moonwire/metrics.h"
 
-#include <arpa/inet.h>
 #include <lauxlib.h>
-#include <lua.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,19 +38,74 @@ static const mw_ws_handler_t ws_handler = {
  * the first; a TLS record may still bring a few more). */
 #define PIPELINED_MAX (256 * 1024)
 
-int mw_conn_init(mw_conn_t *c, mw_server_t *srv, const mw_transport_t *tp, const mw_addr_t *addr)
+static void run_close(mw_list_t *link);
+static void run_flush(mw_list_t *link);
+
+void mw_conns_init(mw_conns_t *cs, mw_sched_t *sched)
+{
+    memset(cs, 0, sizeof(*cs));
+    cs->sched = sched;
+    sched->on_closing = run_close;
+    sched->on_flush = run_flush;
+    mw_list_init(&cs->tl_handshake);
+    mw_list_init(&cs->tl_active);
+    mw_list_init(&cs->tl_pinged);
+    mw_list_init(&cs->tl_closing);
+    mw_list_init(&cs->tl_keepalive);
+    mw_list_init(&cs->backed_up);
+}
+
+static mw_list_t *tlist_head(mw_conns_t *cs, mw_conn_tlist_t tl)
+{
+    switch (tl) {
+    case MW_TL_HANDSHAKE:
+        return &cs->tl_handshake;
+    case MW_TL_ACTIVE:
+        return &cs->tl_active;
+    case MW_TL_PINGED:
+        return &cs->tl_pinged;
+    case MW_TL_CLOSING:
+        return &cs->tl_closing;
+    case MW_TL_KEEPALIVE:
+        return &cs->tl_keepalive;
+    default:
+        return NULL;
+    }
+}
+
+void mw_conn_set_tlist(mw_conn_t *c, mw_conn_tlist_t tl)
+{
+    mw_list_t *head = tlist_head(c->conns, tl);
+
+    if (mw_list_linked(&c->timeout_link))
+        mw_list_remove(&c->timeout_link);
+    c->tlist = (uint8_t)tl;
+    c->tl_at = c->conns->timers->now;
+    if (head != NULL)
+        mw_list_insert_tail(head, &c->timeout_link);
+}
+
+/* Activity on an open connection: it goes to the back of the idle list. */
+static void touch(mw_conn_t *c)
+{
+    c->last_rx = c->conns->timers->now;
+    if (c->tlist == MW_TL_ACTIVE || c->tlist == MW_TL_PINGED)
+        mw_conn_set_tlist(c, MW_TL_ACTIVE);
+}
+
+int mw_conn_init(mw_conn_t *c, mw_conns_t *cs, const mw_transport_t *tp, const mw_addr_t *addr)
 {
     memset(c, 0, sizeof(*c));
-    srv->nconns++; /* from here on mw_conn_release() undoes everything */
-    c->srv = srv;
+    cs->count++; /* from here on mw_conn_release() undoes everything */
+    c->conns = cs;
     c->tp = tp;
-    c->serial = mw_registry_next_serial(&srv->reg);
+    c->serial = mw_ids_next(cs->ids);
     c->state = MW_CONN_HTTP;
     c->lua_ref = c->req_ref = LUA_NOREF;
-    c->since = c->last_rx = srv->timers.now;
+    c->since = c->last_rx = cs->timers->now;
     if (addr != NULL) {
         c->addr = *addr;
-        c->ip_counted = mw_iplimit_add(&srv->iplimit, addr) > 0;
+        c->ip_counted = mw_iplimit_add(cs->iplimit, addr) > 0;
     }
     mw_list_init(&c->timeout_link);
     mw_list_init(&c->open_link);
@@ -61,14 +114,14 @@ int mw_conn_init(mw_conn_t *c, mw_server_t *srv, const mw_transport_t *tp, const
     mw_list_init(&c->subs);
     mw_outq_init(&c->outq);
     mw_outq_init(&c->held);
-    mw_ws_init(&c->ws, &ws_handler, c, srv->cfg->max_message_size);
+    mw_ws_init(&c->ws, &ws_handler, c, cs->cfg->max_message_size);
     c->ws.stopped = 1; /* until the upgrade */
-    mw_server_set_tlist(srv, c, MW_TL_HANDSHAKE);
+    mw_conn_set_tlist(c, MW_TL_HANDSHAKE);
     c->http = malloc(sizeof(*c->http));
     if (c->http == NULL)
         return MW_ENOMEM;
-    mw_http_req_init(c->http, srv->cfg->max_head_size);
-    srv->metrics->connections_total++;
+    mw_http_req_init(c->http, cs->cfg->max_head_size);
+    cs->metrics->connections_total++;
     return 0;
 }
 
@@ -92,7 +145,7 @@ static void log_close(const mw_conn_t *c, uint16_t code)
 {
     char id[MW_ID_MAX], addr[64], nums[6][24];
     const char *kv[16];
-    uint64_t v[6] = {c->srv->timers.now - c->since, c->msgs_in, c->msgs_out, c->bytes_in,
+    uint64_t v[6] = {c->conns->timers->now - c->since, c->msgs_in, c->msgs_out, c->bytes_in,
                      c->bytes_out, code};
 
     if (!mw_log_enabled(MW_LOG_INFO))
@@ -111,7 +164,7 @@ static void log_close(const mw_conn_t *c, uint16_t code)
 /* The app-level close: record the code, leave the open set, and owe on_close. */
 static void closed(mw_conn_t *c, uint16_t code, const char *reason, size_t len)
 {
-    mw_server_t *srv = c->srv;
+    mw_conns_t *cs = c->conns;
 
     if (c->state == MW_CONN_CLOSED)
         return;
@@ -121,44 +174,46 @@ static void closed(mw_conn_t *c, uint16_t code, const char *reason, size_t len)
     c->close_reason = reason;
     c->close_reason_len = (uint16_t)len;
     if (code < 5000)
-        srv->metrics->closes[code]++;
-    mw_bp_forget(c);
-    mw_registry_remove(&srv->reg, c);
-    mw_server_set_tlist(srv, c, MW_TL_CLOSING);
-    mw_server_queue_close(srv, c);
+        cs->metrics->closes[code]++;
+    cs->on->forget(c);
+    cs->on->on_closed(c);
+    mw_conn_set_tlist(c, MW_TL_CLOSING);
+    mw_sched_close(cs->sched, &c->close_link);
+}
+
+/* The scheduler's close work: the end of the turn in which c closed. */
+static void run_close(mw_list_t *link)
+{
+    mw_conn_t *c = MW_CONTAINER_OF(link, mw_conn_t, close_link);
+    c->conns->on->on_close(c);
 }
 
 void mw_conn_release(mw_conn_t *c)
 {
-    mw_server_t *srv = c->srv;
+    mw_conns_t *cs = c->conns;
 
     if (c->freed)
         return;
     c->freed = 1;
     if (c->state == MW_CONN_OPEN || c->state == MW_CONN_CLOSING)
         closed(c, 1006, "", 0);
-    if (c->queued_close) {
+    if (mw_list_linked(&c->close_link)) {
         /* The transport went away before the end of the turn: settle now. */
         mw_list_remove(&c->close_link);
-        c->queued_close = 0;
-        mw_topics_drop_conn(&srv->topics, c);
-        mw_lua_close(srv->lua, c);
+        cs->on->on_close(c);
     }
-    mw_topics_drop_conn(&srv->topics, c);
-    mw_lua_forget(srv->lua, c);
-    mw_registry_remove(&srv->reg, c);
-    mw_server_set_tlist(srv, c, MW_TL_NONE);
+    cs->on->on_release(c);
+    mw_conn_set_tlist(c, MW_TL_NONE);
     if (mw_list_linked(&c->flush_link))
         mw_list_remove(&c->flush_link);
-    mw_bp_forget(c);
-    srv->bp_released += mw_conn_buffered(c);
-    if (c->stream != NULL)
-        mw__stream_cancel(c);
+    cs->on->forget(c);
+    cs->queue_freed += mw_conn_buffered(c);
+    if (c->body != NULL)
+        c->body->cancel(c);
     free(c->pipelined);
     c->pipelined = NULL;
     c->pipelined_len = 0;
     mw_outq_clear(&c->outq);
-    mw_outq_clear(&c->held);
     mw_ws_close(&c->ws);
     if (c->http != NULL) {
         mw_http_req_close(c->http);
@@ -170,28 +225,14 @@ void mw_conn_release(mw_conn_t *c)
     free(c->reason_buf);
     c->reason_buf = NULL;
     if (c->ip_counted)
-        mw_iplimit_remove(&srv->iplimit, &c->addr);
+        mw_iplimit_remove(cs->iplimit, &c->addr);
     c->ip_counted = 0;
-    srv->nconns--;
+    cs->count--;
 }
 
 size_t mw_conn_id(const mw_conn_t *c, char *out)
 {
-    const mw_registry_t *reg = &c->srv->reg;
-    int n = snprintf(out, MW_ID_MAX, "%s%llu", reg->prefix, (unsigned long long)c->serial);
-    return n < MW_ID_MAX ? (size_t)n : MW_ID_MAX - 1;
-}
-
-void mw_conn_addr(const mw_conn_t *c, char *out, size_t cap)
-{
-    const void *src = NULL;
-    out[0] = '\0';
-    if (c->addr.sa.sa_family == AF_INET)
-        src = &c->addr.in4.sin_addr;
-    else if (c->addr.sa.sa_family == AF_INET6)
-        src = &c->addr.in6.sin6_addr;
-    if (src == NULL || inet_ntop(c->addr.sa.sa_family, src, out, (socklen_t)cap) == NULL)
-        snprintf(out, cap, "-");
+    return mw_ids_format(c->conns->ids, c->serial, out);
 }
 
 void mw_conn_pause(mw_conn_t *c, unsigned reason, int on)
@@ -209,7 +250,7 @@ int mw__conn_queue(mw_conn_t *c, mw_frame_t *f)
 {
     int r = mw_outq_push(&c->outq, f);
     if (r == 0)
-        mw_server_want_flush(c->srv, c);
+        mw_conn_want_flush(c);
     return r;
 }
 
@@ -217,7 +258,7 @@ int mw__conn_queue(mw_conn_t *c, mw_frame_t *f)
 static void finish(mw_conn_t *c)
 {
     c->finishing = 1;
-    mw_server_want_flush(c->srv, c);
+    mw_conn_want_flush(c);
 }
 
 static int queue_close_frame(mw_conn_t *c, uint16_t code, const char *reason, size_t len)
@@ -241,13 +282,13 @@ int mw_conn_close(mw_conn_t *c, uint16_t code, const char *reason, size_t reason
     switch (c->state) {
     case MW_CONN_HTTP:
         /* A body cut short: the client sees fewer bytes than announced. */
-        if (c->stream != NULL)
-            mw__stream_cancel(c);
+        if (c->body != NULL)
+            c->body->cancel(c);
         free(c->pipelined);
         c->pipelined = NULL;
         c->pipelined_len = 0;
         c->state = MW_CONN_CLOSED;
-        mw_server_set_tlist(c->srv, c, MW_TL_CLOSING);
+        mw_conn_set_tlist(c, MW_TL_CLOSING);
         finish(c);
         return 0;
     case MW_CONN_OPEN:
@@ -259,8 +300,8 @@ int mw_conn_close(mw_conn_t *c, uint16_t code, const char *reason, size_t reason
             c->close_reason_len = (uint16_t)reason_len;
         }
         c->state = MW_CONN_CLOSING;
-        mw_server_set_tlist(c->srv, c, MW_TL_CLOSING);
-        mw_bp_forget(c); /* it takes no more messages */
+        mw_conn_set_tlist(c, MW_TL_CLOSING);
+        c->conns->on->forget(c); /* it takes no more messages */
         return 0;
     default:
         return MW_ECLOSED;
@@ -296,6 +337,46 @@ void mw_conn_reply(mw_conn_t *c, mw_frame_t *reply)
     mw_conn_reply_end(c);
 }
 
+void mw_conn_refuse(mw_conn_t *c, int status, const char *why, const char *extra_headers)
+{
+    char body[512];
+    int n = snprintf(body, sizeof(body), "%d %s: %s\n", status, mw_http_status_text(status), why);
+    if (n < 0 || (size_t)n >= sizeof(body))
+        n = (int)sizeof(body) - 1;
+    mw_log_debug("conn %llu refused: %d %s", (unsigned long long)c->serial, status, why);
+    c->keep_alive = 0;
+    mw_conn_reply(c, mw_http_reply(status, NULL, extra_headers, body, (size_t)n));
+}
+
+/* A request that could not be parsed: err is MW_ETOOBIG (431), MW_EPROTO
+ * (400) or MW_ENOMEM (503). */
+static void refuse_bad(mw_conn_t *c, int err)
+{
+    uint64_t *hs = c->conns->metrics->handshakes;
+
+    if (err == MW_ETOOBIG) {
+        hs[MW_HS_too_large]++;
+        mw_conn_refuse(c, 431, "request head too large", NULL);
+    } else if (err == MW_ENOMEM) {
+        hs[MW_HS_error]++;
+        mw_conn_refuse(c, 503, "out of memory", NULL);
+    } else {
+        hs[MW_HS_bad_request]++;
+        mw_conn_refuse(c, 400, "malformed HTTP request", NULL);
+    }
+}
+
+void mw_conn_upgrade(mw_conn_t *c, mw_frame_t *switching)
+{
+    mw__conn_queue(c, switching);
+    mw_http_req_close(c->http);
+    free(c->http);
+    c->http = NULL;
+    c->state = MW_CONN_OPEN;
+    c->ws.stopped = 0;
+    mw_conn_set_tlist(c, MW_TL_ACTIVE);
+}
+
 const char *mw_conn_connection_field(const mw_conn_t *c)
 {
     if (!c->keep_alive)
@@ -313,17 +394,17 @@ static void next_request(mw_conn_t *c)
         return;
     c->replying = 0;
     c->reply_queued = 0;
-    if (c->srv->draining) {
+    if (c->conns->draining) {
         mw_conn_close(c, 0, NULL, 0);
         return;
     }
     if (c->pipelined_len > 0 || c->peer_eof || c->paused) {
         /* Taken at the end of the turn, with no reply's code on the stack. */
         c->resume_http = 1;
-        mw_server_want_flush(c->srv, c);
+        mw_conn_want_flush(c);
         return;
     }
-    mw_server_set_tlist(c->srv, c, MW_TL_KEEPALIVE);
+    mw_conn_set_tlist(c, MW_TL_KEEPALIVE);
 }
 
 void mw_conn_reply_end(mw_conn_t *c)
@@ -331,8 +412,8 @@ void mw_conn_reply_end(mw_conn_t *c)
     if (c->state != MW_CONN_HTTP)
         return;
     /* After the peer's EOF the requests it sent before are still answered;
-     * mw__conn_http_resume() closes once none is left. */
-    if (!c->keep_alive || c->srv->draining) {
+     * http_resume() closes once none is left. */
+    if (!c->keep_alive || c->conns->draining) {
         mw_conn_close(c, 0, NULL, 0);
         return;
     }
@@ -373,10 +454,10 @@ static int http_next(mw_conn_t *c)
     } else {
         mw_http_req_close(c->http);
     }
-    mw_http_req_init(c->http, c->srv->cfg->max_head_size);
+    mw_http_req_init(c->http, c->conns->cfg->max_head_size);
     c->keep_alive = 0;
     /* handshake_timeout counts from the first byte of the request. */
-    mw_server_set_tlist(c->srv, c, MW_TL_HANDSHAKE);
+    mw_conn_set_tlist(c, MW_TL_HANDSHAKE);
     return 0;
 }
 
@@ -384,21 +465,21 @@ static int http_next(mw_conn_t *c)
  * connection, then answer it. */
 static void answer(mw_conn_t *c)
 {
-    mw_server_t *srv = c->srv;
-    const mw_config_t *cfg = srv->cfg;
+    mw_conns_t *cs = c->conns;
+    const mw_config_t *cfg = cs->cfg;
 
     c->requests++;
     if (c->requests > 1)
-        srv->metrics->http_reused++;
+        cs->metrics->http_reused++;
     /* A request with a body is answered and the connection closed: its body
      * is not something this server reads. */
     c->keep_alive = cfg->keepalive_timeout > 0 && c->requests < cfg->keepalive_requests &&
-                    !srv->draining && !c->http->has_body &&
+                    !cs->draining && !c->http->has_body &&
                     http_should_keep_alive(&c->http->parser);
     /* The reply must make progress within close_timeout (a client that
      * never reads is dropped). */
-    mw_server_set_tlist(srv, c, MW_TL_CLOSING);
-    mw_handshake_request(c);
+    mw_conn_set_tlist(c, MW_TL_CLOSING);
+    cs->on->on_request(c);
 }
 
 /* Feeds bytes to the request parser and answers every request they
@@ -424,7 +505,7 @@ static void http_input(mw_conn_t *c, const uint8_t *data, size_t len)
             return;
         c->replying = 1;
         if (r != 0) {
-            mw_handshake_refuse_bad(c, r);
+            refuse_bad(c, r);
             return;
         }
         data += used;
@@ -434,7 +515,7 @@ static void http_input(mw_conn_t *c, const uint8_t *data, size_t len)
             c->replying = 0;
             /* The client did not wait for the 101: the rest is WebSocket. */
             if (len > 0) {
-                mw_server_touch(c->srv, c);
+                touch(c);
                 if (!c->ws.stopped)
                     mw_ws_feed(&c->ws, data, len);
             }
@@ -443,7 +524,9 @@ static void http_input(mw_conn_t *c, const uint8_t *data, size_t len)
     }
 }
 
-void mw__conn_http_resume(mw_conn_t *c)
+/* At the end of the turn in which c's last reply drained: the requests that
+ * were read meanwhile. */
+static void http_resume(mw_conn_t *c)
 {
     uint8_t *buf = c->pipelined;
     size_t len = c->pipelined_len;
@@ -456,7 +539,7 @@ void mw__conn_http_resume(mw_conn_t *c)
     if (len > 0)
         http_input(c, buf, len);
     else
-        mw_server_set_tlist(c->srv, c, MW_TL_KEEPALIVE);
+        mw_conn_set_tlist(c, MW_TL_KEEPALIVE);
     free(buf);
     if (c->state != MW_CONN_HTTP || c->replying)
         return;
@@ -499,18 +582,18 @@ void mw_conn_ping(mw_conn_t *c)
  * the common one. */
 static __attribute__((noinline)) int send_slow(mw_conn_t *c, mw_frame_t *f)
 {
-    mw_server_t *srv = c->srv;
+    mw_conns_t *cs = c->conns;
     size_t was = mw_conn_buffered(c), after = was + f->len + MW_OUTQ_FRAME_COST;
-    int over = after > srv->cfg->max_buffered, r;
+    int over = after > cs->cfg->max_buffered, r;
 
-    /* Past the bound, backpressure.c decides; an empty queue takes any frame,
+    /* Past the bound, the queue bounds decide; an empty queue takes any frame,
      * so one message larger than the bound still goes out. */
-    if (over && was != 0 && (r = mw__bp_admit(c, after)) != 0)
+    if (over && was != 0 && (r = cs->on->admit(c, after)) != 0)
         return r;
     if (c->ws.pmd.enabled && f->hdr != 0 && f->rsv == 0 && (f->bytes[0] & 0x08) == 0 &&
-        mw_frame_payload_len(f) >= srv->cfg->compression_threshold) {
+        mw_frame_payload_len(f) >= cs->cfg->compression_threshold) {
         /* Compressed once per message and window, shared by every recipient. */
-        mw_frame_t *z = mw_pmd_compress(f, c->ws.pmd.server_bits, (int)srv->cfg->compression_level);
+        mw_frame_t *z = mw_pmd_compress(f, c->ws.pmd.server_bits, (int)cs->cfg->compression_level);
         if (z != NULL) {
             r = mw__conn_queue(c, z);
             mw_frame_unref(z);
@@ -521,48 +604,48 @@ static __attribute__((noinline)) int send_slow(mw_conn_t *c, mw_frame_t *f)
 queued:
     if (r == 0) {
         c->msgs_out++;
-        srv->metrics->messages_out++;
+        cs->metrics->messages_out++;
         if (over)
-            mw__bp_over(c);
+            cs->on->over(c);
     }
     return r;
 }
 
 int mw_conn_send(mw_conn_t *c, mw_frame_t *f)
 {
-    mw_server_t *srv = c->srv;
+    mw_conns_t *cs = c->conns;
     int r;
 
     if (c->state != MW_CONN_OPEN)
         return MW_ECLOSED;
-    if (mw_conn_buffered(c) + f->len + MW_OUTQ_FRAME_COST > srv->cfg->max_buffered ||
+    if (mw_conn_buffered(c) + f->len + MW_OUTQ_FRAME_COST > cs->cfg->max_buffered ||
         c->ws.pmd.enabled)
         return send_slow(c, f);
     if ((r = mw__conn_queue(c, f)) == 0) {
         c->msgs_out++;
-        srv->metrics->messages_out++;
+        cs->metrics->messages_out++;
     }
     return r;
 }
 
 void mw_conn_on_read(mw_conn_t *c, const uint8_t *data, size_t len)
 {
-    mw_server_t *srv = c->srv;
+    mw_conns_t *cs = c->conns;
 
     c->bytes_in += len;
-    srv->metrics->bytes_in += len;
+    cs->metrics->bytes_in += len;
     if (c->state == MW_CONN_HTTP) {
         http_input(c, data, len);
         return;
     }
     if (c->state == MW_CONN_OPEN)
-        mw_server_touch(srv, c);
+        touch(c);
     if (!c->ws.stopped) {
         /* What c's messages and pings queue anywhere may hold c back. */
-        mw_conn_t *was = srv->sender;
-        srv->sender = c;
+        mw_conn_t *was = cs->sender;
+        cs->sender = c;
         mw_ws_feed(&c->ws, data, len);
-        srv->sender = was;
+        cs->sender = was;
     }
 }
 
@@ -572,28 +655,46 @@ void mw_conn_on_eof(mw_conn_t *c)
         closed(c, c->close_received ? c->close_code : 1006, "", 0);
     c->state = MW_CONN_CLOSED;
     /* Nothing more will be read or written: no deadline is left to keep. */
-    mw_server_set_tlist(c->srv, c, MW_TL_NONE);
+    mw_conn_set_tlist(c, MW_TL_NONE);
     c->tp->abort(c);
 }
 
 void mw_conn_on_written(mw_conn_t *c, size_t n)
 {
-    mw_server_t *srv = c->srv;
+    mw_conns_t *cs = c->conns;
 
     mw_outq_consume(&c->outq, n);
     c->bytes_out += n;
-    srv->metrics->bytes_out += n;
+    cs->metrics->bytes_out += n;
     /* close_timeout bounds a closing connection that makes no progress, not a
      * long reply that a slow client is still reading. */
     if (c->tlist == MW_TL_CLOSING && n > 0)
-        mw_server_set_tlist(srv, c, MW_TL_CLOSING);
-    mw_bp_written(c);
-    if (c->stream != NULL)
-        mw__stream_pump(c); /* may end the reply */
+        mw_conn_set_tlist(c, MW_TL_CLOSING);
+    if (c->backlog != NULL || c->dropping || (c->paused & MW_PAUSE_WRITEQ))
+        cs->on->written(c);
+    if (c->body != NULL)
+        c->body->pump(c); /* may end the reply */
     else if (c->replying)
         next_request(c);
     if (mw_outq_empty(&c->outq) && c->finishing)
         c->tp->finish(c);
+}
+
+/* The scheduler's writes: c has frames to write this turn (or the next
+ * request of a kept-alive connection to take). */
+static void run_flush(mw_list_t *link)
+{
+    mw_conn_t *c = MW_CONTAINER_OF(link, mw_conn_t, flush_link);
+
+    if (c->resume_http)
+        http_resume(c);
+    if (!mw_outq_empty(&c->outq))
+        c->tp->flush(c);
+    else if (c->finishing)
+        c->tp->finish(c);
+    /* A queue is judged after the turn's writes. */
+    if (mw_conn_buffered(c) > c->conns->cfg->max_buffered)
+        c->conns->on->flushed(c);
 }
 
 static void on_ws_message(void *ud, int opcode, const uint8_t *data, size_t len)
@@ -603,8 +704,8 @@ static void on_ws_message(void *ud, int opcode, const uint8_t *data, size_t len)
     if (c->state != MW_CONN_OPEN)
         return; /* after our close frame, data is read and dropped */
     c->msgs_in++;
-    c->srv->metrics->messages_in++;
-    mw_lua_message(c->srv->lua, c, opcode, data, len);
+    c->conns->metrics->messages_in++;
+    c->conns->on->on_message(c, opcode, data, len);
 }
 
 static void on_ws_ping(void *ud, const uint8_t *data, size_t len)
@@ -616,8 +717,9 @@ static void on_ws_ping(void *ud, const uint8_t *data, size_t len)
         return;
     f = mw_frame_new(MW_OP_PONG, data, len);
     if (f != NULL) {
-        if (mw__conn_queue(c, f) == 0)
-            mw_bp_queued(c); /* a client that does not read its pongs stops being read */
+        /* A client that does not read its pongs stops being read. */
+        if (mw__conn_queue(c, f) == 0 && mw_conn_buffered(c) > c->conns->cfg->max_buffered)
+            c->conns->on->over(c);
         mw_frame_unref(f);
     }
 }
@@ -627,7 +729,7 @@ static void on_ws_pong(void *ud, const uint8_t *data, size_t len)
     (void)ud;
     (void)data;
     (void)len;
-    /* Any byte received already counts as activity (mw_server_touch). */
+    /* Any byte received already counts as activity (touch). */
 }
 
 static void on_ws_close(void *ud, uint16_t code, const char *reason, size_t len)

@@ -10,21 +10,35 @@
  * frame; memory is freed only when it reports that it is done (libuv's rule:
  * free in the close callback), so no C frame under a Lua call ever touches a
  * freed connection.
+ *
+ * Bytes come up from the transport (mw_conn_on_read) through the HTTP parser
+ * (http.c) and, once upgraded, the WebSocket parser (ws.c, which reports
+ * here through a table of handlers). A connection reports up the same way:
+ * the layer that serves connections (server.c) installs a table of handlers
+ * in what they share (mw_conns_t), for complete requests, messages, closes
+ * and the queue bounds. conn.c calls nothing above it.
  */
 #ifndef MOONWIRE_CONN_H
 #define MOONWIRE_CONN_H
 
+#include "addr.h"
 #include "frame.h"
 #include "http.h"
+#include "id.h"
 #include "list.h"
 #include "outq.h"
+#include "scheduler.h"
 #include "transport.h"
 #include "ws.h"
 
-#include <netinet/in.h>
 #include <stdint.h>
 
-typedef struct mw_server_s mw_server_t;
+typedef struct mw_conns_s mw_conns_t;
+typedef struct mw_config_s mw_config_t;
+typedef struct mw_metrics_s mw_metrics_t;
+typedef struct mw_timers_s mw_timers_t;
+typedef struct mw_iplimit_s mw_iplimit_t;
+typedef struct mw_node_s mw_node_t;
 
 typedef enum {
     MW_CONN_HTTP = 0,
@@ -33,7 +47,8 @@ typedef enum {
     MW_CONN_CLOSED
 } mw_conn_state_t;
 
-/* Which timeout list a connection sits in (see server.c). */
+/* Which timeout list a connection sits in (the lists are in mw_conns_t; the
+ * server's sweep expires their heads). */
 typedef enum {
     MW_TL_NONE = 0,
     MW_TL_HANDSHAKE,
@@ -43,14 +58,82 @@ typedef enum {
     MW_TL_KEEPALIVE
 } mw_conn_tlist_t;
 
-typedef union mw_addr_u {
-    struct sockaddr sa;
-    struct sockaddr_in in4;
-    struct sockaddr_in6 in6;
-} mw_addr_t;
+/* How connections report up, to the layer that serves them: server.c fills
+ * one in for its connections, as conn.c gives ws.c a handler. Each gets the
+ * connection; c->conns->node reaches the rest of the node. */
+typedef struct mw_conn_handlers_s {
+    /* A complete request head is in c->http: answer it, with a reply
+     * (mw_conn_reply, mw_conn_refuse) or an upgrade (mw_conn_upgrade). */
+    void (*on_request)(mw_conn_t *c);
+    /* A whole text or binary message of an open connection (data lives
+     * during the call only). */
+    void (*on_message)(mw_conn_t *c, int opcode, const uint8_t *data, size_t len);
+    /* c has just become CLOSED for the app: it leaves the open connections. */
+    void (*on_closed)(mw_conn_t *c);
+    /* The end of the turn in which c closed (or its release, if sooner):
+     * the app hears of it (on_close). */
+    void (*on_close)(mw_conn_t *c);
+    /* c is being released: whatever still refers to it lets go. */
+    void (*on_release)(mw_conn_t *c);
+
+    /* The queue bounds (backpressure.c). admit: a data frame would take c's
+     * non-empty queue to `after` bytes, over max_buffered; returns 0 to
+     * queue it, or MW_EBACKPRESSURE once the policy is applied. over: a frame
+     * took the queue over max_buffered. written: bytes of a queue that is
+     * backed up, dropping or paused were written. flushed: the queue is
+     * still over max_buffered after the turn's write. forget: c takes no
+     * more messages (it is closing, closed or released). */
+    int (*admit)(mw_conn_t *c, size_t after);
+    void (*over)(mw_conn_t *c);
+    void (*written)(mw_conn_t *c);
+    void (*flushed)(mw_conn_t *c);
+    void (*forget)(mw_conn_t *c);
+} mw_conn_handlers_t;
+
+/* What the connections of one server share: the configuration and counters
+ * they use, the clock, the scheduler, their ids, the timeout lists, and the
+ * handlers of the layer above. server.c owns it and fills in the pointers. */
+struct mw_conns_s {
+    const mw_conn_handlers_t *on;
+    mw_config_t *cfg;       /* the live configuration (a reload changes it in place) */
+    mw_metrics_t *metrics;
+    mw_timers_t *timers;    /* the clock: timers->now, in ms */
+    mw_sched_t *sched;
+    mw_ids_t *ids;
+    mw_iplimit_t *iplimit;  /* connections per peer address */
+    mw_node_t *node;        /* for the layers above; conn.c never looks inside */
+
+    /* Timeout lists, each ordered by the time its members entered it. */
+    mw_list_t tl_handshake; /* HTTP: handshake_timeout from accept */
+    mw_list_t tl_active;    /* OPEN: idle_timeout from the last byte received */
+    mw_list_t tl_pinged;    /* OPEN, pinged: ping_timeout from the ping */
+    mw_list_t tl_closing;   /* CLOSING/CLOSED, or HTTP writing a reply: close_timeout
+                               without progress */
+    mw_list_t tl_keepalive; /* HTTP between requests: keepalive_timeout */
+
+    mw_conn_t *sender; /* the connection whose input is being handled, or NULL */
+    size_t count;      /* connections not yet released */
+    int draining;      /* SIGTERM: no new requests or upgrades, the rest closing */
+
+    /* The books of the queue bounds (backpressure.c). */
+    mw_list_t backed_up;    /* backlogs of queues over max_buffered, oldest first */
+    uint32_t nbacked;       /* how many */
+    size_t queue_freed;     /* queue memory freed since the last malloc_trim */
+    uint64_t trimmed_at;    /* when that was, ms */
+};
+
+/* A reply body that goes out as the queue drains (stream.c): its owner
+ * embeds this, with its own functions, and points c->body at it. */
+typedef struct mw_conn_body_s {
+    /* Bytes were written: queue more when the queue is low. May end the
+     * reply (mw_conn_reply_end). */
+    void (*pump)(mw_conn_t *c);
+    /* c is closing or released: the body stops, and c->body is cleared. */
+    void (*cancel)(mw_conn_t *c);
+} mw_conn_body_t;
 
 struct mw_conn_s {
-    mw_server_t *srv;
+    mw_conns_t *conns;
     const mw_transport_t *tp;
     uint64_t serial; /* the counter part of the id; never reused */
 
@@ -60,9 +143,8 @@ struct mw_conn_s {
     uint8_t close_received : 1;
     uint8_t finishing : 1;   /* finish the transport once outq drains */
     uint8_t lua_open : 1;    /* on_open ran, so on_close is owed */
-    uint8_t queued_close : 1; /* in srv->close_queue */
     uint8_t freed : 1;
-    uint8_t ip_counted : 1;  /* counted in srv->iplimit */
+    uint8_t ip_counted : 1;  /* counted in conns->iplimit */
     uint8_t dropping : 1;    /* backed up past backpressure_timeout under "drop": its
                                 messages past the bound are dropped until it has
                                 drained to half */
@@ -74,7 +156,7 @@ struct mw_conn_s {
     uint8_t peer_eof : 1;     /* the peer sent all it will: answer what it asked, then close */
     uint8_t resume_http : 1;  /* take the next request at the end of the turn */
     uint32_t requests;        /* HTTP requests read on this connection */
-    struct mw_stream_s *stream; /* the reply body still to queue (stream.c), or NULL */
+    mw_conn_body_t *body;     /* the reply body still to queue (stream.c), or NULL */
     uint8_t *pipelined;       /* bytes read after the request being answered, or NULL */
     size_t pipelined_len;
     uint16_t close_code;     /* what on_close reports */
@@ -91,15 +173,15 @@ struct mw_conn_s {
     uint32_t held_back;  /* backed-up queues its messages went to that hold it back */
     char *protocol; /* the negotiated subprotocol, or NULL */
 
-    mw_list_t timeout_link; /* in the server list named by tlist */
+    mw_list_t timeout_link; /* in the conns list named by tlist */
     mw_list_t open_link;    /* in the registry's list of open connections */
-    mw_list_t flush_link;   /* in srv->flush_list while it has frames to write */
-    mw_list_t close_link;   /* in srv->close_queue until on_close has run */
+    mw_list_t flush_link;   /* in the scheduler's writes while it has frames to write */
+    mw_list_t close_link;   /* in the scheduler's close work until on_close has run */
     mw_list_t subs;         /* its topic subscriptions */
     uint32_t nsubs;         /* entries in subs (limits.max_subscriptions) */
 
     int lua_ref;  /* the conn userdata in the Lua registry; LUA_NOREF until open */
-    struct mw_lua_waits_s *lua_waits; /* its hooks waiting on Redis, or NULL; see lua_host.c */
+    struct mw_lua_waits_s *lua_waits; /* its hooks waiting on Redis, or NULL; see lua_task.c */
     mw_outq_t held;       /* messages that arrived while a hook of it was waiting, in order */
     int req_ref;  /* the request table between upgrade and open; LUA_NOREF after */
 
@@ -114,7 +196,7 @@ struct mw_conn_s {
  * by the part that owns it; reading resumes when none is left. */
 enum {
     MW_PAUSE_WRITEQ = 1, /* its own write queue is over limits.max_buffered */
-    MW_PAUSE_HELD = 2,   /* its messages held behind a waiting hook are (lua_host.c) */
+    MW_PAUSE_HELD = 2,   /* its messages held behind a waiting hook are (lua_task.c) */
     MW_PAUSE_FLOW = 4,   /* queues its messages went to are backed up (backpressure.c) */
     MW_PAUSE_HTTP = 8,   /* a request is being answered: later ones wait in c->pipelined */
 };
@@ -124,8 +206,13 @@ enum {
  * is finishing keeps reading, to see the peer's FIN: it takes no new reason. */
 void mw_conn_pause(mw_conn_t *c, unsigned reason, int on);
 
-/* Sets up a connection just accepted by a transport. Returns 0 or MW_ENOMEM. */
-int mw_conn_init(mw_conn_t *c, mw_server_t *srv, const mw_transport_t *tp, const mw_addr_t *addr);
+/* Sets up what connections share, empty, and gives sched what to do with
+ * their links. The caller then fills in the pointers of cs. */
+void mw_conns_init(mw_conns_t *cs, mw_sched_t *sched);
+
+/* Sets up a connection just accepted by a transport (addr may be NULL).
+ * Returns 0 or MW_ENOMEM; either way mw_conn_release() undoes it. */
+int mw_conn_init(mw_conn_t *c, mw_conns_t *cs, const mw_transport_t *tp, const mw_addr_t *addr);
 
 /* Releases what the core holds for c; the transport frees c's memory after.
  * Runs on_close first if it is still owed. */
@@ -158,6 +245,15 @@ void mw_conn_fail(mw_conn_t *c, uint16_t code, const char *why);
  * (building it failed) closes the connection without a reply. */
 void mw_conn_reply(mw_conn_t *c, mw_frame_t *reply);
 
+/* Refuses c's request with status and a one-line reason (the body), then
+ * closes. extra_headers (may be NULL) are whole header lines. */
+void mw_conn_refuse(mw_conn_t *c, int status, const char *why, const char *extra_headers);
+
+/* Switches c to WebSocket: queues the 101 reply (the caller keeps its
+ * reference), leaves HTTP, starts reading frames and moves c to the idle
+ * timeout list. */
+void mw_conn_upgrade(mw_conn_t *c, mw_frame_t *switching);
+
 /* The reply to c's request is all queued (a streamed body calls this after
  * its last chunk): as c->keep_alive says, the connection takes its next
  * request once the reply has drained to the client (pipelined ones in
@@ -175,19 +271,21 @@ const char *mw_conn_connection_field(const mw_conn_t *c);
  * mw_conn_on_eof(). */
 int mw_conn_on_end(mw_conn_t *c);
 
-/* Internal (server.c, at the end of a turn): c's last reply has drained,
- * take the requests that were read meanwhile. */
-void mw__conn_http_resume(mw_conn_t *c);
+/* Moves c into a timeout list (MW_TL_NONE: out of all), stamped now. */
+void mw_conn_set_tlist(mw_conn_t *c, mw_conn_tlist_t tl);
 
 /* Sends a ping (for idle detection). */
 void mw_conn_ping(mw_conn_t *c);
 
-/* Writes "mw.x1.42"-style ids: the id of c into out (MW_ID_MAX bytes). */
-#define MW_ID_MAX 64
+/* Writes the id of c ("mw.x1.42", see id.h) into out (MW_ID_MAX bytes).
+ * Returns its length. */
 size_t mw_conn_id(const mw_conn_t *c, char *out);
 
 /* Formats the peer address ("127.0.0.1", "::1") into out (64 bytes). */
-void mw_conn_addr(const mw_conn_t *c, char *out, size_t cap);
+static inline void mw_conn_addr(const mw_conn_t *c, char *out, size_t cap)
+{
+    mw_addr_format(&c->addr, out, cap);
+}
 
 /* Logs the "conn.open" line of an upgraded connection. */
 void mw_conn_log_open(const mw_conn_t *c, const char *path, size_t path_len);
@@ -199,7 +297,14 @@ static inline size_t mw_conn_buffered(const mw_conn_t *c)
     return mw_outq_cost(&c->outq) + c->wire_pending;
 }
 
-/* Internal: queues bytes regardless of state (101 replies, control frames). */
+/* Marks c as having frames to write this turn. */
+static inline void mw_conn_want_flush(mw_conn_t *c)
+{
+    mw_sched_flush(c->conns->sched, &c->flush_link);
+}
+
+/* Internal: queues bytes regardless of state (HTTP replies, control frames,
+ * a body's chunks). The caller keeps its reference. Returns 0 or MW_ENOMEM. */
 int mw__conn_queue(mw_conn_t *c, mw_frame_t *f);
 
 #endif

@@ -1,4 +1,5 @@
-/* Routing of complete HTTP requests and the WebSocket opening handshake.
+/* Routing of complete HTTP requests and the WebSocket opening handshake:
+ * what the server installs as its connections' on_request.
  *
  * Order: built-in endpoints (/healthz, /metrics), then, when static files
  * are on, every request without an Upgrade header (core/static.c), then
@@ -9,15 +10,20 @@
  * request (conn.c decides).
  */
 #include "handshake.h"
+#include "acl.h"
 #include "cluster.h"
 #include "conn.h"
 #include "deflate.h"
+#include "gauges.h"
 #include "iplimit.h"
 #include "lua_host.h"
+#include "node.h"
+#include "registry.h"
 #include "static.h"
+#include "moonwire/config.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
-#include "moonwire/server.h"
+#include "moonwire/metrics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,32 +32,7 @@
 
 static void count(mw_conn_t *c, mw_handshake_result_t r)
 {
-    c->srv->metrics->handshakes[r]++;
-}
-
-void mw_handshake_refuse(mw_conn_t *c, int status, const char *why, const char *extra_headers)
-{
-    char body[512];
-    int n = snprintf(body, sizeof(body), "%d %s: %s\n", status, mw_http_status_text(status), why);
-    if (n < 0 || (size_t)n >= sizeof(body))
-        n = (int)sizeof(body) - 1;
-    mw_log_debug("conn %llu refused: %d %s", (unsigned long long)c->serial, status, why);
-    c->keep_alive = 0;
-    mw_conn_reply(c, mw_http_reply(status, NULL, extra_headers, body, (size_t)n));
-}
-
-void mw_handshake_refuse_bad(mw_conn_t *c, int err)
-{
-    if (err == MW_ETOOBIG) {
-        count(c, MW_HS_too_large);
-        mw_handshake_refuse(c, 431, "request head too large", NULL);
-    } else if (err == MW_ENOMEM) {
-        count(c, MW_HS_error);
-        mw_handshake_refuse(c, 503, "out of memory", NULL);
-    } else {
-        count(c, MW_HS_bad_request);
-        mw_handshake_refuse(c, 400, "malformed HTTP request", NULL);
-    }
+    c->conns->metrics->handshakes[r]++;
 }
 
 int mw_handshake_path_matches(const char *const *patterns, size_t n, const char *path, size_t len)
@@ -76,7 +57,7 @@ static int path_is(const char *path, size_t len, const char *lit)
 
 static int origin_allowed(const mw_conn_t *c)
 {
-    const mw_strlist_t *allow = &c->srv->cfg->allowed_origins;
+    const mw_strlist_t *allow = &c->conns->cfg->allowed_origins;
     const char *origin;
     size_t len;
 
@@ -96,7 +77,7 @@ static int origin_allowed(const mw_conn_t *c)
 /* Picks the first subprotocol of the configured list that the client offered. */
 static const char *config_protocol(const mw_conn_t *c)
 {
-    const mw_strlist_t *mine = &c->srv->cfg->subprotocols;
+    const mw_strlist_t *mine = &c->conns->cfg->subprotocols;
     for (size_t i = 0; i < mine->n; i++)
         if (mw_http_header_has_token(c->http, "Sec-WebSocket-Protocol", mine->items[i]))
             return mine->items[i];
@@ -111,28 +92,28 @@ static void reply_text(mw_conn_t *c, int status, const char *body, size_t len, i
 
 static void builtin(mw_conn_t *c, const char *path, size_t len)
 {
-    mw_server_t *srv = c->srv;
+    mw_node_t *node = c->conns->node;
     int method = c->http->parser.method;
     int head = method == HTTP_HEAD;
 
     if (method != HTTP_GET && method != HTTP_HEAD) {
-        mw_handshake_refuse(c, 405, "only GET and HEAD are allowed here", "Allow: GET, HEAD\r\n");
+        mw_conn_refuse(c, 405, "only GET and HEAD are allowed here", "Allow: GET, HEAD\r\n");
         return;
     }
-    if (!mw_acl_allows(path_is(path, len, "/healthz") ? &srv->healthz_acl : &srv->metrics_acl,
+    if (!mw_acl_allows(path_is(path, len, "/healthz") ? node->healthz_acl : node->metrics_acl,
                        &c->addr)) {
-        mw_handshake_refuse(c, 403, "not allowed from your address", NULL);
+        mw_conn_refuse(c, 403, "not allowed from your address", NULL);
         return;
     }
     if (path_is(path, len, "/healthz")) {
         mw_cluster_status_t st;
         char text[160];
         int n;
-        if (srv->draining) {
+        if (c->conns->draining) {
             reply_text(c, 503, "draining\n", 9, head);
             return;
         }
-        if (srv->cluster == NULL || (mw_cluster_status(srv->cluster, &st), !st.delayed)) {
+        if (node->cluster == NULL || (mw_cluster_status(node->cluster, &st), !st.delayed)) {
             reply_text(c, 200, "ok\n", 3, head);
             return;
         }
@@ -146,9 +127,11 @@ static void builtin(mw_conn_t *c, const char *path, size_t len)
     /* /metrics */
     {
         char *text = NULL;
-        size_t n = mw_metrics_render(srv, &text);
+        size_t n;
+        mw_gauges_publish(node);
+        n = mw_metrics_render(node->metrics, &text);
         if (n == 0) {
-            mw_handshake_refuse(c, 503, "out of memory", NULL);
+            mw_conn_refuse(c, 503, "out of memory", NULL);
             return;
         }
         mw_conn_reply(c, mw_http_reply_ex(200, "text/plain; version=0.0.4", NULL,
@@ -159,7 +142,8 @@ static void builtin(mw_conn_t *c, const char *path, size_t len)
 
 static void upgrade(mw_conn_t *c)
 {
-    mw_server_t *srv = c->srv;
+    mw_node_t *node = c->conns->node;
+    const mw_config_t *cfg = node->cfg;
     mw_upgrade_t up;
     mw_upgrade_decision_t d;
     const char *why, *protocol;
@@ -170,7 +154,7 @@ static void upgrade(mw_conn_t *c)
     status = mw_http_check_upgrade(c->http, &up, &why);
     if (status != 0) {
         count(c, status == 405 ? MW_HS_method : status == 426 ? MW_HS_version : MW_HS_bad_request);
-        mw_handshake_refuse(c, status, why,
+        mw_conn_refuse(c, status, why,
                             status == 426   ? "Sec-WebSocket-Version: 13\r\n"
                             : status == 405 ? "Allow: GET\r\n"
                                             : NULL);
@@ -178,48 +162,47 @@ static void upgrade(mw_conn_t *c)
     }
     if (!origin_allowed(c)) {
         count(c, MW_HS_origin);
-        mw_handshake_refuse(c, 403, "origin not allowed", NULL);
+        mw_conn_refuse(c, 403, "origin not allowed", NULL);
         return;
     }
-    if (srv->draining || srv->reg.nopen >= srv->cfg->max_connections) {
+    if (c->conns->draining || node->reg->nopen >= cfg->max_connections) {
         count(c, MW_HS_full);
-        mw_handshake_refuse(c, 503, srv->draining ? "server shutting down" : "server full",
-                            "Retry-After: 5\r\n");
+        mw_conn_refuse(c, 503, c->conns->draining ? "server shutting down" : "server full",
+                       "Retry-After: 5\r\n");
         return;
     }
-    if (srv->cfg->max_connections_per_ip != 0 &&
-        mw_iplimit_count(&srv->iplimit, &c->addr) > srv->cfg->max_connections_per_ip) {
+    if (cfg->max_connections_per_ip != 0 &&
+        mw_iplimit_count(node->iplimit, &c->addr) > cfg->max_connections_per_ip) {
         count(c, MW_HS_full);
-        mw_handshake_refuse(c, 503, "too many connections from your address",
+        mw_conn_refuse(c, 503, "too many connections from your address",
                             "Retry-After: 5\r\n");
         return;
     }
     memcpy(key, up.key, 24);
     key[24] = '\0';
 
-    if (mw_lua_upgrade(srv->lua, c, &d) != 0) {
+    if (mw_lua_upgrade(node->lua, c, &d) != 0) {
         count(c, MW_HS_error);
-        mw_handshake_refuse(c, 500, "the application failed", NULL);
+        mw_conn_refuse(c, 500, "the application failed", NULL);
         return;
     }
     if (c->state != MW_CONN_HTTP)
         return; /* the app closed it (conn objects do not exist yet, but be safe) */
     if (!d.accept) {
         count(c, MW_HS_app);
-        mw_handshake_refuse(c, d.status, d.body[0] ? d.body : "refused by the application",
+        mw_conn_refuse(c, d.status, d.body[0] ? d.body : "refused by the application",
                             NULL);
         return;
     }
     protocol = d.protocol[0] ? d.protocol : config_protocol(c);
     if (protocol != NULL && (c->protocol = strdup(protocol)) == NULL) {
         count(c, MW_HS_error);
-        mw_handshake_refuse(c, 503, "out of memory", NULL);
+        mw_conn_refuse(c, 503, "out of memory", NULL);
         return;
     }
     {
         char offers[1024], accepted[256];
         size_t n = mw_http_header_join(c->http, "Sec-WebSocket-Extensions", offers, sizeof(offers));
-        const mw_config_t *cfg = srv->cfg;
         mw_pmd_config_t pc = {cfg->compression,
                               (int)cfg->compression_level,
                               cfg->compression_threshold,
@@ -231,39 +214,31 @@ static void upgrade(mw_conn_t *c)
             snprintf(extra, sizeof(extra), "Sec-WebSocket-Extensions: %s\r\n", accepted);
     }
     f = mw_http_switching(key, c->protocol, extra[0] ? extra : NULL);
-    if (f == NULL || mw_registry_add(&srv->reg, c) != 0) {
+    if (f == NULL || mw_registry_add(node->reg, c) != 0) {
         if (f != NULL)
             mw_frame_unref(f);
         count(c, MW_HS_error);
-        mw_handshake_refuse(c, 503, "out of memory", NULL);
+        mw_conn_refuse(c, 503, "out of memory", NULL);
         return;
     }
-    mw__conn_queue(c, f);
-    mw_frame_unref(f);
-    count(c, MW_HS_ok);
-
     {
         size_t path_len;
         const char *path = mw_http_path(c->http, &path_len);
         mw_conn_log_open(c, path, path_len);
     }
-    mw_http_req_close(c->http);
-    free(c->http);
-    c->http = NULL;
-    c->state = MW_CONN_OPEN;
-    c->ws.stopped = 0;
-    mw_server_set_tlist(srv, c, MW_TL_ACTIVE);
-    mw_lua_open(srv->lua, c);
+    mw_conn_upgrade(c, f);
+    mw_frame_unref(f);
+    count(c, MW_HS_ok);
+    mw_lua_open(node->lua, c);
 }
 
 void mw_handshake_request(mw_conn_t *c)
 {
-    mw_server_t *srv = c->srv;
     size_t len;
     const char *path = mw_http_path(c->http, &len);
-    const mw_config_t *cfg = srv->cfg;
+    const mw_config_t *cfg = c->conns->cfg;
 
-    srv->metrics->http_requests++;
+    c->conns->metrics->http_requests++;
     if ((cfg->healthz && path_is(path, len, "/healthz")) ||
         (cfg->metrics && path_is(path, len, "/metrics"))) {
         builtin(c, path, len);
@@ -279,5 +254,5 @@ void mw_handshake_request(mw_conn_t *c)
         return;
     }
     count(c, MW_HS_not_found);
-    mw_handshake_refuse(c, 404, "no such path", NULL);
+    mw_conn_refuse(c, 404, "no such path", NULL);
 }

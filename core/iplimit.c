@@ -1,6 +1,6 @@
 /* Per-address connection counts. See iplimit.h. */
 #include "iplimit.h"
-#include "conn.h"
+#include "addr.h"
 #include "moonwire/error.h"
 
 #include <stdlib.h>

@@ -7,10 +7,10 @@
 #ifndef MOONWIRE_IPLIMIT_H
 #define MOONWIRE_IPLIMIT_H
 
+#include "addr.h"
+
 #include <stddef.h>
 #include <stdint.h>
-
-typedef union mw_addr_u mw_addr_t;
 
 typedef struct {
     uint8_t ip[16];

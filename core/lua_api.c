@@ -6,13 +6,17 @@
 #include "lua_api.h"
 #include "cluster.h"
 #include "conn.h"
+#include "history.h"
 #include "lua_api_int.h"
 #include "lua_host.h"
+#include "node.h"
+#include "registry.h"
+#include "timer.h"
 #include "topics.h"
 #include "utf8.h"
+#include "moonwire/config.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
-#include "moonwire/server.h"
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -258,11 +262,11 @@ static int conn_subscribe(lua_State *L)
     }
     if (c == NULL)
         return mw__lua_fail(L, "closed");
-    r = mw_topics_subscribe(&c->srv->topics, c, topic, len);
-    if (r == MW_ENOMEM && mw_history_drop_idle(c->srv->history) > 0)
-        r = mw_topics_subscribe(&c->srv->topics, c, topic, len); /* memory given back */
+    r = mw_topics_subscribe(c->conns->node->topics, c, topic, len);
+    if (r == MW_ENOMEM && mw_history_drop_idle(c->conns->node->history) > 0)
+        r = mw_topics_subscribe(c->conns->node->topics, c, topic, len); /* memory given back */
     if (r >= 0 && info != NULL)
-        r = mw_topics_set_presence(&c->srv->topics, c, topic, len, info, ilen);
+        r = mw_topics_set_presence(c->conns->node->topics, c, topic, len, info, ilen);
     if (r < 0)
         return mw__lua_fail(L, mw_strerror(r));
     lua_pushboolean(L, 1);
@@ -277,7 +281,7 @@ static int conn_unsubscribe(lua_State *L)
 
     if (c == NULL)
         return mw__lua_fail(L, "closed");
-    lua_pushboolean(L, mw_topics_unsubscribe(&c->srv->topics, c, topic, len));
+    lua_pushboolean(L, mw_topics_unsubscribe(c->conns->node->topics, c, topic, len));
     return 1;
 }
 
@@ -338,11 +342,11 @@ static void push_conn_object(lua_State *L, mw_conn_t *c)
 /* Finds the connection an argument names: a conn object or an id string. */
 static mw_conn_t *opt_target(lua_State *L, int idx)
 {
-    mw_server_t *srv = mw_lua_server(L);
+    mw_node_t *node = mw_lua_node(L);
     if (lua_type(L, idx) == LUA_TSTRING) {
         size_t len;
         const char *id = lua_tolstring(L, idx, &len);
-        return mw_registry_find(&srv->reg, id, len);
+        return mw_registry_find(node->reg, id, len);
     }
     if (lua_isnoneornil(L, idx))
         return NULL;
@@ -422,7 +426,7 @@ static int push_sent(lua_State *L, lua_Integer n, int r)
 
 static int mw_publish(lua_State *L)
 {
-    mw_server_t *srv = mw_lua_server(L);
+    mw_node_t *node = mw_lua_node(L);
     size_t tlen;
     const char *topic = check_topic(L, 1, &tlen);
     mw_conn_t *except;
@@ -436,17 +440,17 @@ static int mw_publish(lua_State *L)
     f = make_frame(L, 2, op, &nret);
     if (f == NULL)
         return nret;
-    if (mw_history_enabled(srv->cfg, topic, tlen)) /* takes f over; may yield */
+    if (mw_history_enabled(node->cfg, topic, tlen)) /* takes f over; may yield */
         return mw__lua_publish_history(L, topic, tlen, f, except_id, except_len);
     /* The other nodes' members get it through the backplane's outbox. */
-    if (srv->cluster != NULL) {
-        r = mw_cluster_publish(srv->cluster, topic, tlen, f, except_id, except_len);
+    if (node->cluster != NULL) {
+        r = mw_cluster_publish(node->cluster, topic, tlen, f, except_id, except_len);
         if (cluster_refused(L, r)) {
             mw_frame_unref(f);
             return 2;
         }
     }
-    n = mw_topics_publish(&srv->topics, topic, tlen, f, except);
+    n = mw_topics_publish(node->topics, topic, tlen, f, except);
     mw_frame_unref(f);
     return push_sent(L, (lua_Integer)n, r);
 }
@@ -455,13 +459,13 @@ static int mw_subscribers(lua_State *L)
 {
     size_t len;
     const char *topic = luaL_checklstring(L, 1, &len);
-    lua_pushinteger(L, (lua_Integer)mw_topics_count(&mw_lua_server(L)->topics, topic, len));
+    lua_pushinteger(L, (lua_Integer)mw_topics_count(mw_lua_node(L)->topics, topic, len));
     return 1;
 }
 
 static int mw_broadcast(lua_State *L)
 {
-    mw_server_t *srv = mw_lua_server(L);
+    mw_node_t *node = mw_lua_node(L);
     mw_conn_t *except;
     mw_frame_t *f;
     mw_list_t *it, *tmp;
@@ -475,15 +479,15 @@ static int mw_broadcast(lua_State *L)
     f = make_frame(L, 1, op, &nret);
     if (f == NULL)
         return nret;
-    if (srv->cluster != NULL) {
-        r = mw_cluster_broadcast(srv->cluster, f, except_id, except_len);
+    if (node->cluster != NULL) {
+        r = mw_cluster_broadcast(node->cluster, f, except_id, except_len);
         if (cluster_refused(L, r)) {
             mw_frame_unref(f);
             return 2;
         }
     }
     /* One frame for every recipient; each queue takes a reference. */
-    mw_list_foreach_safe(it, tmp, &srv->reg.open)
+    mw_list_foreach_safe(it, tmp, &node->reg->open)
     {
         mw_conn_t *c = MW_CONTAINER_OF(it, mw_conn_t, open_link);
         if (c != except && mw_conn_send(c, f) == 0)
@@ -497,19 +501,19 @@ static int mw_send(lua_State *L)
 {
     size_t len;
     const char *id = luaL_checklstring(L, 1, &len);
-    mw_server_t *srv = mw_lua_server(L);
+    mw_node_t *node = mw_lua_node(L);
     mw_conn_t *c, *unused;
     mw_frame_t *f;
     int op, nret = 0, r;
 
     luaL_checkstring(L, 2);
     read_send_opts(L, 3, &unused, &op);
-    if (srv->cluster != NULL && !mw_registry_is_local(&srv->reg, id, len)) {
+    if (node->cluster != NULL && !mw_ids_is_local(&node->reg->ids, id, len)) {
         /* Another node's connection: handed to the backplane, not confirmed. */
         f = make_frame(L, 2, op, &nret);
         if (f == NULL)
             return nret;
-        r = mw_cluster_send(srv->cluster, id, len, f);
+        r = mw_cluster_send(node->cluster, id, len, f);
         mw_frame_unref(f);
         if (cluster_refused(L, r))
             return 2;
@@ -519,9 +523,9 @@ static int mw_send(lua_State *L)
         lua_pushliteral(L, "queued");
         return 2;
     }
-    if (!mw_registry_id_valid(id, len))
+    if (!mw_ids_valid(id, len))
         return mw__lua_fail(L, "not a connection id");
-    c = mw_registry_find(&srv->reg, id, len);
+    c = mw_registry_find(node->reg, id, len);
     if (c == NULL || c->state != MW_CONN_OPEN)
         return mw__lua_fail(L, "closed");
     return send_frame(L, c, 2, op);
@@ -531,14 +535,14 @@ static int mw_connection(lua_State *L)
 {
     size_t len;
     const char *id = luaL_checklstring(L, 1, &len);
-    mw_conn_t *c = mw_registry_find(&mw_lua_server(L)->reg, id, len);
+    mw_conn_t *c = mw_registry_find(mw_lua_node(L)->reg, id, len);
     push_conn_object(L, c != NULL && c->state == MW_CONN_OPEN ? c : NULL);
     return 1;
 }
 
 static int connections_next(lua_State *L)
 {
-    mw_server_t *srv = mw_lua_server(L);
+    mw_node_t *node = mw_lua_node(L);
     /* The iterator walks a snapshot of ids, so closing conns while iterating is safe. */
     lua_Integer i = lua_tointeger(L, lua_upvalueindex(2)) + 1;
     for (;; i++) {
@@ -548,7 +552,7 @@ static int connections_next(lua_State *L)
         if (lua_rawgeti(L, lua_upvalueindex(1), i) != LUA_TSTRING)
             return 0;
         id = lua_tolstring(L, -1, &len);
-        c = mw_registry_find(&srv->reg, id, len);
+        c = mw_registry_find(node->reg, id, len);
         lua_pop(L, 1);
         if (c != NULL && c->state == MW_CONN_OPEN && c->lua_ref != LUA_NOREF) {
             lua_pushinteger(L, i);
@@ -561,12 +565,12 @@ static int connections_next(lua_State *L)
 
 static int mw_connections(lua_State *L)
 {
-    mw_server_t *srv = mw_lua_server(L);
+    mw_node_t *node = mw_lua_node(L);
     mw_list_t *it;
     lua_Integer i = 0;
 
-    lua_createtable(L, (int)srv->reg.nopen, 0);
-    mw_list_foreach(it, &srv->reg.open)
+    lua_createtable(L, (int)node->reg->nopen, 0);
+    mw_list_foreach(it, &node->reg->open)
     {
         mw_conn_t *c = MW_CONTAINER_OF(it, mw_conn_t, open_link);
         char id[MW_ID_MAX];
@@ -582,10 +586,10 @@ static int mw_connections(lua_State *L)
 
 static int mw_count(lua_State *L)
 {
-    mw_server_t *srv = mw_lua_server(L);
+    mw_node_t *node = mw_lua_node(L);
     mw_list_t *it;
     lua_Integer n = 0;
-    mw_list_foreach(it, &srv->reg.open)
+    mw_list_foreach(it, &node->reg->open)
     {
         n += MW_CONTAINER_OF(it, mw_conn_t, open_link)->state == MW_CONN_OPEN;
     }
@@ -595,7 +599,7 @@ static int mw_count(lua_State *L)
 
 static int mw_now(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)mw_lua_server(L)->timers.now);
+    lua_pushinteger(L, (lua_Integer)mw_lua_node(L)->timers->now);
     return 1;
 }
 
@@ -715,7 +719,7 @@ static void make_readonly(lua_State *L, int depth)
 
 int mw_lua_open_api(lua_State *L)
 {
-    mw_server_t *srv = mw_lua_server(L);
+    mw_node_t *node = mw_lua_node(L);
     mw__api_t *api;
     char err[256];
 
@@ -752,13 +756,13 @@ int mw_lua_open_api(lua_State *L)
     lua_setfield(L, -2, "state");
 
     /* config: a read-only view of a copy */
-    mw_config_push(srv->cfg, L);
+    mw_config_push(node->cfg, L);
     make_readonly(L, 0);
     lua_setfield(L, -2, "config");
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, "moonwire.module");
 
-    lua_pushlstring(L, srv->reg.prefix, srv->reg.prefix_len - 1);
+    lua_pushlstring(L, node->reg->ids.prefix, node->reg->ids.prefix_len - 1);
     lua_setfield(L, -2, "node");
     return 1;
 }
@@ -767,7 +771,7 @@ int mw_lua_api_refresh_config(lua_State *L)
 {
     if (lua_getfield(L, LUA_REGISTRYINDEX, "moonwire.module") != LUA_TTABLE)
         return 0;
-    mw_config_push(mw_lua_server(L)->cfg, L);
+    mw_config_push(mw_lua_node(L)->cfg, L);
     make_readonly(L, 0);
     lua_setfield(L, -2, "config");
     return 0;

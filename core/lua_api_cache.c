@@ -7,7 +7,8 @@
  */
 #include "lua_api_int.h"
 #include "lua_host.h"
-#include "moonwire/server.h"
+#include "node.h"
+#include "timer.h"
 
 #include <lauxlib.h>
 
@@ -15,7 +16,7 @@
 
 static uint64_t now_ms(lua_State *L)
 {
-    return mw_lua_server(L)->timers.now;
+    return mw_lua_node(L)->timers->now;
 }
 
 /* Pushes the values and expires tables (in that order). */
@@ -152,7 +153,7 @@ static void on_sweep(mw_timer_t *t)
 {
     mw__api_t *api = t->data;
     lua_State *L = api->L;
-    uint64_t now = mw_lua_server(L)->timers.now;
+    uint64_t now = mw_lua_node(L)->timers->now;
 
     /* Setting existing fields to nil during lua_next is allowed and does not allocate. */
     lua_rawgeti(L, LUA_REGISTRYINDEX, api->cache_values);
@@ -179,7 +180,7 @@ void mw__lua_open_cache(lua_State *L, mw__api_t *api)
     static const luaL_Reg funcs[] = {
         {"get", cache_get}, {"set", cache_set}, {"incr", cache_incr}, {"del", cache_del}, {NULL, NULL},
     };
-    mw_server_t *srv = mw_lua_server(L);
+    mw_node_t *node = mw_lua_node(L);
 
     lua_newtable(L);
     api->cache_values = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -187,11 +188,11 @@ void mw__lua_open_cache(lua_State *L, mw__api_t *api)
     api->cache_expires = luaL_ref(L, LUA_REGISTRYINDEX);
     api->L = L;
     mw_timer_init(&api->cache_gc, on_sweep, api);
-    mw_timer_start(&srv->timers, &api->cache_gc, SWEEP_MS, SWEEP_MS);
+    mw_timer_start(node->timers, &api->cache_gc, SWEEP_MS, SWEEP_MS);
     luaL_newlib(L, funcs);
 }
 
 void mw__lua_close_cache(lua_State *L, mw__api_t *api)
 {
-    mw_timer_stop(&mw_lua_server(L)->timers, &api->cache_gc);
+    mw_timer_stop(mw_lua_node(L)->timers, &api->cache_gc);
 }

@@ -9,12 +9,18 @@
  * (cluster.h): while Redis is away it waits there, and publish says so.
  */
 #include "cluster.h"
+#include "conn.h"
 #include "history.h"
 #include "lua_api_int.h"
 #include "lua_host.h"
+#include "node.h"
+#include "registry.h"
+#include "scheduler.h"
+#include "timer.h"
 #include "topics.h"
+#include "moonwire/config.h"
 #include "moonwire/error.h"
-#include "moonwire/server.h"
+#include "moonwire/metrics.h"
 
 #include <hiredis/hiredis.h>
 #include <lauxlib.h>
@@ -98,7 +104,7 @@ static void on_reply(void *ud, void *reply)
 
 static int api_redis(lua_State *L)
 {
-    mw_server_t *srv = mw_lua_server(L);
+    mw_node_t *node = mw_lua_node(L);
     int argc = lua_gettop(L);
     const char *argv[MAX_ARGS];
     size_t argl[MAX_ARGS];
@@ -116,10 +122,10 @@ static int api_redis(lua_State *L)
         if (strlen(*p) == argl[0] && strncasecmp(*p, argv[0], argl[0]) == 0)
             return luaL_argerror(L, 1, "this command would block or change the shared "
                                        "connection");
-    if (srv->cluster == NULL)
+    if (node->cluster == NULL)
         return mw__lua_fail(L, "no cluster configured (cluster.redis)");
     w = mw_lua_wait(L); /* raises outside a hook that can wait */
-    r = mw_cluster_command(srv->cluster, argc, argv, argl, on_reply, w);
+    r = mw_cluster_command(node->cluster, argc, argv, argl, on_reply, w);
     if (r != 0) {
         /* Not sent: the task does not wait after all. */
         mw_lua_unwait(w);
@@ -150,23 +156,23 @@ static void on_presence_reply(void *ud, void *reply)
 
 static int api_presence(lua_State *L)
 {
-    mw_server_t *srv = mw_lua_server(L);
+    mw_node_t *node = mw_lua_node(L);
     size_t len;
     const char *topic = luaL_checklstring(L, 1, &len);
     const mw_topic_t *t;
     mw_lua_task_t *w;
 
     luaL_argcheck(L, len > 0 && len <= MW_TOPIC_MAX, 1, "topic must be 1 to 256 bytes");
-    if (srv->cluster != NULL) {
+    if (node->cluster != NULL) {
         w = mw_lua_wait(L);
-        if (mw_cluster_presence(srv->cluster, topic, len, on_presence_reply, w) != 0) {
+        if (mw_cluster_presence(node->cluster, topic, len, on_presence_reply, w) != 0) {
             mw_lua_unwait(w);
             return mw__lua_fail(L, "redis unavailable");
         }
         return mw_lua_yield(L);
     }
     lua_newtable(L);
-    t = mw_topics_find(&srv->topics, topic, len);
+    t = mw_topics_find(node->topics, topic, len);
     if (t != NULL) {
         mw_list_t *it;
         mw_list_foreach(it, &t->members)
@@ -186,14 +192,14 @@ static int api_presence(lua_State *L)
 /* moonwire.cluster(): nil on a node alone; else what the backplane is doing. */
 static int api_cluster(lua_State *L)
 {
-    mw_server_t *srv = mw_lua_server(L);
+    mw_node_t *node = mw_lua_node(L);
     mw_cluster_status_t st;
 
-    if (srv->cluster == NULL) {
+    if (node->cluster == NULL) {
         lua_pushnil(L);
         return 1;
     }
-    mw_cluster_status(srv->cluster, &st);
+    mw_cluster_status(node->cluster, &st);
     lua_createtable(L, 0, 3);
     lua_pushboolean(L, st.up);
     lua_setfield(L, -2, "up");
@@ -206,9 +212,9 @@ static int api_cluster(lua_State *L)
     lua_setfield(L, -2, "bytes");
     lua_pushinteger(L, (lua_Integer)st.oldest);
     lua_setfield(L, -2, "age");
-    lua_pushinteger(L, (lua_Integer)srv->metrics->cluster_outbox_dropped);
+    lua_pushinteger(L, (lua_Integer)node->metrics->cluster_outbox_dropped);
     lua_setfield(L, -2, "dropped");
-    lua_pushinteger(L, (lua_Integer)srv->metrics->cluster_outbox_refused);
+    lua_pushinteger(L, (lua_Integer)node->metrics->cluster_outbox_refused);
     lua_setfield(L, -2, "refused");
     lua_setfield(L, -2, "outbox");
     return 1;
@@ -227,16 +233,16 @@ void mw__lua_open_redis(lua_State *L)
 /* History ------------------------------------------------------------------------------- */
 
 /* Delivers a history message to this node's members, except one (by id). */
-static size_t deliver_local(mw_server_t *srv, const char *topic, size_t len, mw_frame_t *f,
+static size_t deliver_local(mw_node_t *node, const char *topic, size_t len, mw_frame_t *f,
                             const char *except, size_t except_len)
 {
-    mw_conn_t *ex = except_len > 0 ? mw_registry_find(&srv->reg, except, except_len) : NULL;
-    return mw_topics_publish(&srv->topics, topic, len, f, ex);
+    mw_conn_t *ex = except_len > 0 ? mw_registry_find(node->reg, except, except_len) : NULL;
+    return mw_topics_publish(node->topics, topic, len, f, ex);
 }
 
 /* A publish to a history topic, from the call until it leaves the outbox. */
 typedef struct {
-    mw_server_t *srv;
+    mw_node_t *node;
     mw_lua_task_t *w; /* the hook waiting for the offset; NULL when none waits (any more) */
     mw_frame_t *f;    /* the message as published, for local delivery if Redis refuses it */
     const redisReply *reply; /* while the hook is woken */
@@ -298,11 +304,11 @@ static void on_history_published(void *ud, void *reply)
          * the numbered message now. Offset 0: Redis had run it already (a
          * reply lost with a connection), and its channel carried it then. */
         p->offset = (uint64_t)r->element[0]->integer;
-        if (p->offset != 0 && p->srv->cluster != NULL && !mw_cluster_subscribed(p->srv->cluster)) {
+        if (p->offset != 0 && p->node->cluster != NULL && !mw_cluster_subscribed(p->node->cluster)) {
             mw_frame_t *final =
                 mw_frame_new(p->f->bytes[0] & 0x0f, r->element[2]->str, r->element[2]->len);
             if (final != NULL) {
-                p->count = deliver_local(p->srv, p->topic, p->topic_len, final, p->except,
+                p->count = deliver_local(p->node, p->topic, p->topic_len, final, p->except,
                                          p->except_len);
                 mw_frame_unref(final);
             }
@@ -310,7 +316,7 @@ static void on_history_published(void *ud, void *reply)
     } else if (r != NULL) {
         /* Redis refused it (an error reply): it still reaches this node,
          * without an offset. */
-        p->count = deliver_local(p->srv, p->topic, p->topic_len, p->f, p->except, p->except_len);
+        p->count = deliver_local(p->node, p->topic, p->topic_len, p->f, p->except, p->except_len);
     }
     /* r NULL: dropped from the outbox (too old, or the node stops), counted
      * and logged there; nobody gets it. */
@@ -318,7 +324,7 @@ static void on_history_published(void *ud, void *reply)
     if (p->w != NULL)
         mw_lua_wake(p->w, push_published, p);
     else
-        mw_server_run_deferred(p->srv);
+        mw_sched_run(p->node->sched);
     mw_frame_unref(p->f);
     free(p);
 }
@@ -326,12 +332,12 @@ static void on_history_published(void *ud, void *reply)
 int mw__lua_publish_history(lua_State *L, const char *topic, size_t len, mw_frame_t *f,
                             const char *except, size_t except_len)
 {
-    mw_server_t *srv = mw_lua_server(L);
-    const mw_config_t *cfg = srv->cfg;
+    mw_node_t *node = mw_lua_node(L);
+    const mw_config_t *cfg = node->cfg;
     hpub_t *p;
     int r;
 
-    if (srv->cluster == NULL) {
+    if (node->cluster == NULL) {
         /* Standalone: numbered and kept here, delivered at once. */
         uint64_t offset;
         const char *epoch;
@@ -339,8 +345,8 @@ int mw__lua_publish_history(lua_State *L, const char *topic, size_t len, mw_fram
         uint8_t *injected;
         mw_frame_t *final;
 
-        r = mw_history_begin(srv->history, topic, len, mw_topics_count(&srv->topics, topic, len) > 0,
-                             cfg, srv->timers.now, &offset, &epoch);
+        r = mw_history_begin(node->history, topic, len, mw_topics_count(node->topics, topic, len) > 0,
+                             cfg, node->timers->now, &offset, &epoch);
         if (r != 0) {
             mw_frame_unref(f);
             return mw__lua_fail(L, mw_strerror(r));
@@ -354,13 +360,13 @@ int mw__lua_publish_history(lua_State *L, const char *topic, size_t len, mw_fram
         mw_frame_unref(f);
         if (final == NULL)
             return mw__lua_fail(L, "out of memory");
-        r = mw_history_append(srv->history, topic, len, offset, final, cfg, srv->timers.now);
+        r = mw_history_append(node->history, topic, len, offset, final, cfg, node->timers->now);
         if (r != 0) {
             /* Refused or out of memory: nobody gets it, and publish says why. */
             mw_frame_unref(final);
             return mw__lua_fail(L, mw_strerror(r));
         }
-        n = deliver_local(srv, topic, len, final, except, except_len);
+        n = deliver_local(node, topic, len, final, except, except_len);
         mw_frame_unref(final);
         lua_pushinteger(L, (lua_Integer)offset);
         lua_pushinteger(L, (lua_Integer)n);
@@ -371,14 +377,14 @@ int mw__lua_publish_history(lua_State *L, const char *topic, size_t len, mw_fram
         mw_frame_unref(f);
         return mw__lua_fail(L, "out of memory");
     }
-    p->srv = srv;
+    p->node = node;
     p->f = f; /* the caller's reference */
     /* The local members it will reach (it reaches them from the channel). */
-    p->count = mw_topics_count(&srv->topics, topic, len);
+    p->count = mw_topics_count(node->topics, topic, len);
     if (p->count > 0 && except_len > 0) {
-        mw_conn_t *ex = mw_registry_find(&srv->reg, except, except_len);
+        mw_conn_t *ex = mw_registry_find(node->reg, except, except_len);
         mw_list_t *it;
-        const mw_topic_t *t = mw_topics_find(&srv->topics, topic, len);
+        const mw_topic_t *t = mw_topics_find(node->topics, topic, len);
         mw_list_foreach(it, &t->members)
         {
             if (MW_CONTAINER_OF(it, mw_sub_t, topic_link)->conn == ex) {
@@ -399,7 +405,7 @@ int mw__lua_publish_history(lua_State *L, const char *topic, size_t len, mw_fram
      * outbox refuses reaches nobody. */
     if (mw_lua_can_wait(L))
         p->w = mw_lua_wait(L);
-    r = mw_cluster_history_publish(srv->cluster, topic, len, f, except, except_len,
+    r = mw_cluster_history_publish(node->cluster, topic, len, f, except, except_len,
                                    on_history_published, on_history_requeued, p);
     if (r == 0 && p->w != NULL)
         return mw_lua_yield(L);
@@ -465,8 +471,8 @@ static void collect(void *ud, const mw_frame_t *f)
 
 static int api_history(lua_State *L)
 {
-    mw_server_t *srv = mw_lua_server(L);
-    const mw_config_t *cfg = srv->cfg;
+    mw_node_t *node = mw_lua_node(L);
+    const mw_config_t *cfg = node->cfg;
     size_t len;
     const char *topic = luaL_checklstring(L, 1, &len);
     lua_Integer since = 0, limit = (lua_Integer)cfg->history_size;
@@ -495,9 +501,9 @@ static int api_history(lua_State *L)
         }
         lua_pop(L, 3);
     }
-    if (srv->cluster != NULL) {
+    if (node->cluster != NULL) {
         mw_lua_task_t *w = mw_lua_wait(L);
-        if (mw_cluster_history_read(srv->cluster, topic, len, (uint64_t)since, epoch,
+        if (mw_cluster_history_read(node->cluster, topic, len, (uint64_t)since, epoch,
                                     (size_t)limit, on_history_read, w) != 0) {
             mw_lua_unwait(w);
             return mw__lua_fail(L, "redis unavailable");
@@ -508,11 +514,11 @@ static int api_history(lua_State *L)
         uint64_t last;
         int recovered;
         collect_t c = {L, 0};
-        const char *ep = mw_history_epoch(srv->history, topic, len);
+        const char *ep = mw_history_epoch(node->history, topic, len);
         push_history_table(L, ep, strlen(ep), 0, 0);
         lua_newtable(L);
-        mw_history_read(srv->history, topic, len, (uint64_t)since, epoch, (size_t)limit,
-                        srv->timers.now, cfg, collect, &c, &last, &recovered);
+        mw_history_read(node->history, topic, len, (uint64_t)since, epoch, (size_t)limit,
+                        node->timers->now, cfg, collect, &c, &last, &recovered);
         lua_setfield(L, -2, "messages");
         lua_pushinteger(L, (lua_Integer)last);
         lua_setfield(L, -2, "offset");

@@ -7,7 +7,9 @@
 #include "lua_api.h"
 #include "lua_api_int.h"
 #include "lua_host.h"
-#include "moonwire/server.h"
+#include "node.h"
+#include "scheduler.h"
+#include "timer.h"
 
 #include <lauxlib.h>
 
@@ -22,7 +24,7 @@ typedef struct {
 
 static void timer_release(ltimer_t *lt)
 {
-    mw_timer_stop(&mw_lua_server(lt->L)->timers, &lt->t);
+    mw_timer_stop(mw_lua_node(lt->L)->timers, &lt->t);
     if (mw_list_linked(&lt->link))
         mw_list_remove(&lt->link);
     luaL_unref(lt->L, LUA_REGISTRYINDEX, lt->fn_ref);
@@ -34,19 +36,19 @@ static void on_lua_timer(mw_timer_t *t)
 {
     ltimer_t *lt = t->data;
     lua_State *L = lt->L;
-    mw_server_t *srv = mw_lua_server(L);
+    mw_node_t *node = mw_lua_node(L);
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, lt->fn_ref);
     if (!mw_timer_active(&lt->t))
         timer_release(lt); /* a one-shot timer is done; its callback is on the stack */
-    mw_lua_spawn(srv->lua, NULL, "timer callback", 0);
-    mw_server_run_deferred(srv);
+    mw_lua_spawn(node->lua, NULL, "timer callback", 0);
+    mw_sched_run(node->sched);
 }
 
 static int start_timer(lua_State *L, int repeat)
 {
     lua_Number ms = luaL_checknumber(L, 1);
-    mw_server_t *srv = mw_lua_server(L);
+    mw_node_t *node = mw_lua_node(L);
     ltimer_t *lt;
     uint64_t after;
 
@@ -58,14 +60,14 @@ static int start_timer(lua_State *L, int repeat)
     lt = lua_newuserdatauv(L, sizeof(*lt), 0);
     mw_timer_init(&lt->t, on_lua_timer, lt);
     mw_list_init(&lt->link);
-    /* The main thread, not srv->lua: a script may start timers while it loads. */
+    /* The main thread, not node->lua: a script may start timers while it loads. */
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
     lt->L = lua_tothread(L, -1);
     lua_pop(L, 1);
     lt->generation = mw__lua_api(L)->generation;
     lt->fn_ref = lt->self_ref = LUA_NOREF;
     luaL_setmetatable(L, MW_TIMER_META);
-    if (mw_timer_start(&srv->timers, &lt->t, after, repeat ? after : 0) != 0)
+    if (mw_timer_start(node->timers, &lt->t, after, repeat ? after : 0) != 0)
         return luaL_error(L, "out of memory");
     lua_pushvalue(L, 2);
     lt->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -12,10 +12,14 @@
 #include "lua_api.h"
 #include "lua_stdlib.h"
 #include "lua_watchdog.h"
+#include "node.h"
 #include "pool.h"
+#include "registry.h"
+#include "scheduler.h"
+#include "moonwire/config.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
-#include "moonwire/server.h"
+#include "moonwire/metrics.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -78,7 +82,7 @@ struct mw_lua_task_s {
 
 struct mw_lua_s {
     lua_State *L;
-    mw_server_t *srv;
+    mw_node_t *node;
     size_t mem_used;
     size_t mem_limit; /* 0: none */
     size_t mem_slack;
@@ -121,9 +125,9 @@ int mw_lua_is_task(lua_State *L)
     return (*(uintptr_t *)lua_getextraspace(L) & TASK_TAG) != 0;
 }
 
-mw_server_t *mw_lua_server(lua_State *L)
+mw_node_t *mw_lua_node(lua_State *L)
 {
-    return host_of(L)->srv;
+    return host_of(L)->node;
 }
 
 void mw_lua_set_conn_meta(lua_State *L, const void *mt)
@@ -306,7 +310,7 @@ static void push_conn_or_nil(mw_lua_t *lh, mw_conn_t *c)
 static void hook_failed(mw_lua_t *lh, mw_conn_t *c, const char *what, int status)
 {
     lua_State *L = lh->L;
-    mw_metrics_t *m = lh->srv->metrics;
+    mw_metrics_t *m = lh->node->metrics;
     char id[MW_ID_MAX] = "-";
     char *full;
     const char *tb, *kind;
@@ -525,7 +529,7 @@ static void task_run(mw_lua_task_t *t, int nargs)
         push_string(L, "a hook may only wait inside moonwire functions "
                        "(coroutine.yield from a hook)");
         r = LUA_ERRRUN;
-        hook_failed(lh, mw_registry_find_serial(&lh->srv->reg, t->serial), t->what, r);
+        hook_failed(lh, mw_registry_find_serial(lh->node->reg, t->serial), t->what, r);
         thread_put(lh, t->co, t->ref, 0);
     } else if (r == LUA_OK) {
         lua_pop(t->co, nres);
@@ -539,7 +543,7 @@ static void task_run(mw_lua_task_t *t, int nargs)
             r = LUA_ERRMEM; /* the only error it can have */
         if (lh->timed_out)
             r = LUA_ERRRUN;
-        hook_failed(lh, mw_registry_find_serial(&lh->srv->reg, t->serial), t->what, r);
+        hook_failed(lh, mw_registry_find_serial(lh->node->reg, t->serial), t->what, r);
         thread_put(lh, t->co, t->ref, 0);
     }
     if (t->waits != NULL)
@@ -557,7 +561,7 @@ static void spawn_for(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, mw_lua_waits_
 
     /* Only the backplane makes anything wait (moonwire.redis, presence and
      * history in Redis): a node alone runs its hooks as plain calls. */
-    if (lh->srv->cluster == NULL) {
+    if (lh->node->cluster == NULL) {
         mw_lua_call(lh, c, what, nargs, 0);
         return;
     }
@@ -686,7 +690,7 @@ void mw_lua_wake(mw_lua_task_t *w, int (*push)(lua_State *co, void *ud), void *u
     w->push_ud = ud;
     task_run(w, 0);
     free(w);
-    mw_server_run_deferred(lh->srv);
+    mw_sched_run(lh->node->sched);
 }
 
 /* Dispatches the messages a connection received while its hook waited, until
@@ -699,7 +703,7 @@ static void drain_held(mw_lua_t *lh, mw_conn_t *c)
            (f = mw_outq_head(&c->held)) != NULL) {
         mw_frame_ref(f);
         mw_outq_consume(&c->held, f->len);
-        mw_lua_message(lh, c, f->bytes[0] & 0x0f, mw_frame_payload(f), mw_frame_payload_len(f));
+        mw_lua_message(c, f->bytes[0] & 0x0f, mw_frame_payload(f), mw_frame_payload_len(f));
         mw_frame_unref(f);
     }
     if ((c->paused & MW_PAUSE_HELD) && mw_outq_empty(&c->held) && c->lua_waits == NULL)
@@ -744,7 +748,7 @@ static int load_app(mw_lua_t *lh, char *err, size_t errlen)
     int r;
 
     lua_pushcfunction(L, load_chunk);
-    lua_pushlightuserdata(L, lh->srv->cfg->script);
+    lua_pushlightuserdata(L, lh->node->cfg->script);
     r = pcall(lh, 1, 1);
     if (r != LUA_OK) {
         char *full = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
@@ -858,8 +862,8 @@ static int open_state(lua_State *L)
     mw_lua_stdlib_open(L);
     luaL_requiref(L, "moonwire", mw_lua_open_api, 0);
     lua_pop(L, 1);
-    set_package_path(L, lh->srv->cfg->script);
-    lh->script_dir = dir_of(lh->srv->cfg->script);
+    set_package_path(L, lh->node->cfg->script);
+    lh->script_dir = dir_of(lh->node->cfg->script);
 
     /* Remember which modules are not the app's, for reload. */
     lua_newtable(L);
@@ -908,7 +912,7 @@ static void destroy(mw_lua_t *lh)
     free(lh);
 }
 
-int mw_lua_new(mw_server_t *srv, mw_lua_t **out, char *err, size_t errlen)
+int mw_lua_new(mw_node_t *node, mw_lua_t **out, char *err, size_t errlen)
 {
     mw_lua_t *lh = calloc(1, sizeof(*lh));
     lua_State *L;
@@ -917,8 +921,8 @@ int mw_lua_new(mw_server_t *srv, mw_lua_t **out, char *err, size_t errlen)
     *out = NULL;
     if (lh == NULL)
         return MW_ENOMEM;
-    lh->srv = srv;
-    lh->mem_limit = srv->cfg->memory_limit;
+    lh->node = node;
+    lh->mem_limit = node->cfg->memory_limit;
     lh->app_ref = lh->baseline_ref = LUA_NOREF;
     mw_list_init(&lh->waiting);
     for (int i = 0; i < NHOOKS; i++)
@@ -931,7 +935,7 @@ int mw_lua_new(mw_server_t *srv, mw_lua_t **out, char *err, size_t errlen)
         return MW_ENOMEM;
     }
     lh->L = L;
-    set_time_limit(lh, srv->cfg->time_limit); /* before the script loads: it counts too */
+    set_time_limit(lh, node->cfg->time_limit); /* before the script loads: it counts too */
     set_host(L, lh, 0);
     lua_pushcfunction(L, msgh); /* stays at index 1 */
 
@@ -1025,12 +1029,12 @@ int mw_lua_reload(mw_lua_t *lh, char *err, size_t errlen)
     lua_State *L = lh->L;
     int previous, r;
     uint32_t generation;
-    char *dir = dir_of(lh->srv->cfg->script);
+    char *dir = dir_of(lh->node->cfg->script);
 
     /* A script from another directory finds its modules there too. */
     if (dir != NULL && (lh->script_dir == NULL || strcmp(dir, lh->script_dir) != 0)) {
         lua_pushcfunction(L, add_script_path);
-        lua_pushlightuserdata(L, lh->srv->cfg->script);
+        lua_pushlightuserdata(L, lh->node->cfg->script);
         if (pcall(lh, 1, 0) != LUA_OK)
             lua_pop(L, 1);
         free(lh->script_dir);
@@ -1221,7 +1225,7 @@ static int read_decision(mw_lua_t *lh, mw_conn_t *c, mw_upgrade_decision_t *d)
     lua_pop(L, 3);
     if (problem != NULL) {
         mw_log_error("app: %s", problem);
-        lh->srv->metrics->hook_errors++;
+        lh->node->metrics->hook_errors++;
         return MW_ELUA;
     }
     return 0;
@@ -1293,8 +1297,10 @@ static int push_message_call(mw_lua_t *lh, int ref, int opcode, const uint8_t *d
     return 0;
 }
 
-void mw_lua_message(mw_lua_t *lh, mw_conn_t *c, int opcode, const uint8_t *data, size_t len)
+void mw_lua_message(mw_conn_t *c, int opcode, const uint8_t *data, size_t len)
 {
+    mw_lua_t *lh = c->conns->node->lua;
+
     if (lh->hooks[H_MESSAGE] == LUA_NOREF || c->lua_ref == LUA_NOREF)
         return;
     if (c->lua_waits != NULL) {
@@ -1302,7 +1308,7 @@ void mw_lua_message(mw_lua_t *lh, mw_conn_t *c, int opcode, const uint8_t *data,
         mw_frame_t *f = mw_frame_new((uint8_t)opcode, data, len);
         if (f == NULL || mw_outq_push(&c->held, f) != 0) {
             mw_conn_fail(c, 1011, "out of memory");
-        } else if (mw_outq_cost(&c->held) > lh->srv->cfg->max_buffered) {
+        } else if (mw_outq_cost(&c->held) > lh->node->cfg->max_buffered) {
             mw_conn_pause(c, MW_PAUSE_HELD, 1); /* and stop reading until they are handled */
         }
         if (f != NULL)
@@ -1334,7 +1340,7 @@ static void close_hooks(mw_lua_t *lh, mw_conn_t *c, int ref, uint64_t serial, co
             mw_log_error("app: no memory left to run on_error for: %s", why);
         } else if (pcall(lh, 2, 0) != LUA_OK) {
             mw_log_error("app: on_error raised an error: %s", lua_tostring(L, -1));
-            lh->srv->metrics->hook_errors++;
+            lh->node->metrics->hook_errors++;
             lua_pop(L, 1);
         }
     }
@@ -1408,4 +1414,5 @@ void mw_lua_forget(mw_lua_t *lh, mw_conn_t *c)
         c->lua_waits->conn = NULL;
         c->lua_waits = NULL;
     }
+    mw_outq_clear(&c->held);
 }

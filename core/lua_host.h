@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct mw_server_s mw_server_t;
+typedef struct mw_node_s mw_node_t;
 typedef struct mw_conn_s mw_conn_t;
 typedef struct mw_lua_s mw_lua_t;
 typedef struct lua_State lua_State;
@@ -29,7 +29,7 @@ typedef struct {
 /* Creates the state, opens the libraries and the moonwire module, and loads
  * the app from cfg->script. Returns 0, or MW_ELUA with "file:line: message"
  * in err. */
-int mw_lua_new(mw_server_t *srv, mw_lua_t **out, char *err, size_t errlen);
+int mw_lua_new(mw_node_t *node, mw_lua_t **out, char *err, size_t errlen);
 
 /* Runs the app's on_start (once the server is ready to serve). */
 void mw_lua_start(mw_lua_t *lh);
@@ -48,13 +48,15 @@ int mw_lua_upgrade(mw_lua_t *lh, mw_conn_t *c, mw_upgrade_decision_t *d);
 /* Creates c's conn object and runs on_open. */
 void mw_lua_open(mw_lua_t *lh, mw_conn_t *c);
 
-/* Runs on_message. */
-void mw_lua_message(mw_lua_t *lh, mw_conn_t *c, int opcode, const uint8_t *data, size_t len);
+/* Runs on_message (the connections' on_message handler: the host is the
+ * node's), or holds the message while a hook of c waits. */
+void mw_lua_message(mw_conn_t *c, int opcode, const uint8_t *data, size_t len);
 
 /* Runs on_close (when on_open ran) and detaches c's conn object. */
 void mw_lua_close(mw_lua_t *lh, mw_conn_t *c);
 
-/* Drops any reference the state holds for c (a refused upgrade's request). */
+/* Drops any reference the state holds for c (a refused upgrade's request)
+ * and the messages it held (c is being released). */
 void mw_lua_forget(mw_lua_t *lh, mw_conn_t *c);
 
 /* The state (for the C parts of the moonwire module). */
@@ -110,7 +112,7 @@ const void *mw_lua_conn_meta(lua_State *L);
 /* Bytes the Lua state holds. */
 size_t mw_lua_memory(const mw_lua_t *lh);
 
-/* The server a state belongs to (for the moonwire module). */
-mw_server_t *mw_lua_server(lua_State *L);
+/* The node a state serves (for the moonwire module). */
+mw_node_t *mw_lua_node(lua_State *L);
 
 #endif

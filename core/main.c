@@ -3,8 +3,6 @@
  * Exit status: 0 after a clean run or a passing --check; 1 when the app or
  * a listener fails to start; 2 for a bad flag or configuration key.
  */
-#include "cluster.h"
-#include "lua_host.h"
 #include "moonwire/config.h"
 #include "moonwire/deadline.h"
 #include "moonwire/error.h"
@@ -88,7 +86,8 @@ static struct {
     cli_t cli;      /* kept for reloads */
     mw_config_t cfg;
     int worker;     /* 1..n in a worker of --workers, 0 otherwise */
-    mw_server_t srv;
+    mw_server_t *srv;
+    mw_net_t *net;
     uv_loop_t *loop;
     uv_signal_t sig_hup, sig_usr1;
     uv_async_t stop; /* SIGTERM or SIGINT, from deadline.c's thread */
@@ -263,8 +262,8 @@ static void close_signal(uv_signal_t *s)
 static void on_drained(mw_server_t *srv)
 {
     mw_log_info("drained; exiting");
-    mw_cluster_stop(srv);
-    mw_net_close(srv);
+    mw_server_stop_cluster(srv);
+    mw_net_close(app.net);
     uv_close((uv_handle_t *)&app.stop, NULL);
     close_signal(&app.sig_hup);
     close_signal(&app.sig_usr1);
@@ -279,23 +278,23 @@ static void reload(mw_server_t *srv)
     int r;
 
     if (app.cli.config != NULL)
-        mw_log_info("SIGHUP: reloading %s and %s", app.cli.config, srv->cfg->script);
+        mw_log_info("SIGHUP: reloading %s and %s", app.cli.config, app.cfg.script);
     else
-        mw_log_info("SIGHUP: reloading %s", srv->cfg->script);
+        mw_log_info("SIGHUP: reloading %s", app.cfg.script);
     r = build_config(&app.cli, &fresh, err, sizeof(err));
     if (r != 0) {
-        srv->metrics->reloads++;
-        srv->metrics->reload_failures++;
+        mw_server_metrics(srv)->reloads++;
+        mw_server_metrics(srv)->reload_failures++;
         mw_log_error("reload failed, the previous configuration and app keep serving: %s", err);
         return;
     }
     mw_server_apply_config(srv, &fresh);
     mw_config_close(&fresh); /* now holds what was replaced */
-    if (mw_log_configure((mw_log_level_t)srv->cfg->log_level, srv->cfg->log_json,
-                         srv->cfg->log_file) != 0)
-        mw_log_error("reload: cannot open log file '%s'; logging where it did", srv->cfg->log_file);
+    if (mw_log_configure((mw_log_level_t)app.cfg.log_level, app.cfg.log_json, app.cfg.log_file) !=
+        0)
+        mw_log_error("reload: cannot open log file '%s'; logging where it did", app.cfg.log_file);
     mw_server_reload(srv);
-    mw_net_reload(srv);
+    mw_net_reload(app.net);
     mw_server_run_deferred(srv);
 }
 
@@ -304,27 +303,26 @@ static void on_stop(uv_async_t *h)
 {
     mw_server_t *srv = h->data;
 
-    srv->timers.now = uv_now(h->loop);
-    if (srv->draining)
+    mw_server_set_now(srv, uv_now(h->loop));
+    if (mw_server_draining(srv))
         return;
     mw_log_info("%s: closing connections (up to %u ms)",
-                mw_deadline_signal() == SIGINT ? "SIGINT" : "SIGTERM", srv->cfg->shutdown_timeout);
+                mw_deadline_signal() == SIGINT ? "SIGINT" : "SIGTERM", app.cfg.shutdown_timeout);
     /* The listeners stay open while draining: /healthz answers 503 and
      * upgrades are refused with 503, so a load balancer sees the node
      * leave instead of a refused connection. They close when drained. */
-    srv->on_drained = on_drained;
-    mw_server_drain(srv);
+    mw_server_drain(srv, on_drained);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
 {
     mw_server_t *srv = h->data;
 
-    srv->timers.now = uv_now(h->loop);
+    mw_server_set_now(srv, uv_now(h->loop));
     switch (signum) {
     case SIGHUP:
         reload(srv);
-        mw_deadline_set_grace(srv->cfg->shutdown_timeout);
+        mw_deadline_set_grace(app.cfg.shutdown_timeout);
         break;
     case SIGUSR1:
         if (mw_log_reopen() != 0)
@@ -336,7 +334,7 @@ static void on_signal(uv_signal_t *h, int signum)
 static void watch_signal(uv_signal_t *s, int signum)
 {
     uv_signal_init(app.loop, s);
-    s->data = &app.srv;
+    s->data = app.srv;
     uv_signal_start(s, on_signal, signum);
 }
 
@@ -400,7 +398,8 @@ static int serve_node(void)
         mw_log_warn("cannot block SIGTERM and SIGINT: %s", strerror(errno));
     app.loop = uv_default_loop();
 
-    if (mw_server_init(&app.srv, &app.cfg, uv_now(app.loop), err, sizeof(err)) != 0) {
+    app.srv = mw_server_new(&app.cfg, uv_now(app.loop), err, sizeof(err));
+    if (app.srv == NULL) {
         fprintf(stderr, "moonwire: %s\n", err);
         if (!cli->check && app.cfg.log_file != NULL)
             mw_log_error("cannot start: %s", err);
@@ -408,12 +407,13 @@ static int serve_node(void)
         return 1;
     }
     if (mw_metrics_block(app.worker) != NULL)
-        app.srv.metrics = mw_metrics_block(app.worker); /* summed by every worker's /metrics */
+        /* Summed by every worker's /metrics. */
+        mw_server_set_metrics(app.srv, mw_metrics_block(app.worker));
     if (cli->check && app.cfg.tls_listen.n > 0) {
         mw_tls_ctx_t tls;
         if (mw_tls_ctx_init(&tls, app.cfg.tls_cert, app.cfg.tls_key, err, sizeof(err)) != 0) {
             fprintf(stderr, "moonwire: %s\n", err);
-            mw_server_close(&app.srv);
+            mw_server_free(app.srv);
             mw_config_close(&app.cfg);
             mw_server_pools_drain();
             return 1;
@@ -423,48 +423,48 @@ static int serve_node(void)
     if (cli->check) {
         printf("moonwire: %s%s%s and script %s are OK\n", app.cfg.path ? "configuration " : "",
                app.cfg.path ? app.cfg.path : "defaults", "", app.cfg.script);
-        mw_server_close(&app.srv);
+        mw_server_free(app.srv);
         mw_config_close(&app.cfg);
         mw_server_pools_drain();
         return 0;
     }
 
-    r = mw_net_start(&app.srv, app.loop, err, sizeof(err));
+    r = mw_net_start(app.srv, app.loop, &app.net, err, sizeof(err));
     if (r != 0) {
         fprintf(stderr, "moonwire: %s\n", err);
         if (app.cfg.log_file != NULL)
             mw_log_error("cannot start: %s", err);
         uv_run(app.loop, UV_RUN_DEFAULT);
-        mw_net_free(&app.srv);
-        mw_server_close(&app.srv);
+        mw_net_free(app.net);
+        mw_server_free(app.srv);
         mw_config_close(&app.cfg);
         uv_loop_close(app.loop);
         mw_server_pools_drain();
         return 1;
     }
-    r = mw_cluster_start(&app.srv, app.loop, err, sizeof(err));
+    r = mw_server_start_cluster(app.srv, app.loop, err, sizeof(err));
     if (r != 0) {
         fprintf(stderr, "moonwire: %s\n", err);
-        mw_net_close(&app.srv);
+        mw_net_close(app.net);
         uv_run(app.loop, UV_RUN_DEFAULT);
-        mw_net_free(&app.srv);
-        mw_server_close(&app.srv);
+        mw_net_free(app.net);
+        mw_server_free(app.srv);
         mw_config_close(&app.cfg);
         uv_loop_close(app.loop);
         mw_server_pools_drain();
         return r == MW_ECONFIG ? 2 : 1;
     }
     uv_async_init(app.loop, &app.stop, on_stop);
-    app.stop.data = &app.srv;
+    app.stop.data = app.srv;
     if (mw_deadline_start(&app.stop, app.cfg.shutdown_timeout) != 0) {
         fprintf(stderr, "moonwire: cannot start the signal thread: %s\n", strerror(errno));
         mw_log_error("cannot start: no thread for SIGTERM (%s)", strerror(errno));
         uv_close((uv_handle_t *)&app.stop, NULL);
-        mw_cluster_stop(&app.srv);
-        mw_net_close(&app.srv);
+        mw_server_stop_cluster(app.srv);
+        mw_net_close(app.net);
         uv_run(app.loop, UV_RUN_DEFAULT);
-        mw_net_free(&app.srv);
-        mw_server_close(&app.srv);
+        mw_net_free(app.net);
+        mw_server_free(app.srv);
         mw_config_close(&app.cfg);
         uv_loop_close(app.loop);
         mw_server_pools_drain();
@@ -473,20 +473,22 @@ static int serve_node(void)
     watch_signal(&app.sig_hup, SIGHUP);
     watch_signal(&app.sig_usr1, SIGUSR1);
 
-    for (size_t i = 0; i < app.cfg.listen.n; i++)
+    for (size_t i = 0; i < app.cfg.listen.n; i++) {
+        size_t idlen;
+        const char *id = mw_server_id(app.srv, &idlen);
         mw_log_info("moonwire %s listening on %s (app %s, node %.*s)", MW_VERSION,
-                    app.cfg.listen.items[i], app.cfg.script, (int)app.srv.reg.prefix_len - 1,
-                    app.srv.reg.prefix);
+                    app.cfg.listen.items[i], app.cfg.script, (int)idlen, id);
+    }
     for (size_t i = 0; i < app.cfg.tls_listen.n; i++)
         mw_log_info("moonwire %s listening on %s with TLS (app %s)", MW_VERSION,
                     app.cfg.tls_listen.items[i], app.cfg.script);
-    mw_lua_start(app.srv.lua);
-    mw_server_run_deferred(&app.srv);
+    mw_server_start(app.srv);
+    mw_server_run_deferred(app.srv);
 
     uv_run(app.loop, UV_RUN_DEFAULT);
 
-    mw_net_free(&app.srv);
-    mw_server_close(&app.srv);
+    mw_net_free(app.net);
+    mw_server_free(app.srv);
     mw_config_close(&app.cfg);
     r = uv_loop_close(app.loop);
     if (r != 0)

@@ -1,11 +1,7 @@
-/* The server's counters: shared between workers, rendered as Prometheus text. */
+/* The node's counters: shared between workers, summed, rendered as
+ * Prometheus text. See metrics.h. */
 #include "moonwire/metrics.h"
-#include "cluster.h"
-#include "lua_host.h"
-#include "static.h"
-#include "stream.h"
 #include "moonwire/error.h"
-#include "moonwire/server.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,11 +15,6 @@ _Static_assert(sizeof(mw_metrics_t) % sizeof(uint64_t) == 0, "mw_metrics_t is ui
 
 static mw_metrics_t *blocks; /* --workers: one per worker, in shared memory */
 static int nblocks;
-
-static void store(uint64_t *w, uint64_t v)
-{
-    __atomic_store_n(w, v, __ATOMIC_RELAXED);
-}
 
 static uint64_t load(const uint64_t *w)
 {
@@ -53,77 +44,33 @@ void mw_metrics_worker_gone(int index)
 
     if (m == NULL)
         return;
-    store(&m->reporting, 0);
-    store(&m->open_connections, 0);
-    store(&m->sockets, 0);
-    store(&m->lua_memory, 0);
-    store(&m->backed_up, 0);
-    store(&m->topics, 0);
-    store(&m->subscriptions, 0);
-    store(&m->history_topics, 0);
-    store(&m->history_bytes, 0);
-    store(&m->static_open_files, 0);
-    store(&m->static_cache_bytes, 0);
-    store(&m->cluster_on, 0);
-    store(&m->cluster_up, 0);
-    store(&m->cluster_outbox_messages, 0);
-    store(&m->cluster_outbox_bytes, 0);
-    store(&m->loop_lag_ms, 0);
+    mw_metrics_set(&m->reporting, 0);
+    mw_metrics_set(&m->open_connections, 0);
+    mw_metrics_set(&m->sockets, 0);
+    mw_metrics_set(&m->lua_memory, 0);
+    mw_metrics_set(&m->backed_up, 0);
+    mw_metrics_set(&m->topics, 0);
+    mw_metrics_set(&m->subscriptions, 0);
+    mw_metrics_set(&m->history_topics, 0);
+    mw_metrics_set(&m->history_bytes, 0);
+    mw_metrics_set(&m->static_open_files, 0);
+    mw_metrics_set(&m->static_cache_bytes, 0);
+    mw_metrics_set(&m->cluster_on, 0);
+    mw_metrics_set(&m->cluster_up, 0);
+    mw_metrics_set(&m->cluster_outbox_messages, 0);
+    mw_metrics_set(&m->cluster_outbox_bytes, 0);
+    mw_metrics_set(&m->loop_lag_ms, 0);
 }
 
-void mw_metrics_publish(mw_server_t *srv)
-{
-    mw_metrics_t *m = srv->metrics;
-    mw_topics_stats_t ts;
-    mw_history_stats_t hs;
-
-    mw_topics_take_stats(&srv->topics, &ts);
-    store(&m->subscribe_refused_topics, m->subscribe_refused_topics + ts.refused_topics);
-    store(&m->subscribe_refused_subs, m->subscribe_refused_subs + ts.refused_subs);
-    store(&m->topics, srv->topics.topics.count);
-    store(&m->subscriptions, srv->topics.subs.count);
-    if (srv->history != NULL) {
-        mw_history_take_stats(srv->history, &hs);
-        store(&m->history_refused_topics, m->history_refused_topics + hs.refused_topics);
-        store(&m->history_refused_size, m->history_refused_size + hs.refused_size);
-        store(&m->history_dropped_bound, m->history_dropped_bound + hs.dropped_bound);
-        store(&m->history_dropped_ttl, m->history_dropped_ttl + hs.dropped_ttl);
-        store(&m->history_dropped_memory, m->history_dropped_memory + hs.dropped_memory);
-        store(&m->history_trimmed, m->history_trimmed + hs.trimmed);
-        store(&m->history_topics, mw_history_topics(srv->history));
-        store(&m->history_bytes, mw_history_bytes(srv->history));
-    }
-
-    store(&m->open_connections, srv->reg.nopen);
-    store(&m->sockets, srv->nconns);
-    store(&m->lua_memory, srv->lua != NULL ? mw_lua_memory(srv->lua) : 0);
-    store(&m->backed_up, srv->nbacked);
-    store(&m->static_open_files, mw_stream_open_files());
-    store(&m->static_cache_bytes, mw_static_cache_bytes());
-    store(&m->cluster_on, srv->cluster != NULL);
-    store(&m->cluster_up, srv->cluster != NULL && mw_cluster_healthy(srv->cluster));
-    if (srv->cluster != NULL) {
-        mw_cluster_status_t st;
-        mw_cluster_status(srv->cluster, &st);
-        store(&m->cluster_outbox_messages, st.messages);
-        store(&m->cluster_outbox_bytes, st.bytes);
-    } else {
-        store(&m->cluster_outbox_messages, 0);
-        store(&m->cluster_outbox_bytes, 0);
-    }
-    store(&m->reporting, 1);
-}
-
-/* What /metrics shows: srv's own figures, or with workers every block's
- * summed, but the loop lags are the largest of any worker's. */
-static void gather(mw_server_t *srv, mw_metrics_t *sum)
+/* What /metrics shows: own, or with workers every block's summed, but the
+ * loop lags are the largest of any worker's. */
+static void gather(const mw_metrics_t *own, mw_metrics_t *sum)
 {
     uint64_t *s = (uint64_t *)sum;
     uint64_t lag = 0, lag_max = 0;
 
-    mw_metrics_publish(srv);
     if (nblocks == 0) {
-        *sum = *srv->metrics;
+        *sum = *own;
         return;
     }
     memset(sum, 0, sizeof(*sum));
@@ -189,7 +136,7 @@ static void gauge(out_t *o, const char *name, const char *help, uint64_t v)
         (unsigned long long)v);
 }
 
-size_t mw_metrics_render(mw_server_t *srv, char **out)
+size_t mw_metrics_render(const mw_metrics_t *own, char **out)
 {
     mw_metrics_t *m = malloc(sizeof(*m));
     out_t o = {malloc(4096), 0, 4096, 0};
@@ -199,7 +146,7 @@ size_t mw_metrics_render(mw_server_t *srv, char **out)
         free(o.buf);
         return 0;
     }
-    gather(srv, m);
+    gather(own, m);
     if (nblocks > 0)
         gauge(&o, "moonwire_workers", "Workers whose figures are summed here.", m->reporting);
     gauge(&o, "moonwire_connections", "Open WebSocket connections.", m->open_connections);

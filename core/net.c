@@ -16,8 +16,13 @@
  */
 #include "moonwire/net.h"
 #include "conn.h"
+#include "gauges.h"
+#include "node.h"
+#include "timer.h"
+#include "moonwire/config.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
+#include "moonwire/metrics.h"
 #include "moonwire/server.h"
 #include "moonwire/tls.h"
 
@@ -36,7 +41,6 @@
 #define FDS_LOG_EVERY_MS 10000 /* one "too many open files" line per this */
 #define ACCEPT_PAUSE_MS 100    /* out of fds without a reserve: accepting waits this */
 
-typedef struct net_s net_t;
 
 /* A listening socket of our own, polled with libuv. libuv's uv_listen
  * hides running out of file descriptors: its accept loop closes the
@@ -47,11 +51,12 @@ typedef struct {
     int fd;         /* the listening socket; -1 once closed */
     uint8_t tls;    /* accepts TLS connections */
     uint8_t polled; /* poll was initialised, so it is closed with uv_close */
-    net_t *net;
+    mw_net_t *net;
 } listener_t;
 
-struct net_s {
+struct mw_net_s {
     mw_server_t *srv;
+    mw_node_t *node; /* the server's parts */
     uv_loop_t *loop;
     listener_t *listeners;
     size_t nlisteners;
@@ -71,6 +76,7 @@ struct net_s {
 
 typedef struct {
     mw_conn_t c;
+    mw_net_t *net;
     uv_tcp_t handle;
     size_t inflight;    /* bytes handed to the uv_write in flight, 0 when none */
     uint8_t shut;       /* uv_shutdown requested */
@@ -95,11 +101,6 @@ _Static_assert(sizeof(uv_buf_t) == sizeof(struct iovec) &&
                    offsetof(uv_buf_t, base) == offsetof(struct iovec, iov_base) &&
                    offsetof(uv_buf_t, len) == offsetof(struct iovec, iov_len),
                "uv_buf_t is an iovec on Unix");
-
-static net_t *net_of(mw_server_t *srv)
-{
-    return srv->net;
-}
 
 static tcp_conn_t *tcp_of(mw_conn_t *c)
 {
@@ -136,7 +137,7 @@ static void on_write(uv_write_t *req, int status)
     t->inflight = 0;
     if (status == UV_ECANCELED || uv_is_closing((uv_handle_t *)&t->handle))
         return; /* the handle is closing; on_closed frees everything */
-    t->c.srv->timers.now = uv_now(net_of(t->c.srv)->loop);
+    t->net->node->timers->now = uv_now(t->net->loop);
     if (status < 0) {
         mw_log_debug("conn %llu: write failed: %s", (unsigned long long)t->c.serial,
                      uv_strerror(status));
@@ -158,7 +159,7 @@ static void on_tls_write(uv_write_t *req, int status)
     free(w);
     if (status == UV_ECANCELED || uv_is_closing((uv_handle_t *)&t->handle))
         return;
-    t->c.srv->timers.now = uv_now(net_of(t->c.srv)->loop);
+    t->net->node->timers->now = uv_now(t->net->loop);
     if (status < 0) {
         mw_conn_on_eof(&t->c);
         return;
@@ -346,7 +347,7 @@ static void tcp_finish(mw_conn_t *c)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     tcp_conn_t *t = h->data;
-    net_t *net = net_of(t->c.srv);
+    mw_net_t *net = t->net;
     (void)suggested;
     buf->base = net->read_buf;
     buf->len = READ_BUF_SIZE;
@@ -370,14 +371,14 @@ static void tls_read(tcp_conn_t *t, const uint8_t *data, size_t len)
         return;
     tls_send_out(t);
     if (!was_ready && mw_tls_ready(t->tls) && !mw_outq_empty(&c->outq))
-        mw_server_want_flush(c->srv, c);
+        mw_conn_want_flush(c);
     if (r == MW_ECLOSED) {
         mw_conn_on_eof(c);
     } else if (r != 0) {
         /* Not TLS (plain HTTP on the TLS port), a failed handshake or a bad
          * record: the alert goes out, then the connection closes. */
         if (!was_ready) {
-            c->srv->metrics->tls_handshake_failures++;
+            c->conns->metrics->tls_handshake_failures++;
             t->tls_failed = 1;
         }
         if (c->state == MW_CONN_HTTP)
@@ -392,7 +393,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     tcp_conn_t *t = s->data;
     mw_conn_t *c = &t->c;
 
-    c->srv->timers.now = uv_now(s->loop);
+    c->conns->timers->now = uv_now(s->loop);
     if (nread > 0) {
         if (t->tls != NULL)
             tls_read(t, (const uint8_t *)buf->base, (size_t)nread);
@@ -429,8 +430,7 @@ static const mw_transport_t tcp_transport = {
 /* Serves an accepted socket. */
 static void serve(listener_t *l, int fd, const mw_addr_t *addr)
 {
-    net_t *net = l->net;
-    mw_server_t *srv = net->srv;
+    mw_net_t *net = l->net;
     tcp_conn_t *t = malloc(sizeof(*t));
 
     if (t == NULL) {
@@ -438,6 +438,7 @@ static void serve(listener_t *l, int fd, const mw_addr_t *addr)
         return;
     }
     memset(t, 0, sizeof(*t));
+    t->net = net;
     uv_tcp_init(net->loop, &t->handle);
     t->handle.data = t;
     if (uv_tcp_open(&t->handle, fd) != 0) {
@@ -445,8 +446,8 @@ static void serve(listener_t *l, int fd, const mw_addr_t *addr)
         uv_close((uv_handle_t *)&t->handle, (uv_close_cb)free);
         return;
     }
-    srv->timers.now = uv_now(net->loop);
-    if (mw_conn_init(&t->c, srv, &tcp_transport, addr) != 0) {
+    net->node->timers->now = uv_now(net->loop);
+    if (mw_conn_init(&t->c, net->node->conns, &tcp_transport, addr) != 0) {
         /* mw_conn_init counted it; on_closed releases it. */
         uv_close((uv_handle_t *)&t->handle, on_closed);
         return;
@@ -460,7 +461,7 @@ static void serve(listener_t *l, int fd, const mw_addr_t *addr)
         tcp_abort(&t->c);
 }
 
-static void listen_all(net_t *net, int on);
+static void listen_all(mw_net_t *net, int on);
 
 static void on_accept_timer(uv_timer_t *h)
 {
@@ -469,7 +470,7 @@ static void on_accept_timer(uv_timer_t *h)
 
 /* Stops accepting for ACCEPT_PAUSE_MS, so the loop does not spin on a
  * listener that stays readable while accept() keeps failing. */
-static void pause_accepting(net_t *net)
+static void pause_accepting(mw_net_t *net)
 {
     listen_all(net, 0);
     uv_timer_start(&net->accept_timer, on_accept_timer, ACCEPT_PAUSE_MS, 0);
@@ -483,7 +484,7 @@ static void pause_accepting(net_t *net)
  * way the server accepts again as soon as descriptors are free. */
 static void out_of_fds(listener_t *l, int err)
 {
-    net_t *net = l->net;
+    mw_net_t *net = l->net;
     uint64_t now = uv_now(net->loop), refused = 0;
 
     if (net->reserve_fd >= 0) {
@@ -502,7 +503,7 @@ static void out_of_fds(listener_t *l, int err)
     } else {
         pause_accepting(net);
     }
-    net->srv->metrics->accept_failures += refused;
+    net->node->metrics->accept_failures += refused;
     net->fds_unlogged += refused;
     if (net->fds_logged_at == 0 || now - net->fds_logged_at >= FDS_LOG_EVERY_MS) {
         mw_log_warn("accept: %s (%llu connection(s) closed unserved; raise LimitNOFILE or "
@@ -517,7 +518,7 @@ static void out_of_fds(listener_t *l, int err)
 static void on_acceptable(uv_poll_t *h, int status, int events)
 {
     listener_t *l = h->data;
-    net_t *net = l->net;
+    mw_net_t *net = l->net;
     (void)events;
 
     if (status < 0) {
@@ -553,7 +554,7 @@ static void on_acceptable(uv_poll_t *h, int status, int events)
 }
 
 /* Starts or stops polling every open listener. */
-static void listen_all(net_t *net, int on)
+static void listen_all(mw_net_t *net, int on)
 {
     for (size_t i = 0; i < net->nlisteners; i++) {
         listener_t *l = &net->listeners[i];
@@ -570,15 +571,15 @@ static void listen_all(net_t *net, int on)
 
 static void on_timer(uv_timer_t *h)
 {
-    net_t *net = h->data;
-    mw_timers_run(&net->srv->timers, uv_now(net->loop));
+    mw_net_t *net = h->data;
+    mw_timers_run(net->node->timers, uv_now(net->loop));
     mw_server_run_deferred(net->srv);
 }
 
 /* The whole timer heap rides on one uv_timer, re-armed before each poll. */
-static void arm_timer(net_t *net)
+static void arm_timer(mw_net_t *net)
 {
-    int64_t next = mw_timers_next(&net->srv->timers);
+    int64_t next = mw_timers_next(net->node->timers);
     if (next < 0)
         uv_timer_stop(&net->timer);
     else
@@ -589,22 +590,22 @@ static void arm_timer(net_t *net)
 
 static void on_lag_timer(uv_timer_t *h)
 {
-    net_t *net = h->data;
+    mw_net_t *net = h->data;
     uint64_t now = uv_hrtime();
     uint64_t lag_ms = now > net->lag_expected ? (now - net->lag_expected) / 1000000 : 0;
-    mw_metrics_t *m = net->srv->metrics;
+    mw_metrics_t *m = net->node->metrics;
 
     m->loop_lag_ms = lag_ms;
     if (lag_ms > m->loop_lag_ms_max)
         m->loop_lag_ms_max = lag_ms;
-    mw_metrics_publish(net->srv); /* for the other workers' /metrics */
+    mw_gauges_publish(net->node); /* for the other workers' /metrics */
     net->lag_expected = now + LAG_INTERVAL_MS * 1000000ULL;
 }
 
 static void on_prepare(uv_prepare_t *h)
 {
-    net_t *net = h->data;
-    net->srv->timers.now = uv_now(net->loop);
+    mw_net_t *net = h->data;
+    net->node->timers->now = uv_now(net->loop);
     mw_server_run_deferred(net->srv);
     if (!uv_is_closing((uv_handle_t *)&net->timer))
         arm_timer(net);
@@ -612,8 +613,8 @@ static void on_prepare(uv_prepare_t *h)
 
 static void on_check(uv_check_t *h)
 {
-    net_t *net = h->data;
-    net->srv->timers.now = uv_now(net->loop);
+    mw_net_t *net = h->data;
+    net->node->timers->now = uv_now(net->loop);
     mw_server_run_deferred(net->srv);
 }
 
@@ -642,7 +643,7 @@ static int listen_socket(const struct sockaddr_storage *addr, int reuseport)
 }
 
 /* Binds one listener. Returns 0 or a libuv error with err set. */
-static int bind_listener(net_t *net, listener_t *l, const char *text, int tls, char *err,
+static int bind_listener(mw_net_t *net, listener_t *l, const char *text, int tls, char *err,
                          size_t errlen)
 {
     struct sockaddr_storage addr;
@@ -657,7 +658,7 @@ static int bind_listener(net_t *net, listener_t *l, const char *text, int tls, c
     l->tls = (uint8_t)tls;
     l->fd = -1;
     net->nlisteners++;
-    r = listen_socket(&addr, net->srv->cfg->reuseport);
+    r = listen_socket(&addr, net->node->cfg->reuseport);
     if (r >= 0) {
         l->fd = r;
         r = uv_poll_init_socket(net->loop, &l->poll, l->fd);
@@ -672,15 +673,20 @@ static int bind_listener(net_t *net, listener_t *l, const char *text, int tls, c
     return r;
 }
 
-int mw_net_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen)
+int mw_net_start(mw_server_t *srv, uv_loop_t *loop, mw_net_t **out, char *err, size_t errlen)
 {
-    const mw_config_t *cfg = srv->cfg;
-    net_t *net = calloc(1, sizeof(*net));
+    mw_node_t *node = mw_server_node(srv);
+    const mw_config_t *cfg = node->cfg;
+    mw_net_t *net = calloc(1, sizeof(*net));
     int r = 0;
 
-    if (net == NULL)
+    *out = NULL;
+    if (net == NULL) {
+        snprintf(err, errlen, "out of memory");
         return UV_ENOMEM;
+    }
     net->srv = srv;
+    net->node = node;
     net->loop = loop;
     net->read_buf = malloc(READ_BUF_SIZE);
     net->listeners = calloc(cfg->listen.n + cfg->tls_listen.n, sizeof(listener_t));
@@ -688,11 +694,12 @@ int mw_net_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen)
         free(net->read_buf);
         free(net->listeners);
         free(net);
+        snprintf(err, errlen, "out of memory");
         return UV_ENOMEM;
     }
-    srv->net = net;
-    srv->loop = loop;
-    srv->timers.now = uv_now(loop);
+    *out = net;
+    node->loop = loop;
+    node->timers->now = uv_now(loop);
     net->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     uv_timer_init(loop, &net->accept_timer);
     net->accept_timer.data = net;
@@ -732,23 +739,23 @@ int mw_net_start(mw_server_t *srv, uv_loop_t *loop, char *err, size_t errlen)
     return 0;
 
 fail:
-    mw_net_close(srv); /* the caller runs the loop to finish closing, then mw_net_free() */
+    mw_net_close(net); /* the caller runs the loop to finish closing, then mw_net_free() */
     return r;
 }
 
-int mw_net_reload(mw_server_t *srv)
+int mw_net_reload(mw_net_t *net)
 {
-    net_t *net = net_of(srv);
+    const mw_config_t *cfg;
     char err[512];
 
     if (net == NULL || !net->has_tls)
         return 0;
-    if ((strcmp(net->tls.cert, srv->cfg->tls_cert) != 0 ||
-         strcmp(net->tls.key, srv->cfg->tls_key) != 0) &&
-        mw_tls_ctx_set_files(&net->tls, srv->cfg->tls_cert, srv->cfg->tls_key) != 0)
+    cfg = net->node->cfg;
+    if ((strcmp(net->tls.cert, cfg->tls_cert) != 0 || strcmp(net->tls.key, cfg->tls_key) != 0) &&
+        mw_tls_ctx_set_files(&net->tls, cfg->tls_cert, cfg->tls_key) != 0)
         return MW_ENOMEM;
     if (mw_tls_ctx_reload(&net->tls, err, sizeof(err)) != 0) {
-        srv->metrics->tls_reload_failures++;
+        net->node->metrics->tls_reload_failures++;
         mw_log_error("%s; the previous certificate stays in use", err);
         return MW_ECONFIG;
     }
@@ -756,9 +763,8 @@ int mw_net_reload(mw_server_t *srv)
     return 0;
 }
 
-void mw_net_stop_listening(mw_server_t *srv)
+void mw_net_stop_listening(mw_net_t *net)
 {
-    net_t *net = net_of(srv);
     for (size_t i = 0; net != NULL && i < net->nlisteners; i++) {
         listener_t *l = &net->listeners[i];
         if (l->polled && !uv_is_closing((uv_handle_t *)&l->poll))
@@ -772,13 +778,11 @@ void mw_net_stop_listening(mw_server_t *srv)
         uv_timer_stop(&net->accept_timer);
 }
 
-void mw_net_close(mw_server_t *srv)
+void mw_net_close(mw_net_t *net)
 {
-    net_t *net = net_of(srv);
-
     if (net == NULL)
         return;
-    mw_net_stop_listening(srv);
+    mw_net_stop_listening(net);
     if (!uv_is_closing((uv_handle_t *)&net->accept_timer))
         uv_close((uv_handle_t *)&net->accept_timer, NULL);
     if (net->prepare.loop != NULL && !uv_is_closing((uv_handle_t *)&net->prepare)) {
@@ -789,14 +793,11 @@ void mw_net_close(mw_server_t *srv)
     }
 }
 
-void mw_net_free(mw_server_t *srv)
+void mw_net_free(mw_net_t *net)
 {
-    net_t *net = net_of(srv);
-
     if (net == NULL)
         return;
-    srv->net = NULL;
-    srv->loop = NULL;
+    net->node->loop = NULL;
     if (net->has_tls)
         mw_tls_ctx_close(&net->tls);
     if (net->reserve_fd >= 0)

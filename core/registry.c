@@ -1,4 +1,5 @@
-/* Connection ids and the id -> connection table. See registry.h. */
+/* The open connections of a node: the serial -> connection table and the
+ * open list. See registry.h. */
 #include "registry.h"
 #include "conn.h"
 #include "moonwire/error.h"
@@ -6,37 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
-
-static void random_tag(char out[9])
-{
-    static const char digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
-    uint64_t r = 0;
-
-    if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
-        r = (uint64_t)time(NULL) * 6364136223846793005ULL;
-    for (int i = 0; i < 8; i++) {
-        out[i] = digits[r % 36];
-        r /= 36;
-    }
-    out[8] = '\0';
-}
 
 int mw_registry_init(mw_registry_t *reg, const char *node_id, const char *incarnation)
 {
-    char tag[9];
+    int r;
 
     memset(reg, 0, sizeof(*reg));
-    if (incarnation == NULL) {
-        random_tag(tag);
-        incarnation = tag;
-    }
-    reg->prefix_len = (size_t)snprintf(reg->prefix, sizeof(reg->prefix), "%s.%s.",
-                                       node_id ? node_id : "mw", incarnation);
-    if (reg->prefix_len >= sizeof(reg->prefix))
-        return MW_EINVAL;
-    reg->next_serial = 1;
+    if ((r = mw_ids_init(&reg->ids, node_id, incarnation)) != 0)
+        return r;
     reg->cap = 1024;
     reg->slots = calloc(reg->cap, sizeof(mw_conn_t *));
     if (reg->slots == NULL)
@@ -50,11 +28,6 @@ void mw_registry_close(mw_registry_t *reg)
     free(reg->slots);
     reg->slots = NULL;
     reg->cap = reg->count = 0;
-}
-
-uint64_t mw_registry_next_serial(mw_registry_t *reg)
-{
-    return reg->next_serial++;
 }
 
 static size_t slot_of(uint64_t serial, size_t cap)
@@ -143,28 +116,6 @@ void mw_registry_remove(mw_registry_t *reg, mw_conn_t *c)
     }
 }
 
-int mw_registry_id_valid(const char *id, size_t len)
-{
-    size_t dots = 0, last = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (id[i] == '.') {
-            dots++;
-            last = i;
-        }
-    }
-    if (dots < 2 || last + 1 >= len || id[last + 1] == '0' || len - last - 1 > 20)
-        return 0;
-    for (size_t i = last + 1; i < len; i++)
-        if (id[i] < '0' || id[i] > '9')
-            return 0;
-    return 1;
-}
-
-int mw_registry_is_local(const mw_registry_t *reg, const char *id, size_t len)
-{
-    return len > reg->prefix_len && memcmp(id, reg->prefix, reg->prefix_len) == 0;
-}
-
 mw_conn_t *mw_registry_find_serial(const mw_registry_t *reg, uint64_t serial)
 {
     size_t i = find_slot(reg, serial);
@@ -173,20 +124,11 @@ mw_conn_t *mw_registry_find_serial(const mw_registry_t *reg, uint64_t serial)
 
 mw_conn_t *mw_registry_find(const mw_registry_t *reg, const char *id, size_t len)
 {
-    uint64_t serial = 0;
+    uint64_t serial = mw_ids_serial(&reg->ids, id, len);
     size_t i;
 
-    if (!mw_registry_is_local(reg, id, len) || len - reg->prefix_len > 20)
+    if (serial == 0)
         return NULL;
-    /* Only the exact spelling this node issued: no leading zeros, no overflow. */
-    if (id[reg->prefix_len] == '0')
-        return NULL;
-    for (i = reg->prefix_len; i < len; i++) {
-        uint64_t d = (uint64_t)(id[i] - '0');
-        if (id[i] < '0' || id[i] > '9' || serial > (UINT64_MAX - d) / 10)
-            return NULL;
-        serial = serial * 10 + d;
-    }
     i = find_slot(reg, serial);
     return i == SIZE_MAX ? NULL : reg->slots[i];
 }

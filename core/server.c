@@ -1,4 +1,5 @@
-/* The loop-independent server: deferred work, timeouts, drain, reload.
+/* A node: the parts it is made of, the handlers its connections report to,
+ * their timeouts, the drain and reloads. See server.h.
  *
  * Timeouts use five lists instead of a timer per connection. A connection
  * enters a list at the back and stamps tl_at, so each list is ordered by
@@ -6,128 +7,140 @@
  * per tick and two pointers per connection (nginx and Redis do the same).
  */
 #include "moonwire/server.h"
+#include "acl.h"
 #include "backpressure.h"
 #include "cluster.h"
+#include "conn.h"
 #include "deflate.h"
+#include "handshake.h"
+#include "history.h"
+#include "iplimit.h"
 #include "lua_host.h"
+#include "node.h"
+#include "registry.h"
+#include "scheduler.h"
 #include "static.h"
+#include "timer.h"
+#include "topics.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+struct mw_server_s {
+    mw_node_t node; /* pointers to the parts below, for the pieces above them */
+    mw_config_t *cfg;
+    mw_metrics_t own_metrics; /* unless a worker counts in shared memory */
+    mw_timers_t timers;
+    mw_sched_t sched;
+    mw_conns_t conns;
+    mw_registry_t reg;
+    mw_topics_t topics;
+    mw_iplimit_t iplimit;
+    mw_acl_t healthz_acl;
+    mw_acl_t metrics_acl;
+    mw_timer_t sweep;
+    mw_timer_t drain_timer;
+    /* Called when the drain is over (no connection left) or timed out. */
+    void (*on_drained)(mw_server_t *srv);
+};
 
 #define CONN_OF(link, field) MW_CONTAINER_OF(link, mw_conn_t, field)
 
-static mw_list_t *tlist_head(mw_server_t *srv, mw_conn_tlist_t tl)
+/* What its connections report, beyond the request (handshake.c), the
+ * message (the Lua host) and the queue bounds (backpressure.c). */
+
+static void on_closed(mw_conn_t *c)
 {
-    switch (tl) {
-    case MW_TL_HANDSHAKE:
-        return &srv->tl_handshake;
-    case MW_TL_ACTIVE:
-        return &srv->tl_active;
-    case MW_TL_PINGED:
-        return &srv->tl_pinged;
-    case MW_TL_CLOSING:
-        return &srv->tl_closing;
-    case MW_TL_KEEPALIVE:
-        return &srv->tl_keepalive;
-    default:
-        return NULL;
-    }
+    mw_registry_remove(c->conns->node->reg, c);
 }
 
-void mw_server_set_tlist(mw_server_t *srv, mw_conn_t *c, mw_conn_tlist_t tl)
+static void on_close(mw_conn_t *c)
 {
-    mw_list_t *head = tlist_head(srv, tl);
+    mw_node_t *node = c->conns->node;
 
-    if (mw_list_linked(&c->timeout_link))
-        mw_list_remove(&c->timeout_link);
-    c->tlist = (uint8_t)tl;
-    c->tl_at = srv->timers.now;
-    if (head != NULL)
-        mw_list_insert_tail(head, &c->timeout_link);
+    /* Unsubscribed first, so on_close sees the room without it. */
+    mw_topics_drop_conn(node->topics, c);
+    mw_lua_close(node->lua, c);
 }
 
-void mw_server_touch(mw_server_t *srv, mw_conn_t *c)
+static void on_release(mw_conn_t *c)
 {
-    c->last_rx = srv->timers.now;
-    if (c->tlist == MW_TL_ACTIVE || c->tlist == MW_TL_PINGED)
-        mw_server_set_tlist(srv, c, MW_TL_ACTIVE);
+    mw_node_t *node = c->conns->node;
+
+    mw_lua_forget(node->lua, c);
+    mw_registry_remove(node->reg, c);
 }
 
-void mw_server_want_flush(mw_server_t *srv, mw_conn_t *c)
-{
-    if (!mw_list_linked(&c->flush_link))
-        mw_list_insert_tail(&srv->flush_list, &c->flush_link);
-}
+static const mw_conn_handlers_t conn_handlers = {
+    .on_request = mw_handshake_request,
+    .on_message = mw_lua_message,
+    .on_closed = on_closed,
+    .on_close = on_close,
+    .on_release = on_release,
+    .admit = mw_bp_admit,
+    .over = mw_bp_over,
+    .written = mw_bp_written,
+    .flushed = mw_bp_flushed,
+    .forget = mw_bp_forget,
+};
 
-void mw_server_queue_close(mw_server_t *srv, mw_conn_t *c)
+/* The end of every run of the turn's work: a drain is over when no
+ * connection is left, no hook of a closed one waits for Redis, and the
+ * backplane has sent what it holds. */
+static void on_idle(mw_sched_t *s)
 {
-    if (c->queued_close)
+    mw_server_t *srv = s->ud;
+    void (*done)(mw_server_t *);
+
+    if (!srv->conns.draining || srv->conns.count != 0 ||
+        mw_lua_conn_hooks_waiting(srv->node.lua) != 0 ||
+        (srv->node.cluster != NULL && mw_cluster_busy(srv->node.cluster)) ||
+        srv->on_drained == NULL)
         return;
-    c->queued_close = 1;
-    mw_list_insert_tail(&srv->close_queue, &c->close_link);
+    done = srv->on_drained;
+    srv->on_drained = NULL;
+    mw_timer_stop(&srv->timers, &srv->drain_timer);
+    done(srv);
 }
 
 void mw_server_run_deferred(mw_server_t *srv)
 {
-    /* on_close hooks may queue frames and flushes may find closed peers, so
-     * go until both are empty. Each connection closes once: this ends. */
-    while (!mw_list_empty(&srv->close_queue) || !mw_list_empty(&srv->flush_list)) {
-        while (!mw_list_empty(&srv->close_queue)) {
-            mw_conn_t *c = CONN_OF(srv->close_queue.next, close_link);
-            mw_list_remove(&c->close_link);
-            c->queued_close = 0;
-            /* Unsubscribed first, so on_close sees the room without it. */
-            mw_topics_drop_conn(&srv->topics, c);
-            mw_lua_close(srv->lua, c);
-        }
-        while (!mw_list_empty(&srv->flush_list)) {
-            mw_conn_t *c = CONN_OF(srv->flush_list.next, flush_link);
-            mw_list_remove(&c->flush_link);
-            if (c->resume_http)
-                mw__conn_http_resume(c); /* the next request of a kept-alive connection */
-            if (!mw_outq_empty(&c->outq))
-                c->tp->flush(c);
-            else if (c->finishing)
-                c->tp->finish(c);
-            mw_bp_flushed(c); /* a queue is judged after the turn's writes */
-        }
-    }
-    if (srv->draining && srv->nconns == 0 && mw_lua_conn_hooks_waiting(srv->lua) == 0 &&
-        (srv->cluster == NULL || !mw_cluster_busy(srv->cluster)) && srv->on_drained != NULL) {
-        void (*done)(mw_server_t *) = srv->on_drained;
-        srv->on_drained = NULL;
-        mw_timer_stop(&srv->timers, &srv->drain_timer);
-        done(srv);
-    }
+    mw_sched_run(&srv->sched);
+}
+
+int mw_server_pending(const mw_server_t *srv)
+{
+    return mw_sched_pending(&srv->sched);
 }
 
 /* Expires the heads of the timeout lists. */
 static void on_sweep(mw_timer_t *t)
 {
     mw_server_t *srv = t->data;
+    mw_conns_t *cs = &srv->conns;
     const mw_config_t *cfg = srv->cfg;
     uint64_t now = srv->timers.now;
     mw_list_t *head;
 
-    mw_history_expire(srv->history, cfg, now);
-    mw_bp_sweep(srv, now);
+    mw_history_expire(srv->node.history, cfg, now);
+    mw_bp_sweep(cs, now);
 
-    head = &srv->tl_handshake;
+    head = &cs->tl_handshake;
     while (!mw_list_empty(head)) {
         mw_conn_t *c = CONN_OF(head->next, timeout_link);
         if (cfg->handshake_timeout == 0 || now - c->tl_at < cfg->handshake_timeout)
             break;
-        srv->metrics->handshakes[MW_HS_timeout]++;
+        srv->node.metrics->handshakes[MW_HS_timeout]++;
         c->keep_alive = 0;
         mw_conn_reply(c, mw_http_reply(408, NULL, NULL, "408 Request Timeout\n", 20));
     }
 
     /* A kept-alive connection that sent no new request: closed without a
      * word, as RFC 9112 section 9.8 lets a server do. */
-    head = &srv->tl_keepalive;
+    head = &cs->tl_keepalive;
     while (!mw_list_empty(head)) {
         mw_conn_t *c = CONN_OF(head->next, timeout_link);
         if (now - c->tl_at < cfg->keepalive_timeout)
@@ -135,16 +148,16 @@ static void on_sweep(mw_timer_t *t)
         mw_conn_close(c, 0, NULL, 0);
     }
 
-    head = &srv->tl_active;
+    head = &cs->tl_active;
     while (!mw_list_empty(head)) {
         mw_conn_t *c = CONN_OF(head->next, timeout_link);
         if (cfg->idle_timeout == 0 || now - c->tl_at < cfg->idle_timeout)
             break;
         mw_conn_ping(c);
-        mw_server_set_tlist(srv, c, MW_TL_PINGED);
+        mw_conn_set_tlist(c, MW_TL_PINGED);
     }
 
-    head = &srv->tl_pinged;
+    head = &cs->tl_pinged;
     while (!mw_list_empty(head)) {
         mw_conn_t *c = CONN_OF(head->next, timeout_link);
         if (now - c->tl_at < cfg->ping_timeout)
@@ -152,7 +165,7 @@ static void on_sweep(mw_timer_t *t)
         mw_conn_fail(c, 1001, "idle timeout");
     }
 
-    head = &srv->tl_closing;
+    head = &cs->tl_closing;
     while (!mw_list_empty(head)) {
         mw_conn_t *c = CONN_OF(head->next, timeout_link);
         if (now - c->tl_at < cfg->close_timeout)
@@ -175,83 +188,124 @@ static uint64_t sweep_interval(const mw_config_t *cfg)
     return shortest < 10 ? 10 : shortest > 1000 ? 1000 : shortest;
 }
 
-/* Every part of a server can be closed zeroed or half made, so a failed init
- * undoes itself with mw_server_close. */
-int mw_server_init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, size_t errlen)
+/* Every part of a server can be closed zeroed or half made, so a failed
+ * new undoes itself with mw_server_free. */
+static int init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, size_t errlen)
 {
+    mw_node_t *node = &srv->node;
     int r;
     size_t bad;
     /* A standalone node's history epoch is its incarnation: a restart starts a
      * new one, which tells clients their offsets are void. */
     char epoch[48];
 
-    memset(srv, 0, sizeof(*srv));
     srv->cfg = cfg;
-    srv->metrics = &srv->own_metrics;
-    mw_list_init(&srv->tl_handshake);
-    mw_list_init(&srv->tl_active);
-    mw_list_init(&srv->tl_pinged);
-    mw_list_init(&srv->tl_closing);
-    mw_list_init(&srv->tl_keepalive);
-    mw_list_init(&srv->flush_list);
-    mw_list_init(&srv->backed_up);
-    mw_list_init(&srv->close_queue);
     mw_timers_init(&srv->timers, now);
     mw_timer_init(&srv->sweep, on_sweep, srv);
     mw_timer_init(&srv->drain_timer, NULL, srv);
+    mw_sched_init(&srv->sched);
+    mw_conns_init(&srv->conns, &srv->sched);
+    srv->sched.on_idle = on_idle;
+    srv->sched.ud = srv;
+
+    node->cfg = cfg;
+    node->metrics = &srv->own_metrics;
+    node->timers = &srv->timers;
+    node->sched = &srv->sched;
+    node->conns = &srv->conns;
+    node->reg = &srv->reg;
+    node->iplimit = &srv->iplimit;
+    node->topics = &srv->topics;
+    node->healthz_acl = &srv->healthz_acl;
+    node->metrics_acl = &srv->metrics_acl;
+
+    srv->conns.on = &conn_handlers;
+    srv->conns.cfg = cfg;
+    srv->conns.metrics = node->metrics;
+    srv->conns.timers = &srv->timers;
+    srv->conns.ids = &srv->reg.ids;
+    srv->conns.iplimit = &srv->iplimit;
+    srv->conns.node = node;
+
     if ((r = mw_registry_init(&srv->reg, cfg->node_id, NULL)) != 0) {
         snprintf(err, errlen, "registry: %s", mw_strerror(r));
-        goto fail;
+        return r;
     }
     if ((r = mw_topics_init(&srv->topics)) != 0 || (r = mw_iplimit_init(&srv->iplimit)) != 0) {
         snprintf(err, errlen, "topics: %s", mw_strerror(r));
-        goto fail;
+        return r;
     }
     /* The entries were checked by mw_config_validate. */
     if (mw_acl_init(&srv->healthz_acl, (const char *const *)cfg->healthz_allow.items,
                     cfg->healthz_allow.n, &bad) != 0 ||
         mw_acl_init(&srv->metrics_acl, (const char *const *)cfg->metrics_allow.items,
                     cfg->metrics_allow.n, &bad) != 0) {
-        r = MW_ENOMEM;
         snprintf(err, errlen, "http allowlists: out of memory");
-        goto fail;
+        return MW_ENOMEM;
     }
     r = mw_timer_start(&srv->timers, &srv->sweep, sweep_interval(cfg), sweep_interval(cfg));
     if (r != 0) {
         snprintf(err, errlen, "timers: %s", mw_strerror(r));
-        goto fail;
+        return r;
     }
-    snprintf(epoch, sizeof(epoch), "%.*s", (int)srv->reg.prefix_len - 1, srv->reg.prefix);
-    if ((r = mw_history_new(&srv->history, epoch)) != 0) {
+    snprintf(epoch, sizeof(epoch), "%.*s", (int)srv->reg.ids.prefix_len - 1, srv->reg.ids.prefix);
+    if ((r = mw_history_new(&node->history, epoch)) != 0) {
         snprintf(err, errlen, "history: %s", mw_strerror(r));
-        goto fail;
+        return r;
     }
-    srv->topics.history = srv->history;
+    srv->topics.history = node->history;
     srv->topics.max_topics = cfg->max_topics;
     srv->topics.max_subs = cfg->max_subscriptions;
-    if ((r = mw_lua_new(srv, &srv->lua, err, errlen)) != 0)
-        goto fail;
-    return 0;
-
-fail:
-    mw_server_close(srv);
-    return r;
+    return mw_lua_new(node, &node->lua, err, errlen);
 }
 
-void mw_server_close(mw_server_t *srv)
+mw_server_t *mw_server_new(mw_config_t *cfg, uint64_t now, char *err, size_t errlen)
 {
-    if (srv->lua != NULL)
-        mw_lua_free(srv->lua);
-    srv->lua = NULL;
+    mw_server_t *srv = calloc(1, sizeof(*srv));
+
+    if (srv == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (init(srv, cfg, now, err, errlen) != 0) {
+        mw_server_free(srv);
+        return NULL;
+    }
+    return srv;
+}
+
+void mw_server_free(mw_server_t *srv)
+{
+    if (srv == NULL)
+        return;
+    if (srv->node.lua != NULL)
+        mw_lua_free(srv->node.lua);
+    srv->node.lua = NULL;
     mw_timer_stop(&srv->timers, &srv->sweep);
     mw_timers_close(&srv->timers);
     mw_topics_close(&srv->topics);
     mw_iplimit_close(&srv->iplimit);
     mw_acl_close(&srv->healthz_acl);
     mw_acl_close(&srv->metrics_acl);
-    mw_history_free(srv->history);
-    srv->history = NULL;
+    mw_history_free(srv->node.history);
+    srv->node.history = NULL;
     mw_registry_close(&srv->reg);
+    free(srv);
+}
+
+void mw_server_start(mw_server_t *srv)
+{
+    mw_lua_start(srv->node.lua);
+}
+
+int mw_server_start_cluster(mw_server_t *srv, struct uv_loop_s *loop, char *err, size_t errlen)
+{
+    return mw_cluster_start(&srv->node, loop, err, errlen);
+}
+
+void mw_server_stop_cluster(mw_server_t *srv)
+{
+    mw_cluster_stop(&srv->node);
 }
 
 void mw_server_pools_drain(void)
@@ -266,13 +320,15 @@ void mw_server_pools_drain(void)
 static void on_drain_timeout(mw_timer_t *t)
 {
     mw_server_t *srv = t->data;
-    if (srv->nconns > 0)
-        mw_log_warn("drain: %zu connection(s) still open after %u ms; closing them", srv->nconns,
+    mw_conns_t *cs = &srv->conns;
+
+    if (cs->count > 0)
+        mw_log_warn("drain: %zu connection(s) still open after %u ms; closing them", cs->count,
                     srv->cfg->shutdown_timeout);
-    else if (mw_lua_conn_hooks_waiting(srv->lua) > 0)
+    else if (mw_lua_conn_hooks_waiting(srv->node.lua) > 0)
         mw_log_warn("drain: %zu hook(s) of closed connections still waiting on Redis after %u ms; "
                     "they end with the backplane",
-                    mw_lua_conn_hooks_waiting(srv->lua), srv->cfg->shutdown_timeout);
+                    mw_lua_conn_hooks_waiting(srv->node.lua), srv->cfg->shutdown_timeout);
     else
         mw_log_warn("drain: the outbox still holds messages for the other nodes after %u ms",
                     srv->cfg->shutdown_timeout);
@@ -280,8 +336,8 @@ static void on_drain_timeout(mw_timer_t *t)
      * the drain and sent nothing too): mw_conn_on_eof takes each out of its
      * list, and the loop can end. */
     {
-        mw_list_t *lists[] = {&srv->tl_closing, &srv->tl_handshake, &srv->tl_active,
-                              &srv->tl_pinged, &srv->tl_keepalive};
+        mw_list_t *lists[] = {&cs->tl_closing, &cs->tl_handshake, &cs->tl_active, &cs->tl_pinged,
+                              &cs->tl_keepalive};
         for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
             while (!mw_list_empty(lists[i]))
                 mw_conn_on_eof(CONN_OF(lists[i]->next, timeout_link));
@@ -294,19 +350,21 @@ static void on_drain_timeout(mw_timer_t *t)
     }
 }
 
-void mw_server_drain(mw_server_t *srv)
+void mw_server_drain(mw_server_t *srv, void (*on_drained)(mw_server_t *srv))
 {
+    mw_conns_t *cs = &srv->conns;
     mw_list_t *it, *tmp;
 
-    if (srv->draining)
+    if (cs->draining)
         return;
-    srv->draining = 1;
-    mw_log_info("draining %zu connection(s)", srv->nconns);
-    mw_list_foreach_safe(it, tmp, &srv->tl_handshake)
+    cs->draining = 1;
+    srv->on_drained = on_drained;
+    mw_log_info("draining %zu connection(s)", cs->count);
+    mw_list_foreach_safe(it, tmp, &cs->tl_handshake)
     {
         mw_conn_close(CONN_OF(it, timeout_link), 0, NULL, 0);
     }
-    mw_list_foreach_safe(it, tmp, &srv->tl_keepalive)
+    mw_list_foreach_safe(it, tmp, &cs->tl_keepalive)
     {
         mw_conn_close(CONN_OF(it, timeout_link), 0, NULL, 0);
     }
@@ -317,6 +375,11 @@ void mw_server_drain(mw_server_t *srv)
     srv->drain_timer.cb = on_drain_timeout;
     mw_timer_start(&srv->timers, &srv->drain_timer, srv->cfg->shutdown_timeout, 0);
     mw_server_run_deferred(srv);
+}
+
+int mw_server_draining(const mw_server_t *srv)
+{
+    return srv->conns.draining;
 }
 
 static int lists_differ(const mw_strlist_t *a, const mw_strlist_t *b)
@@ -431,7 +494,7 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
         mw_acl_close(&srv->metrics_acl);
         srv->metrics_acl = metrics;
     }
-    mw_lua_set_limits(srv->lua, cfg->time_limit, cfg->memory_limit);
+    mw_lua_set_limits(srv->node.lua, cfg->time_limit, cfg->memory_limit);
     /* Lower topic bounds refuse new subscriptions; lower history bounds apply
      * at the next sweep. */
     srv->topics.max_topics = cfg->max_topics;
@@ -442,14 +505,41 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
 int mw_server_reload(mw_server_t *srv)
 {
     char err[1024];
-    int r = mw_lua_reload(srv->lua, err, sizeof(err));
+    int r = mw_lua_reload(srv->node.lua, err, sizeof(err));
 
-    srv->metrics->reloads++;
+    srv->node.metrics->reloads++;
     if (r != 0) {
-        srv->metrics->reload_failures++;
+        srv->node.metrics->reload_failures++;
         mw_log_error("reload failed, the previous app keeps serving: %s", err);
         return r;
     }
     mw_log_info("reloaded %s", srv->cfg->script);
     return 0;
+}
+
+mw_metrics_t *mw_server_metrics(mw_server_t *srv)
+{
+    return srv->node.metrics;
+}
+
+void mw_server_set_metrics(mw_server_t *srv, mw_metrics_t *m)
+{
+    srv->node.metrics = m;
+    srv->conns.metrics = m;
+}
+
+void mw_server_set_now(mw_server_t *srv, uint64_t now)
+{
+    srv->timers.now = now;
+}
+
+const char *mw_server_id(const mw_server_t *srv, size_t *len)
+{
+    *len = srv->reg.ids.prefix_len - 1;
+    return srv->reg.ids.prefix;
+}
+
+mw_node_t *mw_server_node(mw_server_t *srv)
+{
+    return &srv->node;
 }

@@ -1,8 +1,8 @@
 /* moonwire.sim: the real core with in-memory connections and virtual time,
  * as a Lua C module for busted specs.
  *
- * A sim server is a whole mw_server_t (registry, topics, Lua host, timers)
- * without a loop. Clients talk to it through the transport table like TCP
+ * A sim server is a whole node (mw_server_t: registry, topics, Lua host,
+ * timers) without a loop. Clients talk to it through the transport table like TCP
  * does: their bytes go through http-parser and the WebSocket parser, and
  * what the server queues comes back as frames. After every operation the
  * sim pumps the server to quiescence (deferred work, replies a browser
@@ -16,8 +16,12 @@
  */
 #include "conn.h"
 #include "frame.h"
+#include "gauges.h"
 #include "lua_host.h"
+#include "node.h"
 #include "outq.h"
+#include "registry.h"
+#include "timer.h"
 #include "moonwire/config.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
@@ -46,7 +50,8 @@ typedef struct {
 } sim_conn_t;
 
 struct sim_server_s {
-    mw_server_t srv;
+    mw_server_t *srv;
+    mw_node_t *node; /* its parts */
     mw_config_t cfg;
     int alive;
     mw_list_t conns;
@@ -228,7 +233,7 @@ static void feed(sim_conn_t *sc, const uint8_t *data, size_t len)
 static void pump(sim_server_t *ss)
 {
     for (int i = 0; i < PUMP_LIMIT; i++) {
-        mw_server_run_deferred(&ss->srv);
+        mw_server_run_deferred(ss->srv);
         if (!mw_list_empty(&ss->replies)) {
             sim_client_t *cl = MW_CONTAINER_OF(ss->replies.next, sim_client_t, reply_link);
             size_t n;
@@ -261,7 +266,7 @@ static void pump(sim_server_t *ss)
             free(sc);
             continue;
         }
-        if (mw_list_empty(&ss->srv.flush_list) && mw_list_empty(&ss->srv.close_queue))
+        if (!mw_server_pending(ss->srv))
             return;
     }
     mw_log_error("moonwire.sim: the server did not settle after %d steps", PUMP_LIMIT);
@@ -282,7 +287,7 @@ static void close_server(sim_server_t *ss)
     if (!ss->alive)
         return;
     /* Close every connection the way SIGTERM does, then drop what is left. */
-    mw_server_drain(&ss->srv);
+    mw_server_drain(ss->srv, NULL);
     pump(ss);
     while (!mw_list_empty(&ss->conns)) {
         sim_conn_t *sc = MW_CONTAINER_OF(ss->conns.next, sim_conn_t, link);
@@ -290,7 +295,8 @@ static void close_server(sim_server_t *ss)
         pump(ss);
     }
     ss->alive = 0;
-    mw_server_close(&ss->srv);
+    mw_server_free(ss->srv);
+    ss->srv = NULL;
     mw_config_close(&ss->cfg);
 }
 
@@ -334,12 +340,14 @@ static int sim_new(lua_State *L)
     captured.level = (mw_log_level_t)ss->cfg.log_level;
     mw_log_configure((mw_log_level_t)ss->cfg.log_level, 0, NULL);
     mw_log_set_sink(capture, NULL);
-    if (mw_server_init(&ss->srv, &ss->cfg, 0, err, sizeof(err)) != 0) {
+    ss->srv = mw_server_new(&ss->cfg, 0, err, sizeof(err));
+    if (ss->srv == NULL) {
         mw_config_close(&ss->cfg);
         return luaL_error(L, "%s", err);
     }
+    ss->node = mw_server_node(ss->srv);
     ss->alive = 1;
-    mw_lua_start(ss->srv.lua);
+    mw_server_start(ss->srv);
     pump(ss);
     return 1;
 }
@@ -463,7 +471,7 @@ static int server_connect(lua_State *L)
     sc->client = cl;
     cl->sc = sc;
     mw_list_insert_tail(&ss->conns, &sc->link);
-    if (mw_conn_init(&sc->c, &ss->srv, &sim_transport, &addr) != 0) {
+    if (mw_conn_init(&sc->c, ss->node->conns, &sim_transport, &addr) != 0) {
         sim_done(&sc->c);
         pump(ss);
         return luaL_error(L, "out of memory");
@@ -484,7 +492,7 @@ static int server_advance(lua_State *L)
 {
     sim_server_t *ss = check_server(L, 1);
     lua_Integer ms = luaL_checkinteger(L, 2);
-    mw_timers_t *ts = &ss->srv.timers;
+    mw_timers_t *ts = ss->node->timers;
     uint64_t target;
 
     luaL_argcheck(L, ms >= 0, 2, "time only goes forward");
@@ -513,13 +521,13 @@ static int server_reload(lua_State *L)
 
     if (!lua_isnoneornil(L, 2))
         mw_config_set_str(&ss->cfg.script, luaL_checkstring(L, 2));
-    ss->srv.metrics->reloads++;
-    r = mw_lua_reload(ss->srv.lua, err, sizeof(err));
+    ss->node->metrics->reloads++;
+    r = mw_lua_reload(ss->node->lua, err, sizeof(err));
     if (r != 0 && previous != NULL)
         mw_config_set_str(&ss->cfg.script, previous); /* a failed reload changes nothing */
     free(previous);
     if (r != 0) {
-        ss->srv.metrics->reload_failures++;
+        ss->node->metrics->reload_failures++;
         mw_log_error("reload failed, the previous app keeps serving: %s", err);
         pump(ss);
         luaL_pushfail(L);
@@ -534,14 +542,14 @@ static int server_reload(lua_State *L)
 static int server_count(lua_State *L)
 {
     sim_server_t *ss = check_server(L, 1);
-    lua_pushinteger(L, (lua_Integer)ss->srv.reg.nopen);
+    lua_pushinteger(L, (lua_Integer)ss->node->reg->nopen);
     return 1;
 }
 
 static int server_now(lua_State *L)
 {
     sim_server_t *ss = check_server(L, 1);
-    lua_pushinteger(L, (lua_Integer)ss->srv.timers.now);
+    lua_pushinteger(L, (lua_Integer)ss->node->timers->now);
     return 1;
 }
 
@@ -549,7 +557,10 @@ static int server_metrics(lua_State *L)
 {
     sim_server_t *ss = check_server(L, 1);
     char *text = NULL;
-    size_t n = mw_metrics_render(&ss->srv, &text);
+    size_t n;
+
+    mw_gauges_publish(ss->node);
+    n = mw_metrics_render(ss->node->metrics, &text);
     lua_pushlstring(L, text != NULL ? text : "", n);
     free(text);
     return 1;

@@ -32,7 +32,7 @@
 #include "moonwire/config.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
-#include "moonwire/server.h"
+#include "moonwire/metrics.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -850,7 +850,7 @@ static int load(const mw_config_t *cfg, const char *path, const struct stat *st,
 /* Makes e's gzip variant once (zlib, a gzip wrapper with no name and time 0,
  * so every node makes the same bytes), kept only when it is smaller. A cached
  * e grows by it in the cache's count, and older entries make room. */
-static void make_gz(mw_server_t *srv, entry_t *e, int cached)
+static void make_gz(mw_conns_t *cs, entry_t *e, int cached)
 {
     z_stream zs;
     mw_frame_t *out, *gz;
@@ -885,11 +885,11 @@ static void make_gz(mw_server_t *srv, entry_t *e, int cached)
     e->gz = gz;
     /* Its own strong tag: another representation of the same content. */
     snprintf(e->gz_etag, sizeof(e->gz_etag), "%.*s-gz\"", (int)strlen(e->etag) - 1, e->etag);
-    srv->metrics->static_gzipped++;
+    cs->metrics->static_gzipped++;
     if (cached) {
         e->bytes += gz->len;
         cache.bytes += gz->len;
-        cache_trim(srv->cfg->static_cache_size, e);
+        cache_trim(cs->cfg->static_cache_size, e);
     }
 }
 
@@ -1128,8 +1128,8 @@ static int not_modified(const mw_http_req_t *req, const rep_t *r)
 static void reply_rep(mw_conn_t *c, const char *path, size_t plen, rep_t *r, int varies,
                       int head)
 {
-    mw_server_t *srv = c->srv;
-    const mw_config_t *cfg = srv->cfg;
+    mw_conns_t *cs = c->conns;
+    const mw_config_t *cfg = cs->cfg;
     const mw_http_req_t *req = c->http;
     const char *cc = mw_static_is_fingerprinted(path, plen) ? cfg->static_immutable_cache_control
                                                             : cfg->static_cache_control;
@@ -1169,7 +1169,7 @@ static void reply_rep(mw_conn_t *c, const char *path, size_t plen, rep_t *r, int
     if (status != 304 && !head && r->fd >= 0 && count > 0 &&
         mw_stream_open_files() >= cfg->static_max_open_files) {
         static time_t logged;
-        srv->metrics->static_busy++;
+        cs->metrics->static_busy++;
         if (logged != time(NULL)) {
             logged = time(NULL);
             mw_log_warn("static: %u files are being streamed (static.max_open_files): 503",
@@ -1221,7 +1221,7 @@ static void reply_rep(mw_conn_t *c, const char *path, size_t plen, rep_t *r, int
             mw_conn_close(c, 0, NULL, 0);
         return;
     }
-    srv->metrics->static_streamed++;
+    cs->metrics->static_streamed++;
     {
         int fd = r->fd;
         r->fd = -1; /* the stream owns it now */
@@ -1260,7 +1260,7 @@ static int ranged(const mw_http_req_t *req, int head)
 
 void mw_static_serve(mw_conn_t *c)
 {
-    const mw_config_t *cfg = c->srv->cfg;
+    const mw_config_t *cfg = c->conns->cfg;
     const mw_http_req_t *req = c->http;
     int method = req->parser.method, head = method == HTTP_HEAD;
     char rel[PATH_MAX], path[PATH_MAX], gzpath[PATH_MAX];
@@ -1338,7 +1338,7 @@ void mw_static_serve(mw_conn_t *c)
             return;
         }
         if (want_gz && zippable && rep.e != NULL) {
-            make_gz(c->srv, rep.e, !rep.owned);
+            make_gz(c->conns, rep.e, !rep.owned);
             if (rep.e->gz != NULL) {
                 rep.body = rep.e->gz;
                 rep.size = rep.e->gz->len;

@@ -1,7 +1,7 @@
 /* Reply bodies streamed a chunk at a time as the connection drains. See
  * stream.h.
  *
- * A stream belongs to its connection (c->stream) until it ends. A read in
+ * A stream is its connection's reply body (c->body) until it ends. A read in
  * flight on the thread pool writes into a chunk the stream owns, so a
  * connection that goes away meanwhile only detaches the stream
  * (s->conn = NULL); the read's callback then frees it (libuv's rule: a
@@ -9,9 +9,11 @@
  */
 #include "stream.h"
 #include "conn.h"
+#include "node.h"
+#include "timer.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
-#include "moonwire/server.h"
+#include "moonwire/metrics.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -20,6 +22,7 @@
 #include <uv.h>
 
 struct mw_stream_s {
+    mw_conn_body_t body; /* what the connection calls: pump, cancel */
     mw_conn_t *conn;   /* NULL once the connection no longer wants the body */
     int fd;            /* the file source, or -1 */
     mw_frame_t *src;   /* the frame source (one reference), or NULL */
@@ -33,6 +36,14 @@ struct mw_stream_s {
 };
 
 static size_t open_files; /* process-wide, like the loop */
+
+static void pump(mw_conn_t *c);
+static void cancel(mw_conn_t *c);
+
+static mw_stream_t *stream_of(mw_conn_t *c)
+{
+    return MW_CONTAINER_OF(c->body, mw_stream_t, body);
+}
 
 size_t mw_stream_open_files(void)
 {
@@ -58,6 +69,8 @@ static mw_stream_t *stream_new(mw_conn_t *c, uint64_t off, uint64_t len)
 
     if (s == NULL)
         return NULL;
+    s->body.pump = pump;
+    s->body.cancel = cancel;
     s->conn = c;
     s->fd = -1;
     s->off = off;
@@ -72,8 +85,8 @@ static void cut(mw_stream_t *s, const char *why)
 
     mw_log_warn("static: conn %llu: body cut short after %llu bytes: %s",
                 (unsigned long long)c->serial, (unsigned long long)s->sent, why);
-    c->srv->metrics->static_cut++;
-    c->stream = NULL;
+    c->conns->metrics->static_cut++;
+    c->body = NULL;
     stream_free(s);
     mw_conn_on_eof(c);
 }
@@ -110,7 +123,7 @@ static void got(mw_stream_t *s, ssize_t n, const char *err)
     s->off += (uint64_t)n;
     s->left -= (uint64_t)n;
     s->sent += (uint64_t)n;
-    mw__stream_pump(c);
+    pump(c);
 }
 
 static void on_read(uv_fs_t *req)
@@ -123,7 +136,7 @@ static void on_read(uv_fs_t *req)
         stream_free(s); /* the connection went away while the chunk was read */
         return;
     }
-    s->conn->srv->timers.now = uv_now(req->loop);
+    s->conn->conns->timers->now = uv_now(req->loop);
     got(s, n, n < 0 ? uv_strerror((int)n) : NULL);
 }
 
@@ -139,9 +152,10 @@ static void read_here(mw_stream_t *s)
     got(s, n, n < 0 ? strerror(errno) : NULL);
 }
 
-void mw__stream_pump(mw_conn_t *c)
+/* c's queue drained some: queue more when it is low. May end the reply. */
+static void pump(mw_conn_t *c)
 {
-    mw_stream_t *s = c->stream;
+    mw_stream_t *s = c->body != NULL ? stream_of(c) : NULL;
 
     /* The next chunk is read while the last one is written (below two
      * chunks unwritten), so disk and socket overlap. */
@@ -149,7 +163,7 @@ void mw__stream_pump(mw_conn_t *c)
         size_t n = s->left < MW_STREAM_CHUNK ? (size_t)s->left : MW_STREAM_CHUNK;
 
         if (s->left == 0) {
-            c->stream = NULL;
+            c->body = NULL;
             stream_free(s);
             mw_conn_reply_end(c);
             return;
@@ -172,7 +186,7 @@ void mw__stream_pump(mw_conn_t *c)
             cut(s, "out of memory");
             return;
         }
-        if (c->srv->loop == NULL) {
+        if (c->conns->node->loop == NULL) {
             read_here(s); /* pumps again */
             return;
         }
@@ -180,7 +194,7 @@ void mw__stream_pump(mw_conn_t *c)
             uv_buf_t b = uv_buf_init((char *)s->chunk->bytes, (unsigned)n);
             int r;
             s->req.data = s;
-            r = uv_fs_read(c->srv->loop, &s->req, s->fd, &b, 1, (int64_t)s->off, on_read);
+            r = uv_fs_read(c->conns->node->loop, &s->req, s->fd, &b, 1, (int64_t)s->off, on_read);
             if (r != 0) {
                 mw_frame_unref(s->chunk);
                 s->chunk = NULL;
@@ -191,13 +205,13 @@ void mw__stream_pump(mw_conn_t *c)
     }
 }
 
-void mw__stream_cancel(mw_conn_t *c)
+/* c is closing or released: the stream stops. A read in flight ends on its
+ * own and frees what it holds. */
+static void cancel(mw_conn_t *c)
 {
-    mw_stream_t *s = c->stream;
+    mw_stream_t *s = stream_of(c);
 
-    c->stream = NULL;
-    if (s == NULL)
-        return;
+    c->body = NULL;
     s->conn = NULL;
     if (s->chunk == NULL)
         stream_free(s); /* else the read's callback frees it */
@@ -205,8 +219,8 @@ void mw__stream_cancel(mw_conn_t *c)
 
 static int start(mw_conn_t *c, mw_stream_t *s)
 {
-    c->stream = s;
-    mw__stream_pump(c);
+    c->body = &s->body;
+    pump(c);
     return 0;
 }
 

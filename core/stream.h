@@ -45,12 +45,4 @@ int mw_stream_frame(mw_conn_t *c, mw_frame_t *f, size_t off, size_t len);
  * bounds it). */
 size_t mw_stream_open_files(void);
 
-/* Internal (conn.c). c's queue drained some: queue more when it is low.
- * May end the reply (mw_conn_reply_end). */
-void mw__stream_pump(mw_conn_t *c);
-
-/* Internal (conn.c). c is closing or released: the stream stops. A read in
- * flight ends on its own and frees what it holds. */
-void mw__stream_cancel(mw_conn_t *c);
-
 #endif

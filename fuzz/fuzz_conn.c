@@ -4,7 +4,8 @@
  * valid upgrade request, so the fuzzer spends its time past the handshake.
  */
 #include "conn.h"
-#include "lua_host.h"
+#include "node.h"
+#include "registry.h"
 #include "moonwire/config.h"
 #include "moonwire/log.h"
 #include "moonwire/server.h"
@@ -40,7 +41,8 @@ typedef struct {
     int done;
 } fconn_t;
 
-static mw_server_t srv;
+static mw_server_t *srv;
+static mw_node_t *node;
 static mw_config_t cfg;
 
 static void f_flush(mw_conn_t *c)
@@ -81,11 +83,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     cfg.compression = 1;
     cfg.compression_threshold = 32;
     cfg.time_limit = 100;
-    if (mw_server_init(&srv, &cfg, 0, err, sizeof(err)) != 0) {
+    if ((srv = mw_server_new(&cfg, 0, err, sizeof(err))) == NULL) {
         fprintf(stderr, "fuzz_conn: %s\n", err);
         abort();
     }
-    mw_lua_start(srv.lua);
+    node = mw_server_node(srv);
+    mw_server_start(srv);
     unlink(path);
     return 0;
 }
@@ -101,7 +104,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fc = calloc(1, sizeof(*fc));
     memset(&addr, 0, sizeof(addr));
     addr.in4.sin_family = AF_INET;
-    if (mw_conn_init(&fc->c, &srv, &transport, &addr) != 0)
+    if (mw_conn_init(&fc->c, node->conns, &transport, &addr) != 0)
         abort();
     if (data[0] & 1)
         mw_conn_on_read(&fc->c, (const uint8_t *)handshake, sizeof(handshake) - 1);
@@ -109,15 +112,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     while (off < size && !fc->done) {
         size_t n = size - off < chunk ? size - off : chunk;
         mw_conn_on_read(&fc->c, data + off, n);
-        mw_server_run_deferred(&srv);
+        mw_server_run_deferred(srv);
         off += n;
     }
     if (!fc->done)
         mw_conn_on_eof(&fc->c);
-    mw_server_run_deferred(&srv);
+    mw_server_run_deferred(srv);
     mw_conn_release(&fc->c);
-    mw_server_run_deferred(&srv);
-    if (srv.nconns != 0 || srv.reg.nopen != 0)
+    mw_server_run_deferred(srv);
+    if (node->conns->count != 0 || node->reg->nopen != 0)
         abort(); /* a connection outlived its release */
     free(fc);
     return 0;

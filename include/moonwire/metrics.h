@@ -67,7 +67,7 @@ typedef struct mw_metrics_s {
     uint64_t cluster_outbox_refused; /* sends refused: the outbox was full */
     uint64_t loop_lag_ms; /* how late the last 500 ms probe timer ran */
     uint64_t loop_lag_ms_max;
-    /* Gauges as mw_metrics_publish last copied them, for other workers. */
+    /* Gauges as mw_gauges_publish last copied them, for other workers. */
     uint64_t open_connections, sockets, lua_memory;
     uint64_t backed_up; /* connections whose queue is backed up */
     uint64_t topics, subscriptions, history_topics, history_bytes;
@@ -77,12 +77,17 @@ typedef struct mw_metrics_s {
     uint64_t reporting;              /* 1 while a live worker publishes here */
 } mw_metrics_t;
 
-typedef struct mw_server_s mw_server_t;
+/* Sets a counter or gauge that other workers may read (a relaxed atomic
+ * store of one aligned word: see mw_metrics_share). */
+static inline void mw_metrics_set(uint64_t *w, uint64_t v)
+{
+    __atomic_store_n(w, v, __ATOMIC_RELAXED);
+}
 
-/* Renders the metrics of srv as Prometheus text into a malloc'ed buffer:
- * with workers, every worker's counters summed (see mw_metrics_share).
- * Returns its length, or 0 when out of memory. */
-size_t mw_metrics_render(mw_server_t *srv, char **out);
+/* Renders own (this node's counters) as Prometheus text into a malloc'ed
+ * buffer: with workers, every worker's counters summed instead (see
+ * mw_metrics_share). Returns its length, or 0 when out of memory. */
+size_t mw_metrics_render(const mw_metrics_t *own, char **out);
 
 /* With --workers, each worker counts into a block of its own in memory the
  * master maps before it forks, so whichever worker answers /metrics sums
@@ -99,10 +104,5 @@ mw_metrics_t *mw_metrics_block(int index);
 
 /* The master, when worker index died: its gauges leave the sums. */
 void mw_metrics_worker_gone(int index);
-
-/* Copies srv's gauges (connections, sockets, Lua memory, topics, history,
- * backplane) into its metrics, where other workers read them, and adds what
- * topics and history counted since the last call. */
-void mw_metrics_publish(mw_server_t *srv);
 
 #endif

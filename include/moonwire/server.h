@@ -1,79 +1,49 @@
-/* The server context, independent of any event loop: configuration,
- * registry, Lua host, timers, the deferred work of each loop turn, and the
- * timeouts of every connection.
+/* A node: the server context, independent of any event loop. It makes and
+ * owns the node's parts (registry, topics, history, timers, the Lua host
+ * with the app, and the backplane once started), serves their connections
+ * (it installs the handlers they report to), and runs the timeouts, the
+ * drain and reloads.
  *
- * net.c binds it to libuv (listeners, TCP); sim.c binds it to in-memory
- * connections and virtual time. Both call mw_server_run_deferred() at the
- * end of every turn: that is where on_close hooks run and where queued
- * frames are written, once per connection (corked writes).
+ * A loop binding drives it: net.c binds it to libuv (listeners, TCP and
+ * TLS), sim.c to in-memory connections and virtual time. Both run
+ * mw_server_run_deferred() at the end of every turn: that is where on_close
+ * hooks run and where queued frames are written, once per connection
+ * (corked writes).
  */
 #ifndef MOONWIRE_SERVER_H
 #define MOONWIRE_SERVER_H
 
-#include "acl.h"
-#include "conn.h"
-#include "history.h"
-#include "iplimit.h"
-#include "list.h"
-#include "registry.h"
-#include "timer.h"
-#include "topics.h"
 #include "moonwire/config.h"
 #include "moonwire/metrics.h"
 
-typedef struct mw_lua_s mw_lua_t;
-typedef struct mw_cluster_s mw_cluster_t;
+#include <stddef.h>
+#include <stdint.h>
 
-struct mw_server_s {
-    mw_config_t *cfg;
-    mw_registry_t reg;
-    mw_topics_t topics;
-    mw_iplimit_t iplimit; /* connections per peer address */
-    mw_acl_t healthz_acl; /* who may ask /healthz */
-    mw_acl_t metrics_acl; /* who may ask /metrics */
-    mw_timers_t timers;
-    mw_lua_t *lua;
-    mw_cluster_t *cluster; /* NULL when the node runs alone */
-    mw_history_t *history; /* topic history kept in memory (standalone) */
-    mw_metrics_t *metrics;    /* own_metrics, or this worker's shared block */
-    mw_metrics_t own_metrics;
+typedef struct mw_server_s mw_server_t;
+typedef struct mw_node_s mw_node_t;
+struct uv_loop_s;
 
-    /* Timeout lists, each ordered by the time its members entered it. */
-    mw_list_t tl_handshake; /* HTTP: handshake_timeout from accept */
-    mw_list_t tl_active;    /* OPEN: idle_timeout from the last byte received */
-    mw_list_t tl_pinged;    /* OPEN, pinged: ping_timeout from the ping */
-    mw_list_t tl_closing;   /* CLOSING/CLOSED, or HTTP writing a reply: close_timeout
-                               without progress */
-    mw_list_t tl_keepalive; /* HTTP between requests: keepalive_timeout */
+/* Makes a node around cfg, which must outlive it: registry, topics, history,
+ * timers (their clock at now, in ms) and the Lua host with the app loaded;
+ * on_start has not run (mw_server_start). Returns the server, or NULL with
+ * the reason in err (the app failed to load, or memory was short). */
+mw_server_t *mw_server_new(mw_config_t *cfg, uint64_t now, char *err, size_t errlen);
 
-    mw_list_t flush_list;   /* connections with frames to write this turn */
-    mw_list_t backed_up;    /* backlogs of queues over max_buffered, oldest first */
-    uint32_t nbacked;       /* how many */
-    mw_conn_t *sender;      /* the connection whose input is being handled, or NULL */
-    size_t bp_released;     /* queue memory freed since the last malloc_trim */
-    uint64_t bp_trimmed_at; /* when that was, ms */
-    mw_list_t close_queue;  /* connections owed an on_close */
-    mw_timer_t sweep;
+/* Frees what mw_server_new made (NULL: nothing). Every connection must be
+ * released and the backplane stopped first. */
+void mw_server_free(mw_server_t *srv);
 
-    size_t nconns; /* every connection not yet released */
-    int draining;  /* SIGTERM: refuse new connections, close the rest */
+/* Runs the app's on_start, once the node is ready to serve. */
+void mw_server_start(mw_server_t *srv);
 
-    void *net; /* the loop binding's own data */
-    /* The libuv loop that net.c runs, for work on its thread pool (reading
-     * files); NULL in the sim, where such work runs in place. */
-    struct uv_loop_s *loop;
-    /* Called when the drain is over (no connection left) or timed out. */
-    void (*on_drained)(mw_server_t *srv);
-    mw_timer_t drain_timer;
-};
+/* Connects the node to the Redis backplane when cluster.redis is set
+ * (asynchronously: it reconnects on its own), on loop. Returns 0, or
+ * MW_ECONFIG with err set for a bad cluster.redis, or MW_ENOMEM. */
+int mw_server_start_cluster(mw_server_t *srv, struct uv_loop_s *loop, char *err, size_t errlen);
 
-/* Creates the server around cfg (which must outlive it): registry, timers and
- * the Lua host with the app loaded. Returns 0, or MW_ELUA / MW_ENOMEM with a
- * message in err. */
-int mw_server_init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, size_t errlen);
-
-/* Frees what mw_server_init made. Every connection must be released first. */
-void mw_server_close(mw_server_t *srv);
+/* Disconnects from the backplane, if connected; what its outbox held is
+ * dropped (counted, logged). Safe from a loop callback. */
+void mw_server_stop_cluster(mw_server_t *srv);
 
 /* Frees what the process keeps for reuse across servers: the static file
  * cache, deflate streams, wslay contexts, queue entries and frames, in that
@@ -81,24 +51,20 @@ void mw_server_close(mw_server_t *srv);
 void mw_server_pools_drain(void);
 
 /* Runs the work deferred to the end of a loop turn: on_close hooks, then a
- * write for every connection with queued frames. */
+ * write for every connection with queued frames, until none is left. */
 void mw_server_run_deferred(mw_server_t *srv);
 
-/* Marks c as having frames to write this turn. */
-void mw_server_want_flush(mw_server_t *srv, mw_conn_t *c);
+/* True when work waits for mw_server_run_deferred. */
+int mw_server_pending(const mw_server_t *srv);
 
-/* Moves c into a timeout list (MW_TL_NONE: out of all). */
-void mw_server_set_tlist(mw_server_t *srv, mw_conn_t *c, mw_conn_tlist_t tl);
+/* SIGTERM: closes every connection (1001) and calls on_drained (may be NULL)
+ * once none is left, no hook of a closed connection waits, and the backplane
+ * has sent its outbox, or after shutdown_timeout, whichever comes first.
+ * A second call does nothing. */
+void mw_server_drain(mw_server_t *srv, void (*on_drained)(mw_server_t *srv));
 
-/* Records activity on an open connection (it goes to the back of the idle list). */
-void mw_server_touch(mw_server_t *srv, mw_conn_t *c);
-
-/* Queues c's on_close to run at the end of the turn. */
-void mw_server_queue_close(mw_server_t *srv, mw_conn_t *c);
-
-/* SIGTERM: closes every connection (1001) and calls on_drained when none is
- * left or after shutdown_timeout, whichever comes first. */
-void mw_server_drain(mw_server_t *srv);
+/* True once mw_server_drain has been called. */
+int mw_server_draining(const mw_server_t *srv);
 
 /* Takes the reloadable parts of fresh (a validated configuration) into the
  * live one: the script path, log, websocket, limits, lua, http, static and
@@ -108,7 +74,27 @@ void mw_server_drain(mw_server_t *srv);
  * connections; open ones keep what they negotiated. */
 void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh);
 
-/* Reloads the app (SIGHUP). Returns 0 or MW_ELUA (old app kept; logged). */
+/* Reloads the app (SIGHUP). Returns 0 or MW_ELUA (old app kept; logged and
+ * counted). */
 int mw_server_reload(mw_server_t *srv);
+
+/* The node's counters. */
+mw_metrics_t *mw_server_metrics(mw_server_t *srv);
+
+/* Counts into m from now on (a worker's block in shared memory), instead of
+ * the server's own. */
+void mw_server_set_metrics(mw_server_t *srv, mw_metrics_t *m);
+
+/* Sets the clock, in ms (the loop's time, before work of a new turn). */
+void mw_server_set_now(mw_server_t *srv, uint64_t now);
+
+/* This node incarnation's name, as its connection ids start ("n1.k3x9a2"),
+ * without the trailing dot: len bytes at the pointer. */
+const char *mw_server_id(const mw_server_t *srv, size_t *len);
+
+/* The node's parts, for the loop bindings of the core (net.c, sim.c): they
+ * make connections (node->conns), drive the clock and timer heap
+ * (node->timers) and lend the loop (node->loop). */
+mw_node_t *mw_server_node(mw_server_t *srv);
 
 #endif

@@ -5,7 +5,8 @@
 
 #include "backpressure.h"
 #include "conn.h"
-#include "lua_host.h"
+#include "node.h"
+#include "timer.h"
 #include "moonwire/config.h"
 #include "moonwire/log.h"
 #include "moonwire/server.h"
@@ -82,7 +83,8 @@ static void t_pause(mw_conn_t *c, int paused)
 static const mw_transport_t transport = {"test", t_flush, t_done, t_done, t_pause};
 
 typedef struct {
-    mw_server_t srv;
+    mw_server_t *srv;
+    mw_node_t *node;
     mw_config_t cfg;
     char path[64];
 } fx_t;
@@ -105,9 +107,11 @@ static fx_t *fx_new(void **state, int policy, uint32_t timeout)
     fx->cfg.backpressure = policy;
     fx->cfg.backpressure_timeout = timeout;
     fx->cfg.time_limit = 0;
-    if (mw_server_init(&fx->srv, &fx->cfg, 1000, err, sizeof(err)) != 0)
+    fx->srv = mw_server_new(&fx->cfg, 1000, err, sizeof(err));
+    if (fx->srv == NULL)
         fail_msg("server: %s", err);
-    mw_lua_start(fx->srv.lua);
+    fx->node = mw_server_node(fx->srv);
+    mw_server_start(fx->srv);
     *state = fx;
     return fx;
 }
@@ -117,7 +121,7 @@ static int teardown(void **state)
     fx_t *fx = *state;
     if (fx == NULL)
         return 0;
-    mw_server_close(&fx->srv);
+    mw_server_free(fx->srv);
     mw_config_close(&fx->cfg);
     unlink(fx->path);
     free(fx);
@@ -136,9 +140,9 @@ static tconn_t *client(fx_t *fx)
     addr.in4.sin_family = AF_INET;
     t->take = SIZE_MAX;
     t->reading = 1;
-    assert_rc(mw_conn_init(&t->c, &fx->srv, &transport, &addr), 0);
+    assert_rc(mw_conn_init(&t->c, fx->node->conns, &transport, &addr), 0);
     mw_conn_on_read(&t->c, (const uint8_t *)handshake, sizeof(handshake) - 1);
-    mw_server_run_deferred(&fx->srv);
+    mw_server_run_deferred(fx->srv);
     assert_int_equal(t->c.state, MW_CONN_OPEN);
     return t;
 }
@@ -147,9 +151,9 @@ static void release(fx_t *fx, tconn_t *t)
 {
     if (t->c.state != MW_CONN_CLOSED)
         mw_conn_on_eof(&t->c);
-    mw_server_run_deferred(&fx->srv);
+    mw_server_run_deferred(fx->srv);
     mw_conn_release(&t->c);
-    mw_server_run_deferred(&fx->srv);
+    mw_server_run_deferred(fx->srv);
     free(t);
 }
 
@@ -201,8 +205,8 @@ static void send_text(tconn_t *t, const char *text)
 
 static void advance(fx_t *fx, uint64_t ms)
 {
-    mw_timers_run(&fx->srv.timers, fx->srv.timers.now + ms);
-    mw_server_run_deferred(&fx->srv);
+    mw_timers_run(fx->node->timers, fx->node->timers->now + ms);
+    mw_server_run_deferred(fx->srv);
 }
 
 /* 20 messages of 64 KB in one read take every other client's queue past
@@ -223,10 +227,10 @@ static void test_a_burst_holds_the_publisher_back_and_closes_only_who_does_not_r
     assert_true(mw_conn_buffered(&reader->c) > MIB);
     assert_int_equal(deaf->c.state, MW_CONN_OPEN);
     assert_int_equal(reader->c.state, MW_CONN_OPEN);
-    assert_int_equal(fx->srv.nbacked, 2);
+    assert_int_equal(fx->node->conns->nbacked, 2);
 
     reader->take = SIZE_MAX;
-    mw_server_run_deferred(&fx->srv);
+    mw_server_run_deferred(fx->srv);
     assert_int_equal(reader->c.msgs_out, 20);
     assert_int_equal(mw_conn_buffered(&reader->c), 0);
     assert_null(reader->c.backlog);
@@ -242,14 +246,14 @@ static void test_a_burst_holds_the_publisher_back_and_closes_only_who_does_not_r
     assert_int_equal(pub->reading, 1);
     assert_int_equal(pub->c.held_back, 0);
     assert_int_equal(reader->c.state, MW_CONN_OPEN);
-    assert_int_equal(fx->srv.nbacked, 0);
-    assert_int_equal(fx->srv.metrics->backpressure_closes, 1);
-    assert_int_equal(fx->srv.metrics->closes[1008], 1);
-    assert_true(fx->srv.metrics->backpressure_pauses >= 2);
+    assert_int_equal(fx->node->conns->nbacked, 0);
+    assert_int_equal(fx->node->metrics->backpressure_closes, 1);
+    assert_int_equal(fx->node->metrics->closes[1008], 1);
+    assert_true(fx->node->metrics->backpressure_pauses >= 2);
 
     /* The publisher goes on; the reader gets it. */
     send_burst(pub, 'r', 1);
-    mw_server_run_deferred(&fx->srv);
+    mw_server_run_deferred(fx->srv);
     assert_int_equal(reader->c.msgs_out, 21);
     release(fx, pub);
     release(fx, deaf);
@@ -267,12 +271,12 @@ static void test_a_queue_is_judged_after_the_turns_writes(void **state)
     send_burst(pub, 'r', 30);
     assert_int_equal(pub->reading, 0);
     reader->take = SIZE_MAX;
-    mw_server_run_deferred(&fx->srv);
+    mw_server_run_deferred(fx->srv);
     assert_int_equal(reader->c.state, MW_CONN_OPEN);
     assert_int_equal(reader->c.msgs_out, 30);
     assert_int_equal(pub->reading, 1);
-    assert_int_equal(fx->srv.nbacked, 0);
-    assert_int_equal(fx->srv.metrics->backpressure_closes, 0);
+    assert_int_equal(fx->node->conns->nbacked, 0);
+    assert_int_equal(fx->node->metrics->backpressure_closes, 0);
     release(fx, pub);
     release(fx, reader);
 }
@@ -287,7 +291,7 @@ static void test_a_zero_timeout_judges_at_the_end_of_the_turn(void **state)
     deaf->take = 0;
     send_burst(pub, 'r', 20);
     assert_int_equal(deaf->c.state, MW_CONN_OPEN);
-    mw_server_run_deferred(&fx->srv);
+    mw_server_run_deferred(fx->srv);
     assert_int_equal(deaf->c.state, MW_CONN_CLOSED);
     assert_int_equal(deaf->c.close_code, 1008);
     assert_int_equal(pub->reading, 1);
@@ -305,25 +309,25 @@ static void test_drop_skips_a_reader_past_the_timeout_until_it_drains(void **sta
 
     slow->take = 0;
     send_burst(pub, 'r', 20);
-    mw_server_run_deferred(&fx->srv);
+    mw_server_run_deferred(fx->srv);
     assert_int_equal(pub->reading, 0);
     advance(fx, 2600);
     assert_int_equal(slow->c.state, MW_CONN_OPEN);
     assert_true(slow->c.dropping);
     assert_int_equal(pub->reading, 1);
-    assert_int_equal(fx->srv.nbacked, 0);
+    assert_int_equal(fx->node->conns->nbacked, 0);
 
     out = slow->c.msgs_out;
     send_burst(pub, 'r', 3);
-    mw_server_run_deferred(&fx->srv);
+    mw_server_run_deferred(fx->srv);
     assert_int_equal(slow->c.msgs_out, out);
-    assert_int_equal(fx->srv.metrics->backpressure_drops, 3);
+    assert_int_equal(fx->node->metrics->backpressure_drops, 3);
     assert_int_equal(reader->c.msgs_out, 23);
     assert_int_equal(pub->reading, 1);
 
     slow->take = SIZE_MAX;
-    mw_server_want_flush(&fx->srv, &slow->c);
-    mw_server_run_deferred(&fx->srv);
+    mw_conn_want_flush(&slow->c);
+    mw_server_run_deferred(fx->srv);
     assert_false(slow->c.dropping);
     assert_int_equal(slow->reading, 1);
     send_burst(pub, 'r', 1);
@@ -345,7 +349,7 @@ static void test_twice_the_bound_is_a_ceiling_at_enqueue(void **state)
     assert_int_equal(deaf->c.state, MW_CONN_CLOSED);
     assert_int_equal(deaf->c.close_code, 1008);
     assert_true(mw_conn_buffered(&deaf->c) <= 2 * MIB + 16);
-    assert_int_equal(fx->srv.metrics->backpressure_closes, 1);
+    assert_int_equal(fx->node->metrics->backpressure_closes, 1);
     release(fx, pub);
     release(fx, deaf);
 }
@@ -359,7 +363,7 @@ static void test_twice_the_bound_drops_under_drop(void **state)
     send_text(pub, "f40");
     assert_int_equal(deaf->c.state, MW_CONN_OPEN);
     assert_int_equal(deaf->c.msgs_out, 31); /* 31 x (64 KiB + 4 + 96) fit 2 MiB */
-    assert_int_equal(fx->srv.metrics->backpressure_drops, 9);
+    assert_int_equal(fx->node->metrics->backpressure_drops, 9);
     release(fx, pub);
     release(fx, deaf);
 }
@@ -412,12 +416,12 @@ static void test_a_client_that_does_not_read_its_echoes_stops_being_read(void **
     assert_true(mw_conn_buffered(&t->c) < 2 * MIB);
     /* It reads again once its queue is down to half. */
     t->take = 6000; /* 2000 of its 3-byte frames: not down to half */
-    mw_server_want_flush(&fx->srv, &t->c);
-    mw_server_run_deferred(&fx->srv);
+    mw_conn_want_flush(&t->c);
+    mw_server_run_deferred(fx->srv);
     assert_int_equal(t->reading, 0);
     t->take = SIZE_MAX;
-    mw_server_want_flush(&fx->srv, &t->c);
-    mw_server_run_deferred(&fx->srv);
+    mw_conn_want_flush(&t->c);
+    mw_server_run_deferred(fx->srv);
     assert_int_equal(t->reading, 1);
     assert_null(t->c.backlog);
     release(fx, t);
@@ -435,10 +439,10 @@ static void test_a_publisher_gone_while_held_back_is_skipped(void **state)
     assert_int_equal(pub->reading, 0);
     release(fx, pub);
     slow->take = SIZE_MAX;
-    mw_server_want_flush(&fx->srv, &slow->c);
-    mw_server_run_deferred(&fx->srv);
+    mw_conn_want_flush(&slow->c);
+    mw_server_run_deferred(fx->srv);
     assert_null(slow->c.backlog);
-    assert_int_equal(fx->srv.nbacked, 0);
+    assert_int_equal(fx->node->conns->nbacked, 0);
     release(fx, slow);
 }
 

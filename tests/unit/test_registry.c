@@ -55,7 +55,7 @@ static mw_conn_t *conn_new(fx_t *fx)
         fx->cap = cap;
     }
     fx->owned[fx->nowned++] = c;
-    c->serial = mw_registry_next_serial(&fx->reg);
+    c->serial = mw_ids_next(&fx->reg.ids);
     mw_list_init(&c->open_link);
     return c;
 }
@@ -63,7 +63,7 @@ static mw_conn_t *conn_new(fx_t *fx)
 /* The id of c, as registry.h spells it: "<node>.<incarnation>.<serial>". */
 static size_t id_of(const mw_registry_t *reg, const mw_conn_t *c, char *out, size_t cap)
 {
-    int n = snprintf(out, cap, "%s%llu", reg->prefix, (unsigned long long)c->serial);
+    int n = snprintf(out, cap, "%s%llu", reg->ids.prefix, (unsigned long long)c->serial);
     assert_true(n > 0 && (size_t)n < cap);
     return (size_t)n;
 }
@@ -86,12 +86,12 @@ static void test_registry_ids_carry_the_node_and_incarnation_prefix(void **state
     mw_conn_t *c = conn_new(fx);
     char id[MW_ID_MAX];
 
-    assert_string_equal(fx->reg.prefix, "node-a.x1.");
-    assert_int_equal(fx->reg.prefix_len, strlen("node-a.x1."));
+    assert_string_equal(fx->reg.ids.prefix, "node-a.x1.");
+    assert_int_equal(fx->reg.ids.prefix_len, strlen("node-a.x1."));
     id_of(&fx->reg, c, id, sizeof(id));
     assert_int_equal(strncmp(id, "node-a.x1.", 10), 0);
     assert_true(strlen(id) > 10);
-    assert_true(mw_registry_is_local(&fx->reg, id, strlen(id)));
+    assert_true(mw_ids_is_local(&fx->reg.ids, id, strlen(id)));
 }
 
 static void test_registry_draws_a_different_incarnation_at_each_start(void **state)
@@ -100,17 +100,17 @@ static void test_registry_draws_a_different_incarnation_at_each_start(void **sta
 
     assert_rc(mw_registry_init(&a, "node-a", NULL), 0);
     assert_rc(mw_registry_init(&b, "node-a", NULL), 0);
-    assert_int_equal(strncmp(a.prefix, "node-a.", 7), 0);
-    assert_int_equal(strncmp(b.prefix, "node-a.", 7), 0);
-    assert_true(a.prefix_len > 8);
-    assert_int_equal(a.prefix[a.prefix_len - 1], '.');
-    assert_string_not_equal(a.prefix, b.prefix);
+    assert_int_equal(strncmp(a.ids.prefix, "node-a.", 7), 0);
+    assert_int_equal(strncmp(b.ids.prefix, "node-a.", 7), 0);
+    assert_true(a.ids.prefix_len > 8);
+    assert_int_equal(a.ids.prefix[a.ids.prefix_len - 1], '.');
+    assert_string_not_equal(a.ids.prefix, b.ids.prefix);
     /* An id of one incarnation is not local to the other. */
     {
         char id[MW_ID_MAX];
-        int n = snprintf(id, sizeof(id), "%s1", a.prefix);
-        assert_false(mw_registry_is_local(&b, id, (size_t)n));
-        assert_true(mw_registry_is_local(&a, id, (size_t)n));
+        int n = snprintf(id, sizeof(id), "%s1", a.ids.prefix);
+        assert_false(mw_ids_is_local(&b.ids, id, (size_t)n));
+        assert_true(mw_ids_is_local(&a.ids, id, (size_t)n));
     }
     mw_registry_close(&a);
     mw_registry_close(&b);
@@ -178,7 +178,7 @@ static void test_registry_does_not_find_a_connection_after_remove(void **state)
     assert_null(mw_registry_find(&fx->reg, id, n));
     assert_ptr_equal(find_conn(&fx->reg, b), b);
     /* Still an id of this node, though closed. */
-    assert_true(mw_registry_is_local(&fx->reg, id, n));
+    assert_true(mw_ids_is_local(&fx->reg.ids, id, n));
     /* Removing again is a no-op. */
     mw_registry_remove(&fx->reg, a);
     assert_ptr_equal(find_conn(&fx->reg, b), b);
@@ -265,8 +265,8 @@ static void test_registry_gives_null_for_unknown_foreign_and_malformed_ids(void 
         if (find_str(&fx->reg, bad[i]) != NULL)
             fail_msg("'%s' should find nothing", bad[i]);
     }
-    assert_false(mw_registry_is_local(&fx->reg, "node-b.x1.1", 11));
-    assert_false(mw_registry_is_local(&fx->reg, "node-a.x1.", 10));
+    assert_false(mw_ids_is_local(&fx->reg.ids, "node-b.x1.1", 11));
+    assert_false(mw_ids_is_local(&fx->reg.ids, "node-a.x1.", 10));
     for (int k = 0; k < 3; k++) {
         mw_registry_remove(&fx->reg, c[k]);
     }

@@ -3,8 +3,8 @@
  * history learns about a topic's members.
  *
  * Connections are zeroed mw_conn_t structs with a serial, an empty list of
- * subscriptions and a server (for the id a log line names); nothing here
- * sends, so no transport is needed.
+ * subscriptions and what connections share (its ids, for the id a log line
+ * names); nothing here sends, so no transport is needed.
  */
 #include "helpers.h"
 
@@ -12,7 +12,6 @@
 #include "history.h"
 #include "topics.h"
 #include "moonwire/log.h"
-#include "moonwire/server.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -20,7 +19,8 @@
 #include <string.h>
 
 typedef struct {
-    mw_server_t srv; /* only its registry prefix is read, for ids in log lines */
+    mw_ids_t ids;     /* for ids in log lines */
+    mw_conns_t shared; /* what the connections share: only its ids are read */
     mw_topics_t ts;
     mw_conn_t conns[4];
     char lines[16][256]; /* warn lines logged, the first 16 */
@@ -41,9 +41,10 @@ static int setup(void **state)
     fx_t *fx = calloc(1, sizeof(*fx));
     if (fx == NULL || mw_topics_init(&fx->ts) != 0)
         return -1;
-    snprintf(fx->srv.reg.prefix, sizeof(fx->srv.reg.prefix), "n1.x.");
+    mw_ids_init(&fx->ids, "n1", "x");
+    fx->shared.ids = &fx->ids;
     for (size_t i = 0; i < NELEM(fx->conns); i++) {
-        fx->conns[i].srv = &fx->srv;
+        fx->conns[i].conns = &fx->shared;
         fx->conns[i].serial = i + 1;
         mw_list_init(&fx->conns[i].subs);
         fx->conns[i].addr.in4.sin_family = AF_INET;
