@@ -5,7 +5,7 @@
 #include "cluster.h"
 #include "conn.h"
 #include "history.h"
-#include "lua_host.h"
+#include "lua_state.h"
 #include "node.h"
 #include "registry.h"
 #include "static.h"

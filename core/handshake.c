@@ -16,7 +16,7 @@
 #include "deflate.h"
 #include "gauges.h"
 #include "iplimit.h"
-#include "lua_host.h"
+#include "lua_dispatch.h"
 #include "node.h"
 #include "registry.h"
 #include "static.h"

@@ -1,403 +1,28 @@
-/* The `moonwire` module: conn objects, sending, broadcast, lookup, timers,
- * logging, state and config. Every argument from Lua is checked (a wrong
- * type is a Lua error naming the argument); runtime conditions are
- * nil, "closed" | "backpressure" | message, never an error.
+/* The `moonwire` module: its functions (publish, broadcast, send, lookup,
+ * the clock, logging) and the module table, which gathers the parts made
+ * elsewhere: conn objects (lua_api_conn.c), timers, the cache, JSON, the
+ * functions that reach Redis, and the read-only config. Every argument from
+ * Lua is checked (a wrong type is a Lua error naming the argument); runtime
+ * conditions are nil, "closed" | "backpressure" | message, never an error.
  */
 #include "lua_api.h"
 #include "cluster.h"
 #include "conn.h"
 #include "history.h"
 #include "lua_api_int.h"
-#include "lua_host.h"
+#include "lua_state.h"
 #include "node.h"
 #include "registry.h"
 #include "timer.h"
 #include "topics.h"
-#include "utf8.h"
 #include "moonwire/config.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 
 #include <lauxlib.h>
 #include <lua.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-mw__api_t *mw__lua_api(lua_State *L)
-{
-    mw__api_t *api;
-    lua_getfield(L, LUA_REGISTRYINDEX, MW_API_KEY);
-    api = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    return api;
-}
-
-int mw__lua_fail(lua_State *L, const char *msg)
-{
-    luaL_pushfail(L);
-    lua_pushstring(L, msg);
-    return 2;
-}
-
-static int push_send_result(lua_State *L, int r)
-{
-    switch (r) {
-    case 0:
-        lua_pushboolean(L, 1);
-        return 1;
-    case MW_ECLOSED:
-        return mw__lua_fail(L, "closed");
-    case MW_EBACKPRESSURE:
-        return mw__lua_fail(L, "backpressure");
-    default:
-        return mw__lua_fail(L, mw_strerror(r));
-    }
-}
-
-/* conn objects --------------------------------------------------------------- */
-
-void mw_lua_api_push_conn(lua_State *L, mw_conn_t *c)
-{
-    mw_lconn_t *u = lua_newuserdatauv(L, sizeof(mw_lconn_t), 2);
-    u->conn = c;
-    u->id_len = (uint8_t)mw_conn_id(c, u->id);
-    luaL_setmetatable(L, MW_CONN_META);
-    lua_newtable(L);
-    lua_setiuservalue(L, -2, 1); /* conn.data */
-}
-
-void mw_lua_api_set_request(lua_State *L)
-{
-    lua_setiuservalue(L, -2, 2);
-}
-
-void mw_lua_api_detach_conn(lua_State *L, int idx)
-{
-    mw_lconn_t *u = lua_touserdata(L, idx); /* always a conn object here */
-    if (u != NULL)
-        u->conn = NULL;
-}
-
-/* The object at idx when it is a conn object (its metatable is the one
- * create_conn_meta made: compared by address, no lookup); raises otherwise. */
-static mw_lconn_t *check_lconn(lua_State *L, int idx)
-{
-    mw_lconn_t *u = lua_touserdata(L, idx);
-    if (u != NULL && lua_getmetatable(L, idx)) {
-        const void *mt = lua_topointer(L, -1);
-        lua_pop(L, 1);
-        if (mt == mw_lua_conn_meta(L))
-            return u;
-    }
-    luaL_typeerror(L, idx, MW_CONN_META);
-    return NULL;
-}
-
-/* Returns the open connection of the conn object at idx, or NULL when closed. */
-static mw_conn_t *check_conn(lua_State *L, int idx)
-{
-    mw_lconn_t *u = check_lconn(L, idx);
-    if (u->conn == NULL || u->conn->state != MW_CONN_OPEN)
-        return NULL;
-    return u->conn;
-}
-
-/* Reads the kind argument: "text" (default) or "binary". Returns the opcode. */
-static int check_kind(lua_State *L, int idx)
-{
-    size_t len;
-    const char *kind;
-
-    if (lua_isnoneornil(L, idx))
-        return MW_OP_TEXT;
-    kind = luaL_checklstring(L, idx, &len); /* on every send: no strcmp loop */
-    if (len == 4 && memcmp(kind, "text", 4) == 0)
-        return MW_OP_TEXT;
-    if (len == 6 && memcmp(kind, "binary", 6) == 0)
-        return MW_OP_BINARY;
-    return luaL_argerror(L, idx, lua_pushfstring(L, "invalid option '%s'", kind));
-}
-
-/* Builds the frame for data (at idx) of kind op. Returns NULL with a failure
- * pushed (2 values) when text is not valid UTF-8 or memory is short. */
-static mw_frame_t *make_frame(lua_State *L, int idx, int op, int *nret)
-{
-    size_t len;
-    const char *data = luaL_checklstring(L, idx, &len);
-    mw_frame_t *f;
-
-    if (op == MW_OP_TEXT && !mw_utf8_valid((const uint8_t *)data, len)) {
-        *nret = mw__lua_fail(L, "text is not valid UTF-8 (send it as \"binary\")");
-        return NULL;
-    }
-    f = mw_frame_new((uint8_t)op, data, len);
-    if (f == NULL)
-        *nret = mw__lua_fail(L, "out of memory");
-    return f;
-}
-
-/* Sends the string at idx to c as one message of kind op, and pushes what
- * conn:send and moonwire.send return. */
-static int send_frame(lua_State *L, mw_conn_t *c, int idx, int op)
-{
-    int nret = 0, r;
-    mw_frame_t *f = make_frame(L, idx, op, &nret);
-
-    if (f == NULL)
-        return nret;
-    r = mw_conn_send(c, f);
-    mw_frame_unref(f);
-    return push_send_result(L, r);
-}
-
-static int conn_send(lua_State *L)
-{
-    mw_conn_t *c = check_conn(L, 1);
-    int op = check_kind(L, 3);
-
-    luaL_checkstring(L, 2);
-    if (c == NULL)
-        return mw__lua_fail(L, "closed");
-    return send_frame(L, c, 2, op);
-}
-
-static int conn_close(lua_State *L)
-{
-    mw_conn_t *c = check_conn(L, 1);
-    lua_Integer code = luaL_optinteger(L, 2, 1000);
-    size_t rlen = 0;
-    const char *reason = luaL_optlstring(L, 3, "", &rlen);
-
-    luaL_argcheck(L, code == 1000 || (code >= 3000 && code <= 4999), 2,
-                  "close code must be 1000 or 3000..4999");
-    luaL_argcheck(L, rlen <= 123, 3, "reason longer than 123 bytes");
-    luaL_argcheck(L, mw_utf8_valid((const uint8_t *)reason, rlen), 3, "reason is not UTF-8");
-    if (c == NULL)
-        return mw__lua_fail(L, "closed");
-    mw_conn_close(c, (uint16_t)code, reason, rlen);
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-static int conn_is_open(lua_State *L)
-{
-    lua_pushboolean(L, check_conn(L, 1) != NULL);
-    return 1;
-}
-
-static int conn_buffered(lua_State *L)
-{
-    mw_conn_t *c = check_conn(L, 1);
-    if (c == NULL)
-        return mw__lua_fail(L, "closed");
-    lua_pushinteger(L, (lua_Integer)mw_conn_buffered(c));
-    return 1;
-}
-
-static int conn_index(lua_State *L)
-{
-    mw_lconn_t *u;
-    const char *key;
-
-    /* Methods first, without checking the object: each method checks its
-     * own self, and conn:send looks its method up on every call. */
-    lua_pushvalue(L, 2);
-    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
-        return 1;
-    u = check_lconn(L, 1);
-    key = luaL_checkstring(L, 2);
-    if (strcmp(key, "id") == 0) {
-        lua_pushlstring(L, u->id, u->id_len);
-    } else if (strcmp(key, "data") == 0) {
-        lua_getiuservalue(L, 1, 1);
-    } else if (strcmp(key, "request") == 0) {
-        lua_getiuservalue(L, 1, 2);
-    } else if (strcmp(key, "protocol") == 0) {
-        if (u->conn != NULL && u->conn->protocol != NULL)
-            lua_pushstring(L, u->conn->protocol);
-        else
-            lua_pushnil(L);
-    } else {
-        lua_pushnil(L);
-    }
-    return 1;
-}
-
-static int conn_newindex(lua_State *L)
-{
-    return luaL_error(L, "conn fields are read-only (keep your own in conn.data)");
-}
-
-static int conn_tostring(lua_State *L)
-{
-    mw_lconn_t *u = check_lconn(L, 1);
-    lua_pushfstring(L, "moonwire.conn(%s%s)", u->id,
-                    u->conn != NULL && u->conn->state == MW_CONN_OPEN ? "" : ", closed");
-    return 1;
-}
-
-static const char *check_topic(lua_State *L, int idx, size_t *len)
-{
-    const char *t = luaL_checklstring(L, idx, len);
-    luaL_argcheck(L, *len > 0 && *len <= MW_TOPIC_MAX, idx, "topic must be 1 to 256 bytes");
-    return t;
-}
-
-static int conn_subscribe(lua_State *L)
-{
-    mw_conn_t *c = check_conn(L, 1);
-    size_t len, ilen = 0;
-    const char *topic = check_topic(L, 2, &len), *info = NULL;
-    int r;
-
-    if (!lua_isnoneornil(L, 3)) {
-        luaL_checktype(L, 3, LUA_TTABLE);
-        if (lua_getfield(L, 3, "presence") != LUA_TNIL) {
-            luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 3, "'presence' must be a string");
-            info = lua_tolstring(L, -1, &ilen);
-            luaL_argcheck(L, ilen <= 4096, 3, "'presence' longer than 4096 bytes");
-        }
-        lua_pop(L, 1); /* the string stays referenced by the options table */
-    }
-    if (c == NULL)
-        return mw__lua_fail(L, "closed");
-    r = mw_topics_subscribe(c->conns->node->topics, c, topic, len);
-    if (r == MW_ENOMEM && mw_history_drop_idle(c->conns->node->history) > 0)
-        r = mw_topics_subscribe(c->conns->node->topics, c, topic, len); /* memory given back */
-    if (r >= 0 && info != NULL)
-        r = mw_topics_set_presence(c->conns->node->topics, c, topic, len, info, ilen);
-    if (r < 0)
-        return mw__lua_fail(L, mw_strerror(r));
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-static int conn_unsubscribe(lua_State *L)
-{
-    mw_conn_t *c = check_conn(L, 1);
-    size_t len;
-    const char *topic = check_topic(L, 2, &len);
-
-    if (c == NULL)
-        return mw__lua_fail(L, "closed");
-    lua_pushboolean(L, mw_topics_unsubscribe(c->conns->node->topics, c, topic, len));
-    return 1;
-}
-
-static int conn_topics(lua_State *L)
-{
-    mw_conn_t *c = check_conn(L, 1);
-    mw_list_t *it;
-    lua_Integer i = 0;
-
-    if (c == NULL)
-        return mw__lua_fail(L, "closed");
-    lua_newtable(L);
-    mw_list_foreach(it, &c->subs)
-    {
-        const mw_topic_t *t = MW_CONTAINER_OF(it, mw_sub_t, conn_link)->topic;
-        lua_pushlstring(L, t->name, t->len);
-        lua_rawseti(L, -2, ++i);
-    }
-    return 1;
-}
-
-static const luaL_Reg conn_methods[] = {
-    {"subscribe", conn_subscribe},
-    {"unsubscribe", conn_unsubscribe},
-    {"topics", conn_topics},
-    {"send", conn_send},
-    {"close", conn_close},
-    {"is_open", conn_is_open},
-    {"buffered", conn_buffered},
-    {NULL, NULL},
-};
-
-static void create_conn_meta(lua_State *L)
-{
-    luaL_newmetatable(L, MW_CONN_META);
-    mw_lua_set_conn_meta(L, lua_topointer(L, -1)); /* the registry keeps it alive */
-    luaL_newlib(L, conn_methods);
-    lua_pushcclosure(L, conn_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, conn_newindex);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, conn_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushliteral(L, MW_CONN_META);
-    lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);
-}
-
-/* Pushes the conn object of c, or nil when it has none (not open). */
-static void push_conn_object(lua_State *L, mw_conn_t *c)
-{
-    if (c != NULL && c->lua_ref != LUA_NOREF)
-        lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
-    else
-        lua_pushnil(L);
-}
-
-/* Finds the connection an argument names: a conn object or an id string. */
-static mw_conn_t *opt_target(lua_State *L, int idx)
-{
-    mw_node_t *node = mw_lua_node(L);
-    if (lua_type(L, idx) == LUA_TSTRING) {
-        size_t len;
-        const char *id = lua_tolstring(L, idx, &len);
-        return mw_registry_find(node->reg, id, len);
-    }
-    if (lua_isnoneornil(L, idx))
-        return NULL;
-    return check_lconn(L, idx)->conn;
-}
-
-/* Reads {except = conn|id, binary = bool} at idx. */
-/* Reads {except = conn|id, binary = bool} at idx. The except id (for the
- * other nodes) is also given when asked for. */
-static void read_send_opts_id(lua_State *L, int idx, mw_conn_t **except, int *op,
-                              const char **except_id, size_t *except_len)
-{
-    *except = NULL;
-    *op = MW_OP_TEXT;
-    if (except_id != NULL) {
-        *except_id = NULL;
-        *except_len = 0;
-    }
-    if (lua_isnoneornil(L, idx))
-        return;
-    luaL_checktype(L, idx, LUA_TTABLE);
-    if (lua_getfield(L, idx, "binary") != LUA_TNIL) {
-        luaL_argcheck(L, lua_type(L, -1) == LUA_TBOOLEAN, idx, "'binary' must be a boolean");
-        *op = lua_toboolean(L, -1) ? MW_OP_BINARY : MW_OP_TEXT;
-    }
-    lua_pop(L, 1);
-    if (lua_getfield(L, idx, "except") != LUA_TNIL) {
-        luaL_argcheck(L,
-                      lua_type(L, -1) == LUA_TSTRING || luaL_testudata(L, -1, MW_CONN_META) != NULL,
-                      idx, "'except' must be a conn or an id");
-        *except = opt_target(L, lua_gettop(L));
-        if (except_id != NULL) {
-            if (lua_type(L, -1) == LUA_TSTRING) {
-                *except_id = lua_tolstring(L, -1, except_len);
-            } else {
-                mw_lconn_t *u = lua_touserdata(L, -1);
-                *except_id = u->id;
-                *except_len = u->id_len;
-            }
-        }
-    }
-    /* The id stays valid: it lives in the opts table or the conn object. */
-    lua_pop(L, 1);
-}
-
-static void read_send_opts(lua_State *L, int idx, mw_conn_t **except, int *op)
-{
-    read_send_opts_id(L, idx, except, op, NULL, NULL);
-}
-
-/* moonwire functions --------------------------------------------------------- */
 
 /* Whether the backplane refused a message for the other nodes (r from
  * mw_cluster_publish, _broadcast or _send): then nil and why are pushed, and
@@ -428,7 +53,7 @@ static int mw_publish(lua_State *L)
 {
     mw_node_t *node = mw_lua_node(L);
     size_t tlen;
-    const char *topic = check_topic(L, 1, &tlen);
+    const char *topic = mw__lua_check_topic(L, 1, &tlen);
     mw_conn_t *except;
     mw_frame_t *f;
     size_t n, except_len;
@@ -436,8 +61,8 @@ static int mw_publish(lua_State *L)
     int op, nret = 0, r = 0;
 
     luaL_checkstring(L, 2);
-    read_send_opts_id(L, 3, &except, &op, &except_id, &except_len);
-    f = make_frame(L, 2, op, &nret);
+    mw__lua_read_send_opts(L, 3, &except, &op, &except_id, &except_len);
+    f = mw__lua_make_frame(L, 2, op, &nret);
     if (f == NULL)
         return nret;
     if (mw_history_enabled(node->cfg, topic, tlen)) /* takes f over; may yield */
@@ -475,8 +100,8 @@ static int mw_broadcast(lua_State *L)
     size_t except_len;
 
     luaL_checkstring(L, 1);
-    read_send_opts_id(L, 2, &except, &op, &except_id, &except_len);
-    f = make_frame(L, 1, op, &nret);
+    mw__lua_read_send_opts(L, 2, &except, &op, &except_id, &except_len);
+    f = mw__lua_make_frame(L, 1, op, &nret);
     if (f == NULL)
         return nret;
     if (node->cluster != NULL) {
@@ -507,10 +132,10 @@ static int mw_send(lua_State *L)
     int op, nret = 0, r;
 
     luaL_checkstring(L, 2);
-    read_send_opts(L, 3, &unused, &op);
+    mw__lua_read_send_opts(L, 3, &unused, &op, NULL, NULL);
     if (node->cluster != NULL && !mw_ids_is_local(&node->reg->ids, id, len)) {
         /* Another node's connection: handed to the backplane, not confirmed. */
-        f = make_frame(L, 2, op, &nret);
+        f = mw__lua_make_frame(L, 2, op, &nret);
         if (f == NULL)
             return nret;
         r = mw_cluster_send(node->cluster, id, len, f);
@@ -528,7 +153,7 @@ static int mw_send(lua_State *L)
     c = mw_registry_find(node->reg, id, len);
     if (c == NULL || c->state != MW_CONN_OPEN)
         return mw__lua_fail(L, "closed");
-    return send_frame(L, c, 2, op);
+    return mw__lua_send_frame(L, c, 2, op);
 }
 
 static int mw_connection(lua_State *L)
@@ -536,7 +161,7 @@ static int mw_connection(lua_State *L)
     size_t len;
     const char *id = luaL_checklstring(L, 1, &len);
     mw_conn_t *c = mw_registry_find(mw_lua_node(L)->reg, id, len);
-    push_conn_object(L, c != NULL && c->state == MW_CONN_OPEN ? c : NULL);
+    mw__lua_push_conn_object(L, c != NULL && c->state == MW_CONN_OPEN ? c : NULL);
     return 1;
 }
 
@@ -557,7 +182,7 @@ static int connections_next(lua_State *L)
         if (c != NULL && c->state == MW_CONN_OPEN && c->lua_ref != LUA_NOREF) {
             lua_pushinteger(L, i);
             lua_replace(L, lua_upvalueindex(2));
-            push_conn_object(L, c);
+            mw__lua_push_conn_object(L, c);
             return 1;
         }
     }
@@ -661,62 +286,6 @@ static const luaL_Reg module_funcs[] = {
     {NULL, NULL},
 };
 
-static int readonly(lua_State *L)
-{
-    return luaL_error(L, "moonwire.config is read-only");
-}
-
-static int readonly_len(lua_State *L)
-{
-    lua_getmetatable(L, 1);
-    lua_getfield(L, -1, "__index");
-    lua_pushinteger(L, (lua_Integer)lua_rawlen(L, -1));
-    return 1;
-}
-
-static int readonly_pairs(lua_State *L)
-{
-    lua_getglobal(L, "next");
-    lua_getmetatable(L, 1);
-    lua_getfield(L, -1, "__index");
-    lua_remove(L, -2);
-    lua_pushnil(L);
-    return 3;
-}
-
-/* Replaces the table on top with a read-only view of it, nested tables
- * included (32 levels; deeper ones stay as they are); pairs, ipairs and #
- * see through the view. Each level takes up to six stack slots. */
-static void make_readonly(lua_State *L, int depth)
-{
-    luaL_checkstack(L, 6, "moonwire.config nested too deep");
-    if (depth < 32) {
-        lua_pushnil(L);
-        while (lua_next(L, -2) != 0) {
-            if (lua_type(L, -1) == LUA_TTABLE) {
-                make_readonly(L, depth + 1);
-                lua_pushvalue(L, -2);
-                lua_insert(L, -2);
-                lua_rawset(L, -4); /* the nested table becomes its view */
-            } else {
-                lua_pop(L, 1);
-            }
-        }
-    }
-    lua_newtable(L);             /* the view */
-    lua_createtable(L, 0, 4);    /* its metatable */
-    lua_pushvalue(L, -3);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, readonly);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, readonly_pairs);
-    lua_setfield(L, -2, "__pairs");
-    lua_pushcfunction(L, readonly_len);
-    lua_setfield(L, -2, "__len");
-    lua_setmetatable(L, -2);
-    lua_remove(L, -2);
-}
-
 int mw_lua_open_api(lua_State *L)
 {
     mw_node_t *node = mw_lua_node(L);
@@ -728,7 +297,7 @@ int mw_lua_open_api(lua_State *L)
     mw_list_init(&api->timers);
     lua_setfield(L, LUA_REGISTRYINDEX, MW_API_KEY);
 
-    create_conn_meta(L);
+    mw__lua_open_conns(L);
     luaL_newlib(L, module_funcs);
     mw__lua_open_timers(L);
     mw__lua_open_redis(L);
@@ -755,9 +324,7 @@ int mw_lua_open_api(lua_State *L)
     lua_newtable(L);
     lua_setfield(L, -2, "state");
 
-    /* config: a read-only view of a copy */
-    mw_config_push(node->cfg, L);
-    make_readonly(L, 0);
+    mw__lua_push_config(L);
     lua_setfield(L, -2, "config");
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, "moonwire.module");
@@ -765,16 +332,6 @@ int mw_lua_open_api(lua_State *L)
     lua_pushlstring(L, node->reg->ids.prefix, node->reg->ids.prefix_len - 1);
     lua_setfield(L, -2, "node");
     return 1;
-}
-
-int mw_lua_api_refresh_config(lua_State *L)
-{
-    if (lua_getfield(L, LUA_REGISTRYINDEX, "moonwire.module") != LUA_TTABLE)
-        return 0;
-    mw_config_push(mw_lua_node(L)->cfg, L);
-    make_readonly(L, 0);
-    lua_setfield(L, -2, "config");
-    return 0;
 }
 
 void mw_lua_api_shutdown(lua_State *L)

@@ -6,7 +6,7 @@
  * the module, not the app, so it survives reloads.
  */
 #include "lua_api_int.h"
-#include "lua_host.h"
+#include "lua_state.h"
 #include "node.h"
 #include "timer.h"
 

@@ -6,6 +6,7 @@
 #include "list.h"
 #include "timer.h"
 
+#include <lauxlib.h>
 #include <lua.h>
 
 #define MW_CONN_META "moonwire.conn"
@@ -29,10 +30,52 @@ typedef struct {
     int cache_expires;
 } mw__api_t;
 
-mw__api_t *mw__lua_api(lua_State *L);
+/* The module's data. */
+static inline mw__api_t *mw__lua_api(lua_State *L)
+{
+    mw__api_t *api;
+    lua_getfield(L, LUA_REGISTRYINDEX, MW_API_KEY);
+    api = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return api;
+}
 
 /* Pushes nil, msg; returns 2 (the soft-failure convention). */
-int mw__lua_fail(lua_State *L, const char *msg);
+static inline int mw__lua_fail(lua_State *L, const char *msg)
+{
+    luaL_pushfail(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
+/* Makes the conn metatable (lua_api_conn.c). */
+void mw__lua_open_conns(lua_State *L);
+
+/* The topic argument at idx: 1 to MW_TOPIC_MAX bytes, or it raises. */
+const char *mw__lua_check_topic(lua_State *L, int idx, size_t *len);
+
+/* Builds the frame for the string at idx, a message of kind op. Returns NULL
+ * with a failure pushed (*nret values) when text is not valid UTF-8 or
+ * memory is short. */
+mw_frame_t *mw__lua_make_frame(lua_State *L, int idx, int op, int *nret);
+
+/* Sends the string at idx to c as one message of kind op, and pushes what
+ * conn:send and moonwire.send return (true, or nil and why). Returns how
+ * many values it pushed. */
+int mw__lua_send_frame(lua_State *L, mw_conn_t *c, int idx, int op);
+
+/* Pushes the conn object of c, or nil when it has none (not open). */
+void mw__lua_push_conn_object(lua_State *L, mw_conn_t *c);
+
+/* Reads {except = conn|id, binary = bool} at idx (nil: none) into *except
+ * (a connection of this node, or NULL) and *op. The except id, for the other
+ * nodes, is given too when except_id is not NULL; it stays valid while the
+ * options are on the stack. */
+void mw__lua_read_send_opts(lua_State *L, int idx, mw_conn_t **except, int *op,
+                            const char **except_id, size_t *except_len);
+
+/* Pushes a read-only view of a copy of the configuration (lua_api_config.c). */
+void mw__lua_push_config(lua_State *L);
 
 /* Adds timer(), every() to the module table on top; sets up the timer metatable. */
 void mw__lua_open_timers(lua_State *L);

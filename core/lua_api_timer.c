@@ -6,7 +6,8 @@
  */
 #include "lua_api.h"
 #include "lua_api_int.h"
-#include "lua_host.h"
+#include "lua_state.h"
+#include "lua_task.h"
 #include "node.h"
 #include "scheduler.h"
 #include "timer.h"

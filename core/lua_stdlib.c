@@ -23,8 +23,8 @@
  * find it (an upvalue is visible to debug.getupvalue).
  */
 #include "lua_stdlib.h"
-#include "lua_host.h"
 #include "lua_loops.h"
+#include "lua_state.h"
 #include "lua_watchdog.h"
 
 #include <lauxlib.h>

@@ -1,0 +1,364 @@
+/* The moonwire.conn object: one per connection, pinned in the registry so
+ * that every hook gets the same one; its methods (send, close, subscribe,
+ * unsubscribe, topics, is_open, buffered) and fields (id, data, request,
+ * protocol). The core owns the connection; Lua owns only the box, whose
+ * pointer is cleared when the connection closes: every method of a closed
+ * conn returns nil, "closed". Also the parts of sending that moonwire.send,
+ * publish and broadcast share (frames from strings, their options). */
+#include "lua_api.h"
+#include "conn.h"
+#include "history.h"
+#include "lua_api_int.h"
+#include "lua_state.h"
+#include "node.h"
+#include "registry.h"
+#include "topics.h"
+#include "utf8.h"
+#include "moonwire/error.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <string.h>
+
+static int push_send_result(lua_State *L, int r)
+{
+    switch (r) {
+    case 0:
+        lua_pushboolean(L, 1);
+        return 1;
+    case MW_ECLOSED:
+        return mw__lua_fail(L, "closed");
+    case MW_EBACKPRESSURE:
+        return mw__lua_fail(L, "backpressure");
+    default:
+        return mw__lua_fail(L, mw_strerror(r));
+    }
+}
+
+void mw_lua_api_push_conn(lua_State *L, mw_conn_t *c)
+{
+    mw_lconn_t *u = lua_newuserdatauv(L, sizeof(mw_lconn_t), 2);
+    u->conn = c;
+    u->id_len = (uint8_t)mw_conn_id(c, u->id);
+    luaL_setmetatable(L, MW_CONN_META);
+    lua_newtable(L);
+    lua_setiuservalue(L, -2, 1); /* conn.data */
+}
+
+void mw_lua_api_set_request(lua_State *L)
+{
+    lua_setiuservalue(L, -2, 2);
+}
+
+void mw_lua_api_detach_conn(lua_State *L, int idx)
+{
+    mw_lconn_t *u = lua_touserdata(L, idx); /* always a conn object here */
+    if (u != NULL)
+        u->conn = NULL;
+}
+
+/* The object at idx when it is a conn object (its metatable is the one
+ * create_conn_meta made: compared by address, no lookup); raises otherwise. */
+static mw_lconn_t *check_lconn(lua_State *L, int idx)
+{
+    mw_lconn_t *u = lua_touserdata(L, idx);
+    if (u != NULL && lua_getmetatable(L, idx)) {
+        const void *mt = lua_topointer(L, -1);
+        lua_pop(L, 1);
+        if (mt == mw_lua_conn_meta(L))
+            return u;
+    }
+    luaL_typeerror(L, idx, MW_CONN_META);
+    return NULL;
+}
+
+/* Returns the open connection of the conn object at idx, or NULL when closed. */
+static mw_conn_t *check_conn(lua_State *L, int idx)
+{
+    mw_lconn_t *u = check_lconn(L, idx);
+    if (u->conn == NULL || u->conn->state != MW_CONN_OPEN)
+        return NULL;
+    return u->conn;
+}
+
+/* Reads the kind argument: "text" (default) or "binary". Returns the opcode. */
+static int check_kind(lua_State *L, int idx)
+{
+    size_t len;
+    const char *kind;
+
+    if (lua_isnoneornil(L, idx))
+        return MW_OP_TEXT;
+    kind = luaL_checklstring(L, idx, &len); /* on every send: no strcmp loop */
+    if (len == 4 && memcmp(kind, "text", 4) == 0)
+        return MW_OP_TEXT;
+    if (len == 6 && memcmp(kind, "binary", 6) == 0)
+        return MW_OP_BINARY;
+    return luaL_argerror(L, idx, lua_pushfstring(L, "invalid option '%s'", kind));
+}
+
+mw_frame_t *mw__lua_make_frame(lua_State *L, int idx, int op, int *nret)
+{
+    size_t len;
+    const char *data = luaL_checklstring(L, idx, &len);
+    mw_frame_t *f;
+
+    if (op == MW_OP_TEXT && !mw_utf8_valid((const uint8_t *)data, len)) {
+        *nret = mw__lua_fail(L, "text is not valid UTF-8 (send it as \"binary\")");
+        return NULL;
+    }
+    f = mw_frame_new((uint8_t)op, data, len);
+    if (f == NULL)
+        *nret = mw__lua_fail(L, "out of memory");
+    return f;
+}
+
+int mw__lua_send_frame(lua_State *L, mw_conn_t *c, int idx, int op)
+{
+    int nret = 0, r;
+    mw_frame_t *f = mw__lua_make_frame(L, idx, op, &nret);
+
+    if (f == NULL)
+        return nret;
+    r = mw_conn_send(c, f);
+    mw_frame_unref(f);
+    return push_send_result(L, r);
+}
+
+static int conn_send(lua_State *L)
+{
+    mw_conn_t *c = check_conn(L, 1);
+    int op = check_kind(L, 3);
+
+    luaL_checkstring(L, 2);
+    if (c == NULL)
+        return mw__lua_fail(L, "closed");
+    return mw__lua_send_frame(L, c, 2, op);
+}
+
+static int conn_close(lua_State *L)
+{
+    mw_conn_t *c = check_conn(L, 1);
+    lua_Integer code = luaL_optinteger(L, 2, 1000);
+    size_t rlen = 0;
+    const char *reason = luaL_optlstring(L, 3, "", &rlen);
+
+    luaL_argcheck(L, code == 1000 || (code >= 3000 && code <= 4999), 2,
+                  "close code must be 1000 or 3000..4999");
+    luaL_argcheck(L, rlen <= 123, 3, "reason longer than 123 bytes");
+    luaL_argcheck(L, mw_utf8_valid((const uint8_t *)reason, rlen), 3, "reason is not UTF-8");
+    if (c == NULL)
+        return mw__lua_fail(L, "closed");
+    mw_conn_close(c, (uint16_t)code, reason, rlen);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int conn_is_open(lua_State *L)
+{
+    lua_pushboolean(L, check_conn(L, 1) != NULL);
+    return 1;
+}
+
+static int conn_buffered(lua_State *L)
+{
+    mw_conn_t *c = check_conn(L, 1);
+    if (c == NULL)
+        return mw__lua_fail(L, "closed");
+    lua_pushinteger(L, (lua_Integer)mw_conn_buffered(c));
+    return 1;
+}
+
+static int conn_index(lua_State *L)
+{
+    mw_lconn_t *u;
+    const char *key;
+
+    /* Methods first, without checking the object: each method checks its
+     * own self, and conn:send looks its method up on every call. */
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
+        return 1;
+    u = check_lconn(L, 1);
+    key = luaL_checkstring(L, 2);
+    if (strcmp(key, "id") == 0) {
+        lua_pushlstring(L, u->id, u->id_len);
+    } else if (strcmp(key, "data") == 0) {
+        lua_getiuservalue(L, 1, 1);
+    } else if (strcmp(key, "request") == 0) {
+        lua_getiuservalue(L, 1, 2);
+    } else if (strcmp(key, "protocol") == 0) {
+        if (u->conn != NULL && u->conn->protocol != NULL)
+            lua_pushstring(L, u->conn->protocol);
+        else
+            lua_pushnil(L);
+    } else {
+        lua_pushnil(L);
+    }
+    return 1;
+}
+
+static int conn_newindex(lua_State *L)
+{
+    return luaL_error(L, "conn fields are read-only (keep your own in conn.data)");
+}
+
+static int conn_tostring(lua_State *L)
+{
+    mw_lconn_t *u = check_lconn(L, 1);
+    lua_pushfstring(L, "moonwire.conn(%s%s)", u->id,
+                    u->conn != NULL && u->conn->state == MW_CONN_OPEN ? "" : ", closed");
+    return 1;
+}
+
+const char *mw__lua_check_topic(lua_State *L, int idx, size_t *len)
+{
+    const char *t = luaL_checklstring(L, idx, len);
+    luaL_argcheck(L, *len > 0 && *len <= MW_TOPIC_MAX, idx, "topic must be 1 to 256 bytes");
+    return t;
+}
+
+static int conn_subscribe(lua_State *L)
+{
+    mw_conn_t *c = check_conn(L, 1);
+    size_t len, ilen = 0;
+    const char *topic = mw__lua_check_topic(L, 2, &len), *info = NULL;
+    int r;
+
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        if (lua_getfield(L, 3, "presence") != LUA_TNIL) {
+            luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 3, "'presence' must be a string");
+            info = lua_tolstring(L, -1, &ilen);
+            luaL_argcheck(L, ilen <= 4096, 3, "'presence' longer than 4096 bytes");
+        }
+        lua_pop(L, 1); /* the string stays referenced by the options table */
+    }
+    if (c == NULL)
+        return mw__lua_fail(L, "closed");
+    r = mw_topics_subscribe(c->conns->node->topics, c, topic, len);
+    if (r == MW_ENOMEM && mw_history_drop_idle(c->conns->node->history) > 0)
+        r = mw_topics_subscribe(c->conns->node->topics, c, topic, len); /* memory given back */
+    if (r >= 0 && info != NULL)
+        r = mw_topics_set_presence(c->conns->node->topics, c, topic, len, info, ilen);
+    if (r < 0)
+        return mw__lua_fail(L, mw_strerror(r));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int conn_unsubscribe(lua_State *L)
+{
+    mw_conn_t *c = check_conn(L, 1);
+    size_t len;
+    const char *topic = mw__lua_check_topic(L, 2, &len);
+
+    if (c == NULL)
+        return mw__lua_fail(L, "closed");
+    lua_pushboolean(L, mw_topics_unsubscribe(c->conns->node->topics, c, topic, len));
+    return 1;
+}
+
+static int conn_topics(lua_State *L)
+{
+    mw_conn_t *c = check_conn(L, 1);
+    mw_list_t *it;
+    lua_Integer i = 0;
+
+    if (c == NULL)
+        return mw__lua_fail(L, "closed");
+    lua_newtable(L);
+    mw_list_foreach(it, &c->subs)
+    {
+        const mw_topic_t *t = MW_CONTAINER_OF(it, mw_sub_t, conn_link)->topic;
+        lua_pushlstring(L, t->name, t->len);
+        lua_rawseti(L, -2, ++i);
+    }
+    return 1;
+}
+
+static const luaL_Reg conn_methods[] = {
+    {"subscribe", conn_subscribe},
+    {"unsubscribe", conn_unsubscribe},
+    {"topics", conn_topics},
+    {"send", conn_send},
+    {"close", conn_close},
+    {"is_open", conn_is_open},
+    {"buffered", conn_buffered},
+    {NULL, NULL},
+};
+
+void mw__lua_open_conns(lua_State *L)
+{
+    luaL_newmetatable(L, MW_CONN_META);
+    mw_lua_set_conn_meta(L, lua_topointer(L, -1)); /* the registry keeps it alive */
+    luaL_newlib(L, conn_methods);
+    lua_pushcclosure(L, conn_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, conn_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, conn_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, MW_CONN_META);
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+}
+
+void mw__lua_push_conn_object(lua_State *L, mw_conn_t *c)
+{
+    if (c != NULL && c->lua_ref != LUA_NOREF)
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
+    else
+        lua_pushnil(L);
+}
+
+/* Finds the connection an argument names: a conn object or an id string. */
+static mw_conn_t *opt_target(lua_State *L, int idx)
+{
+    mw_node_t *node = mw_lua_node(L);
+
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        size_t len;
+        const char *id = lua_tolstring(L, idx, &len);
+        return mw_registry_find(node->reg, id, len);
+    }
+    if (lua_isnoneornil(L, idx))
+        return NULL;
+    return check_lconn(L, idx)->conn;
+}
+
+void mw__lua_read_send_opts(lua_State *L, int idx, mw_conn_t **except, int *op,
+                              const char **except_id, size_t *except_len)
+{
+    *except = NULL;
+    *op = MW_OP_TEXT;
+    if (except_id != NULL) {
+        *except_id = NULL;
+        *except_len = 0;
+    }
+    if (lua_isnoneornil(L, idx))
+        return;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    if (lua_getfield(L, idx, "binary") != LUA_TNIL) {
+        luaL_argcheck(L, lua_type(L, -1) == LUA_TBOOLEAN, idx, "'binary' must be a boolean");
+        *op = lua_toboolean(L, -1) ? MW_OP_BINARY : MW_OP_TEXT;
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, idx, "except") != LUA_TNIL) {
+        luaL_argcheck(L,
+                      lua_type(L, -1) == LUA_TSTRING || luaL_testudata(L, -1, MW_CONN_META) != NULL,
+                      idx, "'except' must be a conn or an id");
+        *except = opt_target(L, lua_gettop(L));
+        if (except_id != NULL) {
+            if (lua_type(L, -1) == LUA_TSTRING) {
+                *except_id = lua_tolstring(L, -1, except_len);
+            } else {
+                mw_lconn_t *u = lua_touserdata(L, -1);
+                *except_id = u->id;
+                *except_len = u->id_len;
+            }
+        }
+    }
+    /* The id stays valid: it lives in the opts table or the conn object. */
+    lua_pop(L, 1);
+}

@@ -1,0 +1,254 @@
+/* The app's hooks for connections: the request table and on_upgrade's
+ * answer, the conn object and on_open, and what closing does to them (on_close,
+ * the conn object detached). on_message's dispatch, which holds messages
+ * behind a waiting hook, is lua_task.c's. See lua_dispatch.h.
+ */
+#include "lua_dispatch.h"
+#include "conn.h"
+#include "lua_api.h"
+#include "lua_state.h"
+#include "lua_task.h"
+#include "node.h"
+#include "moonwire/error.h"
+#include "moonwire/log.h"
+#include "moonwire/metrics.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Builds the request table of the connection at 1 (a light userdata) and
+ * keeps it at c->req_ref. */
+static int build_request(lua_State *L)
+{
+    mw_conn_t *c = lua_touserdata(L, 1);
+    mw_http_req_t *req = c->http;
+    size_t len, qlen;
+    const char *path = mw_http_path(req, &len);
+    const char *query = mw_http_query(req, &qlen);
+    char addr[64];
+    char *tmp;
+
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, http_method_str((enum http_method)req->parser.method));
+    lua_setfield(L, -2, "method");
+    lua_pushlstring(L, path, len);
+    lua_setfield(L, -2, "path");
+
+    tmp = lua_newuserdatauv(L, req->url_len + 2, 0); /* scratch, collected later */
+    lua_newtable(L);
+    while (query != NULL && qlen > 0) {
+        const char *amp = memchr(query, '&', qlen);
+        size_t item = amp ? (size_t)(amp - query) : qlen;
+        const char *eq = memchr(query, '=', item);
+        size_t klen = eq ? (size_t)(eq - query) : item;
+        if (klen > 0) {
+            lua_pushlstring(L, tmp, mw_http_unescape(query, klen, tmp, 1));
+            if (eq != NULL)
+                lua_pushlstring(L, tmp, mw_http_unescape(eq + 1, item - klen - 1, tmp, 1));
+            else
+                lua_pushliteral(L, "");
+            lua_rawset(L, -3);
+        }
+        if (amp == NULL)
+            break;
+        qlen -= item + 1;
+        query = amp + 1;
+    }
+    lua_setfield(L, -3, "query");
+    lua_pop(L, 1);
+
+    lua_createtable(L, 0, (int)req->nheaders);
+    for (uint32_t i = 0; i < req->nheaders; i++) {
+        const mw_http_header_t *h = &req->headers[i];
+        luaL_Buffer b;
+        char *name = luaL_buffinitsize(L, &b, h->name_len);
+        for (uint32_t j = 0; j < h->name_len; j++) {
+            char ch = req->buf[h->name_off + j];
+            name[j] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+        }
+        luaL_pushresultsize(&b, h->name_len);
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, -3) == LUA_TSTRING) {
+            /* Repeated header: join the values as a list (RFC 9110 5.3). */
+            size_t vlen = h->value_len;
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, req->buf + h->value_off, vlen);
+            lua_concat(L, 3);
+        } else {
+            lua_pop(L, 1);
+            lua_pushlstring(L, req->buf + h->value_off, h->value_len);
+        }
+        lua_rawset(L, -3);
+    }
+    lua_setfield(L, -2, "headers");
+
+    mw_conn_addr(c, addr, sizeof(addr));
+    lua_pushstring(L, addr);
+    lua_setfield(L, -2, "remote_addr");
+
+    lua_newtable(L);
+    {
+        char list[1024];
+        size_t n = mw_http_header_join(req, "Sec-WebSocket-Protocol", list, sizeof(list));
+        const char *p = list;
+        int k = 0;
+        while (n > 0) {
+            const char *comma = memchr(p, ',', n);
+            size_t item = comma ? (size_t)(comma - p) : n, ilen = item;
+            const char *s = p;
+            while (ilen > 0 && (*s == ' ' || *s == '\t')) {
+                s++;
+                ilen--;
+            }
+            while (ilen > 0 && (s[ilen - 1] == ' ' || s[ilen - 1] == '\t'))
+                ilen--;
+            if (ilen > 0) {
+                lua_pushlstring(L, s, ilen);
+                lua_rawseti(L, -2, ++k);
+            }
+            if (comma == NULL)
+                break;
+            n -= item + 1;
+            p = comma + 1;
+        }
+    }
+    lua_setfield(L, -2, "subprotocols");
+    {
+        char id[MW_ID_MAX];
+        lua_pushlstring(L, id, mw_conn_id(c, id));
+        lua_setfield(L, -2, "id");
+    }
+    c->req_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* here: it allocates */
+    return 0;
+}
+
+/* Reads on_upgrade's results (the hook returns 3 values) into d. Returns 0 or
+ * MW_ELUA when they have the wrong types (logged). */
+static int read_decision(mw_lua_t *lh, mw_conn_t *c, mw_upgrade_decision_t *d)
+{
+    lua_State *L = lh->L;
+    int t1 = lua_type(L, -3);
+    const char *problem = NULL;
+
+    if (t1 == LUA_TNIL || (t1 == LUA_TBOOLEAN && lua_toboolean(L, -3))) {
+        d->accept = 1;
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            size_t len;
+            const char *p = lua_tolstring(L, -2, &len);
+            if (len >= sizeof(d->protocol)) /* it would go out cut */
+                problem = "on_upgrade chose a subprotocol longer than 127 bytes";
+            else if (strlen(p) != len ||
+                     !mw_http_header_has_token(c->http, "Sec-WebSocket-Protocol", p))
+                problem = "on_upgrade chose a subprotocol the client did not offer";
+            else
+                memcpy(d->protocol, p, len + 1);
+        } else if (lua_type(L, -2) != LUA_TNIL) {
+            problem = "on_upgrade: the second result (subprotocol) must be a string or nil";
+        }
+    } else if (t1 == LUA_TBOOLEAN) {
+        lua_Integer status = 403;
+        d->accept = 0;
+        if (lua_type(L, -2) == LUA_TNUMBER && lua_isinteger(L, -2))
+            status = lua_tointeger(L, -2);
+        else if (lua_type(L, -2) != LUA_TNIL)
+            problem = "on_upgrade: the status must be an integer";
+        if (status < 400 || status > 599)
+            problem = "on_upgrade: the status must be from 400 to 599";
+        d->status = (int)status;
+        if (lua_type(L, -1) == LUA_TSTRING)
+            snprintf(d->body, sizeof(d->body), "%s", lua_tostring(L, -1));
+    } else {
+        problem = "on_upgrade must return nothing, true or false";
+    }
+    lua_pop(L, 3);
+    if (problem != NULL) {
+        mw_log_error("app: %s", problem);
+        lh->node->metrics->hook_errors++;
+        return MW_ELUA;
+    }
+    return 0;
+}
+
+int mw_lua_upgrade(mw_lua_t *lh, mw_conn_t *c, mw_upgrade_decision_t *d)
+{
+    lua_State *L = lh->L;
+
+    memset(d, 0, sizeof(*d));
+    d->accept = 1;
+    lua_pushcfunction(L, build_request);
+    lua_pushlightuserdata(L, c);
+    if (!mw_lua_call(lh, NULL, "building the request", 1, 0))
+        return MW_ELUA;
+    if (!mw__lua_push_hook(lh, MW_HOOK_UPGRADE))
+        return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
+    if (!mw_lua_call(lh, NULL, "on_upgrade", 1, 3))
+        return MW_ELUA;
+    return read_decision(lh, c, d);
+}
+
+/* Makes the conn object of the connection at 1 (a light userdata), with its
+ * request, and keeps it at c->lua_ref. */
+static int new_conn_object(lua_State *L)
+{
+    mw_conn_t *c = lua_touserdata(L, 1);
+    mw_lua_api_push_conn(L, c);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
+    mw_lua_api_set_request(L);
+    c->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+void mw_lua_open(mw_lua_t *lh, mw_conn_t *c)
+{
+    lua_State *L = lh->L;
+
+    lua_pushcfunction(L, new_conn_object);
+    lua_pushlightuserdata(L, c);
+    if (!mw_lua_call(lh, NULL, "creating the conn object", 1, 0)) {
+        mw_conn_fail(c, 1011, "internal error");
+        return;
+    }
+    c->lua_open = 1;
+    if (mw__lua_push_hook(lh, MW_HOOK_OPEN)) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
+        mw_lua_spawn(lh, c, "on_open", 2);
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, c->req_ref);
+    c->req_ref = LUA_NOREF;
+}
+
+/* The conn object of a closed connection keeps its id but no longer reaches
+ * it; its reference goes, unless hooks of c still wait and keep it for the
+ * on_close they owe. */
+void mw_lua_close(mw_lua_t *lh, mw_conn_t *c)
+{
+    lua_State *L = lh->L;
+    int owed = c->lua_open; /* on_open ran */
+    int kept;
+
+    if (c->lua_ref == LUA_NOREF)
+        return;
+    c->lua_open = 0;
+    kept = mw__lua_close_hooks(lh, c, owed);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
+    mw_lua_api_detach_conn(L, -1);
+    lua_pop(L, 1);
+    if (!kept)
+        luaL_unref(L, LUA_REGISTRYINDEX, c->lua_ref);
+    c->lua_ref = LUA_NOREF;
+}
+
+void mw_lua_forget(mw_lua_t *lh, mw_conn_t *c)
+{
+    if (c->req_ref != LUA_NOREF) {
+        luaL_unref(lh->L, LUA_REGISTRYINDEX, c->req_ref);
+        c->req_ref = LUA_NOREF;
+    }
+    if (c->lua_ref != LUA_NOREF)
+        mw_lua_close(lh, c);
+    mw__lua_forget_waits(c);
+}

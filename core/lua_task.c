@@ -1,0 +1,523 @@
+/* Hooks as coroutines that may wait: the threads they run in (a pool of up
+ * to 32 idle ones), the tasks waiting for a reply, and what a waiting hook of
+ * a connection holds back (its next messages, its on_error and on_close),
+ * with on_message's dispatch, which holds a message or runs it. See
+ * lua_task.h.
+ */
+#include "lua_task.h"
+#include "conn.h"
+#include "lua_state.h"
+#include "lua_watchdog.h"
+#include "node.h"
+#include "outq.h"
+#include "registry.h"
+#include "scheduler.h"
+#include "moonwire/config.h"
+#include "moonwire/error.h"
+#include "moonwire/log.h"
+#include "moonwire/metrics.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The hooks of one connection that wait on Redis. Made at the first wait
+ * of a hook of the connection, held by each such hook until it finishes, and
+ * by the connection while it is open, which meanwhile holds its next
+ * messages back (conn->held). A connection that closes meanwhile leaves
+ * here the messages it held, then its on_error and on_close: they run in
+ * that order as the hooks before them finish, so every message that arrived
+ * reaches on_message, and on_close is the connection's last hook. */
+typedef struct mw_lua_waits_s {
+    mw_conn_t *conn;  /* NULL once it has closed */
+    uint32_t tasks;   /* its hooks that waited and have not finished */
+    int close_ref;    /* the conn object once closed, or LUA_NOREF */
+    uint64_t serial;  /* and for the hooks still due: */
+    mw_outq_t held;   /* messages, for on_message */
+    int close_owed;   /* on_open ran: on_close is due */
+    const char *fail_why;
+    uint16_t code;
+    size_t reason_len;
+    char *reason;
+} mw_lua_waits_t;
+
+/* A hook running as a coroutine. Lives on the C stack while it runs; a copy
+ * goes to the heap when it waits (mw_lua_wait), and is freed when woken. */
+struct mw_lua_task_s {
+    mw_lua_t *lh;
+    lua_State *co;
+    int ref;         /* the thread in the registry */
+    uint64_t serial; /* the connection it runs for; 0 for none */
+    mw_conn_t *conn; /* that connection while its on_close is not yet due, until
+                      * the first wait (it may be gone by the wake-up); or NULL */
+    mw_lua_waits_t *join;  /* or the record of that connection once it has closed */
+    mw_lua_waits_t *waits; /* held from the first wait to the end, or NULL */
+    const char *what;
+    int waiting;     /* it yielded through mw_lua_wait */
+    mw_list_t link;  /* in lh->waiting while on the heap */
+    int (*push)(lua_State *co, void *ud); /* at the wake-up: what the wait returns */
+    void *push_ud;
+};
+
+static int new_thread(lua_State *L)
+{
+    int *ref = lua_touserdata(L, 1);
+    lua_State *co = lua_newthread(L);
+
+    mw__lua_set_host(co, mw__lua_host(L), 1);
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* A thread for a hook, from the pool or new (in a protected call: it
+ * allocates). Returns NULL with the error on top of the state when memory is
+ * short. */
+static lua_State *thread_get(mw_lua_t *lh, int *ref)
+{
+    lua_State *L = lh->L, *co;
+
+    if (lh->npool > 0) {
+        *ref = lh->pool[--lh->npool];
+    } else {
+        lua_pushcfunction(L, new_thread);
+        lua_pushlightuserdata(L, ref);
+        if (mw__lua_pcall(lh, 1, 0) != LUA_OK)
+            return NULL;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, *ref);
+    co = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    return co;
+}
+
+static void thread_put(mw_lua_t *lh, lua_State *co, int ref, int reusable)
+{
+    if (reusable && lh->npool < MW_LUA_THREAD_POOL) {
+        lua_settop(co, 0);
+        lh->pool[lh->npool++] = ref;
+        return;
+    }
+    luaL_unref(lh->L, LUA_REGISTRYINDEX, ref); /* a dead thread is collected */
+}
+
+static void drain_held(mw_lua_t *lh, mw_conn_t *c);
+static void close_hooks(mw_lua_t *lh, mw_conn_t *c, int ref, uint64_t serial, const char *fail_why,
+                        uint16_t code, const char *reason, size_t reason_len);
+static int push_message_call(mw_lua_t *lh, int ref, int opcode, const uint8_t *data, size_t len);
+static void spawn_for(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, mw_lua_waits_t *join,
+                      const char *what, int nargs);
+
+static void waits_free(mw_lua_t *lh, mw_lua_waits_t *ws)
+{
+    if (ws->conn != NULL)
+        ws->conn->lua_waits = NULL;
+    if (ws->close_ref != LUA_NOREF)
+        luaL_unref(lh->L, LUA_REGISTRYINDEX, ws->close_ref);
+    mw_outq_clear(&ws->held);
+    free(ws->reason);
+    free(ws);
+}
+
+/* The hooks a closed connection still owes, one at a time while none waits:
+ * its held messages, then on_error and on_close; then the record goes. */
+static void waits_settle(mw_lua_t *lh, mw_lua_waits_t *ws)
+{
+    mw_frame_t *f;
+
+    while (ws->tasks == 0 && (f = mw_outq_head(&ws->held)) != NULL) {
+        mw_frame_ref(f);
+        mw_outq_consume(&ws->held, f->len);
+        if (lh->hooks[MW_HOOK_MESSAGE] != LUA_NOREF) {
+            if (push_message_call(lh, ws->close_ref, f->bytes[0] & 0x0f, mw_frame_payload(f),
+                                  mw_frame_payload_len(f)) == 0)
+                spawn_for(lh, NULL, ws->serial, ws, "on_message", 3);
+            else
+                mw__lua_unpushed(lh, NULL, "on_message");
+        }
+        mw_frame_unref(f);
+    }
+    if (ws->tasks > 0)
+        return;
+    if (ws->close_owed)
+        close_hooks(lh, NULL, ws->close_ref, ws->serial, ws->fail_why, ws->code,
+                    ws->reason != NULL ? ws->reason : "", ws->reason != NULL ? ws->reason_len : 0);
+    waits_free(lh, ws);
+}
+
+/* A hook of the connection has finished: the last one lets the connection's
+ * held messages go on, or runs what its closing left due. */
+static void waits_release(mw_lua_t *lh, mw_lua_waits_t *ws)
+{
+    mw_conn_t *c = ws->conn;
+
+    if (--ws->tasks > 0)
+        return;
+    if (c != NULL) {
+        waits_free(lh, ws);
+        drain_held(lh, c);
+        return;
+    }
+    waits_settle(lh, ws);
+}
+
+/* Replaces the error at 1 with it and the traceback of the coroutine at 2 (a
+ * light userdata), which died of it. Calls no metamethod. */
+static int task_error(lua_State *L)
+{
+    lua_State *co = lua_touserdata(L, 2);
+    const char *msg = lua_tostring(L, 1);
+
+    if (msg == NULL)
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    luaL_traceback(L, co, msg, 0);
+    return 1;
+}
+
+/* Runs (or resumes) a task until it finishes, fails or waits. */
+static void task_run(mw_lua_task_t *t, int nargs)
+{
+    mw_lua_t *lh = t->lh;
+    lua_State *L = lh->L;
+    mw_lua_task_t *outer = lh->current;
+    lua_State *outer_thread = NULL;
+    int nres = 0, r;
+
+    if (lh->depth++ == 0) {
+        lh->timed_out = 0;
+        mw_watchdog_enter(t->co, lh->time_limit);
+    } else {
+        outer_thread = mw_watchdog_switch(t->co);
+    }
+    lh->current = t;
+    r = lua_resume(t->co, L, nargs, &nres);
+    lh->current = outer;
+    if (--lh->depth == 0)
+        mw_watchdog_leave();
+    else
+        mw_watchdog_switch(outer_thread);
+
+    if (r == LUA_YIELD && t->waiting) {
+        /* A heap copy took over (mw_lua_wait): this one is done with. */
+        lua_pop(t->co, nres);
+        return;
+    }
+    if (r == LUA_YIELD) {
+        mw__lua_push_string(L, "a hook may only wait inside moonwire functions "
+                       "(coroutine.yield from a hook)");
+        r = LUA_ERRRUN;
+        mw__lua_hook_failed(lh, mw_registry_find_serial(lh->node->reg, t->serial), t->what, r);
+        thread_put(lh, t->co, t->ref, 0);
+    } else if (r == LUA_OK) {
+        lua_pop(t->co, nres);
+        thread_put(lh, t->co, t->ref, 1);
+    } else {
+        lua_pushcfunction(L, task_error);
+        lua_xmove(t->co, L, 1); /* the error */
+        lua_pushlightuserdata(L, t->co);
+        lh->mem_slack = MW_LUA_ERROR_SLACK;
+        if (lua_pcall(L, 2, 1, 0) != LUA_OK)
+            r = LUA_ERRMEM; /* the only error it can have */
+        if (lh->timed_out)
+            r = LUA_ERRRUN;
+        mw__lua_hook_failed(lh, mw_registry_find_serial(lh->node->reg, t->serial), t->what, r);
+        thread_put(lh, t->co, t->ref, 0);
+    }
+    if (t->waits != NULL)
+        waits_release(lh, t->waits);
+}
+
+/* Calls the function under nargs arguments at the top of L as a coroutine
+ * that may wait (moonwire.redis): a task for the connection of that serial
+ * (0: none), which is c, or NULL when it has gone. */
+static void spawn_for(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, mw_lua_waits_t *join,
+                      const char *what, int nargs)
+{
+    lua_State *L = lh->L;
+    mw_lua_task_t t;
+
+    /* Only the backplane makes anything wait (moonwire.redis, presence and
+     * history in Redis): a node alone runs its hooks as plain calls. */
+    if (lh->node->cluster == NULL) {
+        mw_lua_call(lh, c, what, nargs, 0);
+        return;
+    }
+
+    memset(&t, 0, sizeof(t));
+    t.lh = lh;
+    t.serial = serial;
+    /* on_close itself (lua_open is 0 by then) holds nothing back. */
+    t.conn = c != NULL && c->lua_open ? c : NULL;
+    t.join = join;
+    t.what = what;
+    t.co = thread_get(lh, &t.ref);
+    if (t.co == NULL) { /* the function and its arguments go; the error stays */
+        lua_rotate(L, -(nargs + 2), 1);
+        lua_pop(L, nargs + 1);
+        mw__lua_hook_failed(lh, c, what, LUA_ERRMEM);
+        return;
+    }
+    lua_xmove(L, t.co, nargs + 1);
+    task_run(&t, nargs);
+}
+
+static void spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs)
+{
+    spawn_for(lh, c, c != NULL ? c->serial : 0, NULL, what, nargs);
+}
+
+void mw_lua_spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs)
+{
+    spawn(lh, c, what, nargs);
+}
+
+int mw_lua_can_wait(lua_State *L)
+{
+    mw_lua_t *lh = mw__lua_host(L);
+    return lh->current != NULL && lh->current->co == L && lua_isyieldable(L);
+}
+
+mw_lua_task_t *mw_lua_wait(lua_State *L)
+{
+    mw_lua_t *lh = mw__lua_host(L);
+    mw_lua_task_t *t = lh->current, *w;
+
+    if (t == NULL || t->co != L || !lua_isyieldable(L))
+        luaL_error(L, "this can only wait in on_open, on_message, on_close or a timer callback");
+    w = malloc(sizeof(*w));
+    if (w == NULL)
+        luaL_error(L, "not enough memory");
+    if (t->waits == NULL && (t->conn != NULL || t->join != NULL)) {
+        /* The first wait of a connection's hook holds its next messages and
+         * its on_close back until the hook has finished. */
+        mw_lua_waits_t *ws = t->join != NULL ? t->join : t->conn->lua_waits;
+        if (ws == NULL) {
+            ws = calloc(1, sizeof(*ws));
+            if (ws == NULL) {
+                free(w);
+                luaL_error(L, "not enough memory");
+            }
+            ws->conn = t->conn;
+            ws->close_ref = LUA_NOREF;
+            t->conn->lua_waits = ws;
+        }
+        ws->tasks++;
+        *w = *t;
+        w->waits = ws;
+    } else {
+        *w = *t;
+    }
+    w->conn = NULL; /* by the wake-up the connection may be gone */
+    t->waiting = 1;
+    w->waiting = 0;
+    mw_list_insert_tail(&lh->waiting, &w->link);
+    if (w->serial != 0)
+        lh->conn_waiting++;
+    return w;
+}
+
+size_t mw_lua_conn_hooks_waiting(const mw_lua_t *lh)
+{
+    return lh->conn_waiting;
+}
+
+void mw_lua_unwait(mw_lua_task_t *w)
+{
+    mw_lua_t *lh = w->lh;
+    mw_lua_task_t *t = lh->current;
+
+    mw_list_remove(&w->link);
+    if (w->serial != 0)
+        lh->conn_waiting--;
+    if (t != NULL)
+        t->waiting = 0;
+    if (w->waits != NULL && t != NULL && t->waits == NULL)
+        t->waits = w->waits; /* this wait counted the hook: it lets go at its end */
+    else if (w->waits != NULL && t == NULL)
+        waits_release(lh, w->waits);
+    free(w);
+}
+
+/* Where a waiting function goes on when its task is woken: it pushes what
+ * the wait returns, in the coroutine, which runs protected. */
+static int woken(lua_State *L, int status, lua_KContext ctx)
+{
+    mw_lua_task_t *t = mw__lua_host(L)->current;
+    (void)status;
+    (void)ctx;
+
+    if (t == NULL || t->co != L || t->push == NULL)
+        return luaL_error(L, "a hook waiting in moonwire was resumed by something else");
+    return t->push(L, t->push_ud);
+}
+
+int mw_lua_yield(lua_State *L)
+{
+    return lua_yieldk(L, 0, 0, woken);
+}
+
+void mw_lua_wake(mw_lua_task_t *w, int (*push)(lua_State *co, void *ud), void *ud)
+{
+    mw_lua_t *lh = w->lh;
+
+    mw_list_remove(&w->link);
+    if (w->serial != 0)
+        lh->conn_waiting--;
+    w->push = push;
+    w->push_ud = ud;
+    task_run(w, 0);
+    free(w);
+    mw_sched_run(lh->node->sched);
+}
+
+/* Dispatches the messages a connection received while its hook waited, until
+ * one waits again. */
+static void drain_held(mw_lua_t *lh, mw_conn_t *c)
+{
+    mw_frame_t *f;
+
+    while (c->lua_waits == NULL && c->state == MW_CONN_OPEN &&
+           (f = mw_outq_head(&c->held)) != NULL) {
+        mw_frame_ref(f);
+        mw_outq_consume(&c->held, f->len);
+        mw_lua_message(c, f->bytes[0] & 0x0f, mw_frame_payload(f), mw_frame_payload_len(f));
+        mw_frame_unref(f);
+    }
+    if ((c->paused & MW_PAUSE_HELD) && mw_outq_empty(&c->held) && c->lua_waits == NULL)
+        mw_conn_pause(c, MW_PAUSE_HELD, 0);
+}
+
+/* Pushes on_message and its arguments for the conn object at ref. Returns 0,
+ * or MW_ENOMEM with nothing pushed (push_arg_string). */
+static int push_message_call(mw_lua_t *lh, int ref, int opcode, const uint8_t *data, size_t len)
+{
+    lua_State *L = lh->L;
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lh->hooks[MW_HOOK_MESSAGE]);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    if (mw__lua_push_arg(lh, L, (const char *)data, len) != 0) {
+        lua_pop(L, 2);
+        return MW_ENOMEM;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, opcode == MW_OP_BINARY ? lh->kind_binary : lh->kind_text);
+    return 0;
+}
+
+void mw_lua_message(mw_conn_t *c, int opcode, const uint8_t *data, size_t len)
+{
+    mw_lua_t *lh = c->conns->node->lua;
+
+    if (lh->hooks[MW_HOOK_MESSAGE] == LUA_NOREF || c->lua_ref == LUA_NOREF)
+        return;
+    if (c->lua_waits != NULL) {
+        /* A hook of this connection waits: keep the order, hold this one. */
+        mw_frame_t *f = mw_frame_new((uint8_t)opcode, data, len);
+        if (f == NULL || mw_outq_push(&c->held, f) != 0) {
+            mw_conn_fail(c, 1011, "out of memory");
+        } else if (mw_outq_cost(&c->held) > lh->node->cfg->max_buffered) {
+            mw_conn_pause(c, MW_PAUSE_HELD, 1); /* and stop reading until they are handled */
+        }
+        if (f != NULL)
+            mw_frame_unref(f);
+        return;
+    }
+    if (push_message_call(lh, c->lua_ref, opcode, data, len) == 0)
+        spawn(lh, c, "on_message", 3);
+    else
+        mw__lua_unpushed(lh, c, "on_message");
+}
+
+/* Runs on_error, for a failure the core saw (fail_why), then on_close, for the
+ * closed connection whose conn object is at ref: c, or NULL when it has gone
+ * (an on_close deferred until the connection's waiting hooks finished). */
+static void close_hooks(mw_lua_t *lh, mw_conn_t *c, int ref, uint64_t serial, const char *fail_why,
+                        uint16_t code, const char *reason, size_t reason_len)
+{
+    lua_State *L = lh->L;
+
+    if (fail_why != NULL && mw__lua_push_hook(lh, MW_HOOK_ERROR)) {
+        /* The transport failed it (protocol error, bad UTF-8, too big, idle):
+         * on_error hears why, before on_close; what it returns changes nothing. */
+        char why[256];
+        int n = snprintf(why, sizeof(why), "transport: %s (close code %d)", fail_why, (int)code);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        if (mw__lua_push_arg(lh, L, why, n < (int)sizeof(why) ? (size_t)n : sizeof(why) - 1) != 0) {
+            lua_pop(L, 2);
+            mw_log_error("app: no memory left to run on_error for: %s", why);
+        } else if (mw__lua_pcall(lh, 2, 0) != LUA_OK) {
+            mw_log_error("app: on_error raised an error: %s", lua_tostring(L, -1));
+            lh->node->metrics->hook_errors++;
+            lua_pop(L, 1);
+        }
+    }
+    if (mw__lua_push_hook(lh, MW_HOOK_CLOSE)) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        lua_pushinteger(L, code);
+        /* on_close runs at the cap too (the app may let go of things there),
+         * with an empty reason when the reason does not fit. */
+        if (mw__lua_push_arg(lh, L, reason, reason_len) != 0)
+            lua_rawgeti(L, LUA_REGISTRYINDEX, lh->empty_string);
+        spawn_for(lh, c, serial, NULL, "on_close", 3);
+    }
+}
+
+/* Hooks of c still wait: the messages it held, then its on_error and
+ * on_close wait for them, with the conn object, which keeps its id but no
+ * longer reaches the connection. */
+static void defer_close(mw_conn_t *c, mw_lua_waits_t *ws)
+{
+    ws->close_ref = c->lua_ref;
+    ws->serial = c->serial;
+    ws->held = c->held; /* the queue moves: nothing points into it */
+    mw_outq_init(&c->held);
+    ws->close_owed = 1;
+    ws->fail_why = c->fail_why;
+    ws->code = c->close_code;
+    if (c->close_reason_len > 0) {
+        ws->reason = malloc(c->close_reason_len);
+        if (ws->reason != NULL) {
+            memcpy(ws->reason, c->close_reason, c->close_reason_len);
+            ws->reason_len = c->close_reason_len;
+        }
+    }
+}
+
+int mw__lua_close_hooks(mw_lua_t *lh, mw_conn_t *c, int owed)
+{
+    mw_lua_waits_t *ws = c->lua_waits;
+
+    if (ws != NULL) {
+        c->lua_waits = NULL;
+        ws->conn = NULL;
+        if (owed)
+            defer_close(c, ws);
+        return owed;
+    }
+    if (owed)
+        close_hooks(lh, c, c->lua_ref, c->serial, c->fail_why, c->close_code,
+                    c->close_reason ? c->close_reason : "", c->close_reason_len);
+    return 0;
+}
+
+void mw__lua_forget_waits(mw_conn_t *c)
+{
+    if (c->lua_waits != NULL) { /* not reached: closing let go of them */
+        c->lua_waits->conn = NULL;
+        c->lua_waits = NULL;
+    }
+    mw_outq_clear(&c->held);
+}
+
+void mw__lua_tasks_free(mw_lua_t *lh)
+{
+    /* Tasks still waiting are dropped with the state (their replies never come:
+     * the backplane was stopped first). */
+    while (!mw_list_empty(&lh->waiting)) {
+        mw_lua_task_t *w = MW_CONTAINER_OF(lh->waiting.next, mw_lua_task_t, link);
+        mw_list_remove(&w->link);
+        if (w->waits != NULL && --w->waits->tasks == 0)
+            waits_free(lh, w->waits); /* a deferred on_close goes with them */
+        free(w);
+    }
+}
