@@ -10,6 +10,7 @@
 #include "conn.h"
 #include "history.h"
 #include "lua_api_int.h"
+#include "lua_api_timer.h"
 #include "lua_state.h"
 #include "node.h"
 #include "registry.h"

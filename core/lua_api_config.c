@@ -1,7 +1,7 @@
 /* moonwire.config: a read-only view of a copy of the configuration, nested
  * tables included; a reload makes it again from the configuration as it is
  * then. */
-#include "lua_api.h"
+#include "lua_api_config.h"
 #include "lua_api_int.h"
 #include "lua_state.h"
 #include "node.h"

@@ -5,7 +5,7 @@
  * pointer is cleared when the connection closes: every method of a closed
  * conn returns nil, "closed". Also the parts of sending that moonwire.send,
  * publish and broadcast share (frames from strings, their options). */
-#include "lua_api.h"
+#include "lua_api_conn.h"
 #include "conn.h"
 #include "history.h"
 #include "lua_api_int.h"

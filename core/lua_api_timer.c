@@ -4,7 +4,7 @@
  * and pins itself in the Lua registry while scheduled, so it lives exactly
  * as long as it can fire. Timers belong to the app: a reload cancels them.
  */
-#include "lua_api.h"
+#include "lua_api_timer.h"
 #include "lua_api_int.h"
 #include "lua_state.h"
 #include "lua_task.h"

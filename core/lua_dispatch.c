@@ -5,7 +5,7 @@
  */
 #include "lua_dispatch.h"
 #include "conn.h"
-#include "lua_api.h"
+#include "lua_api_conn.h"
 #include "lua_state.h"
 #include "lua_task.h"
 #include "node.h"

@@ -5,6 +5,8 @@
  */
 #include "lua_host.h"
 #include "lua_api.h"
+#include "lua_api_config.h"
+#include "lua_api_timer.h"
 #include "lua_state.h"
 #include "lua_stdlib.h"
 #include "lua_task.h"
