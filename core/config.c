@@ -6,7 +6,7 @@
  */
 #include "moonwire/config.h"
 #include "acl.h"
-#include "cluster.h"
+#include "redis_url.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 
@@ -716,9 +716,8 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
         return MW_ECONFIG;
     }
     if (cfg->cluster_redis != NULL) {
-        char host[256], path[256], password[256];
-        int port, db;
-        if (mw_cluster_parse_url(cfg->cluster_redis, host, &port, path, password, &db) != 0) {
+        mw_redis_url_t url;
+        if (mw_redis_url_parse(cfg->cluster_redis, &url) != 0) {
             snprintf(err, errlen, "config: 'cluster.redis' is not redis://[:password@]host[:port][/db] "
                                   "or unix:///path");
             return MW_ECONFIG;

@@ -1,0 +1,135 @@
+/* Presence across nodes: a hash per topic of connection id -> info, set
+ * and cleared as local members come and go, a liveness key per node kept
+ * fresh by a heartbeat, and the query that drops the entries of nodes that
+ * died without cleaning up. See cluster_presence.h.
+ */
+#include "cluster_presence.h"
+#include "cluster_int.h"
+#include "conn.h"
+#include "node.h"
+#include "topics.h"
+#include "moonwire/config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Presence of a topic is a hash <prefix>:p:<topic> of connection id -> info.
+ * Each node keeps <prefix>:node:<node> alive with a TTL; a query drops the
+ * entries of nodes whose key is gone, so a node that died without cleaning
+ * up leaves presence within cluster.presence_ttl. */
+static const char presence_script[] =
+    "local all = redis.call('HGETALL', KEYS[1])\n"
+    "local out, alive = {}, {}\n"
+    "for i = 1, #all, 2 do\n"
+    "  local node = string.match(all[i], '^(.*)%.[^.]+$') or ''\n"
+    "  local ok = alive[node]\n"
+    "  if ok == nil then\n"
+    "    ok = redis.call('EXISTS', ARGV[1] .. node) == 1\n"
+    "    alive[node] = ok\n"
+    "  end\n"
+    "  if ok then out[#out + 1] = all[i]; out[#out + 1] = all[i + 1]\n"
+    "  else redis.call('HDEL', KEYS[1], all[i]) end\n"
+    "end\n"
+    "return out\n";
+
+static size_t presence_key(const mw_cluster_t *cl, const char *topic, size_t len, char *out,
+                           size_t cap)
+{
+    int n = snprintf(out, cap, "%s:p:%.*s", cl->prefix, (int)len, topic);
+    return n < (int)cap ? (size_t)n : cap - 1;
+}
+
+static void presence_set(mw_cluster_t *cl, const mw_topic_t *t, const mw_conn_t *c,
+                         const char *info, size_t len)
+{
+    char key[MW_TOPIC_MAX + 80], id[MW_ID_MAX];
+    const char *argv[4];
+    size_t argl[4];
+
+    argl[1] = presence_key(cl, t->name, t->len, key, sizeof(key));
+    argv[1] = key;
+    argl[2] = mw_conn_id(c, id);
+    argv[2] = id;
+    if (info != NULL) {
+        argv[0] = "HSET";
+        argl[0] = 4;
+        argv[3] = info;
+        argl[3] = len;
+        mw_rconn_fire(&cl->cmd, 4, argv, argl);
+    } else {
+        argv[0] = "HDEL";
+        argl[0] = 4;
+        mw_rconn_fire(&cl->cmd, 3, argv, argl);
+    }
+}
+
+void mw__cluster_on_presence(void *ud, const mw_topic_t *t, const mw_conn_t *c, const char *info,
+                        size_t len)
+{
+    mw_cluster_t *cl = ud;
+    if (cl->cmd.ready)
+        presence_set(cl, t, c, info, len); /* else: written again on reconnect */
+}
+
+/* The liveness key, and a TTL on the presence hashes this node has members in
+ * (so a hash every node left goes away). */
+void mw__cluster_heartbeat(mw_cluster_t *cl)
+{
+    const mw_topics_t *ts = cl->node->topics;
+    char ttl[24], ttl2[24], key[MW_TOPIC_MAX + 80];
+    uint32_t secs = (cl->node->cfg->cluster_presence_ttl + 999) / 1000;
+    const char *argv[5];
+    size_t argl[5];
+
+    snprintf(ttl, sizeof(ttl), "%u", secs);
+    snprintf(ttl2, sizeof(ttl2), "%u", secs * 4);
+    argv[0] = "SET", argl[0] = 3;
+    argv[1] = cl->node_key, argl[1] = strlen(cl->node_key);
+    argv[2] = "1", argl[2] = 1;
+    argv[3] = "EX", argl[3] = 2;
+    argv[4] = ttl, argl[4] = strlen(ttl);
+    mw_rconn_fire(&cl->cmd, 5, argv, argl);
+    for (const mw_topic_t *t = mw_topics_next(ts, NULL); t != NULL; t = mw_topics_next(ts, t)) {
+        mw_list_t *it;
+        mw_list_foreach(it, &t->members)
+        {
+            if (MW_CONTAINER_OF(it, mw_sub_t, topic_link)->presence != NULL)
+                break;
+        }
+        if (it == &t->members)
+            continue; /* nobody here shows in its presence */
+        argv[0] = "EXPIRE", argl[0] = 6;
+        argl[1] = presence_key(cl, t->name, t->len, key, sizeof(key));
+        argv[1] = key;
+        argv[2] = ttl2, argl[2] = strlen(ttl2);
+        mw_rconn_fire(&cl->cmd, 3, argv, argl);
+    }
+}
+
+/* After a (re)connect: this node's presence entries again (Redis may be new). */
+void mw__cluster_restore_presence(mw_cluster_t *cl)
+{
+    const mw_topics_t *ts = cl->node->topics;
+    for (const mw_topic_t *t = mw_topics_next(ts, NULL); t != NULL; t = mw_topics_next(ts, t)) {
+        mw_list_t *it;
+        mw_list_foreach(it, &t->members)
+        {
+            const mw_sub_t *s = MW_CONTAINER_OF(it, mw_sub_t, topic_link);
+            if (s->presence != NULL)
+                presence_set(cl, t, s->conn, s->presence, s->presence_len);
+        }
+    }
+    mw__cluster_heartbeat(cl);
+}
+
+int mw_cluster_presence(mw_cluster_t *cl, const char *topic, size_t len, mw_cluster_reply_cb cb,
+                        void *ud)
+{
+    char key[MW_TOPIC_MAX + 80], prefix[96];
+    const char *argv[5] = {"EVAL", presence_script, "1", key, prefix};
+    size_t argl[5] = {4, sizeof(presence_script) - 1, 1, 0, 0};
+
+    argl[3] = presence_key(cl, topic, len, key, sizeof(key));
+    argl[4] = (size_t)snprintf(prefix, sizeof(prefix), "%s:node:", cl->prefix);
+    return mw_rconn_command(&cl->cmd, 5, argv, argl, cb, ud);
+}

@@ -1,0 +1,118 @@
+/* A connection to Redis on the node's libuv loop, for the backplane: hiredis
+ * with our own event glue, a bounded connect, reconnection with capped,
+ * jittered backoff, and the send times of the commands awaiting replies, so
+ * that one left unanswered for cluster.command_timeout drops the connection
+ * (hiredis 0.14 has no timeouts of its own).
+ *
+ * hiredis frees a context itself after a disconnect or a failed connect; the
+ * pointer here is cleared in those callbacks, and only freed by us outside
+ * hiredis callbacks. A connection reports up (cluster.c) through its
+ * callbacks: on_hello, on_up, on_down.
+ */
+#ifndef MOONWIRE_CLUSTER_REDIS_H
+#define MOONWIRE_CLUSTER_REDIS_H
+
+#include "redis_url.h"
+
+#include <hiredis/async.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct mw_node_s mw_node_t;
+typedef struct mw_rconn_s mw_rconn_t;
+
+/* Commands in flight on one connection; past it senders are told MW_EAGAIN
+ * and the outbox holds the rest back. */
+#define MW_RCONN_PENDING_MAX 65536
+
+/* A reply to a command: a redisReply *, or NULL when Redis went away or did
+ * not answer in time. */
+typedef void (*mw_cluster_reply_cb)(void *ud, void *reply);
+
+struct mw_rconn_s {
+    const char *name;          /* "subscriber" or "command", for log lines */
+    int subscriber;            /* pub/sub mode: no SELECT, no on_hello */
+    const mw_redis_url_t *url; /* where Redis is */
+    mw_node_t *node;           /* cfg: its timeouts and backoff; metrics */
+    uv_loop_t *loop;
+    /* Connected (after AUTH and SELECT, before the PING whose reply makes it
+     * up): the first commands to queue on it. May be NULL. */
+    void (*on_hello)(mw_rconn_t *rc);
+    /* Up: authenticated, selected, answering. */
+    void (*on_up)(mw_rconn_t *rc);
+    /* Lost (or a connect that failed after it was up): the commands still
+     * waiting have run with no reply; it reconnects on its own. */
+    void (*on_down)(mw_rconn_t *rc);
+    void *ud;     /* for the callbacks: the backplane */
+    int stopping; /* the node stops: no reconnect */
+
+    redisAsyncContext *ac; /* NULL while down */
+    int ready;             /* connected, authenticated, (subscribed) */
+    uv_timer_t timer;      /* connect timeout, then reconnect backoff */
+    uint32_t backoff_ms;
+    /* Send times of the commands awaiting replies, oldest first (a ring). */
+    uint64_t *sent;
+    uint32_t head, count;
+};
+
+/* Sets up rc (down) with its name, mode, address and owner; the caller sets
+ * the callbacks. Returns 0 or MW_ENOMEM. */
+int mw_rconn_init(mw_rconn_t *rc, const char *name, int subscriber, const mw_redis_url_t *url,
+                  mw_node_t *node, uv_loop_t *loop, void *ud);
+
+/* Starts connecting (asynchronously; failures retry with backoff). */
+void mw_rconn_connect(mw_rconn_t *rc);
+
+/* Drops a live connection (why is logged): down first, since the pending
+ * callbacks run inside the free and may resume hooks that send again, which
+ * must see Redis as gone. */
+void mw_rconn_drop(mw_rconn_t *rc, const char *why);
+
+/* The watchdog: drops the connection when its oldest command has waited
+ * more than cluster.command_timeout at now (ms). */
+void mw_rconn_check(mw_rconn_t *rc, uint64_t now);
+
+/* At the stop: frees the context (the pending callbacks run with no reply)
+ * and marks rc down for good. Its timer is the caller's to close. */
+void mw_rconn_stop(mw_rconn_t *rc);
+
+/* Frees what mw_rconn_init made, once its timer is closed. */
+void mw_rconn_free(mw_rconn_t *rc);
+
+/* The loop's clock, in ms. */
+static inline uint64_t mw_rconn_now(const mw_rconn_t *rc)
+{
+    return uv_now(rc->loop);
+}
+
+/* Sends a command whose reply comes to cb(ac, reply, priv), which must call
+ * mw_rconn_replied first. hiredis copies the arguments. Returns 0, or
+ * MW_EAGAIN when the connection is going (cb will not run). */
+int mw_rconn_send(mw_rconn_t *rc, redisCallbackFn *cb, void *priv, int argc, const char **argv,
+                  const size_t *argl);
+
+/* A reply of a command sent with mw_rconn_send came (or the connection went). */
+void mw_rconn_replied(mw_rconn_t *rc);
+
+/* Sends a command whose reply only counts as a failure or not. Returns 0, or
+ * MW_EAGAIN (a failure counted) while rc is down or too far behind. */
+int mw_rconn_fire(mw_rconn_t *rc, int argc, const char **argv, const size_t *argl);
+
+/* Sends a command whose reply goes to cb (exactly once, unless this returns
+ * an error). Returns 0, MW_EAGAIN when rc is down or too far behind (cb does
+ * not run), or MW_ENOMEM. */
+int mw_rconn_command(mw_rconn_t *rc, int argc, const char **argv, const size_t *argl,
+                     mw_cluster_reply_cb cb, void *ud);
+
+/* Runs a script with argc arguments after it (numkeys, keys, args: copied):
+ * EVALSHA, then EVAL with its text if Redis lacks it. cb gets the reply.
+ * Returns 0, MW_EAGAIN (rc down, too far behind, or over 14 arguments; cb
+ * does not run) or MW_ENOMEM. */
+int mw_rconn_script(mw_rconn_t *rc, const char *script, size_t script_len, int argc,
+                    const char **argv, const size_t *argl, mw_cluster_reply_cb cb, void *ud);
+
+/* The SHA-1 of a script's text, in hex, for EVALSHA. */
+void mw_rconn_sha1(const char *text, size_t len, char out[41]);
+
+#endif

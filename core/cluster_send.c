@@ -1,0 +1,428 @@
+/* What a node sends the other nodes: envelopes (numbered per origin) for
+ * topics, broadcasts and direct sends, and history messages (made by
+ * cluster_history.c), all items of the outbox (outbox.h), handed to the
+ * command connection in order while the outbox may go, and kept until Redis
+ * has replied. See cluster_send.h.
+ *
+ * Every message for the other nodes is an item of the outbox: a PUBLISH of
+ * its envelope, or the history publish script. It is numbered (the
+ * envelope's seq) when it is made, handed to the command connection in
+ * order when the outbox may go out (`synced`), and removed when its reply
+ * comes; a connection lost first makes it unsent again, and receivers drop
+ * what they had already (dedup.h), so each message is delivered once.
+ *
+ * `synced` goes to 0 when either connection goes down. It comes back in
+ * mw__cluster_try_sync once both are up, this node's own channels are
+ * subscribed again, and, if the outbox holds anything, the other nodes are
+ * back too: a PUBLISH reaches only subscribers that are there, and after an
+ * outage of Redis every node reconnects on its own backoff. A healthy node
+ * counts the subscribers of <prefix>:all every second (the nodes, itself
+ * included); after an outage it sends the outbox when as many are
+ * subscribed again, or when the longest a node can take to come back has
+ * passed (reconnect_max with its jitter, plus connect_timeout): a node that
+ * has not is gone.
+ */
+#include "cluster_send.h"
+#include "cluster_int.h"
+#include "envelope.h"
+#include "frame.h"
+#include "node.h"
+#include "topics.h"
+#include "moonwire/config.h"
+#include "moonwire/error.h"
+#include "moonwire/log.h"
+#include "moonwire/metrics.h"
+
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PEERS_EVERY_MS 1000       /* how often a healthy node counts the nodes on Redis */
+#define REFUSED_LOG_EVERY_MS 1000 /* at most one "outbox is full" line this often */
+
+void mw__cluster_channel(const mw_cluster_t *cl, const char *topic, size_t len, char *out,
+                         size_t cap, size_t *n)
+{
+    int w = snprintf(out, cap, "%s:t:%.*s", cl->prefix, (int)len, topic);
+    *n = w < (int)cap ? (size_t)w : cap - 1;
+}
+
+void mw__cluster_fill(mw_envelope_t *e, const mw_cluster_t *cl, uint8_t kind, const mw_frame_t *f)
+{
+    memset(e, 0, sizeof(*e));
+    e->kind = kind;
+    e->binary = (f->bytes[0] & 0x0f) == MW_OP_BINARY;
+    e->origin = cl->name;
+    e->origin_len = strlen(cl->name);
+    e->payload = mw_frame_payload(f);
+    e->payload_len = mw_frame_payload_len(f);
+    e->except = e->target = "";
+}
+
+#define ITEM(o) MW_CONTAINER_OF(o, mw_citem_t, ob)
+
+mw_citem_t *mw__cluster_item_new(mw_cluster_t *cl, int argc, const char *const *argv,
+                                 const size_t *argl)
+{
+    size_t total = 0, off = 0;
+    mw_citem_t *it;
+
+    for (int i = 0; i < argc; i++)
+        total += argl[i];
+    it = malloc(sizeof(*it) + total);
+    if (it == NULL)
+        return NULL;
+    memset(it, 0, sizeof(*it));
+    it->cl = cl;
+    it->argc = argc;
+    it->ob.size = sizeof(*it) + total;
+    for (int i = 0; i < argc; i++) {
+        it->arg[i] = it->data + off;
+        it->len[i] = argl[i];
+        if (argv[i] != NULL && argl[i] > 0)
+            memcpy(it->arg[i], argv[i], argl[i]);
+        off += argl[i];
+    }
+    return it;
+}
+
+void mw__cluster_number(mw_cluster_t *cl, mw_citem_t *it)
+{
+    it->seq = ++cl->seq;
+    if (it->script != NULL) {
+        char digits[MW_CITEM_SEQ_DIGITS + 1];
+        mw_envelope_put_seq((uint8_t *)it->arg[MW_CITEM_HEAD] + MW_ENVELOPE_SEQ_AT, it->seq);
+        snprintf(digits, sizeof(digits), "%0*llu", MW_CITEM_SEQ_DIGITS,
+                 (unsigned long long)it->seq);
+        memcpy(it->arg[MW_CITEM_SEQ], digits, MW_CITEM_SEQ_DIGITS);
+    } else {
+        mw_envelope_put_seq((uint8_t *)it->arg[MW_CITEM_ENV] + MW_ENVELOPE_SEQ_AT, it->seq);
+    }
+}
+
+static void pump(mw_cluster_t *cl);
+static void on_item_reply(redisAsyncContext *ac, void *r, void *priv);
+
+static int item_send(mw_cluster_t *cl, mw_citem_t *it)
+{
+    const char *argv[16];
+    size_t argl[16];
+
+    for (int i = 0; i < it->argc; i++) {
+        argv[i] = it->arg[i];
+        argl[i] = it->len[i];
+    }
+    if (it->script != NULL && !it->retried) {
+        argv[1] = cl->publish_sha, argl[1] = 40;
+    } else if (it->script != NULL) {
+        argv[0] = "EVAL", argl[0] = 4;
+        argv[1] = it->script, argl[1] = it->script_len;
+    }
+    /* MW_EAGAIN: the connection is going; it stays for the next one. */
+    return mw_rconn_send(&cl->cmd, on_item_reply, it, it->argc, argv, argl);
+}
+
+static void on_item_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    mw_citem_t *it = priv;
+    mw_cluster_t *cl = it->cl;
+    redisReply *reply = r;
+    (void)ac;
+
+    mw_rconn_replied(&cl->cmd);
+    if (reply == NULL)
+        return; /* the connection went: the item stays (outbox_down, or the stop, deals with it) */
+    if (reply->type == REDIS_REPLY_ERROR && it->script != NULL && !it->retried &&
+        strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+        /* Someone flushed the scripts (each connection loads it first): the
+         * text once. It did not run, and later messages may have: a new
+         * number, or receivers would take it for one they had. */
+        it->retried = 1;
+        mw__cluster_number(cl, it);
+        item_send(cl, it);
+        return;
+    }
+    mw_outbox_remove(&cl->outbox, &it->ob);
+    if (reply->type == REDIS_REPLY_ERROR) {
+        cl->node->metrics->cluster_send_failures++;
+        mw_log_warn("cluster: Redis refused a message for the other nodes: %s", reply->str);
+    } else {
+        cl->node->metrics->cluster_published++;
+    }
+    if (it->cb != NULL)
+        it->cb(it->ud, reply);
+    free(it);
+    pump(cl);
+}
+
+static void on_item_dropped(mw_outbox_item_t *o, void *ud)
+{
+    mw_citem_t *it = ITEM(o);
+    (void)ud;
+    if (it->cb != NULL)
+        it->cb(it->ud, NULL);
+    free(it);
+}
+
+/* Hands the outbox to Redis from its head while it may go out, after
+ * dropping what waited too long. */
+static void pump(mw_cluster_t *cl)
+{
+    const mw_config_t *cfg = cl->node->cfg;
+    mw_outbox_item_t *o;
+    uint64_t now = mw__cluster_now(cl);
+    size_t dropped;
+
+    if (cl->pumping)
+        return; /* a callback below sent something: the loop here takes it */
+    cl->pumping = 1;
+    cl->outbox.max_bytes = cfg->cluster_outbox_size; /* a reload may change both */
+    cl->outbox.max_age = cfg->cluster_outbox_max_age;
+    dropped = mw_outbox_expire(&cl->outbox, now, on_item_dropped, cl);
+    if (dropped > 0) {
+        cl->node->metrics->cluster_outbox_dropped += dropped;
+        mw_log_warn("cluster: dropped %zu message(s) for the other nodes that waited for Redis "
+                    "longer than cluster.outbox_max_age (%u ms)",
+                    dropped, cfg->cluster_outbox_max_age);
+    }
+    if (cl->synced && cl->cmd.ready) {
+        while ((o = mw_outbox_peek(&cl->outbox)) != NULL && cl->cmd.count < MW_RCONN_PENDING_MAX) {
+            if (item_send(cl, ITEM(o)) != 0)
+                break;
+            mw_outbox_sent(&cl->outbox, o);
+        }
+    }
+    if (cl->delayed_since != 0 && cl->synced && mw_outbox_backlog(&cl->outbox) == 0) {
+        mw_log_info("cluster: the outbox is out: %zu message(s) for the other nodes waited, "
+                    "for up to %llu ms",
+                    cl->delayed_count, (unsigned long long)(now - cl->delayed_since));
+        cl->delayed_since = 0;
+        cl->delayed_count = 0;
+    }
+    cl->pumping = 0;
+}
+
+static void log_refused(mw_cluster_t *cl, uint64_t now)
+{
+    if (cl->refused_unlogged == 0)
+        return;
+    mw_log_warn("cluster: the outbox is full (%zu message(s), %zu of %zu bytes of "
+                "cluster.outbox_size): %zu message(s) for the other nodes refused",
+                cl->outbox.count, cl->outbox.bytes, cl->outbox.max_bytes, cl->refused_unlogged);
+    cl->refused_unlogged = 0;
+    cl->refused_logged = now;
+}
+
+int mw__cluster_enqueue(mw_cluster_t *cl, mw_citem_t *it)
+{
+    uint64_t now = mw__cluster_now(cl);
+
+    cl->outbox.max_bytes = cl->node->cfg->cluster_outbox_size;
+    if (cl->stopping || mw_outbox_push(&cl->outbox, &it->ob, now) != 0) {
+        free(it);
+        cl->node->metrics->cluster_outbox_refused++;
+        cl->refused_unlogged++;
+        if (now - cl->refused_logged >= REFUSED_LOG_EVERY_MS)
+            log_refused(cl, now);
+        return MW_ELIMIT;
+    }
+    pump(cl);
+    if (it->ob.sent) /* its reply can not have come yet */
+        return 0;
+    cl->delayed_count++;
+    if (cl->delayed_since == 0 && !cl->pumping) {
+        cl->delayed_since = now;
+        mw_log_warn("cluster: messages for the other nodes wait in the outbox (%s)",
+                    !(cl->cmd.ready && cl->sub.ready) ? "Redis unavailable"
+                                            : "waiting for the other nodes to be back on Redis");
+    }
+    return MW_EAGAIN;
+}
+
+void mw__cluster_outbox_down(mw_cluster_t *cl, int cmd_lost)
+{
+    mw_list_t *l;
+
+    cl->synced = 0;
+    cl->sync_since = 0;
+    if (!cmd_lost || cl->outbox.nsent == 0)
+        goto out;
+    for (l = cl->outbox.items.next; l != cl->outbox.next; l = l->next)
+        ITEM(MW_CONTAINER_OF(l, mw_outbox_item_t, link))->requeue = 1;
+    mw_outbox_rewind(&cl->outbox);
+    /* A hook woken here may publish: the pump it calls must not drop or
+     * free items under this walk. */
+    cl->pumping = 1;
+    for (l = cl->outbox.items.next; l != &cl->outbox.items; l = l->next) {
+        mw_citem_t *it = ITEM(MW_CONTAINER_OF(l, mw_outbox_item_t, link));
+        if (it->requeue) {
+            it->requeue = 0;
+            if (it->queued != NULL)
+                it->queued(it->ud);
+        }
+    }
+    cl->pumping = 0;
+out:
+    if (cl->outbox.count > 0 && cl->delayed_since == 0) {
+        cl->delayed_since = mw__cluster_now(cl);
+        cl->delayed_count = cl->outbox.count;
+        mw_log_warn("cluster: %zu message(s) for the other nodes wait in the outbox (Redis "
+                    "unavailable)", cl->outbox.count);
+    }
+}
+
+static uint64_t resync_wait(const mw_cluster_t *cl)
+{
+    const mw_config_t *cfg = cl->node->cfg;
+    return (uint64_t)cfg->cluster_reconnect_max * 6 / 5 + cfg->cluster_connect_timeout +
+           MW_CLUSTER_WATCHDOG_MS;
+}
+
+static void set_synced(mw_cluster_t *cl)
+{
+    cl->synced = 1;
+    cl->sync_since = 0;
+    if (mw_outbox_backlog(&cl->outbox) > 0)
+        mw_log_info("cluster: sending the outbox to the other nodes: %zu message(s), %zu bytes",
+                    mw_outbox_backlog(&cl->outbox), cl->outbox.bytes);
+    pump(cl);
+}
+
+static void on_peers(void *ud, void *reply)
+{
+    mw_cluster_t *cl = ud;
+    const redisReply *r = reply;
+    uint64_t n;
+
+    cl->counting = 0;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[1]->type != REDIS_REPLY_INTEGER || cl->stopping)
+        return;
+    n = (uint64_t)r->element[1]->integer;
+    if (cl->synced) {
+        cl->peers = n;
+        cl->peers_at = mw__cluster_now(cl);
+    } else if (cl->peers_at != 0 && n >= cl->peers && cl->sync_since != 0) {
+        mw_log_info("cluster: the %llu node(s) on Redis before are back", (unsigned long long)n);
+        set_synced(cl);
+    }
+}
+
+/* Asks Redis how many nodes listen on <prefix>:all (see on_peers). */
+static void count_peers(mw_cluster_t *cl)
+{
+    const char *argv[3] = {"PUBSUB", "NUMSUB", cl->all_channel};
+    size_t argl[3] = {6, 6, strlen(cl->all_channel)};
+
+    if (!cl->counting && mw_rconn_command(&cl->cmd, 3, argv, argl, on_peers, cl) == 0)
+        cl->counting = 1;
+}
+
+void mw__cluster_try_sync(mw_cluster_t *cl)
+{
+    uint64_t now;
+
+    if (cl->synced || cl->stopping || !cl->cmd.ready || !cl->sub.ready || cl->resubscribing)
+        return;
+    if (cl->outbox.count == 0) {
+        set_synced(cl);
+        return;
+    }
+    now = mw__cluster_now(cl);
+    if (cl->sync_since == 0)
+        cl->sync_since = now;
+    if (now - cl->sync_since >= resync_wait(cl)) {
+        if (cl->peers_at != 0)
+            mw_log_warn("cluster: fewer nodes are back on Redis than the %llu before, after "
+                        "%llu ms; the others would be back by now",
+                        (unsigned long long)cl->peers, (unsigned long long)(now - cl->sync_since));
+        set_synced(cl);
+        return;
+    }
+    if (cl->peers_at != 0)
+        count_peers(cl);
+}
+
+void mw__cluster_outbox_tick(mw_cluster_t *cl, uint64_t now)
+{
+    pump(cl);
+    if (!cl->synced)
+        mw__cluster_try_sync(cl);
+    else if (cl->cmd.ready && (cl->peers_at == 0 || now - cl->peers_at >= PEERS_EVERY_MS))
+        count_peers(cl);
+    if (now - cl->refused_logged >= REFUSED_LOG_EVERY_MS)
+        log_refused(cl, now);
+}
+
+static int publish_envelope(mw_cluster_t *cl, const char *channel, size_t chlen,
+                            const mw_envelope_t *e)
+{
+    size_t n = mw_envelope_size(e);
+    const char *argv[3] = {"PUBLISH", channel, NULL};
+    size_t argl[3] = {7, chlen, n};
+    mw_citem_t *it;
+
+    if (n == 0)
+        return MW_EINVAL;
+    it = mw__cluster_item_new(cl, 3, argv, argl);
+    if (it == NULL)
+        return MW_ENOMEM;
+    mw_envelope_write(e, (uint8_t *)it->arg[MW_CITEM_ENV]);
+    mw__cluster_number(cl, it);
+    return mw__cluster_enqueue(cl, it);
+}
+
+int mw_cluster_publish(mw_cluster_t *cl, const char *topic, size_t len, const mw_frame_t *f,
+                       const char *except, size_t except_len)
+{
+    char ch[MW_TOPIC_MAX + 80];
+    size_t n;
+    mw_envelope_t e;
+
+    mw__cluster_fill(&e, cl, MW_ENV_TOPIC, f);
+    e.except = except ? except : "";
+    e.except_len = except ? except_len : 0;
+    mw__cluster_channel(cl, topic, len, ch, sizeof(ch), &n);
+    return publish_envelope(cl, ch, n, &e);
+}
+
+int mw_cluster_broadcast(mw_cluster_t *cl, const mw_frame_t *f, const char *except,
+                         size_t except_len)
+{
+    mw_envelope_t e;
+    mw__cluster_fill(&e, cl, MW_ENV_BROADCAST, f);
+    e.except = except ? except : "";
+    e.except_len = except ? except_len : 0;
+    return publish_envelope(cl, cl->all_channel, strlen(cl->all_channel), &e);
+}
+
+int mw_cluster_send(mw_cluster_t *cl, const char *id, size_t id_len, const mw_frame_t *f)
+{
+    char ch[160];
+    const char *dot = NULL;
+    mw_envelope_t e;
+    int n;
+
+    /* The node part of an id is everything before its last dot. */
+    for (size_t i = id_len; i > 0; i--) {
+        if (id[i - 1] == '.') {
+            dot = id + i - 1;
+            break;
+        }
+    }
+    if (dot == NULL || dot == id || id_len > 255)
+        return MW_EINVAL;
+    n = snprintf(ch, sizeof(ch), "%s:n:%.*s", cl->prefix, (int)(dot - id), id);
+    if (n < 0 || (size_t)n >= sizeof(ch))
+        return MW_EINVAL;
+    mw__cluster_fill(&e, cl, MW_ENV_DIRECT, f);
+    e.target = id;
+    e.target_len = id_len;
+    return publish_envelope(cl, ch, (size_t)n, &e);
+}
+
+size_t mw__cluster_outbox_drop_all(mw_cluster_t *cl)
+{
+    return mw_outbox_clear(&cl->outbox, on_item_dropped, cl);
+}

@@ -1,0 +1,21 @@
+/* The address of a Redis server, as cluster.redis spells it:
+ * "redis://[:password@]host[:port][/db]" (or "redis://user:password@..."),
+ * "unix:///path" or "unix:/path". The configuration checks it; the
+ * backplane connects to it.
+ */
+#ifndef MOONWIRE_REDIS_URL_H
+#define MOONWIRE_REDIS_URL_H
+
+typedef struct {
+    char host[256];     /* "" for a unix socket */
+    char path[256];     /* the unix socket, or "" */
+    char password[256]; /* "" for none */
+    int port;           /* 6379 unless given */
+    int db;             /* 0 unless given */
+} mw_redis_url_t;
+
+/* Parses url into out. Returns 0, or MW_EINVAL when it is none of the forms
+ * above, a part is longer than 255 bytes, or the port or db is out of range. */
+int mw_redis_url_parse(const char *url, mw_redis_url_t *out);
+
+#endif
