@@ -8,7 +8,7 @@
 #include "lua_state.h"
 #include "node.h"
 #include "registry.h"
-#include "static.h"
+#include "static_cache.h"
 #include "stream.h"
 #include "topics.h"
 #include "moonwire/metrics.h"

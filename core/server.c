@@ -22,7 +22,7 @@
 #include "node.h"
 #include "registry.h"
 #include "scheduler.h"
-#include "static.h"
+#include "static_cache.h"
 #include "timer.h"
 #include "topics.h"
 #include "moonwire/error.h"

@@ -6,7 +6,8 @@
  * tests/e2e/test_static.py. */
 #include "helpers.h"
 
-#include "static.h"
+#include "static_cache.h"
+#include "static_http.h"
 #include "moonwire/error.h"
 
 #include <stdio.h>
