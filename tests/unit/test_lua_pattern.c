@@ -1,4 +1,4 @@
-/* Unit tests for include/moonwire/lua_pattern.h and lua_loops.h: the
+/* Unit tests for core/lua_pattern.h and lua_loops.h: the
  * stoppable string and table functions give Lua 5.4's answers (checked both
  * against literal expectations and against Lua's own functions, kept aside
  * before the install), and the watchdog stops the cases that made Lua's run
