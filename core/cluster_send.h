@@ -22,11 +22,12 @@
 typedef struct mw_cluster_s mw_cluster_t;
 
 /* Publishes f's payload to the other nodes' members of topic (except: the id
- * of a connection that must not get it, or NULL). */
+ * of a connection that must not get it, or NULL). Returns as above. */
 int mw_cluster_publish(mw_cluster_t *cl, const char *topic, size_t len, const mw_frame_t *f,
                        const char *except, size_t except_len);
 
-/* Broadcasts f's payload to every connection of the other nodes. */
+/* Broadcasts f's payload to every connection of the other nodes. Returns as
+ * above. */
 int mw_cluster_broadcast(mw_cluster_t *cl, const mw_frame_t *f, const char *except,
                          size_t except_len);
 

@@ -39,7 +39,8 @@ typedef struct mw_frame_s {
  * the caller, or NULL when out of memory or len does not fit 32 bits. */
 mw_frame_t *mw_frame_new(uint8_t opcode, const void *payload, size_t len);
 
-/* Like mw_frame_new, but leaves the payload uninitialised for the caller to fill. */
+/* Like mw_frame_new, but leaves the payload uninitialised for the caller to
+ * fill. Returns the frame (refcnt 1), or NULL. */
 mw_frame_t *mw_frame_alloc(uint8_t opcode, size_t len);
 
 /* Builds a close frame. code 0 means no status (empty payload); the reason is

@@ -55,6 +55,7 @@ int mw_history_enabled(const mw_config_t *cfg, const char *topic, size_t len);
 uint8_t *mw_history_inject(const char *field, uint64_t offset, const char *epoch,
                            const uint8_t *payload, size_t len, size_t *out_len);
 
+/* Makes an empty store whose offsets carry epoch. Returns 0 or MW_ENOMEM. */
 int mw_history_new(mw_history_t **out, const char *epoch);
 void mw_history_free(mw_history_t *h);
 

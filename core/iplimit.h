@@ -23,6 +23,7 @@ typedef struct mw_iplimit_s {
     size_t used;
 } mw_iplimit_t;
 
+/* Returns 0 or MW_ENOMEM. */
 int mw_iplimit_init(mw_iplimit_t *t);
 void mw_iplimit_close(mw_iplimit_t *t);
 

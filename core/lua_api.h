@@ -7,7 +7,8 @@
 
 typedef struct lua_State lua_State;
 
-/* luaopen for "moonwire"; needs a state made by the Lua host. */
+/* luaopen for "moonwire"; needs a state made by the Lua host. Returns 1 (the
+ * module table on the stack); raises on out of memory. */
 int mw_lua_open_api(lua_State *L);
 
 /* Cancels timers and releases what the module holds outside Lua (at exit). */

@@ -50,7 +50,7 @@ void mw_watchdog_leave(void);
  * Returns the thread it ran in, to switch back to afterwards. */
 lua_State *mw_watchdog_switch(lua_State *L);
 
-/* Whether the call running now is past its limit. */
+/* Whether the call running now is past its limit: 1 or 0. */
 int mw_watchdog_expired(void);
 
 /* Raises the time-limit error in L when the hook call running now is past

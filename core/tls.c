@@ -237,8 +237,3 @@ int mw_tls_ready(const mw_tls_t *tls)
 {
     return SSL_is_init_finished(tls->ssl);
 }
-
-const char *mw_tls_version(const mw_tls_t *tls)
-{
-    return SSL_get_version(tls->ssl);
-}

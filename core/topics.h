@@ -75,6 +75,7 @@ typedef struct mw_topics_s {
     void *ud;
 } mw_topics_t;
 
+/* Returns 0 or MW_ENOMEM. */
 int mw_topics_init(mw_topics_t *ts);
 void mw_topics_close(mw_topics_t *ts);
 

@@ -137,7 +137,8 @@ int mw_config_check_addr(const char *text);
 struct sockaddr_storage;
 int mw_config_parse_addr(const char *text, struct sockaddr_storage *addr, char *err, size_t errlen);
 
-/* Replaces a string field, or appends to a list field (for command-line flags). */
+/* Replaces a string field, or appends to a list field (for command-line
+ * flags). Each returns 0 or MW_ENOMEM (the field is unchanged). */
 int mw_config_set_str(char **field, const char *value);
 int mw_config_list_add(mw_strlist_t *list, const char *value);
 void mw_config_list_clear(mw_strlist_t *list);

@@ -25,6 +25,7 @@ int mw_log_configure(mw_log_level_t level, int json, const char *file);
 /* Reopens the log file (after rotation). Returns 0 or MW_EIO. */
 int mw_log_reopen(void);
 
+/* Whether a line of this level is written: 1 or 0. */
 int mw_log_enabled(mw_log_level_t level);
 
 /* Sends lines to fn instead of the file (moonwire.sim captures them for

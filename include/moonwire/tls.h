@@ -68,7 +68,4 @@ size_t mw_tls_take_out(mw_tls_t *tls, uint8_t **out);
 /* True once the handshake has finished. */
 int mw_tls_ready(const mw_tls_t *tls);
 
-/* The negotiated protocol version ("TLSv1.3"), for logs. */
-const char *mw_tls_version(const mw_tls_t *tls);
-
 #endif
