@@ -12,6 +12,7 @@
 #include "moonwire/error.h"
 #include "moonwire/log.h"
 #include "moonwire/lua_api.h"
+#include "moonwire/lua_hook_names.h"
 #include "moonwire/lua_stdlib.h"
 #include "moonwire/lua_watchdog.h"
 #include "moonwire/pool.h"
@@ -21,6 +22,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,6 +141,30 @@ const void *mw_lua_conn_meta(lua_State *L)
 lua_State *mw_lua_state(mw_lua_t *lh)
 {
     return lh->L;
+}
+
+static mw_lua_report_cb reporter; /* see mw_lua_set_reporter */
+
+void mw_lua_set_reporter(mw_lua_report_cb cb)
+{
+    reporter = cb;
+}
+
+/* Logs a line about the app ("app: " and the text) and tells the reporter,
+ * with the Lua traceback when there is one. */
+static void report(mw_lua_t *lh, mw_log_level_t level, const char *traceback, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void report(mw_lua_t *lh, mw_log_level_t level, const char *traceback, const char *fmt, ...)
+{
+    char text[4096];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    mw_log(level, "app: %s", text);
+    if (reporter != NULL)
+        reporter(lh->srv, level, text, traceback != NULL ? traceback : "");
 }
 
 static void time_limit_hook(lua_State *L, lua_Debug *ar);
@@ -329,7 +355,7 @@ static void hook_failed(mw_lua_t *lh, mw_conn_t *c, const char *what, int status
     if (c != NULL)
         mw_conn_id(c, id);
     tb = full != NULL ? split_traceback(full) : "";
-    mw_log_error("app: %s %s (conn %s): %s", what, kind, id, full ? full : "out of memory");
+    report(lh, MW_LOG_ERROR, tb, "%s %s (conn %s): %s", what, kind, id, full ? full : "out of memory");
     if (*tb)
         mw_log_debug("app: %s", tb);
 
@@ -339,17 +365,17 @@ static void hook_failed(mw_lua_t *lh, mw_conn_t *c, const char *what, int status
         push_conn_or_nil(lh, c);
         if (push_arg_string(lh, L, msg, strlen(msg)) != 0) {
             lua_pop(L, 2);
-            mw_log_error("app: no memory left to run on_error (conn %s)", id);
+            report(lh, MW_LOG_ERROR, NULL, "no memory left to run on_error (conn %s)", id);
         } else if (pcall(lh, 2, 1) == LUA_OK) {
             keep = lua_toboolean(L, -1);
             lua_pop(L, 1);
         } else {
             char *e = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+            const char *etb = e != NULL ? split_traceback(e) : "";
             lua_pop(L, 1);
             m->hook_errors++;
-            if (e != NULL)
-                split_traceback(e);
-            mw_log_error("app: on_error raised an error too (conn %s): %s", id, e ? e : "?");
+            report(lh, MW_LOG_ERROR, etb, "on_error raised an error too (conn %s): %s", id,
+                   e ? e : "?");
             free(e);
         }
     }
@@ -717,6 +743,35 @@ static int push_hook(mw_lua_t *lh, int h)
 
 /* Loading ------------------------------------------------------------------ */
 
+/* Warns about each field of the app table on top that looks like a hook but
+ * is none (lua_hook_names.h), with the file and line of the function. */
+static void warn_unknown_hooks(lua_State *L, const char *path)
+{
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+        const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+        const char *near;
+        if (mw_hook_name_suspect(key, hook_names, NHOOKS, &near)) {
+            lua_Debug ar;
+            char where[512], hooks[160] = "";
+            snprintf(where, sizeof(where), "%s", path);
+            if (lua_type(L, -1) == LUA_TFUNCTION) {
+                lua_pushvalue(L, -1);
+                if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)
+                    snprintf(where, sizeof(where), "%s:%d",
+                             ar.source[0] == '@' ? ar.source + 1 : ar.short_src, ar.linedefined);
+            }
+            for (int i = 0; i < NHOOKS; i++)
+                snprintf(hooks + strlen(hooks), sizeof(hooks) - strlen(hooks), "%s%s",
+                         i ? ", " : "", hook_names[i]);
+            report(host_of(L), MW_LOG_WARN, NULL,
+                   "%s: app.%s is not a hook, so moonwire never calls it (%s%s%s)", where, key,
+                   near ? "did you mean " : "the hooks are ", near ? near : hooks, near ? "?" : "");
+        }
+        lua_pop(L, 1);
+    }
+}
+
 static int load_chunk(lua_State *L)
 {
     const char *path = lua_touserdata(L, 1);
@@ -733,6 +788,7 @@ static int load_chunk(lua_State *L)
                               lua_typename(L, t));
         lua_pop(L, 1);
     }
+    warn_unknown_hooks(L, path);
     return 1;
 }
 
@@ -1220,7 +1276,7 @@ static int read_decision(mw_lua_t *lh, mw_conn_t *c, mw_upgrade_decision_t *d)
     }
     lua_pop(L, 3);
     if (problem != NULL) {
-        mw_log_error("app: %s", problem);
+        report(lh, MW_LOG_ERROR, NULL, "%s", problem);
         lh->srv->metrics->hook_errors++;
         return MW_ELUA;
     }
@@ -1331,9 +1387,12 @@ static void close_hooks(mw_lua_t *lh, mw_conn_t *c, int ref, uint64_t serial, co
         lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
         if (push_arg_string(lh, L, why, n < (int)sizeof(why) ? (size_t)n : sizeof(why) - 1) != 0) {
             lua_pop(L, 2);
-            mw_log_error("app: no memory left to run on_error for: %s", why);
+            report(lh, MW_LOG_ERROR, NULL, "no memory left to run on_error for: %s", why);
         } else if (pcall(lh, 2, 0) != LUA_OK) {
-            mw_log_error("app: on_error raised an error: %s", lua_tostring(L, -1));
+            char *e = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+            const char *etb = e != NULL ? split_traceback(e) : "";
+            report(lh, MW_LOG_ERROR, etb, "on_error raised an error: %s", e ? e : "?");
+            free(e);
             lh->srv->metrics->hook_errors++;
             lua_pop(L, 1);
         }

@@ -107,6 +107,16 @@ void mw_lua_spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs);
 void mw_lua_set_conn_meta(lua_State *L, const void *mt);
 const void *mw_lua_conn_meta(lua_State *L);
 
+/* Told what the host logs about the app, besides the log line: each failure
+ * of a hook (MW_LOG_ERROR; text is the log line without its "app: ", and
+ * traceback the Lua traceback or "") and each warning about the app's table
+ * (MW_LOG_WARN: a key that looks like a hook but is none, such as
+ * app.onMessage). One per process, like the log sink: moonwire.sim raises
+ * the failures into the spec whose call ran the hook. NULL: none. */
+typedef void (*mw_lua_report_cb)(mw_server_t *srv, int level, const char *text,
+                                 const char *traceback);
+void mw_lua_set_reporter(mw_lua_report_cb cb);
+
 /* Bytes the Lua state holds. */
 size_t mw_lua_memory(const mw_lua_t *lh);
 
