@@ -57,7 +57,7 @@ def test_check_warns_with_file_and_line_exits_0_and_says_so(tmp_path):
 
 
 def test_check_of_an_app_without_such_fields_says_ok_and_warns_nothing():
-    for script in ("scripts/chat.lua", "scripts/echo.lua", "scripts/relay.lua"):
+    for script in ("scripts/chat.lua", "scripts/echo.lua", "scripts/relay.lua", "scripts/rooms.lua"):
         p = subprocess.run([BIN, "--check", "--script", script], cwd=ROOT, capture_output=True,
                            text=True, timeout=10)
         assert p.returncode == 0, p
