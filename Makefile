@@ -25,9 +25,11 @@ BENCH_PKGS = util-linux linux-perf valgrind python3 redis-server
 
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SHELL = /bin/bash
+# No "Entering directory" lines from the makes below this one (CMake's too).
+MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps deps-test build build-asan build-fuzz run test test-unit test-spec test-e2e \
-        test-browser test-asan test-fuzz fuzz clean
+.PHONY: all deps deps-test deps-spec build build-asan build-fuzz build-sim run test test-unit \
+        test-spec test-e2e test-browser test-asan test-fuzz fuzz clean
 
 all: build
 
@@ -48,6 +50,15 @@ deps-test: deps
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# What the specs need beyond the build: busted.
+deps-spec: deps
+	@missing=$$(for p in lua-busted; do dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null | grep -qx installed || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
 build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMW_TESTS=ON >/dev/null
 	@cmake --build $(BUILD) -j$(JOBS)
@@ -56,14 +67,23 @@ build-asan: deps-test
 	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DMW_SANITIZE=ON >/dev/null
 	@cmake --build $(BUILD_ASAN) -j$(JOBS)
 
+# The server and moonwire.sim (what busted needs), quietly: the compiler's
+# output goes to $(BUILD)/build.log, shown when the build fails.
+build-sim: deps
+	@mkdir -p $(BUILD)
+	@echo "moonwire: building (output in $(BUILD)/build.log)"
+	@{ cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo && \
+	   cmake --build $(BUILD) -j$(JOBS) --target moonwire moonwire_sim; } >$(BUILD)/build.log 2>&1 || \
+	 { tail -n 40 $(BUILD)/build.log; echo "moonwire: the build failed ($(BUILD)/build.log)"; exit 1; }
+
 # The chat (examples/chat): scripts/chat.lua and its web page on one port.
-# LISTEN=HOST:PORT listens elsewhere; SCRIPT=FILE runs another app.
-run: deps
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-	@cmake --build $(BUILD) -j$(JOBS) --target moonwire
-	@echo "moonwire: open http://$(LISTEN)/ (Ctrl-C to stop)"
-	./$(BUILD)/moonwire --config examples/chat/moonwire.conf.lua --listen $(LISTEN) \
-	  $(if $(SCRIPT),--script $(SCRIPT))
+# LISTEN=HOST:PORT listens elsewhere; SCRIPT=FILE runs another app. Ctrl-C
+# stops the server, and make with it, quietly (the server's exit status is
+# make's).
+run: build-sim
+	@echo "moonwire: serving http://$(LISTEN)/ (Ctrl-C to stop)"
+	@exec ./$(BUILD)/moonwire --config examples/chat/moonwire.conf.lua \
+	  --listen $(LISTEN) $(if $(SCRIPT),--script $(SCRIPT))
 
 test: deps-test
 	$(MAKE) --no-print-directory build build-asan
@@ -72,9 +92,10 @@ test: deps-test
 test-unit:
 	cd $(BUILD) && ctest --output-on-failure --timeout 60
 
-# busted specs for the Lua apps, against build/lua/moonwire/sim.so (see .busted).
-# Debian's busted starts with `lua`, which may not be 5.4: run it with lua5.4.
-test-spec:
+# busted specs for the Lua apps, against build/lua/moonwire/sim.so (see .busted),
+# which it builds first. Debian's busted starts with `lua`, which may not be
+# 5.4: run it with lua5.4.
+test-spec: build-sim deps-spec
 	lua5.4 /usr/bin/busted
 
 test-e2e:

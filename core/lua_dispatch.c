@@ -164,7 +164,7 @@ static int read_decision(mw_lua_t *lh, mw_conn_t *c, mw_upgrade_decision_t *d)
     }
     lua_pop(L, 3);
     if (problem != NULL) {
-        mw_log_error("app: %s", problem);
+        mw__lua_report(lh, MW_LOG_ERROR, NULL, "%s", problem);
         lh->node->metrics->hook_errors++;
         return MW_ELUA;
     }

@@ -4,6 +4,7 @@
  * hooks of connections lua_dispatch.c's.
  */
 #include "lua_host.h"
+#include "lua_hook_names.h"
 #include "lua_api.h"
 #include "lua_api_config.h"
 #include "lua_api_timer.h"
@@ -26,6 +27,36 @@ static const char *const hook_names[MW_HOOK__COUNT] = {
     "on_upgrade", "on_open", "on_message", "on_close", "on_error", "on_start", "on_reload",
 };
 
+/* Warns about each field of the app table on top that looks like a hook but
+ * is none (lua_hook_names.h), with the file and line of the function. */
+static void warn_unknown_hooks(lua_State *L, const char *path)
+{
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+        const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+        const char *near;
+        if (mw_hook_name_suspect(key, hook_names, MW_HOOK__COUNT, &near)) {
+            lua_Debug ar;
+            char where[512], hooks[160] = "";
+            snprintf(where, sizeof(where), "%s", path);
+            if (lua_type(L, -1) == LUA_TFUNCTION) {
+                lua_pushvalue(L, -1);
+                if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)
+                    snprintf(where, sizeof(where), "%s:%d",
+                             ar.source[0] == '@' ? ar.source + 1 : ar.short_src, ar.linedefined);
+            }
+            for (int i = 0; i < MW_HOOK__COUNT; i++)
+                snprintf(hooks + strlen(hooks), sizeof(hooks) - strlen(hooks), "%s%s",
+                         i ? ", " : "", hook_names[i]);
+            mw__lua_report(mw__lua_host(L), MW_LOG_WARN, NULL,
+                           "%s: app.%s is not a hook, so moonwire never calls it (%s%s%s)", where,
+                           key, near ? "did you mean " : "the hooks are ", near ? near : hooks,
+                           near ? "?" : "");
+        }
+        lua_pop(L, 1);
+    }
+}
+
 static int load_chunk(lua_State *L)
 {
     const char *path = lua_touserdata(L, 1);
@@ -42,6 +73,7 @@ static int load_chunk(lua_State *L)
                               lua_typename(L, t));
         lua_pop(L, 1);
     }
+    warn_unknown_hooks(L, path);
     return 1;
 }
 

@@ -5,6 +5,7 @@
  * unless on_error says otherwise. See lua_state.h.
  */
 #include "lua_state.h"
+#include "lua_host.h"
 #include "conn.h"
 #include "lua_watchdog.h"
 #include "node.h"
@@ -13,6 +14,7 @@
 #include "moonwire/metrics.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdint.h>
@@ -162,6 +164,27 @@ int mw__lua_pcall(mw_lua_t *lh, int nargs, int nret)
     return r;
 }
 
+static mw_lua_report_cb reporter; /* see mw_lua_set_reporter */
+
+void mw_lua_set_reporter(mw_lua_report_cb cb)
+{
+    reporter = cb;
+}
+
+void mw__lua_report(mw_lua_t *lh, mw_log_level_t level, const char *traceback, const char *fmt,
+                    ...)
+{
+    char text[4096];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    mw_log(level, "app: %s", text);
+    if (reporter != NULL)
+        reporter(lh->node, level, text, traceback != NULL ? traceback : "");
+}
+
 const char *mw__lua_split_traceback(char *full)
 {
     char *tb = strstr(full, "\nstack traceback:");
@@ -218,7 +241,8 @@ void mw__lua_hook_failed(mw_lua_t *lh, mw_conn_t *c, const char *what, int statu
     if (c != NULL)
         mw_conn_id(c, id);
     tb = full != NULL ? mw__lua_split_traceback(full) : "";
-    mw_log_error("app: %s %s (conn %s): %s", what, kind, id, full ? full : "out of memory");
+    mw__lua_report(lh, MW_LOG_ERROR, tb, "%s %s (conn %s): %s", what, kind, id,
+                   full ? full : "out of memory");
     if (*tb)
         mw_log_debug("app: %s", tb);
 
@@ -228,17 +252,17 @@ void mw__lua_hook_failed(mw_lua_t *lh, mw_conn_t *c, const char *what, int statu
         push_conn_or_nil(lh, c);
         if (mw__lua_push_arg(lh, L, msg, strlen(msg)) != 0) {
             lua_pop(L, 2);
-            mw_log_error("app: no memory left to run on_error (conn %s)", id);
+            mw__lua_report(lh, MW_LOG_ERROR, NULL, "no memory left to run on_error (conn %s)", id);
         } else if (mw__lua_pcall(lh, 2, 1) == LUA_OK) {
             keep = lua_toboolean(L, -1);
             lua_pop(L, 1);
         } else {
             char *e = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+            const char *etb = e != NULL ? mw__lua_split_traceback(e) : "";
             lua_pop(L, 1);
             m->hook_errors++;
-            if (e != NULL)
-                mw__lua_split_traceback(e);
-            mw_log_error("app: on_error raised an error too (conn %s): %s", id, e ? e : "?");
+            mw__lua_report(lh, MW_LOG_ERROR, etb, "on_error raised an error too (conn %s): %s", id,
+                           e ? e : "?");
             free(e);
         }
     }

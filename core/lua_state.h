@@ -20,6 +20,7 @@
 #include "list.h"
 #include "pool.h"
 #include "moonwire/error.h"
+#include "moonwire/log.h"
 
 #include <lua.h>
 #include <stddef.h>
@@ -125,6 +126,11 @@ int mw__lua_pcall(mw_lua_t *lh, int nargs, int nret);
 /* Splits "msg\nstack traceback:..." in place; returns the traceback part
  * ("" when there is none). */
 const char *mw__lua_split_traceback(char *full);
+
+/* Logs a line about the app ("app: " and the text) at level and tells the
+ * reporter (mw_lua_set_reporter), with the traceback (NULL: none). */
+void mw__lua_report(mw_lua_t *lh, mw_log_level_t level, const char *traceback, const char *fmt,
+                    ...) __attribute__((format(printf, 4, 5)));
 
 /* Allowance for a string's header beyond its bytes. */
 #define MW_LUA_STRING_OVERHEAD 64

@@ -444,9 +444,12 @@ static void close_hooks(mw_lua_t *lh, mw_conn_t *c, int ref, uint64_t serial, co
         lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
         if (mw__lua_push_arg(lh, L, why, n < (int)sizeof(why) ? (size_t)n : sizeof(why) - 1) != 0) {
             lua_pop(L, 2);
-            mw_log_error("app: no memory left to run on_error for: %s", why);
+            mw__lua_report(lh, MW_LOG_ERROR, NULL, "no memory left to run on_error for: %s", why);
         } else if (mw__lua_pcall(lh, 2, 0) != LUA_OK) {
-            mw_log_error("app: on_error raised an error: %s", lua_tostring(L, -1));
+            char *e = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+            const char *etb = e != NULL ? mw__lua_split_traceback(e) : "";
+            mw__lua_report(lh, MW_LOG_ERROR, etb, "on_error raised an error: %s", e ? e : "?");
+            free(e);
             lh->node->metrics->hook_errors++;
             lua_pop(L, 1);
         }

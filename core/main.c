@@ -3,6 +3,7 @@
  * Exit status: 0 after a clean run or a passing --check; 1 when the app or
  * a listener fails to start; 2 for a bad flag or configuration key.
  */
+#include "lua_host.h"
 #include "moonwire/config.h"
 #include "moonwire/deadline.h"
 #include "moonwire/error.h"
@@ -357,6 +358,18 @@ static int run_worker(int index)
     return serve_node();
 }
 
+/* Warnings about the app while --check loads it (they are on stderr). */
+static int check_warnings;
+
+static void on_check_report(mw_node_t *node, int level, const char *text, const char *tb)
+{
+    (void)node;
+    (void)text;
+    (void)tb;
+    if (level == MW_LOG_WARN)
+        check_warnings++;
+}
+
 /* Everything after the command line; app.cli stays for reloads. */
 static int serve(void)
 {
@@ -369,7 +382,9 @@ static int serve(void)
         fprintf(stderr, "moonwire: %s\n", err);
         return r;
     }
-    if (mw_log_configure(app.cfg.log_level, app.cfg.log_json, app.cfg.log_file) != 0) {
+    /* --check answers on the terminal, also what it would log to a file. */
+    if (mw_log_configure(app.cfg.log_level, app.cfg.log_json,
+                         cli->check ? NULL : app.cfg.log_file) != 0) {
         fprintf(stderr, "moonwire: config: cannot open log file '%s'\n", app.cfg.log_file);
         mw_config_close(&app.cfg);
         return 2;
@@ -398,6 +413,8 @@ static int serve_node(void)
         mw_log_warn("cannot block SIGTERM and SIGINT: %s", strerror(errno));
     app.loop = uv_default_loop();
 
+    if (cli->check)
+        mw_lua_set_reporter(on_check_report);
     app.srv = mw_server_new(&app.cfg, uv_now(app.loop), err, sizeof(err));
     if (app.srv == NULL) {
         fprintf(stderr, "moonwire: %s\n", err);
@@ -421,8 +438,14 @@ static int serve_node(void)
         mw_tls_ctx_close(&tls);
     }
     if (cli->check) {
-        printf("moonwire: %s%s%s and script %s are OK\n", app.cfg.path ? "configuration " : "",
-               app.cfg.path ? app.cfg.path : "defaults", "", app.cfg.script);
+        if (check_warnings > 0)
+            printf("moonwire: %s%s and script %s load, with %d warning%s about the app (on "
+                   "stderr)\n",
+                   app.cfg.path ? "configuration " : "", app.cfg.path ? app.cfg.path : "defaults",
+                   app.cfg.script, check_warnings, check_warnings == 1 ? "" : "s");
+        else
+            printf("moonwire: %s%s and script %s are OK\n", app.cfg.path ? "configuration " : "",
+                   app.cfg.path ? app.cfg.path : "defaults", app.cfg.script);
         mw_server_free(app.srv);
         mw_config_close(&app.cfg);
         mw_server_pools_drain();

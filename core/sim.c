@@ -54,6 +54,11 @@ struct sim_server_s {
     mw_node_t *node; /* its parts */
     mw_config_t cfg;
     int alive;
+    mw_list_t live_link; /* in live, while alive */
+    int log_hook_errors; /* sim.new{hook_errors = "log"}: failures are not raised */
+    int log_warnings;    /* sim.new{warnings = "log"}: warnings are not printed */
+    char *failure;       /* the first hook failure since the spec's last call, or NULL */
+    size_t failures;     /* how many */
     mw_list_t conns;
     mw_list_t finished; /* transports done, to release at the end of the pump */
     mw_list_t replies;  /* clients with an automatic reply to send */
@@ -105,6 +110,92 @@ static void capture(void *ud, mw_log_level_t level, const char *line)
         captured.n++;
     if (level >= MW_LOG_WARN && level >= captured.level && getenv("MW_SIM_LOG") != NULL)
         fprintf(stderr, "moonwire.sim: %s\n", buf);
+}
+
+/* Hook failures and warnings about the app ------------------------------------ */
+
+/* The servers alive, to find the one whose node reports, and the one whose
+ * app is loading (its node is not known yet). */
+static mw_list_t live = {&live, &live};
+static sim_server_t *loading;
+
+/* Warnings already printed (each once per process, however many servers load the app). */
+static struct {
+    char **texts;
+    size_t n;
+} warned;
+
+#define WARNED_MAX 256
+
+/* The Lua host's report (mw_lua_set_reporter): a hook of the server failed,
+ * or its app has a key that looks like a hook but is none. */
+static void on_report(mw_node_t *node, int level, const char *text, const char *traceback)
+{
+    sim_server_t *ss = loading;
+    mw_list_t *it;
+
+    mw_list_foreach(it, &live) {
+        sim_server_t *s = MW_CONTAINER_OF(it, sim_server_t, live_link);
+        if (s->node == node)
+            ss = s;
+    }
+    if (level == MW_LOG_ERROR && ss != NULL) {
+        static const char tb_head[] = "stack traceback:";
+        if (ss->failures++ == 0) {
+            size_t n = strlen(text) + strlen(traceback) + 64;
+            if (strncmp(traceback, tb_head, sizeof(tb_head) - 1) == 0)
+                traceback += sizeof(tb_head) - 1;
+            ss->failure = malloc(n);
+            if (ss->failure != NULL)
+                snprintf(ss->failure, n, "%s%s%s", text,
+                         *traceback ? "\nstack traceback of the hook:" : "", traceback);
+        }
+        return;
+    }
+    /* A warning: busted shows nothing of the log, and a misspelled hook
+     * otherwise only shows as a spec that received nothing. */
+    if (level != MW_LOG_WARN || (ss != NULL && ss->log_warnings) || getenv("MW_SIM_LOG") != NULL)
+        return; /* (MW_SIM_LOG: printed already) */
+    for (size_t i = 0; i < warned.n; i++)
+        if (strcmp(warned.texts[i], text) == 0)
+            return;
+    fprintf(stderr, "moonwire.sim: warning: %s\n", text);
+    if (warned.n < WARNED_MAX) {
+        char **texts = realloc(warned.texts, (warned.n + 1) * sizeof(char *));
+        if (texts != NULL) {
+            warned.texts = texts;
+            if ((texts[warned.n] = strdup(text)) != NULL)
+                warned.n++;
+        }
+    }
+}
+
+/* Ends a call of the spec that ran hooks: when one failed, raises its error
+ * (the first, with the app's traceback, and how many more) at the spec's
+ * line, unless the server was made with hook_errors = "log". Returns nret. */
+static int settle(lua_State *L, sim_server_t *ss, int nret)
+{
+    size_t more = ss->failures > 0 ? ss->failures - 1 : 0;
+
+    if (ss->failures == 0)
+        return nret;
+    ss->failures = 0;
+    if (ss->log_hook_errors) {
+        free(ss->failure);
+        ss->failure = NULL;
+        return nret;
+    }
+    luaL_where(L, 1);
+    lua_pushstring(L, ss->failure != NULL ? ss->failure : "a hook failed (out of memory)");
+    free(ss->failure);
+    ss->failure = NULL;
+    if (more > 0)
+        lua_pushfstring(L, "\n(and %d more hook failure%s in this call: srv:logs() has them all)",
+                        (int)more, more == 1 ? "" : "s");
+    else
+        lua_pushliteral(L, "");
+    lua_concat(L, 3);
+    return lua_error(L);
 }
 
 /* Transport ---------------------------------------------------------------------- */
@@ -295,9 +386,34 @@ static void close_server(sim_server_t *ss)
         pump(ss);
     }
     ss->alive = 0;
+    mw_list_remove(&ss->live_link);
     mw_server_free(ss->srv);
     ss->srv = NULL;
     mw_config_close(&ss->cfg);
+}
+
+/* What the spec gets from a server's finalizer: nothing raised, nothing kept. */
+static void forget_failures(sim_server_t *ss)
+{
+    free(ss->failure);
+    ss->failure = NULL;
+    ss->failures = 0;
+}
+
+/* Reads sim.new's option `name` (at 1): nil or `other` leave *log at 0, "log"
+ * sets it. Returns 0, or -1 with the error message pushed. */
+static int option(lua_State *L, const char *name, const char *other, int *log)
+{
+    int t = lua_getfield(L, 1, name);
+    const char *v = lua_tostring(L, -1);
+
+    if (t != LUA_TNIL && (t != LUA_TSTRING || (strcmp(v, other) != 0 && strcmp(v, "log") != 0))) {
+        lua_pushfstring(L, "sim.new: '%s' must be \"%s\" or \"log\"", name, other);
+        return -1;
+    }
+    *log = t == LUA_TSTRING && strcmp(v, "log") == 0;
+    lua_pop(L, 1);
+    return 0;
 }
 
 static int sim_new(lua_State *L)
@@ -333,6 +449,11 @@ static int sim_new(lua_State *L)
     if (lua_getfield(L, 1, "node_id") == LUA_TSTRING)
         mw_config_set_str(&ss->cfg.node_id, lua_tostring(L, -1));
     lua_pop(L, 1);
+    if (option(L, "hook_errors", "raise", &ss->log_hook_errors) != 0 ||
+        option(L, "warnings", "print", &ss->log_warnings) != 0) {
+        mw_config_close(&ss->cfg);
+        return lua_error(L);
+    }
     if (mw_config_validate(&ss->cfg, err, sizeof(err)) != 0) {
         mw_config_close(&ss->cfg);
         return luaL_error(L, "%s", err);
@@ -340,22 +461,28 @@ static int sim_new(lua_State *L)
     captured.level = (mw_log_level_t)ss->cfg.log_level;
     mw_log_configure((mw_log_level_t)ss->cfg.log_level, 0, NULL);
     mw_log_set_sink(capture, NULL);
+    mw_lua_set_reporter(on_report);
+    loading = ss;
     ss->srv = mw_server_new(&ss->cfg, 0, err, sizeof(err));
+    loading = NULL;
     if (ss->srv == NULL) {
+        forget_failures(ss);
         mw_config_close(&ss->cfg);
         return luaL_error(L, "%s", err);
     }
     ss->node = mw_server_node(ss->srv);
     ss->alive = 1;
+    mw_list_insert_tail(&live, &ss->live_link);
     mw_server_start(ss->srv);
     pump(ss);
-    return 1;
+    return settle(L, ss, 1);
 }
 
 static int server_gc(lua_State *L)
 {
     sim_server_t *ss = luaL_checkudata(L, 1, SERVER_META);
     close_server(ss);
+    forget_failures(ss);
     return 0;
 }
 
@@ -363,7 +490,7 @@ static int server_close(lua_State *L)
 {
     sim_server_t *ss = luaL_checkudata(L, 1, SERVER_META);
     close_server(ss);
-    return 0;
+    return settle(L, ss, 0);
 }
 
 typedef struct {
@@ -483,9 +610,9 @@ static int server_connect(lua_State *L)
         lua_pushnil(L);
         lua_pushinteger(L, cl->status);
         lua_pushstring(L, cl->body);
-        return 3;
+        return settle(L, ss, 3);
     }
-    return 1;
+    return settle(L, ss, 1);
 }
 
 static int server_advance(lua_State *L)
@@ -508,7 +635,7 @@ static int server_advance(lua_State *L)
     }
     ts->now = target;
     pump(ss);
-    return 0;
+    return settle(L, ss, 0);
 }
 
 static int server_reload(lua_State *L)
@@ -532,11 +659,11 @@ static int server_reload(lua_State *L)
         pump(ss);
         luaL_pushfail(L);
         lua_pushstring(L, err);
-        return 2;
+        return settle(L, ss, 2);
     }
     pump(ss);
     lua_pushboolean(L, 1);
-    return 1;
+    return settle(L, ss, 1);
 }
 
 static int server_count(lua_State *L)
@@ -607,21 +734,23 @@ static int client_feed(lua_State *L, sim_client_t *cl, const uint8_t *data, size
     feed(cl->sc, data, len);
     pump(ss);
     lua_pushboolean(L, 1);
-    return 1;
+    return settle(L, ss, 1);
 }
 
 /* Masks one frame as a client must and feeds it. */
 static int client_feed_frame(lua_State *L, sim_client_t *cl, int op, const uint8_t *payload,
                              size_t len)
 {
+    sim_server_t *ss = cl->sc->ss;
     size_t n;
     uint8_t *buf = client_frame(1, (uint8_t)op, payload, len, &n);
-    int nret;
     if (buf == NULL)
         return luaL_error(L, "out of memory");
-    nret = client_feed(L, cl, buf, n);
-    free(buf);
-    return nret;
+    feed(cl->sc, buf, n);
+    pump(ss);
+    free(buf); /* before settle, which may raise */
+    lua_pushboolean(L, 1);
+    return settle(L, ss, 1);
 }
 
 static int client_send(lua_State *L)
@@ -694,7 +823,7 @@ static int client_drop(lua_State *L)
     ss = cl->sc->ss;
     mw_conn_on_eof(&cl->sc->c);
     pump(ss);
-    return 0;
+    return settle(L, ss, 0);
 }
 
 static int client_is_open(lua_State *L)
@@ -759,6 +888,11 @@ static int module_gc(lua_State *L)
     free(captured.lines);
     memset(&captured, 0, sizeof(captured));
     mw_log_set_sink(NULL, NULL);
+    mw_lua_set_reporter(NULL);
+    for (size_t i = 0; i < warned.n; i++)
+        free(warned.texts[i]);
+    free(warned.texts);
+    memset(&warned, 0, sizeof(warned));
     return 0;
 }
 
@@ -793,12 +927,19 @@ int luaopen_moonwire_sim(lua_State *L)
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
 
-    lua_newuserdatauv(L, 0, 0);
-    lua_newtable(L);
-    lua_pushcfunction(L, module_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
-    lua_setfield(L, LUA_REGISTRYINDEX, "moonwire.sim.pools");
+    /* Once per interpreter: busted requires the module again for each spec
+     * file (it restores package.loaded between files), and a second sentinel
+     * would let the first be collected mid-run, taking the log sink and the
+     * reporter away from servers still running. */
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "moonwire.sim.pools") == LUA_TNIL) {
+        lua_newuserdatauv(L, 0, 0);
+        lua_newtable(L);
+        lua_pushcfunction(L, module_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        lua_setfield(L, LUA_REGISTRYINDEX, "moonwire.sim.pools");
+    }
+    lua_pop(L, 1);
 
     luaL_newlib(L, funcs);
     return 1;

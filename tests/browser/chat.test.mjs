@@ -252,6 +252,44 @@ describe("the chat page", { timeout: 120_000 }, () => {
     await waitMembers(ann, ["ann", "bob"]);
   });
 
+  test("joining a room the server refuses by its name leaves no room behind, and the name to fix", async () => {
+    const dan = await newPage();
+    await enter(dan, url, "dan", "lobby, no/slash"); // one good room, one bad at login
+    await until(dan, "the bad_room error", () =>
+      document.getElementById("errors").innerText.includes("bad_room"));
+    await waitMembers(dan, ["ann", "bob", "dan"]);
+    // Then one more from the join form.
+    await dan.fill("#join-room", "bad room!");
+    await dan.press("#join-room", "Enter");
+    await until(dan, "the second bad_room error", () =>
+      document.getElementById("errors").innerText.includes("bad room!"));
+    await sleep(200); // whatever the page does with it, it has done
+    const rooms = await dan.locator("#rooms").innerText();
+    assert.doesNotMatch(rooms, /no\/slash|bad room!|not joined/, "no room that can never be joined");
+    assert.equal(await dan.locator("#room-rejoin").isVisible(), false, "no Join again button");
+    assert.equal(await dan.inputValue("#join-room"), "bad room!", "the name is back in the join field");
+    assert.equal(await dan.locator("#room-title").textContent(), "lobby");
+    assert.equal(await dan.locator("#send-form").isVisible(), true, "still in lobby, able to write");
+    await dan.screenshot({ path: path.join(SHOTS, "chat-bad-room.png") });
+    await dan.context().close();
+    await waitMembers(ann, ["ann", "bob"]);
+  });
+
+  test("the note that you joined a room comes after the room's history", async () => {
+    const eve = await newPage();
+    await enter(eve, url, "eve", "lobby");
+    await waitMessage(eve, "ann", "hello from ann"); // from the history sent with the join
+    await until(eve, "the join note", () =>
+      document.querySelector(".log:not([hidden])").innerText.includes("you joined lobby as eve"));
+    const items = await eve.$$eval(".log:not([hidden]) li", (lis) =>
+      lis.map((li) => (li.classList.contains("note") ? "note: " : "msg: ") + (li.querySelector(".text") || li).textContent));
+    const hello = items.indexOf("msg: hello from ann");
+    const joined = items.indexOf("note: you joined lobby as eve");
+    assert.ok(hello >= 0 && joined > hello, `the older messages first, then the note: ${JSON.stringify(items)}`);
+    await eve.context().close();
+    await waitMembers(ann, ["ann", "bob"]);
+  });
+
   test("a dropped connection comes back without showing the history twice", async () => {
     await ann.evaluate(() => state.ws.close()); // the page's own socket, as a network drop would
     await waitStatus(ann, "reconnecting");

@@ -84,6 +84,7 @@ function lost(e) {
   for (const room of state.rooms.values()) {
     if (room.joined) note(room, "disconnected from the server");
     room.joined = room.synced = room.filling = false;
+    room.joinNote = null;
   }
   if (lived >= STABLE_MS) state.attempt = 0;
   // Capped exponential backoff with "equal jitter": half fixed, half random,
@@ -170,7 +171,9 @@ const handlers = {
     room.members = m.members.slice();
     const cur = currentRoom();
     if (!cur || (!cur.joined && !cur.want)) state.current = room.name;
-    note(room, `you joined ${room.name} as ${m.nick}`);
+    // Told below the room's history, which comes next: what was said before
+    // we came goes above the news that we came.
+    room.joinNote = `you joined ${room.name} as ${m.nick}`;
   },
   history(m) {
     const room = state.rooms.get(m.room);
@@ -191,6 +194,10 @@ const handlers = {
     if (m.offset !== undefined) advance(room, m.offset);
     room.synced = room.known = true;
     room.filling = false;
+    if (room.joinNote) {
+      note(room, room.joinNote);
+      room.joinNote = null;
+    }
   },
   left(m) { removeRoom(m.room); },
   say(m) { const room = state.rooms.get(m.room); if (room) roomMessage(room, m, false); },
@@ -217,11 +224,24 @@ const handlers = {
     if (!req) return;
     if (req.type === "join") {
       // A room's own failure names it; one for the whole request (nick_required) does not.
-      for (const name of m.room ? [m.room] : (req.rooms || [req.room]).map(itemName)) {
+      const names = (req.rooms || [req.room]).map(itemName);
+      const badNames = [];
+      for (const name of m.room ? [failedName(m.room, names)] : names) {
         const room = state.rooms.get(name);
         if (!room || room.joined) continue;
+        if (m.code === "bad_room") {
+          // No join of that name can work: the room goes, its name back to the join field to fix.
+          removeRoom(name);
+          badNames.push(name);
+          continue;
+        }
         room.want = false;
         note(room, `could not join: ${m.message}`);
+      }
+      if (badNames.length) {
+        ui.joinRoom.value = badNames.join(", ");
+        ui.joinRoom.focus();
+        remember();
       }
     } else if (req.type === "leave" && m.code === "not_in_room") {
       removeRoom(m.room || req.room);
@@ -232,6 +252,12 @@ const handlers = {
     }
   },
 };
+
+// The room a join's error names: the server cuts a long name short with "…".
+function failedName(named, asked) {
+  if (asked.includes(named) || !named.endsWith("…")) return named;
+  return asked.find((n) => n.startsWith(named.slice(0, -1))) || named;
+}
 
 function receive(data) {
   let m;
@@ -272,6 +298,7 @@ function newRoom(name) {
     name, want: false, joined: false, members: [], log, unread: 0, stick: true,
     epoch: null, offset: 0, shown: new Set(), last: 0, synced: false, filling: false, known: false,
     pending: [], // our delayed says not yet back: { text, li }
+    joinNote: null, // "you joined ...", shown once the join's history is
   };
   log.onscroll = () => { room.stick = log.scrollHeight - log.scrollTop - log.clientHeight < 40; };
   return room;
