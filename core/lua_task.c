@@ -389,7 +389,7 @@ static void drain_held(mw_lua_t *lh, mw_conn_t *c)
 }
 
 /* Pushes on_message and its arguments for the conn object at ref. Returns 0,
- * or MW_ENOMEM with nothing pushed (push_arg_string). */
+ * or MW_ENOMEM with nothing pushed (mw__lua_push_arg). */
 static int push_message_call(mw_lua_t *lh, int ref, int opcode, const uint8_t *data, size_t len)
 {
     lua_State *L = lh->L;
