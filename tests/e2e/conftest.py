@@ -124,9 +124,18 @@ class Server:
             assert marker not in text, f"{marker} in the server log:\n{text}"
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the test, for fixtures to see how it went."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
 @pytest.fixture
-def start_server():
-    """start_server(script=..., config=..., args=...) -> Server; all are stopped after the test."""
+def start_server(request):
+    """start_server(script=..., config=..., args=...) -> Server; all are stopped after the test.
+    When the test failed, the end of each server's log is printed (shown with the failure)."""
     servers = []
 
     def start(*a, **kw):
@@ -137,6 +146,13 @@ def start_server():
     yield start
     # Stop every server before judging any, so one bad exit leaves none running.
     codes = [s.stop() for s in servers]
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        for i, s in enumerate(servers):
+            lines = s.log().splitlines()
+            print(f"--- server {i} (port {s.port}), last {min(len(lines), 80)} of {len(lines)} "
+                  f"log lines ---")
+            print("\n".join(lines[-80:]))
     for s, code in zip(servers, codes):
         s.check_clean()
         assert code in (0, None, -signal.SIGKILL), f"moonwire exited with {code}:\n{s.log()}"
