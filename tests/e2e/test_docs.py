@@ -698,12 +698,19 @@ def test_scaling_a_refused_redis_is_logged_as_it_says(tmp_path):
         assert node.text().count(refused) == 1, node.text()
         redis = subprocess.Popen([REDIS, "--port", str(rport), "--save", "", "--appendonly", "no"],
                                  stdout=subprocess.DEVNULL, cwd=tmp_path)
-        wait_until(lambda: "subscribed to 0 topic channel(s)" in node.text(), timeout=10,
+        # Both connections up: the subscriber may come up while the command
+        # connection still waits out its backoff, and a Redis stopped then
+        # would find only one connection to lose.
+        wait_until(lambda: "subscribed to 0 topic channel(s)" in node.text()
+                   and "command connection to Redis is up" in node.text(), timeout=10,
                    what="the node on Redis")
         redis.terminate()
         redis.wait(timeout=10)
-        wait_until(lambda: "lost the command connection to Redis" in node.text(), timeout=10,
-                   what="the lost connection")
+        try:
+            wait_until(lambda: "lost the command connection to Redis" in node.text(), timeout=10,
+                       what="the lost connection")
+        except AssertionError:
+            raise AssertionError("no lost connection in the node's log:\n" + node.text())
         time.sleep(0.6)  # waits of 0.1, 0.2 and 0.4 s after the loss
         assert refused not in node.text().split("lost the command connection to Redis", 1)[1], \
             node.text()
