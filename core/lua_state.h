@@ -69,6 +69,7 @@ struct mw_lua_s {
     mw_list_t waiting;          /* tasks waiting for a reply */
     size_t conn_waiting;        /* those of connections: on_open, on_message, on_close */
     int pool[MW_LUA_THREAD_POOL];  /* idle threads (registry refs) */
+    lua_State *pool_co[MW_LUA_THREAD_POOL]; /* and the threads, which those refs keep */
     int npool;
     const void *conn_meta;      /* the conn metatable, see mw_lua_conn_meta */
 };
