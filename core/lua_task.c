@@ -13,6 +13,7 @@
 #include "outq.h"
 #include "registry.h"
 #include "scheduler.h"
+#include "timer.h"
 #include "moonwire/config.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
@@ -353,6 +354,26 @@ int mw_lua_can_wait(lua_State *L)
     return lh->current != NULL && lh->current->co == L && lua_isyieldable(L);
 }
 
+/* lua.max_waiting hooks wait already: counted, logged (a line a second at
+ * most), and raised in the hook that would have been one more. */
+static void refuse_wait(mw_lua_t *lh, lua_State *L)
+{
+    uint64_t now = lh->node->timers->now;
+    uint32_t max = lh->node->cfg->max_waiting;
+
+    lh->node->metrics->wait_refusals++;
+    if (lh->wait_refused_at == 0 || now - lh->wait_refused_at >= 1000) {
+        mw_log_warn("app: a hook could not wait: lua.max_waiting (%u) hooks wait already; "
+                    "%llu more since the last such line", max,
+                    (unsigned long long)lh->wait_refused_since);
+        lh->wait_refused_at = now != 0 ? now : 1;
+        lh->wait_refused_since = 0;
+    } else {
+        lh->wait_refused_since++;
+    }
+    luaL_error(L, "too many hooks waiting (lua.max_waiting is %I)", (lua_Integer)max);
+}
+
 mw_lua_task_t *mw_lua_wait(lua_State *L)
 {
     mw_lua_t *lh = mw__lua_host(L);
@@ -361,6 +382,8 @@ mw_lua_task_t *mw_lua_wait(lua_State *L)
     if (t == NULL || t->co != L || !lua_isyieldable(L))
         luaL_error(L, "this can only wait in on_upgrade, on_open, on_message, on_close or a "
                       "timer callback");
+    if (lh->nwaiting >= lh->node->cfg->max_waiting)
+        refuse_wait(lh, L);
     w = malloc(sizeof(*w));
     if (w == NULL)
         luaL_error(L, "not enough memory");
@@ -388,6 +411,7 @@ mw_lua_task_t *mw_lua_wait(lua_State *L)
     t->waiting = 1;
     w->waiting = 0;
     mw_list_insert_tail(&lh->waiting, &w->link);
+    lh->nwaiting++;
     if (w->serial != 0)
         lh->conn_waiting++;
     return w;
@@ -404,6 +428,7 @@ void mw_lua_unwait(mw_lua_task_t *w)
     mw_lua_task_t *t = lh->current;
 
     mw_list_remove(&w->link);
+    lh->nwaiting--;
     if (w->serial != 0)
         lh->conn_waiting--;
     if (t != NULL)
@@ -438,6 +463,7 @@ void mw_lua_wake(mw_lua_task_t *w, int (*push)(lua_State *co, void *ud), void *u
     mw_lua_t *lh = w->lh;
 
     mw_list_remove(&w->link);
+    lh->nwaiting--;
     if (w->serial != 0)
         lh->conn_waiting--;
     w->push = push;
@@ -601,6 +627,7 @@ void mw__lua_tasks_free(mw_lua_t *lh)
     while (!mw_list_empty(&lh->waiting)) {
         mw_lua_task_t *w = MW_CONTAINER_OF(lh->waiting.next, mw_lua_task_t, link);
         mw_list_remove(&w->link);
+        lh->nwaiting--;
         if (w->waits != NULL && --w->waits->tasks == 0)
             waits_free(lh, w->waits); /* a deferred on_close goes with them */
         free(w);
