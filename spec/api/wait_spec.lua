@@ -170,3 +170,115 @@ describe("lua.max_waiting", function()
     srv:close()
   end)
 end)
+
+local UPGRADE_APP = [[
+local mw = require "moonwire"
+local app = {}
+local log = {}
+function app.on_upgrade(req)
+  local secs = tonumber(req.query.sleep or "0")
+  log[#log + 1] = "upgrade " .. req.query.name
+  if secs > 0 then
+    mw.sleep(secs)
+  end
+  if req.query.refuse then
+    return false, 403, "no " .. req.query.name
+  end
+  if req.query.fail then
+    error("on_upgrade failed for " .. req.query.name)
+  end
+end
+function app.on_open(conn, req)
+  log[#log + 1] = "open " .. req.query.name
+  conn.data.name = req.query.name
+end
+function app.on_message(conn, data)
+  if data == "log" then
+    conn:send(table.concat(log, "|"))
+  else
+    conn:send(conn.data.name .. ": " .. data)
+  end
+end
+function app.on_close(conn)
+  log[#log + 1] = "close " .. conn.data.name
+end
+return app
+]]
+
+describe("on_upgrade that waits", function()
+  local srv
+
+  before_each(function()
+    srv = helpers.app_server(UPGRADE_APP)
+  end)
+
+  after_each(function()
+    srv:close()
+  end)
+
+  it("answers the request when it returns: accepted, then on_open", function()
+    local ann = assert(srv:connect("/?name=ann&sleep=2"))
+    assert.equal(0, ann.status)
+    assert.is_false(ann:is_open())
+    srv:advance(1999)
+    assert.equal(0, ann.status)
+    assert.equal(0, srv:count())
+    srv:advance(1)
+    assert.equal(101, ann.status)
+    assert.is_true(ann:is_open())
+    ann:send("hi")
+    assert.same({ "ann: hi" }, helpers.texts(ann))
+  end)
+
+  it("answers the request when it returns: refused with its status and body", function()
+    local bob = assert(srv:connect("/?name=bob&sleep=1&refuse=1"))
+    assert.equal(0, bob.status)
+    srv:advance(1000)
+    assert.equal(403, bob.status)
+    assert.matches("no bob", bob.body, 1, true)
+    assert.is_false(bob:is_open())
+    assert.equal(0, srv:count())
+  end)
+
+  it("answers 500 when it fails after waiting", function()
+    local bad = assert(srv:connect("/?name=bad&sleep=1&fail=1"))
+    srv:advance(1000)
+    assert.equal(500, bad.status)
+    assert.matches("moonwire_handshakes_total{result=\"error\"} 1", srv:metrics(), 1, true)
+  end)
+
+  it("serves other connections and upgrades meanwhile", function()
+    local slow = assert(srv:connect("/?name=slow&sleep=5"))
+    local quick = helpers.connect(srv, "/?name=quick")
+    quick:send("hi")
+    assert.same({ "quick: hi" }, helpers.texts(quick))
+    assert.equal(0, slow.status)
+    srv:advance(5000)
+    assert.equal(101, slow.status)
+    quick:send("log")
+    assert.same({ "upgrade slow|upgrade quick|open quick|open slow" }, helpers.texts(quick))
+  end)
+
+  it("forgets a client that went away while it waited: no on_open", function()
+    local gone = assert(srv:connect("/?name=gone&sleep=1"))
+    gone:drop()
+    srv:advance(1000)
+    assert.is_false(gone:is_open())
+    assert.equal(0, srv:count())
+    local probe = helpers.connect(srv, "/?name=probe")
+    probe:send("log")
+    assert.same({ "upgrade gone|upgrade probe|open probe" }, helpers.texts(probe))
+  end)
+
+  it("is bounded by limits.handshake_timeout: 408, and its end changes nothing", function()
+    local s = helpers.app_server(UPGRADE_APP, { limits = { handshake_timeout = 1 } })
+    local late = assert(s:connect("/?name=late&sleep=3"))
+    s:advance(1500)
+    assert.equal(408, late.status)
+    s:advance(2000)
+    assert.equal(408, late.status)
+    assert.equal(0, s:count())
+    assert.matches("moonwire_handshakes_total{result=\"timeout\"} 1", s:metrics(), 1, true)
+    s:close()
+  end)
+end)
