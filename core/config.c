@@ -109,6 +109,10 @@ static const key_t_ schema[] = {
      * bytes the whole state may hold; 0 is no limit. */
     {"lua", "time_limit", T_MS, F(time_limit)},
     {"lua", "memory_limit", T_SIZE, F(memory_limit)},
+    /* max_sleep: the longest moonwire.sleep (seconds); max_waiting: hooks
+     * (of every connection and timer) that may wait at once. */
+    {"lua", "max_sleep", T_MS, F(max_sleep)},
+    {"lua", "max_waiting", T_U32, F(max_waiting)},
     /* http: the built-in endpoints. *_allow are address lists ("10.0.0.0/8",
      * "::1"); a request from elsewhere gets 403. Empty lists allow everyone. */
     {"http", "healthz", T_BOOL, F(healthz)},
@@ -217,6 +221,8 @@ int mw_config_init(mw_config_t *cfg)
     cfg->max_subscriptions = 1000;
     cfg->time_limit = 200;
     cfg->memory_limit = 256u << 20;
+    cfg->max_sleep = 60000;
+    cfg->max_waiting = 10000;
     cfg->cluster_connect_timeout = 2000;
     cfg->cluster_command_timeout = 3000;
     cfg->cluster_reconnect_max = 5000;

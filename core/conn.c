@@ -377,6 +377,26 @@ void mw_conn_upgrade(mw_conn_t *c, mw_frame_t *switching)
     mw_conn_set_tlist(c, MW_TL_ACTIVE);
 }
 
+void mw_conn_upgraded(mw_conn_t *c)
+{
+    uint8_t *buf = c->pipelined;
+    size_t len = c->pipelined_len;
+
+    if (c->state != MW_CONN_OPEN)
+        return;
+    c->replying = 0;
+    c->pipelined = NULL;
+    c->pipelined_len = 0;
+    if (len > 0) {
+        touch(c);
+        if (!c->ws.stopped)
+            mw_ws_feed(&c->ws, buf, len);
+    }
+    free(buf);
+    if (c->state == MW_CONN_OPEN)
+        mw_conn_pause(c, MW_PAUSE_HTTP, 0);
+}
+
 const char *mw_conn_connection_field(const mw_conn_t *c)
 {
     if (!c->keep_alive)

@@ -254,6 +254,11 @@ void mw_conn_refuse(mw_conn_t *c, int status, const char *why, const char *extra
  * timeout list. */
 void mw_conn_upgrade(mw_conn_t *c, mw_frame_t *switching);
 
+/* After mw_conn_upgrade and on_open: the bytes the client sent while the
+ * request was being answered (an on_upgrade that waited) go to the WebSocket
+ * side, and reading resumes. Does nothing unless c is open. */
+void mw_conn_upgraded(mw_conn_t *c);
+
 /* The reply to c's request is all queued (a streamed body calls this after
  * its last chunk): as c->keep_alive says, the connection takes its next
  * request once the reply has drained to the client (pipelined ones in

@@ -39,6 +39,7 @@ void mw_gauges_publish(const mw_node_t *node)
     mw_metrics_set(&m->open_connections, node->reg->nopen);
     mw_metrics_set(&m->sockets, node->conns->count);
     mw_metrics_set(&m->lua_memory, node->lua != NULL ? mw_lua_memory(node->lua) : 0);
+    mw_metrics_set(&m->lua_waiting, node->lua != NULL ? mw_lua_hooks_waiting(node->lua) : 0);
     mw_metrics_set(&m->backed_up, node->conns->nbacked);
     mw_metrics_set(&m->static_open_files, mw_stream_open_files());
     mw_metrics_set(&m->static_cache_bytes, mw_static_cache_bytes());

@@ -140,61 +140,59 @@ static void builtin(mw_conn_t *c, const char *path, size_t len)
     }
 }
 
-static void upgrade(mw_conn_t *c)
+/* Refuses c with 503 when the node takes no more connections (draining,
+ * limits.max_connections, max_connections_per_ip); returns 1 then. */
+static int refused_full(mw_conn_t *c)
 {
     mw_node_t *node = c->conns->node;
     const mw_config_t *cfg = node->cfg;
-    mw_upgrade_t up;
-    mw_upgrade_decision_t d;
-    const char *why, *protocol;
-    char key[25], extra[300];
-    int status;
-    mw_frame_t *f;
 
-    status = mw_http_check_upgrade(c->http, &up, &why);
-    if (status != 0) {
-        count(c, status == 405 ? MW_HS_method : status == 426 ? MW_HS_version : MW_HS_bad_request);
-        mw_conn_refuse(c, status, why,
-                            status == 426   ? "Sec-WebSocket-Version: 13\r\n"
-                            : status == 405 ? "Allow: GET\r\n"
-                                            : NULL);
-        return;
-    }
-    if (!origin_allowed(c)) {
-        count(c, MW_HS_origin);
-        mw_conn_refuse(c, 403, "origin not allowed", NULL);
-        return;
-    }
     if (c->conns->draining || node->reg->nopen >= cfg->max_connections) {
         count(c, MW_HS_full);
         mw_conn_refuse(c, 503, c->conns->draining ? "server shutting down" : "server full",
                        "Retry-After: 5\r\n");
-        return;
+        return 1;
     }
     if (cfg->max_connections_per_ip != 0 &&
         mw_iplimit_count(node->iplimit, &c->addr) > cfg->max_connections_per_ip) {
         count(c, MW_HS_full);
-        mw_conn_refuse(c, 503, "too many connections from your address",
-                            "Retry-After: 5\r\n");
-        return;
+        mw_conn_refuse(c, 503, "too many connections from your address", "Retry-After: 5\r\n");
+        return 1;
     }
-    memcpy(key, up.key, 24);
-    key[24] = '\0';
+    return 0;
+}
 
-    if (mw_lua_upgrade(node->lua, c, &d) != 0) {
+/* on_upgrade's answer (at once, or when a hook that waited has returned):
+ * the refusal, or the 101 and on_open. */
+static void decided(mw_conn_t *c, const mw_upgrade_decision_t *d, int err)
+{
+    mw_node_t *node = c->conns->node;
+    const mw_config_t *cfg = node->cfg;
+    const char *protocol, *key;
+    size_t key_len;
+    char extra[300];
+    mw_frame_t *f;
+
+    if (err != 0) {
         count(c, MW_HS_error);
         mw_conn_refuse(c, 500, "the application failed", NULL);
         return;
     }
-    if (c->state != MW_CONN_HTTP)
-        return; /* the app closed it (conn objects do not exist yet, but be safe) */
-    if (!d.accept) {
-        count(c, MW_HS_app);
-        mw_conn_refuse(c, d.status, d.body[0] ? d.body : "refused by the application",
-                            NULL);
+    if (c->peer_eof) {
+        /* It hung up while on_upgrade waited: nobody to upgrade. */
+        mw_log_debug("conn %llu: the client went away while on_upgrade waited",
+                     (unsigned long long)c->serial);
+        mw_conn_close(c, 0, NULL, 0);
         return;
     }
-    protocol = d.protocol[0] ? d.protocol : config_protocol(c);
+    if (!d->accept) {
+        count(c, MW_HS_app);
+        mw_conn_refuse(c, d->status, d->body[0] ? d->body : "refused by the application", NULL);
+        return;
+    }
+    if (refused_full(c)) /* again: a hook that waited may find the node full by now */
+        return;
+    protocol = d->protocol[0] ? d->protocol : config_protocol(c);
     if (protocol != NULL && (c->protocol = strdup(protocol)) == NULL) {
         count(c, MW_HS_error);
         mw_conn_refuse(c, 503, "out of memory", NULL);
@@ -213,7 +211,15 @@ static void upgrade(mw_conn_t *c)
         if (n > 0 && mw_pmd_negotiate(offers, n, &pc, &c->ws.pmd, accepted, sizeof(accepted)))
             snprintf(extra, sizeof(extra), "Sec-WebSocket-Extensions: %s\r\n", accepted);
     }
-    f = mw_http_switching(key, c->protocol, extra[0] ? extra : NULL);
+    /* Checked by mw_http_check_upgrade: present, and 24 characters. */
+    key = mw_http_header(c->http, "Sec-WebSocket-Key", 0, &key_len);
+    f = NULL;
+    if (key != NULL && key_len == 24) {
+        char k[25];
+        memcpy(k, key, 24);
+        k[24] = '\0';
+        f = mw_http_switching(k, c->protocol, extra[0] ? extra : NULL);
+    }
     if (f == NULL || mw_registry_add(node->reg, c) != 0) {
         if (f != NULL)
             mw_frame_unref(f);
@@ -230,6 +236,45 @@ static void upgrade(mw_conn_t *c)
     mw_frame_unref(f);
     count(c, MW_HS_ok);
     mw_lua_open(node->lua, c);
+    /* What the client sent while on_upgrade waited is WebSocket now. */
+    mw_conn_upgraded(c);
+}
+
+static const mw_upgrade_handler_t upgrade_handler = {.decided = decided};
+
+static void upgrade(mw_conn_t *c)
+{
+    mw_node_t *node = c->conns->node;
+    mw_upgrade_t up;
+    const char *why;
+    int status;
+
+    status = mw_http_check_upgrade(c->http, &up, &why);
+    if (status != 0) {
+        count(c, status == 405 ? MW_HS_method : status == 426 ? MW_HS_version : MW_HS_bad_request);
+        mw_conn_refuse(c, status, why,
+                            status == 426   ? "Sec-WebSocket-Version: 13\r\n"
+                            : status == 405 ? "Allow: GET\r\n"
+                                            : NULL);
+        return;
+    }
+    if (!origin_allowed(c)) {
+        count(c, MW_HS_origin);
+        mw_conn_refuse(c, 403, "origin not allowed", NULL);
+        return;
+    }
+    if (refused_full(c))
+        return;
+    status = mw_lua_upgrade(node->lua, c, &upgrade_handler);
+    if (status == MW_EAGAIN) {
+        /* on_upgrade waits: the request is answered when it returns, within
+         * handshake_timeout from now (then 408). Bytes the client sends
+         * meanwhile are kept, and reading stops (conn.c's stash). */
+        mw_conn_set_tlist(c, MW_TL_HANDSHAKE);
+    } else if (status != 0) {
+        count(c, MW_HS_error);
+        mw_conn_refuse(c, 500, "the application failed", NULL);
+    }
 }
 
 void mw_handshake_request(mw_conn_t *c)

@@ -296,6 +296,7 @@ int mw_lua_open_api(lua_State *L)
     api = lua_newuserdatauv(L, sizeof(*api), 0);
     memset(api, 0, sizeof(*api));
     mw_list_init(&api->timers);
+    mw_list_init(&api->sleepers);
     lua_setfield(L, LUA_REGISTRYINDEX, MW_API_KEY);
 
     mw__lua_open_conns(L);
@@ -342,5 +343,6 @@ void mw_lua_api_shutdown(lua_State *L)
         return;
     /* Every generation: keep nothing but a generation that cannot exist. */
     mw_lua_api_cancel_timers(L, api->generation + 1, 1);
+    mw__lua_close_sleeps(L, api);
     mw__lua_close_cache(L, api);
 }

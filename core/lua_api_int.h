@@ -23,6 +23,7 @@ typedef struct {
 /* Module-wide data: a userdata in the registry under MW_API_KEY. */
 typedef struct {
     mw_list_t timers;    /* every scheduled Lua timer */
+    mw_list_t sleepers;  /* every hook in moonwire.sleep */
     mw_timer_t cache_gc; /* sweeps expired cache entries */
     lua_State *L;
     uint32_t generation; /* bumped for each app load; timers remember theirs */
@@ -77,7 +78,8 @@ void mw__lua_read_send_opts(lua_State *L, int idx, mw_conn_t **except, int *op,
 /* Pushes a read-only view of a copy of the configuration (lua_api_config.c). */
 void mw__lua_push_config(lua_State *L);
 
-/* Adds timer(), every() to the module table on top; sets up the timer metatable. */
+/* Adds timer(), every(), sleep() to the module table on top; sets up the
+ * timer metatable. */
 void mw__lua_open_timers(lua_State *L);
 
 /* Adds redis() to the module table on top. */
@@ -104,6 +106,10 @@ int mw__lua_open_json(lua_State *L, char *err, size_t errlen);
 
 /* Pushes the moonwire.cache table. */
 void mw__lua_open_cache(lua_State *L, mw__api_t *api);
+
+/* Takes the sleeping hooks' timers off the heap (their tasks were dropped
+ * with the state's waiting ones). */
+void mw__lua_close_sleeps(lua_State *L, mw__api_t *api);
 
 /* Stops the cache sweeper. */
 void mw__lua_close_cache(lua_State *L, mw__api_t *api);

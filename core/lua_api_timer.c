@@ -1,8 +1,11 @@
-/* moonwire.timer(ms, fn) and moonwire.every(ms, fn).
+/* moonwire.timer(ms, fn), moonwire.every(ms, fn) and moonwire.sleep(seconds).
  *
  * A timer is a userdata that embeds its entry in the server's timer heap
  * and pins itself in the Lua registry while scheduled, so it lives exactly
  * as long as it can fire. Timers belong to the app: a reload cancels them.
+ * A sleep is a hook that waits (lua_task.h) for an entry of the same heap,
+ * which wakes it: real time in the server, virtual time in moonwire.sim.
+ * A reload does not cut it short: the hook goes on in the code it began in.
  */
 #include "lua_api_timer.h"
 #include "lua_api_int.h"
@@ -11,8 +14,11 @@
 #include "node.h"
 #include "scheduler.h"
 #include "timer.h"
+#include "moonwire/config.h"
 
 #include <lauxlib.h>
+#include <math.h>
+#include <stdlib.h>
 
 typedef struct {
     mw_timer_t t;
@@ -105,6 +111,78 @@ static int timer_active(lua_State *L)
     return 1;
 }
 
+/* A hook in moonwire.sleep: its entry in the timer heap, and its task. */
+typedef struct {
+    mw_timer_t t;
+    mw_list_t link; /* in the api's sleepers */
+    mw_lua_task_t *task;
+} lsleep_t;
+
+static int push_nothing(lua_State *co, void *ud)
+{
+    (void)co;
+    (void)ud;
+    return 0;
+}
+
+static void on_sleep_over(mw_timer_t *t)
+{
+    lsleep_t *s = t->data;
+    mw_lua_task_t *task = s->task;
+
+    mw_list_remove(&s->link);
+    free(s);
+    mw_lua_wake(task, push_nothing, NULL);
+}
+
+/* moonwire.sleep(seconds): the hook waits that long (fractions allowed, at
+ * most lua.max_sleep) while the loop serves everyone else; returns nothing. */
+static int api_sleep(lua_State *L)
+{
+    lua_Number secs = luaL_checknumber(L, 1);
+    mw_node_t *node = mw_lua_node(L);
+    uint32_t max = node->cfg->max_sleep;
+    mw_lua_task_t *task;
+    lsleep_t *s;
+    uint64_t ms;
+
+    if (!(secs >= 0 && secs * 1000 <= (lua_Number)max))
+        return luaL_argerror(L, 1, lua_pushfstring(L, "seconds must be from 0 to lua.max_sleep (%f)",
+                                                   (lua_Number)max / 1000));
+    ms = (uint64_t)llround(secs * 1000);
+    if (ms == 0 && secs > 0)
+        ms = 1;
+    task = mw_lua_wait(L); /* raises outside a hook that can wait, and past lua.max_waiting */
+    s = malloc(sizeof(*s));
+    if (s != NULL) {
+        mw_timer_init(&s->t, on_sleep_over, s);
+        s->task = task;
+        if (mw_timer_start(node->timers, &s->t, ms, 0) != 0) {
+            free(s);
+            s = NULL;
+        }
+    }
+    if (s == NULL) {
+        mw_lua_unwait(task);
+        return luaL_error(L, "not enough memory");
+    }
+    mw_list_insert_tail(&mw__lua_api(L)->sleepers, &s->link);
+    return mw_lua_yield(L);
+}
+
+void mw__lua_close_sleeps(lua_State *L, mw__api_t *api)
+{
+    mw_list_t *it, *tmp;
+
+    mw_list_foreach_safe(it, tmp, &api->sleepers)
+    {
+        lsleep_t *s = MW_CONTAINER_OF(it, lsleep_t, link);
+        mw_timer_stop(mw_lua_node(L)->timers, &s->t);
+        mw_list_remove(&s->link);
+        free(s);
+    }
+}
+
 uint32_t mw_lua_api_new_generation(lua_State *L)
 {
     mw__api_t *api = mw__lua_api(L);
@@ -138,4 +216,6 @@ void mw__lua_open_timers(lua_State *L)
     lua_setfield(L, -2, "timer");
     lua_pushcfunction(L, api_every);
     lua_setfield(L, -2, "every");
+    lua_pushcfunction(L, api_sleep);
+    lua_setfield(L, -2, "sleep");
 }

@@ -171,22 +171,48 @@ static int read_decision(mw_lua_t *lh, mw_conn_t *c, mw_upgrade_decision_t *d)
     return 0;
 }
 
-int mw_lua_upgrade(mw_lua_t *lh, mw_conn_t *c, mw_upgrade_decision_t *d)
+/* on_upgrade has returned (its 3 results on top) or failed: its answer goes
+ * to the router, unless the connection went away while the hook waited. */
+static void upgrade_done(mw_lua_t *lh, mw_conn_t *c, int ok, const void *ud)
+{
+    const mw_upgrade_handler_t *h = ud;
+    mw_upgrade_decision_t d;
+    int err;
+
+    if (c == NULL || c->state != MW_CONN_HTTP) {
+        if (ok)
+            lua_pop(lh->L, 3);
+        return;
+    }
+    if (!ok) {
+        h->decided(c, NULL, MW_ELUA);
+        return;
+    }
+    memset(&d, 0, sizeof(d));
+    err = read_decision(lh, c, &d);
+    h->decided(c, err == 0 ? &d : NULL, err);
+}
+
+int mw_lua_upgrade(mw_lua_t *lh, mw_conn_t *c, const mw_upgrade_handler_t *h)
 {
     lua_State *L = lh->L;
+    mw_lua_then_t then = {upgrade_done, h, 3};
 
-    memset(d, 0, sizeof(*d));
-    d->accept = 1;
     lua_pushcfunction(L, build_request);
     lua_pushlightuserdata(L, c);
     if (!mw_lua_call(lh, NULL, "building the request", 1, 0))
         return MW_ELUA;
-    if (!mw__lua_push_hook(lh, MW_HOOK_UPGRADE))
+    if (!mw__lua_push_hook(lh, MW_HOOK_UPGRADE)) {
+        mw_upgrade_decision_t d;
+        memset(&d, 0, sizeof(d));
+        d.accept = 1;
+        h->decided(c, &d, 0);
         return 0;
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
-    if (!mw_lua_call(lh, NULL, "on_upgrade", 1, 3))
-        return MW_ELUA;
-    return read_decision(lh, c, d);
+    mw_lua_spawn_then(lh, c, "on_upgrade", 1, &then);
+    /* Answered, the connection is upgraded or closing; still HTTP, it waits. */
+    return c->state == MW_CONN_HTTP ? MW_EAGAIN : 0;
 }
 
 /* Makes the conn object of the connection at 1 (a light userdata), with its

@@ -16,10 +16,21 @@ typedef struct {
     char protocol[128]; /* when accepted: the chosen subprotocol, or "" */
 } mw_upgrade_decision_t;
 
-/* Builds the request table of c (from c->http) and runs on_upgrade. Fills d.
- * Returns 0, or MW_ELUA when building the table or the hook failed, or the
- * hook returned values of the wrong types (logged; reply 500). */
-int mw_lua_upgrade(mw_lua_t *lh, mw_conn_t *c, mw_upgrade_decision_t *d);
+/* Where on_upgrade's answer goes (the request router's). decided(c, d, err):
+ * err is 0 with d filled, or MW_ELUA when the hook failed or returned values
+ * of the wrong types (logged; d is NULL: reply 500). */
+typedef struct {
+    void (*decided)(mw_conn_t *c, const mw_upgrade_decision_t *d, int err);
+} mw_upgrade_handler_t;
+
+/* Builds the request table of c (from c->http) and runs on_upgrade, which
+ * may wait (lua_task.h): h->decided runs when it has returned, at once when
+ * it did not wait, or (with accept) when the app has no on_upgrade. A hook
+ * that waits leaves c in MW_CONN_HTTP; when c has closed or been released by
+ * its end (the client went away, handshake_timeout), decided is not called.
+ * Returns 0 (decided), MW_EAGAIN (the hook waits), or MW_ELUA when the
+ * request table could not be built (logged; decided is not called). */
+int mw_lua_upgrade(mw_lua_t *lh, mw_conn_t *c, const mw_upgrade_handler_t *h);
 
 /* Creates c's conn object and runs on_open; c is failed with 1011 when the
  * object could not be made. */

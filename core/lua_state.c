@@ -82,6 +82,11 @@ void mw_lua_set_limits(mw_lua_t *lh, uint32_t time_limit, size_t memory_limit)
     lh->mem_limit = memory_limit;
 }
 
+size_t mw_lua_hooks_waiting(const mw_lua_t *lh)
+{
+    return lh->nwaiting;
+}
+
 size_t mw_lua_memory(const mw_lua_t *lh)
 {
     return lh->mem_used;

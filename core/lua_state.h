@@ -68,8 +68,12 @@ struct mw_lua_s {
     char *script_dir;           /* the directory package.path was set up for */
     mw_lua_task_t *current;     /* the task running now, or NULL */
     mw_list_t waiting;          /* tasks waiting for a reply */
+    size_t nwaiting;            /* how many: at most lua.max_waiting */
     size_t conn_waiting;        /* those of connections: on_open, on_message, on_close */
+    uint64_t wait_refused_at;   /* when a refusal was last logged (ms), for one line a second */
+    uint64_t wait_refused_since; /* refusals not logged since */
     int pool[MW_LUA_THREAD_POOL];  /* idle threads (registry refs) */
+    lua_State *pool_co[MW_LUA_THREAD_POOL]; /* and the threads, which those refs keep */
     int npool;
     const void *conn_meta;      /* the conn metatable, see mw_lua_conn_meta */
 };
@@ -92,6 +96,9 @@ const void *mw_lua_conn_meta(lua_State *L);
 
 /* Bytes the Lua state holds. */
 size_t mw_lua_memory(const mw_lua_t *lh);
+
+/* Hooks waiting now (moonwire.sleep, Redis, ...): at most lua.max_waiting. */
+size_t mw_lua_hooks_waiting(const mw_lua_t *lh);
 
 /* Changes lua.time_limit (ms) and lua.memory_limit (a reload); 0 means none. */
 void mw_lua_set_limits(mw_lua_t *lh, uint32_t time_limit, size_t memory_limit);

@@ -1,5 +1,6 @@
-/* Hooks as coroutines that may wait: the threads they run in (a pool of up
- * to 32 idle ones), the tasks waiting for a reply, and what a waiting hook of
+/* Hooks as coroutines that may wait, on one node as in a cluster: the
+ * threads they run in (a pool of up to 32 idle ones, so that a hook that does
+ * not wait allocates nothing), the tasks waiting for a reply, and what a waiting hook of
  * a connection holds back (its next messages, its on_error and on_close),
  * with on_message's dispatch, which holds a message or runs it. See
  * lua_task.h.
@@ -12,6 +13,7 @@
 #include "outq.h"
 #include "registry.h"
 #include "scheduler.h"
+#include "timer.h"
 #include "moonwire/config.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
@@ -50,9 +52,13 @@ struct mw_lua_task_s {
     lua_State *co;
     int ref;         /* the thread in the registry */
     uint64_t serial; /* the connection it runs for; 0 for none */
-    mw_conn_t *conn; /* that connection while its on_close is not yet due, until
-                      * the first wait (it may be gone by the wake-up); or NULL */
+    mw_conn_t *conn; /* that connection, until the first wait (it may be gone
+                      * by the wake-up); or NULL */
+    int hold;        /* a wait of it holds the connection's next hooks back */
     mw_lua_waits_t *join;  /* or the record of that connection once it has closed */
+    mw_lua_done_cb done;   /* called when it has returned or failed, or NULL */
+    const void *done_ud;
+    int nret;              /* the results done takes */
     mw_lua_waits_t *waits; /* held from the first wait to the end, or NULL */
     const char *what;
     int waiting;     /* it yielded through mw_lua_wait */
@@ -71,32 +77,40 @@ static int new_thread(lua_State *L)
     return 0;
 }
 
-/* A thread for a hook, from the pool or new (in a protected call: it
- * allocates). Returns NULL with the error on top of the state when memory is
- * short. */
-static lua_State *thread_get(mw_lua_t *lh, int *ref)
+/* A thread for a hook, from the pool (nothing allocated) or new (in a
+ * protected call: it allocates). Returns NULL with the error on top of the
+ * state when memory is short. */
+static lua_State *thread_new(mw_lua_t *lh, int *ref)
 {
     lua_State *L = lh->L, *co;
 
-    if (lh->npool > 0) {
-        *ref = lh->pool[--lh->npool];
-    } else {
-        lua_pushcfunction(L, new_thread);
-        lua_pushlightuserdata(L, ref);
-        if (mw__lua_pcall(lh, 1, 0) != LUA_OK)
-            return NULL;
-    }
+    lua_pushcfunction(L, new_thread);
+    lua_pushlightuserdata(L, ref);
+    if (mw__lua_pcall(lh, 1, 0) != LUA_OK)
+        return NULL;
     lua_rawgeti(L, LUA_REGISTRYINDEX, *ref);
     co = lua_tothread(L, -1);
     lua_pop(L, 1);
     return co;
 }
 
-static void thread_put(mw_lua_t *lh, lua_State *co, int ref, int reusable)
+static inline lua_State *thread_get(mw_lua_t *lh, int *ref)
+{
+    if (lh->npool > 0) {
+        lh->npool--;
+        *ref = lh->pool[lh->npool];
+        return lh->pool_co[lh->npool];
+    }
+    return thread_new(lh, ref);
+}
+
+/* Gives a thread back: to the pool when reusable (an empty stack: the caller
+ * emptied it), else to the collector. */
+static inline void thread_put(mw_lua_t *lh, lua_State *co, int ref, int reusable)
 {
     if (reusable && lh->npool < MW_LUA_THREAD_POOL) {
-        lua_settop(co, 0);
-        lh->pool[lh->npool++] = ref;
+        lh->pool[lh->npool] = ref;
+        lh->pool_co[lh->npool++] = co;
         return;
     }
     luaL_unref(lh->L, LUA_REGISTRYINDEX, ref); /* a dead thread is collected */
@@ -105,9 +119,10 @@ static void thread_put(mw_lua_t *lh, lua_State *co, int ref, int reusable)
 static void drain_held(mw_lua_t *lh, mw_conn_t *c);
 static void close_hooks(mw_lua_t *lh, mw_conn_t *c, int ref, uint64_t serial, const char *fail_why,
                         uint16_t code, const char *reason, size_t reason_len);
-static int push_message_call(mw_lua_t *lh, int ref, int opcode, const uint8_t *data, size_t len);
+static void run_message(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, mw_lua_waits_t *join, int ref,
+                        int opcode, const uint8_t *data, size_t len);
 static void spawn_for(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, mw_lua_waits_t *join,
-                      const char *what, int nargs);
+                      const char *what, int nargs, const mw_lua_then_t *then);
 
 static void waits_free(mw_lua_t *lh, mw_lua_waits_t *ws)
 {
@@ -129,13 +144,9 @@ static void waits_settle(mw_lua_t *lh, mw_lua_waits_t *ws)
     while (ws->tasks == 0 && (f = mw_outq_head(&ws->held)) != NULL) {
         mw_frame_ref(f);
         mw_outq_consume(&ws->held, f->len);
-        if (lh->hooks[MW_HOOK_MESSAGE] != LUA_NOREF) {
-            if (push_message_call(lh, ws->close_ref, f->bytes[0] & 0x0f, mw_frame_payload(f),
-                                  mw_frame_payload_len(f)) == 0)
-                spawn_for(lh, NULL, ws->serial, ws, "on_message", 3);
-            else
-                mw__lua_unpushed(lh, NULL, "on_message");
-        }
+        if (lh->hooks[MW_HOOK_MESSAGE] != LUA_NOREF)
+            run_message(lh, NULL, ws->serial, ws, ws->close_ref, f->bytes[0] & 0x0f,
+                        mw_frame_payload(f), mw_frame_payload_len(f));
         mw_frame_unref(f);
     }
     if (ws->tasks > 0)
@@ -175,6 +186,42 @@ static int task_error(lua_State *L)
     return 1;
 }
 
+/* The connection a task runs for: the one it was given while it has not
+ * waited, else the one of its serial if still open (registry), or NULL. */
+static mw_conn_t *task_conn(const mw_lua_task_t *t)
+{
+    if (t->conn != NULL)
+        return t->conn;
+    return t->serial != 0 ? mw_registry_find_serial(t->lh->node->reg, t->serial) : NULL;
+}
+
+/* Hands a finished task's results to its done callback: exactly t->nret of
+ * them, on top of the main state. */
+static void task_done(mw_lua_task_t *t, int ok, int nres)
+{
+    mw_lua_t *lh = t->lh;
+    lua_State *L = lh->L;
+    /* Its connection, while it exists: a task that waited learns it from its
+     * record, which the connection's release clears. */
+    mw_conn_t *c = t->waits != NULL ? t->waits->conn : t->conn;
+
+    if (ok) {
+        int n = nres < t->nret ? nres : t->nret;
+        if (!lua_checkstack(L, t->nret)) {
+            lua_pop(t->co, nres);
+            mw__lua_push_string(L, "not enough memory for the hook's results");
+            mw__lua_hook_failed(lh, c, t->what, LUA_ERRMEM);
+            ok = 0;
+        } else {
+            lua_pop(t->co, nres - n);
+            lua_xmove(t->co, L, n);
+            for (; n < t->nret; n++)
+                lua_pushnil(L);
+        }
+    }
+    t->done(lh, c, ok, t->done_ud);
+}
+
 /* Runs (or resumes) a task until it finishes, fails or waits. */
 static void task_run(mw_lua_task_t *t, int nargs)
 {
@@ -198,64 +245,87 @@ static void task_run(mw_lua_task_t *t, int nargs)
     else
         mw_watchdog_switch(outer_thread);
 
-    if (r == LUA_YIELD && t->waiting) {
+    if (r == LUA_OK) {
+        /* The common case first: it returned without waiting, or after. */
+        if (t->done != NULL)
+            task_done(t, 1, nres); /* which takes the results */
+        else if (nres > 0)
+            lua_settop(t->co, 0);
+        thread_put(lh, t->co, t->ref, 1);
+    } else if (r == LUA_YIELD && t->waiting) {
         /* A heap copy took over (mw_lua_wait): this one is done with. */
         lua_pop(t->co, nres);
         return;
-    }
-    if (r == LUA_YIELD) {
-        mw__lua_push_string(L, "a hook may only wait inside moonwire functions "
-                       "(coroutine.yield from a hook)");
-        r = LUA_ERRRUN;
-        mw__lua_hook_failed(lh, mw_registry_find_serial(lh->node->reg, t->serial), t->what, r);
-        thread_put(lh, t->co, t->ref, 0);
-    } else if (r == LUA_OK) {
-        lua_pop(t->co, nres);
-        thread_put(lh, t->co, t->ref, 1);
     } else {
-        lua_pushcfunction(L, task_error);
-        lua_xmove(t->co, L, 1); /* the error */
-        lua_pushlightuserdata(L, t->co);
-        lh->mem_slack = MW_LUA_ERROR_SLACK;
-        if (lua_pcall(L, 2, 1, 0) != LUA_OK)
-            r = LUA_ERRMEM; /* the only error it can have */
-        if (lh->timed_out)
+        if (r == LUA_YIELD) {
+            mw__lua_push_string(L, "a hook may only wait inside moonwire functions "
+                                   "(coroutine.yield from a hook)");
             r = LUA_ERRRUN;
-        mw__lua_hook_failed(lh, mw_registry_find_serial(lh->node->reg, t->serial), t->what, r);
+        } else {
+            lua_pushcfunction(L, task_error);
+            lua_xmove(t->co, L, 1); /* the error */
+            lua_pushlightuserdata(L, t->co);
+            lh->mem_slack = MW_LUA_ERROR_SLACK;
+            if (lua_pcall(L, 2, 1, 0) != LUA_OK)
+                r = LUA_ERRMEM; /* the only error it can have */
+            if (lh->timed_out)
+                r = LUA_ERRRUN;
+        }
+        mw__lua_hook_failed(lh, task_conn(t), t->what, r);
         thread_put(lh, t->co, t->ref, 0);
+        if (t->done != NULL)
+            task_done(t, 0, 0);
     }
     if (t->waits != NULL)
         waits_release(lh, t->waits);
 }
 
+/* Readies t, a task for the connection of that serial (0: none), which is c,
+ * or NULL when it has gone (join: its record then). */
+static void task_init(mw_lua_task_t *t, mw_lua_t *lh, mw_conn_t *c, uint64_t serial,
+                      mw_lua_waits_t *join, const char *what, const mw_lua_then_t *then)
+{
+    t->lh = lh;
+    t->serial = serial;
+    t->conn = c;
+    /* A hook of an open connection holds its next messages and on_close back
+     * while it waits, and on_upgrade its on_open; on_close itself (lua_open
+     * is 0 by then) holds nothing back. */
+    t->hold = c != NULL && (c->lua_open || c->state == MW_CONN_HTTP);
+    t->join = join;
+    t->waits = NULL;
+    t->what = what;
+    t->waiting = 0;
+    t->push = NULL;
+    t->push_ud = NULL;
+    if (then != NULL) {
+        t->done = then->done;
+        t->done_ud = then->ud;
+        t->nret = then->nret;
+    } else {
+        t->done = NULL;
+        t->done_ud = NULL;
+        t->nret = 0;
+    }
+}
+
 /* Calls the function under nargs arguments at the top of L as a coroutine
- * that may wait (moonwire.redis): a task for the connection of that serial
- * (0: none), which is c, or NULL when it has gone. */
+ * that may wait: a task for the connection of that serial (0: none), which is
+ * c, or NULL when it has gone. */
 static void spawn_for(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, mw_lua_waits_t *join,
-                      const char *what, int nargs)
+                      const char *what, int nargs, const mw_lua_then_t *then)
 {
     lua_State *L = lh->L;
     mw_lua_task_t t;
 
-    /* Only the backplane makes anything wait (moonwire.redis, presence and
-     * history in Redis): a node alone runs its hooks as plain calls. */
-    if (lh->node->cluster == NULL) {
-        mw_lua_call(lh, c, what, nargs, 0);
-        return;
-    }
-
-    memset(&t, 0, sizeof(t));
-    t.lh = lh;
-    t.serial = serial;
-    /* on_close itself (lua_open is 0 by then) holds nothing back. */
-    t.conn = c != NULL && c->lua_open ? c : NULL;
-    t.join = join;
-    t.what = what;
-    t.co = thread_get(lh, &t.ref);
-    if (t.co == NULL) { /* the function and its arguments go; the error stays */
+    task_init(&t, lh, c, serial, join, what, then);
+    if ((t.co = thread_get(lh, &t.ref)) == NULL) {
+        /* The function and its arguments go; the error stays. */
         lua_rotate(L, -(nargs + 2), 1);
         lua_pop(L, nargs + 1);
         mw__lua_hook_failed(lh, c, what, LUA_ERRMEM);
+        if (t.done != NULL)
+            t.done(lh, c, 0, t.done_ud);
         return;
     }
     lua_xmove(L, t.co, nargs + 1);
@@ -264,12 +334,18 @@ static void spawn_for(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, mw_lua_waits_
 
 static void spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs)
 {
-    spawn_for(lh, c, c != NULL ? c->serial : 0, NULL, what, nargs);
+    spawn_for(lh, c, c != NULL ? c->serial : 0, NULL, what, nargs, NULL);
 }
 
 void mw_lua_spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs)
 {
     spawn(lh, c, what, nargs);
+}
+
+void mw_lua_spawn_then(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs,
+                       const mw_lua_then_t *then)
+{
+    spawn_for(lh, c, c != NULL ? c->serial : 0, NULL, what, nargs, then);
 }
 
 int mw_lua_can_wait(lua_State *L)
@@ -278,17 +354,40 @@ int mw_lua_can_wait(lua_State *L)
     return lh->current != NULL && lh->current->co == L && lua_isyieldable(L);
 }
 
+/* lua.max_waiting hooks wait already: counted, logged (a line a second at
+ * most), and raised in the hook that would have been one more. */
+static void refuse_wait(mw_lua_t *lh, lua_State *L)
+{
+    uint64_t now = lh->node->timers->now;
+    uint32_t max = lh->node->cfg->max_waiting;
+
+    lh->node->metrics->wait_refusals++;
+    if (lh->wait_refused_at == 0 || now - lh->wait_refused_at >= 1000) {
+        mw_log_warn("app: a hook could not wait: lua.max_waiting (%u) hooks wait already; "
+                    "%llu more since the last such line", max,
+                    (unsigned long long)lh->wait_refused_since);
+        lh->wait_refused_at = now != 0 ? now : 1;
+        lh->wait_refused_since = 0;
+    } else {
+        lh->wait_refused_since++;
+    }
+    luaL_error(L, "too many hooks waiting (lua.max_waiting is %I)", (lua_Integer)max);
+}
+
 mw_lua_task_t *mw_lua_wait(lua_State *L)
 {
     mw_lua_t *lh = mw__lua_host(L);
     mw_lua_task_t *t = lh->current, *w;
 
     if (t == NULL || t->co != L || !lua_isyieldable(L))
-        luaL_error(L, "this can only wait in on_open, on_message, on_close or a timer callback");
+        luaL_error(L, "this can only wait in on_upgrade, on_open, on_message, on_close or a "
+                      "timer callback");
+    if (lh->nwaiting >= lh->node->cfg->max_waiting)
+        refuse_wait(lh, L);
     w = malloc(sizeof(*w));
     if (w == NULL)
         luaL_error(L, "not enough memory");
-    if (t->waits == NULL && (t->conn != NULL || t->join != NULL)) {
+    if (t->waits == NULL && ((t->hold && t->conn != NULL) || t->join != NULL)) {
         /* The first wait of a connection's hook holds its next messages and
          * its on_close back until the hook has finished. */
         mw_lua_waits_t *ws = t->join != NULL ? t->join : t->conn->lua_waits;
@@ -312,6 +411,7 @@ mw_lua_task_t *mw_lua_wait(lua_State *L)
     t->waiting = 1;
     w->waiting = 0;
     mw_list_insert_tail(&lh->waiting, &w->link);
+    lh->nwaiting++;
     if (w->serial != 0)
         lh->conn_waiting++;
     return w;
@@ -328,6 +428,7 @@ void mw_lua_unwait(mw_lua_task_t *w)
     mw_lua_task_t *t = lh->current;
 
     mw_list_remove(&w->link);
+    lh->nwaiting--;
     if (w->serial != 0)
         lh->conn_waiting--;
     if (t != NULL)
@@ -362,6 +463,7 @@ void mw_lua_wake(mw_lua_task_t *w, int (*push)(lua_State *co, void *ud), void *u
     mw_lua_t *lh = w->lh;
 
     mw_list_remove(&w->link);
+    lh->nwaiting--;
     if (w->serial != 0)
         lh->conn_waiting--;
     w->push = push;
@@ -388,20 +490,32 @@ static void drain_held(mw_lua_t *lh, mw_conn_t *c)
         mw_conn_pause(c, MW_PAUSE_HELD, 0);
 }
 
-/* Pushes on_message and its arguments for the conn object at ref. Returns 0,
- * or MW_ENOMEM with nothing pushed (mw__lua_push_arg). */
-static int push_message_call(mw_lua_t *lh, int ref, int opcode, const uint8_t *data, size_t len)
+/* Runs on_message for the conn object at ref, as a task of the connection
+ * of that serial (c, or NULL with its record join once it has closed). The
+ * hook and its arguments go straight onto the task's thread: on the echo
+ * path nothing is moved, nothing allocated. */
+static void run_message(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, mw_lua_waits_t *join, int ref,
+                        int opcode, const uint8_t *data, size_t len)
 {
-    lua_State *L = lh->L;
+    mw_lua_task_t t;
+    lua_State *co;
 
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lh->hooks[MW_HOOK_MESSAGE]);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-    if (mw__lua_push_arg(lh, L, (const char *)data, len) != 0) {
-        lua_pop(L, 2);
-        return MW_ENOMEM;
+    if ((co = thread_get(lh, &t.ref)) == NULL) {
+        mw__lua_hook_failed(lh, c, "on_message", LUA_ERRMEM);
+        return;
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, opcode == MW_OP_BINARY ? lh->kind_binary : lh->kind_text);
-    return 0;
+    lua_rawgeti(co, LUA_REGISTRYINDEX, lh->hooks[MW_HOOK_MESSAGE]);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, ref);
+    if (mw__lua_push_arg(lh, co, (const char *)data, len) != 0) {
+        lua_settop(co, 0);
+        thread_put(lh, co, t.ref, 1);
+        mw__lua_unpushed(lh, c, "on_message");
+        return;
+    }
+    lua_rawgeti(co, LUA_REGISTRYINDEX, opcode == MW_OP_BINARY ? lh->kind_binary : lh->kind_text);
+    task_init(&t, lh, c, serial, join, "on_message", NULL);
+    t.co = co;
+    task_run(&t, 3);
 }
 
 void mw_lua_message(mw_conn_t *c, int opcode, const uint8_t *data, size_t len)
@@ -422,10 +536,7 @@ void mw_lua_message(mw_conn_t *c, int opcode, const uint8_t *data, size_t len)
             mw_frame_unref(f);
         return;
     }
-    if (push_message_call(lh, c->lua_ref, opcode, data, len) == 0)
-        spawn(lh, c, "on_message", 3);
-    else
-        mw__lua_unpushed(lh, c, "on_message");
+    run_message(lh, c, c->serial, NULL, c->lua_ref, opcode, data, len);
 }
 
 /* Runs on_error, for a failure the core saw (fail_why), then on_close, for the
@@ -461,7 +572,7 @@ static void close_hooks(mw_lua_t *lh, mw_conn_t *c, int ref, uint64_t serial, co
          * with an empty reason when the reason does not fit. */
         if (mw__lua_push_arg(lh, L, reason, reason_len) != 0)
             lua_rawgeti(L, LUA_REGISTRYINDEX, lh->empty_string);
-        spawn_for(lh, c, serial, NULL, "on_close", 3);
+        spawn_for(lh, c, serial, NULL, "on_close", 3, NULL);
     }
 }
 
@@ -519,6 +630,7 @@ void mw__lua_tasks_free(mw_lua_t *lh)
     while (!mw_list_empty(&lh->waiting)) {
         mw_lua_task_t *w = MW_CONTAINER_OF(lh->waiting.next, mw_lua_task_t, link);
         mw_list_remove(&w->link);
+        lh->nwaiting--;
         if (w->waits != NULL && --w->waits->tasks == 0)
             waits_free(lh, w->waits); /* a deferred on_close goes with them */
         free(w);

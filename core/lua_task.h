@@ -1,7 +1,8 @@
 /* Hooks as coroutines that may wait.
  *
- * Hooks that may wait (on_open, on_message, on_close, timer callbacks) run
- * as coroutines. A C function of the moonwire module that waits for a reply
+ * Every hook of the app that may wait (on_upgrade, on_open, on_message,
+ * on_close, timer callbacks) runs as a coroutine, on a node alone as in a
+ * cluster and in moonwire.sim: one model everywhere. A C function of the moonwire module that waits for a reply
  * calls mw_lua_wait (which raises outside such a hook), starts its request,
  * and returns mw_lua_yield(L); the reply's callback calls mw_lua_wake, whose
  * push function pushes the results the Lua call returns (it runs in the
@@ -21,8 +22,9 @@ typedef struct mw_lua_s mw_lua_t;
 typedef struct mw_lua_task_s mw_lua_task_t;
 
 /* The running task, copied to the heap and listed as waiting. Raises (a Lua
- * error) unless L is the running task's own thread and may yield, or when
- * memory is short. */
+ * error) unless L is the running task's own thread and may yield (on_error,
+ * on_start, on_reload and the script's loading can not wait), when
+ * lua.max_waiting hooks wait already, or when memory is short. */
 mw_lua_task_t *mw_lua_wait(lua_State *L);
 
 /* What the waiting C function returns: lua_yield, with the continuation that
@@ -47,9 +49,29 @@ size_t mw_lua_conn_hooks_waiting(const mw_lua_t *lh);
 
 /* Runs the function under nargs arguments at the top of the state as a hook
  * that may wait, for connection c (may be NULL); failures are handled like
- * mw_lua_call's. A node without a backplane runs it as a plain protected
- * call, since nothing can make it wait. */
+ * mw_lua_call's. A hook that does not wait allocates nothing (its thread
+ * comes from the pool). */
 void mw_lua_spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs);
+
+/* What a hook's end is told (mw_lua_spawn_then): c is the connection it ran
+ * for, or NULL when that one has been released meanwhile; ok is 1 when the
+ * hook returned, with nret results on top of the main state (the callback
+ * pops them), or 0 when it failed (already handled as mw_lua_call does,
+ * nothing pushed). */
+typedef void (*mw_lua_done_cb)(mw_lua_t *lh, mw_conn_t *c, int ok, const void *ud);
+
+typedef struct {
+    mw_lua_done_cb done;
+    const void *ud;
+    int nret; /* results the callback takes: missing ones are nil, extra ones dropped */
+} mw_lua_then_t;
+
+/* mw_lua_spawn, then then->done when the hook has returned or failed: at once
+ * when it did not wait. While a hook of c waits, a connection that has not
+ * opened yet (on_upgrade) holds its on_open back, as an open one holds its
+ * messages; the connection's release clears the c the callback is given. */
+void mw_lua_spawn_then(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs,
+                       const mw_lua_then_t *then);
 
 /* Runs on_message (the connections' on_message handler: the host is the
  * node's), or holds the message, in order, while a hook of c waits. */

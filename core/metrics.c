@@ -48,6 +48,7 @@ void mw_metrics_worker_gone(int index)
     mw_metrics_set(&m->open_connections, 0);
     mw_metrics_set(&m->sockets, 0);
     mw_metrics_set(&m->lua_memory, 0);
+    mw_metrics_set(&m->lua_waiting, 0);
     mw_metrics_set(&m->backed_up, 0);
     mw_metrics_set(&m->topics, 0);
     mw_metrics_set(&m->subscriptions, 0);
@@ -196,6 +197,10 @@ size_t mw_metrics_render(const mw_metrics_t *own, char **out)
     counter(&o, "moonwire_lua_memory_kills_total", "Hooks stopped by lua.memory_limit.",
             m->memory_kills);
     gauge(&o, "moonwire_lua_memory_bytes", "Memory held by the Lua state.", m->lua_memory);
+    gauge(&o, "moonwire_lua_hooks_waiting", "Hooks waiting now (moonwire.sleep, Redis, ...).",
+          m->lua_waiting);
+    counter(&o, "moonwire_lua_wait_refusals_total",
+            "Waits refused because lua.max_waiting hooks were waiting already.", m->wait_refusals);
     gauge(&o, "moonwire_topics", "Topics with members (limits.max_topics).", m->topics);
     gauge(&o, "moonwire_subscriptions", "Subscriptions of connections to topics.",
           m->subscriptions);

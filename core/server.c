@@ -454,6 +454,8 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
     SWAP(max_subscriptions);
     SWAP(time_limit);
     SWAP(memory_limit);
+    SWAP(max_sleep);
+    SWAP(max_waiting);
     SWAP(healthz);
     SWAP(metrics);
     SWAP(healthz_allow);

@@ -12,6 +12,7 @@
  *   local sim = require "moonwire.sim"
  *   local srv = sim.new { script = "scripts/chat.lua", config = {...} }
  *   local ann = srv:connect("/chat?nick=ann")  -- nil, status, body when refused
+ *   -- (while on_upgrade waits: the client, ann.status == 0 until it answers)
  *   ann:send("hi")  ann:received()  srv:advance(30000)  srv:reload()  srv:close()
  */
 #include "conn.h"
@@ -606,7 +607,9 @@ static int server_connect(lua_State *L)
     mw_conn_id(&sc->c, cl->id);
     feed(sc, (const uint8_t *)req->data, req->len);
     pump(ss);
-    if (cl->status != 101) {
+    /* Status 0: on_upgrade waits; the client learns its answer later
+     * (client.status, client:is_open()). */
+    if (cl->status != 101 && cl->status != 0) {
         lua_pushnil(L);
         lua_pushinteger(L, cl->status);
         lua_pushstring(L, cl->body);
@@ -848,6 +851,8 @@ static int client_index(lua_State *L)
         lua_pushlstring(L, cl->close_reason, cl->close_reason_len);
     else if (strcmp(key, "status") == 0)
         lua_pushinteger(L, cl->status);
+    else if (strcmp(key, "body") == 0 && cl->status != 101 && cl->status != 0)
+        lua_pushstring(L, cl->body);
     else if (strcmp(key, "protocol") == 0 && cl->sc != NULL && cl->sc->c.protocol != NULL)
         lua_pushstring(L, cl->sc->c.protocol);
     else

@@ -87,6 +87,8 @@ typedef struct mw_config_s {
     /* lua */
     uint32_t time_limit; /* ms of CPU time per hook call; 0: none */
     size_t memory_limit;
+    uint32_t max_sleep;   /* ms: the longest moonwire.sleep */
+    uint32_t max_waiting; /* hooks that may wait at once */
 
     /* http */
     int healthz;

@@ -42,6 +42,7 @@ typedef struct mw_metrics_s {
     uint64_t hook_errors;
     uint64_t budget_kills;
     uint64_t memory_kills;
+    uint64_t wait_refusals; /* waits refused: lua.max_waiting hooks waited already */
     uint64_t reloads, reload_failures;
     uint64_t backpressure_closes, backpressure_drops;
     uint64_t backpressure_pauses; /* reading stopped for a backed-up queue */
@@ -69,6 +70,7 @@ typedef struct mw_metrics_s {
     uint64_t loop_lag_ms_max;
     /* Gauges as mw_gauges_publish last copied them, for other workers. */
     uint64_t open_connections, sockets, lua_memory;
+    uint64_t lua_waiting; /* hooks waiting now */
     uint64_t backed_up; /* connections whose queue is backed up */
     uint64_t topics, subscriptions, history_topics, history_bytes;
     uint64_t static_open_files, static_cache_bytes;
