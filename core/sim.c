@@ -14,7 +14,9 @@
  *   local ann = srv:connect("/chat?nick=ann")  -- nil, status, body when refused
  *   ann:send("hi")  ann:received()  srv:advance(30000)  srv:reload()  srv:close()
  */
+#include "sim.h"
 #include "conn.h"
+#include "cluster.h"
 #include "frame.h"
 #include "gauges.h"
 #include "lua_host.h"
@@ -38,7 +40,6 @@
 #define CLIENT_META "moonwire.sim.client"
 #define PUMP_LIMIT 100000
 
-typedef struct sim_server_s sim_server_t;
 typedef struct sim_client_s sim_client_t;
 
 /* The server side of an in-memory connection. */
@@ -57,6 +58,8 @@ struct sim_server_s {
     mw_list_t conns;
     mw_list_t finished; /* transports done, to release at the end of the pump */
     mw_list_t replies;  /* clients with an automatic reply to send */
+    mw_sim_join_t join; /* its cluster: pump and advance go through it */
+    int joined;
 };
 
 /* The client object seen by specs. */
@@ -230,8 +233,10 @@ static void feed(sim_conn_t *sc, const uint8_t *data, size_t len)
 }
 
 /* Runs the server until nothing is left to do. */
-static void pump(sim_server_t *ss)
+void mw_sim_server_settle(sim_server_t *ss)
 {
+    if (!ss->alive)
+        return;
     for (int i = 0; i < PUMP_LIMIT; i++) {
         mw_server_run_deferred(ss->srv);
         if (!mw_list_empty(&ss->replies)) {
@@ -272,6 +277,21 @@ static void pump(sim_server_t *ss)
     mw_log_error("moonwire.sim: the server did not settle after %d steps", PUMP_LIMIT);
 }
 
+/* Runs the server, and in a cluster every node and Redis, until nothing is
+ * left to do. */
+static void pump(sim_server_t *ss)
+{
+    if (ss->joined)
+        ss->join.pump(ss->join.ud);
+    else
+        mw_sim_server_settle(ss);
+}
+
+mw_node_t *mw_sim_server_node(sim_server_t *ss)
+{
+    return ss->node;
+}
+
 /* Server object ------------------------------------------------------------------- */
 
 static sim_server_t *check_server(lua_State *L, int idx)
@@ -282,7 +302,7 @@ static sim_server_t *check_server(lua_State *L, int idx)
     return ss;
 }
 
-static void close_server(sim_server_t *ss)
+void mw_sim_server_close(sim_server_t *ss)
 {
     if (!ss->alive)
         return;
@@ -294,48 +314,56 @@ static void close_server(sim_server_t *ss)
         mw_conn_on_eof(&sc->c);
         pump(ss);
     }
+    mw_cluster_stop(ss->node);
+    pump(ss);
     ss->alive = 0;
     mw_server_free(ss->srv);
     ss->srv = NULL;
     mw_config_close(&ss->cfg);
 }
 
-static int sim_new(lua_State *L)
+sim_server_t *mw_sim_server_push(lua_State *L, int opts, const mw_sim_join_t *join)
 {
     sim_server_t *ss;
     char err[1024];
     const char *script = NULL;
 
-    luaL_checktype(L, 1, LUA_TTABLE);
-    ss = lua_newuserdatauv(L, sizeof(*ss), 0);
+    luaL_checktype(L, opts, LUA_TTABLE);
+    ss = lua_newuserdatauv(L, sizeof(*ss), 1);
     memset(ss, 0, sizeof(*ss));
     mw_list_init(&ss->conns);
     mw_list_init(&ss->finished);
     mw_list_init(&ss->replies);
     if (mw_config_init(&ss->cfg) != 0)
-        return luaL_error(L, "out of memory");
+        luaL_error(L, "out of memory");
     ss->cfg.log_level = MW_LOG_WARN;
     luaL_setmetatable(L, SERVER_META);
 
-    if (lua_getfield(L, 1, "config") == LUA_TTABLE &&
+    if (join != NULL) {
+        ss->join = *join;
+        ss->joined = 1;
+        mw_config_set_str(&ss->cfg.node_id, join->node_id);
+        mw_config_set_str(&ss->cfg.cluster_redis, "redis://moonwire.sim:6379");
+    }
+    if (lua_getfield(L, opts, "config") == LUA_TTABLE &&
         mw_config_apply(&ss->cfg, L, -1, "sim.new config", err, sizeof(err)) != 0) {
         mw_config_close(&ss->cfg);
-        return luaL_error(L, "%s", err);
+        luaL_error(L, "%s", err);
     }
     lua_pop(L, 1);
-    if (lua_getfield(L, 1, "script") == LUA_TSTRING)
+    if (lua_getfield(L, opts, "script") == LUA_TSTRING)
         script = lua_tostring(L, -1);
     else if (!lua_isnil(L, -1))
-        return luaL_error(L, "sim.new: 'script' must be a string");
+        luaL_error(L, "sim.new: 'script' must be a string");
     if (script != NULL)
         mw_config_set_str(&ss->cfg.script, script);
     lua_pop(L, 1);
-    if (lua_getfield(L, 1, "node_id") == LUA_TSTRING)
+    if (lua_getfield(L, opts, "node_id") == LUA_TSTRING)
         mw_config_set_str(&ss->cfg.node_id, lua_tostring(L, -1));
     lua_pop(L, 1);
     if (mw_config_validate(&ss->cfg, err, sizeof(err)) != 0) {
         mw_config_close(&ss->cfg);
-        return luaL_error(L, "%s", err);
+        luaL_error(L, "%s", err);
     }
     captured.level = (mw_log_level_t)ss->cfg.log_level;
     mw_log_configure((mw_log_level_t)ss->cfg.log_level, 0, NULL);
@@ -343,26 +371,36 @@ static int sim_new(lua_State *L)
     ss->srv = mw_server_new(&ss->cfg, 0, err, sizeof(err));
     if (ss->srv == NULL) {
         mw_config_close(&ss->cfg);
-        return luaL_error(L, "%s", err);
+        luaL_error(L, "%s", err);
     }
     ss->node = mw_server_node(ss->srv);
     ss->alive = 1;
+    if (join != NULL && mw_cluster_start(ss->node, join->driver, join->drv, err, sizeof(err)) != 0) {
+        mw_sim_server_close(ss);
+        luaL_error(L, "%s", err);
+    }
     mw_server_start(ss->srv);
     pump(ss);
+    return ss;
+}
+
+int mw_sim_new(lua_State *L)
+{
+    mw_sim_server_push(L, 1, NULL);
     return 1;
 }
 
 static int server_gc(lua_State *L)
 {
     sim_server_t *ss = luaL_checkudata(L, 1, SERVER_META);
-    close_server(ss);
+    mw_sim_server_close(ss);
     return 0;
 }
 
 static int server_close(lua_State *L)
 {
     sim_server_t *ss = luaL_checkudata(L, 1, SERVER_META);
-    close_server(ss);
+    mw_sim_server_close(ss);
     return 0;
 }
 
@@ -496,6 +534,10 @@ static int server_advance(lua_State *L)
     uint64_t target;
 
     luaL_argcheck(L, ms >= 0, 2, "time only goes forward");
+    if (ss->joined) {
+        ss->join.advance(ss->join.ud, (uint64_t)ms);
+        return 0;
+    }
     target = ts->now + (uint64_t)ms;
     /* Step from deadline to deadline, so timers see each other's effects and
      * a repeating timer fires once per period. */
@@ -576,6 +618,54 @@ static int server_logs(lua_State *L)
     }
     captured.n = 0;
     return 1;
+}
+
+/* srv:get(path): a plain HTTP GET (/healthz, /metrics, a static file) as
+ * a client without WebSocket would send it; returns the status and the
+ * start of the body. */
+static int server_get(lua_State *L)
+{
+    sim_server_t *ss = check_server(L, 1);
+    const char *path = luaL_checkstring(L, 2);
+    sim_client_t cl;
+    sim_conn_t *sc;
+    mw_addr_t addr;
+    reqbuf_t *req;
+
+    req = lua_newuserdatauv(L, sizeof(*req), 0); /* scratch */
+    req->len = 0;
+    add(req, "GET ");
+    add(req, path);
+    add(req, " HTTP/1.1\r\nHost: sim.local\r\nConnection: close\r\n\r\n");
+    memset(&cl, 0, sizeof(cl));
+    cl.pong_len = -1;
+    mw_list_init(&cl.reply_link);
+    memset(&addr, 0, sizeof(addr));
+    addr.in4.sin_family = AF_INET;
+    addr.in4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sc = calloc(1, sizeof(*sc));
+    if (sc == NULL)
+        return luaL_error(L, "out of memory");
+    sc->ss = ss;
+    sc->client = &cl;
+    cl.sc = sc;
+    mw_list_insert_tail(&ss->conns, &sc->link);
+    if (mw_conn_init(&sc->c, ss->node->conns, &sim_transport, &addr) != 0) {
+        sim_done(&sc->c);
+        pump(ss);
+        return luaL_error(L, "out of memory");
+    }
+    feed(sc, (const uint8_t *)req->data, req->len);
+    pump(ss);
+    if (cl.sc != NULL) {
+        mw_conn_on_eof(&cl.sc->c);
+        pump(ss);
+    }
+    if (cl.sc != NULL)
+        cl.sc->client = NULL;
+    lua_pushinteger(L, cl.status);
+    lua_pushstring(L, cl.body);
+    return 2;
 }
 
 /* Client object ------------------------------------------------------------------- */
@@ -762,19 +852,19 @@ static int module_gc(lua_State *L)
     return 0;
 }
 
-int luaopen_moonwire_sim(lua_State *L)
+void mw_sim_open_servers(lua_State *L)
 {
     static const luaL_Reg server_methods[] = {
         {"connect", server_connect}, {"advance", server_advance}, {"reload", server_reload},
         {"count", server_count},     {"now", server_now},         {"metrics", server_metrics},
-        {"logs", server_logs},       {"close", server_close},     {NULL, NULL},
+        {"logs", server_logs},       {"close", server_close},     {"get", server_get},
+        {NULL, NULL},
     };
     static const luaL_Reg client_methods[] = {
         {"send", client_send},   {"send_raw", client_send_raw}, {"received", client_received},
         {"close", client_close}, {"drop", client_drop},         {"is_open", client_is_open},
         {NULL, NULL},
     };
-    static const luaL_Reg funcs[] = {{"new", sim_new}, {NULL, NULL}};
 
     luaL_newmetatable(L, SERVER_META);
     luaL_newlib(L, server_methods);
@@ -799,7 +889,4 @@ int luaopen_moonwire_sim(lua_State *L)
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
     lua_setfield(L, LUA_REGISTRYINDEX, "moonwire.sim.pools");
-
-    luaL_newlib(L, funcs);
-    return 1;
 }
