@@ -289,7 +289,7 @@ static void pump(sim_server_t *ss)
 
 mw_node_t *mw_sim_server_node(sim_server_t *ss)
 {
-    return ss->node;
+    return ss->alive ? ss->node : NULL;
 }
 
 /* Server object ------------------------------------------------------------------- */

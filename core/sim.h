@@ -29,7 +29,7 @@ typedef struct {
  * Raises on a bad option or configuration. */
 sim_server_t *mw_sim_server_push(lua_State *L, int opts, const mw_sim_join_t *join);
 
-/* The server's node (its timers, its backplane). */
+/* The server's node (its timers, its backplane); NULL once closed. */
 mw_node_t *mw_sim_server_node(sim_server_t *ss);
 
 /* Runs the server alone until it has nothing left to do. */

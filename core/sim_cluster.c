@@ -7,6 +7,7 @@
  * left. Time moves for all nodes at once, from deadline to deadline.
  */
 #include "sim_cluster.h"
+#include "cluster.h"
 #include "node.h"
 #include "sim.h"
 #include "sim_redis.h"
@@ -60,7 +61,8 @@ static void cluster_advance(void *ud, uint64_t ms)
     for (long i = 0; i < SETTLE_LIMIT; i++) {
         int64_t next = -1;
         for (int k = 0; k < c->n; k++) {
-            int64_t d = mw_timers_next(mw_sim_server_node(c->nodes[k])->timers);
+            mw_node_t *node = mw_sim_server_node(c->nodes[k]);
+            int64_t d = node != NULL ? mw_timers_next(node->timers) : -1;
             if (d >= 0 && (next < 0 || d < next))
                 next = d;
         }
@@ -68,13 +70,19 @@ static void cluster_advance(void *ud, uint64_t ms)
             break;
         set_now(c, c->now + (uint64_t)next);
         for (int k = 0; k < c->n; k++) {
-            mw_timers_run(mw_sim_server_node(c->nodes[k])->timers, c->now);
-            cluster_pump(c);
+            mw_node_t *node = mw_sim_server_node(c->nodes[k]);
+            if (node != NULL) {
+                mw_timers_run(node->timers, c->now);
+                cluster_pump(c);
+            }
         }
     }
     set_now(c, target);
-    for (int k = 0; k < c->n; k++)
-        mw_sim_server_node(c->nodes[k])->timers->now = target;
+    for (int k = 0; k < c->n; k++) {
+        mw_node_t *node = mw_sim_server_node(c->nodes[k]);
+        if (node != NULL)
+            node->timers->now = target;
+    }
     cluster_pump(c);
 }
 
@@ -197,6 +205,14 @@ static int cluster_redis_up(lua_State *L)
     return 0;
 }
 
+static int cluster_redis_hold(lua_State *L)
+{
+    sim_cluster_t *c = check_cluster(L);
+    mw_sim_redis_hold(c->redis, lua_isnoneornil(L, 2) || lua_toboolean(L, 2));
+    cluster_pump(c);
+    return 0;
+}
+
 static int cluster_redis_is_up(lua_State *L)
 {
     sim_cluster_t *c = check_cluster(L);
@@ -217,6 +233,24 @@ static int cluster_redis(lua_State *L)
     int n = mw_sim_redis_exec(c->redis, L, 2);
     cluster_pump(c); /* what it published */
     return n;
+}
+
+/* cluster:kill(i): node i dies as a killed process does: its connections
+ * to Redis go first, so nothing it would clean up reaches the others (its
+ * presence stays until cluster.presence_ttl tells); then its clients see it
+ * close. */
+static int cluster_kill(lua_State *L)
+{
+    sim_cluster_t *c = check_cluster(L);
+    lua_Integer i = luaL_checkinteger(L, 2);
+
+    luaL_argcheck(L, i >= 1 && i <= c->n, 2, "no such node");
+    if (mw_sim_server_node(c->nodes[i - 1]) == NULL)
+        return 0; /* gone already */
+    mw_cluster_stop(mw_sim_server_node(c->nodes[i - 1]));
+    mw_sim_server_close(c->nodes[i - 1]);
+    cluster_pump(c);
+    return 0;
 }
 
 static int cluster_close_m(lua_State *L)
@@ -241,6 +275,8 @@ void mw_sim_open_clusters(lua_State *L)
         {"redis_down", cluster_redis_down},
         {"redis_up", cluster_redis_up},
         {"redis_is_up", cluster_redis_is_up},
+        {"redis_hold", cluster_redis_hold},
+        {"kill", cluster_kill},
         {"redis_links", cluster_redis_links},
         {"redis", cluster_redis},
         {"close", cluster_close_m},

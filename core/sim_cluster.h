@@ -4,7 +4,8 @@
  *
  *   local c = sim.cluster { nodes = 2, script = "scripts/chat.lua", config = {...} }
  *   local a, b = c[1], c[2]          -- servers, as sim.new makes them
- *   c:advance(ms)  c:redis_down()  c:redis_up()  c:redis("HGETALL", key)  c:close()
+ *   c:advance(ms)  c:redis_down()  c:redis_up()  c:redis_hold(on)  c:redis("HGETALL", key)
+ *   c:kill(i)  c:close()
  */
 #ifndef MOONWIRE_SIM_CLUSTER_H
 #define MOONWIRE_SIM_CLUSTER_H

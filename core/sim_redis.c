@@ -3,11 +3,13 @@
  */
 #include "sim_redis.h"
 #include "cluster_redis.h"
+#include "list.h"
 #include "sim_redis_lua.h" /* made by the build from sim_redis.lua */
 
 #include <hiredis/hiredis.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,7 @@ typedef struct sim_event_s {
 struct mw_sim_redis_s {
     lua_State *L; /* the engine's own state; sim_redis.lua's table at the top */
     int up;
+    int hold; /* replies wait */
     uint64_t now;
     mw_redis_link_t *links;
     sim_event_t *head, *tail;
@@ -308,14 +311,29 @@ const mw_redis_driver_t mw_sim_redis_driver = {
 
 /* Delivery -------------------------------------------------------------------------------- */
 
+/* The next event to deliver: the oldest, or while replies are held the
+ * oldest other one. */
+static sim_event_t **next_event(const mw_sim_redis_t *r)
+{
+    sim_event_t *const *p = &r->head;
+    while (*p != NULL && r->hold && (*p)->kind == EV_REPLY)
+        p = &(*p)->next;
+    return (sim_event_t **)p;
+}
+
 int mw_sim_redis_pending(const mw_sim_redis_t *r)
 {
-    return r->head != NULL;
+    return *next_event(r) != NULL;
+}
+
+void mw_sim_redis_hold(mw_sim_redis_t *r, int on)
+{
+    r->hold = on;
 }
 
 void mw_sim_redis_step(mw_sim_redis_t *r)
 {
-    sim_event_t *e = r->head;
+    sim_event_t **p = next_event(r), *e = *p, *prev = NULL;
     mw_redis_link_t *l;
     const mw_redis_events_t *ev;
     void *ud;
@@ -323,9 +341,11 @@ void mw_sim_redis_step(mw_sim_redis_t *r)
 
     if (e == NULL)
         return;
-    r->head = e->next;
-    if (r->head == NULL)
-        r->tail = NULL;
+    if (p != &r->head)
+        prev = MW_CONTAINER_OF(p, sim_event_t, next);
+    *p = e->next;
+    if (r->tail == e)
+        r->tail = prev;
     l = e->link;
     ev = l->ev;
     ud = l->ud;

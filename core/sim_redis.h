@@ -33,11 +33,17 @@ void mw_sim_redis_free(mw_sim_redis_t *r);
 /* The clock of what runs next (key expiry, stream ids), in ms. */
 void mw_sim_redis_set_now(mw_sim_redis_t *r, uint64_t now);
 
-/* True when a reply, a message or a connection event waits. */
+/* True when a reply, a message or a connection event waits (replies while
+ * they are held do not count). */
 int mw_sim_redis_pending(const mw_sim_redis_t *r);
 
 /* Delivers the oldest of them. */
 void mw_sim_redis_step(mw_sim_redis_t *r);
+
+/* Holds back the replies to commands (on), as a Redis whose answers are
+ * slow would, while the messages it publishes still go out; or lets them
+ * go (off). A reply held when Redis goes down is lost, its command run. */
+void mw_sim_redis_hold(mw_sim_redis_t *r, int on);
 
 /* Switches Redis off (every link dropped; with flush, the data and the
  * scripts are lost, as in a restart without persistence) or on. */

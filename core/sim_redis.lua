@@ -19,6 +19,7 @@ local sha1hex = ... -- a C function
 local E = {}
 
 local NIL = setmetatable({}, { __name = "nil reply" }) -- a nil inside an array
+local NOREPLY = setmetatable({}, { __name = "no reply" }) -- SUBSCRIBE answers with pushes
 local now = 0
 local dbs, scripts, channels, conns
 local function reset()
@@ -665,7 +666,7 @@ C.SUBSCRIBE = function(c, a)
     end
     pushes[#pushes + 1] = { c, { "subscribe", name, c.nsubs } }
   end
-  return nil
+  return NOREPLY
 end
 local function unsubscribe(c, name)
   if not c.subs[name] then return end
@@ -691,7 +692,7 @@ C.UNSUBSCRIBE = function(c, a)
     unsubscribe(c, name)
     pushes[#pushes + 1] = { c, { "unsubscribe", name, c.nsubs } }
   end
-  return nil
+  return NOREPLY
 end
 C.PUBSUB = function(c, a)
   local sub = (a[2] or ""):upper()
@@ -868,7 +869,7 @@ function E.command(conn, t, ...)
   now = t
   pushes = {}
   local r = run(c, { ... })
-  local out = { r ~= nil and resp(r) or false }
+  local out = { r ~= NOREPLY and resp(r) or false }
   for _, p in ipairs(pushes) do
     out[#out + 1] = p[1].id
     out[#out + 1] = resp(p[2])

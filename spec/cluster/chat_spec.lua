@@ -270,6 +270,23 @@ describe("chat.lua on a cluster #cluster", function()
     assert.equal(h.offset, h.messages[#h.messages].offset)
   end)
 
+  it("drops a killed node's members from the member list within presence_ttl", function()
+    local ann = join(a, "ann", "lobby")
+    join(b, "bob", "lobby")
+    ann:expect("presence", { event = "join", nick = "bob" })
+    cluster:kill(2) -- no on_close reaches Redis: only presence_ttl tells
+    assert.same({}, ann:all("presence"))
+    assert.same({ "ann", "bob" }, ann:members("lobby"))
+    assert.equal("nick_taken", open(a, "bob"):ask({ type = "join", room = "lobby" }).code)
+    cluster:advance(29000)
+    assert.same({ "ann", "bob" }, ann:members("lobby"))
+    cluster:advance(1000) -- cluster.presence_ttl after its last heartbeat
+    assert.same({ "ann" }, ann:members("lobby"))
+    -- (bob's nick claim goes stale 10 s after it was made on the wall clock,
+    -- mw.time(), which virtual time does not move: test_chat_cluster.py
+    -- checks that a new bob can then join.)
+  end)
+
   describe("when Redis is down", function()
     local ann, cat, bob, before
 
