@@ -1,12 +1,12 @@
 /* The Redis driver of the server: hiredis's asynchronous API on the node's
- * libuv loop, with our own event glue. See redis_link.h.
+ * libuv loop, with our own event glue. See redis_hiredis.h.
  *
  * A link and its poll handle are one allocation, freed when libuv has closed
  * the handle, which is after hiredis has freed the context (its cleanup
  * hook): so a callback hiredis runs late, after a free it deferred because
  * it was inside a callback, still finds the link, muted.
  */
-#include "redis_link.h"
+#include "redis_hiredis.h"
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>

@@ -51,7 +51,4 @@ typedef struct mw_redis_driver_s {
     void (*free)(mw_redis_link_t *l);
 } mw_redis_driver_t;
 
-/* hiredis on libuv: drv is the uv_loop_t *. */
-extern const mw_redis_driver_t mw_redis_hiredis;
-
 #endif

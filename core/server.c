@@ -10,6 +10,7 @@
 #include "acl.h"
 #include "backpressure.h"
 #include "cluster.h"
+#include "redis_hiredis.h"
 #include "conn.h"
 #include "deflate.h"
 #include "handshake.h"

@@ -2,13 +2,13 @@
  * flight, the outage; the commands are sim_redis.lua's. See sim_redis.h.
  */
 #include "sim_redis.h"
-#include "cluster_redis.h"
 #include "list.h"
 #include "sim_redis_lua.h" /* made by the build from sim_redis.lua */
 
 #include <hiredis/hiredis.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <openssl/sha.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,9 +54,12 @@ static int engine_sha1hex(lua_State *L)
 {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
-    char out[41];
-    mw_rconn_sha1(text, len, out);
-    lua_pushlstring(L, out, 40);
+    unsigned char d[SHA_DIGEST_LENGTH];
+    char out[2 * SHA_DIGEST_LENGTH + 1];
+    SHA1((const unsigned char *)text, len, d);
+    for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
+        snprintf(out + 2 * i, 3, "%02x", d[i]);
+    lua_pushlstring(L, out, 2 * SHA_DIGEST_LENGTH);
     return 1;
 }
 
