@@ -883,10 +883,19 @@ void mw_sim_open_servers(lua_State *L)
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
 
-    lua_newuserdatauv(L, 0, 0);
-    lua_newtable(L);
-    lua_pushcfunction(L, module_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
-    lua_setfield(L, LUA_REGISTRYINDEX, "moonwire.sim.pools");
+    /* Once per interpreter, even when the module is required again (busted
+     * clears package.loaded between spec files): finalizers run in the
+     * reverse order of their making, so the first one made runs after every
+     * server, client and cluster, whichever file made them. A second one
+     * would drain the pools before the objects of earlier files were done,
+     * and what they freed then into the pools would leak. */
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "moonwire.sim.pools") == LUA_TNIL) {
+        lua_newuserdatauv(L, 0, 0);
+        lua_newtable(L);
+        lua_pushcfunction(L, module_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        lua_setfield(L, LUA_REGISTRYINDEX, "moonwire.sim.pools");
+    }
+    lua_pop(L, 1);
 }
