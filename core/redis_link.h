@@ -38,12 +38,12 @@ typedef struct mw_redis_driver_s {
     const char *name;
     /* Starts connecting to url. Returns the link, or NULL with why set when
      * it failed at once (on_connect will not run). */
-    mw_redis_link_t *(*connect)(void *drv, const mw_redis_url_t *url,
-                                const mw_redis_events_t *ev, void *ud, const char **why);
+    mw_redis_link_t *(*connect)(void *drv, const mw_redis_url_t *url, const mw_redis_events_t *ev,
+                                void *ud, const char **why);
     /* Sends a command (the arguments are copied). Returns 0, or -1 when the
      * link is going (cb will not run). */
-    int (*send)(mw_redis_link_t *l, int argc, const char **argv, const size_t *argl,
-                mw_redis_cb cb, void *priv);
+    int (*send)(mw_redis_link_t *l, int argc, const char **argv, const size_t *argl, mw_redis_cb cb,
+                void *priv);
     /* Closes once the replies owed have come; on_disconnect(ok) follows. */
     void (*disconnect)(mw_redis_link_t *l);
     /* Frees the link now: the callbacks still waiting run with NULL, and

@@ -15,9 +15,8 @@
  *   ann:send("hi")  ann:received()  srv:advance(30000)  srv:reload()  srv:close()
  */
 #include "sim.h"
-#include "conn.h"
+#include "sim_int.h"
 #include "cluster.h"
-#include "frame.h"
 #include "gauges.h"
 #include "lua_host.h"
 #include "node.h"
@@ -36,50 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SERVER_META "moonwire.sim.server"
-#define CLIENT_META "moonwire.sim.client"
 #define PUMP_LIMIT 100000
-
-typedef struct sim_client_s sim_client_t;
-
-/* The server side of an in-memory connection. */
-typedef struct {
-    mw_conn_t c;
-    sim_server_t *ss;
-    sim_client_t *client; /* NULL once the client object is collected */
-    mw_list_t link;       /* in ss->conns, or ss->finished once the transport is done */
-} sim_conn_t;
-
-struct sim_server_s {
-    mw_server_t *srv;
-    mw_node_t *node; /* its parts */
-    mw_config_t cfg;
-    int alive;
-    mw_list_t conns;
-    mw_list_t finished; /* transports done, to release at the end of the pump */
-    mw_list_t replies;  /* clients with an automatic reply to send */
-    mw_sim_join_t join; /* its cluster: pump and advance go through it */
-    int joined;
-};
-
-/* The client object seen by specs. */
-struct sim_client_s {
-    sim_conn_t *sc; /* NULL once the connection is released */
-    int status;     /* HTTP status of the handshake reply */
-    char body[256]; /* body of a refusal */
-    mw_frame_t **msgs; /* received data frames, in order (one reference each) */
-    size_t nmsgs, capmsgs;
-    int close_received;
-    uint16_t close_code;
-    char close_reason[124];
-    size_t close_reason_len;
-    int close_sent;
-    int want_close_echo;
-    uint8_t pong[125];
-    int pong_len; /* -1: no pong owed */
-    mw_list_t reply_link;
-    char id[MW_ID_MAX];
-};
 
 /* Log capture ------------------------------------------------------------------ */
 
@@ -206,8 +162,8 @@ static void sim_pause(mw_conn_t *c, int paused)
 
 static const mw_transport_t sim_transport = {"sim", sim_flush, sim_done, sim_done, sim_pause};
 
-/* Builds a masked client frame. Returns a malloc'ed buffer and its length. */
-static uint8_t *client_frame(int fin, uint8_t opcode, const uint8_t *data, size_t len, size_t *out)
+uint8_t *mw__sim_client_frame(int fin, uint8_t opcode, const uint8_t *data, size_t len,
+                              size_t *out)
 {
     static const uint8_t mask[4] = {0x37, 0xfa, 0x21, 0x3d};
     uint8_t hdr[MW_FRAME_MAX_HEADER];
@@ -225,7 +181,7 @@ static uint8_t *client_frame(int fin, uint8_t opcode, const uint8_t *data, size_
     return buf;
 }
 
-static void feed(sim_conn_t *sc, const uint8_t *data, size_t len)
+void mw__sim_feed(sim_conn_t *sc, const uint8_t *data, size_t len)
 {
     if (sc == NULL || sc->c.freed)
         return;
@@ -245,19 +201,19 @@ void mw_sim_server_settle(sim_server_t *ss)
             uint8_t *buf;
             mw_list_remove(&cl->reply_link);
             if (cl->pong_len >= 0 && cl->sc != NULL && !cl->close_sent) {
-                buf = client_frame(1, MW_OP_PONG, cl->pong, (size_t)cl->pong_len, &n);
+                buf = mw__sim_client_frame(1, MW_OP_PONG, cl->pong, (size_t)cl->pong_len, &n);
                 cl->pong_len = -1;
                 if (buf != NULL)
-                    feed(cl->sc, buf, n);
+                    mw__sim_feed(cl->sc, buf, n);
                 free(buf);
             }
             if (cl->want_close_echo && cl->sc != NULL) {
                 uint8_t code[2] = {(uint8_t)(cl->close_code >> 8), (uint8_t)cl->close_code};
                 cl->want_close_echo = 0;
                 cl->close_sent = 1;
-                buf = client_frame(1, MW_OP_CLOSE, code, cl->close_code == 1005 ? 0 : 2, &n);
+                buf = mw__sim_client_frame(1, MW_OP_CLOSE, code, cl->close_code == 1005 ? 0 : 2, &n);
                 if (buf != NULL)
-                    feed(cl->sc, buf, n);
+                    mw__sim_feed(cl->sc, buf, n);
                 free(buf);
             }
             continue;
@@ -277,9 +233,7 @@ void mw_sim_server_settle(sim_server_t *ss)
     mw_log_error("moonwire.sim: the server did not settle after %d steps", PUMP_LIMIT);
 }
 
-/* Runs the server, and in a cluster every node and Redis, until nothing is
- * left to do. */
-static void pump(sim_server_t *ss)
+void mw__sim_pump(sim_server_t *ss)
 {
     if (ss->joined)
         ss->join.pump(ss->join.ud);
@@ -308,14 +262,14 @@ void mw_sim_server_close(sim_server_t *ss)
         return;
     /* Close every connection the way SIGTERM does, then drop what is left. */
     mw_server_drain(ss->srv, NULL);
-    pump(ss);
+    mw__sim_pump(ss);
     while (!mw_list_empty(&ss->conns)) {
         sim_conn_t *sc = MW_CONTAINER_OF(ss->conns.next, sim_conn_t, link);
         mw_conn_on_eof(&sc->c);
-        pump(ss);
+        mw__sim_pump(ss);
     }
     mw_cluster_stop(ss->node);
-    pump(ss);
+    mw__sim_pump(ss);
     ss->alive = 0;
     mw_server_free(ss->srv);
     ss->srv = NULL;
@@ -380,7 +334,7 @@ sim_server_t *mw_sim_server_push(lua_State *L, int opts, const mw_sim_join_t *jo
         luaL_error(L, "%s", err);
     }
     mw_server_start(ss->srv);
-    pump(ss);
+    mw__sim_pump(ss);
     return ss;
 }
 
@@ -511,12 +465,12 @@ static int server_connect(lua_State *L)
     mw_list_insert_tail(&ss->conns, &sc->link);
     if (mw_conn_init(&sc->c, ss->node->conns, &sim_transport, &addr) != 0) {
         sim_done(&sc->c);
-        pump(ss);
+        mw__sim_pump(ss);
         return luaL_error(L, "out of memory");
     }
     mw_conn_id(&sc->c, cl->id);
-    feed(sc, (const uint8_t *)req->data, req->len);
-    pump(ss);
+    mw__sim_feed(sc, (const uint8_t *)req->data, req->len);
+    mw__sim_pump(ss);
     if (cl->status != 101) {
         lua_pushnil(L);
         lua_pushinteger(L, cl->status);
@@ -546,10 +500,10 @@ static int server_advance(lua_State *L)
         if (next < 0 || ts->now + (uint64_t)next > target)
             break;
         mw_timers_run(ts, ts->now + (uint64_t)next);
-        pump(ss);
+        mw__sim_pump(ss);
     }
     ts->now = target;
-    pump(ss);
+    mw__sim_pump(ss);
     return 0;
 }
 
@@ -571,12 +525,12 @@ static int server_reload(lua_State *L)
     if (r != 0) {
         ss->node->metrics->reload_failures++;
         mw_log_error("reload failed, the previous app keeps serving: %s", err);
-        pump(ss);
+        mw__sim_pump(ss);
         luaL_pushfail(L);
         lua_pushstring(L, err);
         return 2;
     }
-    pump(ss);
+    mw__sim_pump(ss);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -652,190 +606,20 @@ static int server_get(lua_State *L)
     mw_list_insert_tail(&ss->conns, &sc->link);
     if (mw_conn_init(&sc->c, ss->node->conns, &sim_transport, &addr) != 0) {
         sim_done(&sc->c);
-        pump(ss);
+        mw__sim_pump(ss);
         return luaL_error(L, "out of memory");
     }
-    feed(sc, (const uint8_t *)req->data, req->len);
-    pump(ss);
+    mw__sim_feed(sc, (const uint8_t *)req->data, req->len);
+    mw__sim_pump(ss);
     if (cl.sc != NULL) {
         mw_conn_on_eof(&cl.sc->c);
-        pump(ss);
+        mw__sim_pump(ss);
     }
     if (cl.sc != NULL)
         cl.sc->client = NULL;
     lua_pushinteger(L, cl.status);
     lua_pushstring(L, cl.body);
     return 2;
-}
-
-/* Client object ------------------------------------------------------------------- */
-
-static sim_client_t *check_client(lua_State *L, int idx)
-{
-    return luaL_checkudata(L, idx, CLIENT_META);
-}
-
-static int client_open(const sim_client_t *cl)
-{
-    return cl->sc != NULL && cl->status == 101 && !cl->close_received && !cl->close_sent;
-}
-
-/* Pushes fail, "closed" and returns 2: what every client method answers once the
- * connection is gone. */
-static int client_closed(lua_State *L)
-{
-    luaL_pushfail(L);
-    lua_pushliteral(L, "closed");
-    return 2;
-}
-
-/* Feeds bytes the client sent to the server and runs the loop until it is idle (the
- * server may close the connection meanwhile, so the loop is taken first). */
-static int client_feed(lua_State *L, sim_client_t *cl, const uint8_t *data, size_t len)
-{
-    sim_server_t *ss = cl->sc->ss;
-    feed(cl->sc, data, len);
-    pump(ss);
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-/* Masks one frame as a client must and feeds it. */
-static int client_feed_frame(lua_State *L, sim_client_t *cl, int op, const uint8_t *payload,
-                             size_t len)
-{
-    size_t n;
-    uint8_t *buf = client_frame(1, (uint8_t)op, payload, len, &n);
-    int nret;
-    if (buf == NULL)
-        return luaL_error(L, "out of memory");
-    nret = client_feed(L, cl, buf, n);
-    free(buf);
-    return nret;
-}
-
-static int client_send(lua_State *L)
-{
-    sim_client_t *cl = check_client(L, 1);
-    size_t len;
-    const char *data = luaL_checklstring(L, 2, &len);
-    static const char *const kinds[] = {"text", "binary", NULL};
-    int op = luaL_checkoption(L, 3, "text", kinds) == 1 ? MW_OP_BINARY : MW_OP_TEXT;
-
-    if (!client_open(cl))
-        return client_closed(L);
-    return client_feed_frame(L, cl, op, (const uint8_t *)data, len);
-}
-
-static int client_send_raw(lua_State *L)
-{
-    sim_client_t *cl = check_client(L, 1);
-    size_t len;
-    const char *data = luaL_checklstring(L, 2, &len);
-
-    if (cl->sc == NULL)
-        return client_closed(L);
-    return client_feed(L, cl, (const uint8_t *)data, len);
-}
-
-static int client_received(lua_State *L)
-{
-    sim_client_t *cl = check_client(L, 1);
-    lua_createtable(L, (int)cl->nmsgs, 0);
-    for (size_t i = 0; i < cl->nmsgs; i++) {
-        mw_frame_t *f = cl->msgs[i];
-        lua_createtable(L, 0, 2);
-        lua_pushlstring(L, (const char *)mw_frame_payload(f), mw_frame_payload_len(f));
-        lua_setfield(L, -2, "data");
-        lua_pushstring(L, (f->bytes[0] & 0x0f) == MW_OP_BINARY ? "binary" : "text");
-        lua_setfield(L, -2, "kind");
-        lua_rawseti(L, -2, (lua_Integer)i + 1);
-        mw_frame_unref(f);
-    }
-    cl->nmsgs = 0;
-    return 1;
-}
-
-static int client_close(lua_State *L)
-{
-    sim_client_t *cl = check_client(L, 1);
-    lua_Integer code = luaL_optinteger(L, 2, 1000);
-    size_t rlen = 0;
-    const char *reason = luaL_optlstring(L, 3, "", &rlen);
-    uint8_t payload[125];
-
-    luaL_argcheck(L, code >= 0 && code <= 65535, 2, "close code out of range");
-    luaL_argcheck(L, rlen <= 123, 3, "reason longer than 123 bytes");
-    if (!client_open(cl))
-        return client_closed(L);
-    payload[0] = (uint8_t)(code >> 8);
-    payload[1] = (uint8_t)code;
-    memcpy(payload + 2, reason, rlen);
-    cl->close_sent = 1;
-    return client_feed_frame(L, cl, MW_OP_CLOSE, payload, code == 0 ? 0 : 2 + rlen);
-}
-
-static int client_drop(lua_State *L)
-{
-    sim_client_t *cl = check_client(L, 1);
-    sim_server_t *ss;
-    if (cl->sc == NULL)
-        return 0;
-    ss = cl->sc->ss;
-    mw_conn_on_eof(&cl->sc->c);
-    pump(ss);
-    return 0;
-}
-
-static int client_is_open(lua_State *L)
-{
-    lua_pushboolean(L, client_open(check_client(L, 1)));
-    return 1;
-}
-
-static int client_index(lua_State *L)
-{
-    sim_client_t *cl = check_client(L, 1);
-    const char *key = luaL_checkstring(L, 2);
-
-    lua_pushvalue(L, 2);
-    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
-        return 1;
-    if (strcmp(key, "id") == 0)
-        lua_pushstring(L, cl->id);
-    else if (strcmp(key, "close_code") == 0 && cl->close_received)
-        lua_pushinteger(L, cl->close_code);
-    else if (strcmp(key, "close_reason") == 0 && cl->close_received)
-        lua_pushlstring(L, cl->close_reason, cl->close_reason_len);
-    else if (strcmp(key, "status") == 0)
-        lua_pushinteger(L, cl->status);
-    else if (strcmp(key, "protocol") == 0 && cl->sc != NULL && cl->sc->c.protocol != NULL)
-        lua_pushstring(L, cl->sc->c.protocol);
-    else
-        lua_pushnil(L);
-    return 1;
-}
-
-static int client_gc(lua_State *L)
-{
-    sim_client_t *cl = check_client(L, 1);
-    for (size_t i = 0; i < cl->nmsgs; i++)
-        mw_frame_unref(cl->msgs[i]);
-    free(cl->msgs);
-    cl->msgs = NULL;
-    cl->nmsgs = 0;
-    if (mw_list_linked(&cl->reply_link))
-        mw_list_remove(&cl->reply_link);
-    if (cl->sc != NULL)
-        cl->sc->client = NULL; /* the connection stays until the server closes */
-    return 0;
-}
-
-static int client_tostring(lua_State *L)
-{
-    sim_client_t *cl = check_client(L, 1);
-    lua_pushfstring(L, "moonwire.sim.client(%s%s)", cl->id, client_open(cl) ? "" : ", closed");
-    return 1;
 }
 
 /* Runs when the interpreter closes (after every server, which were made later
@@ -860,27 +644,12 @@ void mw_sim_open_servers(lua_State *L)
         {"logs", server_logs},       {"close", server_close},     {"get", server_get},
         {NULL, NULL},
     };
-    static const luaL_Reg client_methods[] = {
-        {"send", client_send},   {"send_raw", client_send_raw}, {"received", client_received},
-        {"close", client_close}, {"drop", client_drop},         {"is_open", client_is_open},
-        {NULL, NULL},
-    };
 
     luaL_newmetatable(L, SERVER_META);
     luaL_newlib(L, server_methods);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, server_gc);
     lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
-
-    luaL_newmetatable(L, CLIENT_META);
-    luaL_newlib(L, client_methods);
-    lua_pushcclosure(L, client_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, client_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, client_tostring);
-    lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
 
     /* Once per interpreter, even when the module is required again (busted

@@ -1,5 +1,5 @@
-/* moonwire.sim's servers and clients (sim.c) as its clusters (sim_cluster.c)
- * and the module (sim_module.c) use them.
+/* moonwire.sim's servers (sim.c) and clients (sim_client.c) as its
+ * clusters (sim_cluster.c) and the module (sim_module.c) use them.
  */
 #ifndef MOONWIRE_SIM_H
 #define MOONWIRE_SIM_H
@@ -39,8 +39,12 @@ void mw_sim_server_settle(sim_server_t *ss);
  * backplane; a no-op once closed. */
 void mw_sim_server_close(sim_server_t *ss);
 
-/* Registers the metatables of servers and clients; pushes nothing. */
+/* Registers the metatable of servers, and once per interpreter what gives
+ * the pools back at its end; pushes nothing. Before any server is made. */
 void mw_sim_open_servers(lua_State *L);
+
+/* Registers the metatable of clients (sim_client.c); pushes nothing. */
+void mw_sim_open_clients(lua_State *L);
 
 /* sim.new(opts). */
 int mw_sim_new(lua_State *L);

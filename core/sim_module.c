@@ -15,6 +15,7 @@ int luaopen_moonwire_sim(lua_State *L)
     };
 
     mw_sim_open_servers(L);
+    mw_sim_open_clients(L);
     mw_sim_open_clusters(L);
     luaL_newlib(L, funcs);
     return 1;

@@ -67,7 +67,8 @@ mw_sim_redis_t *mw_sim_redis_new(char *err, size_t errlen)
 {
     mw_sim_redis_t *r = calloc(1, sizeof(*r));
 
-    if (r == NULL || (r->L = luaL_newstate()) == NULL || (r->reader = redisReaderCreate()) == NULL) {
+    if (r == NULL || (r->L = luaL_newstate()) == NULL ||
+        (r->reader = redisReaderCreate()) == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -521,7 +522,8 @@ int mw_sim_redis_exec(mw_sim_redis_t *r, lua_State *L, int first)
         if (to != NULL && to != (void *)r)
             queue(r, to, EV_PUSH, NULL, NULL, resp, len);
     }
-    reply = lua_type(E, -n) == LUA_TSTRING ? parse(r, lua_tostring(E, -n), lua_rawlen(E, -n)) : NULL;
+    reply =
+        lua_type(E, -n) == LUA_TSTRING ? parse(r, lua_tostring(E, -n), lua_rawlen(E, -n)) : NULL;
     lua_settop(E, 1);
     if (reply == NULL) {
         lua_pushnil(L);
