@@ -52,7 +52,7 @@ static void on_down(mw_rconn_t *rc)
 
 /* Drops a connection whose oldest command has waited too long, probes a
  * quiet subscriber, and looks after the outbox. */
-static void on_watchdog(uv_timer_t *t)
+static void on_watchdog(mw_timer_t *t)
 {
     mw_cluster_t *cl = t->data;
     uint64_t now = mw__cluster_now(cl);
@@ -63,7 +63,7 @@ static void on_watchdog(uv_timer_t *t)
     mw__cluster_outbox_tick(cl, now);
 }
 
-static void on_heartbeat(uv_timer_t *t)
+static void on_heartbeat(mw_timer_t *t)
 {
     mw_cluster_t *cl = t->data;
     if (cl->cmd.ready)
@@ -72,7 +72,8 @@ static void on_heartbeat(uv_timer_t *t)
 
 /* Life ------------------------------------------------------------------------------------ */
 
-int mw_cluster_start(mw_node_t *node, uv_loop_t *loop, char *err, size_t errlen)
+int mw_cluster_start(mw_node_t *node, const mw_redis_driver_t *driver, void *drv, char *err,
+                     size_t errlen)
 {
     const mw_config_t *cfg = node->cfg;
     mw_cluster_t *cl;
@@ -98,11 +99,10 @@ int mw_cluster_start(mw_node_t *node, uv_loop_t *loop, char *err, size_t errlen)
     snprintf(cl->node_key_prefix, sizeof(cl->node_key_prefix), "%s:node:", cl->prefix);
     mw__cluster_history_init(cl);
     cl->node = node;
-    cl->loop = loop;
     mw_outbox_init(&cl->outbox, cfg->cluster_outbox_size, cfg->cluster_outbox_max_age);
     if (mw_dedup_init(&cl->dedup, DEDUP_ORIGINS) != 0 ||
-        mw_rconn_init(&cl->sub, "subscriber", 1, &cl->url, node, loop, cl) != 0 ||
-        mw_rconn_init(&cl->cmd, "command", 0, &cl->url, node, loop, cl) != 0) {
+        mw_rconn_init(&cl->sub, "subscriber", 1, &cl->url, node, driver, drv, cl) != 0 ||
+        mw_rconn_init(&cl->cmd, "command", 0, &cl->url, node, driver, drv, cl) != 0) {
         mw_dedup_free(&cl->dedup);
         mw_rconn_free(&cl->sub);
         free(cl);
@@ -111,18 +111,20 @@ int mw_cluster_start(mw_node_t *node, uv_loop_t *loop, char *err, size_t errlen)
     cl->sub.on_up = cl->cmd.on_up = on_up;
     cl->sub.on_down = cl->cmd.on_down = on_down;
     cl->cmd.on_hello = on_hello;
-    uv_timer_init(loop, &cl->watchdog);
-    cl->watchdog.data = cl;
-    uv_timer_start(&cl->watchdog, on_watchdog, MW_CLUSTER_WATCHDOG_MS, MW_CLUSTER_WATCHDOG_MS);
-    uv_unref((uv_handle_t *)&cl->watchdog);
+    mw_timer_init(&cl->watchdog, on_watchdog, cl);
+    mw_timer_init(&cl->heartbeat, on_heartbeat, cl);
     snprintf(cl->node_key, sizeof(cl->node_key), "%s:node:%s", cl->prefix, cl->name);
-    uv_timer_init(loop, &cl->heartbeat);
-    cl->heartbeat.data = cl;
-    {
-        uint64_t every = cfg->cluster_presence_ttl / 3;
-        uv_timer_start(&cl->heartbeat, on_heartbeat, every, every);
+    if (mw_timer_start(node->timers, &cl->watchdog, MW_CLUSTER_WATCHDOG_MS,
+                       MW_CLUSTER_WATCHDOG_MS) != 0 ||
+        mw_timer_start(node->timers, &cl->heartbeat, cfg->cluster_presence_ttl / 3,
+                       cfg->cluster_presence_ttl / 3) != 0) {
+        mw_timer_stop(node->timers, &cl->watchdog);
+        mw_dedup_free(&cl->dedup);
+        mw_rconn_free(&cl->sub);
+        mw_rconn_free(&cl->cmd);
+        free(cl);
+        return MW_ENOMEM;
     }
-    uv_unref((uv_handle_t *)&cl->heartbeat);
     node->topics->on_first = mw__cluster_on_first;
     node->topics->on_last = mw__cluster_on_last;
     node->topics->on_presence = mw__cluster_on_presence;
@@ -137,18 +139,6 @@ int mw_cluster_start(mw_node_t *node, uv_loop_t *loop, char *err, size_t errlen)
     mw_rconn_connect(&cl->cmd);
     mw_rconn_connect(&cl->sub);
     return 0;
-}
-
-static void on_timer_closed(uv_handle_t *h)
-{
-    mw_cluster_t *cl = h->data;
-    /* Whichever of the timers closes last frees the cluster. */
-    if (--cl->closing == 0) {
-        mw_dedup_free(&cl->dedup);
-        mw_rconn_free(&cl->sub);
-        mw_rconn_free(&cl->cmd);
-        free(cl);
-    }
 }
 
 void mw_cluster_stop(mw_node_t *node)
@@ -171,13 +161,12 @@ void mw_cluster_stop(mw_node_t *node)
         mw_log_warn("cluster: stopping with %zu message(s) for the other nodes that Redis did "
                     "not take; dropped", n);
     }
-    cl->sub.timer.data = cl;
-    cl->cmd.timer.data = cl;
-    cl->closing = 4;
-    uv_close((uv_handle_t *)&cl->sub.timer, on_timer_closed);
-    uv_close((uv_handle_t *)&cl->cmd.timer, on_timer_closed);
-    uv_close((uv_handle_t *)&cl->watchdog, on_timer_closed);
-    uv_close((uv_handle_t *)&cl->heartbeat, on_timer_closed);
+    mw_timer_stop(node->timers, &cl->watchdog);
+    mw_timer_stop(node->timers, &cl->heartbeat);
+    mw_dedup_free(&cl->dedup);
+    mw_rconn_free(&cl->sub);
+    mw_rconn_free(&cl->cmd);
+    free(cl);
 }
 
 /* State ----------------------------------------------------------------------------------- */
@@ -194,7 +183,7 @@ int mw_cluster_healthy(const mw_cluster_t *cl)
 
 void mw_cluster_status(const mw_cluster_t *cl, mw_cluster_status_t *st)
 {
-    uint64_t oldest = mw_outbox_oldest(&cl->outbox), now = uv_now(cl->loop);
+    uint64_t oldest = mw_outbox_oldest(&cl->outbox), now = mw__cluster_now(cl);
 
     st->up = mw_cluster_healthy(cl);
     /* Not while the outbox is merely held for a round trip after a

@@ -33,20 +33,24 @@
 #include "cluster_redis.h"
 #include "cluster_send.h"
 
+#include "redis_link.h"
+
 #include <stddef.h>
 #include <stdint.h>
-#include <uv.h>
 
 typedef struct mw_node_s mw_node_t;
 typedef struct mw_cluster_s mw_cluster_t;
 
-/* Connects the node to Redis (asynchronously), hooks the topic index, and
+/* Connects the node to Redis (asynchronously) through driver (drv is the
+ * driver's own: the loop for mw_redis_hiredis), hooks the topic index, and
  * sets node->cluster; does nothing without cluster.redis. Returns 0, or
  * MW_ECONFIG with err set for a bad address, or MW_ENOMEM. */
-int mw_cluster_start(mw_node_t *node, uv_loop_t *loop, char *err, size_t errlen);
+int mw_cluster_start(mw_node_t *node, const mw_redis_driver_t *driver, void *drv, char *err,
+                     size_t errlen);
 
 /* Disconnects and frees node->cluster, if any (at shutdown): what the outbox
- * holds is dropped (counted, logged). Safe from a loop callback. */
+ * holds is dropped (counted, logged). Safe from a loop callback, not from a
+ * reply's. */
 void mw_cluster_stop(mw_node_t *node);
 
 /* True when the subscriber connection is up (messages of other nodes arrive). */

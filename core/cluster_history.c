@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
+#include <uv.h>
 
 /* One atomic step per message: the topic's next offset (a new epoch when the
  * stream was lost), the offset fields put in a JSON-object payload, XADD with
@@ -168,11 +169,10 @@ int mw_cluster_history_read(mw_cluster_t *cl, const char *topic, size_t len, uin
     }
 }
 
-static void on_script_loaded(redisAsyncContext *ac, void *r, void *priv)
+static void on_script_loaded(void *r, void *priv)
 {
     mw_rconn_t *rc = priv;
     redisReply *reply = r;
-    (void)ac;
     mw_rconn_replied(rc);
     if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
         mw_log_error("cluster: Redis refused to load the history script: %s", reply->str);

@@ -11,13 +11,13 @@
 #include "cluster_redis.h"
 #include "dedup.h"
 #include "outbox.h"
+#include "node.h"
 #include "redis_url.h"
+#include "timer.h"
 
 #include <stddef.h>
 #include <stdint.h>
-#include <uv.h>
 
-typedef struct mw_node_s mw_node_t;
 typedef struct mw_cluster_s mw_cluster_t;
 
 /* How often the watchdog looks at the connections and the outbox. */
@@ -25,22 +25,20 @@ typedef struct mw_cluster_s mw_cluster_t;
 
 struct mw_cluster_s {
     mw_node_t *node;
-    uv_loop_t *loop;
     mw_redis_url_t url;
     char prefix[64];
     char name[64]; /* this node incarnation, as ids spell it ("n1.k3x9a2") */
     char all_channel[96];
     char node_channel[160];
     mw_rconn_t sub, cmd; /* the subscriber, and the commands */
-    uv_timer_t watchdog;
+    mw_timer_t watchdog;
     uint64_t sub_heard;   /* when the subscriber last got anything (ms) */
     uint64_t probe_sent;  /* when the probe it has not heard yet went out; 0: none */
-    uv_timer_t heartbeat; /* keeps this node's liveness key (presence) fresh */
+    mw_timer_t heartbeat; /* keeps this node's liveness key (presence) fresh */
     char node_key[160];   /* <prefix>:node:<node> */
     char node_key_prefix[96]; /* <prefix>:node: */
     char publish_sha[41];     /* SHA-1 of the history publish script */
     int stopping;
-    int closing; /* timers still to close before the memory goes */
 
     /* Sending (cluster_send.c). */
     mw_outbox_t outbox;
@@ -62,10 +60,10 @@ struct mw_cluster_s {
     uint64_t dedup_swept;
 };
 
-/* The loop's clock, in ms. */
+/* The node's clock, in ms. */
 static inline uint64_t mw__cluster_now(const mw_cluster_t *cl)
 {
-    return uv_now(cl->loop);
+    return cl->node->timers->now;
 }
 
 #endif

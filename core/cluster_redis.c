@@ -1,9 +1,10 @@
-/* A connection to Redis for the backplane: hiredis on libuv, connect,
+/* A connection to Redis for the backplane over a driver's link: connect,
  * backoff, the commands awaiting replies and their timeout. See
  * cluster_redis.h.
  */
 #include "cluster_redis.h"
 #include "node.h"
+#include "timer.h"
 #include "moonwire/config.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
@@ -15,99 +16,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 #define BACKOFF_MIN_MS 100
-
-/* hiredis on libuv ------------------------------------------------------------------------ */
-
-/* Our own event glue for hiredis: the adapter of hiredis 0.14 drops poll
- * errors, so a refused connect was only noticed by the connect timeout. On
- * an error the requested events are reported anyway, and hiredis finds the
- * socket error itself (SO_ERROR) and fails the connect at once. */
-typedef struct {
-    redisAsyncContext *ac; /* NULL once hiredis cleaned up */
-    uv_poll_t poll;
-    int events;
-} rpoll_t;
-
-static void on_redis_poll(uv_poll_t *h, int status, int events)
-{
-    rpoll_t *p = h->data;
-    if (status < 0)
-        events = p->events;
-    if (p->ac != NULL && (events & UV_READABLE))
-        redisAsyncHandleRead(p->ac);
-    if (p->ac != NULL && (events & UV_WRITABLE)) /* the read may have freed the context */
-        redisAsyncHandleWrite(p->ac);
-}
-
-static void rpoll_update(rpoll_t *p, int add, int del)
-{
-    p->events = (p->events | add) & ~del;
-    if (p->events != 0)
-        uv_poll_start(&p->poll, p->events, on_redis_poll);
-    else
-        uv_poll_stop(&p->poll);
-}
-
-static void rpoll_add_read(void *ud)
-{
-    rpoll_update(ud, UV_READABLE, 0);
-}
-
-static void rpoll_del_read(void *ud)
-{
-    rpoll_update(ud, 0, UV_READABLE);
-}
-
-static void rpoll_add_write(void *ud)
-{
-    rpoll_update(ud, UV_WRITABLE, 0);
-}
-
-static void rpoll_del_write(void *ud)
-{
-    rpoll_update(ud, 0, UV_WRITABLE);
-}
-
-static void rpoll_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
-
-static void rpoll_cleanup(void *ud)
-{
-    rpoll_t *p = ud;
-    p->ac = NULL; /* hiredis is freeing it */
-    uv_close((uv_handle_t *)&p->poll, rpoll_closed);
-}
-
-static int rpoll_attach(redisAsyncContext *ac, uv_loop_t *loop)
-{
-    rpoll_t *p = calloc(1, sizeof(*p));
-
-    if (p == NULL)
-        return REDIS_ERR;
-    if (uv_poll_init(loop, &p->poll, ac->c.fd) != 0) {
-        free(p);
-        return REDIS_ERR;
-    }
-    p->ac = ac;
-    p->poll.data = p;
-    ac->ev.data = p;
-    ac->ev.addRead = rpoll_add_read;
-    ac->ev.delRead = rpoll_del_read;
-    ac->ev.addWrite = rpoll_add_write;
-    ac->ev.delWrite = rpoll_del_write;
-    ac->ev.cleanup = rpoll_cleanup;
-    return REDIS_OK;
-}
 
 /* Connecting ------------------------------------------------------------------------------ */
 
 static void track_sent(mw_rconn_t *rc)
 {
-    rc->sent[(rc->head + rc->count) % MW_RCONN_PENDING_MAX] = mw_rconn_now(rc);
+    rc->sent[(rc->head + rc->count) % MW_RCONN_PENDING_MAX] = rc->node->timers->now;
     rc->count++;
 }
 
@@ -123,21 +40,20 @@ static uint32_t jitter(uint32_t ms)
 {
     uint32_t r = 0;
     if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
-        r = (uint32_t)uv_hrtime();
+        r = (uint32_t)clock();
     /* 80% to 120% of ms, so nodes do not all come back at once. */
     return ms * 4 / 5 + (ms > 0 ? r % (ms * 2 / 5 + 1) : 0);
 }
 
-static void on_retry(uv_timer_t *t)
+static void on_retry(mw_timer_t *t)
 {
     mw_rconn_t *rc = t->data;
-    if (rc->ac != NULL) {
+    if (rc->link != NULL) {
         /* A connect that never finished: give up on it. */
-        redisAsyncContext *ac = rc->ac;
-        rc->ac = NULL;
+        mw_redis_link_t *l = rc->link;
+        rc->link = NULL;
         mw_log_warn("cluster: %s connection to Redis timed out", rc->name);
-        ac->data = NULL;
-        redisAsyncFree(ac);
+        rc->driver->free(l);
     }
     if (!rc->stopping)
         mw_rconn_connect(rc);
@@ -151,7 +67,7 @@ static void schedule_retry(mw_rconn_t *rc)
     rc->backoff_ms = rc->backoff_ms == 0 ? BACKOFF_MIN_MS : rc->backoff_ms * 2;
     if (rc->backoff_ms > cap)
         rc->backoff_ms = cap;
-    uv_timer_start(&rc->timer, on_retry, jitter(rc->backoff_ms), 0);
+    mw_timer_start(rc->node->timers, &rc->timer, jitter(rc->backoff_ms), 0);
 }
 
 /* Fails every command still waiting (their callbacks run with no reply), and
@@ -162,32 +78,28 @@ static void went_down(mw_rconn_t *rc, const char *why)
     if (rc->ready)
         mw_log_warn("cluster: lost the %s connection to Redis (%s); retrying", rc->name, why);
     rc->ready = 0;
-    rc->ac = NULL;
+    rc->link = NULL;
     rc->head = rc->count = 0;
     rc->node->metrics->cluster_reconnects++;
     schedule_retry(rc);
     rc->on_down(rc);
 }
 
-static void on_disconnect(const redisAsyncContext *ac, int status)
+static void on_disconnect(void *ud, int ok, const char *why)
 {
-    mw_rconn_t *rc = ac->data;
-    if (rc == NULL)
-        return; /* freed on purpose */
-    went_down(rc, status == REDIS_OK ? "closed" : ac->errstr);
+    went_down(ud, ok ? "closed" : why);
 }
 
-static void on_ready_reply(redisAsyncContext *ac, void *r, void *priv)
+static void on_ready_reply(void *r, void *priv)
 {
     mw_rconn_t *rc = priv;
     redisReply *reply = r;
-    (void)ac;
     mw_rconn_replied(rc);
-    if (reply == NULL || rc->ac == NULL)
+    if (reply == NULL || rc->link == NULL)
         return;
     if (reply->type == REDIS_REPLY_ERROR) {
         mw_log_error("cluster: Redis refused the %s connection: %s", rc->name, reply->str);
-        redisAsyncDisconnect(rc->ac);
+        rc->driver->disconnect(rc->link);
         return;
     }
     if (!rc->ready) {
@@ -198,95 +110,88 @@ static void on_ready_reply(redisAsyncContext *ac, void *r, void *priv)
     }
 }
 
-static void on_connect(const redisAsyncContext *ac, int status)
+static void send_hello(mw_rconn_t *rc, int argc, const char **argv)
 {
-    mw_rconn_t *rc = ac->data;
+    size_t argl[2];
+    for (int i = 0; i < argc; i++)
+        argl[i] = strlen(argv[i]);
+    mw_rconn_send(rc, on_ready_reply, rc, argc, argv, argl);
+}
 
-    if (rc == NULL)
-        return;
-    uv_timer_stop(&rc->timer);
-    if (status != REDIS_OK) {
+static void on_connect(void *ud, int ok, const char *why)
+{
+    mw_rconn_t *rc = ud;
+
+    mw_timer_stop(rc->node->timers, &rc->timer);
+    if (!ok) {
         if (rc->backoff_ms == 0 || rc->backoff_ms >= rc->node->cfg->cluster_reconnect_max)
-            mw_log_warn("cluster: cannot connect to Redis (%s): %s", rc->name, ac->errstr);
-        rc->ac = NULL;
+            mw_log_warn("cluster: cannot connect to Redis (%s): %s", rc->name, why);
+        rc->link = NULL;
         rc->node->metrics->cluster_reconnects++;
         schedule_retry(rc);
         return;
     }
     /* AUTH and SELECT go first; the connection counts as up with the last reply. */
-    if (rc->url->password[0] != '\0') {
-        redisAsyncCommand(rc->ac, on_ready_reply, rc, "AUTH %s", rc->url->password);
-        track_sent(rc);
-    }
+    if (rc->url->password[0] != '\0')
+        send_hello(rc, 2, (const char *[]){"AUTH", rc->url->password});
     if (!rc->subscriber && rc->url->db != 0) {
-        redisAsyncCommand(rc->ac, on_ready_reply, rc, "SELECT %d", rc->url->db);
-        track_sent(rc);
+        char db[16];
+        snprintf(db, sizeof(db), "%d", rc->url->db);
+        send_hello(rc, 2, (const char *[]){"SELECT", db});
     }
     if (rc->on_hello != NULL)
         rc->on_hello(rc);
-    redisAsyncCommand(rc->ac, on_ready_reply, rc, "PING");
-    track_sent(rc);
+    send_hello(rc, 1, (const char *[]){"PING"});
 }
 
+static const mw_redis_events_t rconn_events = {on_connect, on_disconnect};
+
 int mw_rconn_init(mw_rconn_t *rc, const char *name, int subscriber, const mw_redis_url_t *url,
-                  mw_node_t *node, uv_loop_t *loop, void *ud)
+                  mw_node_t *node, const mw_redis_driver_t *driver, void *drv, void *ud)
 {
     memset(rc, 0, sizeof(*rc));
     rc->name = name;
     rc->subscriber = subscriber;
     rc->url = url;
     rc->node = node;
-    rc->loop = loop;
+    rc->driver = driver;
+    rc->drv = drv;
     rc->ud = ud;
     rc->sent = calloc(MW_RCONN_PENDING_MAX, sizeof(uint64_t));
     if (rc->sent == NULL)
         return MW_ENOMEM;
-    uv_timer_init(loop, &rc->timer);
-    rc->timer.data = rc;
+    mw_timer_init(&rc->timer, on_retry, rc);
     return 0;
 }
 
 void mw_rconn_connect(mw_rconn_t *rc)
 {
-    const mw_redis_url_t *url = rc->url;
-    redisAsyncContext *ac;
+    const char *why = NULL;
+    mw_redis_link_t *l = rc->driver->connect(rc->drv, rc->url, &rconn_events, rc, &why);
 
-    ac = url->path[0] ? redisAsyncConnectUnix(url->path) : redisAsyncConnect(url->host, url->port);
-    if (ac == NULL || ac->err) {
-        mw_log_warn("cluster: cannot connect to Redis (%s): %s", rc->name,
-                    ac ? ac->errstr : "out of memory");
-        if (ac != NULL)
-            redisAsyncFree(ac);
+    if (l == NULL) {
+        mw_log_warn("cluster: cannot connect to Redis (%s): %s", rc->name, why);
         schedule_retry(rc);
         return;
     }
-    if (rpoll_attach(ac, rc->loop) != REDIS_OK) {
-        redisAsyncFree(ac);
-        schedule_retry(rc);
-        return;
-    }
-    ac->data = rc;
-    rc->ac = ac;
+    rc->link = l;
     rc->head = rc->count = 0;
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    uv_timer_start(&rc->timer, on_retry, rc->node->cfg->cluster_connect_timeout, 0);
+    mw_timer_start(rc->node->timers, &rc->timer, rc->node->cfg->cluster_connect_timeout, 0);
 }
 
 void mw_rconn_drop(mw_rconn_t *rc, const char *why)
 {
-    redisAsyncContext *ac = rc->ac;
+    mw_redis_link_t *l = rc->link;
 
-    ac->data = NULL;
     went_down(rc, why);
-    redisAsyncFree(ac); /* runs the pending callbacks with no reply */
+    rc->driver->free(l); /* runs the pending callbacks with no reply */
 }
 
 void mw_rconn_check(mw_rconn_t *rc, uint64_t now)
 {
     uint32_t timeout = rc->node->cfg->cluster_command_timeout;
 
-    if (rc->ac != NULL && rc->count > 0 && now - rc->sent[rc->head] > timeout) {
+    if (rc->link != NULL && rc->count > 0 && now - rc->sent[rc->head] > timeout) {
         mw_log_warn("cluster: Redis did not answer the %s connection within %u ms", rc->name,
                     timeout);
         mw_rconn_drop(rc, "timeout");
@@ -295,15 +200,14 @@ void mw_rconn_check(mw_rconn_t *rc, uint64_t now)
 
 void mw_rconn_stop(mw_rconn_t *rc)
 {
-    redisAsyncContext *ac = rc->ac;
+    mw_redis_link_t *l = rc->link;
 
     rc->stopping = 1;
-    rc->ac = NULL;
+    rc->link = NULL;
     rc->ready = 0; /* for hooks the pending callbacks resume */
-    if (ac != NULL) {
-        ac->data = NULL;
-        redisAsyncFree(ac);
-    }
+    mw_timer_stop(rc->node->timers, &rc->timer);
+    if (l != NULL)
+        rc->driver->free(l);
 }
 
 void mw_rconn_free(mw_rconn_t *rc)
@@ -314,20 +218,27 @@ void mw_rconn_free(mw_rconn_t *rc)
 
 /* Commands -------------------------------------------------------------------------------- */
 
-int mw_rconn_send(mw_rconn_t *rc, redisCallbackFn *cb, void *priv, int argc, const char **argv,
+int mw_rconn_send(mw_rconn_t *rc, mw_redis_cb cb, void *priv, int argc, const char **argv,
                   const size_t *argl)
 {
-    if (redisAsyncCommandArgv(rc->ac, cb, priv, argc, argv, argl) != REDIS_OK)
+    if (rc->link == NULL || rc->driver->send(rc->link, argc, argv, argl, cb, priv) != 0)
         return MW_EAGAIN;
     track_sent(rc);
     return 0;
 }
 
-static void on_fire_reply(redisAsyncContext *ac, void *r, void *priv)
+int mw_rconn_subscribe(mw_rconn_t *rc, mw_redis_cb cb, void *priv, int argc, const char **argv,
+                       const size_t *argl)
+{
+    if (rc->link == NULL || rc->driver->send(rc->link, argc, argv, argl, cb, priv) != 0)
+        return MW_EAGAIN;
+    return 0;
+}
+
+static void on_fire_reply(void *r, void *priv)
 {
     mw_rconn_t *rc = priv;
     redisReply *reply = r;
-    (void)ac;
     mw_rconn_replied(rc);
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
         rc->node->metrics->cluster_send_failures++;
@@ -339,7 +250,10 @@ int mw_rconn_fire(mw_rconn_t *rc, int argc, const char **argv, const size_t *arg
         rc->node->metrics->cluster_send_failures++;
         return MW_EAGAIN;
     }
-    redisAsyncCommandArgv(rc->ac, on_fire_reply, rc, argc, argv, argl);
+    if (rc->driver->send(rc->link, argc, argv, argl, on_fire_reply, rc) != 0) {
+        rc->node->metrics->cluster_send_failures++;
+        return MW_EAGAIN;
+    }
     track_sent(rc);
     return 0;
 }
@@ -350,10 +264,9 @@ typedef struct {
     void *ud;
 } command_t;
 
-static void on_command_reply(redisAsyncContext *ac, void *r, void *priv)
+static void on_command_reply(void *r, void *priv)
 {
     command_t *cmd = priv;
-    (void)ac;
     mw_rconn_replied(cmd->rc);
     cmd->cb(cmd->ud, r);
     free(cmd);
@@ -372,7 +285,7 @@ int mw_rconn_command(mw_rconn_t *rc, int argc, const char **argv, const size_t *
     cmd->rc = rc;
     cmd->cb = cb;
     cmd->ud = ud;
-    if (redisAsyncCommandArgv(rc->ac, on_command_reply, cmd, argc, argv, argl) != REDIS_OK) {
+    if (rc->driver->send(rc->link, argc, argv, argl, on_command_reply, cmd) != 0) {
         free(cmd);
         return MW_EAGAIN;
     }
@@ -413,11 +326,10 @@ void mw_rconn_sha1(const char *text, size_t len, char out[41])
 
 static void send_script(script_call_t *sc);
 
-static void on_script_reply(redisAsyncContext *ac, void *r, void *priv)
+static void on_script_reply(void *r, void *priv)
 {
     script_call_t *sc = priv;
     redisReply *reply = r;
-    (void)ac;
     mw_rconn_replied(sc->rc);
     if (reply != NULL && reply->type == REDIS_REPLY_ERROR && !sc->retried &&
         strncmp(reply->str, "NOSCRIPT", 8) == 0) {
@@ -445,12 +357,12 @@ static void send_script(script_call_t *sc)
         argv[0] = "EVALSHA", argl[0] = 7;
         argv[1] = sha, argl[1] = 40;
     }
-    if (!sc->rc->ready) {
+    if (!sc->rc->ready ||
+        sc->rc->driver->send(sc->rc->link, sc->argc, argv, argl, on_script_reply, sc) != 0) {
         sc->cb(sc->ud, NULL);
         script_call_free(sc);
         return;
     }
-    redisAsyncCommandArgv(sc->rc->ac, on_script_reply, sc, sc->argc, argv, argl);
     track_sent(sc->rc);
 }
 

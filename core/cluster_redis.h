@@ -1,23 +1,24 @@
-/* A connection to Redis on the node's libuv loop, for the backplane: hiredis
- * with our own event glue, a bounded connect, reconnection with capped,
- * jittered backoff, and the send times of the commands awaiting replies, so
- * that one left unanswered for cluster.command_timeout drops the connection
- * (hiredis 0.14 has no timeouts of its own).
+/* A connection to Redis for the backplane, over a link of a Redis driver
+ * (redis_link.h: hiredis in the server, the in-process Redis in the sim): a
+ * bounded connect, reconnection with capped, jittered backoff on the node's
+ * timers, and the send times of the commands awaiting replies, so that one
+ * left unanswered for cluster.command_timeout drops the connection (hiredis
+ * 0.14 has no timeouts of its own).
  *
- * hiredis frees a context itself after a disconnect or a failed connect; the
- * pointer here is cleared in those callbacks, and only freed by us outside
- * hiredis callbacks. A connection reports up (cluster.c) through its
- * callbacks: on_hello, on_up, on_down.
+ * A link that reports a failed connect or its end is gone: the pointer here
+ * is cleared then, and a link is only freed by us outside its callbacks. A
+ * connection reports up (cluster.c) through its callbacks: on_hello, on_up,
+ * on_down.
  */
 #ifndef MOONWIRE_CLUSTER_REDIS_H
 #define MOONWIRE_CLUSTER_REDIS_H
 
+#include "redis_link.h"
 #include "redis_url.h"
+#include "timer.h"
 
-#include <hiredis/async.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <uv.h>
 
 typedef struct mw_node_s mw_node_t;
 typedef struct mw_rconn_s mw_rconn_t;
@@ -34,8 +35,9 @@ struct mw_rconn_s {
     const char *name;          /* "subscriber" or "command", for log lines */
     int subscriber;            /* pub/sub mode: no SELECT, no on_hello */
     const mw_redis_url_t *url; /* where Redis is */
-    mw_node_t *node;           /* cfg: its timeouts and backoff; metrics */
-    uv_loop_t *loop;
+    mw_node_t *node;           /* cfg: its timeouts and backoff; metrics; timers */
+    const mw_redis_driver_t *driver;
+    void *drv; /* the driver's own: the loop for hiredis */
     /* Connected (after AUTH and SELECT, before the PING whose reply makes it
      * up): the first commands to queue on it. May be NULL. */
     void (*on_hello)(mw_rconn_t *rc);
@@ -47,9 +49,9 @@ struct mw_rconn_s {
     void *ud;     /* for the callbacks: the backplane */
     int stopping; /* the node stops: no reconnect */
 
-    redisAsyncContext *ac; /* NULL while down */
+    mw_redis_link_t *link; /* NULL while down */
     int ready;             /* connected, authenticated, (subscribed) */
-    uv_timer_t timer;      /* connect timeout, then reconnect backoff */
+    mw_timer_t timer;      /* connect timeout, then reconnect backoff */
     uint32_t backoff_ms;
     /* Send times of the commands awaiting replies, oldest first (a ring). */
     uint64_t *sent;
@@ -59,7 +61,7 @@ struct mw_rconn_s {
 /* Sets up rc (down) with its name, mode, address and owner; the caller sets
  * the callbacks. Returns 0 or MW_ENOMEM. */
 int mw_rconn_init(mw_rconn_t *rc, const char *name, int subscriber, const mw_redis_url_t *url,
-                  mw_node_t *node, uv_loop_t *loop, void *ud);
+                  mw_node_t *node, const mw_redis_driver_t *driver, void *drv, void *ud);
 
 /* Starts connecting (asynchronously; failures retry with backoff). */
 void mw_rconn_connect(mw_rconn_t *rc);
@@ -73,24 +75,24 @@ void mw_rconn_drop(mw_rconn_t *rc, const char *why);
  * more than cluster.command_timeout at now (ms). */
 void mw_rconn_check(mw_rconn_t *rc, uint64_t now);
 
-/* At the stop: frees the context (the pending callbacks run with no reply)
- * and marks rc down for good. Its timer is the caller's to close. */
+/* At the stop: frees the link (the pending callbacks run with no reply),
+ * stops the timer and marks rc down for good. */
 void mw_rconn_stop(mw_rconn_t *rc);
 
-/* Frees what mw_rconn_init made, once its timer is closed. */
+/* Frees what mw_rconn_init made, once it is stopped. */
 void mw_rconn_free(mw_rconn_t *rc);
 
-/* The loop's clock, in ms. */
-static inline uint64_t mw_rconn_now(const mw_rconn_t *rc)
-{
-    return uv_now(rc->loop);
-}
-
-/* Sends a command whose reply comes to cb(ac, reply, priv), which must call
- * mw_rconn_replied first. hiredis copies the arguments. Returns 0, or
- * MW_EAGAIN when the connection is going (cb will not run). */
-int mw_rconn_send(mw_rconn_t *rc, redisCallbackFn *cb, void *priv, int argc, const char **argv,
+/* Sends a command whose reply comes to cb(reply, priv), which must call
+ * mw_rconn_replied first. The arguments are copied. Returns 0, or MW_EAGAIN
+ * when the connection is going (cb will not run). */
+int mw_rconn_send(mw_rconn_t *rc, mw_redis_cb cb, void *priv, int argc, const char **argv,
                   const size_t *argl);
+
+/* SUBSCRIBE or UNSUBSCRIBE on the subscriber: the confirmations and the
+ * messages come to cb(reply, priv), untimed (the subscriber's probe watches
+ * it). Returns 0, or MW_EAGAIN when the connection is down or going. */
+int mw_rconn_subscribe(mw_rconn_t *rc, mw_redis_cb cb, void *priv, int argc, const char **argv,
+                       const size_t *argl);
 
 /* A reply of a command sent with mw_rconn_send came (or the connection went). */
 void mw_rconn_replied(mw_rconn_t *rc);

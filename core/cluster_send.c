@@ -102,7 +102,7 @@ void mw__cluster_number(mw_cluster_t *cl, mw_citem_t *it)
 }
 
 static void pump(mw_cluster_t *cl);
-static void on_item_reply(redisAsyncContext *ac, void *r, void *priv);
+static void on_item_reply(void *r, void *priv);
 
 static int item_send(mw_cluster_t *cl, mw_citem_t *it)
 {
@@ -123,12 +123,11 @@ static int item_send(mw_cluster_t *cl, mw_citem_t *it)
     return mw_rconn_send(&cl->cmd, on_item_reply, it, it->argc, argv, argl);
 }
 
-static void on_item_reply(redisAsyncContext *ac, void *r, void *priv)
+static void on_item_reply(void *r, void *priv)
 {
     mw_citem_t *it = priv;
     mw_cluster_t *cl = it->cl;
     redisReply *reply = r;
-    (void)ac;
 
     mw_rconn_replied(&cl->cmd);
     if (reply == NULL)

@@ -26,7 +26,7 @@
 #define SUBSCRIBE_BATCH 512
 #define DEDUP_IDLE_MS (3600 * 1000) /* an origin silent this long is forgotten */
 
-static void on_pubsub(redisAsyncContext *ac, void *r, void *priv);
+static void on_pubsub(void *r, void *priv);
 
 static void send_subscribe(mw_cluster_t *cl, const char *verb, const char **channels,
                            const size_t *lens, int n)
@@ -41,7 +41,7 @@ static void send_subscribe(mw_cluster_t *cl, const char *verb, const char **chan
         argl[i + 1] = lens[i];
     }
     /* Subscription replies and messages come back through on_pubsub. */
-    redisAsyncCommandArgv(cl->sub.ac, on_pubsub, cl, n + 1, argv, argl);
+    mw_rconn_subscribe(&cl->sub, on_pubsub, cl, n + 1, argv, argl);
 }
 
 static void subscribe_one(mw_cluster_t *cl, const char *verb, const char *topic, size_t len)
@@ -145,12 +145,11 @@ static void deliver(mw_cluster_t *cl, const char *channel, size_t chlen, const m
     mw_frame_unref(f);
 }
 
-static void on_pubsub(redisAsyncContext *ac, void *r, void *priv)
+static void on_pubsub(void *r, void *priv)
 {
     mw_cluster_t *cl = priv;
     redisReply *reply = r;
     mw_envelope_t e;
-    (void)ac;
 
     if (reply == NULL)
         return;
@@ -170,7 +169,6 @@ static void on_pubsub(redisAsyncContext *ac, void *r, void *priv)
         }
         return;
     }
-    cl->node->timers->now = uv_now(cl->loop);
     if (mw_envelope_decode((const uint8_t *)reply->element[2]->str, reply->element[2]->len, &e) !=
         0) {
         cl->node->metrics->cluster_bad_envelopes++;

@@ -10,6 +10,7 @@
 #include "acl.h"
 #include "backpressure.h"
 #include "cluster.h"
+#include "redis_hiredis.h"
 #include "conn.h"
 #include "deflate.h"
 #include "handshake.h"
@@ -303,7 +304,7 @@ void mw_server_start(mw_server_t *srv)
 
 int mw_server_start_cluster(mw_server_t *srv, struct uv_loop_s *loop, char *err, size_t errlen)
 {
-    return mw_cluster_start(&srv->node, loop, err, errlen);
+    return mw_cluster_start(&srv->node, &mw_redis_hiredis, loop, err, errlen);
 }
 
 void mw_server_stop_cluster(mw_server_t *srv)

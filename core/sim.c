@@ -15,8 +15,9 @@
  *   -- (while on_upgrade waits: the client, ann.status == 0 until it answers)
  *   ann:send("hi")  ann:received()  srv:advance(30000)  srv:reload()  srv:close()
  */
-#include "conn.h"
-#include "frame.h"
+#include "sim.h"
+#include "sim_int.h"
+#include "cluster.h"
 #include "gauges.h"
 #include "lua_host.h"
 #include "node.h"
@@ -35,54 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SERVER_META "moonwire.sim.server"
-#define CLIENT_META "moonwire.sim.client"
 #define PUMP_LIMIT 100000
-
-typedef struct sim_server_s sim_server_t;
-typedef struct sim_client_s sim_client_t;
-
-/* The server side of an in-memory connection. */
-typedef struct {
-    mw_conn_t c;
-    sim_server_t *ss;
-    sim_client_t *client; /* NULL once the client object is collected */
-    mw_list_t link;       /* in ss->conns, or ss->finished once the transport is done */
-} sim_conn_t;
-
-struct sim_server_s {
-    mw_server_t *srv;
-    mw_node_t *node; /* its parts */
-    mw_config_t cfg;
-    int alive;
-    mw_list_t live_link; /* in live, while alive */
-    int log_hook_errors; /* sim.new{hook_errors = "log"}: failures are not raised */
-    int log_warnings;    /* sim.new{warnings = "log"}: warnings are not printed */
-    char *failure;       /* the first hook failure since the spec's last call, or NULL */
-    size_t failures;     /* how many */
-    mw_list_t conns;
-    mw_list_t finished; /* transports done, to release at the end of the pump */
-    mw_list_t replies;  /* clients with an automatic reply to send */
-};
-
-/* The client object seen by specs. */
-struct sim_client_s {
-    sim_conn_t *sc; /* NULL once the connection is released */
-    int status;     /* HTTP status of the handshake reply */
-    char body[256]; /* body of a refusal */
-    mw_frame_t **msgs; /* received data frames, in order (one reference each) */
-    size_t nmsgs, capmsgs;
-    int close_received;
-    uint16_t close_code;
-    char close_reason[124];
-    size_t close_reason_len;
-    int close_sent;
-    int want_close_echo;
-    uint8_t pong[125];
-    int pong_len; /* -1: no pong owed */
-    mw_list_t reply_link;
-    char id[MW_ID_MAX];
-};
 
 /* Log capture ------------------------------------------------------------------ */
 
@@ -171,15 +125,30 @@ static void on_report(mw_node_t *node, int level, const char *text, const char *
     }
 }
 
-/* Ends a call of the spec that ran hooks: when one failed, raises its error
- * (the first, with the app's traceback, and how many more) at the spec's
- * line, unless the server was made with hook_errors = "log". Returns nret. */
-static int settle(lua_State *L, sim_server_t *ss, int nret)
+/* The server whose failure a call raises: ss's own, else (in a cluster) the
+ * first node of its cluster with one. */
+static sim_server_t *failed_server(sim_server_t *ss)
 {
-    size_t more = ss->failures > 0 ? ss->failures - 1 : 0;
+    mw_list_t *it;
 
+    if (ss->failures > 0 || !ss->joined)
+        return ss;
+    mw_list_foreach(it, &live) {
+        sim_server_t *s = MW_CONTAINER_OF(it, sim_server_t, live_link);
+        if (s->joined && s->join.ud == ss->join.ud && s->failures > 0)
+            return s;
+    }
+    return ss;
+}
+
+int mw_sim_settle_call(lua_State *L, sim_server_t *ss, int nret)
+{
+    size_t more;
+
+    ss = failed_server(ss);
     if (ss->failures == 0)
         return nret;
+    more = ss->failures - 1;
     ss->failures = 0;
     if (ss->log_hook_errors) {
         free(ss->failure);
@@ -197,6 +166,30 @@ static int settle(lua_State *L, sim_server_t *ss, int nret)
         lua_pushliteral(L, "");
     lua_concat(L, 3);
     return lua_error(L);
+}
+
+/* What the spec gets from a server's finalizer: nothing raised, nothing kept. */
+static void forget_failures(sim_server_t *ss)
+{
+    free(ss->failure);
+    ss->failure = NULL;
+    ss->failures = 0;
+}
+
+/* Reads sim.new's option `name` (in the table at opts): nil or `other` leave
+ * *log at 0, "log" sets it. Returns 0, or -1 with the error message pushed. */
+static int option(lua_State *L, int opts, const char *name, const char *other, int *log)
+{
+    int t = lua_getfield(L, opts, name);
+    const char *v = lua_tostring(L, -1);
+
+    if (t != LUA_TNIL && (t != LUA_TSTRING || (strcmp(v, other) != 0 && strcmp(v, "log") != 0))) {
+        lua_pushfstring(L, "sim.new: '%s' must be \"%s\" or \"log\"", name, other);
+        return -1;
+    }
+    *log = t == LUA_TSTRING && strcmp(v, "log") == 0;
+    lua_pop(L, 1);
+    return 0;
 }
 
 /* Transport ---------------------------------------------------------------------- */
@@ -295,8 +288,8 @@ static void sim_pause(mw_conn_t *c, int paused)
 
 static const mw_transport_t sim_transport = {"sim", sim_flush, sim_done, sim_done, sim_pause};
 
-/* Builds a masked client frame. Returns a malloc'ed buffer and its length. */
-static uint8_t *client_frame(int fin, uint8_t opcode, const uint8_t *data, size_t len, size_t *out)
+uint8_t *mw__sim_client_frame(int fin, uint8_t opcode, const uint8_t *data, size_t len,
+                              size_t *out)
 {
     static const uint8_t mask[4] = {0x37, 0xfa, 0x21, 0x3d};
     uint8_t hdr[MW_FRAME_MAX_HEADER];
@@ -314,7 +307,7 @@ static uint8_t *client_frame(int fin, uint8_t opcode, const uint8_t *data, size_
     return buf;
 }
 
-static void feed(sim_conn_t *sc, const uint8_t *data, size_t len)
+void mw__sim_feed(sim_conn_t *sc, const uint8_t *data, size_t len)
 {
     if (sc == NULL || sc->c.freed)
         return;
@@ -322,8 +315,10 @@ static void feed(sim_conn_t *sc, const uint8_t *data, size_t len)
 }
 
 /* Runs the server until nothing is left to do. */
-static void pump(sim_server_t *ss)
+void mw_sim_server_settle(sim_server_t *ss)
 {
+    if (!ss->alive)
+        return;
     for (int i = 0; i < PUMP_LIMIT; i++) {
         mw_server_run_deferred(ss->srv);
         if (!mw_list_empty(&ss->replies)) {
@@ -332,19 +327,19 @@ static void pump(sim_server_t *ss)
             uint8_t *buf;
             mw_list_remove(&cl->reply_link);
             if (cl->pong_len >= 0 && cl->sc != NULL && !cl->close_sent) {
-                buf = client_frame(1, MW_OP_PONG, cl->pong, (size_t)cl->pong_len, &n);
+                buf = mw__sim_client_frame(1, MW_OP_PONG, cl->pong, (size_t)cl->pong_len, &n);
                 cl->pong_len = -1;
                 if (buf != NULL)
-                    feed(cl->sc, buf, n);
+                    mw__sim_feed(cl->sc, buf, n);
                 free(buf);
             }
             if (cl->want_close_echo && cl->sc != NULL) {
                 uint8_t code[2] = {(uint8_t)(cl->close_code >> 8), (uint8_t)cl->close_code};
                 cl->want_close_echo = 0;
                 cl->close_sent = 1;
-                buf = client_frame(1, MW_OP_CLOSE, code, cl->close_code == 1005 ? 0 : 2, &n);
+                buf = mw__sim_client_frame(1, MW_OP_CLOSE, code, cl->close_code == 1005 ? 0 : 2, &n);
                 if (buf != NULL)
-                    feed(cl->sc, buf, n);
+                    mw__sim_feed(cl->sc, buf, n);
                 free(buf);
             }
             continue;
@@ -364,6 +359,19 @@ static void pump(sim_server_t *ss)
     mw_log_error("moonwire.sim: the server did not settle after %d steps", PUMP_LIMIT);
 }
 
+void mw__sim_pump(sim_server_t *ss)
+{
+    if (ss->joined)
+        ss->join.pump(ss->join.ud);
+    else
+        mw_sim_server_settle(ss);
+}
+
+mw_node_t *mw_sim_server_node(sim_server_t *ss)
+{
+    return ss->alive ? ss->node : NULL;
+}
+
 /* Server object ------------------------------------------------------------------- */
 
 static sim_server_t *check_server(lua_State *L, int idx)
@@ -374,18 +382,20 @@ static sim_server_t *check_server(lua_State *L, int idx)
     return ss;
 }
 
-static void close_server(sim_server_t *ss)
+void mw_sim_server_close(sim_server_t *ss)
 {
     if (!ss->alive)
         return;
     /* Close every connection the way SIGTERM does, then drop what is left. */
     mw_server_drain(ss->srv, NULL);
-    pump(ss);
+    mw__sim_pump(ss);
     while (!mw_list_empty(&ss->conns)) {
         sim_conn_t *sc = MW_CONTAINER_OF(ss->conns.next, sim_conn_t, link);
         mw_conn_on_eof(&sc->c);
-        pump(ss);
+        mw__sim_pump(ss);
     }
+    mw_cluster_stop(ss->node);
+    mw__sim_pump(ss);
     ss->alive = 0;
     mw_list_remove(&ss->live_link);
     mw_server_free(ss->srv);
@@ -393,71 +403,53 @@ static void close_server(sim_server_t *ss)
     mw_config_close(&ss->cfg);
 }
 
-/* What the spec gets from a server's finalizer: nothing raised, nothing kept. */
-static void forget_failures(sim_server_t *ss)
-{
-    free(ss->failure);
-    ss->failure = NULL;
-    ss->failures = 0;
-}
-
-/* Reads sim.new's option `name` (at 1): nil or `other` leave *log at 0, "log"
- * sets it. Returns 0, or -1 with the error message pushed. */
-static int option(lua_State *L, const char *name, const char *other, int *log)
-{
-    int t = lua_getfield(L, 1, name);
-    const char *v = lua_tostring(L, -1);
-
-    if (t != LUA_TNIL && (t != LUA_TSTRING || (strcmp(v, other) != 0 && strcmp(v, "log") != 0))) {
-        lua_pushfstring(L, "sim.new: '%s' must be \"%s\" or \"log\"", name, other);
-        return -1;
-    }
-    *log = t == LUA_TSTRING && strcmp(v, "log") == 0;
-    lua_pop(L, 1);
-    return 0;
-}
-
-static int sim_new(lua_State *L)
+sim_server_t *mw_sim_server_push(lua_State *L, int opts, const mw_sim_join_t *join)
 {
     sim_server_t *ss;
     char err[1024];
     const char *script = NULL;
 
-    luaL_checktype(L, 1, LUA_TTABLE);
-    ss = lua_newuserdatauv(L, sizeof(*ss), 0);
+    luaL_checktype(L, opts, LUA_TTABLE);
+    ss = lua_newuserdatauv(L, sizeof(*ss), 1);
     memset(ss, 0, sizeof(*ss));
     mw_list_init(&ss->conns);
     mw_list_init(&ss->finished);
     mw_list_init(&ss->replies);
     if (mw_config_init(&ss->cfg) != 0)
-        return luaL_error(L, "out of memory");
+        luaL_error(L, "out of memory");
     ss->cfg.log_level = MW_LOG_WARN;
     luaL_setmetatable(L, SERVER_META);
 
-    if (lua_getfield(L, 1, "config") == LUA_TTABLE &&
+    if (join != NULL) {
+        ss->join = *join;
+        ss->joined = 1;
+        mw_config_set_str(&ss->cfg.node_id, join->node_id);
+        mw_config_set_str(&ss->cfg.cluster_redis, "redis://moonwire.sim:6379");
+    }
+    if (lua_getfield(L, opts, "config") == LUA_TTABLE &&
         mw_config_apply(&ss->cfg, L, -1, "sim.new config", err, sizeof(err)) != 0) {
         mw_config_close(&ss->cfg);
-        return luaL_error(L, "%s", err);
+        luaL_error(L, "%s", err);
     }
     lua_pop(L, 1);
-    if (lua_getfield(L, 1, "script") == LUA_TSTRING)
+    if (lua_getfield(L, opts, "script") == LUA_TSTRING)
         script = lua_tostring(L, -1);
     else if (!lua_isnil(L, -1))
-        return luaL_error(L, "sim.new: 'script' must be a string");
+        luaL_error(L, "sim.new: 'script' must be a string");
     if (script != NULL)
         mw_config_set_str(&ss->cfg.script, script);
     lua_pop(L, 1);
-    if (lua_getfield(L, 1, "node_id") == LUA_TSTRING)
+    if (lua_getfield(L, opts, "node_id") == LUA_TSTRING)
         mw_config_set_str(&ss->cfg.node_id, lua_tostring(L, -1));
     lua_pop(L, 1);
-    if (option(L, "hook_errors", "raise", &ss->log_hook_errors) != 0 ||
-        option(L, "warnings", "print", &ss->log_warnings) != 0) {
+    if (option(L, opts, "hook_errors", "raise", &ss->log_hook_errors) != 0 ||
+        option(L, opts, "warnings", "print", &ss->log_warnings) != 0) {
         mw_config_close(&ss->cfg);
-        return lua_error(L);
+        lua_error(L);
     }
     if (mw_config_validate(&ss->cfg, err, sizeof(err)) != 0) {
         mw_config_close(&ss->cfg);
-        return luaL_error(L, "%s", err);
+        luaL_error(L, "%s", err);
     }
     captured.level = (mw_log_level_t)ss->cfg.log_level;
     mw_log_configure((mw_log_level_t)ss->cfg.log_level, 0, NULL);
@@ -469,20 +461,29 @@ static int sim_new(lua_State *L)
     if (ss->srv == NULL) {
         forget_failures(ss);
         mw_config_close(&ss->cfg);
-        return luaL_error(L, "%s", err);
+        luaL_error(L, "%s", err);
     }
     ss->node = mw_server_node(ss->srv);
     ss->alive = 1;
     mw_list_insert_tail(&live, &ss->live_link);
+    if (join != NULL && mw_cluster_start(ss->node, join->driver, join->drv, err, sizeof(err)) != 0) {
+        mw_sim_server_close(ss);
+        luaL_error(L, "%s", err);
+    }
     mw_server_start(ss->srv);
-    pump(ss);
-    return settle(L, ss, 1);
+    mw__sim_pump(ss);
+    return ss;
+}
+
+int mw_sim_new(lua_State *L)
+{
+    return mw_sim_settle_call(L, mw_sim_server_push(L, 1, NULL), 1);
 }
 
 static int server_gc(lua_State *L)
 {
     sim_server_t *ss = luaL_checkudata(L, 1, SERVER_META);
-    close_server(ss);
+    mw_sim_server_close(ss);
     forget_failures(ss);
     return 0;
 }
@@ -490,8 +491,8 @@ static int server_gc(lua_State *L)
 static int server_close(lua_State *L)
 {
     sim_server_t *ss = luaL_checkudata(L, 1, SERVER_META);
-    close_server(ss);
-    return settle(L, ss, 0);
+    mw_sim_server_close(ss);
+    return mw_sim_settle_call(L, ss, 0);
 }
 
 typedef struct {
@@ -601,21 +602,21 @@ static int server_connect(lua_State *L)
     mw_list_insert_tail(&ss->conns, &sc->link);
     if (mw_conn_init(&sc->c, ss->node->conns, &sim_transport, &addr) != 0) {
         sim_done(&sc->c);
-        pump(ss);
+        mw__sim_pump(ss);
         return luaL_error(L, "out of memory");
     }
     mw_conn_id(&sc->c, cl->id);
-    feed(sc, (const uint8_t *)req->data, req->len);
-    pump(ss);
+    mw__sim_feed(sc, (const uint8_t *)req->data, req->len);
+    mw__sim_pump(ss);
     /* Status 0: on_upgrade waits; the client learns its answer later
      * (client.status, client:is_open()). */
     if (cl->status != 101 && cl->status != 0) {
         lua_pushnil(L);
         lua_pushinteger(L, cl->status);
         lua_pushstring(L, cl->body);
-        return settle(L, ss, 3);
+        return mw_sim_settle_call(L, ss, 3);
     }
-    return settle(L, ss, 1);
+    return mw_sim_settle_call(L, ss, 1);
 }
 
 static int server_advance(lua_State *L)
@@ -626,6 +627,10 @@ static int server_advance(lua_State *L)
     uint64_t target;
 
     luaL_argcheck(L, ms >= 0, 2, "time only goes forward");
+    if (ss->joined) {
+        ss->join.advance(ss->join.ud, (uint64_t)ms);
+        return mw_sim_settle_call(L, ss, 0);
+    }
     target = ts->now + (uint64_t)ms;
     /* Step from deadline to deadline, so timers see each other's effects and
      * a repeating timer fires once per period. */
@@ -634,11 +639,11 @@ static int server_advance(lua_State *L)
         if (next < 0 || ts->now + (uint64_t)next > target)
             break;
         mw_timers_run(ts, ts->now + (uint64_t)next);
-        pump(ss);
+        mw__sim_pump(ss);
     }
     ts->now = target;
-    pump(ss);
-    return settle(L, ss, 0);
+    mw__sim_pump(ss);
+    return mw_sim_settle_call(L, ss, 0);
 }
 
 static int server_reload(lua_State *L)
@@ -659,14 +664,14 @@ static int server_reload(lua_State *L)
     if (r != 0) {
         ss->node->metrics->reload_failures++;
         mw_log_error("reload failed, the previous app keeps serving: %s", err);
-        pump(ss);
+        mw__sim_pump(ss);
         luaL_pushfail(L);
         lua_pushstring(L, err);
-        return settle(L, ss, 2);
+        return mw_sim_settle_call(L, ss, 2);
     }
-    pump(ss);
+    mw__sim_pump(ss);
     lua_pushboolean(L, 1);
-    return settle(L, ss, 1);
+    return mw_sim_settle_call(L, ss, 1);
 }
 
 static int server_count(lua_State *L)
@@ -708,178 +713,52 @@ static int server_logs(lua_State *L)
     return 1;
 }
 
-/* Client object ------------------------------------------------------------------- */
-
-static sim_client_t *check_client(lua_State *L, int idx)
+/* srv:get(path): a plain HTTP GET (/healthz, /metrics, a static file) as
+ * a client without WebSocket would send it; returns the status and the
+ * start of the body. */
+static int server_get(lua_State *L)
 {
-    return luaL_checkudata(L, idx, CLIENT_META);
-}
+    sim_server_t *ss = check_server(L, 1);
+    const char *path = luaL_checkstring(L, 2);
+    sim_client_t cl;
+    sim_conn_t *sc;
+    mw_addr_t addr;
+    reqbuf_t *req;
 
-static int client_open(const sim_client_t *cl)
-{
-    return cl->sc != NULL && cl->status == 101 && !cl->close_received && !cl->close_sent;
-}
-
-/* Pushes fail, "closed" and returns 2: what every client method answers once the
- * connection is gone. */
-static int client_closed(lua_State *L)
-{
-    luaL_pushfail(L);
-    lua_pushliteral(L, "closed");
-    return 2;
-}
-
-/* Feeds bytes the client sent to the server and runs the loop until it is idle (the
- * server may close the connection meanwhile, so the loop is taken first). */
-static int client_feed(lua_State *L, sim_client_t *cl, const uint8_t *data, size_t len)
-{
-    sim_server_t *ss = cl->sc->ss;
-    feed(cl->sc, data, len);
-    pump(ss);
-    lua_pushboolean(L, 1);
-    return settle(L, ss, 1);
-}
-
-/* Masks one frame as a client must and feeds it. */
-static int client_feed_frame(lua_State *L, sim_client_t *cl, int op, const uint8_t *payload,
-                             size_t len)
-{
-    sim_server_t *ss = cl->sc->ss;
-    size_t n;
-    uint8_t *buf = client_frame(1, (uint8_t)op, payload, len, &n);
-    if (buf == NULL)
+    req = lua_newuserdatauv(L, sizeof(*req), 0); /* scratch */
+    req->len = 0;
+    add(req, "GET ");
+    add(req, path);
+    add(req, " HTTP/1.1\r\nHost: sim.local\r\nConnection: close\r\n\r\n");
+    memset(&cl, 0, sizeof(cl));
+    cl.pong_len = -1;
+    mw_list_init(&cl.reply_link);
+    memset(&addr, 0, sizeof(addr));
+    addr.in4.sin_family = AF_INET;
+    addr.in4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sc = calloc(1, sizeof(*sc));
+    if (sc == NULL)
         return luaL_error(L, "out of memory");
-    feed(cl->sc, buf, n);
-    pump(ss);
-    free(buf); /* before settle, which may raise */
-    lua_pushboolean(L, 1);
-    return settle(L, ss, 1);
-}
-
-static int client_send(lua_State *L)
-{
-    sim_client_t *cl = check_client(L, 1);
-    size_t len;
-    const char *data = luaL_checklstring(L, 2, &len);
-    static const char *const kinds[] = {"text", "binary", NULL};
-    int op = luaL_checkoption(L, 3, "text", kinds) == 1 ? MW_OP_BINARY : MW_OP_TEXT;
-
-    if (!client_open(cl))
-        return client_closed(L);
-    return client_feed_frame(L, cl, op, (const uint8_t *)data, len);
-}
-
-static int client_send_raw(lua_State *L)
-{
-    sim_client_t *cl = check_client(L, 1);
-    size_t len;
-    const char *data = luaL_checklstring(L, 2, &len);
-
-    if (cl->sc == NULL)
-        return client_closed(L);
-    return client_feed(L, cl, (const uint8_t *)data, len);
-}
-
-static int client_received(lua_State *L)
-{
-    sim_client_t *cl = check_client(L, 1);
-    lua_createtable(L, (int)cl->nmsgs, 0);
-    for (size_t i = 0; i < cl->nmsgs; i++) {
-        mw_frame_t *f = cl->msgs[i];
-        lua_createtable(L, 0, 2);
-        lua_pushlstring(L, (const char *)mw_frame_payload(f), mw_frame_payload_len(f));
-        lua_setfield(L, -2, "data");
-        lua_pushstring(L, (f->bytes[0] & 0x0f) == MW_OP_BINARY ? "binary" : "text");
-        lua_setfield(L, -2, "kind");
-        lua_rawseti(L, -2, (lua_Integer)i + 1);
-        mw_frame_unref(f);
+    sc->ss = ss;
+    sc->client = &cl;
+    cl.sc = sc;
+    mw_list_insert_tail(&ss->conns, &sc->link);
+    if (mw_conn_init(&sc->c, ss->node->conns, &sim_transport, &addr) != 0) {
+        sim_done(&sc->c);
+        mw__sim_pump(ss);
+        return luaL_error(L, "out of memory");
     }
-    cl->nmsgs = 0;
-    return 1;
-}
-
-static int client_close(lua_State *L)
-{
-    sim_client_t *cl = check_client(L, 1);
-    lua_Integer code = luaL_optinteger(L, 2, 1000);
-    size_t rlen = 0;
-    const char *reason = luaL_optlstring(L, 3, "", &rlen);
-    uint8_t payload[125];
-
-    luaL_argcheck(L, code >= 0 && code <= 65535, 2, "close code out of range");
-    luaL_argcheck(L, rlen <= 123, 3, "reason longer than 123 bytes");
-    if (!client_open(cl))
-        return client_closed(L);
-    payload[0] = (uint8_t)(code >> 8);
-    payload[1] = (uint8_t)code;
-    memcpy(payload + 2, reason, rlen);
-    cl->close_sent = 1;
-    return client_feed_frame(L, cl, MW_OP_CLOSE, payload, code == 0 ? 0 : 2 + rlen);
-}
-
-static int client_drop(lua_State *L)
-{
-    sim_client_t *cl = check_client(L, 1);
-    sim_server_t *ss;
-    if (cl->sc == NULL)
-        return 0;
-    ss = cl->sc->ss;
-    mw_conn_on_eof(&cl->sc->c);
-    pump(ss);
-    return settle(L, ss, 0);
-}
-
-static int client_is_open(lua_State *L)
-{
-    lua_pushboolean(L, client_open(check_client(L, 1)));
-    return 1;
-}
-
-static int client_index(lua_State *L)
-{
-    sim_client_t *cl = check_client(L, 1);
-    const char *key = luaL_checkstring(L, 2);
-
-    lua_pushvalue(L, 2);
-    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
-        return 1;
-    if (strcmp(key, "id") == 0)
-        lua_pushstring(L, cl->id);
-    else if (strcmp(key, "close_code") == 0 && cl->close_received)
-        lua_pushinteger(L, cl->close_code);
-    else if (strcmp(key, "close_reason") == 0 && cl->close_received)
-        lua_pushlstring(L, cl->close_reason, cl->close_reason_len);
-    else if (strcmp(key, "status") == 0)
-        lua_pushinteger(L, cl->status);
-    else if (strcmp(key, "body") == 0 && cl->status != 101 && cl->status != 0)
-        lua_pushstring(L, cl->body);
-    else if (strcmp(key, "protocol") == 0 && cl->sc != NULL && cl->sc->c.protocol != NULL)
-        lua_pushstring(L, cl->sc->c.protocol);
-    else
-        lua_pushnil(L);
-    return 1;
-}
-
-static int client_gc(lua_State *L)
-{
-    sim_client_t *cl = check_client(L, 1);
-    for (size_t i = 0; i < cl->nmsgs; i++)
-        mw_frame_unref(cl->msgs[i]);
-    free(cl->msgs);
-    cl->msgs = NULL;
-    cl->nmsgs = 0;
-    if (mw_list_linked(&cl->reply_link))
-        mw_list_remove(&cl->reply_link);
-    if (cl->sc != NULL)
-        cl->sc->client = NULL; /* the connection stays until the server closes */
-    return 0;
-}
-
-static int client_tostring(lua_State *L)
-{
-    sim_client_t *cl = check_client(L, 1);
-    lua_pushfstring(L, "moonwire.sim.client(%s%s)", cl->id, client_open(cl) ? "" : ", closed");
-    return 1;
+    mw__sim_feed(sc, (const uint8_t *)req->data, req->len);
+    mw__sim_pump(ss);
+    if (cl.sc != NULL) {
+        mw_conn_on_eof(&cl.sc->c);
+        mw__sim_pump(ss);
+    }
+    if (cl.sc != NULL)
+        cl.sc->client = NULL;
+    lua_pushinteger(L, cl.status);
+    lua_pushstring(L, cl.body);
+    return 2;
 }
 
 /* Runs when the interpreter closes (after every server, which were made later
@@ -901,19 +780,14 @@ static int module_gc(lua_State *L)
     return 0;
 }
 
-int luaopen_moonwire_sim(lua_State *L)
+void mw_sim_open_servers(lua_State *L)
 {
     static const luaL_Reg server_methods[] = {
         {"connect", server_connect}, {"advance", server_advance}, {"reload", server_reload},
         {"count", server_count},     {"now", server_now},         {"metrics", server_metrics},
-        {"logs", server_logs},       {"close", server_close},     {NULL, NULL},
-    };
-    static const luaL_Reg client_methods[] = {
-        {"send", client_send},   {"send_raw", client_send_raw}, {"received", client_received},
-        {"close", client_close}, {"drop", client_drop},         {"is_open", client_is_open},
+        {"logs", server_logs},       {"close", server_close},     {"get", server_get},
         {NULL, NULL},
     };
-    static const luaL_Reg funcs[] = {{"new", sim_new}, {NULL, NULL}};
 
     luaL_newmetatable(L, SERVER_META);
     luaL_newlib(L, server_methods);
@@ -922,20 +796,12 @@ int luaopen_moonwire_sim(lua_State *L)
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
 
-    luaL_newmetatable(L, CLIENT_META);
-    luaL_newlib(L, client_methods);
-    lua_pushcclosure(L, client_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, client_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, client_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
-
-    /* Once per interpreter: busted requires the module again for each spec
-     * file (it restores package.loaded between files), and a second sentinel
-     * would let the first be collected mid-run, taking the log sink and the
-     * reporter away from servers still running. */
+    /* Once per interpreter, even when the module is required again (busted
+     * clears package.loaded between spec files): finalizers run in the
+     * reverse order of their making, so the first one made runs after every
+     * server, client and cluster, whichever file made them. A second one
+     * would drain the pools before the objects of earlier files were done,
+     * and what they freed then into the pools would leak. */
     if (lua_getfield(L, LUA_REGISTRYINDEX, "moonwire.sim.pools") == LUA_TNIL) {
         lua_newuserdatauv(L, 0, 0);
         lua_newtable(L);
@@ -945,7 +811,4 @@ int luaopen_moonwire_sim(lua_State *L)
         lua_setfield(L, LUA_REGISTRYINDEX, "moonwire.sim.pools");
     }
     lua_pop(L, 1);
-
-    luaL_newlib(L, funcs);
-    return 1;
 }
