@@ -140,8 +140,12 @@ describe("moonwire.crypto", function()
     end)
 
     it("raises past 65536 bytes or below 0", function()
-      assert.is_false((run('return mw.crypto.random(65537)')))
-      assert.is_false((run('return mw.crypto.random(-1)')))
+      for _, n in ipairs({ 65537, -1 }) do
+        local ok, err = run(('return mw.crypto.random(%d)'):format(n))
+        assert.is_false(ok)
+        assert.matches("0 to 65536 bytes", err, 1, true)
+      end
+      assert.same({ true, 65536 }, { run('return #mw.crypto.random(65536)') })
     end)
   end)
 
