@@ -7,7 +7,8 @@
  *   secret (an HMAC key that is a PEM block is refused outright);
  * - keys are read here first, with no passphrase prompt (OpenSSL's default
  *   callback would read the terminal), and must fit the algorithm (RSA of
- *   2048 bits or more, the EC curve of the ES algorithm);
+ *   2048 bits or more, the EC curve of the ES algorithm); what was found is
+ *   kept for the next call with the same key text;
  * - a token is at most MW_JWT_MAX_TOKEN bytes of base64url in three parts
  *   (libjwt copies parts onto the stack), and an HMAC signature is compared
  *   in constant time before libjwt compares it again;
@@ -110,6 +111,51 @@ static void read_pem(const char *key, size_t len, int private, key_info_t *ki)
     EVP_PKEY_free(pkey);
 }
 
+/* Keys already read, by their text: OpenSSL 3 takes longer to decode a PEM
+ * block than to check a signature, and libjwt decodes it once more. A table
+ * in the registry, made again empty past MW_JWT_KEY_CACHE entries. */
+#define MW_JWT_KEYS "moonwire.jwt.keys"
+#define MW_JWT_KEY_CACHE 32
+
+static void read_key(lua_State *L, const char *key, size_t len, int private, key_info_t *ki)
+{
+    lua_Integer n;
+
+    if (lua_getfield(L, LUA_REGISTRYINDEX, MW_JWT_KEYS) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, MW_JWT_KEY_CACHE);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, MW_JWT_KEYS);
+    }
+    lua_pushstring(L, private ? "private:" : "public:");
+    lua_pushlstring(L, key, len);
+    lua_concat(L, 2);
+    if (lua_rawget(L, -2) == LUA_TSTRING && lua_rawlen(L, -1) == sizeof(*ki)) {
+        memcpy(ki, lua_tostring(L, -1), sizeof(*ki));
+        lua_pop(L, 2);
+        return;
+    }
+    lua_pop(L, 1);
+    read_pem(key, len, private, ki);
+    if (lua_getfield(L, -1, "#") == LUA_TNUMBER && (n = lua_tointeger(L, -1)) < MW_JWT_KEY_CACHE) {
+        lua_pop(L, 1);
+    } else {
+        lua_pop(L, 2);
+        lua_createtable(L, 0, MW_JWT_KEY_CACHE);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, MW_JWT_KEYS);
+        n = 0;
+    }
+    lua_pushinteger(L, n + 1);
+    lua_setfield(L, -2, "#");
+    lua_pushstring(L, private ? "private:" : "public:");
+    lua_pushlstring(L, key, len);
+    lua_concat(L, 2);
+    lua_pushlstring(L, (const char *)ki, sizeof(*ki));
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
 static int looks_like_pem(const char *key, size_t len)
 {
     while (len > 0 && (*key == ' ' || *key == '\t' || *key == '\r' || *key == '\n'))
@@ -133,7 +179,7 @@ static void check_key(lua_State *L, int arg, const char *key, size_t len, int fa
             luaL_argerror(L, arg, "key is a PEM block: not an HMAC secret");
         return;
     }
-    read_pem(key, len, private, &ki);
+    read_key(L, key, len, private, &ki);
     if (ki.family != family)
         luaL_argerror(L, arg, family == FAM_RSA ? (private ? "key is not an RSA private key (PEM)"
                                                            : "key is not an RSA public key (PEM)")
