@@ -119,6 +119,8 @@ static const key_t_ schema[] = {
     {"http", "metrics", T_BOOL, F(metrics)},
     {"http", "healthz_allow", T_LIST, F(healthz_allow)},
     {"http", "metrics_allow", T_LIST, F(metrics_allow)},
+    /* Peers (addresses, CIDR ranges) whose X-Forwarded-For names the client. */
+    {"http", "trusted_proxies", T_LIST, F(trusted_proxies)},
     /* Keep-alive for plain HTTP requests (static files, /healthz, /metrics):
      * keepalive_timeout is how long an idle connection waits for its next
      * request (seconds; 0 closes after every reply), keepalive_requests how

@@ -221,8 +221,9 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
         const mw_strlist_t *list;
         const char *key;
     } acls[] = {{&cfg->healthz_allow, "http.healthz_allow"},
-                {&cfg->metrics_allow, "http.metrics_allow"}};
-    for (size_t i = 0; i < 2; i++) {
+                {&cfg->metrics_allow, "http.metrics_allow"},
+                {&cfg->trusted_proxies, "http.trusted_proxies"}};
+    for (size_t i = 0; i < sizeof(acls) / sizeof(acls[0]); i++) {
         for (size_t j = 0; j < acls[i].list->n; j++) {
             mw_cidr_t cidr;
             if (mw_cidr_parse(acls[i].list->items[j], &cidr) != 0) {

@@ -104,7 +104,7 @@ int mw_conn_init(mw_conn_t *c, mw_conns_t *cs, const mw_transport_t *tp, const m
     c->lua_ref = c->req_ref = LUA_NOREF;
     c->since = c->last_rx = cs->timers->now;
     if (addr != NULL) {
-        c->addr = *addr;
+        c->addr = c->peer = *addr;
         c->ip_counted = mw_iplimit_add(cs->iplimit, addr) > 0;
     }
     mw_list_init(&c->timeout_link);
@@ -228,6 +228,16 @@ void mw_conn_release(mw_conn_t *c)
         mw_iplimit_remove(cs->iplimit, &c->addr);
     c->ip_counted = 0;
     cs->count--;
+}
+
+void mw_conn_set_client(mw_conn_t *c, const mw_addr_t *client)
+{
+    mw_iplimit_t *t = c->conns->iplimit;
+
+    if (c->ip_counted)
+        mw_iplimit_remove(t, &c->addr);
+    c->addr = *client;
+    c->ip_counted = mw_iplimit_add(t, client) > 0;
 }
 
 size_t mw_conn_id(const mw_conn_t *c, char *out)

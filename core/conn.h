@@ -189,7 +189,9 @@ struct mw_conn_s {
     uint64_t tl_at;   /* when it entered its timeout list, ms */
     uint64_t last_rx; /* last byte received, ms */
     uint64_t msgs_in, msgs_out, bytes_in, bytes_out;
-    mw_addr_t addr;
+    mw_addr_t addr; /* the client: the peer, or whom a trusted proxy forwards (forwarded.h);
+                     * per-IP counts, allowlists, logs and req.remote_addr use it */
+    mw_addr_t peer; /* the transport's peer, as accepted */
 };
 
 /* Why reading from a connection is stopped. Each reason is set and cleared
@@ -286,11 +288,15 @@ void mw_conn_ping(mw_conn_t *c);
  * Returns its length. */
 size_t mw_conn_id(const mw_conn_t *c, char *out);
 
-/* Formats the peer address ("127.0.0.1", "::1") into out (64 bytes). */
+/* Formats the client address ("127.0.0.1", "::1") into out (64 bytes). */
 static inline void mw_conn_addr(const mw_conn_t *c, char *out, size_t cap)
 {
     mw_addr_format(&c->addr, out, cap);
 }
+
+/* Makes client the connection's address (c->addr) for the request being
+ * answered, moving its place in the per-IP counts. */
+void mw_conn_set_client(mw_conn_t *c, const mw_addr_t *client);
 
 /* Logs the "conn.open" line of an upgraded connection. */
 void mw_conn_log_open(const mw_conn_t *c, const char *path, size_t path_len);

@@ -14,6 +14,7 @@
 #include "cluster.h"
 #include "conn.h"
 #include "deflate.h"
+#include "forwarded.h"
 #include "gauges.h"
 #include "iplimit.h"
 #include "lua_dispatch.h"
@@ -282,8 +283,15 @@ void mw_handshake_request(mw_conn_t *c)
     size_t len;
     const char *path = mw_http_path(c->http, &len);
     const mw_config_t *cfg = c->conns->cfg;
+    const mw_acl_t *trusted = c->conns->node->trusted_proxies;
 
     c->conns->metrics->http_requests++;
+    if (trusted->n > 0 || memcmp(&c->addr, &c->peer, sizeof(c->addr)) != 0) {
+        /* Behind a trusted proxy: the client it names, for this request. */
+        mw_addr_t client;
+        mw_forwarded_client(trusted, c->http, &c->peer, &client);
+        mw_conn_set_client(c, &client);
+    }
     if ((cfg->healthz && path_is(path, len, "/healthz")) ||
         (cfg->metrics && path_is(path, len, "/metrics"))) {
         builtin(c, path, len);

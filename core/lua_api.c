@@ -1,7 +1,7 @@
 /* The `moonwire` module: its functions (publish, broadcast, send, lookup,
  * the clock, logging) and the module table, which gathers the parts made
- * elsewhere: conn objects (lua_api_conn.c), timers, the cache, JSON, the
- * functions that reach Redis, and the read-only config. Every argument from
+ * elsewhere: conn objects (lua_api_conn.c), timers, the cache, JSON, JWT
+ * and crypto, the functions that reach Redis, and the read-only config. Every argument from
  * Lua is checked (a wrong type is a Lua error naming the argument); runtime
  * conditions are nil, "closed" | "backpressure" | message, never an error.
  */
@@ -319,7 +319,11 @@ int mw_lua_open_api(lua_State *L)
 
     if (mw__lua_open_json(L, err, sizeof(err)) != 0)
         mw_log_warn("moonwire.json is unavailable: %s", err);
+    mw__lua_open_jwt(L, -1);
+    lua_setfield(L, -3, "jwt");
     lua_setfield(L, -2, "json");
+    mw__lua_open_crypto(L);
+    lua_setfield(L, -2, "crypto");
     mw__lua_open_cache(L, api);
     lua_setfield(L, -2, "cache");
 

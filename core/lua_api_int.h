@@ -104,6 +104,13 @@ int mw__lua_publish_history(lua_State *L, const char *topic, size_t len, mw_fram
  * its functions answer nil, "lua-cjson is not installed". */
 int mw__lua_open_json(lua_State *L, char *err, size_t errlen);
 
+/* Pushes the moonwire.crypto table (lua_api_crypto.c). */
+void mw__lua_open_crypto(lua_State *L);
+
+/* Pushes the moonwire.jwt table (lua_api_jwt.c), whose functions use the
+ * moonwire.json table at index json for the claims. */
+void mw__lua_open_jwt(lua_State *L, int json);
+
 /* Pushes the moonwire.cache table. */
 void mw__lua_open_cache(lua_State *L, mw__api_t *api);
 

@@ -87,6 +87,9 @@ static int build_request(lua_State *L)
     mw_conn_addr(c, addr, sizeof(addr));
     lua_pushstring(L, addr);
     lua_setfield(L, -2, "remote_addr");
+    mw_addr_format(&c->peer, addr, sizeof(addr));
+    lua_pushstring(L, addr);
+    lua_setfield(L, -2, "peer_addr");
 
     lua_newtable(L);
     {

@@ -45,6 +45,7 @@ struct mw_server_s {
     mw_iplimit_t iplimit;
     mw_acl_t healthz_acl;
     mw_acl_t metrics_acl;
+    mw_acl_t trusted_proxies;
     mw_timer_t sweep;
     mw_timer_t drain_timer;
     /* Called when the drain is over (no connection left) or timed out. */
@@ -222,6 +223,7 @@ static int init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, siz
     node->topics = &srv->topics;
     node->healthz_acl = &srv->healthz_acl;
     node->metrics_acl = &srv->metrics_acl;
+    node->trusted_proxies = &srv->trusted_proxies;
 
     srv->conns.on = &conn_handlers;
     srv->conns.cfg = cfg;
@@ -243,7 +245,9 @@ static int init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, siz
     if (mw_acl_init(&srv->healthz_acl, (const char *const *)cfg->healthz_allow.items,
                     cfg->healthz_allow.n, &bad) != 0 ||
         mw_acl_init(&srv->metrics_acl, (const char *const *)cfg->metrics_allow.items,
-                    cfg->metrics_allow.n, &bad) != 0) {
+                    cfg->metrics_allow.n, &bad) != 0 ||
+        mw_acl_init(&srv->trusted_proxies, (const char *const *)cfg->trusted_proxies.items,
+                    cfg->trusted_proxies.n, &bad) != 0) {
         snprintf(err, errlen, "http allowlists: out of memory");
         return MW_ENOMEM;
     }
@@ -291,6 +295,7 @@ void mw_server_free(mw_server_t *srv)
     mw_iplimit_close(&srv->iplimit);
     mw_acl_close(&srv->healthz_acl);
     mw_acl_close(&srv->metrics_acl);
+    mw_acl_close(&srv->trusted_proxies);
     mw_history_free(srv->node.history);
     srv->node.history = NULL;
     mw_registry_close(&srv->reg);
@@ -404,7 +409,7 @@ static int strs_differ(const char *a, const char *b)
 void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
 {
     mw_config_t *cfg = srv->cfg;
-    mw_acl_t healthz, metrics;
+    mw_acl_t healthz, metrics, trusted;
     size_t bad;
 
 #define SWAP(f)                                                                                    \
@@ -461,6 +466,7 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
     SWAP(metrics);
     SWAP(healthz_allow);
     SWAP(metrics_allow);
+    SWAP(trusted_proxies);
     SWAP(static_root);
     SWAP(static_index);
     SWAP(static_cache_control);
@@ -499,6 +505,11 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
                     cfg->metrics_allow.n, &bad) == 0) {
         mw_acl_close(&srv->metrics_acl);
         srv->metrics_acl = metrics;
+    }
+    if (mw_acl_init(&trusted, (const char *const *)cfg->trusted_proxies.items,
+                    cfg->trusted_proxies.n, &bad) == 0) {
+        mw_acl_close(&srv->trusted_proxies);
+        srv->trusted_proxies = trusted;
     }
     mw_lua_set_limits(srv->node.lua, cfg->time_limit, cfg->memory_limit);
     /* Lower topic bounds refuse new subscriptions; lower history bounds apply

@@ -95,6 +95,7 @@ typedef struct mw_config_s {
     int metrics;
     mw_strlist_t healthz_allow; /* addresses allowed /healthz; empty: all */
     mw_strlist_t metrics_allow; /* addresses allowed /metrics; empty: all */
+    mw_strlist_t trusted_proxies; /* peers whose X-Forwarded-For / X-Real-IP count; empty: none */
     uint32_t keepalive_timeout;  /* ms a kept-alive connection may wait idle; 0: no keep-alive */
     uint32_t keepalive_requests; /* requests one connection may make; the last reply closes */
 
