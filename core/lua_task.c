@@ -238,8 +238,9 @@ static void spawn_for(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, mw_lua_waits_
     mw_lua_task_t t;
 
     /* Only the backplane makes anything wait (moonwire.redis, presence and
-     * history in Redis): a node alone runs its hooks as plain calls. */
-    if (lh->node->cluster == NULL) {
+     * history in Redis), and the sim's HTTP stub: a node alone runs its
+     * hooks as plain calls. */
+    if (lh->node->cluster == NULL && !lh->node->hooks_wait) {
         mw_lua_call(lh, c, what, nargs, 0);
         return;
     }

@@ -22,6 +22,7 @@ typedef struct mw_topics_s mw_topics_t;
 typedef struct mw_history_s mw_history_t;
 typedef struct mw_lua_s mw_lua_t;
 typedef struct mw_cluster_s mw_cluster_t;
+typedef struct mw_http_client_s mw_http_client_t;
 struct uv_loop_s;
 
 typedef struct mw_node_s {
@@ -38,6 +39,10 @@ typedef struct mw_node_s {
     mw_acl_t *metrics_acl;  /* who may ask /metrics */
     mw_lua_t *lua;          /* the Lua host, with the app */
     mw_cluster_t *cluster;  /* the Redis backplane; NULL when the node runs alone */
+    mw_http_client_t *http; /* moonwire.http.request's client; NULL until started, and after */
+    /* Hooks run as coroutines that may wait even without a backplane: set
+     * by the sim when a spec stubs HTTP answers (until every hook waits). */
+    int hooks_wait;
     struct uv_loop_s *loop; /* libuv's loop, for its thread pool; NULL in the sim */
 } mw_node_t;
 
