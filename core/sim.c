@@ -13,6 +13,7 @@
  *   local srv = sim.new { script = "scripts/chat.lua", config = {...} }
  *   local ann = srv:connect("/chat?nick=ann")  -- nil, status, body when refused
  *   ann:send("hi")  ann:received()  srv:advance(30000)  srv:reload()  srv:close()
+ *   srv:http(stub)  -- answers moonwire.http.request on virtual time (sim_http.c)
  */
 #include "conn.h"
 #include "frame.h"
@@ -21,6 +22,7 @@
 #include "node.h"
 #include "outq.h"
 #include "registry.h"
+#include "sim_http.h"
 #include "timer.h"
 #include "moonwire/config.h"
 #include "moonwire/error.h"
@@ -57,6 +59,7 @@ struct sim_server_s {
     mw_list_t conns;
     mw_list_t finished; /* transports done, to release at the end of the pump */
     mw_list_t replies;  /* clients with an automatic reply to send */
+    sim_http_t *http;   /* the HTTP stub, or NULL */
 };
 
 /* The client object seen by specs. */
@@ -294,6 +297,9 @@ static void close_server(sim_server_t *ss)
         mw_conn_on_eof(&sc->c);
         pump(ss);
     }
+    sim_http_free(ss->node, ss->http); /* its waiting calls end: "shutting down" */
+    ss->http = NULL;
+    pump(ss);
     ss->alive = 0;
     mw_server_free(ss->srv);
     ss->srv = NULL;
@@ -539,6 +545,18 @@ static int server_reload(lua_State *L)
     return 1;
 }
 
+/* srv:http(stub): moonwire.http.request answers from stub (a function or a
+ * table; nil: none), and hooks may wait for them. */
+static int server_http(lua_State *L)
+{
+    sim_server_t *ss = check_server(L, 1);
+
+    luaL_checkany(L, 2);
+    sim_http_set(L, 2, ss->node, &ss->http);
+    pump(ss);
+    return 0;
+}
+
 static int server_count(lua_State *L)
 {
     sim_server_t *ss = check_server(L, 1);
@@ -767,7 +785,8 @@ int luaopen_moonwire_sim(lua_State *L)
     static const luaL_Reg server_methods[] = {
         {"connect", server_connect}, {"advance", server_advance}, {"reload", server_reload},
         {"count", server_count},     {"now", server_now},         {"metrics", server_metrics},
-        {"logs", server_logs},       {"close", server_close},     {NULL, NULL},
+        {"logs", server_logs},       {"close", server_close},     {"http", server_http},
+        {NULL, NULL},
     };
     static const luaL_Reg client_methods[] = {
         {"send", client_send},   {"send_raw", client_send_raw}, {"received", client_received},
