@@ -306,7 +306,10 @@ static void transfer_done(curl_client_t *cc, CURL *easy, CURLcode res)
         char msg[CURL_ERROR_SIZE + 64];
         if (why == NULL && res == CURLE_OPERATION_TIMEDOUT)
             why = "timeout";
-        if (why == NULL && res == CURLE_FILESIZE_EXCEEDED)
+        /* Content-Length past max_response; or a header line past libcurl's
+         * own bound (CURL_MAX_HTTP_HEADER, 100 KB), which it reports as out
+         * of memory. */
+        if (why == NULL && (res == CURLE_FILESIZE_EXCEEDED || res == CURLE_OUT_OF_MEMORY))
             why = "response too large";
         if (why == NULL) {
             snprintf(msg, sizeof(msg), "%s", cd->errbuf[0] ? cd->errbuf : curl_easy_strerror(res));
