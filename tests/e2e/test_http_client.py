@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import threading
 import time
@@ -24,6 +25,7 @@ import websockets
 from conftest import ROOT, SANITIZED, free_port, wait_until
 from hostile import metrics
 from test_cluster import REDIS, Redis, cluster_up
+from test_tls import make_cert
 
 HOOKS_WAIT_EVERYWHERE = ("hooks wait on a single node and in on_upgrade only once every hook "
                          "is a coroutine (issue 13 §3, the `hooks` branch)")
@@ -160,6 +162,22 @@ def backend():
 
 
 @pytest.fixture
+def tls_backend(tmp_path):
+    """(url, cert): /echo and the rest over https, with a self-signed certificate."""
+    cert, key = make_cert(tmp_path, "backend")
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Backend)
+    srv.daemon_threads = True
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    yield f"https://127.0.0.1:{srv.server_address[1]}", cert
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
 def redis():
     if REDIS is None:
         pytest.skip("redis-server is not installed")
@@ -278,6 +296,21 @@ def test_too_many_response_headers_are_refused(node, backend):
             r = await ask(ws, url=backend + "/echo",
                           headers={f"X-{i}": "v" for i in range(21)})
             assert "http_client.max_headers" in r["raised"], r
+    run(go())
+
+
+def test_tls_is_verified_and_a_ca_file_adds_a_private_ca(node, tls_backend):
+    url, cert = tls_backend
+    system = node()
+    private = node(f"http_client = {{ ca_file = {json.dumps(str(cert))} }}")
+
+    async def go():
+        async with websockets.connect(system.url) as ws:
+            r = await ask(ws, url=url + "/echo")
+            assert "certificate" in r.get("err", ""), r  # self-signed: refused
+        async with websockets.connect(private.url) as ws:
+            r = await ask(ws, url=url + "/echo")
+            assert r["status"] == 200, r
     run(go())
 
 
