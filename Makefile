@@ -14,7 +14,7 @@ SCRIPT     ?=
 # Debian packages: what building and running needs, and what the tests add.
 BUILD_PKGS = gcc make cmake pkg-config libuv1-dev libwslay-dev libhttp-parser-dev \
              liblua5.4-dev lua5.4 lua-cjson libssl-dev zlib1g-dev libhiredis-dev \
-             libjwt-dev
+             libjwt-dev libcurl4-openssl-dev
 TEST_PKGS  = libcmocka-dev python3 python3-websockets python3-pytest lua-busted openssl \
              redis-server redis-tools nginx \
              clang libclang-rt-14-dev chromium fonts-dejavu-core valgrind

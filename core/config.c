@@ -127,6 +127,19 @@ static const key_t_ schema[] = {
      * many requests one connection may make (the last reply says close). */
     {"http", "keepalive_timeout", T_MS, F(keepalive_timeout)},
     {"http", "keepalive_requests", T_U32, F(keepalive_requests)},
+    /* http_client: moonwire.http.request (core/http_client.c). max_concurrent
+     * calls run at once (one more: nil, "too many requests"); an answer over
+     * max_response bytes (headers and body) is refused (nil, "response too
+     * large"), and so is one with over max_headers headers (a request with
+     * more raises); timeout (seconds) applies when a call gives none, and no
+     * call may ask for more than max_timeout. ca_file: a PEM bundle of the
+     * CAs to trust instead of the system's (verification is always on). */
+    {"http_client", "max_concurrent", T_U32, F(http_client_max_concurrent)},
+    {"http_client", "max_response", T_SIZE, F(http_client_max_response)},
+    {"http_client", "max_headers", T_U32, F(http_client_max_headers)},
+    {"http_client", "timeout", T_MS, F(http_client_timeout)},
+    {"http_client", "max_timeout", T_MS, F(http_client_max_timeout)},
+    {"http_client", "ca_file", T_STR, F(http_client_ca_file)},
     /* Static files (core/static.c), off unless `root` is set here or by --static DIR (the
      * flag wins). A GET or HEAD without an Upgrade header is then served from root; one
      * with Upgrade goes to the WebSocket paths as before; /healthz and /metrics come first.
@@ -164,7 +177,7 @@ static const key_t_ schema[] = {
 #define NKEYS (sizeof(schema) / sizeof(schema[0]))
 
 static const char *sections[] = {"log",    "websocket", "limits",  "lua",     "http",
-                                 "static", "tls",       "cluster", "history", "app"};
+                                 "static", "tls",       "cluster", "history", "app", "http_client"};
 
 int mw_config_set_str(char **field, const char *value)
 {
@@ -243,6 +256,11 @@ int mw_config_init(mw_config_t *cfg)
     cfg->static_max_open_files = 256;
     cfg->keepalive_timeout = 15000;
     cfg->keepalive_requests = 1000;
+    cfg->http_client_max_concurrent = 64;
+    cfg->http_client_max_response = 1u << 20;
+    cfg->http_client_max_headers = 64;
+    cfg->http_client_timeout = 10000;
+    cfg->http_client_max_timeout = 60000;
     cfg->app_ref = LUA_NOREF;
     if (mw_config_set_str(&cfg->static_index, "index.html") != 0 ||
         mw_config_set_str(&cfg->static_cache_control, "public, max-age=300") != 0 ||

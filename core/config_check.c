@@ -350,6 +350,23 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "config: 'websocket.client_max_window_bits' must be 8 to 15");
         return MW_ECONFIG;
     }
+    if (cfg->http_client_max_concurrent < 1 || cfg->http_client_max_concurrent > 65536) {
+        snprintf(err, errlen, "config: 'http_client.max_concurrent' must be 1 to 65536");
+        return MW_ECONFIG;
+    }
+    if (cfg->http_client_max_response < 1024 || cfg->http_client_max_response > (1ull << 30)) {
+        snprintf(err, errlen, "config: 'http_client.max_response' must be 1024 to 1073741824 bytes");
+        return MW_ECONFIG;
+    }
+    if (cfg->http_client_max_headers < 1 || cfg->http_client_max_headers > 1000) {
+        snprintf(err, errlen, "config: 'http_client.max_headers' must be 1 to 1000");
+        return MW_ECONFIG;
+    }
+    if (cfg->http_client_timeout == 0 || cfg->http_client_max_timeout < cfg->http_client_timeout) {
+        snprintf(err, errlen, "config: 'http_client.timeout' must be above 0 and at most "
+                              "'http_client.max_timeout'");
+        return MW_ECONFIG;
+    }
     if (cfg->max_head_size < 256) {
         snprintf(err, errlen, "config: 'limits.max_head_size' must be at least 256");
         return MW_ECONFIG;

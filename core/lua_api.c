@@ -304,6 +304,7 @@ int mw_lua_open_api(lua_State *L)
     mw__lua_open_timers(L);
     mw__lua_open_redis(L);
     mw__lua_open_history(L);
+    mw__lua_open_http(L);
 
     lua_newtable(L);
     lua_getglobal(L, "string");

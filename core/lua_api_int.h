@@ -85,6 +85,9 @@ void mw__lua_open_timers(lua_State *L);
 /* Adds redis() to the module table on top. */
 void mw__lua_open_redis(lua_State *L);
 
+/* Adds the http table (request) to the module table on top (lua_api_http.c). */
+void mw__lua_open_http(lua_State *L);
+
 /* Adds history() to the module table on top. */
 void mw__lua_open_history(lua_State *L);
 

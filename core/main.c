@@ -263,6 +263,9 @@ static void close_signal(uv_signal_t *s)
 static void on_drained(mw_server_t *srv)
 {
     mw_log_info("drained; exiting");
+    /* Hooks still waiting on an HTTP call hear "shutting down" and may still
+     * reach Redis: the backplane stops after. */
+    mw_server_stop_http(srv);
     mw_server_stop_cluster(srv);
     mw_net_close(app.net);
     uv_close((uv_handle_t *)&app.stop, NULL);
@@ -477,12 +480,27 @@ static int serve_node(void)
         mw_server_pools_drain();
         return r == MW_ECONFIG ? 2 : 1;
     }
+    r = mw_server_start_http(app.srv, app.loop, err, sizeof(err));
+    if (r != 0) {
+        fprintf(stderr, "moonwire: %s\n", err);
+        mw_log_error("cannot start: %s", err);
+        mw_server_stop_cluster(app.srv);
+        mw_net_close(app.net);
+        uv_run(app.loop, UV_RUN_DEFAULT);
+        mw_net_free(app.net);
+        mw_server_free(app.srv);
+        mw_config_close(&app.cfg);
+        uv_loop_close(app.loop);
+        mw_server_pools_drain();
+        return 1;
+    }
     uv_async_init(app.loop, &app.stop, on_stop);
     app.stop.data = app.srv;
     if (mw_deadline_start(&app.stop, app.cfg.shutdown_timeout) != 0) {
         fprintf(stderr, "moonwire: cannot start the signal thread: %s\n", strerror(errno));
         mw_log_error("cannot start: no thread for SIGTERM (%s)", strerror(errno));
         uv_close((uv_handle_t *)&app.stop, NULL);
+        mw_server_stop_http(app.srv);
         mw_server_stop_cluster(app.srv);
         mw_net_close(app.net);
         uv_run(app.loop, UV_RUN_DEFAULT);

@@ -60,6 +60,7 @@ void mw_metrics_worker_gone(int index)
     mw_metrics_set(&m->cluster_up, 0);
     mw_metrics_set(&m->cluster_outbox_messages, 0);
     mw_metrics_set(&m->cluster_outbox_bytes, 0);
+    mw_metrics_set(&m->http_client_inflight, 0);
     mw_metrics_set(&m->loop_lag_ms, 0);
 }
 
@@ -286,6 +287,26 @@ size_t mw_metrics_render(const mw_metrics_t *own, char **out)
         counter(&o, "moonwire_cluster_outbox_refused_total",
                 "Sends refused because the outbox was full (nil, \"outbox full\").",
                 m->cluster_outbox_refused);
+    }
+    gauge(&o, "moonwire_http_client_inflight",
+          "moonwire.http.request calls running now (http_client.max_concurrent).",
+          m->http_client_inflight);
+    put(&o, "# HELP moonwire_http_client_requests_total moonwire.http.request calls, by how they "
+            "ended.\n# TYPE moonwire_http_client_requests_total counter\n");
+    {
+        const struct {
+            const char *result;
+            uint64_t v;
+        } ended[] = {
+            {"ok", m->http_client_ok},
+            {"failed", m->http_client_failed},
+            {"timeout", m->http_client_timeouts},
+            {"too_large", m->http_client_too_large},
+            {"refused", m->http_client_refused},
+        };
+        for (size_t i = 0; i < sizeof(ended) / sizeof(ended[0]); i++)
+            put(&o, "moonwire_http_client_requests_total{result=\"%s\"} %llu\n", ended[i].result,
+                (unsigned long long)ended[i].v);
     }
     counter(&o, "moonwire_tls_reload_failures_total",
             "Reloads whose certificate pair did not load (the old one stays).",

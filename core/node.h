@@ -22,6 +22,7 @@ typedef struct mw_topics_s mw_topics_t;
 typedef struct mw_history_s mw_history_t;
 typedef struct mw_lua_s mw_lua_t;
 typedef struct mw_cluster_s mw_cluster_t;
+typedef struct mw_http_client_s mw_http_client_t;
 struct uv_loop_s;
 
 typedef struct mw_node_s {
@@ -39,6 +40,7 @@ typedef struct mw_node_s {
     mw_acl_t *trusted_proxies; /* peers whose X-Forwarded-For counts */
     mw_lua_t *lua;          /* the Lua host, with the app */
     mw_cluster_t *cluster;  /* the Redis backplane; NULL when the node runs alone */
+    mw_http_client_t *http; /* moonwire.http.request's client; NULL until started, and after */
     struct uv_loop_s *loop; /* libuv's loop, for its thread pool; NULL in the sim */
 } mw_node_t;
 

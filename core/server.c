@@ -15,6 +15,7 @@
 #include "deflate.h"
 #include "handshake.h"
 #include "history.h"
+#include "http_client.h"
 #include "iplimit.h"
 #include "lua_dispatch.h"
 #include "lua_host.h"
@@ -286,6 +287,8 @@ void mw_server_free(mw_server_t *srv)
 {
     if (srv == NULL)
         return;
+    /* No task may wait on an HTTP call when the state goes. */
+    mw_server_stop_http(srv);
     if (srv->node.lua != NULL)
         mw_lua_free(srv->node.lua);
     srv->node.lua = NULL;
@@ -315,6 +318,22 @@ int mw_server_start_cluster(mw_server_t *srv, struct uv_loop_s *loop, char *err,
 void mw_server_stop_cluster(mw_server_t *srv)
 {
     mw_cluster_stop(&srv->node);
+}
+
+int mw_server_start_http(mw_server_t *srv, struct uv_loop_s *loop, char *err, size_t errlen)
+{
+    return mw_http_client_new(&srv->node.http, loop, &srv->timers, srv->cfg, srv->node.metrics,
+                              err, errlen);
+}
+
+void mw_server_stop_http(mw_server_t *srv)
+{
+    mw_http_client_t *hc = srv->node.http;
+
+    if (hc == NULL)
+        return;
+    srv->node.http = NULL; /* calls the closing wakes are refused: no client */
+    mw_http_client_close(hc);
 }
 
 void mw_server_pools_drain(void)
@@ -467,6 +486,12 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
     SWAP(healthz_allow);
     SWAP(metrics_allow);
     SWAP(trusted_proxies);
+    SWAP(http_client_max_concurrent);
+    SWAP(http_client_max_response);
+    SWAP(http_client_max_headers);
+    SWAP(http_client_timeout);
+    SWAP(http_client_max_timeout);
+    SWAP(http_client_ca_file);
     SWAP(static_root);
     SWAP(static_index);
     SWAP(static_cache_control);

@@ -14,6 +14,7 @@
  *   local ann = srv:connect("/chat?nick=ann")  -- nil, status, body when refused
  *   -- (while on_upgrade waits: the client, ann.status == 0 until it answers)
  *   ann:send("hi")  ann:received()  srv:advance(30000)  srv:reload()  srv:close()
+ *   srv:http(stub)  -- answers moonwire.http.request on virtual time (sim_http.c)
  */
 #include "sim.h"
 #include "sim_int.h"
@@ -23,6 +24,7 @@
 #include "node.h"
 #include "outq.h"
 #include "registry.h"
+#include "sim_http.h"
 #include "timer.h"
 #include "moonwire/config.h"
 #include "moonwire/error.h"
@@ -394,6 +396,8 @@ void mw_sim_server_close(sim_server_t *ss)
         mw_conn_on_eof(&sc->c);
         mw__sim_pump(ss);
     }
+    sim_http_free(ss->node, ss->http); /* its waiting calls end: "shutting down" */
+    ss->http = NULL;
     mw_cluster_stop(ss->node);
     mw__sim_pump(ss);
     ss->alive = 0;
@@ -674,6 +678,18 @@ static int server_reload(lua_State *L)
     return mw_sim_settle_call(L, ss, 1);
 }
 
+/* srv:http(stub): moonwire.http.request answers from stub (a function or a
+ * table; nil: none), and hooks may wait for them. */
+static int server_http(lua_State *L)
+{
+    sim_server_t *ss = check_server(L, 1);
+
+    luaL_checkany(L, 2);
+    sim_http_set(L, 2, ss->node, &ss->http);
+    mw__sim_pump(ss);
+    return mw_sim_settle_call(L, ss, 0);
+}
+
 static int server_count(lua_State *L)
 {
     sim_server_t *ss = check_server(L, 1);
@@ -786,6 +802,7 @@ void mw_sim_open_servers(lua_State *L)
         {"connect", server_connect}, {"advance", server_advance}, {"reload", server_reload},
         {"count", server_count},     {"now", server_now},         {"metrics", server_metrics},
         {"logs", server_logs},       {"close", server_close},     {"get", server_get},
+        {"http", server_http},
         {NULL, NULL},
     };
 

@@ -5,6 +5,7 @@
 #define MOONWIRE_SIM_INT_H
 
 #include "sim.h"
+#include "sim_http.h"
 #include "conn.h"
 #include "frame.h"
 #include "list.h"
@@ -39,6 +40,7 @@ struct sim_server_s {
     mw_sim_join_t join; /* its cluster: pump and advance go through it */
     int joined;
     mw_list_t live_link; /* in the list of live servers, while alive */
+    sim_http_t *http;    /* the HTTP stub (sim_http.c), or NULL */
     int log_hook_errors; /* sim.new{hook_errors = "log"}: failures are not raised */
     int log_warnings;    /* sim.new{warnings = "log"}: warnings are not printed */
     char *failure;       /* the first hook failure since the spec's last call, or NULL */

@@ -99,6 +99,14 @@ typedef struct mw_config_s {
     uint32_t keepalive_timeout;  /* ms a kept-alive connection may wait idle; 0: no keep-alive */
     uint32_t keepalive_requests; /* requests one connection may make; the last reply closes */
 
+    /* http_client: moonwire.http.request (core/http_client.c) */
+    uint32_t http_client_max_concurrent; /* calls running at once; one more is refused */
+    size_t http_client_max_response;     /* bytes of headers and body of an answer */
+    uint32_t http_client_max_headers;    /* headers of a request, and of an answer */
+    uint32_t http_client_timeout;        /* ms, when the call gives none */
+    uint32_t http_client_max_timeout;    /* ms, the most a call may ask for */
+    char *http_client_ca_file;           /* PEM CA bundle; NULL: the system's */
+
     /* static (see core/static.c); static files are off while static_root is NULL */
     char *static_root;
     char *static_index;                   /* the file served for a directory */

@@ -66,6 +66,12 @@ typedef struct mw_metrics_s {
     uint64_t cluster_duplicates;     /* envelopes sent again whose first copy had come */
     uint64_t cluster_outbox_dropped; /* messages that waited past outbox_max_age, or at a stop */
     uint64_t cluster_outbox_refused; /* sends refused: the outbox was full */
+    /* moonwire.http.request, by how each call ended */
+    uint64_t http_client_ok;        /* an answer (any status) */
+    uint64_t http_client_failed;    /* no answer: refused connection, DNS, TLS, canceled... */
+    uint64_t http_client_timeouts;  /* past its timeout */
+    uint64_t http_client_too_large; /* past http_client.max_response or max_headers */
+    uint64_t http_client_refused;   /* not started: http_client.max_concurrent */
     uint64_t loop_lag_ms; /* how late the last 500 ms probe timer ran */
     uint64_t loop_lag_ms_max;
     /* Gauges as mw_gauges_publish last copied them, for other workers. */
@@ -76,6 +82,7 @@ typedef struct mw_metrics_s {
     uint64_t static_open_files, static_cache_bytes;
     uint64_t cluster_on, cluster_up; /* has a backplane; both its connections are up */
     uint64_t cluster_outbox_messages, cluster_outbox_bytes; /* waiting for Redis, or in flight */
+    uint64_t http_client_inflight; /* moonwire.http.request calls running */
     uint64_t reporting;              /* 1 while a live worker publishes here */
 } mw_metrics_t;
 

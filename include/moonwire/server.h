@@ -45,6 +45,14 @@ int mw_server_start_cluster(mw_server_t *srv, struct uv_loop_s *loop, char *err,
  * dropped (counted, logged). Safe from a loop callback. */
 void mw_server_stop_cluster(mw_server_t *srv);
 
+/* Starts the HTTP client of moonwire.http.request (libcurl) on loop.
+ * Returns 0, or MW_ENOMEM / MW_EIO with err set. */
+int mw_server_start_http(mw_server_t *srv, struct uv_loop_s *loop, char *err, size_t errlen);
+
+/* Stops it: the calls still running end with nil, "shutting down", and the
+ * client's handles close. Safe from a loop callback; a no-op when none runs. */
+void mw_server_stop_http(mw_server_t *srv);
+
 /* Frees what the process keeps for reuse across servers: the static file
  * cache, deflate streams, wslay contexts, queue entries and frames, in that
  * order (the cache holds frames). At exit, so leak checkers see a clean heap. */
