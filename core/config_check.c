@@ -221,8 +221,9 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
         const mw_strlist_t *list;
         const char *key;
     } acls[] = {{&cfg->healthz_allow, "http.healthz_allow"},
-                {&cfg->metrics_allow, "http.metrics_allow"}};
-    for (size_t i = 0; i < 2; i++) {
+                {&cfg->metrics_allow, "http.metrics_allow"},
+                {&cfg->api_allow, "api.allow"}};
+    for (size_t i = 0; i < sizeof(acls) / sizeof(acls[0]); i++) {
         for (size_t j = 0; j < acls[i].list->n; j++) {
             mw_cidr_t cidr;
             if (mw_cidr_parse(acls[i].list->items[j], &cidr) != 0) {
@@ -231,6 +232,35 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
                 return MW_ECONFIG;
             }
         }
+    }
+    if (cfg->api_key != NULL && cfg->api_key[0] == '\0') {
+        snprintf(err, errlen, "config: 'api.key' must not be empty (leave it out to turn the "
+                              "API off)");
+        return MW_ECONFIG;
+    }
+    if (cfg->api_max_body < 64 || cfg->api_max_body > (64u << 20)) {
+        snprintf(err, errlen, "config: 'api.max_body' must be 64 bytes to 64 MiB");
+        return MW_ECONFIG;
+    }
+    if (cfg->api_max_batch < 1 || cfg->api_max_batch > 10000) {
+        snprintf(err, errlen, "config: 'api.max_batch' must be 1 to 10000");
+        return MW_ECONFIG;
+    }
+    if (cfg->queue_read_count < 1 || cfg->queue_read_count > 10000 ||
+        cfg->queue_max_pending < cfg->queue_read_count) {
+        snprintf(err, errlen, "config: 'queue.read_count' must be 1 to 10000, and "
+                              "'queue.max_pending' at least as much");
+        return MW_ECONFIG;
+    }
+    if (cfg->queue_claim_after == 0 || cfg->queue_block == 0 ||
+        (cfg->cluster_command_timeout != 0 && cfg->queue_block >= cfg->cluster_command_timeout)) {
+        snprintf(err, errlen, "config: 'queue.claim_after' and 'queue.block' must be above 0, "
+                              "and 'queue.block' below 'cluster.command_timeout'");
+        return MW_ECONFIG;
+    }
+    if (cfg->queue_push_maxlen < 1) {
+        snprintf(err, errlen, "config: 'queue.push_maxlen' must be at least 1");
+        return MW_ECONFIG;
     }
     if (cfg->tls_listen.n > 0 && (cfg->tls_cert == NULL || cfg->tls_key == NULL)) {
         snprintf(err, errlen, "config: TLS listeners need 'tls.cert' and 'tls.key' "

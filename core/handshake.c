@@ -1,7 +1,8 @@
 /* Routing of complete HTTP requests and the WebSocket opening handshake:
  * what the server installs as its connections' on_request.
  *
- * Order: built-in endpoints (/healthz, /metrics), then, when static files
+ * Order: built-in endpoints (/healthz, /metrics), the server API (/api/,
+ * when api.key is set: api.c), then, when static files
  * are on, every request without an Upgrade header (core/static.c), then
  * WebSocket paths (RFC 6455 checks, origin allowlist, capacity, on_upgrade,
  * 101), then 404.
@@ -11,6 +12,7 @@
  */
 #include "handshake.h"
 #include "acl.h"
+#include "api.h"
 #include "cluster.h"
 #include "conn.h"
 #include "deflate.h"
@@ -242,6 +244,13 @@ void mw_handshake_request(mw_conn_t *c)
     if ((cfg->healthz && path_is(path, len, "/healthz")) ||
         (cfg->metrics && path_is(path, len, "/metrics"))) {
         builtin(c, path, len);
+        return;
+    }
+    if (mw_api_request(c, path, len))
+        return;
+    if (c->http->body_too_big) {
+        count(c, MW_HS_bad_request);
+        mw_conn_refuse(c, 413, "request body too large (api.max_body)", NULL);
         return;
     }
     if (cfg->static_root != NULL && !mw_http_wants_upgrade(c->http)) {

@@ -4,6 +4,7 @@
  * hooks of connections lua_dispatch.c's.
  */
 #include "lua_host.h"
+#include "api_methods.h"
 #include "lua_api.h"
 #include "lua_api_config.h"
 #include "lua_api_timer.h"
@@ -23,7 +24,8 @@
 #include <string.h>
 
 static const char *const hook_names[MW_HOOK__COUNT] = {
-    "on_upgrade", "on_open", "on_message", "on_close", "on_error", "on_start", "on_reload",
+    "on_upgrade", "on_open", "on_message", "on_close",   "on_error",
+    "on_start",   "on_reload", "on_api",    "on_request",
 };
 
 static int load_chunk(lua_State *L)
@@ -166,6 +168,7 @@ static int open_state(lua_State *L)
     luaL_openlibs(L);
     mw_lua_stdlib_open(L);
     luaL_requiref(L, "moonwire", mw_lua_open_api, 0);
+    mw__api_methods_open(L); /* with the module as the core made it, before the app */
     lua_pop(L, 1);
     set_package_path(L, lh->node->cfg->script);
     lh->script_dir = dir_of(lh->node->cfg->script);

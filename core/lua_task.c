@@ -59,6 +59,8 @@ struct mw_lua_task_s {
     mw_list_t link;  /* in lh->waiting while on the heap */
     int (*push)(lua_State *co, void *ud); /* at the wake-up: what the wait returns */
     void *push_ud;
+    mw_lua_done_cb done; /* told how the task ended (mw_lua_spawn_done), or NULL */
+    void *done_ud;
 };
 
 static int new_thread(lua_State *L)
@@ -210,7 +212,11 @@ static void task_run(mw_lua_task_t *t, int nargs)
         mw__lua_hook_failed(lh, mw_registry_find_serial(lh->node->reg, t->serial), t->what, r);
         thread_put(lh, t->co, t->ref, 0);
     } else if (r == LUA_OK) {
-        lua_pop(t->co, nres);
+        if (t->done != NULL) {
+            t->done(t->done_ud, t->co, nres);
+            t->done = NULL;
+        }
+        lua_settop(t->co, 0);
         thread_put(lh, t->co, t->ref, 1);
     } else {
         lua_pushcfunction(L, task_error);
@@ -224,6 +230,8 @@ static void task_run(mw_lua_task_t *t, int nargs)
         mw__lua_hook_failed(lh, mw_registry_find_serial(lh->node->reg, t->serial), t->what, r);
         thread_put(lh, t->co, t->ref, 0);
     }
+    if (t->done != NULL)
+        t->done(t->done_ud, NULL, 0); /* it failed: logged and counted above */
     if (t->waits != NULL)
         waits_release(lh, t->waits);
 }
@@ -272,6 +280,30 @@ void mw_lua_spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs)
     spawn(lh, c, what, nargs);
 }
 
+void mw_lua_spawn_done(mw_lua_t *lh, const char *what, int nargs, mw_lua_done_cb done, void *ud)
+{
+    lua_State *L = lh->L;
+    mw_lua_task_t t;
+
+    /* Always a coroutine, even on a node alone: the caller waits for the
+     * results either way, and what it runs may wait on more than Redis. */
+    memset(&t, 0, sizeof(t));
+    t.lh = lh;
+    t.what = what;
+    t.done = done;
+    t.done_ud = ud;
+    t.co = thread_get(lh, &t.ref);
+    if (t.co == NULL) {
+        lua_rotate(L, -(nargs + 2), 1);
+        lua_pop(L, nargs + 1);
+        mw__lua_hook_failed(lh, NULL, what, LUA_ERRMEM);
+        done(ud, NULL, 0);
+        return;
+    }
+    lua_xmove(L, t.co, nargs + 1);
+    task_run(&t, nargs);
+}
+
 int mw_lua_can_wait(lua_State *L)
 {
     mw_lua_t *lh = mw__lua_host(L);
@@ -284,7 +316,8 @@ mw_lua_task_t *mw_lua_wait(lua_State *L)
     mw_lua_task_t *t = lh->current, *w;
 
     if (t == NULL || t->co != L || !lua_isyieldable(L))
-        luaL_error(L, "this can only wait in on_open, on_message, on_close or a timer callback");
+        luaL_error(L, "this can only wait in on_open, on_message, on_close, on_request, "
+                      "on_api or a timer callback");
     w = malloc(sizeof(*w));
     if (w == NULL)
         luaL_error(L, "not enough memory");

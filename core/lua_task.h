@@ -51,6 +51,18 @@ size_t mw_lua_conn_hooks_waiting(const mw_lua_t *lh);
  * call, since nothing can make it wait. */
 void mw_lua_spawn(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs);
 
+/* How a task of mw_lua_spawn_done ended: co holds its nres results on
+ * success; co is NULL when it failed (already logged, counted, reported to
+ * on_error). Runs once, inside the loop's turn, before the task's thread is
+ * reused: copy what is kept. */
+typedef void (*mw_lua_done_cb)(void *ud, lua_State *co, int nres);
+
+/* Runs the function under nargs arguments at the top of the state as a
+ * coroutine that may wait, for no connection, and tells done how it ended
+ * (maybe before this returns). Used for the server API's requests and
+ * on_request. */
+void mw_lua_spawn_done(mw_lua_t *lh, const char *what, int nargs, mw_lua_done_cb done, void *ud);
+
 /* Runs on_message (the connections' on_message handler: the host is the
  * node's), or holds the message, in order, while a hook of c waits. */
 void mw_lua_message(mw_conn_t *c, int opcode, const uint8_t *data, size_t len);

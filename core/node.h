@@ -36,6 +36,7 @@ typedef struct mw_node_s {
     mw_history_t *history;  /* topic history in the node's memory */
     mw_acl_t *healthz_acl;  /* who may ask /healthz */
     mw_acl_t *metrics_acl;  /* who may ask /metrics */
+    mw_acl_t *api_acl;      /* who may call the server API (/api/) */
     mw_lua_t *lua;          /* the Lua host, with the app */
     mw_cluster_t *cluster;  /* the Redis backplane; NULL when the node runs alone */
     struct uv_loop_s *loop; /* libuv's loop, for its thread pool; NULL in the sim */

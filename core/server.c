@@ -8,6 +8,7 @@
  */
 #include "moonwire/server.h"
 #include "acl.h"
+#include "api.h"
 #include "backpressure.h"
 #include "cluster.h"
 #include "conn.h"
@@ -44,6 +45,7 @@ struct mw_server_s {
     mw_iplimit_t iplimit;
     mw_acl_t healthz_acl;
     mw_acl_t metrics_acl;
+    mw_acl_t api_acl;
     mw_timer_t sweep;
     mw_timer_t drain_timer;
     /* Called when the drain is over (no connection left) or timed out. */
@@ -73,6 +75,7 @@ static void on_release(mw_conn_t *c)
 {
     mw_node_t *node = c->conns->node;
 
+    mw_api_forget(c);
     mw_lua_forget(node->lua, c);
     mw_registry_remove(node->reg, c);
 }
@@ -221,6 +224,7 @@ static int init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, siz
     node->topics = &srv->topics;
     node->healthz_acl = &srv->healthz_acl;
     node->metrics_acl = &srv->metrics_acl;
+    node->api_acl = &srv->api_acl;
 
     srv->conns.on = &conn_handlers;
     srv->conns.cfg = cfg;
@@ -242,7 +246,9 @@ static int init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, siz
     if (mw_acl_init(&srv->healthz_acl, (const char *const *)cfg->healthz_allow.items,
                     cfg->healthz_allow.n, &bad) != 0 ||
         mw_acl_init(&srv->metrics_acl, (const char *const *)cfg->metrics_allow.items,
-                    cfg->metrics_allow.n, &bad) != 0) {
+                    cfg->metrics_allow.n, &bad) != 0 ||
+        mw_acl_init(&srv->api_acl, (const char *const *)cfg->api_allow.items, cfg->api_allow.n,
+                    &bad) != 0) {
         snprintf(err, errlen, "http allowlists: out of memory");
         return MW_ENOMEM;
     }
@@ -290,6 +296,7 @@ void mw_server_free(mw_server_t *srv)
     mw_iplimit_close(&srv->iplimit);
     mw_acl_close(&srv->healthz_acl);
     mw_acl_close(&srv->metrics_acl);
+    mw_acl_close(&srv->api_acl);
     mw_history_free(srv->node.history);
     srv->node.history = NULL;
     mw_registry_close(&srv->reg);
@@ -403,7 +410,7 @@ static int strs_differ(const char *a, const char *b)
 void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
 {
     mw_config_t *cfg = srv->cfg;
-    mw_acl_t healthz, metrics;
+    mw_acl_t healthz, metrics, api;
     size_t bad;
 
 #define SWAP(f)                                                                                    \
@@ -458,6 +465,9 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
     SWAP(metrics);
     SWAP(healthz_allow);
     SWAP(metrics_allow);
+    SWAP(api_key);
+    SWAP(api_allow);
+    SWAP(api_max_body);
     SWAP(static_root);
     SWAP(static_index);
     SWAP(static_cache_control);
@@ -496,6 +506,11 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
                     cfg->metrics_allow.n, &bad) == 0) {
         mw_acl_close(&srv->metrics_acl);
         srv->metrics_acl = metrics;
+    }
+    if (mw_acl_init(&api, (const char *const *)cfg->api_allow.items, cfg->api_allow.n, &bad) ==
+        0) {
+        mw_acl_close(&srv->api_acl);
+        srv->api_acl = api;
     }
     mw_lua_set_limits(srv->node.lua, cfg->time_limit, cfg->memory_limit);
     /* Lower topic bounds refuse new subscriptions; lower history bounds apply
