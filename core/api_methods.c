@@ -217,7 +217,7 @@ static const char chunk[] =
     "    if p == nil then\n"
     "      return 400, encode({error = {code = 400, message = 'bad JSON: ' .. tostring(err)}})\n"
     "    end\n"
-    "    if type(p) ~= 'table' then\n"
+    "    if type(p) ~= 'table' or p[1] ~= nil then\n"
     "      return 400, encode({error = {code = 400, message = 'the params must be a JSON object'}})\n"
     "    end\n"
     "  end\n"

@@ -3,7 +3,9 @@
  *
  * Order: built-in endpoints (/healthz, /metrics), the server API (/api/,
  * when api.key is set: api.c), then, when static files
- * are on, every request without an Upgrade header (core/static.c), then
+ * are on, every request without an Upgrade header (core/static.c), then,
+ * when the app has on_request, every other request without one
+ * (api_request.c), then
  * WebSocket paths (RFC 6455 checks, origin allowlist, capacity, on_upgrade,
  * 101), then 404.
  * Every refusal is a short text reply and a closed connection; the
@@ -13,6 +15,7 @@
 #include "handshake.h"
 #include "acl.h"
 #include "api.h"
+#include "api_request.h"
 #include "cluster.h"
 #include "conn.h"
 #include "deflate.h"
@@ -257,6 +260,8 @@ void mw_handshake_request(mw_conn_t *c)
         mw_static_serve(c); /* GET and HEAD; other methods get 405 */
         return;
     }
+    if (!mw_http_wants_upgrade(c->http) && mw_hook_request(c))
+        return; /* the app's own endpoints (on_request) */
     if (mw_handshake_path_matches((const char *const *)cfg->ws_paths.items, cfg->ws_paths.n,
                                   path, len)) {
         upgrade(c);

@@ -21,6 +21,10 @@ typedef struct {
  * hook returned values of the wrong types (logged; reply 500). */
 int mw_lua_upgrade(mw_lua_t *lh, mw_conn_t *c, mw_upgrade_decision_t *d);
 
+/* Pushes the request table of c (from c->http), as on_upgrade gets it, on
+ * the main state. Returns 0, or MW_ELUA when it could not be made (logged). */
+int mw_lua_push_request(mw_lua_t *lh, mw_conn_t *c);
+
 /* Creates c's conn object and runs on_open; c is failed with 1011 when the
  * object could not be made. */
 void mw_lua_open(mw_lua_t *lh, mw_conn_t *c);

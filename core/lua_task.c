@@ -551,6 +551,8 @@ void mw__lua_tasks_free(mw_lua_t *lh)
         mw_list_remove(&w->link);
         if (w->waits != NULL && --w->waits->tasks == 0)
             waits_free(lh, w->waits); /* a deferred on_close goes with them */
+        if (w->done != NULL)
+            w->done(w->done_ud, NULL, 0); /* its caller lets go of what it held */
         free(w);
     }
 }

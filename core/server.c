@@ -9,6 +9,8 @@
 #include "moonwire/server.h"
 #include "acl.h"
 #include "api.h"
+#include "api_request.h"
+#include "api_queue.h"
 #include "backpressure.h"
 #include "cluster.h"
 #include "conn.h"
@@ -46,6 +48,7 @@ struct mw_server_s {
     mw_acl_t healthz_acl;
     mw_acl_t metrics_acl;
     mw_acl_t api_acl;
+    mw_queue_t *queue; /* the API's stream consumer, with a backplane; or NULL */
     mw_timer_t sweep;
     mw_timer_t drain_timer;
     /* Called when the drain is over (no connection left) or timed out. */
@@ -76,6 +79,7 @@ static void on_release(mw_conn_t *c)
     mw_node_t *node = c->conns->node;
 
     mw_api_forget(c);
+    mw_hook_request_forget(c);
     mw_lua_forget(node->lua, c);
     mw_registry_remove(node->reg, c);
 }
@@ -310,11 +314,16 @@ void mw_server_start(mw_server_t *srv)
 
 int mw_server_start_cluster(mw_server_t *srv, struct uv_loop_s *loop, char *err, size_t errlen)
 {
-    return mw_cluster_start(&srv->node, loop, err, errlen);
+    int r = mw_cluster_start(&srv->node, loop, err, errlen);
+    if (r != 0)
+        return r;
+    return mw_queue_start(&srv->node, loop, &srv->queue, err, errlen);
 }
 
 void mw_server_stop_cluster(mw_server_t *srv)
 {
+    mw_queue_stop(srv->queue);
+    srv->queue = NULL;
     mw_cluster_stop(&srv->node);
 }
 
