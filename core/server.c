@@ -477,6 +477,11 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
     SWAP(api_key);
     SWAP(api_allow);
     SWAP(api_max_body);
+    SWAP(queue_read_count);
+    SWAP(queue_block);
+    SWAP(queue_claim_after);
+    SWAP(queue_max_pending);
+    SWAP(queue_push_maxlen);
     SWAP(static_root);
     SWAP(static_index);
     SWAP(static_cache_control);

@@ -186,6 +186,7 @@ def test_a_node_killed_with_entries_pending_has_them_applied_once_elsewhere(node
     # The topic keeps history, so what b applied is read back whatever the
     # timing of a client: each message once, pending-0 (claimed) included.
     b = node("b", "queue = { claim_after = 1, block = 1 }, history = { topics = { 'k:*' } }")
+    wait_until(lambda: up(b), timeout=10, what="b on Redis")
 
     def texts():
         st, res = call(b, "history", {"topic": "k:1"})
@@ -223,3 +224,23 @@ def test_queue_push_adds_to_a_stream_and_returns_the_id(node, redis):
     # MAXLEN ~ 10 trims whole nodes of the stream: far fewer than 30 are left.
     assert int(redis.cli("XLEN", "chat:archive")) < 30
     assert metrics(a)["moonwire_queue_pushed_total"] == 30
+
+
+def test_chat_archives_every_room_message_to_a_stream(start_server, redis):
+    a = start_server("scripts/chat.lua", args=["--node-id", "a", "--redis", redis.url],
+                     config="return { app = { chat = { archive = 'chat:archive' } } }")
+    wait_until(lambda: up(a), timeout=10, what="a on Redis")
+
+    async def go():
+        ws = await websockets.connect(a.url + "/chat?room=lobby&nick=ann", close_timeout=1)
+        await ws.send(json.dumps({"type": "say", "room": "lobby", "text": "keep me"}))
+        for _ in range(20):
+            msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            if msg.get("type") == "say":
+                break
+        assert msg["text"] == "keep me"
+        await ws.close()
+    run(go())
+    entries = redis.cli("XRANGE", "chat:archive", "-", "+")
+    assert "keep me" in entries and "say" in entries and "lobby" in entries
+    assert "presence" in entries  # the join went there too
