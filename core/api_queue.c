@@ -249,7 +249,12 @@ static void read_more(mw_queue_t *q)
     if (q->applying + cfg->queue_read_count > cfg->queue_max_pending)
         return; /* the entries being applied finish first */
     snprintf(count, sizeof(count), "%u", cfg->queue_read_count);
-    snprintf(block, sizeof(block), "%u", cfg->queue_block);
+    /* A read that waits past cluster.command_timeout would be taken for a
+     * Redis that does not answer: it waits half of that at most. */
+    snprintf(block, sizeof(block), "%u",
+             cfg->queue_block < cfg->cluster_command_timeout / 2 ? cfg->queue_block
+             : cfg->cluster_command_timeout / 2 > 0             ? cfg->cluster_command_timeout / 2
+                                                                : 1);
     {
         const char *argv[10] = {"XREADGROUP", "GROUP",  cfg->queue_group, q->consumer,      "COUNT",
                                 count,        "BLOCK",  block,            "STREAMS",        NULL};

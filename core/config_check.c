@@ -252,10 +252,8 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
                               "'queue.max_pending' at least as much");
         return MW_ECONFIG;
     }
-    if (cfg->queue_claim_after == 0 || cfg->queue_block == 0 ||
-        (cfg->cluster_command_timeout != 0 && cfg->queue_block >= cfg->cluster_command_timeout)) {
-        snprintf(err, errlen, "config: 'queue.claim_after' and 'queue.block' must be above 0, "
-                              "and 'queue.block' below 'cluster.command_timeout'");
+    if (cfg->queue_claim_after == 0 || cfg->queue_block == 0) {
+        snprintf(err, errlen, "config: 'queue.claim_after' and 'queue.block' must be above 0");
         return MW_ECONFIG;
     }
     if (cfg->queue_push_maxlen < 1) {

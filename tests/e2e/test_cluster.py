@@ -411,7 +411,8 @@ def test_moonwire_redis_cannot_wait_in_on_upgrade_and_soft_fails_without_redis(
         assert await ws.recv() == "incr:nil:redis unavailable"
         await ws.close()
     run(go())
-    assert "can only wait in on_open, on_message, on_close or a timer callback" in server.log()
+    assert ("can only wait in on_open, on_message, on_close, on_request, on_api or a timer "
+            "callback") in server.log()
 
 
 # on_message keeps Redis busy for 0.4 s (a script that loops on TIME), so the
