@@ -209,8 +209,15 @@ static int completed(mw_http_req_t *req, size_t consumed_now, size_t *consumed)
 static int feed_body(mw_http_req_t *req, const char *data, size_t len, size_t before,
                      size_t *consumed)
 {
-    size_t parsed = http_parser_execute(&req->parser, &settings, data, len);
-    enum http_errno e = HTTP_PARSER_ERRNO(&req->parser);
+    size_t parsed;
+    enum http_errno e;
+
+    if (len == 0) { /* http-parser would take it for the end of the stream */
+        *consumed = before;
+        return MW_EAGAIN;
+    }
+    parsed = http_parser_execute(&req->parser, &settings, data, len);
+    e = HTTP_PARSER_ERRNO(&req->parser);
 
     if (req->body_too_big) /* answered (413) on the head alone; the rest is not read */
         return completed(req, before + len, consumed);
