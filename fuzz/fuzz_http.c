@@ -9,6 +9,7 @@
  */
 #include "http.h"
 #include "static.h"
+#include "static_http.h"
 #include "moonwire/error.h"
 
 #include <stdlib.h>
