@@ -118,6 +118,8 @@ int mw_api_request(mw_conn_t *c, const char *path, size_t len)
 
     if (cfg->api_key == NULL || len < 5 || memcmp(path, "/api/", 5) != 0)
         return 0;
+    if (cfg->api_listen.n > 0 && !c->api_only)
+        return 0; /* served on its own listeners only */
     name = path + 5;
     nlen = len - 5;
     method = mw_api_method_index(name, nlen);

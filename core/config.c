@@ -150,6 +150,9 @@ static const key_t_ schema[] = {
      * http.metrics_allow; max_body bounds every request body (API and on_request: 413
      * past it); max_batch the commands of one batch. */
     {"api", "key", T_STR, F(api_key)},
+    /* listen: addresses (as the top-level listen) that serve the API (and /healthz,
+     * /metrics) and nothing else; when set, the other listeners do not serve it. */
+    {"api", "listen", T_LIST, F(api_listen)},
     {"api", "allow", T_LIST, F(api_allow)},
     {"api", "max_body", T_SIZE, F(api_max_body)},
     {"api", "max_batch", T_U32, F(api_max_batch)},

@@ -205,14 +205,15 @@ int mw_config_parse_addr(const char *text, struct sockaddr_storage *addr, char *
 
 int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
 {
-    const mw_strlist_t *lists[2] = {&cfg->listen, &cfg->tls_listen};
-    for (int l = 0; l < 2; l++) {
+    const mw_strlist_t *lists[3] = {&cfg->listen, &cfg->tls_listen, &cfg->api_listen};
+    for (int l = 0; l < 3; l++) {
         for (size_t i = 0; i < lists[l]->n; i++) {
             if (mw_config_check_addr(lists[l]->items[i]) != 0) {
                 snprintf(err, errlen,
                          "config: '%s' entry '%s' is not HOST:PORT (an IPv4 address or a host "
                          "name), [IPV6]:PORT or :PORT",
-                         l == 0 ? "listen" : "tls.listen", lists[l]->items[i]);
+                         l == 0 ? "listen" : l == 1 ? "tls.listen" : "api.listen",
+                         lists[l]->items[i]);
                 return MW_ECONFIG;
             }
         }
@@ -232,6 +233,10 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
                 return MW_ECONFIG;
             }
         }
+    }
+    if (cfg->api_listen.n > 0 && cfg->api_key == NULL) {
+        snprintf(err, errlen, "config: 'api.listen' needs 'api.key' (or MW_API_KEY)");
+        return MW_ECONFIG;
     }
     if (cfg->api_key != NULL && cfg->api_key[0] == '\0') {
         snprintf(err, errlen, "config: 'api.key' must not be empty (leave it out to turn the "

@@ -155,6 +155,7 @@ struct mw_conn_s {
     uint8_t reply_queued : 1; /* ... and its reply is whole in outq */
     uint8_t peer_eof : 1;     /* the peer sent all it will: answer what it asked, then close */
     uint8_t resume_http : 1;  /* take the next request at the end of the turn */
+    uint8_t api_only : 1;     /* accepted on an api.listen listener: the API alone */
     uint32_t requests;        /* HTTP requests read on this connection */
     mw_conn_body_t *body;     /* the reply body still to queue (stream.c), or NULL */
     uint8_t *pipelined;       /* bytes read after the request being answered, or NULL */

@@ -251,6 +251,11 @@ void mw_handshake_request(mw_conn_t *c)
     }
     if (mw_api_request(c, path, len))
         return;
+    if (c->api_only) { /* an api.listen listener serves nothing else */
+        count(c, MW_HS_not_found);
+        mw_conn_refuse(c, 404, "no such path (this address serves the API only)", NULL);
+        return;
+    }
     if (c->http->body_too_big) {
         count(c, MW_HS_bad_request);
         mw_conn_refuse(c, 413, "request body too large (api.max_body)", NULL);

@@ -98,6 +98,7 @@ typedef struct mw_config_s {
 
     /* api: the server HTTP API (api.c), off while api_key is NULL */
     char *api_key;          /* the key (or MW_API_KEY in the environment) */
+    mw_strlist_t api_listen; /* listeners of the API alone; empty: the API is on the others */
     mw_strlist_t api_allow; /* addresses allowed /api/; empty: all */
     size_t api_max_body;    /* bytes of a request body (API, on_request); larger: 413 */
     uint32_t api_max_batch; /* commands in one batch */

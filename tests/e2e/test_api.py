@@ -407,3 +407,45 @@ def test_on_request_answers_paths_nobody_else_takes(server):
         a = await client(server)
         await a.close()
     run(go())
+
+
+def test_api_listen_serves_the_api_alone_and_takes_it_off_the_others(start_server, tmp_script):
+    from conftest import free_port
+    api_port = free_port()
+    server = start_server(tmp_script(APP), config="""return {
+      api = { key = "%s", listen = { "127.0.0.1:%d" } },
+    }""" % (KEY, api_port))
+    wait_until(lambda: _port_open(api_port), what="the API listener")
+
+    class Api:
+        http = f"http://127.0.0.1:{api_port}"
+    st, res = call(Api, "info", {})
+    assert st == 200 and res["result"]["connections"] == 0
+    # Nothing else there: not WebSocket, not on_request; /healthz still is.
+    r = urllib.request.urlopen(Api.http + "/healthz", timeout=5)
+    assert r.status == 200
+    try:
+        urllib.request.urlopen(Api.http + "/hook", timeout=5)
+        raise AssertionError("/hook served on the API listener")
+    except urllib.error.HTTPError as e:
+        assert e.code == 404
+    # And the API is off the ordinary listener (on_request has no /api/).
+    assert call(server, "info", {})[0] == 404
+
+    async def go():
+        ws = await client(server)
+        await ws.close()
+        try:
+            await websockets.connect(f"ws://127.0.0.1:{api_port}/")
+            raise AssertionError("a WebSocket upgrade on the API listener")
+        except websockets.InvalidStatusCode as e:
+            assert e.status_code == 404
+    run(go())
+
+
+def _port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
