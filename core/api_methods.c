@@ -12,6 +12,7 @@
  * first and may refuse it or give other params.
  */
 #include "api_methods.h"
+#include "cluster.h"
 #include "gauges.h"
 #include "history.h"
 #include "lua_state.h"
@@ -41,7 +42,7 @@ static const char chunk[] =
     "local decode, encode = mw.json.decode, mw.json.encode\n"
     "local warn = mw.log.warn\n"
     "local on_api, is_history, b64decode, info = C.on_api, C.is_history, C.b64decode, C.info\n"
-    "local max_batch = C.max_batch\n"
+    "local max_batch, disconnect_remote = C.max_batch, C.disconnect_remote\n"
     "local pcall, type, tostring, mtype, fmt = pcall, type, tostring, math.type, string.format\n"
     "local gsub = string.gsub\n"
     "\n"
@@ -129,9 +130,14 @@ static const char chunk[] =
     "  if e3 then return nil, 400, e3 end\n"
     "  if reason and #reason > 123 then return nil, 400, 'field \"reason\" is over 123 bytes' end\n"
     "  local c = connection(id)\n"
-    "  if c == nil then return {disconnected = false, reason = 'no such connection on this node'} end\n"
-    "  c:close(code, reason)\n"
-    "  return {disconnected = true}\n"
+    "  if c ~= nil then\n"
+    "    c:close(code, reason)\n"
+    "    return {disconnected = true}\n"
+    "  end\n"
+    "  local sent, why = disconnect_remote(id, code, reason or '')\n"
+    "  if sent then return {disconnected = true, forwarded = true} end\n"
+    "  if why then return nil, status_of(why), why end\n"
+    "  return {disconnected = false, reason = 'no such connection'}\n"
     "end\n"
     "function M.presence(p)\n"
     "  local topic, err = field(p, 'topic', 'string', true)\n"
@@ -280,6 +286,33 @@ static int h_b64decode(lua_State *L)
     return 1;
 }
 
+/* C.disconnect_remote(id, code, reason): true when id is another node's and
+ * the close went to it through the backplane; false when there is nowhere
+ * to send it (no backplane, or an id of this node); nil, why when refused. */
+static int h_disconnect_remote(lua_State *L)
+{
+    mw_node_t *node = mw_lua_node(L);
+    size_t len, rlen;
+    const char *id = luaL_checklstring(L, 1, &len);
+    lua_Integer code = luaL_checkinteger(L, 2);
+    const char *reason = luaL_checklstring(L, 3, &rlen);
+    int r;
+
+    if (node->cluster == NULL || mw_ids_is_local(&node->reg->ids, id, len)) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    r = mw_cluster_disconnect(node->cluster, id, len, (uint16_t)code, reason, rlen);
+    if (r == 0 || r == MW_EAGAIN) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    luaL_pushfail(L);
+    lua_pushstring(L, r == MW_ELIMIT ? "outbox full" : r == MW_EINVAL ? "not a connection id"
+                                                                     : mw_strerror(r));
+    return 2;
+}
+
 /* C.info(): what the node is and holds. */
 static int h_info(lua_State *L)
 {
@@ -317,6 +350,8 @@ int mw__api_methods_open(lua_State *L)
     lua_pushinteger(L, (lua_Integer)node->timers->now);
     lua_pushcclosure(L, h_info, 1);
     lua_setfield(L, -2, "info");
+    lua_pushcfunction(L, h_disconnect_remote);
+    lua_setfield(L, -2, "disconnect_remote");
     lua_pushinteger(L, (lua_Integer)node->cfg->api_max_batch);
     lua_setfield(L, -2, "max_batch");
     lua_call(L, 2, 1);

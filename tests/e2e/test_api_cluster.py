@@ -115,7 +115,14 @@ def test_api_publish_crosses_nodes(node, redis):
         assert await asyncio.wait_for(on_a.recv(), 5) == "direct"
         st, res = call(a, "info", {})
         assert res["result"]["cluster"]["up"] is True
-        await on_a.close()
+        # disconnect crosses nodes too: b closes a's client.
+        st, res = call(b, "disconnect", {"id": on_a.conn_id, "code": 4002, "reason": "moved"})
+        assert (st, res) == (200, {"result": {"disconnected": True, "forwarded": True}})
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(on_a.recv(), 5)
+        assert (on_a.close_code, on_a.close_reason) == (4002, "moved")
+        st, res = call(b, "disconnect", {"id": "no-dot-here"})
+        assert st == 400 and res["error"]["message"] == "not a connection id"
         await on_b.close()
     run(go())
 
