@@ -19,6 +19,7 @@
 #include "api_queue.h"
 #include "api_methods.h"
 #include "cluster.h"
+#include "conn.h"
 #include "node.h"
 #include "registry.h"
 #include "moonwire/config.h"
@@ -238,6 +239,8 @@ static void read_more(mw_queue_t *q)
 
     if (q->stopping || q->reading || !q->rc.ready)
         return;
+    if (q->node->conns->draining)
+        return; /* stopping: what is not read yet is another node's to take */
     if (!q->group_made) {
         const char *argv[6] = {"XGROUP", "CREATE", cfg->queue_stream, cfg->queue_group, "0",
                                "MKSTREAM"};
