@@ -100,6 +100,18 @@ SOAK_ROWS = [
     ("server CPU busy", "server_cpu_util", "info"),
     ("errors", "errors_total", "low"),
 ]
+API_ROWS = [
+    ("server CPU us/request", "server_cpu_us_per_request", "low"),
+    ("requests/s", "requests_per_s", "high"),
+    ("deliveries/s", "deliveries_per_s", "high"),
+    ("loss", "loss", "low"),
+    ("errors", "errors_total", "low"),
+]
+QUEUE_ROWS = [
+    ("server CPU us/entry", "server_cpu_us_per_entry", "low"),
+    ("entries/s applied", "entries_per_s", "high"),
+    ("errors", "errors_total", "low"),
+]
 CONNECT_ROWS = [
     ("RSS bytes/idle conn", "rss_per_conn_bytes", "low"),
     ("connections open", "opened", "high"),
@@ -151,6 +163,18 @@ def scenarios(quick, nofile):
                     rows=PUBSUB_ROWS, args=["fanout", "--rooms", rooms, "--members", 100, "-P", 1,
                                             "-w", 4, "-s", 64], **t,
                     about=f"{rooms} rooms x 100 members ({rooms * 100} connections); no target"))
+    # The server API (issue 13): publish requests to a room of 1,000 members,
+    # and queue entries applied (bench/api.py drives both; moonwire only).
+    out.append(dict(name="api-publish", app="bench/apps/fanout.lua", config="api.conf.lua",
+                    runner="api-publish", rows=API_ROWS, servers=["moonwire"],
+                    args=["--members", 1000], members=1000, duration=2 if quick else 10,
+                    warmup=0, about="POST /api/publish, 4 kept-alive connections x 32 "
+                                    "pipelined, to a room of 1,000 members; no target"))
+    out.append(dict(name="queue-apply", app="bench/apps/fanout.lua", config="api.conf.lua",
+                    runner="queue-apply", rows=QUEUE_ROWS, servers=["moonwire"], cluster=1,
+                    args=["--entries", 5000 if quick else 20000], members=1000, duration=0,
+                    warmup=0, about="publish entries XADDed to mw:api, applied by one node "
+                                    "to a room of 1,000 members; no target"))
     # 100,000 connections, or as many as one process may open here: without
     # CAP_SYS_RESOURCE the hard RLIMIT_NOFILE can not be raised.
     n = 2000 if quick else min(100000, nofile - 200)
@@ -359,7 +383,7 @@ def start(cmd, logpath):
                                 stderr=subprocess.STDOUT, preexec_fn=raise_nofile)
 
 
-def start_servers(sc, server, rnd, binaries, logdir):
+def start_servers(sc, server, rnd, binaries, logdir, info=None):
     """Starts what serves one run, on CPU 0: the server, or for a cluster
     scenario a redis-server and sc["cluster"] moonwire nodes. Returns
     (processes, ports the clients use, error or None)."""
@@ -379,6 +403,8 @@ def start_servers(sc, server, rnd, binaries, logdir):
             if not wait_port(rport, redis, 15):
                 return procs, ports, f"redis-server did not start (see {base}-redis.log)"
             redis_url = f"redis://127.0.0.1:{rport}"
+            if info is not None:
+                info["redis_port"] = rport
         for node in range(sc.get("cluster") or 1):
             port = free_port()
             cmd = [binaries["moonwire"], "--listen", f"127.0.0.1:{port}",
@@ -410,8 +436,27 @@ def healthy(port):
         return False
 
 
+def run_api(sc, procs, ports, info, result):
+    """The server API's scenarios (bench/api.py), in this process."""
+    import api as api_bench
+    pid = procs[-1].pid
+    if sc["runner"] == "api-publish":
+        data = api_bench.run_api_publish(ports[0], pid, members=sc["members"],
+                                         duration=sc["duration"])
+    else:
+        data = api_bench.run_queue_apply(ports[0], pid, info["redis_port"],
+                                         members=sc["members"], entries=int(sc["args"][1]))
+    result.update(data)
+    result["metrics"] = metrics(ports[0])
+    for proc in procs:
+        if proc.poll() is not None:
+            result["error"] = f"a server exited with {proc.returncode} during the run"
+    return result
+
+
 def run_one(sc, server, rnd, args, binaries, logdir):
-    procs, ports, err = start_servers(sc, server, rnd, binaries, logdir)
+    info = {}
+    procs, ports, err = start_servers(sc, server, rnd, binaries, logdir, info)
     pids = [p.pid for p in procs]
     result = {"server": server, "round": rnd, "port": ports[0] if ports else None,
               "pid": pids[-len(ports)] if ports else None}
@@ -421,6 +466,8 @@ def run_one(sc, server, rnd, args, binaries, logdir):
         if err:
             result["error"] = err
             return result
+        if sc.get("runner"):
+            return run_api(sc, procs, ports, info, result)
         gen = ["taskset", "-c", LOADGEN_CPU, binaries["loadgen"], "-l", server, "-q"]
         for port in ports:
             gen += ["-u", f"ws://127.0.0.1:{port}"]
@@ -570,7 +617,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="each scenario briefly, one round")
     ap.add_argument("--rounds", type=int, help="rounds per scenario (3; quick: 1)")
     ap.add_argument("--only", help="comma-separated scenario names or prefixes "
-                                   "(echo,relay,relay-rate,cluster-relay,fanout,connect; "
+                                   "(echo,relay,relay-rate,cluster-relay,fanout,connect,"
+                                   "api-publish,queue-apply; "
                                    "soak runs only when named)")
     ap.add_argument("--servers", default="moonwire,ws")
     ap.add_argument("--max-other-load", type=float, default=0.15,

@@ -396,7 +396,9 @@ int mw_cluster_broadcast(mw_cluster_t *cl, const mw_frame_t *f, const char *exce
     return publish_envelope(cl, cl->all_channel, strlen(cl->all_channel), &e);
 }
 
-int mw_cluster_send(mw_cluster_t *cl, const char *id, size_t id_len, const mw_frame_t *f)
+/* An envelope of kind for the connection id, on its node's channel. */
+static int send_direct(mw_cluster_t *cl, const char *id, size_t id_len, uint8_t kind,
+                       const mw_frame_t *f)
 {
     char ch[160];
     const char *dot = NULL;
@@ -415,10 +417,35 @@ int mw_cluster_send(mw_cluster_t *cl, const char *id, size_t id_len, const mw_fr
     n = snprintf(ch, sizeof(ch), "%s:n:%.*s", cl->prefix, (int)(dot - id), id);
     if (n < 0 || (size_t)n >= sizeof(ch))
         return MW_EINVAL;
-    mw__cluster_fill(&e, cl, MW_ENV_DIRECT, f);
+    mw__cluster_fill(&e, cl, kind, f);
     e.target = id;
     e.target_len = id_len;
     return publish_envelope(cl, ch, (size_t)n, &e);
+}
+
+int mw_cluster_send(mw_cluster_t *cl, const char *id, size_t id_len, const mw_frame_t *f)
+{
+    return send_direct(cl, id, id_len, MW_ENV_DIRECT, f);
+}
+
+int mw_cluster_disconnect(mw_cluster_t *cl, const char *id, size_t id_len, uint16_t code,
+                          const char *reason, size_t reason_len)
+{
+    uint8_t buf[2 + 123];
+    mw_frame_t *f;
+    int r;
+
+    if (reason_len > 123)
+        return MW_EINVAL;
+    buf[0] = (uint8_t)(code >> 8);
+    buf[1] = (uint8_t)(code & 0xff);
+    memcpy(buf + 2, reason, reason_len);
+    f = mw_frame_new(MW_OP_BINARY, buf, 2 + reason_len);
+    if (f == NULL)
+        return MW_ENOMEM;
+    r = send_direct(cl, id, id_len, MW_ENV_CLOSE, f);
+    mw_frame_unref(f);
+    return r;
 }
 
 size_t mw__cluster_outbox_drop_all(mw_cluster_t *cl)

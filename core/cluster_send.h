@@ -35,6 +35,12 @@ int mw_cluster_broadcast(mw_cluster_t *cl, const mw_frame_t *f, const char *exce
  * id names no node. */
 int mw_cluster_send(mw_cluster_t *cl, const char *id, size_t id_len, const mw_frame_t *f);
 
+/* Closes the connection id (of another node) with code and reason (at most
+ * 123 bytes), through the outbox like a send. Returns what mw_cluster_send
+ * does. */
+int mw_cluster_disconnect(mw_cluster_t *cl, const char *id, size_t id_len, uint16_t code,
+                          const char *reason, size_t reason_len);
+
 /* The backplane's files only ----------------------------------------------------------- */
 
 /* A history message's item, sent again while it waits in the outbox after

@@ -139,6 +139,12 @@ static void deliver(mw_cluster_t *cl, const char *channel, size_t chlen, const m
         if (target != NULL)
             mw_conn_send(target, f);
         break;
+    case MW_ENV_CLOSE: /* the server API's disconnect, from another node */
+        target = mw_registry_find(node->reg, e->target, e->target_len);
+        if (target != NULL && e->payload_len >= 2 && e->payload_len <= 2 + 123)
+            mw_conn_close(target, (uint16_t)(e->payload[0] << 8 | e->payload[1]),
+                          (const char *)e->payload + 2, e->payload_len - 2);
+        break;
     default:
         break;
     }

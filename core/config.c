@@ -164,6 +164,29 @@ static const key_t_ schema[] = {
      *                           one more request for such a file gets 503; default 256
      * Fixed rules: dotfiles, ".." and symlinks resolving outside root are 404; FILE.gz
      * next to FILE is sent to clients accepting gzip, with Vary: Accept-Encoding. */
+    /* api: the server HTTP API, POST /api/METHOD with a JSON body, off unless key is set
+     * (or MW_API_KEY in the environment). allow is an address list like
+     * http.metrics_allow; max_body bounds every request body (API and on_request: 413
+     * past it); max_batch the commands of one batch. */
+    {"api", "key", T_STR, F(api_key)},
+    /* listen: addresses (as the top-level listen) that serve the API (and /healthz,
+     * /metrics) and nothing else; when set, the other listeners do not serve it. */
+    {"api", "listen", T_LIST, F(api_listen)},
+    {"api", "allow", T_LIST, F(api_allow)},
+    {"api", "max_body", T_SIZE, F(api_max_body)},
+    {"api", "max_batch", T_U32, F(api_max_batch)},
+    /* queue: with a backplane, every node reads the Redis stream `stream` in the
+     * consumer group `group`, read_count entries at a time, waiting up to `block` ms;
+     * entries another consumer left pending for claim_after ms are claimed; at most
+     * max_pending entries are being applied at once. push_maxlen trims the streams that
+     * moonwire.queue.push adds to (XADD MAXLEN ~). */
+    {"queue", "stream", T_STR, F(queue_stream)},
+    {"queue", "group", T_STR, F(queue_group)},
+    {"queue", "read_count", T_U32, F(queue_read_count)},
+    {"queue", "block", T_MS, F(queue_block)},
+    {"queue", "claim_after", T_MS, F(queue_claim_after)},
+    {"queue", "max_pending", T_U32, F(queue_max_pending)},
+    {"queue", "push_maxlen", T_SIZE, F(queue_push_maxlen)},
     {"static", "root", T_STR, F(static_root)},
     {"static", "index", T_STR, F(static_index)},
     {"static", "cache_control", T_STR, F(static_cache_control)},
@@ -177,7 +200,8 @@ static const key_t_ schema[] = {
 #define NKEYS (sizeof(schema) / sizeof(schema[0]))
 
 static const char *sections[] = {"log",    "websocket", "limits",  "lua",     "http",
-                                 "static", "tls",       "cluster", "history", "app", "http_client"};
+                                 "static", "tls",       "cluster", "history", "api",
+                                 "queue",  "http_client", "app"};
 
 int mw_config_set_str(char **field, const char *value)
 {
@@ -261,6 +285,13 @@ int mw_config_init(mw_config_t *cfg)
     cfg->http_client_max_headers = 64;
     cfg->http_client_timeout = 10000;
     cfg->http_client_max_timeout = 60000;
+    cfg->api_max_body = 64u << 10;
+    cfg->api_max_batch = 100;
+    cfg->queue_read_count = 64;
+    cfg->queue_block = 2000;
+    cfg->queue_claim_after = 30000;
+    cfg->queue_max_pending = 1024;
+    cfg->queue_push_maxlen = 100000;
     cfg->app_ref = LUA_NOREF;
     if (mw_config_set_str(&cfg->static_index, "index.html") != 0 ||
         mw_config_set_str(&cfg->static_cache_control, "public, max-age=300") != 0 ||
@@ -269,6 +300,9 @@ int mw_config_init(mw_config_t *cfg)
         mw_config_set_str(&cfg->script, "scripts/relay.lua") != 0 ||
         mw_config_set_str(&cfg->cluster_prefix, "mw") != 0 ||
         mw_config_set_str(&cfg->history_field, "offset") != 0 ||
+        mw_config_set_str(&cfg->queue_stream, "mw:api") != 0 ||
+        mw_config_set_str(&cfg->queue_group, "moonwire") != 0 ||
+        mw_config_set_str(&cfg->api_key, getenv("MW_API_KEY")) != 0 ||
         mw_config_list_add(&cfg->ws_paths, "/*") != 0)
         return MW_ENOMEM;
     return 0;
@@ -290,6 +324,13 @@ void mw_config_close(mw_config_t *cfg)
     if (cfg->L != NULL)
         lua_close(cfg->L);
     cfg->L = NULL;
+    cfg->api_max_body = 64u << 10;
+    cfg->api_max_batch = 100;
+    cfg->queue_read_count = 64;
+    cfg->queue_block = 2000;
+    cfg->queue_claim_after = 30000;
+    cfg->queue_max_pending = 1024;
+    cfg->queue_push_maxlen = 100000;
     cfg->app_ref = LUA_NOREF;
 }
 

@@ -205,14 +205,15 @@ int mw_config_parse_addr(const char *text, struct sockaddr_storage *addr, char *
 
 int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
 {
-    const mw_strlist_t *lists[2] = {&cfg->listen, &cfg->tls_listen};
-    for (int l = 0; l < 2; l++) {
+    const mw_strlist_t *lists[3] = {&cfg->listen, &cfg->tls_listen, &cfg->api_listen};
+    for (int l = 0; l < 3; l++) {
         for (size_t i = 0; i < lists[l]->n; i++) {
             if (mw_config_check_addr(lists[l]->items[i]) != 0) {
                 snprintf(err, errlen,
                          "config: '%s' entry '%s' is not HOST:PORT (an IPv4 address or a host "
                          "name), [IPV6]:PORT or :PORT",
-                         l == 0 ? "listen" : "tls.listen", lists[l]->items[i]);
+                         l == 0 ? "listen" : l == 1 ? "tls.listen" : "api.listen",
+                         lists[l]->items[i]);
                 return MW_ECONFIG;
             }
         }
@@ -222,7 +223,8 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
         const char *key;
     } acls[] = {{&cfg->healthz_allow, "http.healthz_allow"},
                 {&cfg->metrics_allow, "http.metrics_allow"},
-                {&cfg->trusted_proxies, "http.trusted_proxies"}};
+                {&cfg->trusted_proxies, "http.trusted_proxies"},
+                {&cfg->api_allow, "api.allow"}};
     for (size_t i = 0; i < sizeof(acls) / sizeof(acls[0]); i++) {
         for (size_t j = 0; j < acls[i].list->n; j++) {
             mw_cidr_t cidr;
@@ -232,6 +234,37 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
                 return MW_ECONFIG;
             }
         }
+    }
+    if (cfg->api_listen.n > 0 && cfg->api_key == NULL) {
+        snprintf(err, errlen, "config: 'api.listen' needs 'api.key' (or MW_API_KEY)");
+        return MW_ECONFIG;
+    }
+    if (cfg->api_key != NULL && cfg->api_key[0] == '\0') {
+        snprintf(err, errlen, "config: 'api.key' must not be empty (leave it out to turn the "
+                              "API off)");
+        return MW_ECONFIG;
+    }
+    if (cfg->api_max_body < 64 || cfg->api_max_body > (64u << 20)) {
+        snprintf(err, errlen, "config: 'api.max_body' must be 64 bytes to 64 MiB");
+        return MW_ECONFIG;
+    }
+    if (cfg->api_max_batch < 1 || cfg->api_max_batch > 10000) {
+        snprintf(err, errlen, "config: 'api.max_batch' must be 1 to 10000");
+        return MW_ECONFIG;
+    }
+    if (cfg->queue_read_count < 1 || cfg->queue_read_count > 10000 ||
+        cfg->queue_max_pending < cfg->queue_read_count) {
+        snprintf(err, errlen, "config: 'queue.read_count' must be 1 to 10000, and "
+                              "'queue.max_pending' at least as much");
+        return MW_ECONFIG;
+    }
+    if (cfg->queue_claim_after == 0 || cfg->queue_block == 0) {
+        snprintf(err, errlen, "config: 'queue.claim_after' and 'queue.block' must be above 0");
+        return MW_ECONFIG;
+    }
+    if (cfg->queue_push_maxlen < 1) {
+        snprintf(err, errlen, "config: 'queue.push_maxlen' must be at least 1");
+        return MW_ECONFIG;
     }
     if (cfg->tls_listen.n > 0 && (cfg->tls_cert == NULL || cfg->tls_key == NULL)) {
         snprintf(err, errlen, "config: TLS listeners need 'tls.cert' and 'tls.key' "

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static void on_ws_message(void *ud, int opcode, const uint8_t *data, size_t len);
 static void on_ws_ping(void *ud, const uint8_t *data, size_t len);
@@ -121,6 +122,7 @@ int mw_conn_init(mw_conn_t *c, mw_conns_t *cs, const mw_transport_t *tp, const m
     if (c->http == NULL)
         return MW_ENOMEM;
     mw_http_req_init(c->http, cs->cfg->max_head_size);
+    mw_http_req_set_max_body(c->http, cs->cfg->api_max_body);
     cs->metrics->connections_total++;
     return 0;
 }
@@ -475,6 +477,29 @@ static void stash(mw_conn_t *c, const uint8_t *data, size_t len)
     mw_conn_pause(c, MW_PAUSE_HTTP, 1);
 }
 
+/* A client that sent "Expect: 100-continue" (curl does, for bodies over 1 KiB)
+ * waits for this before its body: sent once, when the head is in. */
+static void continue_body(mw_conn_t *c)
+{
+    static const char line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    mw_http_req_t *req = c->http;
+    size_t len;
+    const char *v;
+    mw_frame_t *f;
+
+    if (!req->head_done || req->expect_continue || req->parser.http_minor == 0)
+        return;
+    v = mw_http_header(req, "Expect", 0, &len);
+    if (v == NULL || len != 12 || strncasecmp(v, "100-continue", 12) != 0)
+        return;
+    req->expect_continue = 1;
+    f = mw_frame_new_raw(line, sizeof(line) - 1);
+    if (f != NULL) {
+        mw__conn_queue(c, f);
+        mw_frame_unref(f);
+    }
+}
+
 /* Readies c->http for the next request on a kept-alive connection. */
 static int http_next(mw_conn_t *c)
 {
@@ -485,6 +510,7 @@ static int http_next(mw_conn_t *c)
         mw_http_req_close(c->http);
     }
     mw_http_req_init(c->http, c->conns->cfg->max_head_size);
+    mw_http_req_set_max_body(c->http, c->conns->cfg->api_max_body);
     c->keep_alive = 0;
     /* handshake_timeout counts from the first byte of the request. */
     mw_conn_set_tlist(c, MW_TL_HANDSHAKE);
@@ -501,10 +527,11 @@ static void answer(mw_conn_t *c)
     c->requests++;
     if (c->requests > 1)
         cs->metrics->http_reused++;
-    /* A request with a body is answered and the connection closed: its body
-     * is not something this server reads. */
+    /* A body was read whole (up to api.max_body), so the connection may take
+     * the next request after it. */
     c->keep_alive = cfg->keepalive_timeout > 0 && c->requests < cfg->keepalive_requests &&
-                    !cs->draining && !c->http->has_body &&
+                    !cs->draining && (!c->http->has_body || c->http->max_body > 0) &&
+                    !c->http->body_too_big &&
                     http_should_keep_alive(&c->http->parser);
     /* The reply must make progress within close_timeout (a client that
      * never reads is dropped). */
@@ -531,8 +558,10 @@ static void http_input(mw_conn_t *c, const uint8_t *data, size_t len)
             }
         }
         r = mw_http_feed(c->http, (const char *)data, len, &used);
-        if (r == MW_EAGAIN)
+        if (r == MW_EAGAIN) {
+            continue_body(c);
             return;
+        }
         c->replying = 1;
         if (r != 0) {
             refuse_bad(c, r);

@@ -155,6 +155,7 @@ struct mw_conn_s {
     uint8_t reply_queued : 1; /* ... and its reply is whole in outq */
     uint8_t peer_eof : 1;     /* the peer sent all it will: answer what it asked, then close */
     uint8_t resume_http : 1;  /* take the next request at the end of the turn */
+    uint8_t api_only : 1;     /* accepted on an api.listen listener: the API alone */
     uint32_t requests;        /* HTTP requests read on this connection */
     mw_conn_body_t *body;     /* the reply body still to queue (stream.c), or NULL */
     uint8_t *pipelined;       /* bytes read after the request being answered, or NULL */
@@ -183,6 +184,8 @@ struct mw_conn_s {
     int lua_ref;  /* the conn userdata in the Lua registry; LUA_NOREF until open */
     struct mw_lua_waits_s *lua_waits; /* its hooks waiting on Redis, or NULL; see lua_task.c */
     mw_outq_t held;       /* messages that arrived while a hook of it was waiting, in order */
+    struct mw_api_req_s *api_req; /* a server API request waiting for its answer (api.c), or NULL */
+    struct mw_hook_req_s *hook_req; /* a request on_request answers later (api_request.c), or NULL */
     int req_ref;  /* the request table between upgrade and open; LUA_NOREF after */
 
     uint64_t since;   /* accept time, ms */

@@ -10,8 +10,16 @@
 #include <stdint.h>
 
 /* MW_ENV_PROBE: a node's probe of its own subscriber connection, on its own
- * channel; no node delivers it. */
-enum { MW_ENV_TOPIC = 1, MW_ENV_BROADCAST = 2, MW_ENV_DIRECT = 3, MW_ENV_PROBE = 4 };
+ * channel; no node delivers it. MW_ENV_CLOSE: close the target connection;
+ * the payload is the close code (2 bytes, big-endian) and the reason (a node
+ * that does not know the kind ignores it). */
+enum {
+    MW_ENV_TOPIC = 1,
+    MW_ENV_BROADCAST = 2,
+    MW_ENV_DIRECT = 3,
+    MW_ENV_PROBE = 4,
+    MW_ENV_CLOSE = 5
+};
 
 /* A decoded envelope; pointers into the message. */
 typedef struct {

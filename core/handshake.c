@@ -1,8 +1,11 @@
 /* Routing of complete HTTP requests and the WebSocket opening handshake:
  * what the server installs as its connections' on_request.
  *
- * Order: built-in endpoints (/healthz, /metrics), then, when static files
- * are on, every request without an Upgrade header (core/static.c), then
+ * Order: built-in endpoints (/healthz, /metrics), the server API (/api/,
+ * when api.key is set: api.c), then, when static files
+ * are on, every request without an Upgrade header (core/static.c), then,
+ * when the app has on_request, every other request without one
+ * (api_request.c), then
  * WebSocket paths (RFC 6455 checks, origin allowlist, capacity, on_upgrade,
  * 101), then 404.
  * Every refusal is a short text reply and a closed connection; the
@@ -11,6 +14,8 @@
  */
 #include "handshake.h"
 #include "acl.h"
+#include "api.h"
+#include "api_request.h"
 #include "cluster.h"
 #include "conn.h"
 #include "deflate.h"
@@ -297,10 +302,24 @@ void mw_handshake_request(mw_conn_t *c)
         builtin(c, path, len);
         return;
     }
+    if (mw_api_request(c, path, len))
+        return;
+    if (c->api_only) { /* an api.listen listener serves nothing else */
+        count(c, MW_HS_not_found);
+        mw_conn_refuse(c, 404, "no such path (this address serves the API only)", NULL);
+        return;
+    }
+    if (c->http->body_too_big) {
+        count(c, MW_HS_bad_request);
+        mw_conn_refuse(c, 413, "request body too large (api.max_body)", NULL);
+        return;
+    }
     if (cfg->static_root != NULL && !mw_http_wants_upgrade(c->http)) {
         mw_static_serve(c); /* GET and HEAD; other methods get 405 */
         return;
     }
+    if (!mw_http_wants_upgrade(c->http) && mw_hook_request(c))
+        return; /* the app's own endpoints (on_request) */
     if (mw_handshake_path_matches((const char *const *)cfg->ws_paths.items, cfg->ws_paths.n,
                                   path, len)) {
         upgrade(c);

@@ -68,6 +68,44 @@ static int on_headers_complete(http_parser *p)
     mw_http_req_t *req = p->data;
     req->has_body = (p->flags & F_CHUNKED) || (p->content_length > 0 &&
                                                p->content_length != (uint64_t)-1);
+    req->head_done = 1;
+    if (req->max_body > 0 && !(p->flags & F_CHUNKED) && p->content_length != (uint64_t)-1 &&
+        p->content_length > req->max_body) {
+        /* Refused before a byte of it is read. */
+        req->body_too_big = 1;
+        http_parser_pause(p, 1);
+    }
+    return 0;
+}
+
+/* Body bytes, from the head's buffer or straight from the peer's: copied
+ * out, chunk framing gone, up to max_body. */
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    mw_http_req_t *req = p->data;
+
+    if (req->max_body == 0)
+        return 0; /* nobody reads it */
+    if (len > req->max_body - req->body_len) {
+        req->body_too_big = 1;
+        http_parser_pause(p, 1);
+        return 0;
+    }
+    if (req->body_len + len > req->body_cap) {
+        size_t cap = req->body_cap ? req->body_cap : 1024;
+        char *b;
+        while (cap < req->body_len + len)
+            cap *= 2;
+        if (cap > req->max_body)
+            cap = req->max_body;
+        b = realloc(req->body, cap);
+        if (b == NULL)
+            return 1; /* an error: the caller answers 400, and the memory goes with req */
+        req->body = b;
+        req->body_cap = cap;
+    }
+    memcpy(req->body + req->body_len, at, len);
+    req->body_len += len;
     return 0;
 }
 
@@ -84,6 +122,7 @@ static const http_parser_settings settings = {
     .on_header_field = on_header_field,
     .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
     .on_message_complete = on_message_complete,
 };
 
@@ -109,6 +148,9 @@ void mw_http_req_close(mw_http_req_t *req)
     free(req->buf);
     req->buf = NULL;
     req->len = req->cap = 0;
+    free(req->body);
+    req->body = NULL;
+    req->body_len = req->body_cap = 0;
 }
 
 /* Finds the path and query of the request target, in origin form
@@ -151,12 +193,50 @@ static int split_url(mw_http_req_t *req)
     return 0;
 }
 
+/* The request is complete: the URL is split, and consumed says how many of
+ * the bytes given belonged to it. */
+static int completed(mw_http_req_t *req, size_t consumed_now, size_t *consumed)
+{
+    req->complete = 1;
+    if (split_url(req) != 0)
+        return MW_EPROTO;
+    *consumed = consumed_now;
+    return 0;
+}
+
+/* Bytes of a body: straight to the parser (on_body copies what it keeps),
+ * never into the head's buffer, so a body is bounded by max_body alone. */
+static int feed_body(mw_http_req_t *req, const char *data, size_t len, size_t before,
+                     size_t *consumed)
+{
+    size_t parsed;
+    enum http_errno e;
+
+    if (len == 0) { /* http-parser would take it for the end of the stream */
+        *consumed = before;
+        return MW_EAGAIN;
+    }
+    parsed = http_parser_execute(&req->parser, &settings, data, len);
+    e = HTTP_PARSER_ERRNO(&req->parser);
+
+    if (req->body_too_big) /* answered (413) on the head alone; the rest is not read */
+        return completed(req, before + len, consumed);
+    if (req->complete)
+        return completed(req, before + parsed, consumed);
+    if (e != HPE_OK && e != HPE_PAUSED)
+        return MW_EPROTO;
+    *consumed = before + len;
+    return MW_EAGAIN;
+}
+
 int mw_http_feed(mw_http_req_t *req, const char *data, size_t len, size_t *consumed)
 {
     size_t room, take, parsed;
     enum http_errno e;
 
     *consumed = 0;
+    if (req->head_done && req->max_body > 0)
+        return feed_body(req, data, len, 0, consumed);
     room = req->max_head - req->len;
     take = len < room ? len : room;
     if (req->len + take > req->cap) {
@@ -178,19 +258,26 @@ int mw_http_feed(mw_http_req_t *req, const char *data, size_t len, size_t *consu
     e = HTTP_PARSER_ERRNO(&req->parser);
     if (req->too_many)
         return MW_ETOOBIG;
+    if (req->body_too_big) {
+        req->len += take;
+        return completed(req, len, consumed);
+    }
     if (req->complete || (req->parser.upgrade && e == HPE_OK)) {
-        req->complete = 1;
-        if (split_url(req) != 0)
-            return MW_EPROTO;
         req->len += parsed;
-        *consumed = parsed;
-        return 0;
+        return completed(req, parsed, consumed);
     }
     if (e == HPE_HEADER_OVERFLOW)
         return MW_ETOOBIG;
     if (e != HPE_OK && e != HPE_PAUSED)
         return MW_EPROTO;
     req->len += take;
+    if (req->head_done && req->max_body > 0) {
+        /* The rest of the body does not go through the head's buffer. */
+        if (take < len)
+            return feed_body(req, data + take, len - take, take, consumed);
+        *consumed = take;
+        return MW_EAGAIN;
+    }
     *consumed = take;
     if (take < len || req->len == req->max_head)
         return MW_ETOOBIG;

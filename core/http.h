@@ -37,6 +37,13 @@ typedef struct mw_http_req_s {
     uint8_t complete;   /* the head (and any body) has been parsed */
     uint8_t too_many;   /* more than MW_HTTP_MAX_HEADERS headers */
     uint8_t has_body;
+    uint8_t head_done;      /* the head is parsed: what follows is body */
+    uint8_t body_too_big;   /* the body is larger than max_body: the request is complete
+                             * without it, to be answered 413 and the connection closed */
+    uint8_t expect_continue; /* the client waits for 100 Continue before its body */
+    size_t max_body;        /* bytes of body kept; a larger body is refused */
+    char *body;             /* the body, decoded from chunks, or NULL when empty */
+    size_t body_len, body_cap;
 } mw_http_req_t;
 
 /* What the upgrade checks found in a valid WebSocket request. */
@@ -44,8 +51,14 @@ typedef struct {
     const char *key; /* Sec-WebSocket-Key, 24 characters, inside req->buf */
 } mw_upgrade_t;
 
-/* Prepares req to read a request head of at most max_head bytes. Returns 0. */
+/* Prepares req to read a request head of at most max_head bytes, and a body
+ * of at most max_body bytes (0: a body goes unread into the head's buffer,
+ * within max_head). Returns 0. */
 int mw_http_req_init(mw_http_req_t *req, size_t max_head);
+static inline void mw_http_req_set_max_body(mw_http_req_t *req, size_t max_body)
+{
+    req->max_body = max_body;
+}
 
 void mw_http_req_close(mw_http_req_t *req);
 

@@ -305,6 +305,7 @@ int mw_lua_open_api(lua_State *L)
     mw__lua_open_redis(L);
     mw__lua_open_history(L);
     mw__lua_open_http(L);
+    mw__lua_open_queue(L);
 
     lua_newtable(L);
     lua_getglobal(L, "string");

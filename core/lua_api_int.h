@@ -88,6 +88,8 @@ void mw__lua_open_redis(lua_State *L);
 /* Adds the http table (request) to the module table on top (lua_api_http.c). */
 void mw__lua_open_http(lua_State *L);
 
+/* Adds the queue table (queue.push) to the module table on top (lua_api_queue.c). */
+void mw__lua_open_queue(lua_State *L);
 /* Adds history() to the module table on top. */
 void mw__lua_open_history(lua_State *L);
 

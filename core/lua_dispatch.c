@@ -218,6 +218,20 @@ int mw_lua_upgrade(mw_lua_t *lh, mw_conn_t *c, const mw_upgrade_handler_t *h)
     return c->state == MW_CONN_HTTP ? MW_EAGAIN : 0;
 }
 
+int mw_lua_push_request(mw_lua_t *lh, mw_conn_t *c)
+{
+    lua_State *L = lh->L;
+
+    lua_pushcfunction(L, build_request);
+    lua_pushlightuserdata(L, c);
+    if (!mw_lua_call(lh, NULL, "building the request", 1, 0))
+        return MW_ELUA;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->req_ref);
+    c->req_ref = LUA_NOREF;
+    return 0;
+}
+
 /* Makes the conn object of the connection at 1 (a light userdata), with its
  * request, and keeps it at c->lua_ref. */
 static int new_conn_object(lua_State *L)

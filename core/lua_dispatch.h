@@ -32,6 +32,10 @@ typedef struct {
  * request table could not be built (logged; decided is not called). */
 int mw_lua_upgrade(mw_lua_t *lh, mw_conn_t *c, const mw_upgrade_handler_t *h);
 
+/* Pushes the request table of c (from c->http), as on_upgrade gets it, on
+ * the main state. Returns 0, or MW_ELUA when it could not be made (logged). */
+int mw_lua_push_request(mw_lua_t *lh, mw_conn_t *c);
+
 /* Creates c's conn object and runs on_open; c is failed with 1011 when the
  * object could not be made. */
 void mw_lua_open(mw_lua_t *lh, mw_conn_t *c);

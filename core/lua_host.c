@@ -5,6 +5,7 @@
  */
 #include "lua_host.h"
 #include "lua_hook_names.h"
+#include "api_methods.h"
 #include "lua_api.h"
 #include "lua_api_config.h"
 #include "lua_api_timer.h"
@@ -24,7 +25,8 @@
 #include <string.h>
 
 static const char *const hook_names[MW_HOOK__COUNT] = {
-    "on_upgrade", "on_open", "on_message", "on_close", "on_error", "on_start", "on_reload",
+    "on_upgrade", "on_open", "on_message", "on_close",   "on_error",
+    "on_start",   "on_reload", "on_api",    "on_request",
 };
 
 /* Warns about each field of the app table on top that looks like a hook but
@@ -198,6 +200,7 @@ static int open_state(lua_State *L)
     luaL_openlibs(L);
     mw_lua_stdlib_open(L);
     luaL_requiref(L, "moonwire", mw_lua_open_api, 0);
+    mw__api_methods_open(L); /* with the module as the core made it, before the app */
     lua_pop(L, 1);
     set_package_path(L, lh->node->cfg->script);
     lh->script_dir = dir_of(lh->node->cfg->script);

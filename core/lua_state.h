@@ -40,6 +40,8 @@ enum {
     MW_HOOK_ERROR,
     MW_HOOK_START,
     MW_HOOK_RELOAD,
+    MW_HOOK_API,     /* on_api(method, params): the server API's commands (api_methods.c) */
+    MW_HOOK_REQUEST, /* on_request(req): plain HTTP requests no one else takes (api.c) */
     MW_HOOK__COUNT
 };
 

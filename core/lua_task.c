@@ -276,7 +276,7 @@ static void task_run(mw_lua_task_t *t, int nargs)
         if (t->done != NULL)
             task_done(t, 0, 0);
     }
-    if (t->waits != NULL)
+    if (t->waits != NULL
         waits_release(lh, t->waits);
 }
 
@@ -380,8 +380,8 @@ mw_lua_task_t *mw_lua_wait(lua_State *L)
     mw_lua_task_t *t = lh->current, *w;
 
     if (t == NULL || t->co != L || !lua_isyieldable(L))
-        luaL_error(L, "this can only wait in on_upgrade, on_open, on_message, on_close or a "
-                      "timer callback");
+        luaL_error(L, "this can only wait in on_upgrade, on_open, on_message, on_close, "
+                      "on_request, on_api or a timer callback");
     if (lh->nwaiting >= lh->node->cfg->max_waiting)
         refuse_wait(lh, L);
     w = malloc(sizeof(*w));
@@ -633,6 +633,8 @@ void mw__lua_tasks_free(mw_lua_t *lh)
         lh->nwaiting--;
         if (w->waits != NULL && --w->waits->tasks == 0)
             waits_free(lh, w->waits); /* a deferred on_close goes with them */
+        if (w->done != NULL)
+            w->done(lh, NULL, 0, w->done_ud); /* its caller lets go of what it held */
         free(w);
     }
 }

@@ -161,6 +161,40 @@ size_t mw_metrics_render(const mw_metrics_t *own, char **out)
         (unsigned long long)m->handshakes[MW_HS_##name]);
     MW_METRICS_HANDSHAKE_MAP(XX)
 #undef XX
+    put(&o, "# HELP moonwire_api_requests_total Server API requests (HTTP and queue) by method and status.\n"
+            "# TYPE moonwire_api_requests_total counter\n");
+    for (int mi = 0; mi < MW_API__COUNT; mi++) {
+        static const char *const names[] = {
+#define XX(name) #name,
+            MW_METRICS_API_METHOD_MAP(XX)
+#undef XX
+        };
+        static const int codes[] = {
+#define XX(code) code,
+            MW_METRICS_API_STATUS_MAP(XX)
+#undef XX
+        };
+        for (int si = 0; si < MW_API_S__COUNT; si++)
+            if (m->api[mi][si] != 0)
+                put(&o, "moonwire_api_requests_total{method=\"%s\",status=\"%d\"} %llu\n",
+                    names[mi], codes[si], (unsigned long long)m->api[mi][si]);
+    }
+    counter(&o, "moonwire_queue_applied_total", "Queue entries applied and acknowledged.",
+            m->queue_applied);
+    counter(&o, "moonwire_queue_bad_total",
+            "Queue entries refused (bad fields or JSON, refused by on_api), acknowledged.",
+            m->queue_bad);
+    counter(&o, "moonwire_queue_claimed_total",
+            "Queue entries of a consumer gone for queue.claim_after, claimed by this node.",
+            m->queue_claimed);
+    counter(&o, "moonwire_queue_read_failures_total",
+            "Queue reads, claims and acknowledgements that Redis did not answer.",
+            m->queue_read_failures);
+    counter(&o, "moonwire_queue_pushed_total", "Entries moonwire.queue.push added.",
+            m->queue_pushed);
+    counter(&o, "moonwire_queue_push_failures_total",
+            "moonwire.queue.push calls that Redis refused or did not answer.",
+            m->queue_push_failures);
     counter(&o, "moonwire_accept_failures_total",
             "Connections closed unserved because the process was out of file descriptors.",
             m->accept_failures);

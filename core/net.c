@@ -36,6 +36,7 @@ typedef struct {
     uv_poll_t poll; /* readable while connections wait in the backlog */
     int fd;         /* the listening socket; -1 once closed */
     uint8_t tls;    /* accepts TLS connections */
+    uint8_t api;    /* an api.listen listener: its connections serve the API alone */
     uint8_t polled; /* poll was initialised, so it is closed with uv_close */
     mw_net_t *net;
 } listener_t;
@@ -135,7 +136,7 @@ static void on_acceptable(uv_poll_t *h, int status, int events)
         memset(&addr, 0, sizeof(addr));
         fd = accept4(l->fd, &addr.sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-            mw_tcp_serve(&net->tcp, fd, &addr, l->tls ? &net->tls : NULL);
+            mw_tcp_serve(&net->tcp, fd, &addr, l->tls ? &net->tls : NULL, l->api);
             continue;
         }
         if (errno == EINTR || errno == ECONNABORTED)
@@ -247,16 +248,18 @@ static int listen_socket(const struct sockaddr_storage *addr, int reuseport)
 static int bind_listener(mw_net_t *net, listener_t *l, const char *text, int tls, char *err,
                          size_t errlen)
 {
+    const char *kind = tls == 2 ? " (api)" : tls ? " (tls)" : "";
     struct sockaddr_storage addr;
     char why[300];
     int r;
 
     if (mw_config_parse_addr(text, &addr, why, sizeof(why)) != 0) {
-        snprintf(err, errlen, "listen%s on %s: %s", tls ? " (tls)" : "", text, why);
+        snprintf(err, errlen, "listen%s on %s: %s", kind, text, why);
         return UV_EINVAL;
     }
     l->net = net;
-    l->tls = (uint8_t)tls;
+    l->tls = tls == 1;
+    l->api = tls == 2;
     l->fd = -1;
     net->nlisteners++;
     r = listen_socket(&addr, net->node->cfg->reuseport);
@@ -270,7 +273,7 @@ static int bind_listener(mw_net_t *net, listener_t *l, const char *text, int tls
         }
     }
     if (r != 0)
-        snprintf(err, errlen, "listen%s on %s: %s", tls ? " (tls)" : "", text, uv_strerror(r));
+        snprintf(err, errlen, "listen%s on %s: %s", kind, text, uv_strerror(r));
     return r;
 }
 
@@ -292,7 +295,8 @@ int mw_net_start(mw_server_t *srv, uv_loop_t *loop, mw_net_t **out, char *err, s
     net->tcp.loop = loop;
     net->tcp.node = node;
     net->tcp.read_buf = malloc(MW_TCP_READ_BUF);
-    net->listeners = calloc(cfg->listen.n + cfg->tls_listen.n, sizeof(listener_t));
+    net->listeners =
+        calloc(cfg->listen.n + cfg->tls_listen.n + cfg->api_listen.n, sizeof(listener_t));
     if (net->tcp.read_buf == NULL || net->listeners == NULL) {
         free(net->tcp.read_buf);
         free(net->listeners);
@@ -319,6 +323,10 @@ int mw_net_start(mw_server_t *srv, uv_loop_t *loop, mw_net_t **out, char *err, s
                           errlen);
     for (size_t i = 0; i < cfg->tls_listen.n && r == 0; i++)
         r = bind_listener(net, &net->listeners[net->nlisteners], cfg->tls_listen.items[i], 1,
+                          err, errlen);
+    /* 2: plain, for the API alone. */
+    for (size_t i = 0; i < cfg->api_listen.n && r == 0; i++)
+        r = bind_listener(net, &net->listeners[net->nlisteners], cfg->api_listen.items[i], 2,
                           err, errlen);
     if (r != 0)
         goto fail;

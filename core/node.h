@@ -38,6 +38,7 @@ typedef struct mw_node_s {
     mw_acl_t *healthz_acl;  /* who may ask /healthz */
     mw_acl_t *metrics_acl;  /* who may ask /metrics */
     mw_acl_t *trusted_proxies; /* peers whose X-Forwarded-For counts */
+    mw_acl_t *api_acl;      /* who may call the server API (/api/) */
     mw_lua_t *lua;          /* the Lua host, with the app */
     mw_cluster_t *cluster;  /* the Redis backplane; NULL when the node runs alone */
     mw_http_client_t *http; /* moonwire.http.request's client; NULL until started, and after */

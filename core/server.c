@@ -8,6 +8,9 @@
  */
 #include "moonwire/server.h"
 #include "acl.h"
+#include "api.h"
+#include "api_request.h"
+#include "api_queue.h"
 #include "backpressure.h"
 #include "cluster.h"
 #include "redis_hiredis.h"
@@ -47,6 +50,8 @@ struct mw_server_s {
     mw_acl_t healthz_acl;
     mw_acl_t metrics_acl;
     mw_acl_t trusted_proxies;
+    mw_acl_t api_acl;
+    mw_queue_t *queue; /* the API's stream consumer, with a backplane; or NULL */
     mw_timer_t sweep;
     mw_timer_t drain_timer;
     /* Called when the drain is over (no connection left) or timed out. */
@@ -76,6 +81,8 @@ static void on_release(mw_conn_t *c)
 {
     mw_node_t *node = c->conns->node;
 
+    mw_api_forget(c);
+    mw_hook_request_forget(c);
     mw_lua_forget(node->lua, c);
     mw_registry_remove(node->reg, c);
 }
@@ -225,6 +232,7 @@ static int init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, siz
     node->healthz_acl = &srv->healthz_acl;
     node->metrics_acl = &srv->metrics_acl;
     node->trusted_proxies = &srv->trusted_proxies;
+    node->api_acl = &srv->api_acl;
 
     srv->conns.on = &conn_handlers;
     srv->conns.cfg = cfg;
@@ -248,7 +256,9 @@ static int init(mw_server_t *srv, mw_config_t *cfg, uint64_t now, char *err, siz
         mw_acl_init(&srv->metrics_acl, (const char *const *)cfg->metrics_allow.items,
                     cfg->metrics_allow.n, &bad) != 0 ||
         mw_acl_init(&srv->trusted_proxies, (const char *const *)cfg->trusted_proxies.items,
-                    cfg->trusted_proxies.n, &bad) != 0) {
+                    cfg->trusted_proxies.n, &bad) != 0 ||
+        mw_acl_init(&srv->api_acl, (const char *const *)cfg->api_allow.items, cfg->api_allow.n,
+                    &bad) != 0) {
         snprintf(err, errlen, "http allowlists: out of memory");
         return MW_ENOMEM;
     }
@@ -299,6 +309,7 @@ void mw_server_free(mw_server_t *srv)
     mw_acl_close(&srv->healthz_acl);
     mw_acl_close(&srv->metrics_acl);
     mw_acl_close(&srv->trusted_proxies);
+    mw_acl_close(&srv->api_acl);
     mw_history_free(srv->node.history);
     srv->node.history = NULL;
     mw_registry_close(&srv->reg);
@@ -312,11 +323,16 @@ void mw_server_start(mw_server_t *srv)
 
 int mw_server_start_cluster(mw_server_t *srv, struct uv_loop_s *loop, char *err, size_t errlen)
 {
-    return mw_cluster_start(&srv->node, &mw_redis_hiredis, loop, err, errlen);
+    int r = mw_cluster_start(&srv->node, &mw_redis_hiredis, loop, err, errlen);
+    if (r != 0)
+        return r;
+    return mw_queue_start(&srv->node, &mw_redis_hiredis, loop, &srv->queue, err, errlen);
 }
 
 void mw_server_stop_cluster(mw_server_t *srv)
 {
+    mw_queue_stop(srv->queue);
+    srv->queue = NULL;
     mw_cluster_stop(&srv->node);
 }
 
@@ -428,7 +444,7 @@ static int strs_differ(const char *a, const char *b)
 void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
 {
     mw_config_t *cfg = srv->cfg;
-    mw_acl_t healthz, metrics, trusted;
+    mw_acl_t healthz, metrics, trusted, api;
     size_t bad;
 
 #define SWAP(f)                                                                                    \
@@ -492,6 +508,14 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
     SWAP(http_client_timeout);
     SWAP(http_client_max_timeout);
     SWAP(http_client_ca_file);
+    SWAP(api_key);
+    SWAP(api_allow);
+    SWAP(api_max_body);
+    SWAP(queue_read_count);
+    SWAP(queue_block);
+    SWAP(queue_claim_after);
+    SWAP(queue_max_pending);
+    SWAP(queue_push_maxlen);
     SWAP(static_root);
     SWAP(static_index);
     SWAP(static_cache_control);
@@ -535,6 +559,11 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
                     cfg->trusted_proxies.n, &bad) == 0) {
         mw_acl_close(&srv->trusted_proxies);
         srv->trusted_proxies = trusted;
+    }
+    if (mw_acl_init(&api, (const char *const *)cfg->api_allow.items, cfg->api_allow.n, &bad) ==
+        0) {
+        mw_acl_close(&srv->api_acl);
+        srv->api_acl = api;
     }
     mw_lua_set_limits(srv->node.lua, cfg->time_limit, cfg->memory_limit);
     /* Lower topic bounds refuse new subscriptions; lower history bounds apply

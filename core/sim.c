@@ -18,6 +18,7 @@
  */
 #include "sim.h"
 #include "sim_int.h"
+#include "api_methods.h"
 #include "cluster.h"
 #include "gauges.h"
 #include "lua_host.h"
@@ -650,6 +651,55 @@ static int server_advance(lua_State *L)
     return mw_sim_settle_call(L, ss, 0);
 }
 
+/* srv:api(method [, params_json]) -> status, JSON answer: a command of the
+ * server API, as POST /api/METHOD would run it (on_api first). */
+typedef struct {
+    int done, abandoned, status;
+    char *body;
+    size_t len;
+} sim_answer_t;
+
+static void on_api_answer(void *ud, int status, const char *body, size_t len)
+{
+    sim_answer_t *a = ud;
+    if (a->abandoned) {
+        free(a);
+        return;
+    }
+    a->done = 1;
+    a->status = status;
+    a->body = malloc(len + 1);
+    if (a->body != NULL) {
+        memcpy(a->body, body, len);
+        a->len = len;
+    }
+}
+
+static int server_api(lua_State *L)
+{
+    sim_server_t *ss = check_server(L, 1);
+    size_t mlen, plen;
+    const char *method = luaL_checklstring(L, 2, &mlen);
+    const char *params = luaL_optlstring(L, 3, "", &plen);
+    sim_answer_t *a = calloc(1, sizeof(*a));
+
+    if (a == NULL)
+        return luaL_error(L, "not enough memory");
+    mw_api_run(ss->node->lua, method, mlen, params, plen, on_api_answer, a);
+    mw__sim_pump(ss);
+    if (!a->done) { /* it waits (nothing does in the sim today): the answer is dropped */
+        a->abandoned = 1;
+        luaL_pushfail(L);
+        lua_pushliteral(L, "the command waits");
+        return mw_sim_settle_call(L, ss, 2);
+    }
+    lua_pushinteger(L, a->status);
+    lua_pushlstring(L, a->body != NULL ? a->body : "", a->len);
+    free(a->body);
+    free(a);
+    return mw_sim_settle_call(L, ss, 2);
+}
+
 static int server_reload(lua_State *L)
 {
     sim_server_t *ss = check_server(L, 1);
@@ -800,6 +850,7 @@ void mw_sim_open_servers(lua_State *L)
 {
     static const luaL_Reg server_methods[] = {
         {"connect", server_connect}, {"advance", server_advance}, {"reload", server_reload},
+        {"api", server_api},
         {"count", server_count},     {"now", server_now},         {"metrics", server_metrics},
         {"logs", server_logs},       {"close", server_close},     {"get", server_get},
         {"http", server_http},

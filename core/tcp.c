@@ -379,7 +379,8 @@ static const mw_transport_t tcp_transport = {
     "tcp", tcp_flush, tcp_finish, tcp_abort, tcp_pause,
 };
 
-void mw_tcp_serve(mw_tcp_env_t *env, int fd, const mw_addr_t *addr, mw_tls_ctx_t *tls)
+void mw_tcp_serve(mw_tcp_env_t *env, int fd, const mw_addr_t *addr, mw_tls_ctx_t *tls,
+                  int api_only)
 {
     tcp_conn_t *t = malloc(sizeof(*t));
 
@@ -402,6 +403,7 @@ void mw_tcp_serve(mw_tcp_env_t *env, int fd, const mw_addr_t *addr, mw_tls_ctx_t
         uv_close((uv_handle_t *)&t->handle, on_closed);
         return;
     }
+    t->c.api_only = api_only != 0;
     uv_tcp_nodelay(&t->handle, 1);
     if (tls != NULL && (t->tls = mw_tls_new(tls)) == NULL) {
         tcp_abort(&t->c);

@@ -21,8 +21,10 @@ typedef struct {
 } mw_tcp_env_t;
 
 /* Serves fd, a socket just accepted from addr, as a connection of env's
- * node; over TLS with tls, or plain when it is NULL. Takes over fd in every
- * case: a connection that can not be made is closed. */
-void mw_tcp_serve(mw_tcp_env_t *env, int fd, const mw_addr_t *addr, mw_tls_ctx_t *tls);
+ * node; over TLS with tls, or plain when it is NULL; for the server API
+ * alone when api_only is set (an api.listen listener). Takes over fd in
+ * every case: a connection that can not be made is closed. */
+void mw_tcp_serve(mw_tcp_env_t *env, int fd, const mw_addr_t *addr, mw_tls_ctx_t *tls,
+                  int api_only);
 
 #endif

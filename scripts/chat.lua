@@ -112,7 +112,11 @@ local function read_config()
     mask = c.mask or "***",
     rate = bucket_config(c, "rate", 10, 5),
     new_rooms = bucket_config(c, "new_rooms", 10, 0.1),
+    archive = c.archive,
   }
+  if cfg.archive ~= nil and (type(cfg.archive) ~= "string" or cfg.archive == "") then
+    config_error("archive", "must be a stream name (a string)", cfg.archive)
+  end
   local ok, err = filters.check_words(cfg.words)
   if not ok then
     config_error("words", err, cfg.words)
@@ -215,6 +219,24 @@ end
 -- other nodes, and of every node for a room with history) when Redis is
 -- back. Returns nil and why when nobody got it: the outbox is full, or a
 -- bound of the server refused it (refused_by_server).
+-- app.chat.archive: every room message also goes to that Redis stream
+-- (moonwire.queue.push: fields room, type, message) for the backend's workers
+-- (persistence, moderation). The hook waits for Redis meanwhile; a failure is
+-- logged (at most every 10 s) and the message is delivered all the same.
+local queue_push = mw.queue.push
+local archive_warned = nil
+local function archive(name, msg, data)
+  local ok, id, err = pcall(queue_push, cfg.archive, { room = name, type = tostring(msg.type), message = data })
+  if ok and id ~= nil then
+    return
+  end
+  local t = now()
+  if archive_warned == nil or t - archive_warned >= 10000 then
+    archive_warned = t
+    log.warn("chat: archiving to %s: %s", cfg.archive, tostring(ok and err or id))
+  end
+end
+
 local function publish_room(name, msg)
   local data, err = encode(msg)
   if data == nil then
@@ -229,6 +251,9 @@ local function publish_room(name, msg)
       log.warn("chat: publish to %s: %s", topic, tostring(second))
     end
     return nil, second
+  end
+  if cfg.archive then
+    archive(name, msg, data)
   end
   if keeps_history(topic) then
     if third == "queued" then

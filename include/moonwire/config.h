@@ -106,6 +106,21 @@ typedef struct mw_config_s {
     uint32_t http_client_timeout;        /* ms, when the call gives none */
     uint32_t http_client_max_timeout;    /* ms, the most a call may ask for */
     char *http_client_ca_file;           /* PEM CA bundle; NULL: the system's */
+    /* api: the server HTTP API (api.c), off while api_key is NULL */
+    char *api_key;          /* the key (or MW_API_KEY in the environment) */
+    mw_strlist_t api_listen; /* listeners of the API alone; empty: the API is on the others */
+    mw_strlist_t api_allow; /* addresses allowed /api/; empty: all */
+    size_t api_max_body;    /* bytes of a request body (API, on_request); larger: 413 */
+    uint32_t api_max_batch; /* commands in one batch */
+
+    /* queue: the Redis stream the nodes consume (api_queue.c), with a backplane */
+    char *queue_stream;        /* "" or NULL: no consumer */
+    char *queue_group;
+    uint32_t queue_read_count; /* entries one read takes */
+    uint32_t queue_block;      /* ms an XREADGROUP waits for entries */
+    uint32_t queue_claim_after; /* ms before another consumer's pending entries are claimed */
+    uint32_t queue_max_pending; /* entries being applied at once on this node */
+    size_t queue_push_maxlen;   /* MAXLEN ~ of moonwire.queue.push's XADD */
 
     /* static (see core/static.c); static files are off while static_root is NULL */
     char *static_root;

@@ -27,6 +27,29 @@ typedef enum {
         MW_HS__COUNT
 } mw_handshake_result_t;
 
+/* The server API's methods and answers, for moonwire_api_requests_total
+ * (api.c): every request is counted once, by method and status. */
+#define MW_METRICS_API_METHOD_MAP(XX)                                                              \
+    XX(publish) XX(broadcast) XX(send) XX(disconnect) XX(presence) XX(history) XX(info)           \
+        XX(batch) XX(unknown)
+
+#define MW_METRICS_API_STATUS_MAP(XX)                                                              \
+    XX(200) XX(400) XX(401) XX(403) XX(404) XX(405) XX(413) XX(500) XX(503)
+
+typedef enum {
+#define XX(name) MW_API_##name,
+    MW_METRICS_API_METHOD_MAP(XX)
+#undef XX
+        MW_API__COUNT
+} mw_api_method_t;
+
+typedef enum {
+#define XX(code) MW_API_S##code,
+    MW_METRICS_API_STATUS_MAP(XX)
+#undef XX
+        MW_API_S__COUNT
+} mw_api_status_t;
+
 typedef struct mw_metrics_s {
     uint64_t connections_total;
     uint64_t handshakes[MW_HS__COUNT];
@@ -72,6 +95,13 @@ typedef struct mw_metrics_s {
     uint64_t http_client_timeouts;  /* past its timeout */
     uint64_t http_client_too_large; /* past http_client.max_response or max_headers */
     uint64_t http_client_refused;   /* not started: http_client.max_concurrent */
+    uint64_t api[MW_API__COUNT][MW_API_S__COUNT]; /* server API requests by method, status */
+    uint64_t queue_applied;  /* queue entries applied (and acknowledged) */
+    uint64_t queue_bad;      /* queue entries refused (bad fields, bad JSON, refused): acked */
+    uint64_t queue_claimed;  /* entries of a dead consumer claimed by this node */
+    uint64_t queue_read_failures; /* XREADGROUP / XAUTOCLAIM / XACK that Redis did not answer */
+    uint64_t queue_pushed;   /* moonwire.queue.push entries Redis took */
+    uint64_t queue_push_failures; /* and those it did not */
     uint64_t loop_lag_ms; /* how late the last 500 ms probe timer ran */
     uint64_t loop_lag_ms_max;
     /* Gauges as mw_gauges_publish last copied them, for other workers. */

@@ -138,7 +138,7 @@ describe("moonwire.sleep", function()
     ]])
     local ann = helpers.connect(app)
     ann:send("x")
-    assert.same({ "this can only wait in on_upgrade, on_open, on_message, on_close or a timer callback" },
+    assert.same({ "this can only wait in on_upgrade, on_open, on_message, on_close, on_request, on_api or a timer callback" },
       helpers.texts(ann))
     app:close()
   end)

@@ -833,12 +833,123 @@ static void test_http_unescape_keeps_malformed_escapes_literal(void **state)
     assert_unescape("%%41", 0, "%A", 2);
 }
 
+
+/* Bodies (api.max_body) ------------------------------------------------------------------- */
+
+#define POST_HEAD "POST /api/publish HTTP/1.1\r\nHost: x\r\n"
+
+static void body_req(mw_http_req_t *req, size_t max_body)
+{
+    mw_http_req_close(req);
+    mw_http_req_init(req, MAX_HEAD);
+    mw_http_req_set_max_body(req, max_body);
+}
+
+static void test_http_feed_keeps_a_body_given_by_content_length(void **state)
+{
+    mw_http_req_t *req = *state;
+    const char *s = POST_HEAD "Content-Length: 11\r\n\r\nhello worldGET / HTTP/1.1\r\n";
+    size_t consumed;
+
+    body_req(req, 64);
+    assert_rc(feed_str(req, s, &consumed), 0);
+    assert_int_equal(consumed, strstr(s, "GET") - s); /* the next request stays */
+    assert_int_equal(req->body_len, 11);
+    assert_memory_equal(req->body, "hello world", 11);
+    assert_false(req->body_too_big);
+}
+
+static void test_http_feed_keeps_a_body_that_comes_byte_by_byte(void **state)
+{
+    mw_http_req_t *req = *state;
+    const char *s = POST_HEAD "Content-Length: 300\r\n\r\n";
+    char body[300];
+    size_t consumed;
+    int r = MW_EAGAIN;
+
+    memset(body, 'b', sizeof(body));
+    body_req(req, 1024);
+    assert_rc(feed_str(req, s, &consumed), MW_EAGAIN);
+    for (size_t i = 0; i < sizeof(body); i++) {
+        r = mw_http_feed(req, body + i, 1, &consumed);
+        assert_int_equal(consumed, 1);
+        if (i + 1 < sizeof(body))
+            assert_rc(r, MW_EAGAIN);
+    }
+    assert_rc(r, 0);
+    assert_int_equal(req->body_len, 300);
+    assert_memory_equal(req->body, body, 300);
+}
+
+static void test_http_feed_takes_a_chunked_body_out_of_its_chunks(void **state)
+{
+    mw_http_req_t *req = *state;
+    const char *s = POST_HEAD "Transfer-Encoding: chunked\r\n\r\n"
+                              "5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n";
+
+    body_req(req, 64);
+    parse_ok(req, POST_HEAD "\r\n"); /* resets; then the real one */
+    body_req(req, 64);
+    assert_rc(feed_str(req, s, NULL), 0);
+    assert_int_equal(req->body_len, 11);
+    assert_memory_equal(req->body, "hello world", 11);
+}
+
+static void test_http_feed_refuses_a_content_length_over_max_body_on_the_head(void **state)
+{
+    mw_http_req_t *req = *state;
+    const char *s = POST_HEAD "Content-Length: 65\r\n\r\n";
+    size_t consumed;
+
+    body_req(req, 64);
+    assert_rc(feed_str(req, s, &consumed), 0); /* complete: to be answered 413 */
+    assert_true(req->body_too_big);
+    assert_int_equal(req->body_len, 0);
+    assert_path(req, "/api/publish");
+}
+
+static void test_http_feed_refuses_a_chunked_body_once_past_max_body(void **state)
+{
+    mw_http_req_t *req = *state;
+    const char *s = POST_HEAD "Transfer-Encoding: chunked\r\n\r\n20\r\n";
+    char chunk[32];
+
+    memset(chunk, 'c', sizeof(chunk));
+    body_req(req, 40);
+    assert_rc(feed_str(req, s, NULL), MW_EAGAIN);
+    assert_rc(feed_str(req, "", NULL), MW_EAGAIN);
+    {
+        size_t consumed;
+        assert_rc(mw_http_feed(req, chunk, 32, &consumed), MW_EAGAIN);
+        assert_rc(feed_str(req, "\r\n20\r\n", NULL), MW_EAGAIN);
+        assert_rc(mw_http_feed(req, chunk, 32, &consumed), 0);
+    }
+    assert_true(req->body_too_big);
+    assert_true(req->body_len <= 40);
+}
+
+static void test_http_feed_without_max_body_leaves_the_body_to_the_head_buffer(void **state)
+{
+    mw_http_req_t *req = *state;
+    const char *s = POST_HEAD "Content-Length: 5\r\n\r\nhello";
+
+    parse_ok(req, s);
+    assert_null(req->body);
+    assert_true(req->has_body);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_req, teardown_req)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_http_accept_key_matches_the_rfc_6455_example),
+        T(test_http_feed_keeps_a_body_given_by_content_length),
+        T(test_http_feed_keeps_a_body_that_comes_byte_by_byte),
+        T(test_http_feed_takes_a_chunked_body_out_of_its_chunks),
+        T(test_http_feed_refuses_a_content_length_over_max_body_on_the_head),
+        T(test_http_feed_refuses_a_chunked_body_once_past_max_body),
+        T(test_http_feed_without_max_body_leaves_the_body_to_the_head_buffer),
         T(test_http_feed_parses_a_request_delivered_whole),
         T(test_http_feed_parses_a_request_delivered_byte_by_byte),
         T(test_http_feed_gives_the_same_result_at_every_split_point),

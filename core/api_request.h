@@ -1,0 +1,18 @@
+/* on_request: the app answers plain HTTP requests of its own (webhooks,
+ * small endpoints) that no other part of the server takes (api_request.c).
+ */
+#ifndef MOONWIRE_API_REQUEST_H
+#define MOONWIRE_API_REQUEST_H
+
+typedef struct mw_conn_s mw_conn_t;
+
+/* Runs the app's on_request for the complete request in c->http, when the
+ * app has one: the reply follows, now or once the hook has finished
+ * (it may wait). Returns 1 when it took the request, 0 when the app has no
+ * on_request. */
+int mw_hook_request(mw_conn_t *c);
+
+/* c is being released: a reply still to come for it goes nowhere. */
+void mw_hook_request_forget(mw_conn_t *c);
+
+#endif
