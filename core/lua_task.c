@@ -276,7 +276,7 @@ static void task_run(mw_lua_task_t *t, int nargs)
         if (t->done != NULL)
             task_done(t, 0, 0);
     }
-    if (t->waits != NULL
+    if (t->waits != NULL)
         waits_release(lh, t->waits);
 }
 

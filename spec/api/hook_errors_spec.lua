@@ -224,7 +224,7 @@ return app
     srv:close()
     assert.matches(("warn app: %s:3: app.onMessage is not a hook, so moonwire never calls it (did you mean on_message?)"):format(path), logs, 1, true)
     assert.matches(("warn app: %s:7: app.on_mesage is not a hook, so moonwire never calls it (did you mean on_message?)"):format(path), logs, 1, true)
-    assert.matches(("warn app: %s:8: app.on_join is not a hook, so moonwire never calls it (the hooks are on_upgrade, on_open, on_message, on_close, on_error, on_start, on_reload)"):format(path), logs, 1, true)
+    assert.matches(("warn app: %s:8: app.on_join is not a hook, so moonwire never calls it (the hooks are on_upgrade, on_open, on_message, on_close, on_error, on_start, on_reload, on_api, on_request)"):format(path), logs, 1, true)
     assert.not_matches("helper", logs, 1, true)
   end)
 

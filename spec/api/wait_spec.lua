@@ -117,7 +117,7 @@ describe("moonwire.sleep", function()
 
   it("refuses a sleep longer than lua.max_sleep, in the hook that asked", function()
     local ann = helpers.connect(srv)
-    ann:send("sleep 61")
+    assert.error_matches(function() ann:send("sleep 61") end, "lua.max_sleep", 1, true)
     assert.same({ "error: bad argument #1 to 'sleep' (seconds must be from 0 to lua.max_sleep (60.0))" },
       (function()
         local out = {}
@@ -150,7 +150,7 @@ describe("lua.max_waiting", function()
     local a, b, c = helpers.connect(srv), helpers.connect(srv), helpers.connect(srv)
     a:send("sleep 1")
     b:send("sleep 1")
-    c:send("sleep 1")
+    assert.error_matches(function() c:send("sleep 1") end, "too many hooks waiting", 1, true)
     local errors = helpers.texts(a) -- on_error broadcasts it
     helpers.drain(b)
     assert.equal(1, #errors)
@@ -242,7 +242,7 @@ describe("on_upgrade that waits", function()
 
   it("answers 500 when it fails after waiting", function()
     local bad = assert(srv:connect("/?name=bad&sleep=1&fail=1"))
-    srv:advance(1000)
+    assert.error_matches(function() srv:advance(1000) end, "on_upgrade failed for bad", 1, true)
     assert.equal(500, bad.status)
     assert.matches("moonwire_handshakes_total{result=\"error\"} 1", srv:metrics(), 1, true)
   end)
