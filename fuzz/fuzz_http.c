@@ -8,7 +8,7 @@
  * connection (pipelining), as conn.c does.
  */
 #include "http.h"
-#include "static.h"
+#include "static_http.h"
 #include "moonwire/error.h"
 
 #include <stdlib.h>
