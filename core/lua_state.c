@@ -5,7 +5,6 @@
  * unless on_error says otherwise. See lua_state.h.
  */
 #include "lua_state.h"
-#include "lua_host.h"
 #include "conn.h"
 #include "lua_watchdog.h"
 #include "node.h"

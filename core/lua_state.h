@@ -179,4 +179,15 @@ void mw__lua_hook_failed(mw_lua_t *lh, mw_conn_t *c, const char *what, int statu
  * fails it as one that ran out of memory. */
 void mw__lua_unpushed(mw_lua_t *lh, mw_conn_t *c, const char *what);
 
+/* Told what the hosts log about their apps, besides the log line: each
+ * failure of a hook (MW_LOG_ERROR; text is the log line without its "app: ",
+ * traceback the Lua traceback or "") and each warning about an app's table
+ * (MW_LOG_WARN: a key that looks like a hook but is none, such as
+ * app.onMessage), with the node whose host it is. One per process, like the
+ * log sink: moonwire.sim raises the failures in the spec whose call ran the
+ * hook, --check counts the warnings. NULL: none. */
+typedef void (*mw_lua_report_cb)(mw_node_t *node, int level, const char *text,
+                                 const char *traceback);
+void mw_lua_set_reporter(mw_lua_report_cb cb);
+
 #endif

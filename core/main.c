@@ -4,6 +4,7 @@
  * a listener fails to start; 2 for a bad flag or configuration key.
  */
 #include "lua_host.h"
+#include "lua_state.h"
 #include "moonwire/config.h"
 #include "moonwire/deadline.h"
 #include "moonwire/error.h"

@@ -22,6 +22,7 @@
 #include "cluster.h"
 #include "gauges.h"
 #include "lua_host.h"
+#include "lua_state.h"
 #include "node.h"
 #include "outq.h"
 #include "registry.h"
