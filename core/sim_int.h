@@ -1,4 +1,4 @@
-/* Private to sim.c and sim_client.c: a sim server, the server side of its
+/* Private to sim.c, sim_client.c and sim_report.c: a sim server, the server side of its
  * in-memory connections, and the client objects specs hold.
  */
 #ifndef MOONWIRE_SIM_INT_H
@@ -11,6 +11,7 @@
 #include "list.h"
 #include "registry.h"
 #include "moonwire/config.h"
+#include "moonwire/log.h"
 #include "moonwire/server.h"
 
 #include <stddef.h>
@@ -78,5 +79,30 @@ void mw__sim_feed(sim_conn_t *sc, const uint8_t *data, size_t len);
  * and its length in *out, or NULL when out of memory. */
 uint8_t *mw__sim_client_frame(int fin, uint8_t opcode, const uint8_t *data, size_t len,
                               size_t *out);
+
+/* sim_report.c: the log capture and the host's reports. */
+
+/* Reads sim.new's options hook_errors and warnings (in the table at opts)
+ * into ss. Returns 0, or -1 with the error message pushed. */
+int mw__sim_report_options(lua_State *L, int opts, sim_server_t *ss);
+
+/* Before a server's app loads: the log goes to the capture at level, the
+ * host's reports here, and those of a node not known yet to ss (NULL once
+ * it has loaded). */
+void mw__sim_report_loading(sim_server_t *ss, mw_log_level_t level);
+
+/* The server is alive (its reports find it by node), or no longer. */
+void mw__sim_report_live(sim_server_t *ss);
+void mw__sim_report_dead(sim_server_t *ss);
+
+/* What the spec gets from a server's finalizer: nothing raised, nothing kept. */
+void mw__sim_report_forget(sim_server_t *ss);
+
+/* Pushes the log lines captured since the last call (srv:logs), and forgets them. */
+void mw__sim_logs_push(lua_State *L);
+
+/* At the interpreter's end: the capture, the sink, the reporter and the
+ * warnings printed go. */
+void mw__sim_report_end(void);
 
 #endif
