@@ -427,6 +427,24 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *ud)
             goto fail;                                                                             \
     } while (0)
 
+/* The multi handle, made at the first call: libcurl opens a socket pair
+ * for it, which a server whose app makes no call should not hold. Returns
+ * 0, or -1 when libcurl could not make it. */
+static int multi_ready(curl_client_t *cc, const mw_config_t *cfg)
+{
+    if (cc->multi != NULL)
+        return 0;
+    if ((cc->multi = curl_multi_init()) == NULL)
+        return -1;
+    curl_multi_setopt(cc->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(cc->multi, CURLMOPT_SOCKETDATA, cc);
+    curl_multi_setopt(cc->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    curl_multi_setopt(cc->multi, CURLMOPT_TIMERDATA, cc);
+    /* Connections kept for reuse, at most as many as calls may run. */
+    curl_multi_setopt(cc->multi, CURLMOPT_MAXCONNECTS, (long)cfg->http_client_max_concurrent);
+    return 0;
+}
+
 static int curl_start(mw_http_client_t *hc, mw_http_call_t *call, const mw_http_request_t *req,
                       const char **why)
 {
@@ -494,7 +512,7 @@ static int curl_start(mw_http_client_t *hc, mw_http_call_t *call, const mw_http_
         cd->headers = l;
     }
     SET(CURLOPT_HTTPHEADER, cd->headers);
-    if (curl_multi_add_handle(cc->multi, e) != CURLM_OK) {
+    if (multi_ready(cc, hc->cfg) != 0 || curl_multi_add_handle(cc->multi, e) != CURLM_OK) {
         *why = "the HTTP client could not take the request";
         goto fail;
     }
@@ -522,7 +540,8 @@ static void teardown(curl_client_t *cc)
     mw_timer_stop(cc->timers, &cc->timer);
     /* Closes the kept connections: libcurl says CURL_POLL_REMOVE for each,
      * and their polls close. */
-    curl_multi_cleanup(cc->multi);
+    if (cc->multi != NULL)
+        curl_multi_cleanup(cc->multi);
     curl_share_cleanup(cc->share);
     cc->multi = NULL;
     if (cc->handles == 0)
@@ -564,27 +583,18 @@ int mw_http_client_new(mw_http_client_t **out, uv_loop_t *loop, mw_timers_t *tim
     cc->loop = loop;
     cc->timers = timers;
     mw_timer_init(&cc->timer, on_timer, cc);
-    cc->multi = curl_multi_init();
     cc->share = curl_share_init();
-    if (cc->multi == NULL || cc->share == NULL ||
+    if (cc->share == NULL ||
         curl_share_setopt(cc->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK ||
         curl_share_setopt(cc->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
         snprintf(err, errlen, "http client: libcurl could not make its handles");
         goto fail;
     }
-    curl_multi_setopt(cc->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(cc->multi, CURLMOPT_SOCKETDATA, cc);
-    curl_multi_setopt(cc->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-    curl_multi_setopt(cc->multi, CURLMOPT_TIMERDATA, cc);
-    /* Connections kept for reuse, at most as many as calls may run. */
-    curl_multi_setopt(cc->multi, CURLMOPT_MAXCONNECTS, (long)cfg->http_client_max_concurrent);
     mw_http_client_init(&cc->hc, &curl_ops, cc, cfg, metrics);
     *out = &cc->hc;
     return 0;
 
 fail:
-    if (cc->multi != NULL)
-        curl_multi_cleanup(cc->multi);
     if (cc->share != NULL)
         curl_share_cleanup(cc->share);
     free(cc);
