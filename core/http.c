@@ -32,6 +32,11 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     uint32_t off = (uint32_t)(at - req->buf);
     mw_http_header_t *h;
 
+    /* Trailers of a chunked body: not the head's, and possibly read from the
+     * peer's buffer rather than ours (feed_body), where offsets mean nothing. */
+    if (req->head_done)
+        return 0;
+
     if (req->nheaders == 0 || req->in_value) {
         if (req->nheaders == MW_HTTP_MAX_HEADERS) {
             req->too_many = 1;
@@ -54,6 +59,9 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     mw_http_req_t *req = p->data;
     uint32_t off = (uint32_t)(at - req->buf);
     mw_http_header_t *h = &req->headers[req->nheaders - 1];
+
+    if (req->head_done)
+        return 0; /* a trailer's (on_header_field) */
 
     if (!req->in_value) {
         h->value_off = off;

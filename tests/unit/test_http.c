@@ -895,6 +895,29 @@ static void test_http_feed_takes_a_chunked_body_out_of_its_chunks(void **state)
     assert_memory_equal(req->body, "hello world", 11);
 }
 
+/* Trailer fields after a chunked body that came in a later read than the
+ * head are not the head's: they are dropped, and the head's fields stay as
+ * they were (the fuzzer found them once taken at offsets from another buffer). */
+static void test_http_feed_drops_trailers_of_a_body_read_apart_from_the_head(void **state)
+{
+    mw_http_req_t *req = *state;
+    const char *head = POST_HEAD "Transfer-Encoding: chunked\r\nX-A: 1\r\n\r\n";
+    const char *rest = "5\r\nhello\r\n0\r\nX-Trailer: yes\r\nX-B: 2\r\n\r\n";
+    size_t consumed, len;
+    const char *v;
+
+    body_req(req, 64);
+    assert_rc(feed_str(req, head, &consumed), MW_EAGAIN);
+    assert_rc(mw_http_feed(req, rest, strlen(rest), &consumed), 0);
+    assert_int_equal(req->body_len, 5);
+    assert_null(mw_http_header(req, "X-Trailer", 0, &len));
+    assert_null(mw_http_header(req, "X-B", 0, &len));
+    v = mw_http_header(req, "X-A", 0, &len);
+    assert_non_null(v);
+    assert_int_equal(len, 1);
+    assert_memory_equal(v, "1", 1);
+}
+
 static void test_http_feed_refuses_a_content_length_over_max_body_on_the_head(void **state)
 {
     mw_http_req_t *req = *state;
@@ -947,6 +970,7 @@ int main(void)
         T(test_http_feed_keeps_a_body_given_by_content_length),
         T(test_http_feed_keeps_a_body_that_comes_byte_by_byte),
         T(test_http_feed_takes_a_chunked_body_out_of_its_chunks),
+        T(test_http_feed_drops_trailers_of_a_body_read_apart_from_the_head),
         T(test_http_feed_refuses_a_content_length_over_max_body_on_the_head),
         T(test_http_feed_refuses_a_chunked_body_once_past_max_body),
         T(test_http_feed_without_max_body_leaves_the_body_to_the_head_buffer),
