@@ -241,6 +241,33 @@ def test_batch_applies_its_commands_in_order_and_answers_each(server):
     run(go())
 
 
+def test_empty_lists_are_json_arrays_and_an_empty_presence_an_object(server):
+    # history of a topic nobody published to: "messages" is [], not {}.
+    st, res = call(server, "history", {"topic": "h:never"})
+    assert st == 200 and res["result"]["messages"] == [], res
+    # presence of a topic without members: a map, so {}.
+    st, res = call(server, "presence", {"topic": "nobody-here"})
+    assert (st, res) == (200, {"result": {"presence": {}}})
+    # a batch without commands: "results" is [].
+    st, res = call(server, "batch", {"commands": []})
+    assert (st, res) == (200, {"result": {"results": []}})
+    # and inside a batch, the same answers as alone.
+    st, res = call(server, "batch", {"commands": [
+        {"method": "history", "params": {"topic": "h:never"}},
+        {"method": "presence", "params": {"topic": "nobody-here"}},
+        {"method": "batch", "params": {}}]})
+    assert st == 200
+    results = res["result"]["results"]
+    assert results[0]["result"]["messages"] == []
+    assert results[1] == {"result": {"presence": {}}}
+    assert results[2]["error"]["code"] == 400
+    # What is not empty is as before.
+    st, res = call(server, "publish", {"topic": "h:some", "data": "x"})
+    assert st == 200
+    st, res = call(server, "history", {"topic": "h:some"})
+    assert res["result"]["messages"] == ["x"]
+
+
 def test_each_refusal_has_its_status_and_a_message(server):
     # 400: bad JSON, not an object, missing field (named), wrong type (named).
     st, res = call(server, "publish", body="{bad")
