@@ -183,6 +183,11 @@ int mw_hook_request(mw_conn_t *c)
     return 1;
 }
 
+int mw_hook_request_defined(const mw_conn_t *c)
+{
+    return c->conns->node->lua->hooks[MW_HOOK_REQUEST] != LUA_NOREF;
+}
+
 void mw_hook_request_forget(mw_conn_t *c)
 {
     if (c->hook_req != NULL) {

@@ -436,6 +436,51 @@ def test_on_request_answers_paths_nobody_else_takes(server):
     run(go())
 
 
+def test_on_request_takes_paths_without_a_file_when_static_files_are_on(start_server, tmp_script,
+                                                                        tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "index.html").write_text("<p>home</p>")
+    (root / "page.txt").write_text("a file")
+    server = start_server(tmp_script(APP), config="""return {
+      api = { key = "%s" }, static = { root = "%s" },
+    }""" % (KEY, root))
+
+    def get(method, path, body=None):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        try:
+            conn.request(method, path, body=body)
+            r = conn.getresponse()
+            return r.status, r.read(), r.getheader("X-From")
+        finally:
+            conn.close()
+    # A file that exists is still a static file, for every method it takes.
+    assert get("GET", "/page.txt")[:2] == (200, b"a file")
+    assert get("GET", "/")[:2] == (200, b"<p>home</p>")
+    assert get("HEAD", "/page.txt")[:2] == (200, b"")
+    # A path without a file goes to on_request, whatever the method.
+    assert get("GET", "/hook") == (201, b"method=GET body=", "lua")
+    assert get("POST", "/hook", body="payload") == (201, b"method=POST body=payload", "lua")
+    # on_request returning nothing, or no file and no hook: 404.
+    status, body, _ = get("GET", "/nothing")
+    assert status == 404
+    # The API and the built-in endpoints come first, as before.
+    st, res = call(server, "info", {})
+    assert st == 200
+    assert get("GET", "/healthz")[:2] == (200, b"ok\n")
+
+    # Without on_request, static files answer for every path as before.
+    plain = start_server(tmp_script("return {}"),
+                         config='return { static = { root = "%s" } }' % root)
+    conn = http.client.HTTPConnection("127.0.0.1", plain.port, timeout=5)
+    conn.request("POST", "/hook", body="x")
+    r = conn.getresponse()
+    assert (r.status, r.getheader("Allow")) == (405, "GET, HEAD")
+    r.read()
+    conn.close()
+    assert urllib.request.urlopen(plain.http + "/page.txt", timeout=5).read() == b"a file"
+
+
 def test_api_listen_serves_the_api_alone_and_takes_it_off_the_others(start_server, tmp_script):
     from conftest import free_port
     api_port = free_port()
