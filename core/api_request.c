@@ -27,7 +27,8 @@
 #define RESULTS 3 /* status, body, headers */
 
 typedef struct mw_hook_req_s {
-    mw_conn_t *c; /* NULL once the connection is released */
+    mw_conn_t *c;      /* NULL once the connection is released */
+    mw_conns_t *conns; /* its books, which outlive it */
 } mw_hook_req_t;
 
 static void reply(mw_conn_t *c, int status, const char *body, size_t len, const char *headers)
@@ -123,6 +124,7 @@ static void on_done(mw_lua_t *lh, mw_conn_t *unused, int ok, const void *ud)
     lua_State *co = mw_lua_state(lh);
 
     (void)unused; /* the task runs for no connection: r->c is the request's */
+    r->conns->requests_running--;
     free(r);
     if (c != NULL)
         c->hook_req = NULL;
@@ -175,7 +177,9 @@ int mw_hook_request(mw_conn_t *c)
     mw__lua_push_hook(lh, MW_HOOK_REQUEST);
     lua_insert(L, -2); /* the hook under the request */
     r->c = c;
+    r->conns = c->conns;
     c->hook_req = r;
+    c->conns->requests_running++;
     {
         const mw_lua_then_t then = {on_done, r, RESULTS};
         mw_lua_spawn_then(lh, NULL, "on_request", 1, &then);

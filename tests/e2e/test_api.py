@@ -10,7 +10,10 @@ import asyncio
 import base64
 import http.client
 import json
+import signal
 import socket
+import threading
+import time
 import urllib.request
 
 import pytest
@@ -521,3 +524,58 @@ def _port_open(port):
             return True
     except OSError:
         return False
+
+
+DRAIN_APP = """
+local mw = require "moonwire"
+local app = {}
+function app.on_api(method, params)
+  if params.sleep then mw.sleep(params.sleep) end
+end
+function app.on_request(req)
+  mw.sleep(tonumber(req.query.s))
+  return 200, "slept " .. req.query.s
+end
+return app
+"""
+
+
+def test_a_drain_waits_for_running_requests_then_answers_503(start_server, tmp_script):
+    # close_timeout (1 s) is shorter than the requests: while draining they run
+    # on up to shutdown_timeout (4 s); what is still running then gets 503.
+    server = start_server(tmp_script(DRAIN_APP), config="""return {
+      api = { key = "%s" }, limits = { shutdown_timeout = 4, close_timeout = 1 },
+    }""" % KEY)
+    got = {}
+
+    def ask(name, method, path, body=None, headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            got[name] = (r.status, r.read().decode(), r.getheader("Retry-After"))
+        except OSError as e:
+            got[name] = ("no answer", repr(e), None)
+        finally:
+            conn.close()
+    threads = [
+        threading.Thread(target=ask, args=("api", "POST", "/api/info", '{"sleep": 1.5}',
+                                           {"X-API-Key": KEY})),
+        threading.Thread(target=ask, args=("short", "GET", "/slow?s=1.5")),
+        threading.Thread(target=ask, args=("long", "GET", "/slow?s=60")),
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)  # the three are running
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    for t in threads:
+        t.join(timeout=30)
+    assert got["api"][0] == 200 and json.loads(got["api"][1])["result"]["connections"] == 0
+    assert got["short"][:2] == (200, "slept 1.5")
+    assert got["long"][0] == 503 and "shutting down" in got["long"][1], got["long"]
+    assert got["long"][2] == "5"
+    assert time.monotonic() - started < 15
+    assert server.stop() == 0
+    assert "1 API request(s) or on_request hook(s) still running after 4000 ms; answered 503" \
+        in server.log()
