@@ -553,6 +553,7 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
     SWAP(queue_block);
     SWAP(queue_claim_after);
     SWAP(queue_max_pending);
+    SWAP(queue_max_deliveries);
     SWAP(queue_push_maxlen);
     SWAP(static_root);
     SWAP(static_index);
