@@ -4,7 +4,7 @@
  * 413), and the JSON answer, counted by method and status. The methods run
  * in the Lua state (api_methods.c) and may wait for Redis; meanwhile the
  * connection waits for its answer, bounded by limits.close_timeout like any
- * reply.
+ * reply (while the server drains, by limits.shutdown_timeout: server.c).
  */
 #include "api.h"
 #include "acl.h"

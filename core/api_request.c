@@ -2,7 +2,8 @@
  * server API, static files nor WebSocket upgrades go to the app, which
  * returns status, body, headers (nothing: 404). The hook runs as a task
  * that may wait (mw_lua_spawn_then); the connection waits for its reply,
- * bounded by limits.close_timeout like any reply. req is the table
+ * bounded by limits.close_timeout like any reply (while the server drains,
+ * by limits.shutdown_timeout: server.c). req is the table
  * on_upgrade gets, with the body (read up to api.max_body) as req.body.
  * Every returned value is checked: a status from 100 to 599 (else 500),
  * a string body, header names and values without CR, LF or ':' in names,

@@ -398,12 +398,12 @@ static void on_drain_timeout(mw_timer_t *t)
     mw_conns_t *cs = &srv->conns;
     size_t refused = refuse_running(cs);
 
-    if (refused > 0)
+    if (refused > 0) {
         mw_log_warn("drain: %zu API request(s) or on_request hook(s) still running after %u ms; "
                     "answered 503",
                     refused, srv->cfg->shutdown_timeout);
-    if (refused > 0)
         mw_server_run_deferred(srv); /* the 503s go out before the cut */
+    }
     if (cs->count > 0)
         mw_log_warn("drain: %zu connection(s) still open after %u ms; closing them", cs->count,
                     srv->cfg->shutdown_timeout);
