@@ -4,7 +4,7 @@
  * 413), and the JSON answer, counted by method and status. The methods run
  * in the Lua state (api_methods.c) and may wait for Redis; meanwhile the
  * connection waits for its answer, bounded by limits.close_timeout like any
- * reply.
+ * reply (while the server drains, by limits.shutdown_timeout: server.c).
  */
 #include "api.h"
 #include "acl.h"
@@ -25,6 +25,7 @@
 /* A request whose method is running. */
 typedef struct mw_api_req_s {
     mw_conn_t *c; /* NULL once the connection is released */
+    mw_conns_t *conns; /* its books, which outlive it */
     int method;   /* MW_API_* */
 } mw_api_req_t;
 
@@ -98,6 +99,7 @@ static void on_answer(void *ud, int status, const char *body, size_t len)
     mw_api_req_t *r = ud;
     mw_conn_t *c = r->c;
 
+    r->conns->requests_running--;
     if (c != NULL) {
         c->api_req = NULL;
         count(c, r->method, status);
@@ -149,8 +151,10 @@ int mw_api_request(mw_conn_t *c, const char *path, size_t len)
         return 1;
     }
     r->c = c;
+    r->conns = c->conns;
     r->method = method;
     c->api_req = r;
+    c->conns->requests_running++;
     mw_api_run(node->lua, name, nlen, c->http->body, c->http->body_len, on_answer, r);
     return 1;
 }

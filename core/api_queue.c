@@ -12,9 +12,13 @@
  * acknowledged (XACK, on the command connection) once applied, or at once
  * when it is bad (no method, bad JSON, unknown method, refused): counted and
  * logged through a gate, never retried. An entry that failed for want of
- * Redis (503) is left pending. Entries that a consumer left pending for
+ * Redis (503) is left pending, unless Redis has delivered it
+ * queue.max_deliveries times already (its delivery count, from XPENDING on
+ * the queue's connection): then it is acknowledged there, counted as
+ * dropped and logged through a gate. Entries that a consumer left pending for
  * queue.claim_after (a node that died, or such a failure) are claimed with
- * XAUTOCLAIM by whichever node asks first, and applied there.
+ * XAUTOCLAIM by whichever node asks first (a delivery more), and applied
+ * there.
  */
 #include "api_queue.h"
 #include "api_methods.h"
@@ -48,8 +52,12 @@ struct mw_queue_s {
     int reading;       /* an XREADGROUP (or the XGROUP) is out */
     int claiming;      /* an XAUTOCLAIM is out */
     uint32_t applying; /* entries being applied */
+    uint32_t checking; /* of which, failed ones whose delivery count is asked: no claim
+                          meanwhile, so that one past queue.max_deliveries is not
+                          claimed again before its XACK */
     int stopping;
     mw_log_gate_t bad_gate;
+    mw_log_gate_t drop_gate;
 };
 
 /* One entry being applied. */
@@ -69,14 +77,16 @@ static void maybe_free(mw_queue_t *q)
     }
 }
 
-static void log_bad(mw_queue_t *q, const char *id, const char *why, size_t why_len)
+/* what: "refused and acknowledged", or "left pending" (for want of Redis). */
+static void log_bad(mw_queue_t *q, const char *id, const char *what, const char *why,
+                    size_t why_len)
 {
     uint64_t held;
     char more[64];
 
     if (mw_log_gate_pass(&q->bad_gate, 1000, &held))
-        mw_log_warn("queue: entry %s of %s refused and acknowledged: %.*s%s", id,
-                    q->node->cfg->queue_stream, (int)(why_len > 200 ? 200 : why_len), why,
+        mw_log_warn("queue: entry %s of %s %s: %.*s%s", id, q->node->cfg->queue_stream, what,
+                    (int)(why_len > 200 ? 200 : why_len), why,
                     mw_log_held_back(held, more, sizeof(more)));
 }
 
@@ -100,32 +110,106 @@ static void ack(mw_queue_t *q, const char *id)
         node->metrics->queue_read_failures++; /* left pending: claimed again later */
 }
 
+/* The end of an entry: the next ones may be read. Frees e. */
+static void done(entry_t *e)
+{
+    mw_queue_t *q = e->q;
+
+    q->applying--;
+    free(e);
+    if (q->stopping)
+        maybe_free(q);
+    else
+        read_more(q);
+}
+
+/* XPENDING's answer for an entry that failed for want of Redis:
+ * [[id, consumer, idle, deliveries]]. Past queue.max_deliveries it is
+ * acknowledged and dropped; else it stays pending, to be claimed again. */
+static void on_deliveries(void *reply, void *priv)
+{
+    entry_t *e = priv;
+    mw_queue_t *q = e->q;
+    const mw_config_t *cfg = q->node->cfg;
+    redisReply *r = reply;
+    const redisReply *p;
+
+    mw_rconn_replied(&q->rc);
+    q->checking--;
+    if (q->stopping) {
+        done(e);
+        return;
+    }
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        if (r == NULL || r->type == REDIS_REPLY_ERROR)
+            q->node->metrics->queue_read_failures++;
+        done(e); /* pending: its count is read again at its next failure */
+        return;
+    }
+    p = r->elements == 1 ? r->element[0] : NULL;
+    if (p != NULL && p->type == REDIS_REPLY_ARRAY && p->elements >= 4 &&
+        p->element[3]->type == REDIS_REPLY_INTEGER &&
+        p->element[3]->integer >= (long long)cfg->queue_max_deliveries) {
+        const char *argv[4] = {"XACK", cfg->queue_stream, cfg->queue_group, e->id};
+        size_t argl[4] = {4, strlen(argv[1]), strlen(argv[2]), strlen(e->id)};
+        uint64_t held;
+        char more[64];
+
+        if (mw_rconn_command(&q->rc, 4, argv, argl, on_acked, q->node) != 0) {
+            q->node->metrics->queue_read_failures++;
+            done(e); /* pending: dropped at its next failure */
+            return;
+        }
+        q->node->metrics->queue_dropped++;
+        if (mw_log_gate_pass(&q->drop_gate, 1000, &held))
+            mw_log_warn("queue: entry %s of %s failed for want of Redis on %lld deliveries "
+                        "(queue.max_deliveries): acknowledged and dropped%s",
+                        e->id, cfg->queue_stream, p->element[3]->integer,
+                        mw_log_held_back(held, more, sizeof(more)));
+    }
+    done(e);
+}
+
+/* An entry that failed for want of Redis (503): stays pending unless it has
+ * been delivered queue.max_deliveries times (asked with XPENDING). Takes e. */
+static void failed_for_redis(mw_queue_t *q, entry_t *e)
+{
+    const mw_config_t *cfg = q->node->cfg;
+    const char *argv[6] = {"XPENDING", cfg->queue_stream, cfg->queue_group, e->id, e->id, "1"};
+    size_t argl[6] = {8, strlen(argv[1]), strlen(argv[2]), strlen(e->id), strlen(e->id), 1};
+
+    if (mw_rconn_send(&q->rc, on_deliveries, e, 6, argv, argl) != 0) {
+        done(e); /* pending: its count is read again at its next failure */
+        return;
+    }
+    q->checking++;
+}
+
 static void on_applied(void *ud, int status, const char *body, size_t len)
 {
     entry_t *e = ud;
     mw_queue_t *q = e->q;
     mw_metrics_t *m = q->node->metrics;
 
-    q->applying--;
     m->api[e->method][mw_api_status_index(status)]++;
     if (!q->stopping) {
         if (status == 200) {
             m->queue_applied++;
             ack(q, e->id);
         } else if (status == 503) {
-            /* Redis or the outbox failed it: pending, to be claimed again. */
-            log_bad(q, e->id, body, len);
+            /* Redis or the outbox failed it: pending, to be claimed again,
+             * up to queue.max_deliveries times. The entry still counts as
+             * applying until that is known. */
+            log_bad(q, e->id, "left pending", body, len);
+            failed_for_redis(q, e);
+            return;
         } else {
             m->queue_bad++;
-            log_bad(q, e->id, body, len);
+            log_bad(q, e->id, "refused and acknowledged", body, len);
             ack(q, e->id);
         }
     }
-    free(e);
-    if (q->stopping)
-        maybe_free(q);
-    else
-        read_more(q);
+    done(e);
 }
 
 static const redisReply *field(const redisReply *fields, const char *name)
@@ -316,7 +400,8 @@ static void claim(mw_queue_t *q, uint64_t now)
     uint32_t every = cfg->queue_claim_after / 2 > TICK_MS ? cfg->queue_claim_after / 2 : TICK_MS;
     char idle[16], count[16];
 
-    if (q->claiming || !q->group_made || !q->rc.ready || now - q->claimed_at < every ||
+    if (q->claiming || q->checking > 0 || !q->group_made || !q->rc.ready ||
+        now - q->claimed_at < every ||
         q->applying + cfg->queue_read_count > cfg->queue_max_pending)
         return;
     q->claimed_at = now;

@@ -2,7 +2,8 @@
  * server API, static files nor WebSocket upgrades go to the app, which
  * returns status, body, headers (nothing: 404). The hook runs as a task
  * that may wait (mw_lua_spawn_then); the connection waits for its reply,
- * bounded by limits.close_timeout like any reply. req is the table
+ * bounded by limits.close_timeout like any reply (while the server drains,
+ * by limits.shutdown_timeout: server.c). req is the table
  * on_upgrade gets, with the body (read up to api.max_body) as req.body.
  * Every returned value is checked: a status from 100 to 599 (else 500),
  * a string body, header names and values without CR, LF or ':' in names,
@@ -27,7 +28,8 @@
 #define RESULTS 3 /* status, body, headers */
 
 typedef struct mw_hook_req_s {
-    mw_conn_t *c; /* NULL once the connection is released */
+    mw_conn_t *c;      /* NULL once the connection is released */
+    mw_conns_t *conns; /* its books, which outlive it */
 } mw_hook_req_t;
 
 static void reply(mw_conn_t *c, int status, const char *body, size_t len, const char *headers)
@@ -123,6 +125,7 @@ static void on_done(mw_lua_t *lh, mw_conn_t *unused, int ok, const void *ud)
     lua_State *co = mw_lua_state(lh);
 
     (void)unused; /* the task runs for no connection: r->c is the request's */
+    r->conns->requests_running--;
     free(r);
     if (c != NULL)
         c->hook_req = NULL;
@@ -175,12 +178,19 @@ int mw_hook_request(mw_conn_t *c)
     mw__lua_push_hook(lh, MW_HOOK_REQUEST);
     lua_insert(L, -2); /* the hook under the request */
     r->c = c;
+    r->conns = c->conns;
     c->hook_req = r;
+    c->conns->requests_running++;
     {
         const mw_lua_then_t then = {on_done, r, RESULTS};
         mw_lua_spawn_then(lh, NULL, "on_request", 1, &then);
     }
     return 1;
+}
+
+int mw_hook_request_defined(const mw_conn_t *c)
+{
+    return c->conns->node->lua->hooks[MW_HOOK_REQUEST] != LUA_NOREF;
 }
 
 void mw_hook_request_forget(mw_conn_t *c)

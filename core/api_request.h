@@ -12,6 +12,10 @@ typedef struct mw_conn_s mw_conn_t;
  * on_request. */
 int mw_hook_request(mw_conn_t *c);
 
+/* 1 when the app has an on_request hook (mw_hook_request would take a
+ * request), else 0. */
+int mw_hook_request_defined(const mw_conn_t *c);
+
 /* c is being released: a reply still to come for it goes nowhere. */
 void mw_hook_request_forget(mw_conn_t *c);
 

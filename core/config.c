@@ -186,6 +186,7 @@ static const key_t_ schema[] = {
     {"queue", "block", T_MS, F(queue_block)},
     {"queue", "claim_after", T_MS, F(queue_claim_after)},
     {"queue", "max_pending", T_U32, F(queue_max_pending)},
+    {"queue", "max_deliveries", T_U32, F(queue_max_deliveries)},
     {"queue", "push_maxlen", T_SIZE, F(queue_push_maxlen)},
     {"static", "root", T_STR, F(static_root)},
     {"static", "index", T_STR, F(static_index)},
@@ -291,6 +292,7 @@ int mw_config_init(mw_config_t *cfg)
     cfg->queue_block = 2000;
     cfg->queue_claim_after = 30000;
     cfg->queue_max_pending = 1024;
+    cfg->queue_max_deliveries = 5;
     cfg->queue_push_maxlen = 100000;
     cfg->app_ref = LUA_NOREF;
     if (mw_config_set_str(&cfg->static_index, "index.html") != 0 ||
@@ -330,6 +332,7 @@ void mw_config_close(mw_config_t *cfg)
     cfg->queue_block = 2000;
     cfg->queue_claim_after = 30000;
     cfg->queue_max_pending = 1024;
+    cfg->queue_max_deliveries = 5;
     cfg->queue_push_maxlen = 100000;
     cfg->app_ref = LUA_NOREF;
 }

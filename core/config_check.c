@@ -262,6 +262,10 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "config: 'queue.claim_after' and 'queue.block' must be above 0");
         return MW_ECONFIG;
     }
+    if (cfg->queue_max_deliveries < 1 || cfg->queue_max_deliveries > 1000) {
+        snprintf(err, errlen, "config: 'queue.max_deliveries' must be 1 to 1000");
+        return MW_ECONFIG;
+    }
     if (cfg->queue_push_maxlen < 1) {
         snprintf(err, errlen, "config: 'queue.push_maxlen' must be at least 1");
         return MW_ECONFIG;

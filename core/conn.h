@@ -114,6 +114,9 @@ struct mw_conns_s {
     mw_conn_t *sender; /* the connection whose input is being handled, or NULL */
     size_t count;      /* connections not yet released */
     int draining;      /* SIGTERM: no new requests or upgrades, the rest closing */
+    uint32_t requests_running; /* API requests and on_request hooks not finished, their
+                                  client there or gone (api.c, api_request.c): a drain
+                                  waits for them */
 
     /* The books of the queue bounds (backpressure.c). */
     mw_list_t backed_up;    /* backlogs of queues over max_buffered, oldest first */

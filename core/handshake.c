@@ -2,12 +2,12 @@
  * what the server installs as its connections' on_request.
  *
  * Order: built-in endpoints (/healthz, /metrics), the server API (/api/,
- * when api.key is set: api.c), then, when static files
- * are on, every request without an Upgrade header (core/static.c), then,
- * when the app has on_request, every other request without one
- * (api_request.c), then
- * WebSocket paths (RFC 6455 checks, origin allowlist, capacity, on_upgrade,
- * 101), then 404.
+ * when api.key is set: api.c), then, for a request without an Upgrade
+ * header: a static file, when static files are on and one answers it
+ * (core/static.c), then the app's on_request when it has one
+ * (api_request.c), then static.c's own refusal (404, 405) when static files
+ * are on; then WebSocket paths (RFC 6455 checks, origin allowlist,
+ * capacity, on_upgrade, 101), then 404.
  * Every refusal is a short text reply and a closed connection; the
  * built-in endpoints and static files may keep the connection for another
  * request (conn.c decides).
@@ -314,12 +314,15 @@ void mw_handshake_request(mw_conn_t *c)
         mw_conn_refuse(c, 413, "request body too large (api.max_body)", NULL);
         return;
     }
-    if (cfg->static_root != NULL && !mw_http_wants_upgrade(c->http)) {
-        mw_static_serve(c); /* GET and HEAD; other methods get 405 */
-        return;
+    if (!mw_http_wants_upgrade(c->http)) {
+        /* A file when there is one; else the app's own endpoints
+         * (on_request); else static.c refuses (404, or 405 for a method
+         * other than GET and HEAD). */
+        if (cfg->static_root != NULL && mw_static_serve(c, mw_hook_request_defined(c)))
+            return;
+        if (mw_hook_request(c))
+            return;
     }
-    if (!mw_http_wants_upgrade(c->http) && mw_hook_request(c))
-        return; /* the app's own endpoints (on_request) */
     if (mw_handshake_path_matches((const char *const *)cfg->ws_paths.items, cfg->ws_paths.n,
                                   path, len)) {
         upgrade(c);

@@ -30,7 +30,7 @@ static int build_request(lua_State *L)
     char addr[64];
     char *tmp;
 
-    lua_createtable(L, 0, 8);
+    lua_createtable(L, 0, 9);
     lua_pushstring(L, http_method_str((enum http_method)req->parser.method));
     lua_setfield(L, -2, "method");
     lua_pushlstring(L, path, len);
@@ -84,8 +84,12 @@ static int build_request(lua_State *L)
     }
     lua_setfield(L, -2, "headers");
 
+    /* req.addr, the client's address (behind a trusted proxy, the client it
+     * names); remote_addr is its older name, kept for existing apps. */
     mw_conn_addr(c, addr, sizeof(addr));
     lua_pushstring(L, addr);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "addr");
     lua_setfield(L, -2, "remote_addr");
     mw_addr_format(&c->peer, addr, sizeof(addr));
     lua_pushstring(L, addr);

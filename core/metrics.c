@@ -184,6 +184,10 @@ size_t mw_metrics_render(const mw_metrics_t *own, char **out)
     counter(&o, "moonwire_queue_bad_total",
             "Queue entries refused (bad fields or JSON, refused by on_api), acknowledged.",
             m->queue_bad);
+    counter(&o, "moonwire_queue_dropped_total",
+            "Queue entries that failed for want of Redis on their queue.max_deliveries-th "
+            "delivery: acknowledged and dropped.",
+            m->queue_dropped);
     counter(&o, "moonwire_queue_claimed_total",
             "Queue entries of a consumer gone for queue.claim_after, claimed by this node.",
             m->queue_claimed);

@@ -101,15 +101,16 @@ static const mw_conn_handlers_t conn_handlers = {
 };
 
 /* The end of every run of the turn's work: a drain is over when no
- * connection is left, no hook of a closed one waits for Redis, and the
- * backplane has sent what it holds. */
+ * connection is left, no hook of a closed one waits, no API request or
+ * on_request hook is still running, and the backplane has sent what it
+ * holds. */
 static void on_idle(mw_sched_t *s)
 {
     mw_server_t *srv = s->ud;
     void (*done)(mw_server_t *);
 
     if (!srv->conns.draining || srv->conns.count != 0 ||
-        mw_lua_conn_hooks_waiting(srv->node.lua) != 0 ||
+        mw_lua_conn_hooks_waiting(srv->node.lua) != 0 || srv->conns.requests_running != 0 ||
         (srv->node.cluster != NULL && mw_cluster_busy(srv->node.cluster)) ||
         srv->on_drained == NULL)
         return;
@@ -183,6 +184,12 @@ static void on_sweep(mw_timer_t *t)
         mw_conn_t *c = CONN_OF(head->next, timeout_link);
         if (now - c->tl_at < cfg->close_timeout)
             break;
+        if (cs->draining && c->state == MW_CONN_HTTP &&
+            (c->api_req != NULL || c->hook_req != NULL)) {
+            /* Draining: its request runs on, up to shutdown_timeout (then 503). */
+            mw_conn_set_tlist(c, MW_TL_CLOSING);
+            continue;
+        }
         /* The peer did not finish the closing handshake in time. */
         mw_conn_on_eof(c);
     }
@@ -361,11 +368,42 @@ void mw_server_pools_drain(void)
     mw_frame_pool_drain();
 }
 
+/* At the drain's end, the clients still waiting for an API request or an
+ * on_request hook get 503 (the task's late answer goes nowhere). Returns
+ * how many. */
+static size_t refuse_running(mw_conns_t *cs)
+{
+    mw_list_t *lists[] = {&cs->tl_closing, &cs->tl_handshake};
+    mw_list_t *it, *tmp;
+    size_t n = 0;
+
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+        mw_list_foreach_safe(it, tmp, lists[i])
+        {
+            mw_conn_t *c = CONN_OF(it, timeout_link);
+            if (c->state != MW_CONN_HTTP || (c->api_req == NULL && c->hook_req == NULL))
+                continue;
+            mw_api_forget(c);
+            mw_hook_request_forget(c);
+            mw_conn_refuse(c, 503, "server shutting down", "Retry-After: 5\r\n");
+            n++;
+        }
+    }
+    return n;
+}
+
 static void on_drain_timeout(mw_timer_t *t)
 {
     mw_server_t *srv = t->data;
     mw_conns_t *cs = &srv->conns;
+    size_t refused = refuse_running(cs);
 
+    if (refused > 0) {
+        mw_log_warn("drain: %zu API request(s) or on_request hook(s) still running after %u ms; "
+                    "answered 503",
+                    refused, srv->cfg->shutdown_timeout);
+        mw_server_run_deferred(srv); /* the 503s go out before the cut */
+    }
     if (cs->count > 0)
         mw_log_warn("drain: %zu connection(s) still open after %u ms; closing them", cs->count,
                     srv->cfg->shutdown_timeout);
@@ -515,6 +553,7 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
     SWAP(queue_block);
     SWAP(queue_claim_after);
     SWAP(queue_max_pending);
+    SWAP(queue_max_deliveries);
     SWAP(queue_push_maxlen);
     SWAP(static_root);
     SWAP(static_index);

@@ -416,7 +416,9 @@ static int server_connect(lua_State *L)
 
     if (opts != 0) {
         luaL_checktype(L, 3, LUA_TTABLE);
-        if (lua_getfield(L, 3, "remote_addr") == LUA_TSTRING)
+        /* addr, or remote_addr, its older name (kept for existing specs). */
+        if (lua_getfield(L, 3, "addr") == LUA_TSTRING ||
+            (lua_pop(L, 1), lua_getfield(L, 3, "remote_addr")) == LUA_TSTRING)
             ip = lua_tostring(L, -1);
         lua_pop(L, 1);
     }
@@ -426,7 +428,7 @@ static int server_connect(lua_State *L)
     else if (inet_pton(AF_INET6, ip, &addr.in6.sin6_addr) == 1)
         addr.in6.sin6_family = AF_INET6;
     else
-        return luaL_argerror(L, 3, "remote_addr is not an IP address");
+        return luaL_argerror(L, 3, "addr is not an IP address");
 
     req = lua_newuserdatauv(L, sizeof(*req), 0); /* scratch */
     req->len = 0;

@@ -356,6 +356,16 @@ static void reply_rep(mw_conn_t *c, const char *path, size_t plen, mw_static_rep
     }
 }
 
+/* No file for the request: 0 when the caller takes it elsewhere (pass), else
+ * the 404 (detail for the debug log) and 1. */
+static int no_file(mw_conn_t *c, int pass, const char *detail, int head)
+{
+    if (pass)
+        return 0;
+    not_found(c, detail, head);
+    return 1;
+}
+
 static void reply_error(mw_conn_t *c, int err, int head)
 {
     switch (err) {
@@ -384,7 +394,7 @@ static int ranged(const mw_http_req_t *req, int head)
     return !head && mw_http_header(req, "Range", 0, &len) != NULL;
 }
 
-void mw_static_serve(mw_conn_t *c)
+int mw_static_serve(mw_conn_t *c, int pass)
 {
     const mw_config_t *cfg = c->conns->cfg;
     const mw_http_req_t *req = c->http;
@@ -397,36 +407,34 @@ void mw_static_serve(mw_conn_t *c)
     int r, dir, has_gz = 0, want_gz = 0, zippable = 0, n;
 
     if (method != HTTP_GET && !head) {
+        if (pass)
+            return 0;
         reply_text(c, 405, "only GET and HEAD are allowed here", NULL, "Allow: GET, HEAD\r\n", 0);
-        return;
+        return 1;
     }
     r = mw_static_path_normalize(raw, raw_len, rel, sizeof(rel), &rel_len);
     if (r == MW_EINVAL) {
+        if (pass)
+            return 0;
         reply_text(c, 400, "malformed percent escape in the path", NULL, NULL, head);
-        return;
+        return 1;
     }
-    if (r != 0) {
-        not_found(c, "refused path (.., dotfile, backslash or control character)", head);
-        return;
-    }
+    if (r != 0)
+        return no_file(c, pass, "refused path (.., dotfile, backslash or control character)", head);
     while (root_len > 0 && cfg->static_root[root_len - 1] == '/')
         root_len--;
     dir = rel[rel_len - 1] == '/';
     n = snprintf(path, sizeof(path), "%.*s%s%s", (int)root_len, cfg->static_root, rel,
                  dir ? cfg->static_index : "");
-    if (n < 0 || (size_t)n >= sizeof(path) || stat(path, &st) != 0) {
-        not_found(c, NULL, head);
-        return;
-    }
+    if (n < 0 || (size_t)n >= sizeof(path) || stat(path, &st) != 0)
+        return no_file(c, pass, NULL, head);
     plen = (size_t)n;
     if (S_ISDIR(st.st_mode) && !dir) {
         redirect(c, rel, rel_len, head);
-        return;
+        return 1;
     }
-    if (!S_ISREG(st.st_mode)) {
-        not_found(c, "not a regular file", head);
-        return;
-    }
+    if (!S_ISREG(st.st_mode))
+        return no_file(c, pass, "not a regular file", head);
     /* FILE.gz next to FILE: its existence decides Vary, the client decides
      * which. Without one, a compressible file the cache can hold gets a gzip
      * variant made once. A request with a Range gets the identity encoding. */
@@ -447,7 +455,7 @@ void mw_static_serve(mw_conn_t *c)
         r = mw__static_rep_open(cfg, gzpath, &gst, &rep);
         if (r == MW_ENOMEM) {
             reply_error(c, r, head);
-            return;
+            return 1;
         }
         if (r == 0) {
             rep.gz = 1;
@@ -459,9 +467,11 @@ void mw_static_serve(mw_conn_t *c)
     }
     if (!rep.gz) {
         r = mw__static_rep_open(cfg, path, &st, &rep);
+        if (r == MW_ENOTFOUND)
+            return no_file(c, pass, "outside the root, hidden or unreadable", head);
         if (r != 0) {
             reply_error(c, r, head);
-            return;
+            return 1;
         }
         if (want_gz && zippable && rep.e != NULL) {
             mw__static_make_gz(c->conns, rep.e, !rep.owned);
@@ -475,4 +485,5 @@ void mw_static_serve(mw_conn_t *c)
     }
     reply_rep(c, path, plen, &rep, has_gz || zippable, head);
     mw__static_rep_close(&rep);
+    return 1;
 }

@@ -32,13 +32,16 @@
 typedef struct mw_conn_s mw_conn_t;
 
 /* Answers the complete request in c->http from the configured root, then
- * ends the reply (mw_conn_reply_end). The method must be GET or HEAD (else
- * 405 with Allow). Every outcome is a reply: 200, 206, 304, 301 (a directory
- * without its trailing slash), 400 (a malformed percent escape), 403 (a file
- * over static.max_file_size, logged), 404 (missing, refused or hidden), 405,
- * 416 (with Content-Range: bytes * /size), 500 (a read error, logged), or 503
- * (out of memory, a file that kept changing while it was read, or
- * static.max_open_files files already streaming; with Retry-After). */
-void mw_static_serve(mw_conn_t *c);
+ * ends the reply (mw_conn_reply_end), and returns 1. The method must be GET
+ * or HEAD (else 405 with Allow). Every outcome is a reply: 200, 206, 304, 301
+ * (a directory without its trailing slash), 400 (a malformed percent
+ * escape), 403 (a file over static.max_file_size, logged), 404 (missing,
+ * refused or hidden), 405, 416 (with Content-Range: bytes * /size), 500 (a
+ * read error, logged), or 503 (out of memory, a file that kept changing
+ * while it was read, or static.max_open_files files already streaming; with
+ * Retry-After).
+ * With pass set, a request that no file answers (what would be 404, 400 or
+ * 405) is not answered: it returns 0, so that the app's on_request takes it. */
+int mw_static_serve(mw_conn_t *c, int pass);
 
 #endif

@@ -120,6 +120,8 @@ typedef struct mw_config_s {
     uint32_t queue_block;      /* ms an XREADGROUP waits for entries */
     uint32_t queue_claim_after; /* ms before another consumer's pending entries are claimed */
     uint32_t queue_max_pending; /* entries being applied at once on this node */
+    uint32_t queue_max_deliveries; /* deliveries of an entry that fails for want of Redis
+                                      (503) before it is acked and dropped */
     size_t queue_push_maxlen;   /* MAXLEN ~ of moonwire.queue.push's XADD */
 
     /* static (see core/static.c); static files are off while static_root is NULL */

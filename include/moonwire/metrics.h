@@ -99,6 +99,8 @@ typedef struct mw_metrics_s {
     uint64_t queue_applied;  /* queue entries applied (and acknowledged) */
     uint64_t queue_bad;      /* queue entries refused (bad fields, bad JSON, refused): acked */
     uint64_t queue_claimed;  /* entries of a dead consumer claimed by this node */
+    uint64_t queue_dropped;  /* entries that failed for want of Redis (503) on their
+                                queue.max_deliveries-th delivery: acked, dropped */
     uint64_t queue_read_failures; /* XREADGROUP / XAUTOCLAIM / XACK that Redis did not answer */
     uint64_t queue_pushed;   /* moonwire.queue.push entries Redis took */
     uint64_t queue_push_failures; /* and those it did not */

@@ -1,11 +1,13 @@
--- http.trusted_proxies in the sim: req.remote_addr is the client that a
--- trusted peer's X-Forwarded-For names, and the peer's own otherwise.
+-- http.trusted_proxies in the sim: req.addr is the client that a trusted
+-- peer's X-Forwarded-For names, and the peer's own otherwise; req.remote_addr
+-- is its older name, kept for existing apps.
 local helpers = require "helpers"
 
 local APP = [[
 local app = {}
 function app.on_open(conn, req)
-  conn:send(req.remote_addr .. " via " .. req.peer_addr)
+  assert(req.remote_addr == req.addr, "remote_addr is addr's other name")
+  conn:send(req.addr .. " via " .. req.peer_addr)
 end
 return app
 ]]
@@ -52,5 +54,14 @@ describe("http.trusted_proxies", function()
                                          headers = { ["X-Forwarded-For"] = "198.51.100.1" } })
     assert.is_nil(c)
     assert.equal(503, status)
+  end)
+
+  it("takes the peer's address as opts.addr, or as opts.remote_addr, its older name", function()
+    assert.equal("203.0.113.9 via 203.0.113.9", (seen { addr = "203.0.113.9" }))
+    assert.equal("203.0.113.8 via 203.0.113.8", (seen { remote_addr = "203.0.113.8" }))
+    assert.equal("198.51.100.3 via 10.0.0.3",
+                 (seen { addr = "10.0.0.3", headers = { ["X-Forwarded-For"] = "198.51.100.3" } }))
+    assert.has_error(function() srv:connect("/", { addr = "nowhere" }) end,
+                     "bad argument #2 to 'connect' (addr is not an IP address)")
   end)
 end)

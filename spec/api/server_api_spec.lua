@@ -71,6 +71,18 @@ describe("the server API in the sim", function()
     assert.same({ "one" }, json.decode(body).result.messages)
   end)
 
+  it("answers empty lists as JSON arrays and an empty presence as an object", function()
+    local status, body = srv:api("history", json.encode { topic = "h:never" })
+    assert.equal(200, status)
+    assert.truthy(body:find('"messages":[]', 1, true), body)
+    status, body = srv:api("batch", '{"commands":[]}')
+    assert.equal(200, status)
+    assert.equal('{"result":{"results":[]}}', body)
+    status, body = srv:api("presence", json.encode { topic = "nobody" })
+    assert.equal(200, status)
+    assert.equal('{"result":{"presence":{}}}', body)
+  end)
+
   it("applies a batch in order and answers each command", function()
     local a = helpers.connect(srv, "/?room=q")
     local status, body = srv:api("batch", json.encode { commands = {

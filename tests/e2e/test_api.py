@@ -10,7 +10,10 @@ import asyncio
 import base64
 import http.client
 import json
+import signal
 import socket
+import threading
+import time
 import urllib.request
 
 import pytest
@@ -241,6 +244,33 @@ def test_batch_applies_its_commands_in_order_and_answers_each(server):
     run(go())
 
 
+def test_empty_lists_are_json_arrays_and_an_empty_presence_an_object(server):
+    # history of a topic nobody published to: "messages" is [], not {}.
+    st, res = call(server, "history", {"topic": "h:never"})
+    assert st == 200 and res["result"]["messages"] == [], res
+    # presence of a topic without members: a map, so {}.
+    st, res = call(server, "presence", {"topic": "nobody-here"})
+    assert (st, res) == (200, {"result": {"presence": {}}})
+    # a batch without commands: "results" is [].
+    st, res = call(server, "batch", {"commands": []})
+    assert (st, res) == (200, {"result": {"results": []}})
+    # and inside a batch, the same answers as alone.
+    st, res = call(server, "batch", {"commands": [
+        {"method": "history", "params": {"topic": "h:never"}},
+        {"method": "presence", "params": {"topic": "nobody-here"}},
+        {"method": "batch", "params": {}}]})
+    assert st == 200
+    results = res["result"]["results"]
+    assert results[0]["result"]["messages"] == []
+    assert results[1] == {"result": {"presence": {}}}
+    assert results[2]["error"]["code"] == 400
+    # What is not empty is as before.
+    st, res = call(server, "publish", {"topic": "h:some", "data": "x"})
+    assert st == 200
+    st, res = call(server, "history", {"topic": "h:some"})
+    assert res["result"]["messages"] == ["x"]
+
+
 def test_each_refusal_has_its_status_and_a_message(server):
     # 400: bad JSON, not an object, missing field (named), wrong type (named).
     st, res = call(server, "publish", body="{bad")
@@ -409,6 +439,51 @@ def test_on_request_answers_paths_nobody_else_takes(server):
     run(go())
 
 
+def test_on_request_takes_paths_without_a_file_when_static_files_are_on(start_server, tmp_script,
+                                                                        tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "index.html").write_text("<p>home</p>")
+    (root / "page.txt").write_text("a file")
+    server = start_server(tmp_script(APP), config="""return {
+      api = { key = "%s" }, static = { root = "%s" },
+    }""" % (KEY, root))
+
+    def get(method, path, body=None):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        try:
+            conn.request(method, path, body=body)
+            r = conn.getresponse()
+            return r.status, r.read(), r.getheader("X-From")
+        finally:
+            conn.close()
+    # A file that exists is still a static file, for every method it takes.
+    assert get("GET", "/page.txt")[:2] == (200, b"a file")
+    assert get("GET", "/")[:2] == (200, b"<p>home</p>")
+    assert get("HEAD", "/page.txt")[:2] == (200, b"")
+    # A path without a file goes to on_request, whatever the method.
+    assert get("GET", "/hook") == (201, b"method=GET body=", "lua")
+    assert get("POST", "/hook", body="payload") == (201, b"method=POST body=payload", "lua")
+    # on_request returning nothing, or no file and no hook: 404.
+    status, body, _ = get("GET", "/nothing")
+    assert status == 404
+    # The API and the built-in endpoints come first, as before.
+    st, res = call(server, "info", {})
+    assert st == 200
+    assert get("GET", "/healthz")[:2] == (200, b"ok\n")
+
+    # Without on_request, static files answer for every path as before.
+    plain = start_server(tmp_script("return {}"),
+                         config='return { static = { root = "%s" } }' % root)
+    conn = http.client.HTTPConnection("127.0.0.1", plain.port, timeout=5)
+    conn.request("POST", "/hook", body="x")
+    r = conn.getresponse()
+    assert (r.status, r.getheader("Allow")) == (405, "GET, HEAD")
+    r.read()
+    conn.close()
+    assert urllib.request.urlopen(plain.http + "/page.txt", timeout=5).read() == b"a file"
+
+
 def test_api_listen_serves_the_api_alone_and_takes_it_off_the_others(start_server, tmp_script):
     from conftest import free_port
     api_port = free_port()
@@ -449,3 +524,58 @@ def _port_open(port):
             return True
     except OSError:
         return False
+
+
+DRAIN_APP = """
+local mw = require "moonwire"
+local app = {}
+function app.on_api(method, params)
+  if params.sleep then mw.sleep(params.sleep) end
+end
+function app.on_request(req)
+  mw.sleep(tonumber(req.query.s))
+  return 200, "slept " .. req.query.s
+end
+return app
+"""
+
+
+def test_a_drain_waits_for_running_requests_then_answers_503(start_server, tmp_script):
+    # close_timeout (1 s) is shorter than the requests: while draining they run
+    # on up to shutdown_timeout (4 s); what is still running then gets 503.
+    server = start_server(tmp_script(DRAIN_APP), config="""return {
+      api = { key = "%s" }, limits = { shutdown_timeout = 4, close_timeout = 1 },
+    }""" % KEY)
+    got = {}
+
+    def ask(name, method, path, body=None, headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            got[name] = (r.status, r.read().decode(), r.getheader("Retry-After"))
+        except OSError as e:
+            got[name] = ("no answer", repr(e), None)
+        finally:
+            conn.close()
+    threads = [
+        threading.Thread(target=ask, args=("api", "POST", "/api/info", '{"sleep": 1.5}',
+                                           {"X-API-Key": KEY})),
+        threading.Thread(target=ask, args=("short", "GET", "/slow?s=1.5")),
+        threading.Thread(target=ask, args=("long", "GET", "/slow?s=60")),
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)  # the three are running
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    for t in threads:
+        t.join(timeout=30)
+    assert got["api"][0] == 200 and json.loads(got["api"][1])["result"]["connections"] == 0
+    assert got["short"][:2] == (200, "slept 1.5")
+    assert got["long"][0] == 503 and "shutting down" in got["long"][1], got["long"]
+    assert got["long"][2] == "5"
+    assert time.monotonic() - started < 15
+    assert server.stop() == 0
+    assert "1 API request(s) or on_request hook(s) still running after 4000 ms; answered 503" \
+        in server.log()

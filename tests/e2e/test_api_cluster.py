@@ -8,6 +8,8 @@ counted; moonwire.queue.push adds to a stream and waits for the id."""
 import asyncio
 import json
 import signal
+import socket
+import threading
 import time
 import urllib.request
 
@@ -207,6 +209,113 @@ def test_a_node_killed_with_entries_pending_has_them_applied_once_elsewhere(node
     assert m["moonwire_queue_applied_total"] == 4
     assert redis.cli("XPENDING", "mw:api", "moonwire").split("\n")[0] == "0"
     assert "queue: claimed 1 entry" in b.log()
+
+
+class QueueOnly:
+    """A TCP proxy on 127.0.0.1 in front of Redis that, once cut(), keeps only
+    the queue's connection (the one that sent XGROUP or XREADGROUP): every
+    other connection is closed, and new ones are closed as they come, so the
+    node's backplane is down while its queue still reads."""
+
+    def __init__(self, redis_port):
+        self.redis_port = redis_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.pairs = []  # dicts: socks, queue
+        self.cutting = False
+        self.stopping = False
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self):
+        while not self.stopping:
+            try:
+                down, _ = self.listener.accept()
+            except (socket.timeout, OSError):
+                continue
+            if self.cutting:
+                down.close()
+                continue
+            up = socket.create_connection(("127.0.0.1", self.redis_port), timeout=5)
+            pair = dict(socks=(down, up), queue=False)
+            self.pairs.append(pair)
+            for src, dst in ((down, up), (up, down)):
+                t = threading.Thread(target=self._pump, args=(pair, src, dst), daemon=True)
+                t.start()
+                self.threads.append(t)
+
+    def _pump(self, pair, src, dst):
+        src.settimeout(0.2)
+        while not self.stopping:
+            try:
+                data = src.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            if src is pair["socks"][0] and (b"XREADGROUP" in data.upper() or
+                                            b"XGROUP" in data.upper()):
+                pair["queue"] = True
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def cut(self):
+        self.cutting = True
+        for p in self.pairs:
+            if not p["queue"]:
+                for sock in p["socks"]:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+    def stop(self):
+        self.stopping = True
+        for t in self.threads:
+            t.join(timeout=2)
+        self.listener.close()
+        for p in self.pairs:
+            for sock in p["socks"]:
+                sock.close()
+
+
+def test_an_entry_failing_for_want_of_redis_is_dropped_after_max_deliveries(
+        start_server, redis, tmp_script):
+    proxy = QueueOnly(redis.port)
+    try:
+        a = start_server(tmp_script(APP), args=["--node-id", "a", "--redis", proxy.url],
+                         config="return { cluster = { reconnect_max = 0.5 }, "
+                                "queue = { claim_after = 0.5, max_deliveries = 3 } }")
+        wait_until(lambda: up(a) and consuming(redis, 1), timeout=10, what="a on Redis")
+        wait_until(lambda: any(p["queue"] for p in proxy.pairs), timeout=5,
+                   what="the queue's connection")
+        proxy.cut()
+        wait_until(lambda: metrics(a).get("moonwire_cluster_up") == 0, timeout=10,
+                   what="a's backplane down")
+        # presence needs the backplane: 503 at each delivery (the read, then
+        # a claim every claim_after), and on the third it is dropped.
+        redis.cli("XADD", "mw:api", "*", "method", "presence", "params", '{"topic": "p"}')
+        wait_until(lambda: metrics(a).get("moonwire_queue_dropped_total") == 1, timeout=20,
+                   what="the entry dropped")
+        time.sleep(1.5)  # three claim periods more: it does not come back
+        m = metrics(a)
+        assert m['moonwire_api_requests_total{method="presence",status="503"}'] == 3, a.log()
+        assert m["moonwire_queue_dropped_total"] == 1
+        assert m.get("moonwire_queue_applied_total", 0) == 0
+        assert m.get("moonwire_queue_bad_total", 0) == 0
+        assert redis.cli("XPENDING", "mw:api", "moonwire").split("\n")[0] == "0"
+        log = a.log()
+        assert "left pending: " in log
+        assert "failed for want of Redis on 3 deliveries (queue.max_deliveries): " \
+               "acknowledged and dropped" in log
+    finally:
+        proxy.stop()
 
 
 def test_queue_push_adds_to_a_stream_and_returns_the_id(node, redis):

@@ -325,3 +325,14 @@ def test_a_listen_name_that_does_not_resolve_exits_1_saying_so():
     assert p.returncode == 1, p
     line = one_line(p.stderr)
     assert f"nosuch.invalid:{port}" in line and "cannot resolve 'nosuch.invalid'" in line, line
+
+
+def test_queue_max_deliveries_is_checked(tmp_path):
+    for value, ok in ((0, False), (1001, False), (1, True), (5, True)):
+        path = write_config(tmp_path, "return { queue = { max_deliveries = %d } }" % value)
+        p = moonwire("--config", path, "--script", "scripts/echo.lua", "--check")
+        if ok:
+            assert p.returncode == 0, p
+        else:
+            assert p.returncode == 2, p
+            assert "'queue.max_deliveries' must be 1 to 1000" in one_line(p.stderr), p.stderr

@@ -155,3 +155,30 @@ def test_a_token_is_checked_in_on_upgrade(start_server, tmp_script):
     assert reason(none) == (401, "token: malformed")
     # Still serving.
     assert run(hello(base + good_token("cy"))) == "user=cy addr=127.0.0.1 peer=127.0.0.1"
+
+
+ADDR_APP = """local app = {}
+function app.on_upgrade(req)
+  req.seen = "upgrade=" .. tostring(req.addr)
+end
+function app.on_open(conn, req)
+  conn:send(string.format("%s open=%s remote_addr=%s", req.seen, tostring(req.addr),
+                          tostring(req.remote_addr)))
+end
+function app.on_request(req)
+  return 200, "request=" .. tostring(req.addr) .. " peer=" .. req.peer_addr
+end
+return app
+"""
+
+
+def test_req_addr_names_the_client_in_every_hook_and_remote_addr_stays(start_server, tmp_script):
+    import urllib.request
+    server = start_server(tmp_script(ADDR_APP), config=config(["127.0.0.1"]))
+    got = run(hello(server.url + "/", {"X-Forwarded-For": "198.51.100.7"}))
+    assert got == "upgrade=198.51.100.7 open=198.51.100.7 remote_addr=198.51.100.7"
+    req = urllib.request.Request(server.http + "/hook", headers={"X-Real-IP": "2001:db8::9"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.read() == b"request=2001:db8::9 peer=127.0.0.1"
+    with urllib.request.urlopen(server.http + "/hook", timeout=5) as r:
+        assert r.read() == b"request=127.0.0.1 peer=127.0.0.1"
