@@ -17,7 +17,8 @@ BUILD_PKGS = gcc make cmake pkg-config libuv1-dev libwslay-dev libhttp-parser-de
              libjwt-dev libcurl4-openssl-dev
 TEST_PKGS  = libcmocka-dev python3 python3-websockets python3-pytest lua-busted openssl \
              redis-server redis-tools nginx \
-             clang libclang-rt-14-dev chromium fonts-dejavu-core valgrind
+             clang libclang-rt-14-dev chromium fonts-dejavu-core valgrind \
+             php-cli php-redis php-curl php-sqlite3
 
 # What `make bench` adds: taskset (util-linux), perf and valgrind for profiles
 # (bench/callgrind.sh); node and npm come from the nodejs package (plus npm on
@@ -29,7 +30,7 @@ SHELL = /bin/bash
 # No "Entering directory" lines from the makes below this one (CMake's too).
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps deps-test deps-spec build build-asan build-fuzz build-sim run test test-unit \
+.PHONY: all deps deps-test deps-spec build build-asan build-fuzz build-sim run run-php test test-unit \
         test-spec test-e2e test-browser test-asan test-fuzz fuzz clean
 
 all: build
@@ -85,6 +86,11 @@ run: build-sim
 	@echo "moonwire: serving http://$(LISTEN)/ (Ctrl-C to stop)"
 	@exec ./$(BUILD)/moonwire --config examples/chat/moonwire.conf.lua \
 	  --listen $(LISTEN) $(if $(SCRIPT),--script $(SCRIPT))
+
+# The PHP example (examples/php-backend): Redis, moonwire, php -S and the
+# archive worker, until Ctrl-C. PORT=N serves the pages elsewhere.
+run-php: build-sim deps-test
+	@exec examples/php-backend/run.sh
 
 test: deps-test
 	$(MAKE) --no-print-directory build build-asan

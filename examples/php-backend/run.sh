@@ -42,12 +42,13 @@ fi
 mkdir -p "$work/sessions"
 pids=()
 
-# Last started, first stopped: the worker and the pages before moonwire, Redis last.
+# Last started, first stopped, one after the other: the worker while Redis
+# is still there to finish with, the pages, moonwire (which drains), Redis last.
 stop() {
-  local rev=() i
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do rev+=("${pids[i]}"); done
-  for pid in "${rev[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${rev[@]}"; do
+  local i pid
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    pid=${pids[i]}
+    kill -TERM "$pid" 2>/dev/null || continue
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   done
