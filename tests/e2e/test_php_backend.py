@@ -356,6 +356,21 @@ def test_room_messages_land_in_sqlite_through_the_worker_once_each(example):
     assert shown[:len(texts)] == texts[::-1]
 
 
+def test_the_php_of_docs_backend_md_is_the_examples(example):
+    """Each ```php block of docs/backend.md is word for word in the example's files
+    (the leading <?php aside), so the snippets are the code this file runs."""
+    sources = "\n".join(p.read_text() for p in sorted(EXAMPLE.rglob("*.php")))
+    blocks = re.findall(r"^```php\n(.*?)^```$", (ROOT / "docs" / "backend.md").read_text(), re.S | re.M)
+    assert len(blocks) >= 5
+    for block in blocks:
+        assert block in sources, f"not in examples/php-backend:\n{block}"
+    # whoami.php, the session endpoint of the hook that checks a cookie.
+    ann = Browser(example)
+    assert ann.request("/whoami.php")[:3:2] == (401, "{}")
+    ann.login("ann")
+    assert ann.request("/whoami.php")[:3:2] == (200, '{"user":"ann"}')
+
+
 def test_an_interrupt_stops_every_process_of_the_example(example):
     pids = [int(p) for p in subprocess.run(["pgrep", "-s", str(example.proc.pid)], capture_output=True,
                                            text=True, timeout=5).stdout.split()]
