@@ -17,7 +17,10 @@ BUILD_PKGS = gcc make cmake pkg-config libuv1-dev libwslay-dev libhttp-parser-de
              libjwt-dev libcurl4-openssl-dev
 TEST_PKGS  = libcmocka-dev python3 python3-websockets python3-pytest lua-busted openssl \
              redis-server redis-tools nginx \
-             clang libclang-rt-14-dev chromium fonts-dejavu-core valgrind
+             clang libclang-rt-14-dev chromium fonts-dejavu-core valgrind \
+             php-cli php-redis php-curl php-sqlite3
+# What the PHP example (examples/php-backend, make run-php) runs besides moonwire.
+PHP_PKGS   = php-cli php-redis php-curl php-sqlite3 redis-server redis-tools
 
 # What `make bench` adds: taskset (util-linux), perf and valgrind for profiles
 # (bench/callgrind.sh); node and npm come from the nodejs package (plus npm on
@@ -29,7 +32,7 @@ SHELL = /bin/bash
 # No "Entering directory" lines from the makes below this one (CMake's too).
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps deps-test deps-spec build build-asan build-fuzz build-sim run test test-unit \
+.PHONY: all deps deps-test deps-spec build build-asan build-fuzz build-sim run run-php deps-php test test-unit \
         test-spec test-e2e test-browser test-asan test-fuzz fuzz clean
 
 all: build
@@ -85,6 +88,19 @@ run: build-sim
 	@echo "moonwire: serving http://$(LISTEN)/ (Ctrl-C to stop)"
 	@exec ./$(BUILD)/moonwire --config examples/chat/moonwire.conf.lua \
 	  --listen $(LISTEN) $(if $(SCRIPT),--script $(SCRIPT))
+
+# The PHP example (examples/php-backend): Redis, moonwire, php -S and the
+# archive worker, until Ctrl-C. PORT=N serves the pages elsewhere.
+run-php: build-sim deps-php
+	@exec examples/php-backend/run.sh
+
+deps-php:
+	@missing=$$(for p in $(PHP_PKGS); do dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null | grep -qx installed || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 test: deps-test
 	$(MAKE) --no-print-directory build build-asan

@@ -26,7 +26,9 @@
 --   app = { chat = { history = 50, max_length = 2000, words = {}, mask = "***",
 --                    rate = { burst = 10, per_second = 5 }, max_rooms = 20,
 --                    new_rooms = { burst = 10, per_second = 0.1 },
---                    history_bytes = 65536, join_history_bytes = 262144 } }
+--                    history_bytes = 65536, join_history_bytes = 262144,
+--                    archive = "chat:archive",
+--                    jwt = { key_env = "CHAT_JWT_SECRET", aud = "chat", iss = "app" } } }
 -- and, for history and recovery, the server's history = { topics = { "room:*" } }.
 --
 -- What one connection can make the server do is bounded: every request, and
@@ -38,6 +40,7 @@ local mw = require "moonwire"
 local filters = require "filters"
 local ratelimit = require "ratelimit"
 local nicks = require "nicks"
+local token_login = require "token_login"
 
 local encode, decode = mw.json.encode, mw.json.decode
 local publish, subscribers, now, wall = mw.publish, mw.subscribers, mw.now, mw.time
@@ -113,6 +116,8 @@ local function read_config()
     rate = bucket_config(c, "rate", 10, 5),
     new_rooms = bucket_config(c, "new_rooms", 10, 0.1),
     archive = c.archive,
+    -- app.chat.jwt: only a connection with a valid token opens, its nick the token's user.
+    login = token_login.new(c.jwt, config_error),
   }
   if cfg.archive ~= nil and (type(cfg.archive) ~= "string" or cfg.archive == "") then
     config_error("archive", "must be a stream name (a string)", cfg.archive)
@@ -747,6 +752,10 @@ function handlers.nick(conn, d, msg, ref)
   if msg.nick == nil then
     return fail(conn, ref, "missing_field", "'nick' is required")
   end
+  -- With app.chat.jwt the nick is the token's user: asking for it again is fine, another is not.
+  if cfg.login and d.nick ~= nil and msg.nick ~= d.nick then
+    return fail(conn, ref, "nick_fixed", format("your nick is the user you logged in as (%s)", d.nick))
+  end
   set_nick(conn, d, msg.nick, ref)
 end
 
@@ -923,7 +932,21 @@ local function limits()
   }
 end
 
--- Sends the welcome, then applies ?nick=ann&room=lobby,general if given.
+-- With app.chat.jwt: only a valid token opens a connection (401 without
+-- one, 403 when its user can not be a nick); its user is the nick.
+if cfg.login then
+  function app.on_upgrade(req)
+    local user, status, body = cfg.login:check(req, valid_nick)
+    if user == nil then
+      log.info("chat: refused a connection from %s: %s", req.remote_addr, body)
+      return false, status, body
+    end
+    req.user = user -- on_open gets the same table
+  end
+end
+
+-- Sends the welcome, then applies ?nick=ann&room=lobby,general if given
+-- (with app.chat.jwt the nick is the token's user, and ?nick= is ignored).
 function app.on_open(conn, req)
   local d = conn_state(conn)
   if cfg.rate then
@@ -935,8 +958,12 @@ function app.on_open(conn, req)
   end
   -- The query's actions cost what the requests they stand for cost.
   local q = req.query
-  if q.nick ~= nil and charge(conn, d, nil) then
-    set_nick(conn, d, q.nick, nil)
+  local nick = q.nick
+  if cfg.login then
+    nick = req.user
+  end
+  if nick ~= nil and charge(conn, d, nil) then
+    set_nick(conn, d, nick, nil)
   end
   local r = q.room or q.rooms
   if r ~= nil and r ~= "" and conn:is_open() then

@@ -1,0 +1,5 @@
+<?php
+require_once __DIR__ . '/../lib/session.php';
+$_SESSION = [];
+session_destroy();
+header('Location: /index.php');
