@@ -99,7 +99,7 @@ int mw_cluster_start(mw_node_t *node, const mw_redis_driver_t *driver, void *drv
     snprintf(cl->node_key_prefix, sizeof(cl->node_key_prefix), "%s:node:", cl->prefix);
     mw__cluster_history_init(cl);
     cl->node = node;
-    mw_outbox_init(&cl->outbox, cfg->cluster_outbox_size, cfg->cluster_outbox_max_age);
+    mw__cluster_outbox_init(cl);
     if (mw_dedup_init(&cl->dedup, DEDUP_ORIGINS) != 0 ||
         mw_rconn_init(&cl->sub, "subscriber", 1, &cl->url, node, driver, drv, cl) != 0 ||
         mw_rconn_init(&cl->cmd, "command", 0, &cl->url, node, driver, drv, cl) != 0) {
@@ -189,8 +189,9 @@ void mw_cluster_status(const mw_cluster_t *cl, mw_cluster_status_t *st)
     /* Not while the outbox is merely held for a round trip after a
      * reconnection with nothing in it: nothing waits then. */
     st->delayed = !st->up || mw_outbox_backlog(&cl->outbox) > 0;
-    st->messages = cl->outbox.count;
-    st->bytes = cl->outbox.bytes;
+    /* What the app sent; not the replays (cluster_send.c). */
+    st->messages = cl->outbox.count - cl->outbox.nreplay;
+    st->bytes = cl->outbox.bytes - cl->outbox.replay_bytes;
     st->oldest = oldest != 0 && now > oldest ? now - oldest : 0;
 }
 

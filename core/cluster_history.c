@@ -17,8 +17,6 @@
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
-#include <uv.h>
 
 /* One atomic step per message: the topic's next offset (a new epoch when the
  * stream was lost), the offset fields put in a JSON-object payload, XADD with
@@ -105,11 +103,10 @@ int mw_cluster_history_publish(mw_cluster_t *cl, const char *topic, size_t len, 
 {
     const mw_config_t *cfg = cl->node->cfg;
     char stream[MW_TOPIC_MAX + 80], meta[MW_TOPIC_MAX + 80], ch[MW_TOPIC_MAX + 80];
-    char size[24], ttl[24], epoch[24];
+    char size[24], ttl[24], epoch[MW_CITEM_EPOCH_DIGITS + 1];
     const char *field = cfg->history_field ? cfg->history_field : "";
     size_t slen, mlen, chlen, hlen;
     mw_envelope_t e;
-    uint32_t rnd;
     mw_citem_t *it;
 
     history_keys(cl, topic, len, stream, &slen, meta, &mlen);
@@ -125,9 +122,7 @@ int mw_cluster_history_publish(mw_cluster_t *cl, const char *topic, size_t len, 
     snprintf(size, sizeof(size), "%zu", cfg->history_size);
     /* history.ttl 0 keeps history until trimmed, as on a node alone. */
     snprintf(ttl, sizeof(ttl), "%u", (cfg->history_ttl + 999) / 1000);
-    if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
-        rnd = (uint32_t)uv_hrtime();
-    snprintf(epoch, sizeof(epoch), "%08x%04x", rnd, (unsigned)(uv_hrtime() & 0xffff));
+    mw__cluster_epoch(epoch);
     {
         /* EVALSHA sha 2 KEYS[1..2] ARGV[1..11]; the sha (or the script's
          * text), the envelope head and the number are put in later. */

@@ -11,6 +11,16 @@
  * comes; a connection lost first makes it unsent again, and receivers drop
  * what they had already (dedup.h), so each message is delivered once.
  *
+ * Redis answers a PUBLISH before it has written the message to each
+ * subscriber's socket: a Redis killed in between has answered a message
+ * that some nodes never get. So an answered PUBLISH is kept for
+ * cluster.outbox_replay (without its callback: its sender had the answer)
+ * and a lost command connection sends the kept ones again, first; the nodes
+ * that had them drop them. Not a history topic's script: its message has
+ * an offset, and a Redis that lost it starts a new epoch, which tells
+ * clients that what came before is gone; sent again into that epoch it
+ * would take an offset that the nodes which had it never show.
+ *
  * `synced` goes to 0 when either connection goes down. It comes back in
  * mw__cluster_try_sync once both are up, this node's own channels are
  * subscribed again, and, if the outbox holds anything, the other nodes are
@@ -37,6 +47,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <uv.h>
 
 #define PEERS_EVERY_MS 1000       /* how often a healthy node counts the nodes on Redis */
 #define REFUSED_LOG_EVERY_MS 1000 /* at most one "outbox is full" line this often */
@@ -58,6 +70,15 @@ void mw__cluster_fill(mw_envelope_t *e, const mw_cluster_t *cl, uint8_t kind, co
     e->payload = mw_frame_payload(f);
     e->payload_len = mw_frame_payload_len(f);
     e->except = e->target = "";
+}
+
+void mw__cluster_epoch(char out[MW_CITEM_EPOCH_DIGITS + 1])
+{
+    uint32_t rnd;
+
+    if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
+        rnd = (uint32_t)uv_hrtime();
+    snprintf(out, MW_CITEM_EPOCH_DIGITS + 1, "%08x%04x", rnd, (unsigned)(uv_hrtime() & 0xffff));
 }
 
 #define ITEM(o) MW_CONTAINER_OF(o, mw_citem_t, ob)
@@ -113,6 +134,13 @@ static int item_send(mw_cluster_t *cl, mw_citem_t *it)
         argv[i] = it->arg[i];
         argl[i] = it->len[i];
     }
+    if (it->script != NULL && it->sends++ > 0) {
+        /* Sent before: it may be what made its topic's epoch in a Redis
+         * that has since come back empty; not that epoch again. */
+        char epoch[MW_CITEM_EPOCH_DIGITS + 1];
+        mw__cluster_epoch(epoch);
+        memcpy(it->arg[MW_CITEM_EPOCH], epoch, MW_CITEM_EPOCH_DIGITS);
+    }
     if (it->script != NULL && !it->retried) {
         argv[1] = cl->publish_sha, argl[1] = 40;
     } else if (it->script != NULL) {
@@ -128,6 +156,8 @@ static void on_item_reply(void *r, void *priv)
     mw_citem_t *it = priv;
     mw_cluster_t *cl = it->cl;
     redisReply *reply = r;
+    mw_cluster_reply_cb cb;
+    void *ud;
 
     mw_rconn_replied(&cl->cmd);
     if (reply == NULL)
@@ -142,16 +172,26 @@ static void on_item_reply(void *r, void *priv)
         item_send(cl, it);
         return;
     }
-    mw_outbox_remove(&cl->outbox, &it->ob);
+    cb = it->cb;
+    ud = it->ud;
     if (reply->type == REDIS_REPLY_ERROR) {
         cl->node->metrics->cluster_send_failures++;
         mw_log_warn("cluster: Redis refused a message for the other nodes: %s", reply->str);
-    } else {
+    } else if (!it->ob.replay) {
         cl->node->metrics->cluster_published++;
     }
-    if (it->cb != NULL)
-        it->cb(it->ud, reply);
-    free(it);
+    if (reply->type != REDIS_REPLY_ERROR && it->script == NULL) {
+        /* Kept for a replay (or freed), told nothing more. */
+        it->cb = NULL;
+        it->queued = NULL;
+        it->ud = NULL;
+        mw_outbox_answered(&cl->outbox, &it->ob, mw__cluster_now(cl));
+    } else {
+        mw_outbox_remove(&cl->outbox, &it->ob);
+        free(it);
+    }
+    if (cb != NULL)
+        cb(ud, reply);
     pump(cl);
 }
 
@@ -176,8 +216,9 @@ static void pump(mw_cluster_t *cl)
     if (cl->pumping)
         return; /* a callback below sent something: the loop here takes it */
     cl->pumping = 1;
-    cl->outbox.max_bytes = cfg->cluster_outbox_size; /* a reload may change both */
+    cl->outbox.max_bytes = cfg->cluster_outbox_size; /* a reload may change these */
     cl->outbox.max_age = cfg->cluster_outbox_max_age;
+    cl->outbox.keep = cfg->cluster_outbox_replay;
     dropped = mw_outbox_expire(&cl->outbox, now, on_item_dropped, cl);
     if (dropped > 0) {
         cl->node->metrics->cluster_outbox_dropped += dropped;
@@ -239,17 +280,32 @@ int mw__cluster_enqueue(mw_cluster_t *cl, mw_citem_t *it)
     return MW_EAGAIN;
 }
 
+void mw__cluster_outbox_init(mw_cluster_t *cl)
+{
+    const mw_config_t *cfg = cl->node->cfg;
+
+    mw_outbox_init(&cl->outbox, cfg->cluster_outbox_size, cfg->cluster_outbox_max_age);
+    mw_outbox_keep(&cl->outbox, cfg->cluster_outbox_replay, on_item_dropped, cl);
+}
+
 void mw__cluster_outbox_down(mw_cluster_t *cl, int cmd_lost)
 {
     mw_list_t *l;
+    size_t replayed = 0;
 
     cl->synced = 0;
     cl->sync_since = 0;
-    if (!cmd_lost || cl->outbox.nsent == 0)
+    if (!cmd_lost || (cl->outbox.nsent == 0 && cl->outbox.nkept == 0))
         goto out;
     for (l = cl->outbox.items.next; l != cl->outbox.next; l = l->next)
         ITEM(MW_CONTAINER_OF(l, mw_outbox_item_t, link))->requeue = 1;
-    mw_outbox_rewind(&cl->outbox);
+    mw_outbox_rewind(&cl->outbox, mw__cluster_now(cl), &replayed);
+    if (replayed > 0) {
+        cl->node->metrics->cluster_outbox_replayed += replayed;
+        mw_log_info("cluster: %zu message(s) Redis answered in the last %u ms before the "
+                    "connection went will be sent again (the nodes that had them drop them)",
+                    replayed, cl->node->cfg->cluster_outbox_replay);
+    }
     /* A hook woken here may publish: the pump it calls must not drop or
      * free items under this walk. */
     cl->pumping = 1;
@@ -263,11 +319,11 @@ void mw__cluster_outbox_down(mw_cluster_t *cl, int cmd_lost)
     }
     cl->pumping = 0;
 out:
-    if (cl->outbox.count > 0 && cl->delayed_since == 0) {
+    if (cl->outbox.count > cl->outbox.nreplay && cl->delayed_since == 0) {
         cl->delayed_since = mw__cluster_now(cl);
-        cl->delayed_count = cl->outbox.count;
+        cl->delayed_count = cl->outbox.count - cl->outbox.nreplay;
         mw_log_warn("cluster: %zu message(s) for the other nodes wait in the outbox (Redis "
-                    "unavailable)", cl->outbox.count);
+                    "unavailable)", cl->delayed_count);
     }
 }
 

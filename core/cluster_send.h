@@ -50,6 +50,8 @@ typedef void (*mw_cluster_queued_cb)(void *ud);
 /* Arguments of an item, by index. */
 #define MW_CITEM_ENV 2         /* of a PUBLISH item: the envelope */
 #define MW_CITEM_HEAD 9        /* of a script item: the envelope's head */
+#define MW_CITEM_EPOCH 11      /* of a script item: a new epoch, MW_CITEM_EPOCH_DIGITS hex digits */
+#define MW_CITEM_EPOCH_DIGITS 12
 #define MW_CITEM_SEQ 14        /* of a script item: the number, in MW_CITEM_SEQ_DIGITS digits */
 #define MW_CITEM_SEQ_DIGITS 20
 
@@ -61,6 +63,7 @@ typedef struct mw_citem_s {
                            a PUBLISH */
     size_t script_len;
     int retried;        /* sent again as EVAL after a NOSCRIPT */
+    unsigned sends;     /* times handed to a connection */
     int requeue;        /* in flight when the connection went: tell `queued` */
     mw_cluster_reply_cb cb; /* the reply, or NULL when dropped (may be NULL) */
     mw_cluster_queued_cb queued; /* may be NULL */
@@ -71,6 +74,12 @@ typedef struct mw_citem_s {
     size_t len[16];
     char data[];
 } mw_citem_t;
+
+/* A random epoch for a history topic that has none (or lost its stream):
+ * MW_CITEM_EPOCH_DIGITS hex digits and a NUL into out. A script item gets
+ * a new one each time it is sent again, so a Redis that came back empty
+ * never starts a topic over under the epoch it had. */
+void mw__cluster_epoch(char out[MW_CITEM_EPOCH_DIGITS + 1]);
 
 /* The channel of a topic, "<prefix>:t:<topic>", into out (cap bytes); its
  * length in *n. */
@@ -93,10 +102,15 @@ void mw__cluster_number(mw_cluster_t *cl, mw_citem_t *it);
  * (it waits) or MW_ELIMIT (refused: it is freed and no callback runs). */
 int mw__cluster_enqueue(mw_cluster_t *cl, mw_citem_t *it);
 
+/* The outbox at the start, with its bounds and its replay window from the
+ * config. */
+void mw__cluster_outbox_init(mw_cluster_t *cl);
+
 /* A connection went down: nothing goes out until mw__cluster_try_sync says
  * so. With the command connection (cmd_lost), what was in flight waits
- * again, in its place; the history messages whose hooks waited for a reply
- * tell them so. */
+ * again, in its place, behind what Redis answered in the last
+ * cluster.outbox_replay (sent again, first); the history messages whose
+ * hooks waited for a reply tell them so. */
 void mw__cluster_outbox_down(mw_cluster_t *cl, int cmd_lost);
 
 /* Whether the outbox may go out again: both connections up, this node's

@@ -89,9 +89,12 @@ static const key_t_ schema[] = {
     /* The outbox: what this node sends to the others waits here until Redis
      * has taken it (in order, across outages). outbox_size bounds its bytes
      * (past it a send is refused: nil, "outbox full"), outbox_max_age how
-     * long a message may wait for Redis (then it is dropped, counted, logged). */
+     * long a message may wait for Redis (then it is dropped, counted, logged),
+     * outbox_replay how long an answered one is kept to be sent again when
+     * the connection is lost (Redis may have died before passing it on). */
     {"cluster", "outbox_size", T_SIZE, F(cluster_outbox_size)},
     {"cluster", "outbox_max_age", T_MS, F(cluster_outbox_max_age)},
+    {"cluster", "outbox_replay", T_MS, F(cluster_outbox_replay)},
     /* history: topics (names, or prefixes ending in *) whose messages get
      * offsets and are kept for clients that reconnect: the last `size`, for
      * `ttl` after the last one. `field` names the offset field put in front
@@ -269,6 +272,7 @@ int mw_config_init(mw_config_t *cfg)
     cfg->cluster_presence_ttl = 30000;
     cfg->cluster_outbox_size = 16u << 20;
     cfg->cluster_outbox_max_age = 60000;
+    cfg->cluster_outbox_replay = 1000;
     cfg->history_size = 100;
     cfg->history_ttl = 86400000;
     cfg->history_max_topics = 100000;

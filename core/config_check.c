@@ -375,6 +375,10 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "config: 'cluster.outbox_max_age' must be at least 1 second");
         return MW_ECONFIG;
     }
+    if (cfg->cluster_outbox_replay > 60000) {
+        snprintf(err, errlen, "config: 'cluster.outbox_replay' must be 0 to 60 seconds");
+        return MW_ECONFIG;
+    }
     if (cfg->compression_level < 1 || cfg->compression_level > 9) {
         snprintf(err, errlen, "config: 'websocket.compression_level' must be 1 to 9");
         return MW_ECONFIG;

@@ -40,6 +40,14 @@ static inline void mw_list_insert_tail(mw_list_t *h, mw_list_t *e)
     h->prev = e;
 }
 
+static inline void mw_list_insert_head(mw_list_t *h, mw_list_t *e)
+{
+    e->next = h->next;
+    e->prev = h;
+    h->next->prev = e;
+    h->next = e;
+}
+
 static inline void mw_list_remove(mw_list_t *e)
 {
     e->prev->next = e->next;

@@ -325,6 +325,10 @@ size_t mw_metrics_render(const mw_metrics_t *own, char **out)
         counter(&o, "moonwire_cluster_outbox_refused_total",
                 "Sends refused because the outbox was full (nil, \"outbox full\").",
                 m->cluster_outbox_refused);
+        counter(&o, "moonwire_cluster_outbox_replayed_total",
+                "Messages Redis had answered, sent again after the connection was lost "
+                "(cluster.outbox_replay).",
+                m->cluster_outbox_replayed);
     }
     gauge(&o, "moonwire_http_client_inflight",
           "moonwire.http.request calls running now (http_client.max_concurrent).",

@@ -573,6 +573,7 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
     SWAP(cluster_presence_ttl);
     SWAP(cluster_outbox_size);
     SWAP(cluster_outbox_max_age);
+    SWAP(cluster_outbox_replay);
     SWAP(history_topics);
     SWAP(history_size);
     SWAP(history_ttl);

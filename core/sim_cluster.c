@@ -214,8 +214,15 @@ static int cluster_redis_up(lua_State *L)
 
 static int cluster_redis_hold(lua_State *L)
 {
+    static const char *const what[] = {"replies", "messages", NULL};
     sim_cluster_t *c = check_cluster(L);
-    mw_sim_redis_hold(c->redis, lua_isnoneornil(L, 2) || lua_toboolean(L, 2));
+    int hold;
+
+    if (lua_type(L, 2) == LUA_TSTRING)
+        hold = luaL_checkoption(L, 2, NULL, what) == 0 ? MW_SIM_HOLD_REPLIES : MW_SIM_HOLD_MESSAGES;
+    else
+        hold = lua_isnoneornil(L, 2) || lua_toboolean(L, 2) ? MW_SIM_HOLD_REPLIES : MW_SIM_HOLD_NONE;
+    mw_sim_redis_hold(c->redis, hold);
     cluster_pump(c);
     return settled(L, c, 0);
 }

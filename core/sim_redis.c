@@ -41,7 +41,7 @@ typedef struct sim_event_s {
 struct mw_sim_redis_s {
     lua_State *L; /* the engine's own state; sim_redis.lua's table at the top */
     int up;
-    int hold; /* replies wait */
+    int hold; /* MW_SIM_HOLD_*: what waits */
     uint64_t now;
     mw_redis_link_t *links;
     sim_event_t *head, *tail;
@@ -315,12 +315,18 @@ const mw_redis_driver_t mw_sim_redis_driver = {
 
 /* Delivery -------------------------------------------------------------------------------- */
 
-/* The next event to deliver: the oldest, or while replies are held the
- * oldest other one. */
+/* Whether e waits while r holds what it holds. */
+static int held(const mw_sim_redis_t *r, const sim_event_t *e)
+{
+    return (r->hold == MW_SIM_HOLD_REPLIES && e->kind == EV_REPLY) ||
+           (r->hold == MW_SIM_HOLD_MESSAGES && e->kind == EV_PUSH);
+}
+
+/* The next event to deliver: the oldest that is not held. */
 static sim_event_t **next_event(const mw_sim_redis_t *r)
 {
     sim_event_t *const *p = &r->head;
-    while (*p != NULL && r->hold && (*p)->kind == EV_REPLY)
+    while (*p != NULL && held(r, *p))
         p = &(*p)->next;
     return (sim_event_t **)p;
 }
@@ -330,9 +336,9 @@ int mw_sim_redis_pending(const mw_sim_redis_t *r)
     return *next_event(r) != NULL;
 }
 
-void mw_sim_redis_hold(mw_sim_redis_t *r, int on)
+void mw_sim_redis_hold(mw_sim_redis_t *r, int what)
 {
-    r->hold = on;
+    r->hold = what;
 }
 
 void mw_sim_redis_step(mw_sim_redis_t *r)

@@ -40,10 +40,16 @@ int mw_sim_redis_pending(const mw_sim_redis_t *r);
 /* Delivers the oldest of them. */
 void mw_sim_redis_step(mw_sim_redis_t *r);
 
-/* Holds back the replies to commands (on), as a Redis whose answers are
- * slow would, while the messages it publishes still go out; or lets them
- * go (off). A reply held when Redis goes down is lost, its command run. */
-void mw_sim_redis_hold(mw_sim_redis_t *r, int on);
+/* What mw_sim_redis_hold holds back. */
+enum { MW_SIM_HOLD_NONE, MW_SIM_HOLD_REPLIES, MW_SIM_HOLD_MESSAGES };
+
+/* Holds back the replies to commands (MW_SIM_HOLD_REPLIES), as a Redis
+ * whose answers are slow would, while the messages it publishes still go
+ * out; or those messages (MW_SIM_HOLD_MESSAGES) while the replies go, as a
+ * Redis that has answered a PUBLISH and not yet written it to the
+ * subscribers; or lets everything go (MW_SIM_HOLD_NONE). What is held when
+ * Redis goes down is lost, its command run. */
+void mw_sim_redis_hold(mw_sim_redis_t *r, int what);
 
 /* Switches Redis off (every link dropped; with flush, the data and the
  * scripts are lost, as in a restart without persistence) or on. */

@@ -75,6 +75,7 @@ typedef struct mw_config_s {
     uint32_t cluster_presence_ttl; /* a silent node leaves presence after this */
     size_t cluster_outbox_size;     /* bytes waiting for Redis, in flight included */
     uint32_t cluster_outbox_max_age; /* ms a message may wait for Redis */
+    uint32_t cluster_outbox_replay;  /* ms an answered message is kept to be sent again */
 
     /* history: topics that number their messages for recovery */
     mw_strlist_t history_topics;

@@ -89,6 +89,7 @@ typedef struct mw_metrics_s {
     uint64_t cluster_duplicates;     /* envelopes sent again whose first copy had come */
     uint64_t cluster_outbox_dropped; /* messages that waited past outbox_max_age, or at a stop */
     uint64_t cluster_outbox_refused; /* sends refused: the outbox was full */
+    uint64_t cluster_outbox_replayed; /* answered messages sent again after a lost connection */
     /* moonwire.http.request, by how each call ended */
     uint64_t http_client_ok;        /* an answer (any status) */
     uint64_t http_client_failed;    /* no answer: refused connection, DNS, TLS, canceled... */

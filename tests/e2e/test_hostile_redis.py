@@ -113,6 +113,8 @@ def test_redis_killed_for_5_s_mid_traffic_loses_nothing_between_two_relay_and_tw
         await ann.expect("presence", event="join", nick="bob")
         await asyncio.sleep(0.3)
         got = {"near": [], "far": []}
+        sent_so_far = {"relay": 0, "chat": 0}
+        chat_sent_at = []
         stop = asyncio.Event()
 
         async def read_relay(ws, key):
@@ -124,14 +126,17 @@ def test_redis_killed_for_5_s_mid_traffic_loses_nothing_between_two_relay_and_tw
             while not stop.is_set():
                 await sender.send(str(i))
                 i += 1
+                sent_so_far["relay"] = i
                 await asyncio.sleep(0.01)
             return i
 
         async def send_chat():
             i = 0
             while not stop.is_set():
+                chat_sent_at.append(time.monotonic())
                 await ann.send(type="say", text=f"c{i}")
                 i += 1
+                sent_so_far["chat"] = i
                 await asyncio.sleep(0.02)
             return i
 
@@ -141,7 +146,12 @@ def test_redis_killed_for_5_s_mid_traffic_loses_nothing_between_two_relay_and_tw
         await asyncio.sleep(1.0)
         redis.kill()
         marks["killed"] = time.monotonic()
-        await asyncio.sleep(OUTAGE)
+        await asyncio.sleep(0.5)
+        # How many were sent by then and by the end of the outage: the rates
+        # are the senders' own (a loaded machine sends fewer).
+        marks["sent_early"] = dict(sent_so_far)
+        await asyncio.sleep(OUTAGE - 0.5)
+        marks["sent_down"] = dict(sent_so_far)
         marks["down_near"] = len(got["near"])
         marks["health"] = healthz(ra)
         marks["restarted"] = time.monotonic()
@@ -155,7 +165,7 @@ def test_redis_killed_for_5_s_mid_traffic_loses_nothing_between_two_relay_and_tw
             while len(got["far"]) < n_relay and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             said = []
-            while len(said) < n_chat:
+            while not said or said[-1]["text"] != f"c{n_chat - 1}":
                 said.append(await bob.expect("say", timeout=30))
             mine = []
             while len(mine) < n_chat:
@@ -180,21 +190,35 @@ def test_redis_killed_for_5_s_mid_traffic_loses_nothing_between_two_relay_and_tw
             assert [i for i, _ in got["near"]] == list(range(n_relay))
             # Local delivery went on during the outage; what was sent then
             # reached the other node only after Redis was back.
-            assert marks["down_near"] > 100 * (OUTAGE - 1)
+            relay_down = marks["sent_down"]["relay"] - marks["sent_early"]["relay"]
+            assert relay_down > 20, marks
+            assert marks["down_near"] >= marks["sent_down"]["relay"] - 20, marks
             during = [t for i, t in got["near"] if marks["killed"] + 0.5 < t < marks["restarted"]]
-            assert len(during) > 100 * (OUTAGE - 2)
+            assert len(during) >= relay_down - 20, (len(during), marks)
             sent_during = [i for i, t in got["near"] if marks["killed"] + 0.5 < t < marks["restarted"]]
             arrived = dict(got["far"])
             assert all(arrived[i] > marks["restarted"] for i in sent_during)
 
-            # Chat: every say reaches bob (other node) and cat (same node) in
-            # order, once, numbered; the sender was told which were delayed.
-            assert [m["text"] for m in said] == [f"c{i}" for i in range(n_chat)]
+            # Chat: every say reaches cat (same node) in order, once,
+            # numbered; the sender was told which were delayed. Bob (the
+            # other node) gets them in order, once, too, but for a say Redis
+            # answered just before it was killed and had not yet written to
+            # his node: a history topic's message is not sent again
+            # (scaling.md, "The outbox"); Redis came back empty, and the new
+            # epoch tells clients that what came before it is gone.
             assert [m["text"] for m in mine] == [f"c{i}" for i in range(n_chat)]
+            bob_ids = [int(m["text"][1:]) for m in said]
+            assert bob_ids == sorted(set(bob_ids)), bob_ids
+            lost = sorted(set(range(n_chat)) - set(bob_ids))
+            assert len(lost) <= 3 and all(
+                marks["killed"] - 0.5 < chat_sent_at[i] < marks["killed"] and "offset" in sent[i]
+                for i in lost), (lost, [chat_sent_at[i] - marks["killed"] for i in lost])
             assert late_far == [], late_far
             assert all(m["type"] == "sent" for m in sent), [m for m in sent if m["type"] != "sent"]
             delayed = [m for m in sent if m.get("delayed")]
-            assert len(delayed) > 50 * (OUTAGE - 2), len(delayed)
+            chat_down = marks["sent_down"]["chat"] - marks["sent_early"]["chat"]
+            assert chat_down > 10, marks
+            assert len(delayed) >= chat_down - 10, (len(delayed), marks)
             assert all("offset" not in m for m in delayed)
             epochs = []
             for m in said:

@@ -1,5 +1,5 @@
-/* Unit tests for include/moonwire/outbox.h: order, the in-flight prefix and
- * its rewind, the byte bound and the age bound. */
+/* Unit tests for core/outbox.h: order, the in-flight prefix and its rewind,
+ * the byte bound and the age bound, and answered items kept for a replay. */
 #include "helpers.h"
 
 #include "outbox.h"
@@ -90,15 +90,15 @@ static void test_outbox_sends_again_what_was_in_flight_when_the_connection_went(
     assert_int_equal(send_next(&ob), 1);
     assert_int_equal(send_next(&ob), 2);
     mw_outbox_remove(&ob, &items[0].ob); /* the first reply came */
-    assert_int_equal(mw_outbox_rewind(&ob), 2);
+    assert_int_equal(mw_outbox_rewind(&ob, 100, NULL), 2);
     assert_int_equal(ob.nsent, 0);
     assert_int_equal(mw_outbox_backlog(&ob), 4);
     assert_false(items[1].ob.sent);
     /* Same order as before: 1 and 2 first, then the ones never sent. */
     for (int i = 1; i < 5; i++)
         assert_int_equal(send_next(&ob), i);
-    assert_int_equal(mw_outbox_rewind(&ob), 4);
-    assert_int_equal(mw_outbox_rewind(&ob), 0);
+    assert_int_equal(mw_outbox_rewind(&ob, 100, NULL), 4);
+    assert_int_equal(mw_outbox_rewind(&ob, 100, NULL), 0);
     assert_int_equal(send_next(&ob), 1);
 }
 
@@ -146,7 +146,7 @@ static void test_outbox_drops_unsent_items_older_than_the_age_bound_but_not_thos
     assert_false(items[0].dropped);
     assert_false(items[2].dropped); /* exactly 5000 ms: still within the bound */
     assert_int_equal(send_next(&ob), 2);
-    assert_int_equal(mw_outbox_rewind(&ob), 2);
+    assert_int_equal(mw_outbox_rewind(&ob, 100, NULL), 2);
     assert_int_equal(mw_outbox_expire(&ob, 20000, on_drop, &dropped), 3);
     assert_int_equal(dropped, 4);
     assert_int_equal(ob.count, 0);
@@ -188,6 +188,136 @@ static void test_outbox_removes_an_unsent_item_from_the_middle(void **state)
     assert_int_equal(ob.nsent, 2);
 }
 
+static void test_outbox_sends_again_first_what_was_answered_in_the_replay_window(void **state)
+{
+    mw_outbox_t ob;
+    int forgot = 0;
+    size_t replayed = 99;
+
+    reset(10);
+    mw_outbox_init(&ob, 1000, 60000);
+    mw_outbox_keep(&ob, 500, on_drop, &forgot);
+    for (int i = 0; i < 5; i++)
+        assert_rc(mw_outbox_push(&ob, &items[i].ob, 100), 0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(send_next(&ob), i);
+    mw_outbox_answered(&ob, &items[0].ob, 1000); /* too old by the loss at 1600 */
+    mw_outbox_answered(&ob, &items[1].ob, 1200);
+    mw_outbox_answered(&ob, &items[2].ob, 1300);
+    /* Kept ones are not waiting: neither counted nor in the way. */
+    assert_int_equal(ob.count, 2);
+    assert_int_equal(ob.bytes, 20);
+    assert_int_equal(ob.nkept, 3);
+    assert_int_equal(mw_outbox_backlog(&ob), 1);
+    assert_int_equal(mw_outbox_rewind(&ob, 1600, &replayed), 1);
+    assert_int_equal(replayed, 2);
+    assert_int_equal(forgot, 1);
+    assert_true(items[0].dropped);
+    assert_int_equal(ob.nkept, 0);
+    assert_int_equal(ob.count, 4);
+    assert_int_equal(ob.bytes, 40);
+    assert_int_equal(ob.nreplay, 2);
+    assert_int_equal(ob.replay_bytes, 20);
+    /* The answered ones first, in their order, then the rest as before. */
+    for (int i = 1; i < 5; i++)
+        assert_int_equal(send_next(&ob), i);
+    assert_true(items[1].ob.replay);
+    assert_true(items[2].ob.replay);
+    assert_false(items[3].ob.replay);
+    assert_int_equal(send_next(&ob), -1);
+    mw_outbox_answered(&ob, &items[1].ob, 1700); /* a replay answered: kept again */
+    assert_int_equal(ob.nreplay, 1);
+    assert_int_equal(ob.replay_bytes, 10);
+    assert_int_equal(ob.nkept, 1);
+}
+
+static void test_outbox_kept_items_give_way_to_new_ones_and_age_out(void **state)
+{
+    mw_outbox_t ob;
+    int forgot = 0;
+    size_t replayed = 99;
+
+    reset(40);
+    mw_outbox_init(&ob, 100, 60000);
+    mw_outbox_keep(&ob, 500, on_drop, &forgot);
+    assert_rc(mw_outbox_push(&ob, &items[0].ob, 1), 0);
+    assert_rc(mw_outbox_push(&ob, &items[1].ob, 1), 0);
+    send_next(&ob);
+    send_next(&ob);
+    mw_outbox_answered(&ob, &items[0].ob, 10);
+    mw_outbox_answered(&ob, &items[1].ob, 20);
+    assert_int_equal(ob.kept_bytes, 80);
+    /* A new item is never refused for kept ones: the oldest goes. */
+    assert_rc(mw_outbox_push(&ob, &items[2].ob, 30), 0);
+    assert_int_equal(forgot, 1);
+    assert_true(items[0].dropped);
+    assert_int_equal(ob.nkept, 1);
+    assert_rc(mw_outbox_push(&ob, &items[3].ob, 40), 0);
+    assert_int_equal(forgot, 2);
+    assert_int_equal(ob.nkept, 0);
+    assert_rc(mw_outbox_push(&ob, &items[4].ob, 50), MW_ELIMIT);
+    /* Answered long before the loss: nothing comes back. */
+    send_next(&ob);
+    mw_outbox_answered(&ob, &items[2].ob, 60);
+    assert_int_equal(mw_outbox_rewind(&ob, 561, &replayed), 0);
+    assert_int_equal(replayed, 0);
+    assert_int_equal(forgot, 3);
+    /* Keeping nothing: an answer forgets the item at once. */
+    ob.keep = 0;
+    send_next(&ob);
+    mw_outbox_answered(&ob, &items[3].ob, 600);
+    assert_int_equal(forgot, 4);
+    assert_int_equal(ob.count, 0);
+    assert_int_equal(ob.nkept, 0);
+}
+
+static void test_outbox_unsent_replays_give_way_to_new_items(void **state)
+{
+    mw_outbox_t ob;
+    int forgot = 0;
+    size_t replayed = 0;
+
+    reset(40);
+    mw_outbox_init(&ob, 100, 60000);
+    mw_outbox_keep(&ob, 500, on_drop, &forgot);
+    assert_rc(mw_outbox_push(&ob, &items[0].ob, 1), 0);
+    assert_rc(mw_outbox_push(&ob, &items[1].ob, 1), 0);
+    send_next(&ob);
+    send_next(&ob);
+    mw_outbox_answered(&ob, &items[0].ob, 10);
+    mw_outbox_answered(&ob, &items[1].ob, 20);
+    mw_outbox_rewind(&ob, 30, &replayed);
+    assert_int_equal(replayed, 2);
+    assert_int_equal(ob.bytes, 80);
+    assert_rc(mw_outbox_push(&ob, &items[2].ob, 40), 0); /* the first replay goes */
+    assert_int_equal(forgot, 1);
+    assert_true(items[0].dropped);
+    assert_false(items[2].ob.replay);
+    assert_int_equal(send_next(&ob), 1); /* in flight now: it stays */
+    assert_rc(mw_outbox_push(&ob, &items[3].ob, 50), MW_ELIMIT);
+    assert_int_equal(forgot, 1);
+    assert_int_equal(ob.count, 2);
+}
+
+static void test_outbox_clear_forgets_the_kept_items_too(void **state)
+{
+    mw_outbox_t ob;
+    int forgot = 0, dropped = 0;
+
+    reset(10);
+    mw_outbox_init(&ob, 1000, 5000);
+    mw_outbox_keep(&ob, 500, on_drop, &forgot);
+    for (int i = 0; i < 3; i++)
+        assert_rc(mw_outbox_push(&ob, &items[i].ob, 1), 0);
+    send_next(&ob);
+    mw_outbox_answered(&ob, &items[0].ob, 2);
+    assert_int_equal(mw_outbox_clear(&ob, on_drop, &dropped), 2);
+    assert_int_equal(dropped, 2);
+    assert_int_equal(forgot, 1);
+    assert_int_equal(ob.nkept, 0);
+    assert_int_equal(ob.kept_bytes, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -198,6 +328,10 @@ int main(void)
             test_outbox_drops_unsent_items_older_than_the_age_bound_but_not_those_in_flight),
         cmocka_unit_test(test_outbox_clear_gives_back_every_item),
         cmocka_unit_test(test_outbox_removes_an_unsent_item_from_the_middle),
+        cmocka_unit_test(test_outbox_sends_again_first_what_was_answered_in_the_replay_window),
+        cmocka_unit_test(test_outbox_kept_items_give_way_to_new_ones_and_age_out),
+        cmocka_unit_test(test_outbox_unsent_replays_give_way_to_new_items),
+        cmocka_unit_test(test_outbox_clear_forgets_the_kept_items_too),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
