@@ -166,3 +166,14 @@ void mw_api_forget(mw_conn_t *c)
         c->api_req = NULL;
     }
 }
+
+void mw_api_give_up(mw_conn_t *c, int status, const char *message, const char *extra)
+{
+    int method;
+
+    if (c->api_req == NULL)
+        return;
+    method = c->api_req->method;
+    mw_api_forget(c);
+    refuse(c, method, status, message, extra);
+}

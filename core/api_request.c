@@ -200,3 +200,18 @@ void mw_hook_request_forget(mw_conn_t *c)
         c->hook_req = NULL;
     }
 }
+
+void mw_hook_request_give_up(mw_conn_t *c, int status, const char *why, const char *extra)
+{
+    static mw_log_gate_t gate;
+    uint64_t held;
+    char more[64];
+
+    if (c->hook_req == NULL)
+        return;
+    mw_hook_request_forget(c);
+    if (mw_log_gate_pass(&gate, 1000, &held))
+        mw_log_warn("on_request: answered %d: %s%s", status, why,
+                    mw_log_held_back(held, more, sizeof(more)));
+    mw_conn_refuse(c, status, why, extra);
+}

@@ -19,4 +19,10 @@ int mw_hook_request_defined(const mw_conn_t *c);
 /* c is being released: a reply still to come for it goes nowhere. */
 void mw_hook_request_forget(mw_conn_t *c);
 
+/* c's on_request still runs and its client waits no longer: answered
+ * status (504 past limits.close_timeout, 503 at the end of a drain) with
+ * why and the extra header lines (may be NULL), logged at most once a
+ * second; the hook's late reply goes nowhere. Nothing when none runs. */
+void mw_hook_request_give_up(mw_conn_t *c, int status, const char *why, const char *extra);
+
 #endif

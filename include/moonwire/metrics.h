@@ -34,7 +34,7 @@ typedef enum {
         XX(batch) XX(unknown)
 
 #define MW_METRICS_API_STATUS_MAP(XX)                                                              \
-    XX(200) XX(400) XX(401) XX(403) XX(404) XX(405) XX(413) XX(500) XX(503)
+    XX(200) XX(400) XX(401) XX(403) XX(404) XX(405) XX(413) XX(500) XX(503) XX(504)
 
 typedef enum {
 #define XX(name) MW_API_##name,

@@ -540,6 +540,54 @@ return app
 """
 
 
+def test_a_request_still_running_after_close_timeout_gets_504_and_the_server_goes_on(
+        start_server, tmp_script):
+    # Not draining: an API call or an on_request hook that takes longer than
+    # limits.close_timeout (1 s) is answered 504 (its late answer goes
+    # nowhere); a quick one is served as before.
+    server = start_server(tmp_script(DRAIN_APP), config="""return {
+      api = { key = "%s" }, limits = { close_timeout = 1 },
+    }""" % KEY)
+    got = {}
+
+    def ask(name, method, path, body=None, headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+        started = time.monotonic()
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            got[name] = (r.status, r.read().decode(), time.monotonic() - started)
+        except OSError as e:
+            got[name] = ("no answer", repr(e), time.monotonic() - started)
+        finally:
+            conn.close()
+    threads = [
+        threading.Thread(target=ask, args=("api", "POST", "/api/info", '{"sleep": 30}',
+                                           {"X-API-Key": KEY})),
+        threading.Thread(target=ask, args=("hook", "GET", "/slow?s=30")),
+        threading.Thread(target=ask, args=("quick", "GET", "/slow?s=0.1")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert got["api"][0] == 504, got["api"]
+    assert json.loads(got["api"][1]) == {"error": {
+        "code": 504, "message": "the API call took longer than limits.close_timeout"}}
+    assert got["hook"][0] == 504, got["hook"]
+    assert "on_request took longer than limits.close_timeout" in got["hook"][1]
+    assert got["api"][2] < 10 and got["hook"][2] < 10, got
+    assert got["quick"][:2] == (200, "slept 0.1")
+    ask("after", "GET", "/slow?s=0")
+    assert got["after"][:2] == (200, "slept 0")
+    log = server.log()
+    assert "on_request: answered 504: on_request took longer than limits.close_timeout" in log
+    assert "api: 504 for /api/info from 127.0.0.1: the API call took longer" in log
+    m = urllib.request.urlopen(server.http + "/metrics", timeout=5).read().decode()
+    assert 'moonwire_api_requests_total{method="info",status="504"} 1' in m, m
+    assert server.stop() == 0
+
+
 def test_a_drain_waits_for_running_requests_then_answers_503(start_server, tmp_script):
     # close_timeout (1 s) is shorter than the requests: while draining they run
     # on up to shutdown_timeout (4 s); what is still running then gets 503.
