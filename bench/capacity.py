@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """How many moonwire nodes and Redis shards a load needs, from measured costs.
 
-Reads a `make bench` JSON (bench/results/latest.json unless given) for the
+Reads a bench JSON (bench/results/capacity.json, which `make bench-capacity`
+writes, unless given: a whole `make bench`'s latest.json does too) for the
 per-operation costs this build measured on its machine:
 
   delivery_us    server CPU per delivery (relay: one publisher, 1,000 members)
@@ -15,9 +16,9 @@ per-operation costs this build measured on its machine:
 and computes, for each load (connections, messages per connection per
 minute, room size), the deliveries per second, the nodes needed for CPU and
 for memory, the Redis shards, and which bound is reached first. Run
-`make bench` (or `make bench ONLY=echo,relay,cluster-envelope,connect`) and this
-again, and the model follows the code.
+`make bench-capacity` again, and the model follows the code.
 
+    make bench-capacity                     # measure, then the default loads
     bench/capacity.py                       # the default loads, as a table
     bench/capacity.py --markdown            # the table docs/scaling.md shows
     bench/capacity.py --connections 1e6 --per-minute 6 --room 50 --cores 32
@@ -39,7 +40,7 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_JSON = os.path.join(ROOT, "bench", "results", "latest.json")
+DEFAULT_JSON = os.path.join(ROOT, "bench", "results", "capacity.json")
 
 # The loads of docs/scaling.md: (connections, messages per connection per
 # minute, room size, what it stands for).
