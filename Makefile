@@ -166,6 +166,17 @@ bench: deps deps-bench bench/peers/node_modules/.package-lock.json
 	$(PYTHON) bench/run.py --build $(BUILD) $(if $(QUICK),--quick) \
 	  $(if $(ONLY),--only $(ONLY)) $(if $(ROUNDS),--rounds $(ROUNDS))
 
+# The capacity model of docs/scaling.md: the four scenarios it reads, moonwire
+# alone, into bench/results/capacity.json, then bench/capacity.py on it.
+.PHONY: bench-capacity
+bench-capacity: deps deps-bench bench/peers/node_modules/.package-lock.json
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS) --target moonwire mw_loadgen
+	$(PYTHON) bench/run.py --build $(BUILD) --servers moonwire \
+	  --only echo,relay,cluster-envelope,connect --out bench/results/capacity.json \
+	  $(if $(ROUNDS),--rounds $(ROUNDS))
+	$(PYTHON) bench/capacity.py bench/results/capacity.json
+
 # The pattern functions (core/lua_pattern.c) against Lua's own, on chat-like
 # strings: CPU time (bench/pattern.c), then instructions under callgrind.
 .PHONY: bench-pattern

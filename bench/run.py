@@ -150,6 +150,15 @@ def scenarios(quick, nofile):
              cluster=2, args=["relay", "-c", relay_c, "-P", 1, "-w", 4, "-s", 64], **t,
              about=f"{relay_c} conns over 2 moonwire nodes and redis-server (ws: one "
                    "process), 1 publisher, window 4"),
+        # One message crossing nodes, nearly nothing else: a publisher on n1
+        # and one member on n2, so n2's CPU per message is an envelope from
+        # Redis and one delivery, and redis-server's is one PUBLISH to 2
+        # nodes (bench/capacity.py's envelope_us and redis_us).
+        dict(name="cluster-envelope", app="scripts/relay.lua", peer="relay.js",
+             rows=PUBSUB_ROWS, cluster=2, servers=["moonwire"],
+             args=["relay", "-c", 2, "-P", 1, "-w", 16, "-s", 64], **t,
+             about="2 conns over 2 moonwire nodes and redis-server, the publisher on one, "
+                   "the member on the other, window 16; no target"),
     ]
     for rooms, members in fan:
         out.append(dict(name=f"fanout-{members}", app="bench/apps/fanout.lua", peer="fanout.js",
@@ -481,6 +490,7 @@ def run_one(sc, server, rnd, args, binaries, logdir):
         # What else ran on the two CPUs meanwhile (the machine may be shared):
         # their busy time minus the server's and the generator's.
         t0, k0, s0 = time.monotonic(), cpu_ticks(), procs_cpu(pids)
+        per0 = [proc_cpu(pid) for pid in pids]
         g0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
             cp = subprocess.run(gen, capture_output=True, text=True, timeout=bound,
@@ -489,7 +499,15 @@ def run_one(sc, server, rnd, args, binaries, logdir):
             result["error"] = f"load generator ran past {bound} s"
             return result
         t1, k1, s1 = time.monotonic(), cpu_ticks(), procs_cpu(pids)
+        per1 = [proc_cpu(pid) for pid in pids]
         g1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # Each process's CPU over the whole generator run (connects, warmup
+        # and drain included: divide by the *_total counts): for a cluster,
+        # Redis apart from each node (bench/capacity.py's per-operation costs).
+        roles = (["redis"] + [f"n{i + 1}" for i in range(len(ports))]
+                 if len(pids) > len(ports) else [f"n{i + 1}" for i in range(len(pids))])
+        result["cpu_s_by_process"] = {role: round(b - a, 3) for role, a, b in zip(roles, per0, per1)
+                                      if a is not None and b is not None}
         gen_s = (g1.ru_utime + g1.ru_stime) - (g0.ru_utime + g0.ru_stime)
         if s0 is not None and s1 is not None and t1 > t0:
             wall = t1 - t0
