@@ -40,6 +40,8 @@ import sys
 import time
 import urllib.request
 
+import scale
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
 PEERS = os.path.join(BENCH, "peers")
@@ -122,6 +124,54 @@ CONNECT_ROWS = [
 ]
 
 
+SCALE_CONNECT_ROWS = [
+    ("connections held", "opened", "high"),
+    ("  of them asked", "conns", "info"),
+    ("  missing", "missing", "low"),
+    ("handshakes/s (whole ramp)", "handshakes_per_s", "high"),
+    ("RSS bytes/conn, all procs", "rss_per_conn_bytes", "low"),
+    ("workers", "workers", "info"),
+    ("load generators", "loadgens", "info"),
+    ("most conns on one worker", "per_worker_max", "info"),
+    ("listen queue drops", "listen_drops", "info"),
+    ("errors", "errors_total", "low"),
+]
+SCALE_BROADCAST_ROWS = [
+    ("members", "members", "high"),
+    ("  missing", "missing", "low"),
+    ("reached, worst round", "reached_min", "high"),
+    ("deliveries missed", "missed", "low"),
+    ("reach p50 ms", "reach_ms.p50", "low"),
+    ("reach p99 ms", "reach_ms.p99", "low"),
+    ("reach max ms", "reach_ms.max", "low"),
+    ("server CPU us/delivery", "server_cpu_us_per_delivery", "low"),
+    ("RSS bytes/conn, all procs", "rss_per_conn_bytes", "low"),
+    ("errors", "errors_total", "low"),
+]
+
+
+def scale_scenarios(quick):
+    """connect-100k and broadcast-100k (bench/scale.py): 100,000 connections
+    through --workers and several load generators; QUICK: 10,000 over 2
+    workers. Only when named."""
+    n, workers = (10000, 2) if quick else (100000, 6)
+    common = dict(runner="scale", servers=["moonwire"], optional=True, retries=0, rounds=1,
+                  args=[], duration=0, warmup=0, conns=n, workers=workers,
+                  connect_timeout=60 if quick else 240, hold=2 if quick else 5,
+                  hold_bound=120 if quick else 300)
+    return [
+        dict(name="connect-100k", rows=SCALE_CONNECT_ROWS, rounds_bcast=0, gap=0,
+             about=f"{n:,} idle connections held at once: moonwire --workers {workers} with "
+                   "redis-server, load generators each under the fd limit on their own "
+                   "127.0.0.x sources", **common),
+        dict(name="broadcast-100k", rows=SCALE_BROADCAST_ROWS, rounds_bcast=3 if quick else 5,
+             gap=2 if quick else 5,
+             about=f"{n:,} members of one room (fanout.lua, /?room=all) over {workers} workers "
+                   "and Redis; one publisher, a round every "
+                   f"{2 if quick else 5} s; time from send to each member", **common),
+    ]
+
+
 def scenarios(quick, nofile):
     t = dict(duration=2, warmup=0.5) if quick else dict(duration=10, warmup=2)
     relay_c = 200 if quick else 1000
@@ -202,7 +252,7 @@ def scenarios(quick, nofile):
                     duration=soak_s, warmup=0,
                     about=f"{soak_n} connections of churn to scripts/chat.lua for {soak_s} s; "
                           f"RSS at the end against RSS at {soak_ref} s"))
-    return out
+    return out + scale_scenarios(quick)
 
 
 # Issue 6's targets, as (scenario, JSON path, op, bound, text). "ratio" is
@@ -219,6 +269,11 @@ TARGETS = [
     ("connect", "rss_per_conn_bytes", "ratio<=", 1 / 2, "RSS/idle conn <= 1/2 of ws"),
     ("soak", "soak.rss_growth", "abs<=", 0.10, "RSS at the end within 10% of RSS after ref"),
     ("soak", "errors_total", "abs<=", 0, "no errors, every bad frame closed with its code"),
+    # Issue 15: 100,000 held (QUICK: 10,000), and every member reached.
+    ("connect-100k", "missing", "abs<=", 0, "every connection asked held at once (100,000)"),
+    ("connect-100k", "errors_total", "abs<=", 0, "no connection lost while held"),
+    ("broadcast-100k", "missing", "abs<=", 0, "every member joined (100,000)"),
+    ("broadcast-100k", "missed", "abs<=", 0, "every member reached in every round"),
 ]
 # The kernel's part (stime) of a CPU figure. moonwire's kernel part over ws's
 # whole figure is the ratio a moonwire spending nothing in user space would
@@ -455,6 +510,9 @@ def run_api(sc, procs, ports, info, result):
 
 
 def run_one(sc, server, rnd, args, binaries, logdir):
+    if sc.get("runner") == "scale":
+        # It starts its own master, workers, Redis and load generators.
+        return scale.run(sc, binaries, logdir, raise_nofile)
     info = {}
     procs, ports, err = start_servers(sc, server, rnd, binaries, logdir, info)
     pids = [p.pid for p in procs]
@@ -619,7 +677,8 @@ def main():
     ap.add_argument("--only", help="comma-separated scenario names or prefixes "
                                    "(echo,relay,relay-rate,cluster-relay,fanout,connect,"
                                    "api-publish,queue-apply; "
-                                   "soak runs only when named)")
+                                   "soak, connect-100k and broadcast-100k run only "
+                                   "when named)")
     ap.add_argument("--servers", default="moonwire,ws")
     ap.add_argument("--max-other-load", type=float, default=0.15,
                     help="CPUs (of the two) that other processes may take during a run "
