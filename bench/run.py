@@ -144,7 +144,7 @@ SCALE_BROADCAST_ROWS = [
     ("reach p50 ms", "reach_ms.p50", "low"),
     ("reach p99 ms", "reach_ms.p99", "low"),
     ("reach max ms", "reach_ms.max", "low"),
-    ("server CPU us/delivery", "server_cpu_us_per_delivery", "low"),
+    ("workers+Redis CPU us/deliv.", "server_cpu_us_per_delivery", "low"),
     ("RSS bytes/conn, all procs", "rss_per_conn_bytes", "low"),
     ("errors", "errors_total", "low"),
 ]
@@ -656,6 +656,19 @@ def print_table(results, targets, out=sys.stdout):
             q = r["ratio"].get(path)
             print(f"{name:<{w[0]}} {label:<{w[1]}} {fmt(a):>{w[2]}} {fmt(b):>{w[3]}} "
                   f"{(f'{q:.3f}' if q is not None else '-'):>{w[4]}}", file=out)
+        # The scale scenarios: what the machine allowed, and what limited.
+        for run in r["runs"].get("moonwire", []):
+            k = run.get("kernel")
+            if k:
+                print(f"{'':<{w[0]}} kernel: RLIMIT_NOFILE hard {k['nofile_hard']}, "
+                      f"ip_local_port_range {k['ip_local_port_range']}, somaxconn "
+                      f"{k['somaxconn']}, tcp_mem {k['tcp_mem_pages']} pages, "
+                      f"MemAvailable {(k['mem_available_kb'] or 0) // 1024} MB", file=out)
+                for why in run.get("limited_by") or ["nothing (every connection asked "
+                                                     "was tried)"]:
+                    print(f"{'':<{w[0]}} limited by: {why}", file=out)
+            if run.get("error"):
+                print(f"{'':<{w[0]}} ERROR: {run['error']}", file=out)
         print(file=out)
     print("targets (issue 6), medians:", file=out)
     for t in targets:
