@@ -18,10 +18,13 @@ under BUILD/bench/). Every wait is bounded. Servers are stopped by PID.
     make bench ONLY=echo,relay ROUNDS=5
     make bench ONLY=soak            # the soak: 10,000 connections of churn for 10 minutes
     make bench ONLY=soak QUICK=1    # the soak briefly (1,000 connections, 30 s)
+    make bench ONLY=connect-100k,broadcast-100k   # 100,000 connections (bench/scale.py)
 
-The soak runs only when named: it takes 10 minutes, moonwire alone (ws has no
-chat app), and its figure is the server's RSS at the end against its RSS
-after the first minute.
+The soak, connect-100k and broadcast-100k run only when named. The soak takes
+10 minutes, moonwire alone (ws has no chat app), and its figure is the
+server's RSS at the end against its RSS after the first minute. The 100k
+scenarios run moonwire --workers with Redis and several load generators
+(bench/scale.py says how).
     /usr/bin/python3 bench/run.py --help
 """
 
@@ -699,7 +702,8 @@ def main():
     ap.add_argument("--retries", type=int,
                     help="times a run is done again because of other load (2; quick: 0)")
     ap.add_argument("--out", help="the JSON file to write (bench/results/latest.json; "
-                                  "quick: BUILD/bench/quick.json)")
+                                  "quick: BUILD/bench/quick.json; only scenarios that run "
+                                  "only when named: bench/results/NAME+NAME.json)")
     args = ap.parse_args()
     rounds = args.rounds or (1 if args.quick else 3)
     if args.retries is None:
@@ -708,9 +712,6 @@ def main():
 
     build = os.path.join(ROOT, args.build)
     workdir = os.path.join(build, "bench")
-    if args.out is None:
-        args.out = os.path.join(workdir, "quick.json") if args.quick else \
-            os.path.join(BENCH, "results", "latest.json")
     logdir = os.path.join(workdir, "logs")
     os.makedirs(logdir, exist_ok=True)
     for b in ("moonwire", "mw_loadgen"):
@@ -737,6 +738,13 @@ def main():
         sel = [s for s in sel if not s.get("optional")]
     if not sel:
         sys.exit("bench: no scenario selected")
+    if args.out is None:
+        # A run of scenarios that run only when named (soak, the 100k ones)
+        # keeps its own file: the suite's latest.json stays the suite's.
+        alone = "+".join(s["name"] for s in sel) + ".json"
+        args.out = os.path.join(workdir, "quick.json") if args.quick else \
+            os.path.join(BENCH, "results", alone if all(s.get("optional") for s in sel)
+                         else "latest.json")
     if any("ws" in sc.get("servers", servers) for sc in sel) and \
             not os.path.isdir(os.path.join(PEERS, "node_modules", "ws")):
         sys.exit("bench: bench/peers/node_modules is missing: run `make bench` (npm ci)")
