@@ -673,7 +673,7 @@ def print_table(results, targets, out=sys.stdout):
             if run.get("error"):
                 print(f"{'':<{w[0]}} ERROR: {run['error']}", file=out)
         print(file=out)
-    print("targets (issue 6), medians:", file=out)
+    print("targets (issues 6, 12, 15), medians:", file=out)
     for t in targets:
         mark = {True: "met", False: "NOT MET", None: "n/a"}[t["met"]]
         val = f"{t['value']:.3f}" if isinstance(t["value"], (int, float)) else "-"

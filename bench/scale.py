@@ -408,6 +408,7 @@ def run(sc, binaries, logdir, raise_nofile):
     result["errors_total"] = sum(v for key, v in errs.items() if key != "server_closed")
     if sc["rounds_bcast"] and result.get("opened"):
         lat, got = [], [0] * sc["rounds_bcast"]
+        by_round = [[] for _ in got]
         for spath in samples:
             try:
                 with open(spath, "rb") as f:
@@ -419,14 +420,23 @@ def run(sc, binaries, logdir, raise_nofile):
             for i in range(0, len(vals) - 1, 2):
                 if vals[i] < len(got):
                     got[vals[i]] += 1
+                    by_round[vals[i]].append(vals[i + 1])
                 lat.append(vals[i + 1])
         lat.sort()
+        for one in by_round:
+            one.sort()
         ms = lambda v: round(v / 1e6, 2) if v is not None else None  # noqa: E731
         members = result["opened"]
         result.update(members=members, rounds=sc["rounds_bcast"], reached=got,
                       reached_min=min(got), missed=sum(members - g for g in got),
                       reach_ms={"p50": ms(percentile(lat, 50)), "p99": ms(percentile(lat, 99)),
-                                "max": ms(lat[-1] if lat else None), "count": len(lat)})
+                                "max": ms(lat[-1] if lat else None), "count": len(lat)},
+                      # Each round's own: a first (or last) round slower than
+                      # the rest shows here.
+                      reach_ms_by_round=[{"p50": ms(percentile(one, 50)),
+                                          "p99": ms(percentile(one, 99)),
+                                          "max": ms(one[-1] if one else None)}
+                                         for one in by_round])
         deliveries = sum(got)
         if deliveries and result.get("server_cpu_s") is not None:
             result["server_cpu_us_per_delivery"] = round(result["server_cpu_s"] * 1e6 /
