@@ -20,6 +20,13 @@
  *            socket, or a bad frame the server must close with 1002, 1007 or
  *            1009; then it connects again. The server's RSS is read every
  *            second: its growth from --ref seconds to the end is the figure.
+ *   member   N connections to one room (the URL names it: /?room=all with
+ *            bench/apps/fanout.lua), held while a publisher elsewhere sends
+ *            rounds of "B<round> <CLOCK_MONOTONIC ns>". Prints "ready ..." on
+ *            stdout once connected, records the arrival time of each round at
+ *            each connection against the time in the message, and ends when
+ *            stdin closes, on SIGTERM or after -d seconds. Several processes
+ *            (bench/scale.py) together hold more sockets than one may open.
  *
  * With --pid, the server's CPU time (utime+stime of /proc/PID/stat) is read at
  * the start and end of the measured window, with the part of it spent in the
@@ -60,12 +67,14 @@
 #define MAX_HANDSHAKE 16384
 #define PUB_HEADER 33 /* 'P' + 6 hex publisher + 10 hex seq + 16 hex timestamp */
 #define TIMER_ID UINT64_MAX
+#define STDIN_ID (UINT64_MAX - 1)
+#define MAX_ROUNDS 64 /* member: broadcast rounds counted */
 
-enum { SC_ECHO, SC_RELAY, SC_FANOUT, SC_CONNECT, SC_SOAK, SC__COUNT };
-static const char *scenario_names[] = {"echo", "relay", "fanout", "connect", "soak"};
+enum { SC_ECHO, SC_RELAY, SC_FANOUT, SC_CONNECT, SC_SOAK, SC_MEMBER, SC__COUNT };
+static const char *scenario_names[] = {"echo", "relay", "fanout", "connect", "soak", "member"};
 
 enum { ST_IDLE, ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_CLOSING, ST_CLOSED };
-enum { P_CONNECT, P_HOLD, P_WARMUP, P_MEASURE, P_SOAK, P_DRAIN, P_CLOSE, P_DONE };
+enum { P_CONNECT, P_HOLD, P_WARMUP, P_MEASURE, P_SOAK, P_LISTEN, P_DRAIN, P_CLOSE, P_DONE };
 
 /* How a soak connection ends, and the close code the server owes for it. */
 enum { END_CLOSE, END_ABRUPT, END_UNMASKED, END_BAD_UTF8, END_OPCODE, END_TOO_BIG, END__COUNT };
@@ -108,6 +117,8 @@ static struct {
     int pids[MAX_SERVERS];
     uint32_t npids;
     uint32_t src_addrs;
+    uint32_t src_first; /* the first source is 127.0.0.(1 + src_first) */
+    const char *samples; /* member: (round, latency ns) pairs written here */
     uint32_t concurrency;
     const char *label;
     int quiet;
@@ -236,6 +247,12 @@ static struct {
     long rss_ref, rss_end, rss_max, rss_now;
     int ref_done;
     long rss_trace[256]; /* every 10 s from the start of the soak */
+    /* member */
+    int stdin_closed;
+    uint64_t rounds_got[MAX_ROUNDS]; /* connections that received each round */
+    uint32_t rounds_seen;            /* the highest round number + 1 */
+    uint64_t *samples;               /* (round, latency ns) pairs */
+    size_t nsamples, samples_cap;
     uint32_t ntrace;
     char error[256];
 } st;
@@ -778,9 +795,43 @@ static void pub_message(conn_t *c, int op, const uint8_t *data, size_t len, uint
     }
 }
 
+/* member: a broadcast round "B<round> <sent ns>" reached c at t. Each
+ * connection must see each round once, in order. */
+static void member_message(conn_t *c, int op, const uint8_t *data, size_t len, uint64_t t)
+{
+    char text[64];
+    unsigned round;
+    unsigned long long sent;
+    if (op != OP_TEXT || len == 0 || len >= sizeof(text) || data[0] != 'B') {
+        st.unexpected++;
+        return;
+    }
+    memcpy(text, data, len);
+    text[len] = 0;
+    if (sscanf(text, "B%u %llu", &round, &sent) != 2 || round >= MAX_ROUNDS ||
+        round < c->sent) {
+        st.mismatch++; /* malformed, or a round seen twice or out of order */
+        return;
+    }
+    c->sent = round + 1;
+    st.rounds_got[round]++;
+    if (round + 1 > st.rounds_seen)
+        st.rounds_seen = round + 1;
+    uint64_t d = t > sent ? t - sent : 0;
+    hist_record(&lat, d);
+    if (st.nsamples + 2 > st.samples_cap) {
+        st.samples_cap = st.samples_cap ? st.samples_cap * 2 : 2 * 65536;
+        st.samples = xrealloc(st.samples, st.samples_cap * sizeof(uint64_t));
+    }
+    st.samples[st.nsamples++] = round;
+    st.samples[st.nsamples++] = d;
+}
+
 static void on_message(conn_t *c, int op, const uint8_t *data, size_t len, uint64_t t)
 {
-    if (opt.scenario == SC_SOAK) {
+    if (opt.scenario == SC_MEMBER) {
+        member_message(c, op, data, len, t);
+    } else if (opt.scenario == SC_SOAK) {
         /* The chat answers JSON objects only. */
         if (op != OP_TEXT || len == 0 || data[0] != '{')
             st.mismatch++;
@@ -1133,9 +1184,9 @@ static void start_connect(conn_t *c)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     uint32_t k = src_count();
-    if (k > 1) {
+    if (k > 1 || opt.src_first > 0) {
         struct sockaddr_in src = {.sin_family = AF_INET};
-        src.sin_addr.s_addr = htonl(0x7f000001u + c->idx % k);
+        src.sin_addr.s_addr = htonl(0x7f000001u + opt.src_first + c->idx % k);
         setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
         if (bind(fd, (struct sockaddr *)&src, sizeof(src)) != 0) {
             conn_fail(c, strerror(errno));
@@ -1445,6 +1496,12 @@ static void step(uint64_t t)
                 (double)(st.t_connect_last - st.t_connect_first) / 1e9, st.failed_connect);
             if (opt.scenario == SC_CONNECT) {
                 set_phase(P_HOLD, t);
+            } else if (opt.scenario == SC_MEMBER) {
+                /* whoever started us reads this line, then publishes */
+                printf("ready %u %u %u %" PRIu64 " %" PRIu64 "\n", st.opened, opt.conns,
+                       st.failed_connect, st.t_connect_first, st.t_connect_last);
+                fflush(stdout);
+                set_phase(P_LISTEN, t);
             } else if (st.opened < opt.conns) {
                 snprintf(st.error, sizeof(st.error), "only %u of %u connections opened",
                          st.opened, opt.conns);
@@ -1472,6 +1529,14 @@ static void step(uint64_t t)
             st.rss_end = opt.pid ? servers_rss_kb() : -1;
             if (!st.ref_done)
                 snprintf(st.error, sizeof(st.error), "the soak ended before --ref");
+            begin_close(t);
+        }
+        break;
+    case P_LISTEN:
+        if (st.stdin_closed || st.stop || el >= opt.duration) {
+            if (!st.stdin_closed && !st.stop)
+                snprintf(st.error, sizeof(st.error), "held %.0f s (-d) and stdin still open",
+                         opt.duration);
             begin_close(t);
         }
         break;
@@ -1566,6 +1631,15 @@ static void report(void)
                 "\"server_cpu_us_per_handshake\":%.2f,",
                 st.rss_connected, st.opened ? d * 1024.0 / st.opened : 0, hcpu,
                 hcpu > 0 ? hsys / hcpu : 0, st.opened ? hcpu * 1e6 / st.opened : 0);
+    } else if (opt.scenario == SC_MEMBER) {
+        fprintf(f, "\"connect_first_ns\":%" PRIu64 ",\"connect_last_ns\":%" PRIu64
+                   ",\"rounds\":%u,\"rounds_got\":[",
+                st.t_connect_first, st.t_connect_last, st.rounds_seen);
+        for (uint32_t r = 0; r < st.rounds_seen; r++)
+            fprintf(f, "%s%" PRIu64, r ? "," : "", st.rounds_got[r]);
+        fprintf(f, "],");
+        json_latency(f, "latency_us", &lat);
+        fputc(',', f);
     } else if (opt.scenario == SC_SOAK) {
         double s = (double)(st.t_soak1 - st.t_soak0) / 1e9;
         double growth = st.rss_ref > 0 ? (double)st.rss_end / (double)st.rss_ref - 1 : 0;
@@ -1901,7 +1975,7 @@ static int self_test(void)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: mw_loadgen [options] echo|relay|fanout|connect|soak\n"
+            "usage: mw_loadgen [options] echo|relay|fanout|connect|soak|member\n"
             "       mw_loadgen --self-test\n"
             "  -u, --url ws://HOST:PORT[/PATH]  server (IPv4 literal); PATH may hold %%u (room).\n"
             "                          Repeated (same host): connection i goes to URL i %% count\n"
@@ -1926,6 +2000,9 @@ static void usage(FILE *f)
             "      --stall SEC         a window slot unanswered this long is freed [2]\n"
             "      --concurrency K     connects in flight                       [256]\n"
             "      --src-addrs K       spread over 127.0.0.1..K (default: one per 10000)\n"
+            "      --src-first F       sources start at 127.0.0.(1+F) instead    [0]\n"
+            "      --samples FILE      member: (round, latency ns) as uint64 pairs\n"
+            "                          (member: -d bounds the hold; stdin's close ends it)\n"
             "      --binary            binary messages instead of text\n"
             "      --spin              poll without sleeping while sending (the generator\n"
             "                          then shows 100%% busy; no wake-up latency on its side)\n"
@@ -1985,6 +2062,7 @@ int main(int argc, char **argv)
         {"label", 1, 0, 'l'},        {"quiet", 0, 0, 'q'},       {"self-test", 0, 0, 11},
         {"stall", 1, 0, 12},         {"spin", 0, 0, 13},         {"touch", 0, 0, 14},
         {"life", 1, 0, 15},          {"say", 1, 0, 16},          {"ref", 1, 0, 17},
+        {"src-first", 1, 0, 18},     {"samples", 1, 0, 19},
         {"help", 0, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -2029,6 +2107,8 @@ int main(int argc, char **argv)
                 die("--say MIN:MAX");
             break;
         case 17: opt.ref = atof(optarg); break;
+        case 18: opt.src_first = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 19: opt.samples = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -2126,6 +2206,11 @@ int main(int argc, char **argv)
         }
     }
     ep = epoll_create1(EPOLL_CLOEXEC);
+    if (opt.scenario == SC_MEMBER) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = STDIN_ID};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, 0, &ev) != 0)
+            die("member: stdin must be a pipe (its close ends the run): %s", strerror(errno));
+    }
     if (opt.rate > 0) {
         tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
         struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TIMER_ID};
@@ -2161,6 +2246,15 @@ int main(int argc, char **argv)
                 rate_tick();
                 continue;
             }
+            if (evs[i].data.u64 == STDIN_ID) {
+                char b[256];
+                ssize_t r = read(0, b, sizeof(b));
+                if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+                    st.stdin_closed = 1;
+                    epoll_ctl(ep, EPOLL_CTL_DEL, 0, NULL);
+                }
+                continue;
+            }
             conn_t *c = &conns[evs[i].data.u64];
             if (c->fd < 0)
                 continue;
@@ -2175,6 +2269,12 @@ int main(int argc, char **argv)
                 flush(c);
         }
         flush_dirty();
+    }
+    if (opt.samples != NULL) {
+        FILE *sf = fopen(opt.samples, "wb");
+        if (sf == NULL || fwrite(st.samples, sizeof(uint64_t), st.nsamples, sf) != st.nsamples ||
+            fclose(sf) != 0)
+            snprintf(st.error, sizeof(st.error), "cannot write %s", opt.samples);
     }
     report();
     int bad = st.error[0] || st.mismatch || st.protocol || st.unexpected;

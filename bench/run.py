@@ -18,10 +18,13 @@ under BUILD/bench/). Every wait is bounded. Servers are stopped by PID.
     make bench ONLY=echo,relay ROUNDS=5
     make bench ONLY=soak            # the soak: 10,000 connections of churn for 10 minutes
     make bench ONLY=soak QUICK=1    # the soak briefly (1,000 connections, 30 s)
+    make bench ONLY=connect-100k,broadcast-100k   # 100,000 connections (bench/scale.py)
 
-The soak runs only when named: it takes 10 minutes, moonwire alone (ws has no
-chat app), and its figure is the server's RSS at the end against its RSS
-after the first minute.
+The soak, connect-100k and broadcast-100k run only when named. The soak takes
+10 minutes, moonwire alone (ws has no chat app), and its figure is the
+server's RSS at the end against its RSS after the first minute. The 100k
+scenarios run moonwire --workers with Redis and several load generators
+(bench/scale.py says how).
     /usr/bin/python3 bench/run.py --help
 """
 
@@ -39,6 +42,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+
+import scale
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
@@ -120,6 +125,54 @@ CONNECT_ROWS = [
     ("other load, CPUs", "other_load", "info"),
     ("errors", "errors_total", "low"),
 ]
+
+
+SCALE_CONNECT_ROWS = [
+    ("connections held", "opened", "high"),
+    ("  of them asked", "conns", "info"),
+    ("  missing", "missing", "low"),
+    ("handshakes/s (whole ramp)", "handshakes_per_s", "high"),
+    ("RSS bytes/conn, all procs", "rss_per_conn_bytes", "low"),
+    ("workers", "workers", "info"),
+    ("load generators", "loadgens", "info"),
+    ("most conns on one worker", "per_worker_max", "info"),
+    ("listen queue drops", "listen_drops", "info"),
+    ("errors", "errors_total", "low"),
+]
+SCALE_BROADCAST_ROWS = [
+    ("members", "members", "high"),
+    ("  missing", "missing", "low"),
+    ("reached, worst round", "reached_min", "high"),
+    ("deliveries missed", "missed", "low"),
+    ("reach p50 ms", "reach_ms.p50", "low"),
+    ("reach p99 ms", "reach_ms.p99", "low"),
+    ("reach max ms", "reach_ms.max", "low"),
+    ("workers+Redis CPU us/deliv.", "server_cpu_us_per_delivery", "low"),
+    ("RSS bytes/conn, all procs", "rss_per_conn_bytes", "low"),
+    ("errors", "errors_total", "low"),
+]
+
+
+def scale_scenarios(quick):
+    """connect-100k and broadcast-100k (bench/scale.py): 100,000 connections
+    through --workers and several load generators; QUICK: 10,000 over 2
+    workers. Only when named."""
+    n, workers = (10000, 2) if quick else (100000, 6)
+    common = dict(runner="scale", servers=["moonwire"], optional=True, retries=0, rounds=1,
+                  args=[], duration=0, warmup=0, conns=n, workers=workers,
+                  connect_timeout=60 if quick else 240, hold=2 if quick else 5,
+                  hold_bound=120 if quick else 300)
+    return [
+        dict(name="connect-100k", rows=SCALE_CONNECT_ROWS, rounds_bcast=0, gap=0,
+             about=f"{n:,} idle connections held at once: moonwire --workers {workers} with "
+                   "redis-server, load generators each under the fd limit on their own "
+                   "127.0.0.x sources", **common),
+        dict(name="broadcast-100k", rows=SCALE_BROADCAST_ROWS, rounds_bcast=3 if quick else 5,
+             gap=2 if quick else 5,
+             about=f"{n:,} members of one room (fanout.lua, /?room=all) over {workers} workers "
+                   "and Redis; one publisher, a round every "
+                   f"{2 if quick else 5} s; time from send to each member", **common),
+    ]
 
 
 def scenarios(quick, nofile):
@@ -211,7 +264,7 @@ def scenarios(quick, nofile):
                     duration=soak_s, warmup=0,
                     about=f"{soak_n} connections of churn to scripts/chat.lua for {soak_s} s; "
                           f"RSS at the end against RSS at {soak_ref} s"))
-    return out
+    return out + scale_scenarios(quick)
 
 
 # Issue 6's targets, as (scenario, JSON path, op, bound, text). "ratio" is
@@ -228,6 +281,11 @@ TARGETS = [
     ("connect", "rss_per_conn_bytes", "ratio<=", 1 / 2, "RSS/idle conn <= 1/2 of ws"),
     ("soak", "soak.rss_growth", "abs<=", 0.10, "RSS at the end within 10% of RSS after ref"),
     ("soak", "errors_total", "abs<=", 0, "no errors, every bad frame closed with its code"),
+    # Issue 15: 100,000 held (QUICK: 10,000), and every member reached.
+    ("connect-100k", "missing", "abs<=", 0, "every connection asked held at once (100,000)"),
+    ("connect-100k", "errors_total", "abs<=", 0, "no connection lost while held"),
+    ("broadcast-100k", "missing", "abs<=", 0, "every member joined (100,000)"),
+    ("broadcast-100k", "missed", "abs<=", 0, "every member reached in every round"),
 ]
 # The kernel's part (stime) of a CPU figure. moonwire's kernel part over ws's
 # whole figure is the ratio a moonwire spending nothing in user space would
@@ -464,6 +522,9 @@ def run_api(sc, procs, ports, info, result):
 
 
 def run_one(sc, server, rnd, args, binaries, logdir):
+    if sc.get("runner") == "scale":
+        # It starts its own master, workers, Redis and load generators.
+        return scale.run(sc, binaries, logdir, raise_nofile)
     info = {}
     procs, ports, err = start_servers(sc, server, rnd, binaries, logdir, info)
     pids = [p.pid for p in procs]
@@ -616,8 +677,21 @@ def print_table(results, targets, out=sys.stdout):
             q = r["ratio"].get(path)
             print(f"{name:<{w[0]}} {label:<{w[1]}} {fmt(a):>{w[2]}} {fmt(b):>{w[3]}} "
                   f"{(f'{q:.3f}' if q is not None else '-'):>{w[4]}}", file=out)
+        # The scale scenarios: what the machine allowed, and what limited.
+        for run in r["runs"].get("moonwire", []):
+            k = run.get("kernel")
+            if k:
+                print(f"{'':<{w[0]}} kernel: RLIMIT_NOFILE hard {k['nofile_hard']}, "
+                      f"ip_local_port_range {k['ip_local_port_range']}, somaxconn "
+                      f"{k['somaxconn']}, tcp_mem {k['tcp_mem_pages']} pages, "
+                      f"MemAvailable {(k['mem_available_kb'] or 0) // 1024} MB", file=out)
+                for why in run.get("limited_by") or ["nothing (every connection asked "
+                                                     "was tried)"]:
+                    print(f"{'':<{w[0]}} limited by: {why}", file=out)
+            if run.get("error"):
+                print(f"{'':<{w[0]}} ERROR: {run['error']}", file=out)
         print(file=out)
-    print("targets (issue 6), medians:", file=out)
+    print("targets (issues 6, 12, 15), medians:", file=out)
     for t in targets:
         mark = {True: "met", False: "NOT MET", None: "n/a"}[t["met"]]
         val = f"{t['value']:.3f}" if isinstance(t["value"], (int, float)) else "-"
@@ -637,7 +711,8 @@ def main():
     ap.add_argument("--only", help="comma-separated scenario names or prefixes "
                                    "(echo,relay,relay-rate,cluster-relay,fanout,connect,"
                                    "api-publish,queue-apply; "
-                                   "soak runs only when named)")
+                                   "soak, connect-100k and broadcast-100k run only "
+                                   "when named)")
     ap.add_argument("--servers", default="moonwire,ws")
     ap.add_argument("--max-other-load", type=float, default=0.15,
                     help="CPUs (of the two) that other processes may take during a run "
@@ -645,7 +720,8 @@ def main():
     ap.add_argument("--retries", type=int,
                     help="times a run is done again because of other load (2; quick: 0)")
     ap.add_argument("--out", help="the JSON file to write (bench/results/latest.json; "
-                                  "quick: BUILD/bench/quick.json)")
+                                  "quick: BUILD/bench/quick.json; only scenarios that run "
+                                  "only when named: bench/results/NAME+NAME.json)")
     args = ap.parse_args()
     rounds = args.rounds or (1 if args.quick else 3)
     if args.retries is None:
@@ -654,9 +730,6 @@ def main():
 
     build = os.path.join(ROOT, args.build)
     workdir = os.path.join(build, "bench")
-    if args.out is None:
-        args.out = os.path.join(workdir, "quick.json") if args.quick else \
-            os.path.join(BENCH, "results", "latest.json")
     logdir = os.path.join(workdir, "logs")
     os.makedirs(logdir, exist_ok=True)
     for b in ("moonwire", "mw_loadgen"):
@@ -683,6 +756,13 @@ def main():
         sel = [s for s in sel if not s.get("optional")]
     if not sel:
         sys.exit("bench: no scenario selected")
+    if args.out is None:
+        # A run of scenarios that run only when named (soak, the 100k ones)
+        # keeps its own file: the suite's latest.json stays the suite's.
+        alone = "+".join(s["name"] for s in sel) + ".json"
+        args.out = os.path.join(workdir, "quick.json") if args.quick else \
+            os.path.join(BENCH, "results", alone if all(s.get("optional") for s in sel)
+                         else "latest.json")
     if any("ws" in sc.get("servers", servers) for sc in sel) and \
             not os.path.isdir(os.path.join(PEERS, "node_modules", "ws")):
         sys.exit("bench: bench/peers/node_modules is missing: run `make bench` (npm ci)")
