@@ -9,8 +9,10 @@ port in a temporary directory and stopped by PID; every wait is bounded."""
 import asyncio
 import json
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +20,7 @@ import urllib.request
 import pytest
 import websockets
 
-from conftest import free_port, port_open, wait_until
+from conftest import BIN, ROOT, free_port, port_open, wait_until
 from hostile import metrics
 from test_chat_cluster import Chat
 from test_cluster import REDIS, cluster_up
@@ -301,3 +303,88 @@ def test_a_master_name_the_sentinel_does_not_know_is_a_clear_error(start_server,
     assert "[error]" in log or "error" in log.lower()
     assert not cluster_up(s)
     assert healthz(s).startswith("degraded")
+
+
+class LyingSentinel:
+    """A sentinel that is not one: it answers get-master-addr-by-name with the
+    replica's address the first `lies` times, then with the master's, as a
+    sentinel that has not yet seen a failover would. Raw RESP, because no
+    good sentinel does this on purpose."""
+
+    def __init__(self, replica_port, master_port, lies):
+        self.answers = [replica_port] * lies + [master_port]
+        self.asked = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.listener.accept()
+            except (socket.timeout, OSError):
+                continue
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                try:
+                    while b"get-master-addr-by-name" not in data or not data.endswith(b"\r\n") \
+                            or data.count(b"\r\n") < 7:
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                    port = self.answers[min(self.asked, len(self.answers) - 1)]
+                    self.asked += 1
+                    conn.sendall(b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%d\r\n"
+                                 % (len(str(port)), port))
+                    conn.recv(1)  # until the node closes
+                except OSError:
+                    pass
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(timeout=5)
+        self.listener.close()
+
+
+def test_an_address_that_is_a_replica_is_left_and_the_sentinels_asked_again(start_server):
+    master = Proc([])
+    replica = Proc(["--replicaof", "127.0.0.1", str(master.port)])
+    liar = LyingSentinel(replica.port, master.port, lies=3)
+    try:
+        s = start_server("scripts/relay.lua", config=conf(liar.port, "relay"))
+        wait_until(lambda: cluster_up(s), timeout=15, what="the node on the real master")
+        log = s.log()
+        assert f"127.0.0.1:{replica.port}, which the sentinels named master '{MASTER}', " \
+               f"says ROLE slave" in log, log[-3000:]
+        # Up only once on the master: nothing was counted up on the replica.
+        named_master = log.index(f"master '{MASTER}' is at 127.0.0.1:{master.port}")
+        assert "connection to Redis is up" not in log[:named_master], log[:named_master]
+        assert liar.asked >= 4
+    finally:
+        liar.stop()
+        replica.stop()
+        master.stop()
+
+
+@pytest.mark.parametrize("cluster, message", [
+    ('master = "mymaster"', "'cluster.sentinels' and 'cluster.master' go together"),
+    ('sentinels = { "127.0.0.1:26379" }', "'cluster.sentinels' and 'cluster.master' go together"),
+    ('sentinels = { "127.0.0.1:26379" }, master = "m", redis = "redis://127.0.0.1"',
+     "'cluster.redis' and 'cluster.sentinels' both say where Redis is"),
+    ('sentinels = { "127.0.0.1" }, master = "m"', "'cluster.sentinels' has '127.0.0.1', not host:port"),
+    ('sentinels = { "127.0.0.1:0" }, master = "m"', "not host:port"),
+    ('sentinels = { "127.0.0.1:26379" }, master = "my master"', "'cluster.master' must be"),
+])
+def test_check_refuses_a_sentinel_configuration_that_does_not_hold_together(tmp_path, cluster,
+                                                                             message):
+    path = tmp_path / "c.lua"
+    path.write_text(f"return {{ cluster = {{ {cluster} }} }}")
+    cp = subprocess.run([BIN, "--check", "--config", str(path), "--script", "scripts/relay.lua"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert cp.returncode == 2, cp
+    assert message in cp.stderr + cp.stdout, cp.stderr
