@@ -25,7 +25,7 @@ PHP_PKGS   = php-cli php-redis php-curl php-sqlite3 redis-server redis-tools
 # What `make bench` adds: taskset (util-linux), perf and valgrind for profiles
 # (bench/callgrind.sh); node and npm come from the nodejs package (plus npm on
 # Debian's own nodejs) when missing.
-BENCH_PKGS = util-linux linux-perf valgrind python3 redis-server
+BENCH_PKGS = util-linux linux-perf valgrind python3 redis-server redis-sentinel
 
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SHELL = /bin/bash
