@@ -147,8 +147,14 @@ static void on_connect(void *ud, int ok, const char *why)
 
     mw_timer_stop(rc->node->timers, &rc->timer);
     if (!ok) {
-        if (rc->backoff_ms == 0 || rc->backoff_ms >= rc->node->cfg->cluster_reconnect_max)
-            mw_log_warn("cluster: cannot connect to Redis (%s): %s", rc->name, why);
+        if (rc->backoff_ms == 0 || rc->backoff_ms >= rc->node->cfg->cluster_reconnect_max) {
+            if (rc->sentinels != NULL)
+                mw_log_warn("cluster: cannot connect to Redis (%s) at %s:%d, where the "
+                            "sentinels say master '%s' is: %s", rc->name, rc->at.host,
+                            rc->at.port, rc->sentinels->master, why);
+            else
+                mw_log_warn("cluster: cannot connect to Redis (%s): %s", rc->name, why);
+        }
         rc->link = NULL;
         rc->node->metrics->cluster_reconnects++;
         schedule_retry(rc);
