@@ -296,6 +296,14 @@ def test_master_killed_mid_traffic_nodes_follow_the_failover_and_lose_nothing(
         assert (f"the sentinels say master '{MASTER}' is at 127.0.0.1:{topology.replica.port}"
                 in s.log()), s.log()[-3000:]
     assert topology.master_port() == topology.replica.port
+    # The api queue's connection followed too: an entry added on the new
+    # master is applied (by one of the nodes, which all consume mw:api).
+    applied = lambda: sum(metrics(s).get("moonwire_queue_applied_total", 0) for s in nodes)
+    before = applied()
+    cli(topology.replica.port, "XADD", "mw:api", "*", "method", "broadcast",
+        "params", json.dumps({"data": "from the queue"}))
+    wait_until(lambda: applied() == before + 1, timeout=15,
+               what="the entry added on the new master applied")
 
 
 def test_a_sentinel_unreachable_at_start_is_logged_and_asked_again_until_it_answers(
