@@ -261,12 +261,14 @@ int mw_rconn_locate(const mw_config_t *cfg, mw_redis_url_t *url, mw_sentinels_t 
 {
     memset(sentinels, 0, sizeof(*sentinels));
     if (cfg->cluster_sentinels.n > 0) {
+        int r;
         memset(url, 0, sizeof(*url));
-        if (mw_sentinels_init(sentinels, (const char *const *)cfg->cluster_sentinels.items,
+        r = mw_sentinels_init(sentinels, (const char *const *)cfg->cluster_sentinels.items,
                               cfg->cluster_sentinels.n, cfg->cluster_master,
                               cfg->cluster_sentinel_password, cfg->cluster_connect_timeout,
-                              node->timers, driver, drv, err, errlen) != 0)
-            return MW_ECONFIG;
+                              node->timers, driver, drv, err, errlen);
+        if (r != 0)
+            return r == MW_ENOMEM ? r : MW_ECONFIG;
     } else if (mw_redis_url_parse(cfg->cluster_redis, url) != 0) {
         snprintf(err, errlen, "config: 'cluster.redis' is not redis://host[:port][/db] or "
                               "unix:///path: %s", cfg->cluster_redis);

@@ -124,7 +124,6 @@ static void on_answer(void *r, void *priv)
     }
     mw_timer_stop(set->timers, &a->timer);
     set->first = a->current;
-    a->asking = 0;
     a->cb(a->ud, host, (int)port, NULL);
 }
 
@@ -190,7 +189,6 @@ static void ask_next(mw_sentinel_ask_t *a)
     const char *why = NULL;
 
     if (a->tried == set->n) {
-        a->asking = 0;
         a->cb(a->ud, NULL, 0, a->why);
         return;
     }
@@ -215,13 +213,12 @@ void mw_sentinel_ask_init(mw_sentinel_ask_t *a, mw_sentinels_t *set, const char 
     mw_timer_init(&a->timer, on_timer, a);
 }
 
-void mw_sentinel_ask(mw_sentinel_ask_t *a, mw_sentinel_cb cb, void *ud)
+void mw_sentinel_ask(mw_sentinel_ask_t *a, mw_sentinel_answer_cb cb, void *ud)
 {
     mw_sentinel_ask_stop(a);
     a->cb = cb;
     a->ud = ud;
     a->tried = 0;
-    a->asking = 1;
     snprintf(a->why, sizeof(a->why), "no sentinel configured");
     /* From a timer, so that cb never runs inside this call. */
     mw_timer_start(a->set->timers, &a->timer, 0, 0);
@@ -231,7 +228,6 @@ void mw_sentinel_ask_stop(mw_sentinel_ask_t *a)
 {
     mw_redis_link_t *l = a->link;
 
-    a->asking = 0;
     a->link = NULL;
     if (a->set != NULL)
         mw_timer_stop(a->set->timers, &a->timer);

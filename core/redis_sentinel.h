@@ -37,7 +37,7 @@ typedef struct {
 } mw_sentinels_t;
 
 /* The answer: the master's host and port, or (host NULL) none, with why. */
-typedef void (*mw_sentinel_cb)(void *ud, const char *host, int port, const char *why);
+typedef void (*mw_sentinel_answer_cb)(void *ud, const char *host, int port, const char *why);
 
 /* One asking, going round the sentinels: a connection to Redis holds one. */
 typedef struct {
@@ -47,15 +47,15 @@ typedef struct {
     mw_redis_link_t *link; /* to the sentinel being asked; NULL between */
     size_t tried;    /* sentinels asked so far in this round */
     size_t current;  /* the index of the one being asked */
-    int asking;      /* a round is under way */
     mw_timer_t timer; /* the timeout of the one asked, or the step to the next */
-    mw_sentinel_cb cb;
+    mw_sentinel_answer_cb cb;
     void *ud;
     char why[640]; /* why the last sentinel gave no address */
 } mw_sentinel_ask_t;
 
 /* Fills set from the configured lists (checked by the configuration).
- * Returns 0 or MW_EINVAL when an address does not parse (why in err). */
+ * Returns 0, MW_EINVAL when an address does not parse (why in err), or
+ * MW_ENOMEM. */
 int mw_sentinels_init(mw_sentinels_t *set, const char *const *addrs, size_t n, const char *master,
                       const char *password, uint32_t timeout_ms, mw_timers_t *timers,
                       const mw_redis_driver_t *driver, void *drv, char *err, size_t errlen);
@@ -65,7 +65,7 @@ void mw_sentinel_ask_init(mw_sentinel_ask_t *a, mw_sentinels_t *set, const char 
 
 /* Starts a round: cb runs once, later (never inside this call), with the
  * first address a sentinel gives, or with none after all were asked. */
-void mw_sentinel_ask(mw_sentinel_ask_t *a, mw_sentinel_cb cb, void *ud);
+void mw_sentinel_ask(mw_sentinel_ask_t *a, mw_sentinel_answer_cb cb, void *ud);
 
 /* Abandons a round under way (cb will not run). */
 void mw_sentinel_ask_stop(mw_sentinel_ask_t *a);
