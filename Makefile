@@ -16,7 +16,7 @@ BUILD_PKGS = gcc make cmake pkg-config libuv1-dev libwslay-dev libhttp-parser-de
              liblua5.4-dev lua5.4 lua-cjson libssl-dev zlib1g-dev libhiredis-dev \
              libjwt-dev libcurl4-openssl-dev
 TEST_PKGS  = libcmocka-dev python3 python3-websockets python3-pytest lua-busted openssl \
-             redis-server redis-tools nginx \
+             redis-server redis-sentinel redis-tools nginx \
              clang libclang-rt-14-dev chromium fonts-dejavu-core valgrind \
              php-cli php-redis php-curl php-sqlite3
 # What the PHP example (examples/php-backend, make run-php) runs besides moonwire.
@@ -25,7 +25,7 @@ PHP_PKGS   = php-cli php-redis php-curl php-sqlite3 redis-server redis-tools
 # What `make bench` adds: taskset (util-linux), perf and valgrind for profiles
 # (bench/callgrind.sh); node and npm come from the nodejs package (plus npm on
 # Debian's own nodejs) when missing.
-BENCH_PKGS = util-linux linux-perf valgrind python3 redis-server
+BENCH_PKGS = util-linux linux-perf valgrind python3 redis-server redis-sentinel
 
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SHELL = /bin/bash

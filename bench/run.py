@@ -105,6 +105,14 @@ SOAK_ROWS = [
     ("server CPU busy", "server_cpu_util", "info"),
     ("errors", "errors_total", "low"),
 ]
+FAILOVER_ROWS = [
+    ("kill to first delivery, s", "failover.resume_s", "low"),
+    ("kill to promoted, s", "failover.promoted_s", "info"),
+    ("messages sent", "failover.sent", "info"),
+    ("lost at the kill", "failover.lost", "low"),
+    ("duplicated", "failover.duplicated", "low"),
+    ("out of order", "failover.out_of_order", "low"),
+]
 API_ROWS = [
     ("server CPU us/request", "server_cpu_us_per_request", "low"),
     ("requests/s", "requests_per_s", "high"),
@@ -264,6 +272,13 @@ def scenarios(quick, nofile):
                     duration=soak_s, warmup=0,
                     about=f"{soak_n} connections of churn to scripts/chat.lua for {soak_s} s; "
                           f"RSS at the end against RSS at {soak_ref} s"))
+    # Redis Sentinel failover (issue 15): two nodes on a master, its replica
+    # and one sentinel; the master is killed mid-traffic (bench/failover.py).
+    # Moonwire only; only when named, as it needs redis-sentinel.
+    out.append(dict(name="sentinel-failover", runner="sentinel-failover", rows=FAILOVER_ROWS,
+                    servers=["moonwire"], optional=True, retries=0, args=[], duration=0,
+                    warmup=0, about="2 relay nodes behind 1 redis-sentinel, a message every "
+                                    "5 ms, the master SIGKILLed: kill to first delivery"))
     return out + scale_scenarios(quick)
 
 
@@ -286,6 +301,8 @@ TARGETS = [
     ("connect-100k", "errors_total", "abs<=", 0, "no connection lost while held"),
     ("broadcast-100k", "missing", "abs<=", 0, "every member joined (100,000)"),
     ("broadcast-100k", "missed", "abs<=", 0, "every member reached in every round"),
+    ("sentinel-failover", "failover.duplicated", "abs<=", 0, "nothing twice"),
+    ("sentinel-failover", "failover.out_of_order", "abs<=", 0, "in order"),
 ]
 # The kernel's part (stime) of a CPU figure. moonwire's kernel part over ws's
 # whole figure is the ratio a moonwire spending nothing in user space would
@@ -525,6 +542,12 @@ def run_one(sc, server, rnd, args, binaries, logdir):
     if sc.get("runner") == "scale":
         # It starts its own master, workers, Redis and load generators.
         return scale.run(sc, binaries, logdir, raise_nofile)
+    if sc.get("runner") == "sentinel-failover":
+        import failover
+        result = {"server": server, "round": rnd}
+        result.update(failover.run_failover(binaries["moonwire"], logdir,
+                                            f"{sc['name']}-{rnd}"))
+        return result
     info = {}
     procs, ports, err = start_servers(sc, server, rnd, binaries, logdir, info)
     pids = [p.pid for p in procs]
@@ -711,8 +734,8 @@ def main():
     ap.add_argument("--only", help="comma-separated scenario names or prefixes "
                                    "(echo,relay,relay-rate,cluster-relay,fanout,connect,"
                                    "api-publish,queue-apply; "
-                                   "soak, connect-100k and broadcast-100k run only "
-                                   "when named)")
+                                   "soak, connect-100k, broadcast-100k and "
+                                   "sentinel-failover run only when named)")
     ap.add_argument("--servers", default="moonwire,ws")
     ap.add_argument("--max-other-load", type=float, default=0.15,
                     help="CPUs (of the two) that other processes may take during a run "

@@ -43,6 +43,7 @@
 struct mw_queue_s {
     mw_node_t *node;
     mw_redis_url_t url;
+    mw_sentinels_t sentinels; /* n 0: url is where Redis is */
     mw_rconn_t rc;
     mw_timer_t tick;   /* the connection's watchdog, and the claims (the node's timers) */
     char consumer[64]; /* this node incarnation */
@@ -73,6 +74,7 @@ static void maybe_free(mw_queue_t *q)
 {
     if (q->stopping && q->applying == 0) {
         mw_rconn_free(&q->rc);
+        mw_sentinels_free(&q->sentinels);
         free(q);
     }
 }
@@ -447,6 +449,7 @@ int mw_queue_start(mw_node_t *node, const mw_redis_driver_t *driver, void *drv, 
 {
     const mw_config_t *cfg = node->cfg;
     mw_queue_t *q;
+    int r;
 
     *out = NULL;
     if (node->cluster == NULL || cfg->queue_stream == NULL || cfg->queue_stream[0] == '\0')
@@ -454,26 +457,27 @@ int mw_queue_start(mw_node_t *node, const mw_redis_driver_t *driver, void *drv, 
     q = calloc(1, sizeof(*q));
     if (q == NULL)
         return MW_ENOMEM;
-    if (mw_redis_url_parse(cfg->cluster_redis, &q->url) != 0) {
-        snprintf(err, errlen, "config: 'cluster.redis' is not a Redis address");
+    if ((r = mw_rconn_locate(cfg, &q->url, &q->sentinels, node, driver, drv, err, errlen)) != 0) {
         free(q);
-        return MW_ECONFIG;
+        return r;
     }
-    if (cfg->cluster_password != NULL)
-        snprintf(q->url.password, sizeof(q->url.password), "%s", cfg->cluster_password);
     snprintf(q->consumer, sizeof(q->consumer), "%.*s", (int)node->reg->ids.prefix_len - 1,
              node->reg->ids.prefix);
     snprintf(q->claim_from, sizeof(q->claim_from), "0-0");
     q->node = node;
     if (mw_rconn_init(&q->rc, "queue", 0, &q->url, node, driver, drv, q) != 0) {
+        mw_sentinels_free(&q->sentinels);
         free(q);
         return MW_ENOMEM;
     }
+    if (q->sentinels.n > 0)
+        mw_rconn_use_sentinels(&q->rc, &q->sentinels);
     q->rc.on_up = on_up;
     q->rc.on_down = on_down;
     mw_timer_init(&q->tick, on_tick, q);
     if (mw_timer_start(node->timers, &q->tick, TICK_MS, TICK_MS) != 0) {
         mw_rconn_free(&q->rc);
+        mw_sentinels_free(&q->sentinels);
         free(q);
         return MW_ENOMEM;
     }

@@ -77,20 +77,18 @@ int mw_cluster_start(mw_node_t *node, const mw_redis_driver_t *driver, void *drv
 {
     const mw_config_t *cfg = node->cfg;
     mw_cluster_t *cl;
+    int r;
 
-    if (cfg->cluster_redis == NULL)
+    if (!mw_config_clustered(cfg))
         return 0;
     cl = calloc(1, sizeof(*cl));
     if (cl == NULL)
         return MW_ENOMEM;
-    if (mw_redis_url_parse(cfg->cluster_redis, &cl->url) != 0) {
-        snprintf(err, errlen, "config: 'cluster.redis' is not redis://host[:port][/db] or "
-                              "unix:///path: %s", cfg->cluster_redis);
+    if ((r = mw_rconn_locate(cfg, &cl->url, &cl->sentinels, node, driver, drv, err, errlen)) !=
+        0) {
         free(cl);
-        return MW_ECONFIG;
+        return r;
     }
-    if (cfg->cluster_password != NULL)
-        snprintf(cl->url.password, sizeof(cl->url.password), "%s", cfg->cluster_password);
     snprintf(cl->prefix, sizeof(cl->prefix), "%s", cfg->cluster_prefix);
     snprintf(cl->name, sizeof(cl->name), "%.*s", (int)node->reg->ids.prefix_len - 1,
              node->reg->ids.prefix);
@@ -105,8 +103,13 @@ int mw_cluster_start(mw_node_t *node, const mw_redis_driver_t *driver, void *drv
         mw_rconn_init(&cl->cmd, "command", 0, &cl->url, node, driver, drv, cl) != 0) {
         mw_dedup_free(&cl->dedup);
         mw_rconn_free(&cl->sub);
+        mw_sentinels_free(&cl->sentinels);
         free(cl);
         return MW_ENOMEM;
+    }
+    if (cl->sentinels.n > 0) {
+        mw_rconn_use_sentinels(&cl->sub, &cl->sentinels);
+        mw_rconn_use_sentinels(&cl->cmd, &cl->sentinels);
     }
     cl->sub.on_up = cl->cmd.on_up = on_up;
     cl->sub.on_down = cl->cmd.on_down = on_down;
@@ -122,6 +125,7 @@ int mw_cluster_start(mw_node_t *node, const mw_redis_driver_t *driver, void *drv
         mw_dedup_free(&cl->dedup);
         mw_rconn_free(&cl->sub);
         mw_rconn_free(&cl->cmd);
+        mw_sentinels_free(&cl->sentinels);
         free(cl);
         return MW_ENOMEM;
     }
@@ -130,7 +134,11 @@ int mw_cluster_start(mw_node_t *node, const mw_redis_driver_t *driver, void *drv
     node->topics->on_presence = mw__cluster_on_presence;
     node->topics->ud = cl;
     node->cluster = cl;
-    if (cl->url.path[0] != '\0')
+    if (cl->sentinels.n > 0)
+        mw_log_info("cluster: node %s on Redis master '%s' as %zu sentinel(s) name it, first "
+                    "%s:%d (channels %s:*)", cl->name, cl->sentinels.master, cl->sentinels.n,
+                    cl->sentinels.at[0].host, cl->sentinels.at[0].port, cl->prefix);
+    else if (cl->url.path[0] != '\0')
         mw_log_info("cluster: node %s on Redis unix:%s (channels %s:*)", cl->name, cl->url.path,
                     cl->prefix);
     else
@@ -166,6 +174,7 @@ void mw_cluster_stop(mw_node_t *node)
     mw_dedup_free(&cl->dedup);
     mw_rconn_free(&cl->sub);
     mw_rconn_free(&cl->cmd);
+    mw_sentinels_free(&cl->sentinels);
     free(cl);
 }
 

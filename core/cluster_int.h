@@ -26,6 +26,7 @@ typedef struct mw_cluster_s mw_cluster_t;
 struct mw_cluster_s {
     mw_node_t *node;
     mw_redis_url_t url;
+    mw_sentinels_t sentinels; /* n 0: url is where Redis is */
     char prefix[64];
     char name[64]; /* this node incarnation, as ids spell it ("n1.k3x9a2") */
     char all_channel[96];

@@ -110,6 +110,29 @@ static void on_ready_reply(void *r, void *priv)
     }
 }
 
+static void on_role_reply(void *r, void *priv)
+{
+    mw_rconn_t *rc = priv;
+    redisReply *reply = r;
+    const char *role = "?";
+
+    mw_rconn_replied(rc);
+    if (reply == NULL || rc->link == NULL)
+        return;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+        reply->element[0]->type == REDIS_REPLY_STRING) {
+        role = reply->element[0]->str;
+        if (strcmp(role, "master") == 0)
+            return;
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        role = reply->str;
+    }
+    mw_log_warn("cluster: %s:%d, which the sentinels named master '%s', says ROLE %s (%s "
+                "connection); asking the sentinels again",
+                rc->at.host, rc->at.port, rc->sentinels->master, role, rc->name);
+    mw_rconn_drop(rc, "not the master");
+}
+
 static void send_hello(mw_rconn_t *rc, int argc, const char **argv)
 {
     size_t argl[2];
@@ -124,8 +147,14 @@ static void on_connect(void *ud, int ok, const char *why)
 
     mw_timer_stop(rc->node->timers, &rc->timer);
     if (!ok) {
-        if (rc->backoff_ms == 0 || rc->backoff_ms >= rc->node->cfg->cluster_reconnect_max)
-            mw_log_warn("cluster: cannot connect to Redis (%s): %s", rc->name, why);
+        if (rc->backoff_ms == 0 || rc->backoff_ms >= rc->node->cfg->cluster_reconnect_max) {
+            if (rc->sentinels != NULL)
+                mw_log_warn("cluster: cannot connect to Redis (%s) at %s:%d, where the "
+                            "sentinels say master '%s' is: %s", rc->name, rc->at.host,
+                            rc->at.port, rc->sentinels->master, why);
+            else
+                mw_log_warn("cluster: cannot connect to Redis (%s): %s", rc->name, why);
+        }
         rc->link = NULL;
         rc->node->metrics->cluster_reconnects++;
         schedule_retry(rc);
@@ -139,6 +168,9 @@ static void on_connect(void *ud, int ok, const char *why)
         snprintf(db, sizeof(db), "%d", rc->url->db);
         send_hello(rc, 2, (const char *[]){"SELECT", db});
     }
+    /* What a sentinel names may have been demoted since: only a master will do. */
+    if (rc->sentinels != NULL)
+        mw_rconn_send(rc, on_role_reply, rc, 1, (const char *[]){"ROLE"}, (const size_t[]){4});
     if (rc->on_hello != NULL)
         rc->on_hello(rc);
     send_hello(rc, 1, (const char *[]){"PING"});
@@ -164,10 +196,10 @@ int mw_rconn_init(mw_rconn_t *rc, const char *name, int subscriber, const mw_red
     return 0;
 }
 
-void mw_rconn_connect(mw_rconn_t *rc)
+static void connect_to(mw_rconn_t *rc, const mw_redis_url_t *url)
 {
     const char *why = NULL;
-    mw_redis_link_t *l = rc->driver->connect(rc->drv, rc->url, &rconn_events, rc, &why);
+    mw_redis_link_t *l = rc->driver->connect(rc->drv, url, &rconn_events, rc, &why);
 
     if (l == NULL) {
         mw_log_warn("cluster: cannot connect to Redis (%s): %s", rc->name, why);
@@ -177,6 +209,74 @@ void mw_rconn_connect(mw_rconn_t *rc)
     rc->link = l;
     rc->head = rc->count = 0;
     mw_timer_start(rc->node->timers, &rc->timer, rc->node->cfg->cluster_connect_timeout, 0);
+}
+
+/* The sentinels answered (host) or none did. */
+static void on_located(void *ud, const char *host, int port, const char *why)
+{
+    mw_rconn_t *rc = ud;
+
+    if (rc->stopping)
+        return;
+    if (host == NULL) {
+        if (!rc->ask.quiet)
+            mw_log_warn("cluster: no sentinel gave the address of master '%s' to the %s "
+                        "connection (last: %s); asking again", rc->sentinels->master, rc->name,
+                        why);
+        rc->node->metrics->cluster_reconnects++;
+        schedule_retry(rc);
+        return;
+    }
+    if (strcmp(rc->at.host, host) != 0 || rc->at.port != port)
+        mw_log_info("cluster: the sentinels say master '%s' is at %s:%d (%s connection)",
+                    rc->sentinels->master, host, port, rc->name);
+    rc->at = *rc->url;
+    snprintf(rc->at.host, sizeof(rc->at.host), "%s", host);
+    rc->at.path[0] = '\0';
+    rc->at.port = port;
+    connect_to(rc, &rc->at);
+}
+
+void mw_rconn_connect(mw_rconn_t *rc)
+{
+    if (rc->sentinels == NULL) {
+        connect_to(rc, rc->url);
+        return;
+    }
+    /* Each failing sentinel is logged on the first try and at the cap of the
+     * backoff, as a failing connect is. */
+    rc->ask.quiet = !(rc->backoff_ms == 0 || rc->backoff_ms >= rc->node->cfg->cluster_reconnect_max);
+    mw_sentinel_ask(&rc->ask, on_located, rc);
+}
+
+void mw_rconn_use_sentinels(mw_rconn_t *rc, mw_sentinels_t *sentinels)
+{
+    rc->sentinels = sentinels;
+    mw_sentinel_ask_init(&rc->ask, sentinels, rc->name);
+}
+
+int mw_rconn_locate(const mw_config_t *cfg, mw_redis_url_t *url, mw_sentinels_t *sentinels,
+                    mw_node_t *node, const mw_redis_driver_t *driver, void *drv, char *err,
+                    size_t errlen)
+{
+    memset(sentinels, 0, sizeof(*sentinels));
+    if (cfg->cluster_sentinels.n > 0) {
+        int r;
+        memset(url, 0, sizeof(*url));
+        r = mw_sentinels_init(sentinels, (const char *const *)cfg->cluster_sentinels.items,
+                              cfg->cluster_sentinels.n, cfg->cluster_master,
+                              cfg->cluster_sentinel_password, cfg->cluster_connect_timeout,
+                              node->timers, driver, drv, err, errlen);
+        if (r != 0)
+            return r == MW_ENOMEM ? r : MW_ECONFIG;
+    } else if (mw_redis_url_parse(cfg->cluster_redis, url) != 0) {
+        snprintf(err, errlen, "config: 'cluster.redis' is not redis://host[:port][/db] or "
+                              "unix:///path: %s", cfg->cluster_redis);
+        return MW_ECONFIG;
+    }
+    if (cfg->cluster_password != NULL)
+        snprintf(url->password, sizeof(url->password), "%s", cfg->cluster_password);
+    return 0;
 }
 
 void mw_rconn_drop(mw_rconn_t *rc, const char *why)
@@ -206,6 +306,8 @@ void mw_rconn_stop(mw_rconn_t *rc)
     rc->link = NULL;
     rc->ready = 0; /* for hooks the pending callbacks resume */
     mw_timer_stop(rc->node->timers, &rc->timer);
+    if (rc->sentinels != NULL)
+        mw_sentinel_ask_stop(&rc->ask);
     if (l != NULL)
         rc->driver->free(l);
 }

@@ -14,6 +14,7 @@
 #define MOONWIRE_CLUSTER_REDIS_H
 
 #include "redis_link.h"
+#include "redis_sentinel.h"
 #include "redis_url.h"
 #include "timer.h"
 
@@ -21,6 +22,7 @@
 #include <stdint.h>
 
 typedef struct mw_node_s mw_node_t;
+typedef struct mw_config_s mw_config_t;
 typedef struct mw_rconn_s mw_rconn_t;
 
 /* Commands in flight on one connection; past it senders are told MW_EAGAIN
@@ -34,7 +36,7 @@ typedef void (*mw_cluster_reply_cb)(void *ud, void *reply);
 struct mw_rconn_s {
     const char *name;          /* "subscriber" or "command", for log lines */
     int subscriber;            /* pub/sub mode: no SELECT, no on_hello */
-    const mw_redis_url_t *url; /* where Redis is */
+    const mw_redis_url_t *url; /* where Redis is; with sentinels, its password and db */
     mw_node_t *node;           /* cfg: its timeouts and backoff; metrics; timers */
     const mw_redis_driver_t *driver;
     void *drv; /* the driver's own: the loop for hiredis */
@@ -49,6 +51,12 @@ struct mw_rconn_s {
     void *ud;     /* for the callbacks: the backplane */
     int stopping; /* the node stops: no reconnect */
 
+    /* With sentinels (NULL: url is the address): asked before each connect,
+     * and what they said, the address connected to (its ROLE is checked). */
+    mw_sentinels_t *sentinels;
+    mw_sentinel_ask_t ask;
+    mw_redis_url_t at;
+
     mw_redis_link_t *link; /* NULL while down */
     int ready;             /* connected, authenticated, (subscribed) */
     mw_timer_t timer;      /* connect timeout, then reconnect backoff */
@@ -62,6 +70,17 @@ struct mw_rconn_s {
  * the callbacks. Returns 0 or MW_ENOMEM. */
 int mw_rconn_init(mw_rconn_t *rc, const char *name, int subscriber, const mw_redis_url_t *url,
                   mw_node_t *node, const mw_redis_driver_t *driver, void *drv, void *ud);
+
+/* Where Redis is, from the configuration: the URL of cluster.redis into url
+ * (n of sentinels 0), or cluster.sentinels into sentinels (url then holds
+ * cluster.password). Returns 0, or MW_ECONFIG / MW_ENOMEM with err set. */
+int mw_rconn_locate(const mw_config_t *cfg, mw_redis_url_t *url, mw_sentinels_t *sentinels,
+                    mw_node_t *node, const mw_redis_driver_t *driver, void *drv, char *err,
+                    size_t errlen);
+
+/* Connects through the sentinels (set up by mw_rconn_locate; they must
+ * outlive rc) rather than to url's address; before mw_rconn_connect. */
+void mw_rconn_use_sentinels(mw_rconn_t *rc, mw_sentinels_t *sentinels);
 
 /* Starts connecting (asynchronously; failures retry with backoff). */
 void mw_rconn_connect(mw_rconn_t *rc);

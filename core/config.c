@@ -81,6 +81,12 @@ static const key_t_ schema[] = {
      * channels and keys, so clusters can share one Redis. */
     {"cluster", "redis", T_STR, F(cluster_redis)},
     {"cluster", "password", T_STR, F(cluster_password)},
+    /* Or Redis Sentinel finds the master (instead of redis): sentinels is a
+     * list of "host:port", master the name the sentinels monitor it by,
+     * sentinel_password what they ask for (if they do). */
+    {"cluster", "sentinels", T_LIST, F(cluster_sentinels)},
+    {"cluster", "master", T_STR, F(cluster_master)},
+    {"cluster", "sentinel_password", T_STR, F(cluster_sentinel_password)},
     {"cluster", "prefix", T_STR, F(cluster_prefix)},
     {"cluster", "connect_timeout", T_MS, F(cluster_connect_timeout)},
     {"cluster", "command_timeout", T_MS, F(cluster_command_timeout)},

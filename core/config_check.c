@@ -317,6 +317,36 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
             return MW_ECONFIG;
         }
     }
+    if ((cfg->cluster_sentinels.n > 0) != (cfg->cluster_master != NULL)) {
+        snprintf(err, errlen, "config: 'cluster.sentinels' and 'cluster.master' go together: "
+                              "the sentinels, and the name they know the master by");
+        return MW_ECONFIG;
+    }
+    if (cfg->cluster_sentinels.n > 0 && cfg->cluster_redis != NULL) {
+        snprintf(err, errlen, "config: 'cluster.redis' and 'cluster.sentinels' both say where "
+                              "Redis is: give one (with sentinels, cluster.password is the "
+                              "master's password)");
+        return MW_ECONFIG;
+    }
+    if (cfg->cluster_sentinels.n > 16) {
+        snprintf(err, errlen, "config: 'cluster.sentinels' may list at most 16 sentinels");
+        return MW_ECONFIG;
+    }
+    for (size_t i = 0; i < cfg->cluster_sentinels.n; i++) {
+        char host[256];
+        int port;
+        if (mw_redis_hostport_parse(cfg->cluster_sentinels.items[i], host, &port) != 0) {
+            snprintf(err, errlen, "config: 'cluster.sentinels' has '%s', not host:port",
+                     cfg->cluster_sentinels.items[i]);
+            return MW_ECONFIG;
+        }
+    }
+    if (cfg->cluster_master != NULL &&
+        (cfg->cluster_master[0] == '\0' || strlen(cfg->cluster_master) > 255 ||
+         strpbrk(cfg->cluster_master, " \t\r\n") != NULL)) {
+        snprintf(err, errlen, "config: 'cluster.master' must be 1 to 255 characters, no spaces");
+        return MW_ECONFIG;
+    }
     if (cfg->workers > 1 && cfg->node_id != NULL && strlen(cfg->node_id) > 27) {
         snprintf(err, errlen, "config: with workers, 'node_id' must be at most 27 characters "
                               "(each worker adds -w<k>)");

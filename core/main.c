@@ -394,8 +394,8 @@ static int serve(void)
         return 2;
     }
     if (app.cfg.workers > 1 && !cli->check) {
-        if (app.cfg.cluster_redis == NULL)
-            mw_log_warn("workers without cluster.redis share no topics: each is a node of its own");
+        if (!mw_config_clustered(&app.cfg))
+            mw_log_warn("workers without cluster.redis (or sentinels) share no topics: each is a node of its own");
         if (mw_metrics_share((int)app.cfg.workers) != 0)
             mw_log_warn("workers: no shared memory for metrics; /metrics shows one worker's");
         r = mw_workers_run((int)app.cfg.workers, app.cfg.shutdown_timeout + 2000, run_worker);

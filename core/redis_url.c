@@ -58,3 +58,32 @@ int mw_redis_url_parse(const char *url, mw_redis_url_t *out)
     }
     return 0;
 }
+
+int mw_redis_hostport_parse(const char *s, char host[256], int *port)
+{
+    const char *colon, *hend = NULL, *hstart = s;
+    char *end;
+    long v;
+
+    if (s[0] == '[') {
+        hstart = s + 1;
+        hend = strchr(hstart, ']');
+        if (hend == NULL || hend[1] != ':')
+            return MW_EINVAL;
+        colon = hend + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (colon == NULL || memchr(s, ':', (size_t)(colon - s)) != NULL)
+            return MW_EINVAL; /* a bare IPv6 address needs its brackets */
+        hend = colon;
+    }
+    if (hend == hstart || (size_t)(hend - hstart) >= 256)
+        return MW_EINVAL;
+    v = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || *end != '\0' || v < 1 || v > 65535)
+        return MW_EINVAL;
+    memcpy(host, hstart, (size_t)(hend - hstart));
+    host[hend - hstart] = '\0';
+    *port = (int)v;
+    return 0;
+}

@@ -506,11 +506,14 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
         lists_differ(&cfg->tls_listen, &fresh->tls_listen) ||
         strs_differ(cfg->node_id, fresh->node_id) ||
         strs_differ(cfg->cluster_redis, fresh->cluster_redis) ||
+        lists_differ(&cfg->cluster_sentinels, &fresh->cluster_sentinels) ||
+        strs_differ(cfg->cluster_master, fresh->cluster_master) ||
+        strs_differ(cfg->cluster_sentinel_password, fresh->cluster_sentinel_password) ||
         strs_differ(cfg->cluster_prefix, fresh->cluster_prefix) ||
         strs_differ(cfg->cluster_password, fresh->cluster_password) ||
         cfg->workers != fresh->workers)
-        mw_log_warn("reload: listen, tls.listen, node_id, workers and cluster.redis/prefix/password "
-                    "changes take a restart; the rest is reloaded");
+        mw_log_warn("reload: listen, tls.listen, node_id, workers and cluster.redis/prefix/password/"
+                    "sentinels/master changes take a restart; the rest is reloaded");
     if (cfg->compression_level != fresh->compression_level)
         mw_pmd_pool_drain(); /* deflaters are made again at the new level */
 

@@ -65,9 +65,12 @@ typedef struct mw_config_s {
     size_t max_topics;        /* topics with members on the node */
     size_t max_subscriptions; /* topics per connection */
 
-    /* cluster (the Redis backplane); cluster_redis NULL: standalone */
+    /* cluster (the Redis backplane); cluster_redis NULL and no sentinels: standalone */
     char *cluster_redis;
     char *cluster_password;
+    mw_strlist_t cluster_sentinels; /* "host:port" of the sentinels; or cluster_redis */
+    char *cluster_master;           /* the master's name, with cluster_sentinels */
+    char *cluster_sentinel_password;
     char *cluster_prefix;
     uint32_t cluster_connect_timeout;
     uint32_t cluster_command_timeout;
@@ -180,5 +183,11 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen);
 void mw_config_push(const mw_config_t *cfg, lua_State *L);
 
 void mw_config_close(mw_config_t *cfg);
+
+/* The node has a Redis backplane: cluster.redis, or cluster.sentinels. */
+static inline int mw_config_clustered(const mw_config_t *cfg)
+{
+    return cfg->cluster_redis != NULL || cfg->cluster_sentinels.n > 0;
+}
 
 #endif
