@@ -57,15 +57,23 @@ size_t mw_outq_peek(const mw_outq_t *q, struct iovec *iov, size_t n, size_t max_
     uint32_t off = q->off;
     const mw_outq_entry_t *e = q->head;
 
-    if (max_bytes == 0 && ring == q->rcount) {
+    if (max_bytes == 0 && ring == q->rcount && ring > 0) {
         /* What a transport asks for: the whole ring, no bound; the list
-         * behind it, if any, in the loop below. */
-        for (; i < ring; i++, off = 0) {
-            const mw_frame_t *f = RING_AT(q, i);
-            iov[i].iov_base = (uint8_t *)f->bytes + off; /* writev takes no const */
-            iov[i].iov_len = f->len - off;
-            sum += f->len - off;
+         * behind it, if any, in the loop below. The ring's head in a local:
+         * the stores to iov may alias a uint8_t of q, so the compiler would
+         * read it again for every frame. */
+        unsigned h = q->rhead;
+        const mw_frame_t *f = q->ring[h];
+
+        iov[0].iov_base = (uint8_t *)f->bytes + off; /* writev takes no const */
+        iov[0].iov_len = sum = f->len - off;
+        for (i = 1; i < ring; i++) {
+            f = q->ring[(h + i) & (MW_OUTQ_INLINE - 1)];
+            iov[i].iov_base = (uint8_t *)f->bytes;
+            iov[i].iov_len = f->len;
+            sum += f->len;
         }
+        off = 0;
     }
     while (i < n) {
         const mw_frame_t *f;
