@@ -258,12 +258,18 @@ void mw_conn_pause(mw_conn_t *c, unsigned reason, int on)
         c->tp->pause(c, c->paused != 0);
 }
 
-int mw__conn_queue(mw_conn_t *c, mw_frame_t *f)
+/* mw__conn_queue, inline in mw_conn_send: once per recipient of a fan-out. */
+static inline int queue(mw_conn_t *c, mw_frame_t *f)
 {
     int r = mw_outq_push(&c->outq, f);
     if (r == 0)
         mw_conn_want_flush(c);
     return r;
+}
+
+int mw__conn_queue(mw_conn_t *c, mw_frame_t *f)
+{
+    return queue(c, f);
 }
 
 /* Closes the transport once everything queued has been written. */
@@ -680,7 +686,7 @@ int mw_conn_send(mw_conn_t *c, mw_frame_t *f)
     if (mw_conn_buffered(c) + f->len + MW_OUTQ_FRAME_COST > cs->cfg->max_buffered ||
         c->ws.pmd.enabled)
         return send_slow(c, f);
-    if ((r = mw__conn_queue(c, f)) == 0) {
+    if ((r = queue(c, f)) == 0) {
         c->msgs_out++;
         cs->metrics->messages_out++;
     }

@@ -114,10 +114,8 @@ mw_frame_t *mw_frame_new_raw(const void *bytes, size_t len)
     return f;
 }
 
-void mw_frame_unref(mw_frame_t *f)
+void mw__frame_free(mw_frame_t *f)
 {
-    if (--f->refcnt > 0)
-        return;
     if (f->alt != NULL)
         mw_frame_unref(f->alt);
     if (f->pool != MW_POOL_NONE)

@@ -57,8 +57,16 @@ static inline mw_frame_t *mw_frame_ref(mw_frame_t *f)
     return f;
 }
 
-/* Drops one reference; frees the frame at zero. */
-void mw_frame_unref(mw_frame_t *f);
+/* Internal: frees a frame whose last reference went. */
+void mw__frame_free(mw_frame_t *f);
+
+/* Drops one reference; frees the frame at zero. Inline: every delivery
+ * drops one, and only the last frees. */
+static inline void mw_frame_unref(mw_frame_t *f)
+{
+    if (--f->refcnt == 0)
+        mw__frame_free(f);
+}
 
 static inline const uint8_t *mw_frame_payload(const mw_frame_t *f)
 {

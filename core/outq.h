@@ -40,12 +40,30 @@ typedef struct mw_outq_s {
 
 void mw_outq_init(mw_outq_t *q);
 
-/* Appends f and takes a reference on it. Returns 0 or MW_ENOMEM (no reference taken). */
-int mw_outq_push(mw_outq_t *q, mw_frame_t *f);
+/* Internal: mw_outq_push once the ring is full or the list behind it is in use. */
+int mw__outq_push_list(mw_outq_t *q, mw_frame_t *f);
+
+/* Appends f and takes a reference on it. Returns 0 or MW_ENOMEM (no reference
+ * taken). Inline: a fan-out calls it once per recipient, and the ring takes
+ * the frame in a few instructions. */
+static inline int mw_outq_push(mw_outq_t *q, mw_frame_t *f)
+{
+    /* The ring holds the oldest frames: it takes one only while the list
+     * behind it is empty, or the order would break. */
+    if (q->head != NULL || q->rcount == MW_OUTQ_INLINE)
+        return mw__outq_push_list(q, f);
+    q->ring[(q->rhead + q->rcount) & (MW_OUTQ_INLINE - 1)] = mw_frame_ref(f);
+    q->rcount++;
+    q->bytes += f->len;
+    q->count++;
+    return 0;
+}
 
 /* Fills up to n iovecs with the unwritten bytes from the head, at most max_bytes
- * in all (0 for no limit). Returns the number of iovecs filled. */
-size_t mw_outq_peek(const mw_outq_t *q, struct iovec *iov, size_t n, size_t max_bytes);
+ * in all (0 for no limit). Returns the number of iovecs filled; their bytes
+ * in all go to *total when total is not NULL. */
+size_t mw_outq_peek(const mw_outq_t *q, struct iovec *iov, size_t n, size_t max_bytes,
+                    size_t *total);
 
 /* Marks n bytes from the head as written, dropping the references of frames
  * written whole. n must not exceed q->bytes. */

@@ -2,8 +2,8 @@
  * writes, shutdown and close, and TLS in between on TLS listeners.
  *
  * Writes are corked: frames queue during a loop turn and go out in one
- * writev per connection from the check (or prepare) phase, uv_try_write
- * first, a queued uv_write only for what the socket would not take. At most
+ * writev per connection from the check (or prepare) phase, straight on
+ * the socket, a queued uv_write only for what the socket would not take. At most
  * one uv_write is in flight per connection; its buffers are frames the
  * queue still references, so they live until the callback (libuv's rule).
  * Reads share one buffer per loop: libuv calls read_cb right after
@@ -24,8 +24,10 @@
 #include "moonwire/metrics.h"
 #include "moonwire/tls.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -39,6 +41,7 @@ typedef struct {
     uint8_t shut;       /* uv_shutdown requested */
     uint8_t eof;        /* the peer closed its side */
     uint8_t tls_failed; /* the TLS handshake failed: its alert is on the way */
+    int fd;             /* the socket, libuv's for the handle's life */
     mw_tls_t *tls;      /* NULL on a plain connection */
 } tcp_conn_t;
 
@@ -182,13 +185,12 @@ static void tls_flush(tcp_conn_t *t)
         return;
     }
     while (!mw_outq_empty(&c->outq) && !t->shut && !uv_is_closing((uv_handle_t *)&t->handle)) {
-        size_t n = mw_outq_peek(&c->outq, iov, IOV_BATCH, 0), total = 0;
+        size_t total, n = mw_outq_peek(&c->outq, iov, IOV_BATCH, 0, &total);
         for (size_t i = 0; i < n; i++) {
             if (mw_tls_write(t->tls, iov[i].iov_base, iov[i].iov_len) != 0) {
                 mw_conn_on_eof(c);
                 return;
             }
-            total += iov[i].iov_len;
         }
         /* Encrypted is as good as written for the queue; the ciphertext
          * counts in wire_pending until the socket takes it. */
@@ -198,14 +200,34 @@ static void tls_flush(tcp_conn_t *t)
     tls_send_out(t);
 }
 
+/* One writev of what the socket takes now, straight on the descriptor: no
+ * uv_write is in flight (the caller checks), so libuv's write queue is empty
+ * and nothing of ours can go out of order; uv_try_write would only check
+ * that again and convert the iovecs. Through syscall(2): glibc's writev is a
+ * cancellation point and, in a process with threads, turns asynchronous
+ * cancellation on and off around every call (some 30 instructions of a
+ * ~100-instruction write), and moonwire never cancels a thread. Returns the
+ * bytes written (0 when the socket is full) or a negative errno. */
+static ssize_t write_now(tcp_conn_t *t, const struct iovec *iov, size_t n)
+{
+    ssize_t r;
+
+    do
+        r = syscall(SYS_writev, t->fd, iov, (int)n);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+    return r;
+}
+
 static void tcp_flush(mw_conn_t *c)
 {
     tcp_conn_t *t = tcp_of(c);
     uv_stream_t *s = (uv_stream_t *)&t->handle;
     struct iovec iov[IOV_BATCH];
     size_t n, total;
+    ssize_t r;
     write_req_t *w;
-    int r;
 
     if (t->tls != NULL) {
         tls_flush(t);
@@ -214,16 +236,10 @@ static void tcp_flush(mw_conn_t *c)
     if (t->inflight > 0 || uv_is_closing((uv_handle_t *)s))
         return;
     while (!mw_outq_empty(&c->outq)) {
-        n = mw_outq_peek(&c->outq, iov, IOV_BATCH, 0);
-        total = 0;
-        for (size_t i = 0; i < n; i++)
-            total += iov[i].iov_len;
-        r = uv_try_write(s, (uv_buf_t *)iov, (unsigned)n);
-        if (r == UV_EAGAIN || r == UV_ENOSYS)
-            r = 0;
-        if (r < 0) {
+        n = mw_outq_peek(&c->outq, iov, IOV_BATCH, 0, &total);
+        if ((r = write_now(t, iov, n)) < 0) {
             mw_log_debug("conn %llu: write failed: %s", (unsigned long long)c->serial,
-                         uv_strerror(r));
+                         strerror((int)-r));
             mw_conn_on_eof(c);
             return;
         }
@@ -237,18 +253,14 @@ static void tcp_flush(mw_conn_t *c)
     if (mw_outq_empty(&c->outq))
         return;
     /* The socket is full: hand the rest to libuv and wait for its callback. */
-    n = mw_outq_peek(&c->outq, iov, IOV_BATCH, 0);
-    total = 0;
-    for (size_t i = 0; i < n; i++)
-        total += iov[i].iov_len;
+    n = mw_outq_peek(&c->outq, iov, IOV_BATCH, 0, &total);
     w = malloc(sizeof(*w));
     if (w == NULL) {
         mw_conn_on_eof(c);
         return;
     }
     w->t = t;
-    r = uv_write(&w->req, s, (uv_buf_t *)iov, (unsigned)n, on_write);
-    if (r < 0) {
+    if (uv_write(&w->req, s, (uv_buf_t *)iov, (unsigned)n, on_write) < 0) {
         free(w);
         mw_conn_on_eof(c);
         return;
@@ -390,6 +402,7 @@ void mw_tcp_serve(mw_tcp_env_t *env, int fd, const mw_addr_t *addr, mw_tls_ctx_t
     }
     memset(t, 0, sizeof(*t));
     t->env = env;
+    t->fd = fd;
     uv_tcp_init(env->loop, &t->handle);
     t->handle.data = t;
     if (uv_tcp_open(&t->handle, fd) != 0) {

@@ -257,7 +257,7 @@ static void test_frame_pushed_to_several_queues_is_freed_once_after_all_are_done
     assert_int_equal(f->refcnt, 3);
 
     /* q0 writes it whole. */
-    assert_int_equal(mw_outq_peek(&q[0], iov, 4, 0), 1);
+    assert_int_equal(mw_outq_peek(&q[0], iov, 4, 0, NULL), 1);
     assert_ptr_equal(iov[0].iov_base, f->bytes);
     mw_outq_consume(&q[0], 9);
     assert_int_equal(f->refcnt, 2);

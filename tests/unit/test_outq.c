@@ -91,7 +91,7 @@ static void test_outq_starts_empty(void **state)
     assert_true(mw_outq_empty(&q));
     assert_int_equal(q.bytes, 0);
     assert_int_equal(q.count, 0);
-    assert_int_equal(mw_outq_peek(&q, iov, 2, 0), 0);
+    assert_int_equal(mw_outq_peek(&q, iov, 2, 0, NULL), 0);
     mw_outq_consume(&q, 0);
     mw_outq_clear(&q);
     assert_true(mw_outq_empty(&q));
@@ -103,7 +103,7 @@ static void test_outq_peek_gives_every_frame_in_order(void **state)
     struct iovec iov[8];
     uint8_t out[64];
 
-    assert_int_equal(mw_outq_peek(&fx->q, iov, 8, 0), 3);
+    assert_int_equal(mw_outq_peek(&fx->q, iov, 8, 0, NULL), 3);
     for (int i = 0; i < 3; i++) {
         assert_ptr_equal(iov[i].iov_base, fx->f[i]->bytes);
         assert_int_equal(iov[i].iov_len, fx->f[i]->len);
@@ -112,7 +112,7 @@ static void test_outq_peek_gives_every_frame_in_order(void **state)
     assert_memory_equal(out, WIRE, WIRE_LEN);
     /* Peeking does not consume. */
     assert_int_equal(fx->q.bytes, WIRE_LEN);
-    assert_int_equal(mw_outq_peek(&fx->q, iov, 8, 0), 3);
+    assert_int_equal(mw_outq_peek(&fx->q, iov, 8, 0, NULL), 3);
 }
 
 static void test_outq_peek_fills_at_most_n_iovecs(void **state)
@@ -120,11 +120,11 @@ static void test_outq_peek_fills_at_most_n_iovecs(void **state)
     fx_t *fx = *state;
     struct iovec iov[3];
 
-    assert_int_equal(mw_outq_peek(&fx->q, iov, 2, 0), 2);
+    assert_int_equal(mw_outq_peek(&fx->q, iov, 2, 0, NULL), 2);
     assert_int_equal(iov[0].iov_len + iov[1].iov_len, 19);
-    assert_int_equal(mw_outq_peek(&fx->q, iov, 1, 0), 1);
+    assert_int_equal(mw_outq_peek(&fx->q, iov, 1, 0, NULL), 1);
     assert_int_equal(iov[0].iov_len, 7);
-    assert_int_equal(mw_outq_peek(&fx->q, iov, 0, 0), 0);
+    assert_int_equal(mw_outq_peek(&fx->q, iov, 0, 0, NULL), 0);
 }
 
 static void test_outq_consume_inside_a_frame_resumes_mid_frame(void **state)
@@ -138,7 +138,7 @@ static void test_outq_consume_inside_a_frame_resumes_mid_frame(void **state)
     assert_int_equal(fx->q.bytes, WIRE_LEN - 3);
     assert_int_equal(fx->q.count, 3);
     assert_int_equal(fx->f[0]->refcnt, 2); /* not written whole yet */
-    n = mw_outq_peek(&fx->q, iov, 8, 0);
+    n = mw_outq_peek(&fx->q, iov, 8, 0, NULL);
     assert_int_equal(n, 3);
     assert_ptr_equal(iov[0].iov_base, fx->f[0]->bytes + 3);
     assert_int_equal(iov[0].iov_len, 4);
@@ -158,7 +158,7 @@ static void test_outq_consume_across_frame_boundaries_drops_written_frames(void 
     assert_int_equal(fx->f[1]->refcnt, 2);
     assert_int_equal(fx->q.count, 2);
     assert_int_equal(fx->q.bytes, WIRE_LEN - 9);
-    n = mw_outq_peek(&fx->q, iov, 8, 0);
+    n = mw_outq_peek(&fx->q, iov, 8, 0, NULL);
     assert_int_equal(n, 2);
     assert_ptr_equal(iov[0].iov_base, fx->f[1]->bytes + 2);
     assert_int_equal(gather(iov, n, out), WIRE_LEN - 9);
@@ -168,7 +168,7 @@ static void test_outq_consume_across_frame_boundaries_drops_written_frames(void 
     assert_int_equal(fx->f[1]->refcnt, 1);
     assert_int_equal(fx->q.count, 1);
     assert_int_equal(fx->q.off, 0);
-    n = mw_outq_peek(&fx->q, iov, 8, 0);
+    n = mw_outq_peek(&fx->q, iov, 8, 0, NULL);
     assert_int_equal(n, 1);
     assert_ptr_equal(iov[0].iov_base, fx->f[2]->bytes);
     assert_int_equal(iov[0].iov_len, 4);
@@ -178,7 +178,7 @@ static void test_outq_consume_across_frame_boundaries_drops_written_frames(void 
     assert_int_equal(fx->q.bytes, 0);
     assert_int_equal(fx->q.count, 0);
     assert_int_equal(fx->f[2]->refcnt, 1);
-    assert_int_equal(mw_outq_peek(&fx->q, iov, 8, 0), 0);
+    assert_int_equal(mw_outq_peek(&fx->q, iov, 8, 0, NULL), 0);
 }
 
 static void test_outq_accepts_pushes_after_draining(void **state)
@@ -191,7 +191,7 @@ static void test_outq_accepts_pushes_after_draining(void **state)
     assert_rc(mw_outq_push(&fx->q, fx->f[2]), 0);
     assert_rc(mw_outq_push(&fx->q, fx->f[0]), 0);
     assert_int_equal(fx->q.bytes, 11);
-    assert_int_equal(mw_outq_peek(&fx->q, iov, 4, 0), 2);
+    assert_int_equal(mw_outq_peek(&fx->q, iov, 4, 0, NULL), 2);
     assert_ptr_equal(iov[0].iov_base, fx->f[2]->bytes);
     assert_ptr_equal(iov[1].iov_base, fx->f[0]->bytes);
 }
@@ -203,7 +203,7 @@ static void test_outq_peek_caps_the_bytes_at_max_bytes(void **state)
     uint8_t out[64];
 
     for (size_t max = 1; max <= WIRE_LEN + 5; max++) {
-        size_t n = mw_outq_peek(&fx->q, iov, 8, max);
+        size_t n = mw_outq_peek(&fx->q, iov, 8, max, NULL);
         size_t total = gather(iov, n, out);
         assert_true(n >= 1);
         assert_true(total >= 1);
@@ -213,11 +213,11 @@ static void test_outq_peek_caps_the_bytes_at_max_bytes(void **state)
             assert_int_equal(total, WIRE_LEN);
     }
     /* A cap below the first frame gives part of it. */
-    assert_int_equal(mw_outq_peek(&fx->q, iov, 8, 3), 1);
+    assert_int_equal(mw_outq_peek(&fx->q, iov, 8, 3, NULL), 1);
     assert_int_equal(iov[0].iov_len, 3);
     /* Mid-frame too. */
     mw_outq_consume(&fx->q, 2);
-    assert_int_equal(mw_outq_peek(&fx->q, iov, 8, 2), 1);
+    assert_int_equal(mw_outq_peek(&fx->q, iov, 8, 2, NULL), 1);
     assert_ptr_equal(iov[0].iov_base, fx->f[0]->bytes + 2);
     assert_int_equal(iov[0].iov_len, 2);
 }
@@ -247,10 +247,11 @@ static void drain_like_a_transport(size_t niov, size_t max, size_t write)
 
     while (!mw_outq_empty(&q)) {
         struct iovec iov[8];
-        size_t n = mw_outq_peek(&q, iov, niov, max), total = 0, w;
+        size_t reported = 0, n = mw_outq_peek(&q, iov, niov, max, &reported), total = 0, w;
         assert_true(n >= 1 && n <= niov);
         for (size_t i = 0; i < n; i++)
             total += iov[i].iov_len;
+        assert_int_equal(reported, total); /* what the transport writes */
         assert_true(total >= 1);
         if (max > 0)
             assert_true(total <= max);
@@ -351,7 +352,7 @@ static void test_outq_keeps_order_across_the_ring_and_the_list(void **state)
             expect_len += f[pushed]->len;
         }
         assert_int_equal(q.bytes, expect_len - written);
-        n = mw_outq_peek(&q, iov, 3, 0);
+        n = mw_outq_peek(&q, iov, 3, 0, NULL);
         total = gather(iov, n, got);
         assert_memory_equal(got, expect + written, total);
         if (total > (rnd >> 16) % 21)
