@@ -507,6 +507,16 @@ static size_t feed_whole_frames(mw_ws_t *ws, const uint8_t *data, size_t len)
         if (plen > sizeof(payload) || plen > left - hlen - 4)
             break;
         seen = unmask(payload, p + hlen + 4, (size_t)plen, p + hlen);
+        if ((p[0] & 0xf0) == 0x80 && ws->msg_op == 0 && plen <= ws->max_message &&
+            (p[0] == (0x80 | MW_OP_BINARY) ||
+             (p[0] == (0x80 | MW_OP_TEXT) &&
+              ((seen & 0x80) == 0 || mw_utf8_valid(payload, (size_t)plen))))) {
+            /* A whole, valid message in one frame, outside any other: no
+             * state to keep. Every other frame takes frame_chunk's checks. */
+            off += hlen + 4 + (size_t)plen;
+            ws->handler->on_message(ws->ud, p[0] & 0x0f, payload, (size_t)plen);
+            continue;
+        }
         memset(&io, 0, sizeof(io));
         io.fin = p[0] >> 7;
         io.rsv = (p[0] >> 4) & 7;
