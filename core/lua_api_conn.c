@@ -65,11 +65,10 @@ const char mw__lua_conn_tag;
  * fetch on every conn:send); raises otherwise. */
 static mw_lconn_t *check_lconn(lua_State *L, int idx)
 {
-    if (lua_type(L, idx) == LUA_TUSERDATA && lua_rawlen(L, idx) == sizeof(mw_lconn_t)) {
-        mw_lconn_t *u = lua_touserdata(L, idx);
-        if (u->tag == &mw__lua_conn_tag)
-            return u;
-    }
+    /* A light userdata has a pointer but no length: the tag is not read. */
+    mw_lconn_t *u = lua_touserdata(L, idx);
+    if (u != NULL && lua_rawlen(L, idx) == sizeof(mw_lconn_t) && u->tag == &mw__lua_conn_tag)
+        return u;
     luaL_typeerror(L, idx, MW_CONN_META);
     return NULL;
 }
