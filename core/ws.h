@@ -1,8 +1,12 @@
-/* The receiving side of RFC 6455 for one connection: wslay's frame parser
+/* The receiving side of RFC 6455 for one connection: two frame parsers
  * below, messages, control frames and validation above.
  *
- * wslay_frame_recv() parses and unmasks frames and rejects malformed headers
- * (oversized or fragmented control frames, non-minimal lengths). This layer
+ * Data frames of up to 4 KB that arrive whole in a read, at a frame boundary,
+ * are parsed here and unmasked sixteen bytes at a time. wslay_frame_recv()
+ * parses and unmasks the rest (control frames, frames split across reads,
+ * larger ones) and rejects malformed headers (oversized or fragmented
+ * control frames, non-minimal lengths), which the first parser leaves to
+ * it. This layer
  * enforces the rest of section 5: masking, reserved bits and opcodes,
  * continuation order, UTF-8 of text and close reasons (incrementally, so a
  * bad byte fails at once), close codes, and max_message_size (at the frame

@@ -755,6 +755,36 @@ static void test_ws_fails_a_text_message_that_is_not_utf8_with_1007(void **state
     EXPECT(fx, MSG(MW_OP_BINARY, "\xff\xc0"));
 }
 
+/* Whole frames are unmasked sixteen bytes at a time, then byte by byte: every
+ * length across those steps comes out right, and one bad byte is found in
+ * either part (it also clears the "all ASCII" shortcut of the UTF-8 check). */
+static void test_ws_unmasks_and_checks_every_length_of_a_whole_frame(void **state)
+{
+    fx_t *fx = *state;
+    uint8_t text[80];
+
+    for (size_t len = 0; len <= sizeof(text); len++) {
+        for (size_t i = 0; i < len; i++)
+            text[i] = (uint8_t)('a' + (i * 7) % 26);
+        if (len >= 2)
+            memcpy(text + len / 2 - 1, "Ã©", 2); /* é, valid UTF-8 */
+        reset(fx, MAX_MESSAGE);
+        assert_rc(feed(fx, wire, client_frame(wire, 1, 0, MW_OP_TEXT, text, len)), 0);
+        assert_int_equal(fx->rec.n, 1);
+        assert_int_equal(fx->rec.ev[0].len, len);
+        if (len > 0)
+            assert_memory_equal(fx->rec.ev[0].data, text, len);
+
+        for (size_t bad = 0; bad < len; bad += len > 20 ? 7 : 1) {
+            for (size_t i = 0; i < len; i++)
+                text[i] = (uint8_t)('a' + (i * 7) % 26);
+            text[bad] = 0xff;
+            reset(fx, MAX_MESSAGE);
+            expect_fail(fx, wire, client_frame(wire, 1, 0, MW_OP_TEXT, text, len), 1007);
+        }
+    }
+}
+
 static void test_ws_fails_a_fragmented_text_that_ends_inside_a_character_with_1007(void **state)
 {
     fx_t *fx = *state;
@@ -968,6 +998,7 @@ int main(void)
         T(test_ws_fails_a_control_frame_over_125_bytes_with_1002),
         T(test_ws_fails_a_fragmented_control_frame_with_1002),
         T(test_ws_fails_a_non_minimal_length_with_1002),
+        T(test_ws_unmasks_and_checks_every_length_of_a_whole_frame),
         T(test_ws_fails_a_64_bit_length_with_the_top_bit_set_with_1002),
         T(test_ws_fails_a_text_message_that_is_not_utf8_with_1007),
         T(test_ws_fails_a_fragmented_text_that_ends_inside_a_character_with_1007),
