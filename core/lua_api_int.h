@@ -17,7 +17,7 @@
 typedef struct {
     mw_conn_t *conn; /* NULL once the connection has closed for the app */
     uint8_t id_len;
-    char id[MW_ID_MAX];
+    char id[]; /* id_len bytes and a NUL: the box is only as long as its id */
 } mw_lconn_t;
 
 /* Module-wide data: a userdata in the registry under MW_API_KEY. */
