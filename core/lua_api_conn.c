@@ -198,7 +198,7 @@ static int conn_index(lua_State *L)
     } else if (strcmp(key, "request") == 0) {
         lua_getiuservalue(L, 1, 2);
         if (mw_lua_request_is_seed(L, -1)) { /* the first read builds the table */
-            mw_lua_request_grow(L, -1);
+            mw_lua_request_grow(L, -1, u->id, u->id_len);
             lua_pushvalue(L, -1);
             lua_setiuservalue(L, 1, 2);
         }

@@ -152,7 +152,8 @@ static int new_conn_object(lua_State *L)
     mw_lua_api_push_conn(L, c);
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
     if (lua_toboolean(L, 2) && mw_lua_request_is_seed(L, -1)) {
-        mw_lua_request_grow(L, -1);
+        char id[MW_ID_MAX];
+        mw_lua_request_grow(L, -1, id, mw_conn_id(c, id));
         lua_replace(L, -2);
         lua_pushvalue(L, -1);
         lua_rawseti(L, LUA_REGISTRYINDEX, c->req_ref);

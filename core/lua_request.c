@@ -8,14 +8,14 @@
 #include <string.h>
 
 /* Pushes the table of req, from the client at addr (behind a trusted proxy,
- * the client it names) through peer, on the connection named id. */
-static void build(lua_State *L, const mw_http_req_t *req, const mw_addr_t *addr,
-                  const mw_addr_t *peer, const char *id, size_t id_len)
+ * the client it names) through peer (both as text), on the connection named
+ * id. */
+static void build(lua_State *L, const mw_http_req_t *req, const char *addr, size_t addr_len,
+                  const char *peer, size_t peer_len, const char *id, size_t id_len)
 {
     size_t len, qlen;
     const char *path = mw_http_path(req, &len);
     const char *query = mw_http_query(req, &qlen);
-    char text[64];
     char *tmp;
 
     lua_createtable(L, 0, 9);
@@ -74,13 +74,11 @@ static void build(lua_State *L, const mw_http_req_t *req, const mw_addr_t *addr,
 
     /* req.addr, the client's address (behind a trusted proxy, the client it
      * names); remote_addr is its older name, kept for existing apps. */
-    mw_addr_format(addr, text, sizeof(text));
-    lua_pushstring(L, text);
+    lua_pushlstring(L, addr, addr_len);
     lua_pushvalue(L, -1);
     lua_setfield(L, -3, "addr");
     lua_setfield(L, -2, "remote_addr");
-    mw_addr_format(peer, text, sizeof(text));
-    lua_pushstring(L, text);
+    lua_pushlstring(L, peer, peer_len);
     lua_setfield(L, -2, "peer_addr");
 
     lua_newtable(L);
@@ -116,43 +114,50 @@ static void build(lua_State *L, const mw_http_req_t *req, const mw_addr_t *addr,
 
 void mw_lua_request_push(lua_State *L, mw_conn_t *c)
 {
-    char id[MW_ID_MAX];
-    build(L, c->http, &c->addr, &c->peer, id, mw_conn_id(c, id));
+    char id[MW_ID_MAX], addr[64], peer[64];
+    size_t id_len = mw_conn_id(c, id);
+
+    mw_addr_format(&c->addr, addr, sizeof(addr));
+    mw_addr_format(&c->peer, peer, sizeof(peer));
+    build(L, c->http, addr, strlen(addr), peer, strlen(peer), id, id_len);
 }
 
-/* A seed: this, then the id's bytes, then the head's. */
+/* A seed: this, then the client's address as text, the peer's when it is
+ * another, and the head as received. Kept per idle connection: small. */
 typedef struct {
-    mw_addr_t addr, peer;
-    size_t max_head; /* the limit it was read under (http-parser's is process-wide) */
+    uint32_t max_head; /* the limit it was read under (http-parser's is process-wide) */
     uint32_t head_len;
-    uint8_t id_len;
+    uint8_t addr_len;
+    uint8_t peer_len;  /* 0: the peer is the client */
 } seed_t;
 
 void mw_lua_request_push_seed(lua_State *L, mw_conn_t *c)
 {
     const mw_http_req_t *req = c->http;
-    char id[MW_ID_MAX];
+    char addr[64], peer[64];
     seed_t s;
     luaL_Buffer b;
 
+    mw_addr_format(&c->addr, addr, sizeof(addr));
+    mw_addr_format(&c->peer, peer, sizeof(peer));
     memset(&s, 0, sizeof(s)); /* no padding bytes of the stack in the string */
-    s.addr = c->addr;
-    s.peer = c->peer;
-    s.max_head = req->max_head;
+    s.max_head = req->max_head > UINT32_MAX ? UINT32_MAX : (uint32_t)req->max_head;
     s.head_len = (uint32_t)req->len;
-    s.id_len = (uint8_t)mw_conn_id(c, id);
-    luaL_buffinitsize(L, &b, sizeof(s) + s.id_len + s.head_len);
+    s.addr_len = (uint8_t)strlen(addr);
+    s.peer_len = strcmp(addr, peer) == 0 ? 0 : (uint8_t)strlen(peer);
+    luaL_buffinitsize(L, &b, sizeof(s) + s.addr_len + s.peer_len + s.head_len);
     luaL_addlstring(&b, (const char *)&s, sizeof(s));
-    luaL_addlstring(&b, id, s.id_len);
+    luaL_addlstring(&b, addr, s.addr_len);
+    luaL_addlstring(&b, peer, s.peer_len);
     luaL_addlstring(&b, req->buf, s.head_len);
     luaL_pushresult(&b);
 }
 
-void mw_lua_request_grow(lua_State *L, int idx)
+void mw_lua_request_grow(lua_State *L, int idx, const char *id, size_t id_len)
 {
     size_t len, consumed;
     const char *p = lua_tolstring(L, idx, &len);
-    const char *id, *head;
+    const char *addr, *peer, *head;
     mw_http_req_t *req;
     seed_t s;
     int r;
@@ -160,10 +165,11 @@ void mw_lua_request_grow(lua_State *L, int idx)
     if (p == NULL || len < sizeof(s))
         luaL_error(L, "not a request seed");
     memcpy(&s, p, sizeof(s)); /* a string's bytes need not be aligned for it */
-    if (len != sizeof(s) + s.id_len + s.head_len)
+    if (len != sizeof(s) + s.addr_len + s.peer_len + (size_t)s.head_len)
         luaL_error(L, "not a request seed");
-    id = p + sizeof(s);
-    head = id + s.id_len;
+    addr = p + sizeof(s);
+    peer = addr + s.addr_len;
+    head = peer + s.peer_len;
     /* The parse works in Lua memory (scratch, collected later): nothing leaks
      * when a memory error raises out of here. */
     req = lua_newuserdatauv(L, sizeof(*req), 0);
@@ -173,7 +179,8 @@ void mw_lua_request_grow(lua_State *L, int idx)
     r = mw_http_feed(req, head, s.head_len, &consumed);
     if (r != 0 || !req->complete)
         luaL_error(L, "the request could not be read again");
-    build(L, req, &s.addr, &s.peer, id, s.id_len);
+    build(L, req, addr, s.addr_len, s.peer_len > 0 ? peer : addr,
+          s.peer_len > 0 ? s.peer_len : s.addr_len, id, id_len);
     lua_replace(L, -3); /* over the scratch */
     lua_pop(L, 1);
 }

@@ -5,14 +5,15 @@
  * A table costs about a kilobyte of Lua memory per connection (its fields,
  * the headers, the query and subprotocols tables). An app without on_upgrade
  * or on_open may never read conn.request, so its connections keep a seed
- * instead: one string with the head as the client sent it, the addresses
- * and the id, about the size of the head. The first read of conn.request
+ * instead: one string with the head as the client sent it and the
+ * addresses, about the size of the head. The first read of conn.request
  * parses the head again and builds the same table, which stays.
  */
 #ifndef MOONWIRE_LUA_REQUEST_H
 #define MOONWIRE_LUA_REQUEST_H
 
 #include <lua.h>
+#include <stddef.h>
 
 typedef struct mw_conn_s mw_conn_t;
 
@@ -30,9 +31,9 @@ static inline int mw_lua_request_is_seed(lua_State *L, int idx)
     return lua_type(L, idx) == LUA_TSTRING;
 }
 
-/* Pushes the table built from the seed at idx, the same as
- * mw_lua_request_push made when the request was there. Raises on memory
- * errors. */
-void mw_lua_request_grow(lua_State *L, int idx);
+/* Pushes the table built from the seed at idx for the connection named id,
+ * the same as mw_lua_request_push made when the request was there. Raises
+ * on memory errors. */
+void mw_lua_request_grow(lua_State *L, int idx, const char *id, size_t id_len);
 
 #endif

@@ -135,3 +135,20 @@ def test_the_request_of_a_closed_conn_is_built_from_its_seed(start_server, tmp_p
     assert got["headers"]["x-probe"] == "one, two"
     assert got["query"]["room"] == "lobby"
     assert got["path"] == "/ws/a%20b"
+
+
+def test_behind_a_trusted_proxy_the_seed_keeps_both_addresses(start_server, tmp_path):
+    script = tmp_path / "lazy.lua"
+    script.write_text(LAZY_APP)
+    srv = start_server(str(script),
+                       config='return { http = { trusted_proxies = { "127.0.0.1" } } }')
+
+    async def go():
+        async with websockets.connect(f"ws://127.0.0.1:{srv.port}/",
+                                      extra_headers=[("X-Forwarded-For", "203.0.113.7")]) as ws:
+            await ws.send("req")
+            return json.loads(await asyncio.wait_for(ws.recv(), 5))
+
+    got = run(go())
+    assert got["addr"] == got["remote_addr"] == "203.0.113.7"
+    assert got["peer_addr"] == "127.0.0.1"
