@@ -114,7 +114,6 @@ int mw_conn_init(mw_conn_t *c, mw_conns_t *cs, const mw_transport_t *tp, const m
     mw_list_init(&c->close_link);
     mw_list_init(&c->subs);
     mw_outq_init(&c->outq);
-    mw_outq_init(&c->held);
     mw_ws_init(&c->ws, &ws_handler, c, cs->cfg->max_message_size);
     c->ws.stopped = 1; /* until the upgrade */
     mw_conn_set_tlist(c, MW_TL_HANDSHAKE);
