@@ -114,14 +114,12 @@ int mw_conn_init(mw_conn_t *c, mw_conns_t *cs, const mw_transport_t *tp, const m
     mw_list_init(&c->close_link);
     mw_list_init(&c->subs);
     mw_outq_init(&c->outq);
-    mw_outq_init(&c->held);
     mw_ws_init(&c->ws, &ws_handler, c, cs->cfg->max_message_size);
     c->ws.stopped = 1; /* until the upgrade */
     mw_conn_set_tlist(c, MW_TL_HANDSHAKE);
-    c->http = malloc(sizeof(*c->http));
+    c->http = mw_http_req_new(cs->cfg->max_head_size);
     if (c->http == NULL)
         return MW_ENOMEM;
-    mw_http_req_init(c->http, cs->cfg->max_head_size);
     mw_http_req_set_max_body(c->http, cs->cfg->api_max_body);
     cs->metrics->connections_total++;
     return 0;
@@ -217,11 +215,8 @@ void mw_conn_release(mw_conn_t *c)
     c->pipelined_len = 0;
     mw_outq_clear(&c->outq);
     mw_ws_close(&c->ws);
-    if (c->http != NULL) {
-        mw_http_req_close(c->http);
-        free(c->http);
-        c->http = NULL;
-    }
+    mw_http_req_free(c->http);
+    c->http = NULL;
     free(c->protocol);
     c->protocol = NULL;
     free(c->reason_buf);
@@ -387,8 +382,7 @@ static void refuse_bad(mw_conn_t *c, int err)
 void mw_conn_upgrade(mw_conn_t *c, mw_frame_t *switching)
 {
     mw__conn_queue(c, switching);
-    mw_http_req_close(c->http);
-    free(c->http);
+    mw_http_req_free(c->http);
     c->http = NULL;
     c->state = MW_CONN_OPEN;
     c->ws.stopped = 0;
@@ -509,13 +503,9 @@ static void continue_body(mw_conn_t *c)
 /* Readies c->http for the next request on a kept-alive connection. */
 static int http_next(mw_conn_t *c)
 {
-    if (c->http == NULL) {
-        if ((c->http = malloc(sizeof(*c->http))) == NULL)
-            return MW_ENOMEM;
-    } else {
-        mw_http_req_close(c->http);
-    }
-    mw_http_req_init(c->http, c->conns->cfg->max_head_size);
+    mw_http_req_free(c->http);
+    if ((c->http = mw_http_req_new(c->conns->cfg->max_head_size)) == NULL)
+        return MW_ENOMEM;
     mw_http_req_set_max_body(c->http, c->conns->cfg->api_max_body);
     c->keep_alive = 0;
     /* handshake_timeout counts from the first byte of the request. */

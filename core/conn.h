@@ -185,8 +185,8 @@ struct mw_conn_s {
     uint32_t nsubs;         /* entries in subs (limits.max_subscriptions) */
 
     int lua_ref;  /* the conn userdata in the Lua registry; LUA_NOREF until open */
-    struct mw_lua_waits_s *lua_waits; /* its hooks waiting on Redis, or NULL; see lua_task.c */
-    mw_outq_t held;       /* messages that arrived while a hook of it was waiting, in order */
+    struct mw_lua_waits_s *lua_waits; /* its hooks waiting on Redis, or NULL; see lua_task.c
+                                         (it also holds the messages that arrive meanwhile) */
     struct mw_api_req_s *api_req; /* a server API request waiting for its answer (api.c), or NULL */
     struct mw_hook_req_s *hook_req; /* a request on_request answers later (api_request.c), or NULL */
     int req_ref;  /* the request table between upgrade and open; LUA_NOREF after */

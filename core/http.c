@@ -151,6 +151,64 @@ int mw_http_req_init(mw_http_req_t *req, size_t max_head)
     return 0;
 }
 
+/* The first buffer a head gets (mw_http_feed doubles it as the head grows). */
+#define HEAD_BUF_FIRST 1024
+
+static mw_http_req_t *pool[MW_HTTP_POOL_MAX]; /* each with a buffer of HEAD_BUF_FIRST, or none */
+static size_t pooled;
+
+mw_http_req_t *mw_http_req_new(size_t max_head)
+{
+    mw_http_req_t *req;
+    char *buf = NULL;
+    size_t cap = 0;
+
+    if (pooled > 0) {
+        req = pool[--pooled];
+        buf = req->buf;
+        cap = req->cap;
+    } else if ((req = malloc(sizeof(*req))) == NULL) {
+        return NULL;
+    }
+    mw_http_req_init(req, max_head);
+    if (cap > max_head) { /* max_head went down at a reload */
+        free(buf);
+        buf = NULL;
+        cap = 0;
+    }
+    req->buf = buf;
+    req->cap = cap;
+    return req;
+}
+
+void mw_http_req_free(mw_http_req_t *req)
+{
+    if (req == NULL)
+        return;
+    if (pooled == MW_HTTP_POOL_MAX) {
+        mw_http_req_close(req);
+        free(req);
+        return;
+    }
+    if (req->cap != HEAD_BUF_FIRST) { /* grown for a large head: not kept */
+        free(req->buf);
+        req->buf = NULL;
+        req->cap = 0;
+    }
+    free(req->body);
+    req->body = NULL;
+    pool[pooled++] = req;
+}
+
+void mw_http_pool_drain(void)
+{
+    while (pooled > 0) {
+        mw_http_req_t *req = pool[--pooled];
+        free(req->buf);
+        free(req);
+    }
+}
+
 void mw_http_req_close(mw_http_req_t *req)
 {
     free(req->buf);
@@ -248,7 +306,7 @@ int mw_http_feed(mw_http_req_t *req, const char *data, size_t len, size_t *consu
     room = req->max_head - req->len;
     take = len < room ? len : room;
     if (req->len + take > req->cap) {
-        size_t cap = req->cap ? req->cap : 1024;
+        size_t cap = req->cap ? req->cap : HEAD_BUF_FIRST;
         char *buf;
         while (cap < req->len + take)
             cap *= 2;

@@ -9,6 +9,7 @@
 #include "conn.h"
 #include "history.h"
 #include "lua_api_int.h"
+#include "lua_request.h"
 #include "lua_state.h"
 #include "node.h"
 #include "registry.h"
@@ -18,6 +19,7 @@
 
 #include <lauxlib.h>
 #include <lua.h>
+#include <stddef.h>
 #include <string.h>
 
 static int push_send_result(lua_State *L, int r)
@@ -37,13 +39,16 @@ static int push_send_result(lua_State *L, int r)
 
 void mw_lua_api_push_conn(lua_State *L, mw_conn_t *c)
 {
-    mw_lconn_t *u = lua_newuserdatauv(L, sizeof(mw_lconn_t), 2);
+    char id[MW_ID_MAX];
+    size_t id_len = mw_conn_id(c, id);
+    /* As long as its id: a box per connection, what every idle one costs. */
+    mw_lconn_t *u = lua_newuserdatauv(L, offsetof(mw_lconn_t, id) + id_len + 1, 2);
     u->tag = &mw__lua_conn_tag;
     u->conn = c;
-    u->id_len = (uint8_t)mw_conn_id(c, u->id);
+    u->id_len = (uint8_t)id_len;
+    memcpy(u->id, id, id_len + 1);
     luaL_setmetatable(L, MW_CONN_META);
-    lua_newtable(L);
-    lua_setiuservalue(L, -2, 1); /* conn.data */
+    /* conn.data (user value 1) is made at its first read. */
 }
 
 void mw_lua_api_set_request(lua_State *L)
@@ -60,14 +65,17 @@ void mw_lua_api_detach_conn(lua_State *L, int idx)
 
 const char mw__lua_conn_tag;
 
-/* The object at idx when it is a conn object (a full userdata of its size
- * that starts with the tag, which no script can write: no metatable to
- * fetch on every conn:send); raises otherwise. */
+/* The object at idx when it is a conn object (a full userdata at least as
+ * long as a box with an empty id, that starts with the tag, which no script
+ * can write, and as long as its id says: no metatable to fetch on every
+ * conn:send); raises otherwise. */
 static mw_lconn_t *check_lconn(lua_State *L, int idx)
 {
     /* A light userdata has a pointer but no length: the tag is not read. */
     mw_lconn_t *u = lua_touserdata(L, idx);
-    if (u != NULL && lua_rawlen(L, idx) == sizeof(mw_lconn_t) && u->tag == &mw__lua_conn_tag)
+    size_t len = u != NULL ? lua_rawlen(L, idx) : 0;
+    if (len > offsetof(mw_lconn_t, id) && u->tag == &mw__lua_conn_tag &&
+        len == offsetof(mw_lconn_t, id) + u->id_len + 1)
         return u;
     luaL_typeerror(L, idx, MW_CONN_META);
     return NULL;
@@ -203,9 +211,19 @@ static int conn_index(lua_State *L)
     if (strcmp(key, "id") == 0) {
         lua_pushlstring(L, u->id, u->id_len);
     } else if (strcmp(key, "data") == 0) {
-        lua_getiuservalue(L, 1, 1);
+        if (lua_getiuservalue(L, 1, 1) == LUA_TNIL) { /* the first read makes it */
+            lua_pop(L, 1);
+            lua_newtable(L);
+            lua_pushvalue(L, -1);
+            lua_setiuservalue(L, 1, 1);
+        }
     } else if (strcmp(key, "request") == 0) {
         lua_getiuservalue(L, 1, 2);
+        if (mw_lua_request_is_seed(L, -1)) { /* the first read builds the table */
+            mw_lua_request_grow(L, -1, u->id, u->id_len);
+            lua_pushvalue(L, -1);
+            lua_setiuservalue(L, 1, 2);
+        }
     } else if (strcmp(key, "protocol") == 0) {
         if (u->conn != NULL && u->conn->protocol != NULL)
             lua_pushstring(L, u->conn->protocol);

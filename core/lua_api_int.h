@@ -17,12 +17,12 @@ extern const char mw__lua_conn_tag;
 
 /* The Lua side of a connection. The core owns the connection; Lua owns this box.
  * tag is mw__lua_conn_tag's address: only C writes a full userdata's bytes,
- * so a box of this size that starts with it is a conn object. */
+ * so a box that starts with it, as long as its id_len says, is a conn object. */
 typedef struct {
     const void *tag;
     mw_conn_t *conn; /* NULL once the connection has closed for the app */
     uint8_t id_len;
-    char id[MW_ID_MAX];
+    char id[]; /* id_len bytes and a NUL: the box is only as long as its id */
 } mw_lconn_t;
 
 /* Module-wide data: a userdata in the registry under MW_API_KEY. */

@@ -6,6 +6,7 @@
 #include "lua_dispatch.h"
 #include "conn.h"
 #include "lua_api_conn.h"
+#include "lua_request.h"
 #include "lua_state.h"
 #include "lua_task.h"
 #include "node.h"
@@ -18,115 +19,16 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Builds the request table of the connection at 1 (a light userdata) and
- * keeps it at c->req_ref. */
+/* Builds the request table of the connection at 1 (a light userdata), or
+ * with a true 2 only its seed (lua_request.h), and keeps it at c->req_ref. */
 static int build_request(lua_State *L)
 {
     mw_conn_t *c = lua_touserdata(L, 1);
-    mw_http_req_t *req = c->http;
-    size_t len, qlen;
-    const char *path = mw_http_path(req, &len);
-    const char *query = mw_http_query(req, &qlen);
-    char addr[64];
-    char *tmp;
 
-    lua_createtable(L, 0, 9);
-    lua_pushstring(L, http_method_str((enum http_method)req->parser.method));
-    lua_setfield(L, -2, "method");
-    lua_pushlstring(L, path, len);
-    lua_setfield(L, -2, "path");
-
-    tmp = lua_newuserdatauv(L, req->url_len + 2, 0); /* scratch, collected later */
-    lua_newtable(L);
-    while (query != NULL && qlen > 0) {
-        const char *amp = memchr(query, '&', qlen);
-        size_t item = amp ? (size_t)(amp - query) : qlen;
-        const char *eq = memchr(query, '=', item);
-        size_t klen = eq ? (size_t)(eq - query) : item;
-        if (klen > 0) {
-            lua_pushlstring(L, tmp, mw_http_unescape(query, klen, tmp, 1));
-            if (eq != NULL)
-                lua_pushlstring(L, tmp, mw_http_unescape(eq + 1, item - klen - 1, tmp, 1));
-            else
-                lua_pushliteral(L, "");
-            lua_rawset(L, -3);
-        }
-        if (amp == NULL)
-            break;
-        qlen -= item + 1;
-        query = amp + 1;
-    }
-    lua_setfield(L, -3, "query");
-    lua_pop(L, 1);
-
-    lua_createtable(L, 0, (int)req->nheaders);
-    for (uint32_t i = 0; i < req->nheaders; i++) {
-        const mw_http_header_t *h = &req->headers[i];
-        luaL_Buffer b;
-        char *name = luaL_buffinitsize(L, &b, h->name_len);
-        for (uint32_t j = 0; j < h->name_len; j++) {
-            char ch = req->buf[h->name_off + j];
-            name[j] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
-        }
-        luaL_pushresultsize(&b, h->name_len);
-        lua_pushvalue(L, -1);
-        if (lua_rawget(L, -3) == LUA_TSTRING) {
-            /* Repeated header: join the values as a list (RFC 9110 5.3). */
-            size_t vlen = h->value_len;
-            lua_pushliteral(L, ", ");
-            lua_pushlstring(L, req->buf + h->value_off, vlen);
-            lua_concat(L, 3);
-        } else {
-            lua_pop(L, 1);
-            lua_pushlstring(L, req->buf + h->value_off, h->value_len);
-        }
-        lua_rawset(L, -3);
-    }
-    lua_setfield(L, -2, "headers");
-
-    /* req.addr, the client's address (behind a trusted proxy, the client it
-     * names); remote_addr is its older name, kept for existing apps. */
-    mw_conn_addr(c, addr, sizeof(addr));
-    lua_pushstring(L, addr);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, "addr");
-    lua_setfield(L, -2, "remote_addr");
-    mw_addr_format(&c->peer, addr, sizeof(addr));
-    lua_pushstring(L, addr);
-    lua_setfield(L, -2, "peer_addr");
-
-    lua_newtable(L);
-    {
-        char list[1024];
-        size_t n = mw_http_header_join(req, "Sec-WebSocket-Protocol", list, sizeof(list));
-        const char *p = list;
-        int k = 0;
-        while (n > 0) {
-            const char *comma = memchr(p, ',', n);
-            size_t item = comma ? (size_t)(comma - p) : n, ilen = item;
-            const char *s = p;
-            while (ilen > 0 && (*s == ' ' || *s == '\t')) {
-                s++;
-                ilen--;
-            }
-            while (ilen > 0 && (s[ilen - 1] == ' ' || s[ilen - 1] == '\t'))
-                ilen--;
-            if (ilen > 0) {
-                lua_pushlstring(L, s, ilen);
-                lua_rawseti(L, -2, ++k);
-            }
-            if (comma == NULL)
-                break;
-            n -= item + 1;
-            p = comma + 1;
-        }
-    }
-    lua_setfield(L, -2, "subprotocols");
-    {
-        char id[MW_ID_MAX];
-        lua_pushlstring(L, id, mw_conn_id(c, id));
-        lua_setfield(L, -2, "id");
-    }
+    if (lua_toboolean(L, 2))
+        mw_lua_request_push_seed(L, c);
+    else
+        mw_lua_request_push(L, c);
     c->req_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* here: it allocates */
     return 0;
 }
@@ -205,9 +107,14 @@ int mw_lua_upgrade(mw_lua_t *lh, mw_conn_t *c, const mw_upgrade_handler_t *h)
     lua_State *L = lh->L;
     mw_lua_then_t then = {upgrade_done, h, 3};
 
+    /* No hook sees the request before the connection opens: a seed will do
+     * until the app reads conn.request, if it ever does. */
+    int seed = lh->hooks[MW_HOOK_UPGRADE] == LUA_NOREF && lh->hooks[MW_HOOK_OPEN] == LUA_NOREF;
+
     lua_pushcfunction(L, build_request);
     lua_pushlightuserdata(L, c);
-    if (!mw_lua_call(lh, NULL, "building the request", 1, 0))
+    lua_pushboolean(L, seed);
+    if (!mw_lua_call(lh, NULL, "building the request", 2, 0))
         return MW_ELUA;
     if (!mw__lua_push_hook(lh, MW_HOOK_UPGRADE)) {
         mw_upgrade_decision_t d;
@@ -237,12 +144,20 @@ int mw_lua_push_request(mw_lua_t *lh, mw_conn_t *c)
 }
 
 /* Makes the conn object of the connection at 1 (a light userdata), with its
- * request, and keeps it at c->lua_ref. */
+ * request, and keeps it at c->lua_ref. With a true 2 (on_open will get the
+ * request), a seed becomes the table now. */
 static int new_conn_object(lua_State *L)
 {
     mw_conn_t *c = lua_touserdata(L, 1);
     mw_lua_api_push_conn(L, c);
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
+    if (lua_toboolean(L, 2) && mw_lua_request_is_seed(L, -1)) {
+        char id[MW_ID_MAX];
+        mw_lua_request_grow(L, -1, id, mw_conn_id(c, id));
+        lua_replace(L, -2);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, LUA_REGISTRYINDEX, c->req_ref);
+    }
     mw_lua_api_set_request(L);
     c->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
@@ -254,7 +169,8 @@ void mw_lua_open(mw_lua_t *lh, mw_conn_t *c)
 
     lua_pushcfunction(L, new_conn_object);
     lua_pushlightuserdata(L, c);
-    if (!mw_lua_call(lh, NULL, "creating the conn object", 1, 0)) {
+    lua_pushboolean(L, lh->hooks[MW_HOOK_OPEN] != LUA_NOREF);
+    if (!mw_lua_call(lh, NULL, "creating the conn object", 2, 0)) {
         mw_conn_fail(c, 1011, "internal error");
         return;
     }

@@ -27,9 +27,9 @@
 
 /* The hooks of one connection that wait on Redis. Made at the first wait
  * of a hook of the connection, held by each such hook until it finishes, and
- * by the connection while it is open, which meanwhile holds its next
- * messages back (conn->held). A connection that closes meanwhile leaves
- * here the messages it held, then its on_error and on_close: they run in
+ * by the connection while it is open, whose next messages meanwhile wait
+ * here (held: an idle connection has no queue for them). A connection that
+ * closes meanwhile leaves here its on_error and on_close: they run in
  * that order as the hooks before them finish, so every message that arrived
  * reaches on_message, and on_close is the connection's last hook. */
 typedef struct mw_lua_waits_s {
@@ -37,7 +37,7 @@ typedef struct mw_lua_waits_s {
     uint32_t tasks;   /* its hooks that waited and have not finished */
     int close_ref;    /* the conn object once closed, or LUA_NOREF */
     uint64_t serial;  /* and for the hooks still due: */
-    mw_outq_t held;   /* messages, for on_message */
+    mw_outq_t held;   /* messages that arrived meanwhile, for on_message */
     int close_owed;   /* on_open ran: on_close is due */
     const char *fail_why;
     uint16_t code;
@@ -116,7 +116,7 @@ static inline void thread_put(mw_lua_t *lh, lua_State *co, int ref, int reusable
     luaL_unref(lh->L, LUA_REGISTRYINDEX, ref); /* a dead thread is collected */
 }
 
-static void drain_held(mw_lua_t *lh, mw_conn_t *c);
+static void drain_held(mw_lua_t *lh, mw_conn_t *c, mw_outq_t *held);
 static void close_hooks(mw_lua_t *lh, mw_conn_t *c, int ref, uint64_t serial, const char *fail_why,
                         uint16_t code, const char *reason, size_t reason_len);
 static void run_message(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, mw_lua_waits_t *join, int ref,
@@ -166,8 +166,10 @@ static void waits_release(mw_lua_t *lh, mw_lua_waits_t *ws)
     if (--ws->tasks > 0)
         return;
     if (c != NULL) {
+        mw_outq_t held = ws->held; /* the queue moves: nothing points into it */
+        mw_outq_init(&ws->held);
         waits_free(lh, ws);
-        drain_held(lh, c);
+        drain_held(lh, c, &held);
         return;
     }
     waits_settle(lh, ws);
@@ -399,6 +401,7 @@ mw_lua_task_t *mw_lua_wait(lua_State *L)
             }
             ws->conn = t->conn;
             ws->close_ref = LUA_NOREF;
+            mw_outq_init(&ws->held);
             t->conn->lua_waits = ws;
         }
         ws->tasks++;
@@ -473,20 +476,40 @@ void mw_lua_wake(mw_lua_task_t *w, int (*push)(lua_State *co, void *ud), void *u
     mw_sched_run(lh->node->sched);
 }
 
-/* Dispatches the messages a connection received while its hook waited, until
- * one waits again. */
-static void drain_held(mw_lua_t *lh, mw_conn_t *c)
+/* Dispatches the messages a connection received while its hook waited
+ * (held, taken from the record that is gone), until one waits again: the
+ * rest then wait in the new record, before any that came since. Those of a
+ * connection no longer open are dropped. */
+static void drain_held(mw_lua_t *lh, mw_conn_t *c, mw_outq_t *held)
 {
     mw_frame_t *f;
 
     while (c->lua_waits == NULL && c->state == MW_CONN_OPEN &&
-           (f = mw_outq_head(&c->held)) != NULL) {
+           (f = mw_outq_head(held)) != NULL) {
         mw_frame_ref(f);
-        mw_outq_consume(&c->held, f->len);
+        mw_outq_consume(held, f->len);
         mw_lua_message(c, f->bytes[0] & 0x0f, mw_frame_payload(f), mw_frame_payload_len(f));
         mw_frame_unref(f);
     }
-    if ((c->paused & MW_PAUSE_HELD) && mw_outq_empty(&c->held) && c->lua_waits == NULL)
+    if (!mw_outq_empty(held) && c->lua_waits != NULL && c->state == MW_CONN_OPEN) {
+        mw_outq_t *later = &c->lua_waits->held;
+        while ((f = mw_outq_head(later)) != NULL) {
+            int r;
+            mw_frame_ref(f);
+            mw_outq_consume(later, f->len);
+            r = mw_outq_push(held, f);
+            mw_frame_unref(f);
+            if (r != 0) {
+                mw_conn_fail(c, 1011, "out of memory");
+                break;
+            }
+        }
+        mw_outq_clear(later);
+        *later = *held;
+        mw_outq_init(held);
+    }
+    mw_outq_clear(held);
+    if ((c->paused & MW_PAUSE_HELD) && c->lua_waits == NULL)
         mw_conn_pause(c, MW_PAUSE_HELD, 0);
 }
 
@@ -527,9 +550,9 @@ void mw_lua_message(mw_conn_t *c, int opcode, const uint8_t *data, size_t len)
     if (c->lua_waits != NULL) {
         /* A hook of this connection waits: keep the order, hold this one. */
         mw_frame_t *f = mw_frame_new((uint8_t)opcode, data, len);
-        if (f == NULL || mw_outq_push(&c->held, f) != 0) {
+        if (f == NULL || mw_outq_push(&c->lua_waits->held, f) != 0) {
             mw_conn_fail(c, 1011, "out of memory");
-        } else if (mw_outq_cost(&c->held) > lh->node->cfg->max_buffered) {
+        } else if (mw_outq_cost(&c->lua_waits->held) > lh->node->cfg->max_buffered) {
             mw_conn_pause(c, MW_PAUSE_HELD, 1); /* and stop reading until they are handled */
         }
         if (f != NULL)
@@ -582,9 +605,7 @@ static void close_hooks(mw_lua_t *lh, mw_conn_t *c, int ref, uint64_t serial, co
 static void defer_close(mw_conn_t *c, mw_lua_waits_t *ws)
 {
     ws->close_ref = c->lua_ref;
-    ws->serial = c->serial;
-    ws->held = c->held; /* the queue moves: nothing points into it */
-    mw_outq_init(&c->held);
+    ws->serial = c->serial; /* its held messages stay here */
     ws->close_owed = 1;
     ws->fail_why = c->fail_why;
     ws->code = c->close_code;
@@ -606,6 +627,8 @@ int mw__lua_close_hooks(mw_lua_t *lh, mw_conn_t *c, int owed)
         ws->conn = NULL;
         if (owed)
             defer_close(c, ws);
+        else
+            mw_outq_clear(&ws->held); /* no conn object to run them with */
         return owed;
     }
     if (owed)
@@ -620,7 +643,6 @@ void mw__lua_forget_waits(mw_conn_t *c)
         c->lua_waits->conn = NULL;
         c->lua_waits = NULL;
     }
-    mw_outq_clear(&c->held);
 }
 
 void mw__lua_tasks_free(mw_lua_t *lh)

@@ -374,6 +374,7 @@ void mw_server_pools_drain(void)
     mw_static_cache_drain();
     mw_pmd_pool_drain();
     mw_ws_pool_drain();
+    mw_http_pool_drain();
     mw_outq_pool_drain();
     mw_frame_pool_drain();
 }

@@ -963,10 +963,63 @@ static void test_http_feed_without_max_body_leaves_the_body_to_the_head_buffer(v
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_req, teardown_req)
 
+/* mw_http_req_new/free: a request's memory is kept for the next one, which
+ * starts clean; a buffer grown past the first size is not kept. */
+static void test_http_req_new_reuses_a_freed_request_and_starts_clean(void **state)
+{
+    mw_http_req_t *a, *b, *big;
+    size_t consumed = 0;
+    char *buf;
+    (void)state;
+
+    mw_http_pool_drain();
+    a = mw_http_req_new(MAX_HEAD);
+    assert_non_null(a);
+    assert_rc(feed_str(a, UPGRADE_REQUEST, &consumed), 0);
+    buf = a->buf;
+    mw_http_req_free(a);
+    b = mw_http_req_new(MAX_HEAD);
+    assert_ptr_equal(b, a);
+    assert_ptr_equal(b->buf, buf); /* the head's buffer came with it */
+    assert_int_equal(b->len, 0);
+    assert_int_equal(b->nheaders, 0);
+    assert_false(b->complete);
+    assert_rc(feed_str(b, UPGRADE_REQUEST, &consumed), 0);
+    assert_path(b, "/chat");
+    assert_header(b, "Upgrade", 0, "websocket");
+
+    /* A head that grew the buffer: the request is kept, its buffer is not. */
+    big = mw_http_req_new(MAX_HEAD);
+    {
+        char head[4096];
+        int n = snprintf(head, sizeof(head), "GET / HTTP/1.1\r\nHost: x\r\nX-Pad: %03000d\r\n\r\n", 0);
+        assert_rc(mw_http_feed(big, head, (size_t)n, &consumed), 0);
+    }
+    assert_true(big->cap > 1024);
+    mw_http_req_free(big);
+    mw_http_req_free(b);
+    b = mw_http_req_new(MAX_HEAD); /* the last freed comes first */
+    assert_ptr_equal(b, a);
+    big = mw_http_req_new(MAX_HEAD);
+    assert_null(big->buf);
+    assert_int_equal(big->cap, 0);
+
+    /* A lower max_head (a reload) does not keep a buffer larger than it. */
+    mw_http_req_free(b);
+    b = mw_http_req_new(512);
+    assert_null(b->buf);
+    assert_rc(feed_str(b, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", &consumed), 0);
+    mw_http_req_free(b);
+    mw_http_req_free(big);
+    mw_http_req_free(NULL);
+    mw_http_pool_drain();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_http_accept_key_matches_the_rfc_6455_example),
+        cmocka_unit_test(test_http_req_new_reuses_a_freed_request_and_starts_clean),
         T(test_http_feed_keeps_a_body_given_by_content_length),
         T(test_http_feed_keeps_a_body_that_comes_byte_by_byte),
         T(test_http_feed_takes_a_chunked_body_out_of_its_chunks),

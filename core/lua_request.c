@@ -1,0 +1,186 @@
+/* The request table and its seed: see lua_request.h. */
+#include "lua_request.h"
+#include "conn.h"
+#include "http.h"
+
+#include <lauxlib.h>
+#include <stddef.h>
+#include <string.h>
+
+/* Pushes the table of req, from the client at addr (behind a trusted proxy,
+ * the client it names) through peer (both as text), on the connection named
+ * id. */
+static void build(lua_State *L, const mw_http_req_t *req, const char *addr, size_t addr_len,
+                  const char *peer, size_t peer_len, const char *id, size_t id_len)
+{
+    size_t len, qlen;
+    const char *path = mw_http_path(req, &len);
+    const char *query = mw_http_query(req, &qlen);
+    char *tmp;
+
+    lua_createtable(L, 0, 9);
+    lua_pushstring(L, http_method_str((enum http_method)req->parser.method));
+    lua_setfield(L, -2, "method");
+    lua_pushlstring(L, path, len);
+    lua_setfield(L, -2, "path");
+
+    tmp = lua_newuserdatauv(L, req->url_len + 2, 0); /* scratch, collected later */
+    lua_newtable(L);
+    while (query != NULL && qlen > 0) {
+        const char *amp = memchr(query, '&', qlen);
+        size_t item = amp ? (size_t)(amp - query) : qlen;
+        const char *eq = memchr(query, '=', item);
+        size_t klen = eq ? (size_t)(eq - query) : item;
+        if (klen > 0) {
+            lua_pushlstring(L, tmp, mw_http_unescape(query, klen, tmp, 1));
+            if (eq != NULL)
+                lua_pushlstring(L, tmp, mw_http_unescape(eq + 1, item - klen - 1, tmp, 1));
+            else
+                lua_pushliteral(L, "");
+            lua_rawset(L, -3);
+        }
+        if (amp == NULL)
+            break;
+        qlen -= item + 1;
+        query = amp + 1;
+    }
+    lua_setfield(L, -3, "query");
+    lua_pop(L, 1);
+
+    lua_createtable(L, 0, (int)req->nheaders);
+    for (uint32_t i = 0; i < req->nheaders; i++) {
+        const mw_http_header_t *h = &req->headers[i];
+        luaL_Buffer b;
+        char *name = luaL_buffinitsize(L, &b, h->name_len);
+        for (uint32_t j = 0; j < h->name_len; j++) {
+            char ch = req->buf[h->name_off + j];
+            name[j] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+        }
+        luaL_pushresultsize(&b, h->name_len);
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, -3) == LUA_TSTRING) {
+            /* Repeated header: join the values as a list (RFC 9110 5.3). */
+            size_t vlen = h->value_len;
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, req->buf + h->value_off, vlen);
+            lua_concat(L, 3);
+        } else {
+            lua_pop(L, 1);
+            lua_pushlstring(L, req->buf + h->value_off, h->value_len);
+        }
+        lua_rawset(L, -3);
+    }
+    lua_setfield(L, -2, "headers");
+
+    /* req.addr, the client's address (behind a trusted proxy, the client it
+     * names); remote_addr is its older name, kept for existing apps. */
+    lua_pushlstring(L, addr, addr_len);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "addr");
+    lua_setfield(L, -2, "remote_addr");
+    lua_pushlstring(L, peer, peer_len);
+    lua_setfield(L, -2, "peer_addr");
+
+    lua_newtable(L);
+    {
+        char list[1024];
+        size_t n = mw_http_header_join(req, "Sec-WebSocket-Protocol", list, sizeof(list));
+        const char *p = list;
+        int k = 0;
+        while (n > 0) {
+            const char *comma = memchr(p, ',', n);
+            size_t item = comma ? (size_t)(comma - p) : n, ilen = item;
+            const char *s = p;
+            while (ilen > 0 && (*s == ' ' || *s == '\t')) {
+                s++;
+                ilen--;
+            }
+            while (ilen > 0 && (s[ilen - 1] == ' ' || s[ilen - 1] == '\t'))
+                ilen--;
+            if (ilen > 0) {
+                lua_pushlstring(L, s, ilen);
+                lua_rawseti(L, -2, ++k);
+            }
+            if (comma == NULL)
+                break;
+            n -= item + 1;
+            p = comma + 1;
+        }
+    }
+    lua_setfield(L, -2, "subprotocols");
+    lua_pushlstring(L, id, id_len);
+    lua_setfield(L, -2, "id");
+}
+
+void mw_lua_request_push(lua_State *L, mw_conn_t *c)
+{
+    char id[MW_ID_MAX], addr[64], peer[64];
+    size_t id_len = mw_conn_id(c, id);
+
+    mw_addr_format(&c->addr, addr, sizeof(addr));
+    mw_addr_format(&c->peer, peer, sizeof(peer));
+    build(L, c->http, addr, strlen(addr), peer, strlen(peer), id, id_len);
+}
+
+/* A seed: this, then the client's address as text, the peer's when it is
+ * another, and the head as received. Kept per idle connection: small. */
+typedef struct {
+    uint32_t max_head; /* the limit it was read under (http-parser's is process-wide) */
+    uint32_t head_len;
+    uint8_t addr_len;
+    uint8_t peer_len;  /* 0: the peer is the client */
+} seed_t;
+
+void mw_lua_request_push_seed(lua_State *L, mw_conn_t *c)
+{
+    const mw_http_req_t *req = c->http;
+    char addr[64], peer[64];
+    seed_t s;
+    luaL_Buffer b;
+
+    mw_addr_format(&c->addr, addr, sizeof(addr));
+    mw_addr_format(&c->peer, peer, sizeof(peer));
+    memset(&s, 0, sizeof(s)); /* no padding bytes of the stack in the string */
+    s.max_head = req->max_head > UINT32_MAX ? UINT32_MAX : (uint32_t)req->max_head;
+    s.head_len = (uint32_t)req->len;
+    s.addr_len = (uint8_t)strlen(addr);
+    s.peer_len = strcmp(addr, peer) == 0 ? 0 : (uint8_t)strlen(peer);
+    luaL_buffinitsize(L, &b, sizeof(s) + s.addr_len + s.peer_len + s.head_len);
+    luaL_addlstring(&b, (const char *)&s, sizeof(s));
+    luaL_addlstring(&b, addr, s.addr_len);
+    luaL_addlstring(&b, peer, s.peer_len);
+    luaL_addlstring(&b, req->buf, s.head_len);
+    luaL_pushresult(&b);
+}
+
+void mw_lua_request_grow(lua_State *L, int idx, const char *id, size_t id_len)
+{
+    size_t len, consumed;
+    const char *p = lua_tolstring(L, idx, &len);
+    const char *addr, *peer, *head;
+    mw_http_req_t *req;
+    seed_t s;
+    int r;
+
+    if (p == NULL || len < sizeof(s))
+        luaL_error(L, "not a request seed");
+    memcpy(&s, p, sizeof(s)); /* a string's bytes need not be aligned for it */
+    if (len != sizeof(s) + s.addr_len + s.peer_len + (size_t)s.head_len)
+        luaL_error(L, "not a request seed");
+    addr = p + sizeof(s);
+    peer = addr + s.addr_len;
+    head = peer + s.peer_len;
+    /* The parse works in Lua memory (scratch, collected later): nothing leaks
+     * when a memory error raises out of here. */
+    req = lua_newuserdatauv(L, sizeof(*req), 0);
+    mw_http_req_init(req, s.max_head);
+    req->buf = lua_newuserdatauv(L, s.head_len > 0 ? s.head_len : 1, 0);
+    req->cap = s.head_len; /* room for the whole head: the parser never reallocates */
+    r = mw_http_feed(req, head, s.head_len, &consumed);
+    if (r != 0 || !req->complete)
+        luaL_error(L, "the request could not be read again");
+    build(L, req, addr, s.addr_len, s.peer_len > 0 ? peer : addr,
+          s.peer_len > 0 ? s.peer_len : s.addr_len, id, id_len);
+    lua_replace(L, -3); /* over the scratch */
+    lua_pop(L, 1);
+}
