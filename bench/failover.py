@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+from procs import free_port, healthy, stop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MASTER = "mymaster"
@@ -43,11 +43,6 @@ NODE_CONF = """return {{
 }}
 """
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_open(port):
@@ -72,22 +67,6 @@ def cli(port, *args):
                           text=True, timeout=10).stdout
 
 
-def healthy(port):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-            return r.status == 200 and r.read().startswith(b"ok")
-    except Exception:
-        return False
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 async def traffic(n1, n2, master, sentinel_port, replica_port):

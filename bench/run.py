@@ -35,8 +35,6 @@ import os
 import platform
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +42,7 @@ import time
 import urllib.request
 
 import scale
+from procs import free_port, healthy, log, stop, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
@@ -52,9 +51,6 @@ SERVER_CPU = "0"
 LOADGEN_CPU = "1"
 NOFILE = 400000
 
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- scenarios
@@ -322,11 +318,6 @@ def get(d, path):
     return d
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def raise_nofile():
     """Raises RLIMIT_NOFILE to NOFILE, or as far as the hard limit allows when
@@ -343,28 +334,6 @@ def nofile_limit():
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def wait_port(port, proc, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
-def stop(proc, timeout=10):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-    return proc.returncode
 
 
 def metrics(port):
@@ -511,13 +480,6 @@ def start_servers(sc, server, rnd, binaries, logdir, info=None):
             time.sleep(0.1)
     return procs, ports, None
 
-
-def healthy(port):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-            return r.status == 200 and not r.read().startswith(b"degraded")
-    except Exception:
-        return False
 
 
 def run_api(sc, procs, ports, info, result):
@@ -703,7 +665,7 @@ def print_table(results, targets, out=sys.stdout):
         # The scale scenarios: what the machine allowed, and what limited.
         for run in r["runs"].get("moonwire", []):
             k = run.get("kernel")
-            if k:
+            if k and "nofile_hard" in k:  # a load run's "kernel" holds counters
                 print(f"{'':<{w[0]}} kernel: RLIMIT_NOFILE hard {k['nofile_hard']}, "
                       f"ip_local_port_range {k['ip_local_port_range']}, somaxconn "
                       f"{k['somaxconn']}, tcp_mem {k['tcp_mem_pages']} pages, "

@@ -30,12 +30,11 @@ import math
 import os
 import resource
 import select
-import signal
 import socket
 import struct
 import subprocess
 import time
-import urllib.request
+from procs import free_port, healthy, log, stop, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
@@ -43,9 +42,6 @@ FD_HEADROOM = 300     # fds a process keeps for itself besides connections
 WORKER_SLACK = 0.10   # SO_REUSEPORT spreads by hash: a worker may get 10% more
 PER_SOURCE = 10000    # connections per 127.0.0.x source (see loadgen's src_count)
 
-
-def log(msg):
-    print(msg, file=__import__("sys").stderr, flush=True)
 
 
 def read_int(path):
@@ -118,23 +114,6 @@ def plan(conns, workers, k):
     return conns, counts, per_source, limited
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 def children(pid):
@@ -186,23 +165,6 @@ def listen_drops():
     return 0
 
 
-def stop(proc, timeout=15):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-    return proc.returncode
-
-
-def healthy(port):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-            return r.status == 200 and not r.read().startswith(b"degraded")
-    except Exception:
-        return False
 
 
 class Publisher:
@@ -391,7 +353,7 @@ def run(sc, binaries, logdir, raise_nofile):
                 out, _ = g.communicate(timeout=10)
             outs.append(out.decode(errors="replace") if out else "")
         for p in reversed(procs):
-            stop(p)
+            stop(p, timeout=15)
     gen_json = []
     for out in outs:
         lines = [ln for ln in out.splitlines() if ln.startswith("{")]
