@@ -88,3 +88,15 @@ def test_the_markdown_table_has_a_row_per_load(tmp_path):
     assert cp.returncode == 0, cp.stderr
     rows = [ln for ln in cp.stdout.splitlines() if ln.startswith("| 1") or ln.startswith("| 10")]
     assert len(rows) == 4, cp.stdout
+
+
+def test_the_docs_table_is_the_models_output():
+    # docs/scaling.md shows the plan for the committed bench JSON; a change to
+    # the model or to the JSON without the docs (or the reverse) fails here.
+    docs = (ROOT / "docs" / "scaling.md").read_text()
+    begin, end = "<!-- capacity:begin -->\n", "\n<!-- capacity:end -->"
+    assert begin in docs and end in docs
+    shown = docs.split(begin, 1)[1].split(end, 1)[0]
+    cp = capacity(ROOT / "bench" / "results" / "capacity.json", "--markdown")
+    assert cp.returncode == 0, cp.stderr
+    assert shown == cp.stdout.rstrip("\n")
