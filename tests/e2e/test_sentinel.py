@@ -32,11 +32,12 @@ pytestmark = pytest.mark.skipif(REDIS is None or SENTINEL is None,
 MASTER = "mymaster"
 RESUME_BOUND = 20.0  # seconds from the kill to delivery again: generous (measured ~2 s)
 # A PUBLISH the master answered but had not yet written to the other node's
-# subscriber socket when it was killed is lost, as with a single Redis killed
-# (the outbox forgets what Redis answered). Seen once in seven kills: the
-# last message sent before the kill. Only messages sent this close before the
-# kill may be missing, and at most AT_KILL_MAX of them, until the outbox keeps
-# answered messages for a replay after a lost connection.
+# subscriber socket when it was killed is sent again from the outbox's replay
+# window (cluster.outbox_replay) to the promoted replica, so relay messages
+# are exact: none may be missing (0 lost in 30 kills of bench/failover.py).
+# A history topic's message is not replayed (scaling.md, "When Redis goes
+# away"): for chat, only messages sent this close before the kill may be
+# missing, and at most AT_KILL_MAX of them.
 AT_KILL_WINDOW = 0.25
 AT_KILL_MAX = 3
 
@@ -251,19 +252,19 @@ def test_master_killed_mid_traffic_nodes_follow_the_failover_and_lose_nothing(
         for c in (ann, bob):
             await c.close()
 
-        def check_in_order_once(ids, n, sent_times, what):
+        def check_in_order_once(ids, n, sent_times, what, may_miss):
             # In order, once; every message, but for the one(s) of the kill.
             assert ids == sorted(set(ids)), (what, ids)
             missing = sorted(set(range(n)) - set(ids))
             marks.setdefault("missing", {})[what] = missing
-            assert len(missing) <= AT_KILL_MAX, (what, missing)
+            assert len(missing) <= may_miss, (what, missing)
             for i in missing:
                 assert -AT_KILL_WINDOW < sent_times[i] - marks["killed"] <= 0.01, \
                     (what, i, sent_times[i] - marks["killed"])
 
         # Every relay message reached the other node, in order, once.
         ids = [i for i, _ in got]
-        check_in_order_once(ids, n_relay, sent_at, "relay")
+        check_in_order_once(ids, n_relay, sent_at, "relay", 0)
         # The first message sent after the kill that reached the other node:
         # the time from the kill to it is the failover-to-resume time.
         arrived = dict(got)
@@ -273,7 +274,8 @@ def test_master_killed_mid_traffic_nodes_follow_the_failover_and_lose_nothing(
         marks["resume"] = first - marks["killed"]
         assert marks["resume"] < RESUME_BOUND, marks
         # Chat: every say reached bob, in order, once.
-        check_in_order_once([int(m["text"][1:]) for m in said], n_chat, said_at, "chat")
+        check_in_order_once([int(m["text"][1:]) for m in said], n_chat, said_at, "chat",
+                            AT_KILL_MAX)
         assert late == [], late
         marks["health"] = health
 
