@@ -152,6 +152,7 @@ SCALE_BROADCAST_ROWS = [
     ("reach p99 ms", "reach_ms.p99", "low"),
     ("reach max ms", "reach_ms.max", "low"),
     ("workers+Redis CPU us/deliv.", "server_cpu_us_per_delivery", "low"),
+    ("  of it in the kernel", "server_kernel_us_per_delivery", "low"),
     ("RSS bytes/conn, all procs", "rss_per_conn_bytes", "low"),
     ("errors", "errors_total", "low"),
 ]

@@ -135,11 +135,13 @@ def rss_kb(pid):
     return 0
 
 
-def cpu_s(pid):
+def cpu_s(pid, kernel_only=False):
+    """utime + stime of a process in seconds (stime alone: kernel_only)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        ticks = int(fields[12]) + (0 if kernel_only else int(fields[11]))
+        return ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
 
@@ -326,15 +328,22 @@ def run(sc, binaries, logdir, raise_nofile):
             # over one gap, taken off what they spend over the rounds.
             allpids = srv + [redis.pid]
             c0 = sum(cpu_s(p) for p in allpids)
+            k0 = sum(cpu_s(p, True) for p in allpids)
             time.sleep(sc["gap"])
             c1 = sum(cpu_s(p) for p in allpids)
+            k1 = sum(cpu_s(p, True) for p in allpids)
             for r in range(sc["rounds_bcast"]):
                 pubr.send_text(f"B{r} {time.monotonic_ns()}")
                 time.sleep(sc["gap"])
             c2 = sum(cpu_s(p) for p in allpids)
+            k2 = sum(cpu_s(p, True) for p in allpids)
             result["idle_cpu_s_per_gap"] = round(c1 - c0, 3)
             result["server_cpu_s"] = round(max(0.0, (c2 - c1) - (c1 - c0) * sc["rounds_bcast"]),
                                            3)
+            # Of it, in the kernel (system time): the writes to the members'
+            # sockets, loopback's receive path and the readers' wake-ups.
+            result["server_kernel_cpu_s"] = round(
+                max(0.0, (k2 - k1) - (k1 - k0) * sc["rounds_bcast"]), 3)
     finally:
         if pubr is not None:
             pubr.close()
@@ -403,6 +412,8 @@ def run(sc, binaries, logdir, raise_nofile):
         if deliveries and result.get("server_cpu_s") is not None:
             result["server_cpu_us_per_delivery"] = round(result["server_cpu_s"] * 1e6 /
                                                          deliveries, 3)
+            result["server_kernel_us_per_delivery"] = round(
+                result.get("server_kernel_cpu_s", 0.0) * 1e6 / deliveries, 3)
         mx = result["reach_ms"]["max"]
         if mx is not None and mx > sc["gap"] * 1000 * 0.8:
             result["limited_by"].append(f"a round took {mx:.0f} ms to reach all, near the "
