@@ -5,13 +5,21 @@
 #   bench/callgrind.sh [echo|relay] [BINARY]
 #
 # Runs BINARY (build/moonwire) under callgrind on a free port of 127.0.0.1
-# with scripts/echo.lua or scripts/relay.lua, drives it with build/mw_loadgen
-# for 3 s (echo: 20 connections x 4 in flight; relay: 200 connections, 1
-# publisher, window 4; 64-byte text), stops it by PID, and prints the
-# instructions of the whole run (startup included: about 1%) per message the
-# server read, and per delivery for relay; then the calls to malloc, calloc
-# and realloc per message, which the pools keep near 0. The profile stays in
-# build/bench/callgrind.out for callgrind_annotate.
+# with scripts/echo.lua or scripts/relay.lua and drives it with
+# build/mw_loadgen (echo: 20 connections x 4 in flight; relay: 200
+# connections, 1 publisher, window 4; 64-byte text): 1 s to warm up (pools,
+# Lua's heap), then a second run whose middle is measured: once its
+# connections are all open (/metrics), callgrind's counters are zeroed
+# (callgrind_control -z), and 4 s later dumped (callgrind_control -d) while
+# the load still runs. The message counts are the server's own
+# (/metrics: moonwire_messages_in_total, _out_total, at the zero and at the
+# dump), so neither startup, nor handshakes, nor how many messages a slow or
+# busy machine lets through moves the figure. It prints the window's
+# instructions per message the server read, per delivery for relay, and the
+# calls to malloc, calloc and realloc per message, which the pools keep near
+# 0; then one JSON line of the same (bench/run.py's callgrind-* scenarios).
+# The window's profile stays in build/bench/callgrind.out for
+# callgrind_annotate.
 set -eu
 
 scenario=${1:-echo}
@@ -25,13 +33,16 @@ case $scenario in
     relay) script=scripts/relay.lua; load=(relay -c 200 -P 1 -w 4 -s 64) ;;
     *) echo "usage: bench/callgrind.sh [echo|relay] [BINARY]" >&2; exit 2 ;;
 esac
-command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind is not installed" >&2; exit 2; }
+for tool in valgrind callgrind_control; do
+    command -v $tool >/dev/null || { echo "callgrind.sh: $tool is not installed" >&2; exit 2; }
+done
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 # Everything runs some 50 times slower under valgrind: no time limit for hooks.
 conf=$(mktemp /tmp/mw-callgrind-XXXXXX.lua)
 printf 'return { log = { level = "warn" }, lua = { time_limit = 0 } }\n' > "$conf"
-valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" --config "$conf" \
+rm -f "$out" "$out".*
+valgrind --tool=callgrind --callgrind-out-file="$out.run" "$bin" --config "$conf" \
     --listen "127.0.0.1:$port" --script "$script" 2> build/bench/callgrind.log &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; rm -f "$conf"' EXIT
@@ -40,14 +51,59 @@ for _ in $(seq 100); do
     kill -0 "$pid" 2>/dev/null || { cat build/bench/callgrind.log >&2; exit 1; }
     sleep 0.2
 done
-build/mw_loadgen -u "ws://127.0.0.1:$port" -q "${load[@]}" -d 3 --warmup 1 --drain 2 \
-    > build/bench/callgrind.json
+
+# The server's counters of messages in and out and its open connections,
+# as "IN OUT OPEN".
+counts() {
+    /usr/bin/python3 - "$port" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=30).read().decode()
+val = {ln.split()[0]: int(float(ln.split()[1])) for ln in text.splitlines()
+       if ln.startswith("moonwire_")}
+print(val["moonwire_messages_in_total"], val["moonwire_messages_out_total"],
+      val["moonwire_connections"])
+PY
+}
+
+conns=${load[2]}
+build/mw_loadgen -u "ws://127.0.0.1:$port" -q "${load[@]}" -d 1 --drain 2 \
+    > build/bench/callgrind-warmup.json
+build/mw_loadgen -u "ws://127.0.0.1:$port" -q "${load[@]}" --warmup 30 -d 1 --drain 2 \
+    > build/bench/callgrind.json &
+gen=$!
+trap 'kill "$pid" "$gen" 2>/dev/null || true; rm -f "$conf"' EXIT
+open=0
+for _ in $(seq 200); do
+    read -r _ _ open < <(counts)
+    [ "$open" -ge "$conns" ] && break
+    sleep 0.1
+done
+[ "$open" -ge "$conns" ] || { echo "callgrind.sh: $open of $conns connections open" >&2; exit 1; }
+sleep 0.5
+# The counters are read just before and just after each callgrind_control
+# (a vgdb round trip): the messages of that moment are counted half.
+mark() {
+    local a b c d
+    read -r a b _ < <(counts)
+    callgrind_control "$1" "$pid" >/dev/null 2>&1
+    read -r c d _ < <(counts)
+    echo $(((a + c) / 2)) $(((b + d) / 2))
+}
+read -r in0 out0 < <(mark -z)
+sleep 4
+read -r in1 out1 < <(mark -d)
+kill "$gen" 2>/dev/null || true
+wait "$gen" 2>/dev/null || true
 kill "$pid"
 wait "$pid" 2>/dev/null || true
-/usr/bin/python3 - "$out" build/bench/callgrind.json "$scenario" <<'PY'
+# The dump of the window is the run's file with ".1"; what came after it
+# (the exit) goes to the run's file itself.
+[ -f "$out.run.1" ] || { echo "callgrind.sh: no dump of the measured window" >&2; exit 1; }
+mv "$out.run.1" "$out"
+rm -f "$out.run"
+/usr/bin/python3 - "$out" "$scenario" $((in1 - in0)) $((out1 - out0)) <<'PY'
 import json, re, sys
-out, result, scenario = sys.argv[1:]
-d = json.load(open(result))
+out, scenario, n, delivered = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 total = None
 # Calls to libc's allocator: the file names a function once, "cfn=(7) malloc",
 # then by number alone, and a "calls=" line follows each call site.
@@ -63,12 +119,18 @@ for line in open(out):
     elif line.startswith("calls=") and callee in ("malloc", "calloc", "realloc"):
         allocs += int(line.split()[0][6:])
         callee = None
-# Messages the server read: every one sent (echo), or every one published (relay).
-n = d["sent_total"] if scenario == "echo" else d["published_total"]
+if not total or not n or (scenario == "relay" and not delivered):
+    sys.exit(f"callgrind.sh: nothing measured ({total} instructions, {n} messages)")
 line = f"{scenario}: {total:,} instructions, {n:,} messages in: {total / n:,.0f} per message"
 if scenario == "relay":
-    line += f", {total / d['received_total']:,.0f} per delivery ({d['received_total']:,} deliveries)"
+    line += f", {total / delivered:,.0f} per delivery ({delivered:,} deliveries)"
 print(line)
-print(f"{scenario}: {allocs:,} calls to malloc, calloc or realloc (startup and connections "
-      f"included): {allocs / n:.3f} per message")
+print(f"{scenario}: {allocs:,} calls to malloc, calloc or realloc: {allocs / n:.4f} per message")
+# The same as one JSON line, last, for bench/run.py's callgrind-* scenarios.
+print(json.dumps({"instructions": total, "messages": n,
+                  "instructions_per_msg": round(total / n, 1),
+                  "deliveries": delivered if scenario == "relay" else None,
+                  "instructions_per_delivery": round(total / delivered, 1)
+                  if scenario == "relay" else None,
+                  "allocs_per_msg": round(allocs / n, 4)}))
 PY
