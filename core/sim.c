@@ -276,7 +276,8 @@ sim_server_t *mw_sim_server_push(lua_State *L, int opts, const mw_sim_join_t *jo
         ss->join = *join;
         ss->joined = 1;
         mw_config_set_str(&ss->cfg.node_id, join->node_id);
-        mw_config_set_str(&ss->cfg.cluster_redis, "redis://moonwire.sim:6379");
+        mw_config_list_clear(&ss->cfg.cluster_redis);
+        mw_config_list_add(&ss->cfg.cluster_redis, "redis://moonwire.sim:6379");
     }
     if (lua_getfield(L, opts, "config") == LUA_TTABLE &&
         mw_config_apply(&ss->cfg, L, -1, "sim.new config", err, sizeof(err)) != 0) {
