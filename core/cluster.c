@@ -17,6 +17,7 @@
 #include "moonwire/log.h"
 #include "moonwire/metrics.h"
 
+#include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,12 +67,66 @@ static void on_watchdog(mw_timer_t *t)
     }
 }
 
+/* Nodes that list different shards place topics differently: each node
+ * with shards keeps "<count>:<digest of the list>" in <prefix>:shards on
+ * every shard (set when absent or equal, with the liveness TTL), and is told
+ * what is there; another value is another list, logged once. On every
+ * shard, as two lists may not even agree on which is the first. */
+static const char shards_script[] =
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if not v or v == ARGV[1] then\n"
+    "  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
+    "  return ARGV[1]\n"
+    "end\n"
+    "return v\n";
+
+static void on_shards_checked(void *ud, void *reply)
+{
+    mw_shard_t *sh = ud;
+    mw_cluster_t *cl = sh->cl;
+    const redisReply *r = reply;
+
+    sh->checking = 0;
+    if (r == NULL || r->type != REDIS_REPLY_STRING)
+        return;
+    if (strcmp(r->str, cl->shards_value) == 0) {
+        cl->shards_other[0] = '\0';
+        return;
+    }
+    if (strncmp(r->str, cl->shards_other, sizeof(cl->shards_other) - 1) == 0)
+        return; /* said already */
+    snprintf(cl->shards_other, sizeof(cl->shards_other), "%.*s", (int)r->len, r->str);
+    mw_log_error("cluster: another node lists other shards in cluster.redis (%s:shards is "
+                 "'%s', this node's list '%s'): topics are placed differently, and messages "
+                 "of some do not cross between them; give every node the same list in the "
+                 "same order", cl->prefix, cl->shards_other, cl->shards_value);
+}
+
+static void check_shards(mw_shard_t *sh)
+{
+    mw_cluster_t *cl = sh->cl;
+    char ttl[24];
+    const char *argv[4] = {"1", cl->shards_key, cl->shards_value, ttl};
+    size_t argl[4] = {1, strlen(cl->shards_key), strlen(cl->shards_value), 0};
+
+    if (cl->nshards < 2 || sh->checking)
+        return;
+    argl[3] = (size_t)snprintf(ttl, sizeof(ttl), "%u",
+                               (cl->node->cfg->cluster_presence_ttl + 999) / 1000);
+    if (mw_rconn_script(&sh->cmd, shards_script, sizeof(shards_script) - 1, 4, argv, argl,
+                        on_shards_checked, sh) == 0)
+        sh->checking = 1;
+}
+
 static void on_heartbeat(mw_timer_t *t)
 {
     mw_cluster_t *cl = t->data;
-    for (unsigned i = 0; i < cl->nshards; i++)
-        if (cl->shards[i].cmd.ready)
+    for (unsigned i = 0; i < cl->nshards; i++) {
+        if (cl->shards[i].cmd.ready) {
             mw__cluster_heartbeat(&cl->shards[i]);
+            check_shards(&cl->shards[i]);
+        }
+    }
 }
 
 /* Life ------------------------------------------------------------------------------------ */
@@ -192,6 +247,10 @@ int mw_cluster_start(mw_node_t *node, const mw_redis_driver_t *driver, void *drv
     snprintf(cl->node_channel, sizeof(cl->node_channel), "%s:n:%s", cl->prefix, cl->name);
     snprintf(cl->node_key_prefix, sizeof(cl->node_key_prefix), "%s:node:", cl->prefix);
     snprintf(cl->node_key, sizeof(cl->node_key), "%s:node:%s", cl->prefix, cl->name);
+    snprintf(cl->shards_key, sizeof(cl->shards_key), "%s:shards", cl->prefix);
+    snprintf(cl->shards_value, sizeof(cl->shards_value), "%u:%016llx", cl->nshards,
+             (unsigned long long)mw_shard_digest((const char *const *)cfg->cluster_redis.items,
+                                                 cfg->cluster_redis.n));
     mw__cluster_history_init(cl);
     for (i = 0; i < cl->nshards; i++) {
         if (shard_init(cl, i, driver, drv) != 0) {

@@ -43,6 +43,7 @@ struct mw_shard_s {
     mw_rconn_t sub, cmd; /* the subscriber, and the commands */
     uint64_t sub_heard;  /* when the subscriber last got anything (ms) */
     uint64_t probe_sent; /* when the probe it has not heard yet went out; 0: none */
+    int checking;        /* its <prefix>:shards is being compared (cluster.c) */
 
     /* Sending (cluster_send.c). */
     mw_outbox_t outbox;
@@ -78,6 +79,9 @@ struct mw_cluster_s {
     char node_key_prefix[96]; /* <prefix>:node: */
     char publish_sha[41];     /* SHA-1 of the history publish script */
     int stopping;
+    char shards_key[80];    /* <prefix>:shards: see check_shards in cluster.c */
+    char shards_value[40];  /* "<count>:<digest of the list>" */
+    char shards_other[40];  /* another node's, as last logged */
     unsigned nshards;
     mw_shard_t shards[MW_SHARDS_MAX];
 };

@@ -304,6 +304,23 @@ def test_history_and_presence_live_on_the_topic_s_shard(start_server, shards):
         assert r.cli("KEYS", "mw:node:*").split().__len__() == 2
 
 
+def test_a_node_listing_the_shards_in_another_order_is_told_so(start_server, shards, tmp_script):
+    script = tmp_script(APP)
+
+    def conf(order):
+        return shard_conf(order).replace("reconnect_max = 0.5",
+                                         "reconnect_max = 0.5, presence_ttl = 3")
+    a = start_server(script, args=["--node-id", "a"], config=conf(shards))
+    b = start_server(script, args=["--node-id", "b"], config=conf(list(reversed(shards))))
+    wait_until(lambda: cluster_up(a) and cluster_up(b), timeout=10, what="both nodes up")
+    said = "another node lists other shards in cluster.redis"
+    # Checked at each heartbeat (presence_ttl / 3): within a few seconds.
+    wait_until(lambda: said in a.log() or said in b.log(), timeout=10,
+               what="a node to say the lists differ")
+    time.sleep(2.5)  # a few heartbeats more: said once, not at each
+    assert a.log().count(said) + b.log().count(said) == 1
+
+
 def check(config, tmp_path):
     path = tmp_path / "moonwire.lua"
     path.write_text(config)
