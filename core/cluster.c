@@ -313,14 +313,6 @@ void mw_cluster_stop(mw_node_t *node)
 
 /* State ----------------------------------------------------------------------------------- */
 
-int mw_cluster_subscribed(const mw_cluster_t *cl)
-{
-    for (unsigned i = 0; i < cl->nshards; i++)
-        if (!cl->shards[i].sub.ready)
-            return 0;
-    return 1;
-}
-
 int mw_cluster_topic_subscribed(mw_cluster_t *cl, const char *topic, size_t len)
 {
     return mw__cluster_shard(cl, topic, len)->sub.ready;

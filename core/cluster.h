@@ -53,11 +53,8 @@ int mw_cluster_start(mw_node_t *node, const mw_redis_driver_t *driver, void *drv
  * reply's. */
 void mw_cluster_stop(mw_node_t *node);
 
-/* True when the subscriber connection of every shard is up (messages of
- * other nodes arrive). */
-int mw_cluster_subscribed(const mw_cluster_t *cl);
-
-/* True when the subscriber connection of topic's shard is up. */
+/* True when the subscriber connection of topic's shard is up (messages of
+ * other nodes on that topic arrive). */
 int mw_cluster_topic_subscribed(mw_cluster_t *cl, const char *topic, size_t len);
 
 /* True when both Redis connections of every shard are up. */
