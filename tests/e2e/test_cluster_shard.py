@@ -46,6 +46,8 @@ function app.on_message(conn, data)
       parts[#parts + 1] = s.index .. "=" .. tostring(s.up) .. "@" .. s.redis
     end
     conn:send("state:" .. tostring(st.up) .. ":" .. table.concat(parts, ","))
+  else
+    conn:send(data) -- anything else comes back: a normal client is served
   end
 end
 return app
