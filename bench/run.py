@@ -217,6 +217,21 @@ def scenarios(quick, nofile):
         # and one member on n2, so n2's CPU per message is an envelope from
         # Redis and one delivery, and redis-server's is one PUBLISH to 2
         # nodes (bench/capacity.py's envelope_us and redis_us).
+        # The pub/sub load of many topics over 2 nodes, on one Redis and then
+        # sharded over two (cluster.redis lists both; each room's channel on
+        # the shard its name hashes to: rooms "0".."31" put 15 on shard 0 and
+        # 17 on shard 1). Moonwire only; CPU per delivery and each
+        # redis-server's CPU (cpu_s_by_process) side by side.
+        dict(name="cluster-relay-topics", app="bench/apps/fanout.lua", peer="fanout.js",
+             rows=PUBSUB_ROWS, cluster=2, servers=["moonwire"],
+             args=["fanout", "--rooms", 32, "--members", 32, "-P", 1, "-w", 4, "-s", 64], **t,
+             about="32 rooms x 32 members over 2 moonwire nodes and one redis-server, "
+                   "1 publisher per room, window 4; no target"),
+        dict(name="cluster-relay-2shard", app="bench/apps/fanout.lua", peer="fanout.js",
+             rows=PUBSUB_ROWS, cluster=2, shards=2, servers=["moonwire"],
+             args=["fanout", "--rooms", 32, "--members", 32, "-P", 1, "-w", 4, "-s", 64], **t,
+             about="cluster-relay-topics with the rooms sharded over 2 redis-server "
+                   "(cluster.redis lists both); no target"),
         dict(name="cluster-envelope", app="scripts/relay.lua", peer="relay.js",
              rows=PUBSUB_ROWS, cluster=2, servers=["moonwire"],
              args=["relay", "-c", 2, "-P", 1, "-w", 16, "-s", 64], **t,
@@ -473,24 +488,40 @@ def start_servers(sc, server, rnd, binaries, logdir, info=None):
         ports.append(port)
     else:
         redis_url = None
-        if sc.get("cluster"):
+        config = os.path.join(BENCH, sc.get("config", "moonwire.conf.lua"))
+        urls = []
+        for k in range(sc.get("shards", 1) if sc.get("cluster") else 0):
             rport = free_port()
+            log = base + ("-redis.log" if k == 0 else f"-redis{k}.log")
             redis = start(["redis-server", "--port", str(rport), "--bind", "127.0.0.1",
-                           "--save", "", "--appendonly", "no"], base + "-redis.log")
+                           "--save", "", "--appendonly", "no"], log)
             procs.append(redis)
             if not wait_port(rport, redis, 15):
-                return procs, ports, f"redis-server did not start (see {base}-redis.log)"
-            redis_url = f"redis://127.0.0.1:{rport}"
-            if info is not None:
+                return procs, ports, f"redis-server did not start (see {log})"
+            urls.append(f"redis://127.0.0.1:{rport}")
+            if info is not None and k == 0:
                 info["redis_port"] = rport
+        if len(urls) == 1:
+            redis_url = urls[0]
+        elif urls:
+            # Shards: the configuration with cluster.redis listing them all.
+            with open(config) as f:
+                text = f.read()
+            config = base + "-shards.conf.lua"
+            with open(config, "w") as f:
+                f.write("local c = (function()\n" + text + "\nend)()\n"
+                        "c.cluster = c.cluster or {}\n"
+                        "c.cluster.redis = { " + ", ".join(f'"{u}"' for u in urls) + " }\n"
+                        "return c\n")
         for node in range(sc.get("cluster") or 1):
             port = free_port()
             cmd = [binaries["moonwire"], "--listen", f"127.0.0.1:{port}",
-                   "--script", os.path.join(ROOT, sc["app"]),
-                   "--config", os.path.join(BENCH, sc.get("config", "moonwire.conf.lua"))]
+                   "--script", os.path.join(ROOT, sc["app"]), "--config", config]
             if redis_url:
-                cmd += ["--redis", redis_url, "--node-id", f"n{node + 1}"]
-            procs.append(start(cmd, f"{base}-{node + 1}.log" if redis_url else base + ".log"))
+                cmd += ["--redis", redis_url]
+            if urls:
+                cmd += ["--node-id", f"n{node + 1}"]
+            procs.append(start(cmd, f"{base}-{node + 1}.log" if urls else base + ".log"))
             ports.append(port)
     servers = procs[-len(ports):]
     for port, proc in zip(ports, servers):
@@ -590,9 +621,11 @@ def run_one(sc, server, rnd, args, binaries, logdir):
         g1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         # Each process's CPU over the whole generator run (connects, warmup
         # and drain included: divide by the *_total counts): for a cluster,
-        # Redis apart from each node (bench/capacity.py's per-operation costs).
-        roles = (["redis"] + [f"n{i + 1}" for i in range(len(ports))]
-                 if len(pids) > len(ports) else [f"n{i + 1}" for i in range(len(pids))])
+        # Redis apart from each node (bench/capacity.py's per-operation costs);
+        # with shards, each redis-server apart: redis0, redis1...
+        nredis = len(pids) - len(ports)
+        roles = ((["redis"] if nredis == 1 else [f"redis{k}" for k in range(nredis)])
+                 + [f"n{i + 1}" for i in range(len(ports))])
         result["cpu_s_by_process"] = {role: round(b - a, 3) for role, a, b in zip(roles, per0, per1)
                                       if a is not None and b is not None}
         gen_s = (g1.ru_utime + g1.ru_stime) - (g0.ru_utime + g0.ru_stime)

@@ -457,7 +457,9 @@ int mw_queue_start(mw_node_t *node, const mw_redis_driver_t *driver, void *drv, 
     q = calloc(1, sizeof(*q));
     if (q == NULL)
         return MW_ENOMEM;
-    if ((r = mw_rconn_locate(cfg, &q->url, &q->sentinels, node, driver, drv, err, errlen)) != 0) {
+    /* The queue's stream is on the first Redis (shard 0) of cluster.redis. */
+    r = mw_rconn_locate(cfg, 0, &q->url, &q->sentinels, node, driver, drv, err, errlen);
+    if (r != 0) {
         free(q);
         return r;
     }

@@ -53,29 +53,40 @@ int mw_cluster_start(mw_node_t *node, const mw_redis_driver_t *driver, void *drv
  * reply's. */
 void mw_cluster_stop(mw_node_t *node);
 
-/* True when the subscriber connection is up (messages of other nodes arrive). */
-int mw_cluster_subscribed(const mw_cluster_t *cl);
+/* True when the subscriber connection of topic's shard is up (messages of
+ * other nodes on that topic arrive). */
+int mw_cluster_topic_subscribed(mw_cluster_t *cl, const char *topic, size_t len);
 
-/* True when both Redis connections are up. */
+/* True when both Redis connections of every shard are up. */
 int mw_cluster_healthy(const mw_cluster_t *cl);
 
-/* What the backplane is doing, for moonwire.cluster(), /healthz and /metrics. */
+/* How many Redis servers (shards) cluster.redis lists: 1 or more. */
+unsigned mw_cluster_shards(const mw_cluster_t *cl);
+
+/* What the backplane, or one shard of it, is doing, for moonwire.cluster(),
+ * /healthz and /metrics. */
 typedef struct {
-    int up;          /* both Redis connections are up */
+    int up;          /* both Redis connections (of every shard) are up */
     int delayed;     /* messages to other nodes wait: Redis is away, or the outbox is not out */
     size_t messages; /* in the outbox, in flight included */
     size_t bytes;
     uint64_t oldest; /* ms the oldest of them has waited; 0 when empty */
+    uint32_t down;   /* bit i: shard i is not up */
+    const char *where; /* a shard's: host:port, unix:path or "master NAME"; NULL for all */
 } mw_cluster_status_t;
 
-/* Fills st. */
+/* Fills st for the whole backplane: the sums over its shards. */
 void mw_cluster_status(const mw_cluster_t *cl, mw_cluster_status_t *st);
 
-/* True while Redis is up and the outbox still holds messages: a drain waits
- * for them (within limits.shutdown_timeout). */
+/* Fills st for shard i (below mw_cluster_shards). */
+void mw_cluster_shard_status(const mw_cluster_t *cl, unsigned i, mw_cluster_status_t *st);
+
+/* True while a shard's Redis is up and its outbox still holds messages: a
+ * drain waits for them (within limits.shutdown_timeout). */
 int mw_cluster_busy(const mw_cluster_t *cl);
 
-/* A command for moonwire.redis, on the command connection. cb gets the hiredis
+/* A command for moonwire.redis, on the command connection of the first
+ * shard. cb gets the hiredis
  * reply (a redisReply *), or NULL when Redis went away or did not answer in
  * time; it runs exactly once, unless this returns an error. Returns 0,
  * MW_EAGAIN when Redis is unavailable or too far behind (cb does not run),

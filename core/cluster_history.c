@@ -102,6 +102,7 @@ int mw_cluster_history_publish(mw_cluster_t *cl, const char *topic, size_t len, 
                                mw_cluster_queued_cb queued, void *ud)
 {
     const mw_config_t *cfg = cl->node->cfg;
+    mw_shard_t *sh = mw__cluster_shard(cl, topic, len); /* its stream, channel and numbers */
     char stream[MW_TOPIC_MAX + 80], meta[MW_TOPIC_MAX + 80], ch[MW_TOPIC_MAX + 80];
     char size[24], ttl[24], epoch[MW_CITEM_EPOCH_DIGITS + 1];
     const char *field = cfg->history_field ? cfg->history_field : "";
@@ -133,7 +134,7 @@ int mw_cluster_history_publish(mw_cluster_t *cl, const char *topic, size_t len, 
         size_t argl[16] = {7, 0, 1, slen, mlen, chlen, strlen(size), strlen(ttl), strlen(field),
                            hlen, mw_frame_payload_len(f), strlen(epoch), 1, strlen(cl->name),
                            MW_CITEM_SEQ_DIGITS, strlen(cl->node_key_prefix)};
-        it = mw__cluster_item_new(cl, 16, argv, argl);
+        it = mw__cluster_item_new(sh, 16, argv, argl);
     }
     if (it == NULL)
         return MW_ENOMEM;
@@ -143,8 +144,8 @@ int mw_cluster_history_publish(mw_cluster_t *cl, const char *topic, size_t len, 
     it->queued = queued;
     it->ud = ud;
     mw_envelope_write(&e, (uint8_t *)it->arg[MW_CITEM_HEAD]);
-    mw__cluster_number(cl, it);
-    return mw__cluster_enqueue(cl, it);
+    mw__cluster_number(sh, it);
+    return mw__cluster_enqueue(sh, it);
 }
 
 int mw_cluster_history_read(mw_cluster_t *cl, const char *topic, size_t len, uint64_t since,
@@ -159,8 +160,8 @@ int mw_cluster_history_read(mw_cluster_t *cl, const char *topic, size_t len, uin
     {
         const char *argv[6] = {"2", stream, meta, s, l, epoch ? epoch : ""};
         size_t argl[6] = {1, slen, mlen, strlen(s), strlen(l), epoch ? strlen(epoch) : 0};
-        return mw_rconn_script(&cl->cmd, history_read_script, sizeof(history_read_script) - 1, 6,
-                               argv, argl, cb, ud);
+        return mw_rconn_script(&mw__cluster_shard(cl, topic, len)->cmd, history_read_script,
+                               sizeof(history_read_script) - 1, 6, argv, argl, cb, ud);
     }
 }
 
@@ -173,14 +174,14 @@ static void on_script_loaded(void *r, void *priv)
         mw_log_error("cluster: Redis refused to load the history script: %s", reply->str);
 }
 
-void mw__cluster_history_hello(mw_cluster_t *cl)
+void mw__cluster_history_hello(mw_shard_t *sh)
 {
     /* Before anything else on this connection, so that every EVALSHA of the
      * outbox finds the script (a Redis that restarted has none), and no
      * message is run out of its order by a NOSCRIPT and a retry. */
     const char *argv[3] = {"SCRIPT", "LOAD", history_publish_script};
     size_t argl[3] = {6, 4, sizeof(history_publish_script) - 1};
-    mw_rconn_send(&cl->cmd, on_script_loaded, &cl->cmd, 3, argv, argl);
+    mw_rconn_send(&sh->cmd, on_script_loaded, &sh->cmd, 3, argv, argl);
 }
 
 void mw__cluster_history_init(mw_cluster_t *cl)

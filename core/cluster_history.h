@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 typedef struct mw_cluster_s mw_cluster_t;
+typedef struct mw_shard_s mw_shard_t;
 
 /* Publishes f to a topic with history (one atomic script: offset, XADD,
  * PUBLISH), through the outbox. Every node delivers it from the topic's
@@ -37,7 +38,7 @@ int mw_cluster_history_read(mw_cluster_t *cl, const char *topic, size_t len, uin
 
 /* The command connection is connected: the publish script is loaded first,
  * so that every EVALSHA of the outbox finds it. */
-void mw__cluster_history_hello(mw_cluster_t *cl);
+void mw__cluster_history_hello(mw_shard_t *sh);
 
 /* At the start: the SHA-1 of the publish script, for its EVALSHA. */
 void mw__cluster_history_init(mw_cluster_t *cl);

@@ -39,9 +39,11 @@ static size_t presence_key(const mw_cluster_t *cl, const char *topic, size_t len
     return n < (int)cap ? (size_t)n : cap - 1;
 }
 
+/* On the topic's shard. */
 static void presence_set(mw_cluster_t *cl, const mw_topic_t *t, const mw_conn_t *c,
                          const char *info, size_t len)
 {
+    mw_shard_t *sh = mw__cluster_shard(cl, t->name, t->len);
     char key[MW_TOPIC_MAX + 80], id[MW_ID_MAX];
     const char *argv[4];
     size_t argl[4];
@@ -55,11 +57,11 @@ static void presence_set(mw_cluster_t *cl, const mw_topic_t *t, const mw_conn_t 
         argl[0] = 4;
         argv[3] = info;
         argl[3] = len;
-        mw_rconn_fire(&cl->cmd, 4, argv, argl);
+        mw_rconn_fire(&sh->cmd, 4, argv, argl);
     } else {
         argv[0] = "HDEL";
         argl[0] = 4;
-        mw_rconn_fire(&cl->cmd, 3, argv, argl);
+        mw_rconn_fire(&sh->cmd, 3, argv, argl);
     }
 }
 
@@ -67,14 +69,17 @@ void mw__cluster_on_presence(void *ud, const mw_topic_t *t, const mw_conn_t *c, 
                         size_t len)
 {
     mw_cluster_t *cl = ud;
-    if (cl->cmd.ready)
+    if (mw__cluster_shard(cl, t->name, t->len)->cmd.ready)
         presence_set(cl, t, c, info, len); /* else: written again on reconnect */
 }
 
-/* The liveness key, and a TTL on the presence hashes this node has members in
- * (so a hash every node left goes away). */
-void mw__cluster_heartbeat(mw_cluster_t *cl)
+/* On a shard: the liveness key (on every shard, where the presence and
+ * history scripts look for it), and a TTL on the presence hashes of the
+ * shard's topics this node has members in (so a hash every node left goes
+ * away). */
+void mw__cluster_heartbeat(mw_shard_t *sh)
 {
+    mw_cluster_t *cl = sh->cl;
     const mw_topics_t *ts = cl->node->topics;
     char ttl[24], ttl2[24], key[MW_TOPIC_MAX + 80];
     uint32_t secs = (cl->node->cfg->cluster_presence_ttl + 999) / 1000;
@@ -88,9 +93,11 @@ void mw__cluster_heartbeat(mw_cluster_t *cl)
     argv[2] = "1", argl[2] = 1;
     argv[3] = "EX", argl[3] = 2;
     argv[4] = ttl, argl[4] = strlen(ttl);
-    mw_rconn_fire(&cl->cmd, 5, argv, argl);
+    mw_rconn_fire(&sh->cmd, 5, argv, argl);
     for (const mw_topic_t *t = mw_topics_next(ts, NULL); t != NULL; t = mw_topics_next(ts, t)) {
         mw_list_t *it;
+        if (mw__cluster_shard(cl, t->name, t->len) != sh)
+            continue;
         mw_list_foreach(it, &t->members)
         {
             if (MW_CONTAINER_OF(it, mw_sub_t, topic_link)->presence != NULL)
@@ -102,16 +109,20 @@ void mw__cluster_heartbeat(mw_cluster_t *cl)
         argl[1] = presence_key(cl, t->name, t->len, key, sizeof(key));
         argv[1] = key;
         argv[2] = ttl2, argl[2] = strlen(ttl2);
-        mw_rconn_fire(&cl->cmd, 3, argv, argl);
+        mw_rconn_fire(&sh->cmd, 3, argv, argl);
     }
 }
 
-/* After a (re)connect: this node's presence entries again (Redis may be new). */
-void mw__cluster_restore_presence(mw_cluster_t *cl)
+/* After a shard's (re)connect: this node's presence entries of its topics
+ * again (Redis may be new). */
+void mw__cluster_restore_presence(mw_shard_t *sh)
 {
+    mw_cluster_t *cl = sh->cl;
     const mw_topics_t *ts = cl->node->topics;
     for (const mw_topic_t *t = mw_topics_next(ts, NULL); t != NULL; t = mw_topics_next(ts, t)) {
         mw_list_t *it;
+        if (mw__cluster_shard(cl, t->name, t->len) != sh)
+            continue;
         mw_list_foreach(it, &t->members)
         {
             const mw_sub_t *s = MW_CONTAINER_OF(it, mw_sub_t, topic_link);
@@ -119,7 +130,7 @@ void mw__cluster_restore_presence(mw_cluster_t *cl)
                 presence_set(cl, t, s->conn, s->presence, s->presence_len);
         }
     }
-    mw__cluster_heartbeat(cl);
+    mw__cluster_heartbeat(sh);
 }
 
 int mw_cluster_presence(mw_cluster_t *cl, const char *topic, size_t len, mw_cluster_reply_cb cb,
@@ -131,5 +142,5 @@ int mw_cluster_presence(mw_cluster_t *cl, const char *topic, size_t len, mw_clus
 
     argl[3] = presence_key(cl, topic, len, key, sizeof(key));
     argl[4] = (size_t)snprintf(prefix, sizeof(prefix), "%s:node:", cl->prefix);
-    return mw_rconn_command(&cl->cmd, 5, argv, argl, cb, ud);
+    return mw_rconn_command(&mw__cluster_shard(cl, topic, len)->cmd, 5, argv, argl, cb, ud);
 }

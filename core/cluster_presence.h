@@ -7,10 +7,11 @@
 #include <stddef.h>
 
 typedef struct mw_cluster_s mw_cluster_t;
+typedef struct mw_shard_s mw_shard_t;
 typedef struct mw_conn_s mw_conn_t;
 typedef struct mw_topic_s mw_topic_t;
 
-/* Asks for the cluster-wide presence of a topic: cb gets an array reply of
+/* Asks for the cluster-wide presence of a topic (on its shard): cb gets an array reply of
  * id, info, id, info... (entries of dead nodes dropped), or NULL. Returns 0,
  * MW_EAGAIN (Redis unavailable: cb does not run) or MW_ENOMEM. */
 int mw_cluster_presence(mw_cluster_t *cl, const char *topic, size_t len, mw_cluster_reply_cb cb,
@@ -24,12 +25,13 @@ int mw_cluster_presence(mw_cluster_t *cl, const char *topic, size_t len, mw_clus
 void mw__cluster_on_presence(void *ud, const mw_topic_t *t, const mw_conn_t *c, const char *info,
                              size_t len);
 
-/* The liveness key of this node, and a TTL on the presence hashes it has
- * members in (so a hash every node left goes away). */
-void mw__cluster_heartbeat(mw_cluster_t *cl);
+/* On a shard: the liveness key of this node (written on every shard), and a
+ * TTL on the presence hashes of the shard's topics it has members in (so a
+ * hash every node left goes away). */
+void mw__cluster_heartbeat(mw_shard_t *sh);
 
-/* After a (re)connect: this node's presence entries again (Redis may be
- * new), then the heartbeat. */
-void mw__cluster_restore_presence(mw_cluster_t *cl);
+/* After a shard's (re)connect: this node's presence entries of the shard's
+ * topics again (Redis may be new), then the heartbeat. */
+void mw__cluster_restore_presence(mw_shard_t *sh);
 
 #endif

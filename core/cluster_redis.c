@@ -255,12 +255,12 @@ void mw_rconn_use_sentinels(mw_rconn_t *rc, mw_sentinels_t *sentinels)
     mw_sentinel_ask_init(&rc->ask, sentinels, rc->name);
 }
 
-int mw_rconn_locate(const mw_config_t *cfg, mw_redis_url_t *url, mw_sentinels_t *sentinels,
-                    mw_node_t *node, const mw_redis_driver_t *driver, void *drv, char *err,
-                    size_t errlen)
+int mw_rconn_locate(const mw_config_t *cfg, size_t shard, mw_redis_url_t *url,
+                    mw_sentinels_t *sentinels, mw_node_t *node, const mw_redis_driver_t *driver,
+                    void *drv, char *err, size_t errlen)
 {
     memset(sentinels, 0, sizeof(*sentinels));
-    if (cfg->cluster_sentinels.n > 0) {
+    if (cfg->cluster_sentinels.n > 0 && shard == 0) {
         int r;
         memset(url, 0, sizeof(*url));
         r = mw_sentinels_init(sentinels, (const char *const *)cfg->cluster_sentinels.items,
@@ -269,9 +269,12 @@ int mw_rconn_locate(const mw_config_t *cfg, mw_redis_url_t *url, mw_sentinels_t 
                               node->timers, driver, drv, err, errlen);
         if (r != 0)
             return r == MW_ENOMEM ? r : MW_ECONFIG;
-    } else if (mw_redis_url_parse(cfg->cluster_redis, url) != 0) {
-        snprintf(err, errlen, "config: 'cluster.redis' is not redis://host[:port][/db] or "
-                              "unix:///path: %s", cfg->cluster_redis);
+    } else if (shard >= cfg->cluster_redis.n ||
+               mw_redis_url_parse(cfg->cluster_redis.items[shard], url) != 0) {
+        snprintf(err, errlen,
+                 "config: 'cluster.redis' is not redis://host[:port][/db] or "
+                 "unix:///path: %s",
+                 shard < cfg->cluster_redis.n ? cfg->cluster_redis.items[shard] : "(none)");
         return MW_ECONFIG;
     }
     if (cfg->cluster_password != NULL)

@@ -71,12 +71,13 @@ struct mw_rconn_s {
 int mw_rconn_init(mw_rconn_t *rc, const char *name, int subscriber, const mw_redis_url_t *url,
                   mw_node_t *node, const mw_redis_driver_t *driver, void *drv, void *ud);
 
-/* Where Redis is, from the configuration: the URL of cluster.redis into url
- * (n of sentinels 0), or cluster.sentinels into sentinels (url then holds
- * cluster.password). Returns 0, or MW_ECONFIG / MW_ENOMEM with err set. */
-int mw_rconn_locate(const mw_config_t *cfg, mw_redis_url_t *url, mw_sentinels_t *sentinels,
-                    mw_node_t *node, const mw_redis_driver_t *driver, void *drv, char *err,
-                    size_t errlen);
+/* Where Redis is, from the configuration: the URL of shard (0 for one
+ * Redis) of cluster.redis into url (n of sentinels 0), or cluster.sentinels
+ * into sentinels (url then holds cluster.password; sentinels find one Redis,
+ * shard 0). Returns 0, or MW_ECONFIG / MW_ENOMEM with err set. */
+int mw_rconn_locate(const mw_config_t *cfg, size_t shard, mw_redis_url_t *url,
+                    mw_sentinels_t *sentinels, mw_node_t *node, const mw_redis_driver_t *driver,
+                    void *drv, char *err, size_t errlen);
 
 /* Connects through the sentinels (set up by mw_rconn_locate; they must
  * outlive rc) rather than to url's address; before mw_rconn_connect. */

@@ -83,7 +83,7 @@ void mw__cluster_epoch(char out[MW_CITEM_EPOCH_DIGITS + 1])
 
 #define ITEM(o) MW_CONTAINER_OF(o, mw_citem_t, ob)
 
-mw_citem_t *mw__cluster_item_new(mw_cluster_t *cl, int argc, const char *const *argv,
+mw_citem_t *mw__cluster_item_new(mw_shard_t *sh, int argc, const char *const *argv,
                                  const size_t *argl)
 {
     size_t total = 0, off = 0;
@@ -95,7 +95,7 @@ mw_citem_t *mw__cluster_item_new(mw_cluster_t *cl, int argc, const char *const *
     if (it == NULL)
         return NULL;
     memset(it, 0, sizeof(*it));
-    it->cl = cl;
+    it->sh = sh;
     it->argc = argc;
     it->ob.size = sizeof(*it) + total;
     for (int i = 0; i < argc; i++) {
@@ -108,9 +108,9 @@ mw_citem_t *mw__cluster_item_new(mw_cluster_t *cl, int argc, const char *const *
     return it;
 }
 
-void mw__cluster_number(mw_cluster_t *cl, mw_citem_t *it)
+void mw__cluster_number(mw_shard_t *sh, mw_citem_t *it)
 {
-    it->seq = ++cl->seq;
+    it->seq = ++sh->seq;
     if (it->script != NULL) {
         char digits[MW_CITEM_SEQ_DIGITS + 1];
         mw_envelope_put_seq((uint8_t *)it->arg[MW_CITEM_HEAD] + MW_ENVELOPE_SEQ_AT, it->seq);
@@ -122,10 +122,10 @@ void mw__cluster_number(mw_cluster_t *cl, mw_citem_t *it)
     }
 }
 
-static void pump(mw_cluster_t *cl);
+static void pump(mw_shard_t *sh);
 static void on_item_reply(void *r, void *priv);
 
-static int item_send(mw_cluster_t *cl, mw_citem_t *it)
+static int item_send(mw_shard_t *sh, mw_citem_t *it)
 {
     const char *argv[16];
     size_t argl[16];
@@ -142,24 +142,24 @@ static int item_send(mw_cluster_t *cl, mw_citem_t *it)
         memcpy(it->arg[MW_CITEM_EPOCH], epoch, MW_CITEM_EPOCH_DIGITS);
     }
     if (it->script != NULL && !it->retried) {
-        argv[1] = cl->publish_sha, argl[1] = 40;
+        argv[1] = sh->cl->publish_sha, argl[1] = 40;
     } else if (it->script != NULL) {
         argv[0] = "EVAL", argl[0] = 4;
         argv[1] = it->script, argl[1] = it->script_len;
     }
     /* MW_EAGAIN: the connection is going; it stays for the next one. */
-    return mw_rconn_send(&cl->cmd, on_item_reply, it, it->argc, argv, argl);
+    return mw_rconn_send(&sh->cmd, on_item_reply, it, it->argc, argv, argl);
 }
 
 static void on_item_reply(void *r, void *priv)
 {
     mw_citem_t *it = priv;
-    mw_cluster_t *cl = it->cl;
+    mw_shard_t *sh = it->sh;
     redisReply *reply = r;
     mw_cluster_reply_cb cb;
     void *ud;
 
-    mw_rconn_replied(&cl->cmd);
+    mw_rconn_replied(&sh->cmd);
     if (reply == NULL)
         return; /* the connection went: the item stays (outbox_down, or the stop, deals with it) */
     if (reply->type == REDIS_REPLY_ERROR && it->script != NULL && !it->retried &&
@@ -168,31 +168,31 @@ static void on_item_reply(void *r, void *priv)
          * text once. It did not run, and later messages may have: a new
          * number, or receivers would take it for one they had. */
         it->retried = 1;
-        mw__cluster_number(cl, it);
-        item_send(cl, it);
+        mw__cluster_number(sh, it);
+        item_send(sh, it);
         return;
     }
     cb = it->cb;
     ud = it->ud;
     if (reply->type == REDIS_REPLY_ERROR) {
-        cl->node->metrics->cluster_send_failures++;
-        mw_log_warn("cluster: Redis refused a message for the other nodes: %s", reply->str);
+        sh->cl->node->metrics->cluster_send_failures++;
+        mw_log_warn("%s: Redis refused a message for the other nodes: %s", sh->tag, reply->str);
     } else if (!it->ob.replay) {
-        cl->node->metrics->cluster_published++;
+        sh->cl->node->metrics->cluster_published++;
     }
     if (reply->type != REDIS_REPLY_ERROR && it->script == NULL) {
         /* Kept for a replay (or freed), told nothing more. */
         it->cb = NULL;
         it->queued = NULL;
         it->ud = NULL;
-        mw_outbox_answered(&cl->outbox, &it->ob, mw__cluster_now(cl));
+        mw_outbox_answered(&sh->outbox, &it->ob, mw__cluster_now(sh->cl));
     } else {
-        mw_outbox_remove(&cl->outbox, &it->ob);
+        mw_outbox_remove(&sh->outbox, &it->ob);
         free(it);
     }
     if (cb != NULL)
         cb(ud, reply);
-    pump(cl);
+    pump(sh);
 }
 
 static void on_item_dropped(mw_outbox_item_t *o, void *ud)
@@ -206,110 +206,112 @@ static void on_item_dropped(mw_outbox_item_t *o, void *ud)
 
 /* Hands the outbox to Redis from its head while it may go out, after
  * dropping what waited too long. */
-static void pump(mw_cluster_t *cl)
+static void pump(mw_shard_t *sh)
 {
-    const mw_config_t *cfg = cl->node->cfg;
+    const mw_config_t *cfg = sh->cl->node->cfg;
     mw_outbox_item_t *o;
-    uint64_t now = mw__cluster_now(cl);
+    uint64_t now = mw__cluster_now(sh->cl);
     size_t dropped;
 
-    if (cl->pumping)
+    if (sh->pumping)
         return; /* a callback below sent something: the loop here takes it */
-    cl->pumping = 1;
-    cl->outbox.max_bytes = cfg->cluster_outbox_size; /* a reload may change these */
-    cl->outbox.max_age = cfg->cluster_outbox_max_age;
-    cl->outbox.keep = cfg->cluster_outbox_replay;
-    dropped = mw_outbox_expire(&cl->outbox, now, on_item_dropped, cl);
+    sh->pumping = 1;
+    sh->outbox.max_bytes = cfg->cluster_outbox_size; /* a reload may change these */
+    sh->outbox.max_age = cfg->cluster_outbox_max_age;
+    sh->outbox.keep = cfg->cluster_outbox_replay;
+    dropped = mw_outbox_expire(&sh->outbox, now, on_item_dropped, sh);
     if (dropped > 0) {
-        cl->node->metrics->cluster_outbox_dropped += dropped;
-        mw_log_warn("cluster: dropped %zu message(s) for the other nodes that waited for Redis "
+        sh->cl->node->metrics->cluster_outbox_dropped += dropped;
+        mw_log_warn("%s: dropped %zu message(s) for the other nodes that waited for Redis "
                     "longer than cluster.outbox_max_age (%u ms)",
-                    dropped, cfg->cluster_outbox_max_age);
+                    sh->tag, dropped, cfg->cluster_outbox_max_age);
     }
-    if (cl->synced && cl->cmd.ready) {
-        while ((o = mw_outbox_peek(&cl->outbox)) != NULL && cl->cmd.count < MW_RCONN_PENDING_MAX) {
-            if (item_send(cl, ITEM(o)) != 0)
+    if (sh->synced && sh->cmd.ready) {
+        while ((o = mw_outbox_peek(&sh->outbox)) != NULL && sh->cmd.count < MW_RCONN_PENDING_MAX) {
+            if (item_send(sh, ITEM(o)) != 0)
                 break;
-            mw_outbox_sent(&cl->outbox, o);
+            mw_outbox_sent(&sh->outbox, o);
         }
     }
-    if (cl->delayed_since != 0 && cl->synced && mw_outbox_backlog(&cl->outbox) == 0) {
-        mw_log_info("cluster: the outbox is out: %zu message(s) for the other nodes waited, "
+    if (sh->delayed_since != 0 && sh->synced && mw_outbox_backlog(&sh->outbox) == 0) {
+        mw_log_info("%s: the outbox is out: %zu message(s) for the other nodes waited, "
                     "for up to %llu ms",
-                    cl->delayed_count, (unsigned long long)(now - cl->delayed_since));
-        cl->delayed_since = 0;
-        cl->delayed_count = 0;
+                    sh->tag, sh->delayed_count, (unsigned long long)(now - sh->delayed_since));
+        sh->delayed_since = 0;
+        sh->delayed_count = 0;
     }
-    cl->pumping = 0;
+    sh->pumping = 0;
 }
 
-static void log_refused(mw_cluster_t *cl, uint64_t now)
+static void log_refused(mw_shard_t *sh, uint64_t now)
 {
-    if (cl->refused_unlogged == 0)
+    if (sh->refused_unlogged == 0)
         return;
-    mw_log_warn("cluster: the outbox is full (%zu message(s), %zu of %zu bytes of "
+    mw_log_warn("%s: the outbox is full (%zu message(s), %zu of %zu bytes of "
                 "cluster.outbox_size): %zu message(s) for the other nodes refused",
-                cl->outbox.count, cl->outbox.bytes, cl->outbox.max_bytes, cl->refused_unlogged);
-    cl->refused_unlogged = 0;
-    cl->refused_logged = now;
+                sh->tag, sh->outbox.count, sh->outbox.bytes, sh->outbox.max_bytes,
+                sh->refused_unlogged);
+    sh->refused_unlogged = 0;
+    sh->refused_logged = now;
 }
 
-int mw__cluster_enqueue(mw_cluster_t *cl, mw_citem_t *it)
+int mw__cluster_enqueue(mw_shard_t *sh, mw_citem_t *it)
 {
-    uint64_t now = mw__cluster_now(cl);
+    uint64_t now = mw__cluster_now(sh->cl);
 
-    cl->outbox.max_bytes = cl->node->cfg->cluster_outbox_size;
-    if (cl->stopping || mw_outbox_push(&cl->outbox, &it->ob, now) != 0) {
+    sh->outbox.max_bytes = sh->cl->node->cfg->cluster_outbox_size;
+    if (sh->cl->stopping || mw_outbox_push(&sh->outbox, &it->ob, now) != 0) {
         free(it);
-        cl->node->metrics->cluster_outbox_refused++;
-        cl->refused_unlogged++;
-        if (now - cl->refused_logged >= REFUSED_LOG_EVERY_MS)
-            log_refused(cl, now);
+        sh->cl->node->metrics->cluster_outbox_refused++;
+        sh->refused_unlogged++;
+        if (now - sh->refused_logged >= REFUSED_LOG_EVERY_MS)
+            log_refused(sh, now);
         return MW_ELIMIT;
     }
-    pump(cl);
+    pump(sh);
     if (it->ob.sent) /* its reply can not have come yet */
         return 0;
-    cl->delayed_count++;
-    if (cl->delayed_since == 0 && !cl->pumping) {
-        cl->delayed_since = now;
-        mw_log_warn("cluster: messages for the other nodes wait in the outbox (%s)",
-                    !(cl->cmd.ready && cl->sub.ready) ? "Redis unavailable"
-                                            : "waiting for the other nodes to be back on Redis");
+    sh->delayed_count++;
+    if (sh->delayed_since == 0 && !sh->pumping) {
+        sh->delayed_since = now;
+        mw_log_warn("%s: messages for the other nodes wait in the outbox (%s)", sh->tag,
+                    !(sh->cmd.ready && sh->sub.ready)
+                        ? "Redis unavailable"
+                        : "waiting for the other nodes to be back on Redis");
     }
     return MW_EAGAIN;
 }
 
-void mw__cluster_outbox_init(mw_cluster_t *cl)
+void mw__cluster_outbox_init(mw_shard_t *sh)
 {
-    const mw_config_t *cfg = cl->node->cfg;
+    const mw_config_t *cfg = sh->cl->node->cfg;
 
-    mw_outbox_init(&cl->outbox, cfg->cluster_outbox_size, cfg->cluster_outbox_max_age);
-    mw_outbox_keep(&cl->outbox, cfg->cluster_outbox_replay, on_item_dropped, cl);
+    mw_outbox_init(&sh->outbox, cfg->cluster_outbox_size, cfg->cluster_outbox_max_age);
+    mw_outbox_keep(&sh->outbox, cfg->cluster_outbox_replay, on_item_dropped, sh);
 }
 
-void mw__cluster_outbox_down(mw_cluster_t *cl, int cmd_lost)
+void mw__cluster_outbox_down(mw_shard_t *sh, int cmd_lost)
 {
     mw_list_t *l;
     size_t replayed = 0;
 
-    cl->synced = 0;
-    cl->sync_since = 0;
-    if (!cmd_lost || (cl->outbox.nsent == 0 && cl->outbox.nkept == 0))
+    sh->synced = 0;
+    sh->sync_since = 0;
+    if (!cmd_lost || (sh->outbox.nsent == 0 && sh->outbox.nkept == 0))
         goto out;
-    for (l = cl->outbox.items.next; l != cl->outbox.next; l = l->next)
+    for (l = sh->outbox.items.next; l != sh->outbox.next; l = l->next)
         ITEM(MW_CONTAINER_OF(l, mw_outbox_item_t, link))->requeue = 1;
-    mw_outbox_rewind(&cl->outbox, mw__cluster_now(cl), &replayed);
+    mw_outbox_rewind(&sh->outbox, mw__cluster_now(sh->cl), &replayed);
     if (replayed > 0) {
-        cl->node->metrics->cluster_outbox_replayed += replayed;
-        mw_log_info("cluster: %zu message(s) Redis answered in the last %u ms before the "
+        sh->cl->node->metrics->cluster_outbox_replayed += replayed;
+        mw_log_info("%s: %zu message(s) Redis answered in the last %u ms before the "
                     "connection went will be sent again (the nodes that had them drop them)",
-                    replayed, cl->node->cfg->cluster_outbox_replay);
+                    sh->tag, replayed, sh->cl->node->cfg->cluster_outbox_replay);
     }
     /* A hook woken here may publish: the pump it calls must not drop or
      * free items under this walk. */
-    cl->pumping = 1;
-    for (l = cl->outbox.items.next; l != &cl->outbox.items; l = l->next) {
+    sh->pumping = 1;
+    for (l = sh->outbox.items.next; l != &sh->outbox.items; l = l->next) {
         mw_citem_t *it = ITEM(MW_CONTAINER_OF(l, mw_outbox_item_t, link));
         if (it->requeue) {
             it->requeue = 0;
@@ -317,100 +319,103 @@ void mw__cluster_outbox_down(mw_cluster_t *cl, int cmd_lost)
                 it->queued(it->ud);
         }
     }
-    cl->pumping = 0;
+    sh->pumping = 0;
 out:
-    if (cl->outbox.count > cl->outbox.nreplay && cl->delayed_since == 0) {
-        cl->delayed_since = mw__cluster_now(cl);
-        cl->delayed_count = cl->outbox.count - cl->outbox.nreplay;
-        mw_log_warn("cluster: %zu message(s) for the other nodes wait in the outbox (Redis "
-                    "unavailable)", cl->delayed_count);
+    if (sh->outbox.count > sh->outbox.nreplay && sh->delayed_since == 0) {
+        sh->delayed_since = mw__cluster_now(sh->cl);
+        sh->delayed_count = sh->outbox.count - sh->outbox.nreplay;
+        mw_log_warn("%s: %zu message(s) for the other nodes wait in the outbox (Redis "
+                    "unavailable)",
+                    sh->tag, sh->delayed_count);
     }
 }
 
-static uint64_t resync_wait(const mw_cluster_t *cl)
+static uint64_t resync_wait(const mw_shard_t *sh)
 {
-    const mw_config_t *cfg = cl->node->cfg;
+    const mw_config_t *cfg = sh->cl->node->cfg;
     return (uint64_t)cfg->cluster_reconnect_max * 6 / 5 + cfg->cluster_connect_timeout +
            MW_CLUSTER_WATCHDOG_MS;
 }
 
-static void set_synced(mw_cluster_t *cl)
+static void set_synced(mw_shard_t *sh)
 {
-    cl->synced = 1;
-    cl->sync_since = 0;
-    if (mw_outbox_backlog(&cl->outbox) > 0)
-        mw_log_info("cluster: sending the outbox to the other nodes: %zu message(s), %zu bytes",
-                    mw_outbox_backlog(&cl->outbox), cl->outbox.bytes);
-    pump(cl);
+    sh->synced = 1;
+    sh->sync_since = 0;
+    if (mw_outbox_backlog(&sh->outbox) > 0)
+        mw_log_info("%s: sending the outbox to the other nodes: %zu message(s), %zu bytes", sh->tag,
+                    mw_outbox_backlog(&sh->outbox), sh->outbox.bytes);
+    pump(sh);
 }
 
 static void on_peers(void *ud, void *reply)
 {
-    mw_cluster_t *cl = ud;
+    mw_shard_t *sh = ud;
     const redisReply *r = reply;
     uint64_t n;
 
-    cl->counting = 0;
+    sh->counting = 0;
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[1]->type != REDIS_REPLY_INTEGER || cl->stopping)
+        r->element[1]->type != REDIS_REPLY_INTEGER || sh->cl->stopping)
         return;
     n = (uint64_t)r->element[1]->integer;
-    if (cl->synced) {
-        cl->peers = n;
-        cl->peers_at = mw__cluster_now(cl);
-    } else if (cl->peers_at != 0 && n >= cl->peers && cl->sync_since != 0) {
-        mw_log_info("cluster: the %llu node(s) on Redis before are back", (unsigned long long)n);
-        set_synced(cl);
+    if (sh->synced) {
+        sh->peers = n;
+        sh->peers_at = mw__cluster_now(sh->cl);
+    } else if (sh->peers_at != 0 && n >= sh->peers && sh->sync_since != 0) {
+        mw_log_info("%s: the %llu node(s) on Redis before are back", sh->tag,
+                    (unsigned long long)n);
+        set_synced(sh);
     }
 }
 
 /* Asks Redis how many nodes listen on <prefix>:all (see on_peers). */
-static void count_peers(mw_cluster_t *cl)
+static void count_peers(mw_shard_t *sh)
 {
-    const char *argv[3] = {"PUBSUB", "NUMSUB", cl->all_channel};
-    size_t argl[3] = {6, 6, strlen(cl->all_channel)};
+    const char *argv[3] = {"PUBSUB", "NUMSUB", sh->cl->all_channel};
+    size_t argl[3] = {6, 6, strlen(sh->cl->all_channel)};
 
-    if (!cl->counting && mw_rconn_command(&cl->cmd, 3, argv, argl, on_peers, cl) == 0)
-        cl->counting = 1;
+    if (!sh->counting && mw_rconn_command(&sh->cmd, 3, argv, argl, on_peers, sh) == 0)
+        sh->counting = 1;
 }
 
-void mw__cluster_try_sync(mw_cluster_t *cl)
+void mw__cluster_try_sync(mw_shard_t *sh)
 {
     uint64_t now;
 
-    if (cl->synced || cl->stopping || !cl->cmd.ready || !cl->sub.ready || cl->resubscribing)
+    if (sh->synced || sh->cl->stopping || !sh->cmd.ready || !sh->sub.ready || sh->resubscribing)
         return;
-    if (cl->outbox.count == 0) {
-        set_synced(cl);
+    if (sh->outbox.count == 0) {
+        set_synced(sh);
         return;
     }
-    now = mw__cluster_now(cl);
-    if (cl->sync_since == 0)
-        cl->sync_since = now;
-    if (now - cl->sync_since >= resync_wait(cl)) {
-        if (cl->peers_at != 0)
-            mw_log_warn("cluster: fewer nodes are back on Redis than the %llu before, after "
+    now = mw__cluster_now(sh->cl);
+    if (sh->sync_since == 0)
+        sh->sync_since = now;
+    if (now - sh->sync_since >= resync_wait(sh)) {
+        if (sh->peers_at != 0)
+            mw_log_warn("%s: fewer nodes are back on Redis than the %llu before, after "
                         "%llu ms; the others would be back by now",
-                        (unsigned long long)cl->peers, (unsigned long long)(now - cl->sync_since));
-        set_synced(cl);
+                        sh->tag, (unsigned long long)sh->peers,
+                        (unsigned long long)(now - sh->sync_since));
+        set_synced(sh);
         return;
     }
-    if (cl->peers_at != 0)
-        count_peers(cl);
+    if (sh->peers_at != 0)
+        count_peers(sh);
 }
 
-void mw__cluster_outbox_tick(mw_cluster_t *cl, uint64_t now)
+void mw__cluster_outbox_tick(mw_shard_t *sh, uint64_t now)
 {
-    pump(cl);
-    if (!cl->synced)
-        mw__cluster_try_sync(cl);
-    else if (cl->cmd.ready && (cl->peers_at == 0 || now - cl->peers_at >= PEERS_EVERY_MS))
-        count_peers(cl);
-    if (now - cl->refused_logged >= REFUSED_LOG_EVERY_MS)
-        log_refused(cl, now);
+    pump(sh);
+    if (!sh->synced)
+        mw__cluster_try_sync(sh);
+    else if (sh->cmd.ready && (sh->peers_at == 0 || now - sh->peers_at >= PEERS_EVERY_MS))
+        count_peers(sh);
+    if (now - sh->refused_logged >= REFUSED_LOG_EVERY_MS)
+        log_refused(sh, now);
 }
 
-static int publish_envelope(mw_cluster_t *cl, const char *channel, size_t chlen,
+static int publish_envelope(mw_shard_t *sh, const char *channel, size_t chlen,
                             const mw_envelope_t *e)
 {
     size_t n = mw_envelope_size(e);
@@ -420,17 +425,18 @@ static int publish_envelope(mw_cluster_t *cl, const char *channel, size_t chlen,
 
     if (n == 0)
         return MW_EINVAL;
-    it = mw__cluster_item_new(cl, 3, argv, argl);
+    it = mw__cluster_item_new(sh, 3, argv, argl);
     if (it == NULL)
         return MW_ENOMEM;
     mw_envelope_write(e, (uint8_t *)it->arg[MW_CITEM_ENV]);
-    mw__cluster_number(cl, it);
-    return mw__cluster_enqueue(cl, it);
+    mw__cluster_number(sh, it);
+    return mw__cluster_enqueue(sh, it);
 }
 
 int mw_cluster_publish(mw_cluster_t *cl, const char *topic, size_t len, const mw_frame_t *f,
                        const char *except, size_t except_len)
 {
+    mw_shard_t *sh = mw__cluster_shard(cl, topic, len);
     char ch[MW_TOPIC_MAX + 80];
     size_t n;
     mw_envelope_t e;
@@ -439,20 +445,22 @@ int mw_cluster_publish(mw_cluster_t *cl, const char *topic, size_t len, const mw
     e.except = except ? except : "";
     e.except_len = except ? except_len : 0;
     mw__cluster_channel(cl, topic, len, ch, sizeof(ch), &n);
-    return publish_envelope(cl, ch, n, &e);
+    return publish_envelope(sh, ch, n, &e);
 }
 
 int mw_cluster_broadcast(mw_cluster_t *cl, const mw_frame_t *f, const char *except,
                          size_t except_len)
 {
+    mw_shard_t *sh = &cl->shards[0]; /* broadcasts are on the first shard */
     mw_envelope_t e;
     mw__cluster_fill(&e, cl, MW_ENV_BROADCAST, f);
     e.except = except ? except : "";
     e.except_len = except ? except_len : 0;
-    return publish_envelope(cl, cl->all_channel, strlen(cl->all_channel), &e);
+    return publish_envelope(sh, sh->cl->all_channel, strlen(sh->cl->all_channel), &e);
 }
 
-/* An envelope of kind for the connection id, on its node's channel. */
+/* An envelope of kind for the connection id, on its node's channel (on the
+ * first shard). */
 static int send_direct(mw_cluster_t *cl, const char *id, size_t id_len, uint8_t kind,
                        const mw_frame_t *f)
 {
@@ -476,7 +484,7 @@ static int send_direct(mw_cluster_t *cl, const char *id, size_t id_len, uint8_t 
     mw__cluster_fill(&e, cl, kind, f);
     e.target = id;
     e.target_len = id_len;
-    return publish_envelope(cl, ch, (size_t)n, &e);
+    return publish_envelope(&cl->shards[0], ch, (size_t)n, &e);
 }
 
 int mw_cluster_send(mw_cluster_t *cl, const char *id, size_t id_len, const mw_frame_t *f)
@@ -504,7 +512,7 @@ int mw_cluster_disconnect(mw_cluster_t *cl, const char *id, size_t id_len, uint1
     return r;
 }
 
-size_t mw__cluster_outbox_drop_all(mw_cluster_t *cl)
+size_t mw__cluster_outbox_drop_all(mw_shard_t *sh)
 {
-    return mw_outbox_clear(&cl->outbox, on_item_dropped, cl);
+    return mw_outbox_clear(&sh->outbox, on_item_dropped, sh);
 }

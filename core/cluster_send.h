@@ -20,19 +20,21 @@
 #include <stdint.h>
 
 typedef struct mw_cluster_s mw_cluster_t;
+typedef struct mw_shard_s mw_shard_t;
 
 /* Publishes f's payload to the other nodes' members of topic (except: the id
- * of a connection that must not get it, or NULL). Returns as above. */
+ * of a connection that must not get it, or NULL), through the outbox of the
+ * topic's shard. Returns as above. */
 int mw_cluster_publish(mw_cluster_t *cl, const char *topic, size_t len, const mw_frame_t *f,
                        const char *except, size_t except_len);
 
-/* Broadcasts f's payload to every connection of the other nodes. Returns as
- * above. */
+/* Broadcasts f's payload to every connection of the other nodes (through the
+ * first shard). Returns as above. */
 int mw_cluster_broadcast(mw_cluster_t *cl, const mw_frame_t *f, const char *except,
                          size_t except_len);
 
-/* Sends f's payload to the connection id of another node; MW_EINVAL when the
- * id names no node. */
+/* Sends f's payload to the connection id of another node (through the first
+ * shard); MW_EINVAL when the id names no node. */
 int mw_cluster_send(mw_cluster_t *cl, const char *id, size_t id_len, const mw_frame_t *f);
 
 /* Closes the connection id (of another node) with code and reason (at most
@@ -68,7 +70,7 @@ typedef struct mw_citem_s {
     mw_cluster_reply_cb cb; /* the reply, or NULL when dropped (may be NULL) */
     mw_cluster_queued_cb queued; /* may be NULL */
     void *ud;
-    mw_cluster_t *cl;
+    mw_shard_t *sh; /* whose outbox it is in */
     int argc;
     char *arg[16];
     size_t len[16];
@@ -92,38 +94,39 @@ void mw__cluster_fill(mw_envelope_t *e, const mw_cluster_t *cl, uint8_t kind, co
 
 /* An item with copies of argc arguments; a NULL argv[i] reserves argl[i]
  * bytes, to be written into it->arg[i]. Returns NULL when memory is short. */
-mw_citem_t *mw__cluster_item_new(mw_cluster_t *cl, int argc, const char *const *argv,
+mw_citem_t *mw__cluster_item_new(mw_shard_t *sh, int argc, const char *const *argv,
                                  const size_t *argl);
 
-/* Gives it the next number, in its envelope and, for a script, its argument. */
-void mw__cluster_number(mw_cluster_t *cl, mw_citem_t *it);
+/* Gives it the shard's next number, in its envelope and, for a script, its
+ * argument. */
+void mw__cluster_number(mw_shard_t *sh, mw_citem_t *it);
 
-/* Puts it in the outbox and sends what may go. Returns 0 (sent), MW_EAGAIN
+/* Puts it in its shard's outbox and sends what may go. Returns 0 (sent), MW_EAGAIN
  * (it waits) or MW_ELIMIT (refused: it is freed and no callback runs). */
-int mw__cluster_enqueue(mw_cluster_t *cl, mw_citem_t *it);
+int mw__cluster_enqueue(mw_shard_t *sh, mw_citem_t *it);
 
 /* The outbox at the start, with its bounds and its replay window from the
  * config. */
-void mw__cluster_outbox_init(mw_cluster_t *cl);
+void mw__cluster_outbox_init(mw_shard_t *sh);
 
 /* A connection went down: nothing goes out until mw__cluster_try_sync says
  * so. With the command connection (cmd_lost), what was in flight waits
  * again, in its place, behind what Redis answered in the last
  * cluster.outbox_replay (sent again, first); the history messages whose
  * hooks waited for a reply tell them so. */
-void mw__cluster_outbox_down(mw_cluster_t *cl, int cmd_lost);
+void mw__cluster_outbox_down(mw_shard_t *sh, int cmd_lost);
 
 /* Whether the outbox may go out again: both connections up, this node's
  * channels subscribed again, and the other nodes back (or the time they
  * would need gone by). */
-void mw__cluster_try_sync(mw_cluster_t *cl);
+void mw__cluster_try_sync(mw_shard_t *sh);
 
 /* At the stop: drops what the outbox holds (the callbacks run with no
  * reply). Returns how many messages it held. */
-size_t mw__cluster_outbox_drop_all(mw_cluster_t *cl);
+size_t mw__cluster_outbox_drop_all(mw_shard_t *sh);
 
 /* Every watchdog tick: old messages out, the outbox moving, the nodes
  * counted, refusals logged. */
-void mw__cluster_outbox_tick(mw_cluster_t *cl, uint64_t now);
+void mw__cluster_outbox_tick(mw_shard_t *sh, uint64_t now);
 
 #endif

@@ -28,7 +28,7 @@
 
 static void on_pubsub(void *r, void *priv);
 
-static void send_subscribe(mw_cluster_t *cl, const char *verb, const char **channels,
+static void send_subscribe(mw_shard_t *sh, const char *verb, const char **channels,
                            const size_t *lens, int n)
 {
     const char *argv[SUBSCRIBE_BATCH + 1];
@@ -41,28 +41,36 @@ static void send_subscribe(mw_cluster_t *cl, const char *verb, const char **chan
         argl[i + 1] = lens[i];
     }
     /* Subscription replies and messages come back through on_pubsub. */
-    mw_rconn_subscribe(&cl->sub, on_pubsub, cl, n + 1, argv, argl);
+    mw_rconn_subscribe(&sh->sub, on_pubsub, sh, n + 1, argv, argl);
 }
 
+/* On the topic's shard. */
 static void subscribe_one(mw_cluster_t *cl, const char *verb, const char *topic, size_t len)
 {
+    mw_shard_t *sh = mw__cluster_shard(cl, topic, len);
     char ch[MW_TOPIC_MAX + 80];
     const char *p = ch;
     size_t n;
 
-    if (!cl->sub.ready)
+    if (!sh->sub.ready)
         return; /* the next connection subscribes to what has members then */
     mw__cluster_channel(cl, topic, len, ch, sizeof(ch), &n);
-    send_subscribe(cl, verb, &p, &n, 1);
+    send_subscribe(sh, verb, &p, &n, 1);
 }
 
-/* Every channel this node needs, <prefix>:all last: Redis runs one
- * connection's commands in order, so a node counted among the subscribers of
- * <prefix>:all has all its other channels already (try_sync relies on it),
- * and the confirmation of <prefix>:all tells this node the same of itself. */
-void mw__cluster_subscribe_all(mw_cluster_t *cl)
+/* Every channel this node needs on the shard, <prefix>:all last: Redis runs
+ * one connection's commands in order, so a node counted among the
+ * subscribers of <prefix>:all has all its other channels already (try_sync
+ * relies on it), and the confirmation of <prefix>:all tells this node the
+ * same of itself. The node's own channel and <prefix>:all are subscribed on
+ * every shard, though only the first one carries direct sends and
+ * broadcasts: on the others they carry the subscriber's probe and count the
+ * nodes that are back. */
+void mw__cluster_subscribe_all(mw_shard_t *sh)
 {
+    mw_cluster_t *cl = sh->cl;
     const mw_topics_t *ts = cl->node->topics;
+    size_t topics = 0;
     static char names[SUBSCRIBE_BATCH][MW_TOPIC_MAX + 80];
     const char *chans[SUBSCRIBE_BATCH];
     size_t lens[SUBSCRIBE_BATCH];
@@ -71,19 +79,22 @@ void mw__cluster_subscribe_all(mw_cluster_t *cl)
     chans[n] = cl->node_channel;
     lens[n++] = strlen(cl->node_channel);
     for (const mw_topic_t *t = mw_topics_next(ts, NULL); t != NULL; t = mw_topics_next(ts, t)) {
+        if (mw__cluster_shard(cl, t->name, t->len) != sh)
+            continue;
         if (n == SUBSCRIBE_BATCH - 1) {
-            send_subscribe(cl, "SUBSCRIBE", chans, lens, n);
+            send_subscribe(sh, "SUBSCRIBE", chans, lens, n);
             n = 0;
         }
+        topics++;
         mw__cluster_channel(cl, t->name, t->len, names[n], sizeof(names[n]), &lens[n]);
         chans[n] = names[n];
         n++;
     }
-    chans[n] = cl->all_channel;
-    lens[n++] = strlen(cl->all_channel);
-    send_subscribe(cl, "SUBSCRIBE", chans, lens, n);
-    cl->resubscribing = 1;
-    mw_log_info("cluster: subscribed to %zu topic channel(s)", ts->topics.count);
+    chans[n] = sh->cl->all_channel;
+    lens[n++] = strlen(sh->cl->all_channel);
+    send_subscribe(sh, "SUBSCRIBE", chans, lens, n);
+    sh->resubscribing = 1;
+    mw_log_info("%s: subscribed to %zu topic channel(s)", sh->tag, topics);
 }
 
 void mw__cluster_on_first(void *ud, const mw_topic_t *t)
@@ -96,8 +107,9 @@ void mw__cluster_on_last(void *ud, const mw_topic_t *t)
     subscribe_one(ud, "UNSUBSCRIBE", t->name, t->len);
 }
 
-static void deliver(mw_cluster_t *cl, const char *channel, size_t chlen, const mw_envelope_t *e)
+static void deliver(mw_shard_t *sh, const char *channel, size_t chlen, const mw_envelope_t *e)
 {
+    mw_cluster_t *cl = sh->cl;
     mw_node_t *node = cl->node;
     mw_conn_t *except = NULL, *target;
     mw_frame_t *f;
@@ -108,8 +120,10 @@ static void deliver(mw_cluster_t *cl, const char *channel, size_t chlen, const m
     if (!e->history && e->origin_len == strlen(cl->name) &&
         memcmp(e->origin, cl->name, e->origin_len) == 0)
         return;
-    /* Sent again after a lost reply, and Redis had run it the first time. */
-    if (!mw_dedup_check(&cl->dedup, e->origin, e->origin_len, e->seq, mw__cluster_now(cl))) {
+    /* Sent again after a lost reply, and Redis had run it the first time.
+     * Numbers are per origin and shard: checked against what came on this
+     * shard. */
+    if (!mw_dedup_check(&sh->dedup, e->origin, e->origin_len, e->seq, mw__cluster_now(cl))) {
         node->metrics->cluster_duplicates++;
         return;
     }
@@ -153,34 +167,34 @@ static void deliver(mw_cluster_t *cl, const char *channel, size_t chlen, const m
 
 static void on_pubsub(void *r, void *priv)
 {
-    mw_cluster_t *cl = priv;
+    mw_shard_t *sh = priv;
     redisReply *reply = r;
     mw_envelope_t e;
 
     if (reply == NULL)
         return;
-    cl->sub_heard = mw__cluster_now(cl); /* the connection is alive: see probe_subscriber */
-    cl->probe_sent = 0;
+    sh->sub_heard = mw__cluster_now(sh->cl); /* the connection is alive: see probe_subscriber */
+    sh->probe_sent = 0;
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
         reply->element[0]->type != REDIS_REPLY_STRING)
         return;
     if (strcmp(reply->element[0]->str, "message") != 0) {
         /* Subscribe and unsubscribe confirmations; <prefix>:all's comes last
          * after a (re)connection (subscribe_all). */
-        if (cl->resubscribing && strcmp(reply->element[0]->str, "subscribe") == 0 &&
+        if (sh->resubscribing && strcmp(reply->element[0]->str, "subscribe") == 0 &&
             reply->element[1]->type == REDIS_REPLY_STRING &&
-            strcmp(reply->element[1]->str, cl->all_channel) == 0) {
-            cl->resubscribing = 0;
-            mw__cluster_try_sync(cl);
+            strcmp(reply->element[1]->str, sh->cl->all_channel) == 0) {
+            sh->resubscribing = 0;
+            mw__cluster_try_sync(sh);
         }
         return;
     }
     if (mw_envelope_decode((const uint8_t *)reply->element[2]->str, reply->element[2]->len, &e) !=
         0) {
-        cl->node->metrics->cluster_bad_envelopes++;
+        sh->cl->node->metrics->cluster_bad_envelopes++;
         return;
     }
-    deliver(cl, reply->element[1]->str, reply->element[1]->len, &e);
+    deliver(sh, reply->element[1]->str, reply->element[1]->len, &e);
 }
 
 /* A subscriber connection that a silent partition cut (a NAT or firewall
@@ -190,40 +204,42 @@ static void on_pubsub(void *r, void *priv)
  * publishes a probe on this node's own channel, and a subscriber that has
  * not heard it (or anything) within cluster.command_timeout is dropped and
  * connected again, which subscribes it afresh. */
-static void probe(mw_cluster_t *cl, uint64_t now)
+static void probe(mw_shard_t *sh, uint64_t now)
 {
+    mw_cluster_t *cl = sh->cl;
     mw_envelope_t e = {.kind = MW_ENV_PROBE, .origin = cl->name, .origin_len = strlen(cl->name),
                        .except = "", .target = ""};
     const char *argv[3] = {"PUBLISH", cl->node_channel};
     size_t argl[3] = {7, strlen(cl->node_channel)};
     uint8_t *buf;
 
-    if (!cl->sub.ready || !cl->cmd.ready) {
-        cl->probe_sent = 0; /* nothing to judge it by while the command side is down */
+    if (!sh->sub.ready || !sh->cmd.ready) {
+        sh->probe_sent = 0; /* nothing to judge it by while the command side is down */
         return;
     }
-    if (cl->probe_sent != 0) {
-        if (now - cl->probe_sent > cl->node->cfg->cluster_command_timeout) {
-            mw_log_warn("cluster: the subscriber connection heard nothing, not even its probe, "
-                        "for %llu ms", (unsigned long long)(now - cl->sub_heard));
-            cl->probe_sent = 0;
-            mw_rconn_drop(&cl->sub, "silent");
+    if (sh->probe_sent != 0) {
+        if (now - sh->probe_sent > cl->node->cfg->cluster_command_timeout) {
+            mw_log_warn("%s: the subscriber connection heard nothing, not even its probe, "
+                        "for %llu ms",
+                        sh->tag, (unsigned long long)(now - sh->sub_heard));
+            sh->probe_sent = 0;
+            mw_rconn_drop(&sh->sub, "silent");
         }
         return;
     }
-    if (now - cl->sub_heard < PROBE_IDLE_MS || (argl[2] = mw_envelope_encode(&e, &buf)) == 0)
+    if (now - sh->sub_heard < PROBE_IDLE_MS || (argl[2] = mw_envelope_encode(&e, &buf)) == 0)
         return;
     argv[2] = (const char *)buf;
-    if (mw_rconn_fire(&cl->cmd, 3, argv, argl) == 0)
-        cl->probe_sent = now;
+    if (mw_rconn_fire(&sh->cmd, 3, argv, argl) == 0)
+        sh->probe_sent = now;
     free(buf);
 }
 
-void mw__cluster_topics_tick(mw_cluster_t *cl, uint64_t now)
+void mw__cluster_topics_tick(mw_shard_t *sh, uint64_t now)
 {
-    probe(cl, now);
-    if (now - cl->dedup_swept >= 60000) {
-        mw_dedup_expire(&cl->dedup, now, DEDUP_IDLE_MS);
-        cl->dedup_swept = now;
+    probe(sh, now);
+    if (now - sh->dedup_swept >= 60000) {
+        mw_dedup_expire(&sh->dedup, now, DEDUP_IDLE_MS);
+        sh->dedup_swept = now;
     }
 }

@@ -17,7 +17,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { T_STR, T_LIST, T_BOOL, T_U32, T_U64, T_SIZE, T_MS, T_LEVEL, T_BPOLICY } ktype_t;
+/* T_SHARDS: a string, or a list of one string or more (cluster.redis). */
+typedef enum {
+    T_STR,
+    T_LIST,
+    T_SHARDS,
+    T_BOOL,
+    T_U32,
+    T_U64,
+    T_SIZE,
+    T_MS,
+    T_LEVEL,
+    T_BPOLICY
+} ktype_t;
 
 typedef struct {
     const char *section; /* NULL for the top level */
@@ -79,7 +91,8 @@ static const key_t_ schema[] = {
     /* cluster: the Redis backplane. redis is redis://[:password@]host[:port][/db]
      * or unix:///path; without it the node runs alone. prefix namespaces the
      * channels and keys, so clusters can share one Redis. */
-    {"cluster", "redis", T_STR, F(cluster_redis)},
+    /* One Redis (a URL), or shards: a list of 1 to 16 URLs (shard.h). */
+    {"cluster", "redis", T_SHARDS, F(cluster_redis)},
     {"cluster", "password", T_STR, F(cluster_password)},
     /* Or Redis Sentinel finds the master (instead of redis): sentinels is a
      * list of "host:port", master the name the sentinels monitor it by,
@@ -327,7 +340,7 @@ void mw_config_close(mw_config_t *cfg)
         if (schema[i].type == T_STR) {
             free(*(char **)field);
             *(char **)field = NULL;
-        } else if (schema[i].type == T_LIST) {
+        } else if (schema[i].type == T_LIST || schema[i].type == T_SHARDS) {
             mw_config_list_clear(field);
         }
     }
@@ -381,13 +394,16 @@ static const char *apply(mw_config_t *cfg, const key_t_ *k, lua_State *L)
         if (lua_type(L, -1) != LUA_TSTRING)
             return "must be a string";
         return mw_config_set_str(field, lua_tostring(L, -1)) == 0 ? NULL : "out of memory";
-    case T_LIST: {
+    case T_LIST:
+    case T_SHARDS: {
         mw_strlist_t *list = field;
         mw_config_list_clear(list);
         if (lua_type(L, -1) == LUA_TSTRING)
             return mw_config_list_add(list, lua_tostring(L, -1)) == 0 ? NULL : "out of memory";
         if (lua_type(L, -1) != LUA_TTABLE)
             return "must be a string or a list of strings";
+        if (k->type == T_SHARDS && luaL_len(L, -1) == 0)
+            return "must be a URL or a list of 1 to 16 URLs, not an empty list";
         for (lua_Integer i = 1; i <= (lua_Integer)luaL_len(L, -1); i++) {
             int t = lua_rawgeti(L, -1, i);
             if (t != LUA_TSTRING) {
@@ -680,6 +696,17 @@ void mw_config_push(const mw_config_t *cfg, lua_State *L)
         case T_LIST:
             push_list(L, field);
             break;
+        case T_SHARDS: {
+            /* One Redis reads back as the string it was given. */
+            const mw_strlist_t *list = field;
+            if (list->n == 0)
+                lua_pushnil(L);
+            else if (list->n == 1)
+                lua_pushstring(L, list->items[0]);
+            else
+                push_list(L, list);
+            break;
+        }
         case T_BOOL:
             lua_pushboolean(L, *(const int *)field);
             break;

@@ -4,11 +4,12 @@
  * cluster.redis address and the allowlists well formed. What passes can
  * not fail later for a reason of its own. See config.h.
  */
-#include "moonwire/config.h"
 #include "acl.h"
-#include "redis_url.h"
+#include "moonwire/config.h"
 #include "moonwire/error.h"
 #include "moonwire/log.h"
+#include "redis_url.h"
+#include "shard.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -309,12 +310,28 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "config: 'cluster.prefix' must be 1 to 32 characters, no spaces");
         return MW_ECONFIG;
     }
-    if (cfg->cluster_redis != NULL) {
+    if (cfg->cluster_redis.n > MW_SHARDS_MAX) {
+        snprintf(err, errlen, "config: 'cluster.redis' lists %zu Redis servers: at most %d shards",
+                 cfg->cluster_redis.n, MW_SHARDS_MAX);
+        return MW_ECONFIG;
+    }
+    for (size_t i = 0; i < cfg->cluster_redis.n; i++) {
         mw_redis_url_t url;
-        if (mw_redis_url_parse(cfg->cluster_redis, &url) != 0) {
-            snprintf(err, errlen, "config: 'cluster.redis' is not redis://[:password@]host[:port][/db] "
-                                  "or unix:///path");
+        if (mw_redis_url_parse(cfg->cluster_redis.items[i], &url) != 0) {
+            snprintf(err, errlen,
+                     "config: 'cluster.redis' has '%s', not "
+                     "redis://[:password@]host[:port][/db] or unix:///path",
+                     cfg->cluster_redis.items[i]);
             return MW_ECONFIG;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(cfg->cluster_redis.items[i], cfg->cluster_redis.items[j]) == 0) {
+                snprintf(err, errlen,
+                         "config: 'cluster.redis' lists '%s' twice: each shard is "
+                         "a Redis of its own",
+                         cfg->cluster_redis.items[i]);
+                return MW_ECONFIG;
+            }
         }
     }
     if ((cfg->cluster_sentinels.n > 0) != (cfg->cluster_master != NULL)) {
@@ -322,7 +339,13 @@ int mw_config_validate(const mw_config_t *cfg, char *err, size_t errlen)
                               "the sentinels, and the name they know the master by");
         return MW_ECONFIG;
     }
-    if (cfg->cluster_sentinels.n > 0 && cfg->cluster_redis != NULL) {
+    if (cfg->cluster_sentinels.n > 0 && cfg->cluster_redis.n > 1) {
+        snprintf(err, errlen,
+                 "config: 'cluster.sentinels' finds one Redis: shards (a list in "
+                 "'cluster.redis') can not go through sentinels");
+        return MW_ECONFIG;
+    }
+    if (cfg->cluster_sentinels.n > 0 && cfg->cluster_redis.n > 0) {
         snprintf(err, errlen, "config: 'cluster.redis' and 'cluster.sentinels' both say where "
                               "Redis is: give one (with sentinels, cluster.password is the "
                               "master's password)");

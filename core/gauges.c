@@ -47,12 +47,21 @@ void mw_gauges_publish(const mw_node_t *node)
     mw_metrics_set(&m->cluster_up, node->cluster != NULL && mw_cluster_healthy(node->cluster));
     if (node->cluster != NULL) {
         mw_cluster_status_t st;
+        unsigned n = mw_cluster_shards(node->cluster);
         mw_cluster_status(node->cluster, &st);
         mw_metrics_set(&m->cluster_outbox_messages, st.messages);
         mw_metrics_set(&m->cluster_outbox_bytes, st.bytes);
+        mw_metrics_set(&m->cluster_shards, n);
+        for (unsigned i = 0; i < n && i < MW_METRICS_SHARDS; i++) {
+            mw_cluster_shard_status(node->cluster, i, &st);
+            mw_metrics_set(&m->cluster_shard_up[i], (uint64_t)st.up);
+            mw_metrics_set(&m->cluster_shard_outbox_messages[i], st.messages);
+            mw_metrics_set(&m->cluster_shard_outbox_bytes[i], st.bytes);
+        }
     } else {
         mw_metrics_set(&m->cluster_outbox_messages, 0);
         mw_metrics_set(&m->cluster_outbox_bytes, 0);
+        mw_metrics_set(&m->cluster_shards, 0);
     }
     mw_metrics_set(&m->reporting, 1);
 }

@@ -113,7 +113,7 @@ static void builtin(mw_conn_t *c, const char *path, size_t len)
     }
     if (path_is(path, len, "/healthz")) {
         mw_cluster_status_t st;
-        char text[160];
+        char text[1024];
         int n;
         if (c->conns->draining) {
             reply_text(c, 503, "draining\n", 9, head);
@@ -123,10 +123,24 @@ static void builtin(mw_conn_t *c, const char *path, size_t len)
             reply_text(c, 200, "ok\n", 3, head);
             return;
         }
-        /* Still serving its own clients: say so, and what waits for the
-         * other nodes, but do not fail the check. */
-        n = snprintf(text, sizeof(text), "degraded: %s; outbox %zu message(s), %zu bytes\n",
+        /* Still serving its own clients: say so, what waits for the other
+         * nodes, and which shards are down (among several), but do not
+         * fail the check. */
+        n = snprintf(text, sizeof(text), "degraded: %s; outbox %zu message(s), %zu bytes",
                      st.up ? "sending the outbox" : "redis unavailable", st.messages, st.bytes);
+        for (unsigned i = 0; st.down != 0 && mw_cluster_shards(node->cluster) > 1 &&
+                             i < mw_cluster_shards(node->cluster) && n < (int)sizeof(text) - 80;
+             i++) {
+            mw_cluster_status_t one;
+            if (!(st.down & (1u << i)))
+                continue;
+            mw_cluster_shard_status(node->cluster, i, &one);
+            n += snprintf(text + n, sizeof(text) - (size_t)n, "; shard %u down (%.40s)", i,
+                          one.where);
+        }
+        if (n > (int)sizeof(text) - 2)
+            n = (int)sizeof(text) - 2;
+        text[n++] = '\n';
         reply_text(c, 200, text, (size_t)n, head);
         return;
     }

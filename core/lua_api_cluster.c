@@ -190,18 +190,51 @@ static int api_presence(lua_State *L)
     return 1;
 }
 
-/* moonwire.cluster(): nil on a node alone; else what the backplane is doing. */
+/* The fields up, delayed and outbox of st into the table on top. */
+static void push_status(lua_State *L, const mw_cluster_status_t *st)
+{
+    lua_pushboolean(L, st->up);
+    lua_setfield(L, -2, "up");
+    lua_pushboolean(L, st->delayed);
+    lua_setfield(L, -2, "delayed");
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, (lua_Integer)st->messages);
+    lua_setfield(L, -2, "messages");
+    lua_pushinteger(L, (lua_Integer)st->bytes);
+    lua_setfield(L, -2, "bytes");
+    lua_pushinteger(L, (lua_Integer)st->oldest);
+    lua_setfield(L, -2, "age");
+    lua_setfield(L, -2, "outbox");
+}
+
+/* moonwire.cluster(): nil on a node alone; else what the backplane is doing,
+ * and each shard (one for a single Redis) in `shards`. */
 static int api_cluster(lua_State *L)
 {
     mw_node_t *node = mw_lua_node(L);
     mw_cluster_status_t st;
+    unsigned n;
 
     if (node->cluster == NULL) {
         lua_pushnil(L);
         return 1;
     }
+    n = mw_cluster_shards(node->cluster);
+    luaL_checkstack(L, 6, NULL);
+    lua_createtable(L, 0, 4);
+    lua_createtable(L, (int)n, 0);
+    for (unsigned i = 0; i < n; i++) {
+        mw_cluster_shard_status(node->cluster, i, &st);
+        lua_createtable(L, 0, 5);
+        push_status(L, &st);
+        lua_pushinteger(L, (lua_Integer)i);
+        lua_setfield(L, -2, "index");
+        lua_pushstring(L, st.where);
+        lua_setfield(L, -2, "redis");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "shards");
     mw_cluster_status(node->cluster, &st);
-    lua_createtable(L, 0, 3);
     lua_pushboolean(L, st.up);
     lua_setfield(L, -2, "up");
     lua_pushboolean(L, st.delayed);
@@ -305,7 +338,8 @@ static void on_history_published(void *ud, void *reply)
          * the numbered message now. Offset 0: Redis had run it already (a
          * reply lost with a connection), and its channel carried it then. */
         p->offset = (uint64_t)r->element[0]->integer;
-        if (p->offset != 0 && p->node->cluster != NULL && !mw_cluster_subscribed(p->node->cluster)) {
+        if (p->offset != 0 && p->node->cluster != NULL &&
+            !mw_cluster_topic_subscribed(p->node->cluster, p->topic, p->topic_len)) {
             mw_frame_t *final =
                 mw_frame_new(p->f->bytes[0] & 0x0f, r->element[2]->str, r->element[2]->len);
             if (final != NULL) {

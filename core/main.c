@@ -218,8 +218,10 @@ static int fill_config(const cli_t *cli, mw_config_t *cfg, char *err, size_t err
         for (size_t i = 0; i < cli->listen_tls.n; i++)
             mw_config_list_add(&cfg->tls_listen, cli->listen_tls.items[i]);
     }
-    if (cli->redis != NULL)
-        mw_config_set_str(&cfg->cluster_redis, cli->redis);
+    if (cli->redis != NULL) {
+        mw_config_list_clear(&cfg->cluster_redis);
+        mw_config_list_add(&cfg->cluster_redis, cli->redis);
+    }
     if (cli->workers >= 0)
         cfg->workers = (uint32_t)cli->workers;
     if (app.worker > 0) {

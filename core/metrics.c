@@ -60,6 +60,12 @@ void mw_metrics_worker_gone(int index)
     mw_metrics_set(&m->cluster_up, 0);
     mw_metrics_set(&m->cluster_outbox_messages, 0);
     mw_metrics_set(&m->cluster_outbox_bytes, 0);
+    mw_metrics_set(&m->cluster_shards, 0);
+    for (int i = 0; i < MW_METRICS_SHARDS; i++) {
+        mw_metrics_set(&m->cluster_shard_up[i], 0);
+        mw_metrics_set(&m->cluster_shard_outbox_messages[i], 0);
+        mw_metrics_set(&m->cluster_shard_outbox_bytes[i], 0);
+    }
     mw_metrics_set(&m->http_client_inflight, 0);
     mw_metrics_set(&m->loop_lag_ms, 0);
 }
@@ -136,6 +142,20 @@ static void gauge(out_t *o, const char *name, const char *help, uint64_t v)
 {
     put(o, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n", name, help, name, name,
         (unsigned long long)v);
+}
+
+/* A gauge of each shard of the backplane, labeled shard="i". With workers,
+ * summed over them; an up gauge (up) is 1 when every worker has it up. */
+static void per_shard(out_t *o, const char *name, const char *help, const mw_metrics_t *m, int up,
+                      const uint64_t *v)
+{
+    uint64_t on = m->cluster_on > 0 ? m->cluster_on : 1;
+    uint64_t n = m->cluster_shards / on;
+
+    put(o, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+    for (uint64_t i = 0; i < n && i < MW_METRICS_SHARDS; i++)
+        put(o, "%s{shard=\"%llu\"} %llu\n", name, (unsigned long long)i,
+            (unsigned long long)(up ? v[i] == m->cluster_on : v[i]));
 }
 
 size_t mw_metrics_render(const mw_metrics_t *own, char **out)
@@ -314,11 +334,16 @@ size_t mw_metrics_render(const mw_metrics_t *own, char **out)
         counter(&o, "moonwire_cluster_duplicates_total",
                 "Envelopes sent again after a lost reply that had come already (dropped).",
                 m->cluster_duplicates);
-        gauge(&o, "moonwire_cluster_outbox_messages",
-              "Messages for other nodes not yet taken by Redis (waiting or in flight).",
-              m->cluster_outbox_messages);
-        gauge(&o, "moonwire_cluster_outbox_bytes", "Bytes those messages hold (cluster.outbox_size).",
-              m->cluster_outbox_bytes);
+        per_shard(&o, "moonwire_cluster_shard_up",
+                  "1 when both Redis connections of the shard (of cluster.redis) are up.", m, 1,
+                  m->cluster_shard_up);
+        per_shard(&o, "moonwire_cluster_outbox_messages",
+                  "Messages for other nodes not yet taken by Redis (waiting or in flight), "
+                  "per shard.",
+                  m, 0, m->cluster_shard_outbox_messages);
+        per_shard(&o, "moonwire_cluster_outbox_bytes",
+                  "Bytes those messages hold (cluster.outbox_size, per shard).", m, 0,
+                  m->cluster_shard_outbox_bytes);
         counter(&o, "moonwire_cluster_outbox_dropped_total",
                 "Messages for other nodes dropped: older than cluster.outbox_max_age, or left at a stop.",
                 m->cluster_outbox_dropped);

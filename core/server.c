@@ -506,7 +506,7 @@ void mw_server_apply_config(mw_server_t *srv, mw_config_t *fresh)
     if (lists_differ(&cfg->listen, &fresh->listen) ||
         lists_differ(&cfg->tls_listen, &fresh->tls_listen) ||
         strs_differ(cfg->node_id, fresh->node_id) ||
-        strs_differ(cfg->cluster_redis, fresh->cluster_redis) ||
+        lists_differ(&cfg->cluster_redis, &fresh->cluster_redis) ||
         lists_differ(&cfg->cluster_sentinels, &fresh->cluster_sentinels) ||
         strs_differ(cfg->cluster_master, fresh->cluster_master) ||
         strs_differ(cfg->cluster_sentinel_password, fresh->cluster_sentinel_password) ||

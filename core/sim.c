@@ -276,7 +276,12 @@ sim_server_t *mw_sim_server_push(lua_State *L, int opts, const mw_sim_join_t *jo
         ss->join = *join;
         ss->joined = 1;
         mw_config_set_str(&ss->cfg.node_id, join->node_id);
-        mw_config_set_str(&ss->cfg.cluster_redis, "redis://moonwire.sim:6379");
+        mw_config_list_clear(&ss->cfg.cluster_redis);
+        for (int i = 0; i < (join->shards > 0 ? join->shards : 1); i++) {
+            char url[48];
+            snprintf(url, sizeof(url), "redis://moonwire.sim:%d", 6379 + i);
+            mw_config_list_add(&ss->cfg.cluster_redis, url);
+        }
     }
     if (lua_getfield(L, opts, "config") == LUA_TTABLE &&
         mw_config_apply(&ss->cfg, L, -1, "sim.new config", err, sizeof(err)) != 0) {

@@ -22,6 +22,7 @@ typedef struct {
     void (*pump)(void *ud);
     void (*advance)(void *ud, uint64_t ms);
     void *ud;
+    int shards; /* the Redis of cluster.redis: redis://moonwire.sim:6379, :6380... */
 } mw_sim_join_t;
 
 /* Makes a server from the options table at index opts (script, config,

@@ -1,5 +1,5 @@
-/* sim.cluster: nodes of moonwire.sim over one in-process Redis, on one
- * virtual clock. See sim_cluster.h.
+/* sim.cluster: nodes of moonwire.sim over one in-process Redis (or several:
+ * shards), on one virtual clock. See sim_cluster.h.
  *
  * Every operation on any node settles the whole cluster: each node runs
  * until it is idle, then Redis delivers what is in flight (a reply, a
@@ -10,6 +10,7 @@
 #include "cluster.h"
 #include "node.h"
 #include "sim.h"
+#include "shard.h"
 #include "sim_redis.h"
 #include "timer.h"
 
@@ -22,13 +23,32 @@
 #define SETTLE_LIMIT 1000000
 
 typedef struct {
-    mw_sim_redis_t *redis;
+    mw_sim_redis_t *redis; /* the first shard: redis[0] */
+    mw_sim_redis_t *shard[MW_SHARDS_MAX];
+    int nshards;
     sim_server_t *nodes[NODES_MAX];
     int n;
     uint64_t now;
     int pumping;
     int alive;
 } sim_cluster_t;
+
+/* Shards: each node's connections go to the Redis whose port their URL
+ * names (6379 + its index); the links are the sim driver's own. */
+static mw_redis_link_t *shard_connect(void *drv, const mw_redis_url_t *url,
+                                      const mw_redis_events_t *ev, void *ud, const char **why)
+{
+    sim_cluster_t *c = drv;
+    int i = url->port - 6379;
+
+    if (i < 0 || i >= c->nshards) {
+        *why = "Connection refused";
+        return NULL;
+    }
+    return mw_sim_redis_driver.connect(c->shard[i], url, ev, ud, why);
+}
+
+static mw_redis_driver_t shard_driver;
 
 static void cluster_pump(void *ud)
 {
@@ -38,11 +58,17 @@ static void cluster_pump(void *ud)
         return; /* the pump below goes on */
     c->pumping = 1;
     for (long i = 0; i < SETTLE_LIMIT; i++) {
+        int stepped = 0;
         for (int k = 0; k < c->n; k++)
             mw_sim_server_settle(c->nodes[k]);
-        if (!mw_sim_redis_pending(c->redis))
+        for (int s = 0; s < c->nshards; s++) {
+            if (mw_sim_redis_pending(c->shard[s])) {
+                mw_sim_redis_step(c->shard[s]);
+                stepped = 1;
+            }
+        }
+        if (!stepped)
             break;
-        mw_sim_redis_step(c->redis);
     }
     c->pumping = 0;
 }
@@ -57,7 +83,8 @@ static int settled(lua_State *L, sim_cluster_t *c, int nret)
 static void set_now(sim_cluster_t *c, uint64_t now)
 {
     c->now = now;
-    mw_sim_redis_set_now(c->redis, now);
+    for (int s = 0; s < c->nshards; s++)
+        mw_sim_redis_set_now(c->shard[s], now);
 }
 
 static void cluster_advance(void *ud, uint64_t ms)
@@ -108,7 +135,8 @@ static void cluster_close(sim_cluster_t *c)
     c->alive = 0;
     for (int k = 0; k < c->n; k++)
         mw_sim_server_close(c->nodes[k]);
-    mw_sim_redis_free(c->redis);
+    for (int s = 0; s < c->nshards; s++)
+        mw_sim_redis_free(c->shard[s]);
     c->redis = NULL;
 }
 
@@ -116,13 +144,17 @@ int mw_sim_cluster(lua_State *L)
 {
     sim_cluster_t *c;
     char err[256];
-    lua_Integer n = 2;
+    lua_Integer n = 2, shards = 1;
 
     luaL_checktype(L, 1, LUA_TTABLE);
     if (lua_getfield(L, 1, "nodes") != LUA_TNIL)
         n = luaL_checkinteger(L, -1);
     lua_pop(L, 1);
     luaL_argcheck(L, n >= 1 && n <= NODES_MAX, 1, "nodes must be 1 to 16");
+    if (lua_getfield(L, 1, "shards") != LUA_TNIL)
+        shards = luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    luaL_argcheck(L, shards >= 1 && shards <= MW_SHARDS_MAX, 1, "shards must be 1 to 16");
     if (lua_getfield(L, 1, "node_id") != LUA_TNIL)
         luaL_argerror(L, 1, "the nodes of a cluster are n1, n2, ...: no node_id");
     lua_pop(L, 1);
@@ -130,14 +162,24 @@ int mw_sim_cluster(lua_State *L)
     c = lua_newuserdatauv(L, sizeof(*c), 1);
     memset(c, 0, sizeof(*c));
     luaL_setmetatable(L, CLUSTER_META);
-    c->redis = mw_sim_redis_new(err, sizeof(err));
-    if (c->redis == NULL)
-        return luaL_error(L, "sim.cluster: %s", err);
+    for (int s = 0; s < shards; s++) {
+        c->shard[s] = mw_sim_redis_new(err, sizeof(err));
+        if (c->shard[s] == NULL) {
+            while (s-- > 0)
+                mw_sim_redis_free(c->shard[s]);
+            return luaL_error(L, "sim.cluster: %s", err);
+        }
+        c->nshards = s + 1;
+    }
+    c->redis = c->shard[0];
+    shard_driver = mw_sim_redis_driver;
+    shard_driver.connect = shard_connect;
     c->alive = 1;
     lua_createtable(L, (int)n, 0); /* the nodes, kept alive by the cluster */
     for (int k = 0; k < n; k++) {
         char id[16];
-        mw_sim_join_t join = {id, &mw_sim_redis_driver, c->redis, cluster_pump, cluster_advance, c};
+        mw_sim_join_t join = {id,           &shard_driver,   c,     cluster_pump,
+                              cluster_advance, c, (int)shards};
         snprintf(id, sizeof(id), "n%d", k + 1);
         c->nodes[k] = mw_sim_server_push(L, 1, &join);
         c->n = k + 1;
@@ -189,17 +231,32 @@ static int cluster_now(lua_State *L)
     return 1;
 }
 
+/* The shard an optional argument names (0-based), or -1 for all of them. */
+static int shard_arg(lua_State *L, sim_cluster_t *c, int arg)
+{
+    lua_Integer i;
+    if (lua_isnoneornil(L, arg))
+        return -1;
+    i = luaL_checkinteger(L, arg);
+    luaL_argcheck(L, i >= 0 && i < c->nshards, arg, "no such shard");
+    return (int)i;
+}
+
 static int cluster_redis_down(lua_State *L)
 {
     sim_cluster_t *c = check_cluster(L);
-    int flush = 0;
+    int flush = 0, only = -1;
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
         lua_getfield(L, 2, "flush");
         flush = lua_toboolean(L, -1);
-        lua_pop(L, 1);
+        lua_getfield(L, 2, "shard");
+        only = shard_arg(L, c, lua_gettop(L));
+        lua_pop(L, 2);
     }
-    mw_sim_redis_down(c->redis, flush);
+    for (int s = 0; s < c->nshards; s++)
+        if (only < 0 || s == only)
+            mw_sim_redis_down(c->shard[s], flush);
     cluster_pump(c);
     return settled(L, c, 0);
 }
@@ -207,7 +264,10 @@ static int cluster_redis_down(lua_State *L)
 static int cluster_redis_up(lua_State *L)
 {
     sim_cluster_t *c = check_cluster(L);
-    mw_sim_redis_up(c->redis);
+    int only = shard_arg(L, c, 2);
+    for (int s = 0; s < c->nshards; s++)
+        if (only < 0 || s == only)
+            mw_sim_redis_up(c->shard[s]);
     cluster_pump(c);
     return settled(L, c, 0);
 }
@@ -216,13 +276,15 @@ static int cluster_redis_hold(lua_State *L)
 {
     static const char *const what[] = {"replies", "messages", NULL};
     sim_cluster_t *c = check_cluster(L);
-    int hold;
+    int hold, only = shard_arg(L, c, 3);
 
     if (lua_type(L, 2) == LUA_TSTRING)
         hold = luaL_checkoption(L, 2, NULL, what) == 0 ? MW_SIM_HOLD_REPLIES : MW_SIM_HOLD_MESSAGES;
     else
         hold = lua_isnoneornil(L, 2) || lua_toboolean(L, 2) ? MW_SIM_HOLD_REPLIES : MW_SIM_HOLD_NONE;
-    mw_sim_redis_hold(c->redis, hold);
+    for (int s = 0; s < c->nshards; s++)
+        if (only < 0 || s == only)
+            mw_sim_redis_hold(c->shard[s], hold);
     cluster_pump(c);
     return settled(L, c, 0);
 }
@@ -230,14 +292,23 @@ static int cluster_redis_hold(lua_State *L)
 static int cluster_redis_is_up(lua_State *L)
 {
     sim_cluster_t *c = check_cluster(L);
-    lua_pushboolean(L, mw_sim_redis_is_up(c->redis));
+    int only = shard_arg(L, c, 2), up = 1;
+    for (int s = 0; s < c->nshards; s++)
+        if (only < 0 || s == only)
+            up &= mw_sim_redis_is_up(c->shard[s]) != 0;
+    lua_pushboolean(L, up);
     return 1;
 }
 
 static int cluster_redis_links(lua_State *L)
 {
     sim_cluster_t *c = check_cluster(L);
-    lua_pushinteger(L, mw_sim_redis_links(c->redis));
+    int only = shard_arg(L, c, 2);
+    lua_Integer n = 0;
+    for (int s = 0; s < c->nshards; s++)
+        if (only < 0 || s == only)
+            n += mw_sim_redis_links(c->shard[s]);
+    lua_pushinteger(L, n);
     return 1;
 }
 
@@ -247,6 +318,29 @@ static int cluster_redis(lua_State *L)
     int n = mw_sim_redis_exec(c->redis, L, 2);
     cluster_pump(c); /* what it published */
     return settled(L, c, n);
+}
+
+/* cluster:redis_on(shard, cmd, ...): cluster:redis on that shard. */
+static int cluster_redis_on(lua_State *L)
+{
+    sim_cluster_t *c = check_cluster(L);
+    lua_Integer i = luaL_checkinteger(L, 2);
+    int n;
+
+    luaL_argcheck(L, i >= 0 && i < c->nshards, 2, "no such shard");
+    n = mw_sim_redis_exec(c->shard[i], L, 3);
+    cluster_pump(c);
+    return settled(L, c, n);
+}
+
+/* cluster:shard_of(topic): the shard (0-based) the nodes place it on. */
+static int cluster_shard_of(lua_State *L)
+{
+    sim_cluster_t *c = check_cluster(L);
+    size_t len;
+    const char *topic = luaL_checklstring(L, 2, &len);
+    lua_pushinteger(L, (lua_Integer)mw_shard_of(topic, len, (unsigned)c->nshards));
+    return 1;
 }
 
 /* cluster:kill(i): node i dies as a killed process does: its connections
@@ -293,6 +387,8 @@ void mw_sim_open_clusters(lua_State *L)
         {"kill", cluster_kill},
         {"redis_links", cluster_redis_links},
         {"redis", cluster_redis},
+        {"redis_on", cluster_redis_on},
+        {"shard_of", cluster_shard_of},
         {"close", cluster_close_m},
         {NULL, NULL},
     };

@@ -65,8 +65,9 @@ typedef struct mw_config_s {
     size_t max_topics;        /* topics with members on the node */
     size_t max_subscriptions; /* topics per connection */
 
-    /* cluster (the Redis backplane); cluster_redis NULL and no sentinels: standalone */
-    char *cluster_redis;
+    /* cluster (the Redis backplane); cluster_redis empty and no sentinels: standalone.
+     * Several URLs: the shards, a topic on one of them (core/shard.h). */
+    mw_strlist_t cluster_redis;
     char *cluster_password;
     mw_strlist_t cluster_sentinels; /* "host:port" of the sentinels; or cluster_redis */
     char *cluster_master;           /* the master's name, with cluster_sentinels */
@@ -187,7 +188,7 @@ void mw_config_close(mw_config_t *cfg);
 /* The node has a Redis backplane: cluster.redis, or cluster.sentinels. */
 static inline int mw_config_clustered(const mw_config_t *cfg)
 {
-    return cfg->cluster_redis != NULL || cfg->cluster_sentinels.n > 0;
+    return cfg->cluster_redis.n > 0 || cfg->cluster_sentinels.n > 0;
 }
 
 #endif

@@ -50,6 +50,9 @@ typedef enum {
         MW_API_S__COUNT
 } mw_api_status_t;
 
+/* Shards of the backplane counted one by one (cluster.redis lists at most 16). */
+#define MW_METRICS_SHARDS 16
+
 typedef struct mw_metrics_s {
     uint64_t connections_total;
     uint64_t handshakes[MW_HS__COUNT];
@@ -115,6 +118,11 @@ typedef struct mw_metrics_s {
     uint64_t static_open_files, static_cache_bytes;
     uint64_t cluster_on, cluster_up; /* has a backplane; both its connections are up */
     uint64_t cluster_outbox_messages, cluster_outbox_bytes; /* waiting for Redis, or in flight */
+    uint64_t cluster_shards; /* how many Redis cluster.redis lists (shards) */
+    /* Each shard's: both connections up; its outbox (as above). */
+    uint64_t cluster_shard_up[MW_METRICS_SHARDS];
+    uint64_t cluster_shard_outbox_messages[MW_METRICS_SHARDS];
+    uint64_t cluster_shard_outbox_bytes[MW_METRICS_SHARDS];
     uint64_t http_client_inflight; /* moonwire.http.request calls running */
     uint64_t reporting;              /* 1 while a live worker publishes here */
 } mw_metrics_t;

@@ -302,8 +302,8 @@ def test_local_chat_goes_on_without_redis_and_the_outbox_crosses_when_it_is_back
         await nothing_more(b1)
         # It waits in a's outbox, which /healthz and /metrics show.
         m = metrics(a)
-        assert m["moonwire_cluster_outbox_messages"] == 1
-        assert m["moonwire_cluster_outbox_bytes"] > len("while redis is down")
+        assert m['moonwire_cluster_outbox_messages{shard="0"}'] == 1
+        assert m['moonwire_cluster_outbox_bytes{shard="0"}'] > len("while redis is down")
         assert m["moonwire_cluster_send_failures_total"] == 0
         health = urllib.request.urlopen(a.http + "/healthz", timeout=5).read().decode()
         assert health.startswith("degraded: redis unavailable; outbox 1 message(s), "), health
@@ -321,7 +321,7 @@ def test_local_chat_goes_on_without_redis_and_the_outbox_crosses_when_it_is_back
             await nothing_more(a2)
             wait_until(lambda: urllib.request.urlopen(a.http + "/healthz", timeout=5).read()
                        == b"ok\n", what="a healthy again")
-            assert metrics(a)["moonwire_cluster_outbox_messages"] == 0
+            assert metrics(a)['moonwire_cluster_outbox_messages{shard="0"}'] == 0
         finally:
             restarted.stop()
     run(go())

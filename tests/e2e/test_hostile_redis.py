@@ -230,7 +230,7 @@ def test_redis_killed_for_5_s_mid_traffic_loses_nothing_between_two_relay_and_tw
                 assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
             # Redis up: every outbox empties (the leave events of the clients
             # just closed included), and nothing was dropped or refused.
-            wait_until(lambda: all(metrics(s)["moonwire_cluster_outbox_messages"] == 0
+            wait_until(lambda: all(metrics(s)['moonwire_cluster_outbox_messages{shard="0"}'] == 0
                                    for s in nodes), timeout=10, what="every outbox empty")
             for s in nodes:
                 m = metrics(s)
@@ -284,8 +284,8 @@ def test_past_the_outbox_size_a_say_is_refused_with_an_error_naming_the_cause(st
         assert 20 < len(accepted) < 40, len(accepted)
         m = metrics(ca)
         assert m["moonwire_cluster_outbox_refused_total"] == 1
-        assert 60000 < m["moonwire_cluster_outbox_bytes"] <= 65536
-        assert m["moonwire_cluster_outbox_messages"] == len(accepted)
+        assert 60000 < m['moonwire_cluster_outbox_bytes{shard="0"}'] <= 65536
+        assert m['moonwire_cluster_outbox_messages{shard="0"}'] == len(accepted)
         # A refused say reaches nobody; the accepted ones reach everyone once
         # Redis is back, and a say after that goes out again.
         restarted = Redis(redis.port)
@@ -428,7 +428,7 @@ def test_a_message_older_than_outbox_max_age_is_dropped_counted_and_logged(start
         assert await asyncio.wait_for(near.recv(), 5) == "too old"  # here at once
         wait_until(lambda: metrics(a)["moonwire_cluster_outbox_dropped_total"] == 1, timeout=5,
                    what="the message to be dropped for its age")
-        assert metrics(a)["moonwire_cluster_outbox_messages"] == 0
+        assert metrics(a)['moonwire_cluster_outbox_messages{shard="0"}'] == 0
         await x.send("fresh")
         assert await asyncio.wait_for(near.recv(), 5) == "fresh"
         restarted = Redis(redis.port)
@@ -563,8 +563,8 @@ def test_commands_whose_replies_are_lost_are_sent_again_and_arrive_once(start_se
         assert metrics(rb)["moonwire_cluster_duplicates_total"] > 0  # copies came, and were dropped
         for s in (ra, ca):
             assert "Redis did not answer the command connection within 1000 ms" in s.log()
-            wait_until(lambda: metrics(s)["moonwire_cluster_outbox_messages"] == 0, timeout=10,
-                       what="the outbox empty")
+            wait_until(lambda: metrics(s)['moonwire_cluster_outbox_messages{shard="0"}'] == 0,
+                       timeout=10, what="the outbox empty")
         for s in nodes:
             assert s.proc.poll() is None
     finally:

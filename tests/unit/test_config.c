@@ -519,6 +519,47 @@ static void test_config_validate_needs_websocket_paths_to_start_with_a_slash(voi
     assert_contains(fx->err, "chat");
 }
 
+/* cluster.redis: one URL as a string, shards as a list; an empty list is
+ * refused at load, too many or a URL twice by the check; Lua reads one back
+ * as the string it was. */
+static void test_config_cluster_redis_takes_one_url_or_a_list_of_shards(void **state)
+{
+    fx_t *fx = *state;
+    lua_State *L;
+
+    assert_rc(load(fx, "return { cluster = { redis = 'redis://a:1' } }\n"), 0);
+    ASSERT_LIST(&fx->cfg.cluster_redis, "redis://a:1");
+    assert_true(mw_config_clustered(&fx->cfg));
+    assert_rc(load(fx, "return { cluster = { redis = { 'redis://a:1', 'redis://b:2' } } }\n"), 0);
+    ASSERT_LIST(&fx->cfg.cluster_redis, "redis://a:1", "redis://b:2");
+    assert_rc(mw_config_validate(&fx->cfg, fx->err, sizeof(fx->err)), 0);
+    L = luaL_newstate();
+    assert_non_null(L);
+    luaL_openlibs(L);
+    lua_pushcfunction(L, push_config);
+    lua_pushlightuserdata(L, &fx->cfg);
+    assert_int_equal(lua_pcall(L, 1, 1, 0), LUA_OK);
+    assert_pushed(L, "c.cluster.redis[2]", "redis://b:2");
+    lua_close(L);
+
+    assert_rc(load(fx, "return { cluster = { redis = {} } }\n"), MW_ECONFIG);
+    assert_non_null(strstr(fx->err, "not an empty list"));
+    assert_rc(load(fx, "return { cluster = { redis = { 'redis://a:1', 2 } } }\n"), MW_ECONFIG);
+    assert_non_null(strstr(fx->err, "cluster.redis"));
+    assert_rc(load(fx, "return { cluster = { redis = { 'redis://a:1', 'redis://a:1' } } }\n"),
+              0);
+    expect_invalid(fx, "cluster.redis");
+    mw_config_list_clear(&fx->cfg.cluster_redis);
+    for (int i = 0; i < 17; i++) {
+        char url[32];
+        snprintf(url, sizeof(url), "redis://h%d:6379", i);
+        assert_rc(mw_config_list_add(&fx->cfg.cluster_redis, url), 0);
+    }
+    expect_invalid(fx, "cluster.redis");
+    mw_config_list_clear(&fx->cfg.cluster_redis);
+    assert_false(mw_config_clustered(&fx->cfg));
+}
+
 static void test_config_validate_checks_max_message_size(void **state)
 {
     fx_t *fx = *state;
@@ -603,6 +644,7 @@ int main(void)
         T(test_config_push_gives_lua_the_keys_as_the_file_spells_them),
         T(test_config_load_keeps_defaults_for_keys_it_does_not_set),
         T(test_config_load_replaces_a_list_rather_than_appending),
+        T(test_config_cluster_redis_takes_one_url_or_a_list_of_shards),
         T(test_config_load_runs_lua_with_a_small_environment),
         T(test_config_load_gives_the_file_no_io_and_no_require),
         T(test_config_load_refuses_an_unknown_key_naming_section_and_key),
