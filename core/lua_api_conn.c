@@ -196,45 +196,6 @@ static int conn_buffered(lua_State *L)
     return 1;
 }
 
-static int conn_index(lua_State *L)
-{
-    mw_lconn_t *u;
-    const char *key;
-
-    /* Methods first, without checking the object: each method checks its
-     * own self, and conn:send looks its method up on every call. */
-    lua_pushvalue(L, 2);
-    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
-        return 1;
-    u = check_lconn(L, 1);
-    key = luaL_checkstring(L, 2);
-    if (strcmp(key, "id") == 0) {
-        lua_pushlstring(L, u->id, u->id_len);
-    } else if (strcmp(key, "data") == 0) {
-        if (lua_getiuservalue(L, 1, 1) == LUA_TNIL) { /* the first read makes it */
-            lua_pop(L, 1);
-            lua_newtable(L);
-            lua_pushvalue(L, -1);
-            lua_setiuservalue(L, 1, 1);
-        }
-    } else if (strcmp(key, "request") == 0) {
-        lua_getiuservalue(L, 1, 2);
-        if (mw_lua_request_is_seed(L, -1)) { /* the first read builds the table */
-            mw_lua_request_grow(L, -1, u->id, u->id_len);
-            lua_pushvalue(L, -1);
-            lua_setiuservalue(L, 1, 2);
-        }
-    } else if (strcmp(key, "protocol") == 0) {
-        if (u->conn != NULL && u->conn->protocol != NULL)
-            lua_pushstring(L, u->conn->protocol);
-        else
-            lua_pushnil(L);
-    } else {
-        lua_pushnil(L);
-    }
-    return 1;
-}
-
 static int conn_newindex(lua_State *L)
 {
     return luaL_error(L, "conn fields are read-only (keep your own in conn.data)");
@@ -314,22 +275,82 @@ static int conn_topics(lua_State *L)
     return 1;
 }
 
-static const luaL_Reg conn_methods[] = {
-    {"subscribe", conn_subscribe},
-    {"unsubscribe", conn_unsubscribe},
-    {"topics", conn_topics},
-    {"send", conn_send},
-    {"close", conn_close},
-    {"is_open", conn_is_open},
-    {"buffered", conn_buffered},
-    {NULL, NULL},
-};
+/* The method a key names, or NULL: by length, then bytes. conn:send looks
+ * its method up on every call (through __index, a function, since id, data,
+ * request and protocol need the object), so no table lookup. A method is
+ * pushed as a light C function: the same value at every lookup. */
+static lua_CFunction method_of(const char *k, size_t len)
+{
+    switch (len) {
+    case 4:
+        return memcmp(k, "send", 4) == 0 ? conn_send : NULL;
+    case 5:
+        return memcmp(k, "close", 5) == 0 ? conn_close : NULL;
+    case 6:
+        return memcmp(k, "topics", 6) == 0 ? conn_topics : NULL;
+    case 7:
+        return memcmp(k, "is_open", 7) == 0 ? conn_is_open : NULL;
+    case 8:
+        return memcmp(k, "buffered", 8) == 0 ? conn_buffered : NULL;
+    case 9:
+        return memcmp(k, "subscribe", 9) == 0 ? conn_subscribe : NULL;
+    case 11:
+        return memcmp(k, "unsubscribe", 11) == 0 ? conn_unsubscribe : NULL;
+    default:
+        return NULL;
+    }
+}
+
+static int conn_index(lua_State *L)
+{
+    mw_lconn_t *u;
+    const char *key;
+    size_t len;
+    lua_CFunction m;
+
+    /* Methods first, without checking the object: each method checks its
+     * own self. A key that is no string (conn[1]) is refused below as
+     * before: luaL_checklstring. */
+    if (lua_type(L, 2) == LUA_TSTRING) {
+        key = lua_tolstring(L, 2, &len);
+        if ((m = method_of(key, len)) != NULL) {
+            lua_pushcfunction(L, m);
+            return 1;
+        }
+    }
+    u = check_lconn(L, 1);
+    key = luaL_checklstring(L, 2, &len);
+    if (strcmp(key, "id") == 0) {
+        lua_pushlstring(L, u->id, u->id_len);
+    } else if (strcmp(key, "data") == 0) {
+        if (lua_getiuservalue(L, 1, 1) == LUA_TNIL) { /* the first read makes it */
+            lua_pop(L, 1);
+            lua_newtable(L);
+            lua_pushvalue(L, -1);
+            lua_setiuservalue(L, 1, 1);
+        }
+    } else if (strcmp(key, "request") == 0) {
+        lua_getiuservalue(L, 1, 2);
+        if (mw_lua_request_is_seed(L, -1)) { /* the first read builds the table */
+            mw_lua_request_grow(L, -1, u->id, u->id_len);
+            lua_pushvalue(L, -1);
+            lua_setiuservalue(L, 1, 2);
+        }
+    } else if (strcmp(key, "protocol") == 0) {
+        if (u->conn != NULL && u->conn->protocol != NULL)
+            lua_pushstring(L, u->conn->protocol);
+        else
+            lua_pushnil(L);
+    } else {
+        lua_pushnil(L);
+    }
+    return 1;
+}
 
 void mw__lua_open_conns(lua_State *L)
 {
     luaL_newmetatable(L, MW_CONN_META);
-    luaL_newlib(L, conn_methods);
-    lua_pushcclosure(L, conn_index, 1);
+    lua_pushcfunction(L, conn_index); /* its methods: method_of */
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, conn_newindex);
     lua_setfield(L, -2, "__newindex");

@@ -55,3 +55,73 @@ describe("conn objects", function()
     assert.equal("send_on_self: ok", got[8])
   end)
 end)
+
+local FIELDS_APP = [[
+local app = {}
+local first
+
+local function outcome(f, ...)
+  local ok, err = pcall(f, ...)
+  return ok and tostring(err) or "error: " .. tostring(err)
+end
+
+function app.on_message(conn, data)
+  if data == "first" then
+    first = conn
+    return
+  end
+  local out = {}
+  for _, name in ipairs { "send", "close", "subscribe", "unsubscribe", "topics", "is_open",
+                          "buffered" } do
+    local m = conn[name]
+    out[#out + 1] = name .. "=" .. type(m) .. "," .. tostring(m == conn[name]) .. ","
+      .. tostring(rawequal(m, first[name]))
+  end
+  out[#out + 1] = "id=" .. type(conn.id) .. "," .. tostring(conn.id ~= first.id)
+  out[#out + 1] = "data=" .. type(conn.data) .. "," .. tostring(rawequal(conn.data, conn.data))
+  out[#out + 1] = "request=" .. type(conn.request) .. "," .. conn.request.path
+  out[#out + 1] = "protocol=" .. tostring(conn.protocol)
+  for _, k in ipairs { "sen", "sendx", "Send", "send\0", "__index", "" } do
+    out[#out + 1] = string.format("%q", k) .. "=" .. tostring(conn[k])
+  end
+  out[#out + 1] = "[1]=" .. outcome(function() return conn[1] end)
+  out[#out + 1] = "[table]=" .. outcome(function() return conn[{}] end)
+  conn:send(table.concat(out, "\n"))
+end
+
+return app
+]]
+
+describe("conn objects' fields", function()
+  local srv
+
+  before_each(function()
+    srv = helpers.app_server(FIELDS_APP)
+  end)
+
+  after_each(function()
+    srv:close()
+  end)
+
+  it("give every method as the same function on every conn, the fields, and nil for other keys",
+     function()
+    local a = helpers.connect(srv)
+    a:send("first")
+    local b = helpers.connect(srv, "/fields")
+    b:send("check")
+    local got = helpers.texts(b)
+    assert.equal(1, #got)
+    local lines = {}
+    for line in got[1]:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    assert.same({
+      "send=function,true,true", "close=function,true,true", "subscribe=function,true,true",
+      "unsubscribe=function,true,true", "topics=function,true,true",
+      "is_open=function,true,true", "buffered=function,true,true",
+      "id=string,true", "data=table,true", "request=table,/fields", "protocol=nil",
+      '"sen"=nil', '"sendx"=nil', '"Send"=nil', '"send\\0"=nil', '"__index"=nil', '""=nil',
+      "[1]=nil",
+    }, { table.unpack(lines, 1, #lines - 1) })
+    assert.matches("^%[table%]=error: .*bad argument #2 to '_*index' %(string expected, got table%)",
+                   lines[#lines])
+  end)
+end)
