@@ -96,9 +96,16 @@ static int check_kind(lua_State *L, int idx)
     size_t len;
     const char *kind;
 
-    if (lua_isnoneornil(L, idx))
+    switch (lua_type(L, idx)) { /* on every send: one call, no strcmp loop */
+    case LUA_TNONE:
+    case LUA_TNIL:
         return MW_OP_TEXT;
-    kind = luaL_checklstring(L, idx, &len); /* on every send: no strcmp loop */
+    case LUA_TSTRING:
+        kind = lua_tolstring(L, idx, &len);
+        break;
+    default:
+        kind = luaL_checklstring(L, idx, &len); /* a number, or it raises */
+    }
     if (len == 4 && memcmp(kind, "text", 4) == 0)
         return MW_OP_TEXT;
     if (len == 6 && memcmp(kind, "binary", 6) == 0)

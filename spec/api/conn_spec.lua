@@ -125,3 +125,36 @@ describe("conn objects' fields", function()
                    lines[#lines])
   end)
 end)
+
+local KIND_APP = [[
+local app = {}
+function app.on_message(conn, data)
+  local out = {}
+  for _, kind in ipairs { "bogus", 1, {} } do
+    local ok, err = pcall(conn.send, conn, "x", kind)
+    out[#out + 1] = tostring(ok) .. " " .. tostring(err)
+  end
+  conn:send(table.concat(out, "\n"))
+  conn:send("nil kind", nil)
+  conn:send("\255", "binary")
+end
+return app
+]]
+
+describe("conn:send's kind", function()
+  it("is text when nil, binary when asked, and anything else raises", function()
+    local srv = helpers.app_server(KIND_APP)
+    local c = helpers.connect(srv)
+    c:send("go")
+    local got = c:received()
+    srv:close()
+    assert.equal(3, #got)
+    local lines = {}
+    for line in got[1].data:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    assert.matches("false .*bad argument #3 to '%?' %(invalid option 'bogus'%)", lines[1])
+    assert.matches("false .*bad argument #3 to '%?' %(invalid option '1'%)", lines[2])
+    assert.matches("false .*bad argument #3 to '%?' %(string expected, got table%)", lines[3])
+    assert.same({ "text", "nil kind" }, { got[2].kind or got[2].type, got[2].data })
+    assert.same("\255", got[3].data)
+  end)
+end)
