@@ -94,6 +94,15 @@ def test_the_callgrind_script_counts_instructions_per_message():
     messages, per = (int(g.replace(",", "")) for g in m.groups())
     assert messages > 1000
     assert 500 < per < 50000, p.stdout
+    # The loop's share: the same count without startup (some 20 million
+    # instructions, shared among however many messages the run saw).
+    m = re.search(r"([\d,]+) instructions in the loop \(uv_run, no startup\): ([\d,]+) per message",
+                  p.stdout)
+    assert m, p.stdout
+    loop, loop_per = (int(g.replace(",", "")) for g in m.groups())
+    assert 500 < loop_per < per, p.stdout
+    assert 0 < loop < int(re.search(r"echo: ([\d,]+) instructions,", p.stdout).group(1)
+                          .replace(",", "")), p.stdout
     # No malloc per message: the frame, queue and Lua pools take it back. The
     # allowance is startup and 20 connections (about 7,000 calls); without the
     # Lua pool every message's string was one more.
