@@ -114,12 +114,14 @@ static int check_kind(lua_State *L, int idx)
 }
 
 /* A frame of len bytes at data, which a Lua string holds; NULL after pushing
- * nil and an error (nret: how many) when text is not UTF-8 or out of memory. */
+ * nil and an error (nret: how many) when text is not UTF-8 or out of memory.
+ * The text on_message was given is not checked a second time. */
 static mw_frame_t *frame_of(lua_State *L, const char *data, size_t len, int op, int *nret)
 {
     mw_frame_t *f;
 
-    if (op == MW_OP_TEXT && !mw_utf8_valid((const uint8_t *)data, len)) {
+    if (op == MW_OP_TEXT && !mw__lua_checked_text(mw__lua_host(L), data, len) &&
+        !mw_utf8_valid((const uint8_t *)data, len)) {
         *nret = mw__lua_fail(L, "text is not valid UTF-8 (send it as \"binary\")");
         return NULL;
     }

@@ -158,3 +158,76 @@ describe("conn:send's kind", function()
     assert.same("\255", got[3].data)
   end)
 end)
+
+local UTF8_APP = [[
+local mw = require "moonwire"
+local app = {}
+function app.on_open(conn)
+  conn:subscribe("room")
+end
+function app.on_message(conn, data, kind)
+  local function try(what, ...)
+    local ok, err = conn.send(conn, ...)
+    conn:send(what .. ": " .. tostring(ok) .. " " .. tostring(err))
+  end
+  if kind == "binary" then
+    try("binary as text", data)         -- never checked on the way in
+    try("binary as text again", data, "text")
+  else
+    try("text back", data)
+    try("text changed", data .. "\255")
+    try("text cut", data:sub(1, 1))      -- the first byte of a two-byte character
+    conn:send("published " .. mw.publish("room", data))
+  end
+end
+return app
+]]
+
+describe("conn:send's UTF-8 check", function()
+  it("lets the text it was given go back, and still refuses bad text made from it or binary",
+     function()
+    local srv = helpers.app_server(UTF8_APP)
+    local c = helpers.connect(srv)
+    c:send("\195\169t\195\169")  -- "été"
+    c:send("\255\254", "binary")
+    local got = helpers.texts(c)
+    srv:close()
+    assert.same({
+      "\195\169t\195\169", "text back: true nil",
+      "text changed: nil text is not valid UTF-8 (send it as \"binary\")",
+      "text cut: nil text is not valid UTF-8 (send it as \"binary\")",
+      "\195\169t\195\169", "published 1",
+      "binary as text: nil text is not valid UTF-8 (send it as \"binary\")",
+      "binary as text again: nil text is not valid UTF-8 (send it as \"binary\")",
+    }, got)
+  end)
+end)
+
+local REUSE_APP = [[
+local app = {}
+function app.on_message(conn, data)
+  local n = #data
+  data = nil
+  collectgarbage()
+  collectgarbage()
+  -- Strings of the message's length, made where its memory was given back.
+  local sent = 0
+  for i = 1, 50 do
+    local bad = string.rep("\255", n - 1) .. string.char(255 - i % 2)
+    if conn:send(bad) then sent = sent + 1 end
+  end
+  conn:send("sent " .. sent)
+end
+return app
+]]
+
+describe("conn:send's UTF-8 check, once the message is collected", function()
+  it("checks a string that took the message's place", function()
+    local srv = helpers.app_server(REUSE_APP)
+    local c = helpers.connect(srv)
+    c:send(string.rep("m", 64))
+    local got = helpers.texts(c)
+    srv:close()
+    assert.same({ "sent 0" }, got)
+  end)
+end)
