@@ -96,15 +96,11 @@ static int check_kind(lua_State *L, int idx)
     size_t len;
     const char *kind;
 
-    switch (lua_type(L, idx)) { /* on every send: one call, no strcmp loop */
-    case LUA_TNONE:
-    case LUA_TNIL:
-        return MW_OP_TEXT;
-    case LUA_TSTRING:
-        kind = lua_tolstring(L, idx, &len);
-        break;
-    default:
-        kind = luaL_checklstring(L, idx, &len); /* a number, or it raises */
+    /* On every send: one call when it is a string, no strcmp loop. */
+    if ((kind = lua_tolstring(L, idx, &len)) == NULL) {
+        if (lua_isnoneornil(L, idx))
+            return MW_OP_TEXT;
+        kind = luaL_checklstring(L, idx, &len); /* raises: not a string */
     }
     if (len == 4 && memcmp(kind, "text", 4) == 0)
         return MW_OP_TEXT;
@@ -162,9 +158,11 @@ static int conn_send(lua_State *L)
     mw_conn_t *c = check_conn(L, 1);
     int op = check_kind(L, 3), nret = 0;
     size_t len;
-    const char *data = luaL_checklstring(L, 2, &len);
+    const char *data = lua_tolstring(L, 2, &len); /* luaL_checklstring's call, without it */
     mw_frame_t *f;
 
+    if (data == NULL)
+        data = luaL_checklstring(L, 2, &len); /* raises: not a string */
     if (c == NULL)
         return mw__lua_fail(L, "closed");
     if ((f = frame_of(L, data, len, op, &nret)) == NULL)
