@@ -316,14 +316,12 @@ static int conn_index(lua_State *L)
     lua_CFunction m;
 
     /* Methods first, without checking the object: each method checks its
-     * own self. A key that is no string (conn[1]) is refused below as
-     * before: luaL_checklstring. */
-    if (lua_type(L, 2) == LUA_TSTRING) {
-        key = lua_tolstring(L, 2, &len);
-        if ((m = method_of(key, len)) != NULL) {
-            lua_pushcfunction(L, m);
-            return 1;
-        }
+     * own self. A number key (conn[1]) is a string here, as it was for
+     * luaL_checklstring, and names nothing; any other key raises below. */
+    key = lua_tolstring(L, 2, &len);
+    if (key != NULL && (m = method_of(key, len)) != NULL) {
+        lua_pushcfunction(L, m);
+        return 1;
     }
     u = check_lconn(L, 1);
     key = luaL_checklstring(L, 2, &len);
