@@ -55,17 +55,16 @@ static mw_frame_t *frame_get(size_t total)
 
 mw_frame_t *mw_frame_alloc(uint8_t opcode, size_t len)
 {
-    uint8_t hdr[MW_FRAME_MAX_HEADER];
-    size_t hlen;
+    /* The header's length first, to write it in place: 2, 4 or 10 bytes. */
+    size_t hlen = len < 126 ? 2 : len <= 0xffff ? 4 : 10;
     mw_frame_t *f;
 
     if (len > UINT32_MAX - MW_FRAME_MAX_HEADER)
         return NULL;
-    hlen = mw_frame_header(hdr, 1, 0, opcode, len);
     f = frame_get(hlen + len);
     if (f == NULL)
         return NULL;
-    memcpy(f->bytes, hdr, hlen);
+    mw_frame_header(f->bytes, 1, 0, opcode, len);
     f->hdr = (uint32_t)hlen;
     return f;
 }

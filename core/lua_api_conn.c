@@ -96,9 +96,12 @@ static int check_kind(lua_State *L, int idx)
     size_t len;
     const char *kind;
 
-    if (lua_isnoneornil(L, idx))
-        return MW_OP_TEXT;
-    kind = luaL_checklstring(L, idx, &len); /* on every send: no strcmp loop */
+    /* On every send: one call when it is a string, no strcmp loop. */
+    if ((kind = lua_tolstring(L, idx, &len)) == NULL) {
+        if (lua_isnoneornil(L, idx))
+            return MW_OP_TEXT;
+        kind = luaL_checklstring(L, idx, &len); /* raises: not a string */
+    }
     if (len == 4 && memcmp(kind, "text", 4) == 0)
         return MW_OP_TEXT;
     if (len == 6 && memcmp(kind, "binary", 6) == 0)
@@ -107,12 +110,14 @@ static int check_kind(lua_State *L, int idx)
 }
 
 /* A frame of len bytes at data, which a Lua string holds; NULL after pushing
- * nil and an error (nret: how many) when text is not UTF-8 or out of memory. */
+ * nil and an error (nret: how many) when text is not UTF-8 or out of memory.
+ * The text on_message was given is not checked a second time. */
 static mw_frame_t *frame_of(lua_State *L, const char *data, size_t len, int op, int *nret)
 {
     mw_frame_t *f;
 
-    if (op == MW_OP_TEXT && !mw_utf8_valid((const uint8_t *)data, len)) {
+    if (op == MW_OP_TEXT && !mw__lua_checked_text(mw__lua_host(L), data, len) &&
+        !mw_utf8_valid((const uint8_t *)data, len)) {
         *nret = mw__lua_fail(L, "text is not valid UTF-8 (send it as \"binary\")");
         return NULL;
     }
@@ -153,9 +158,11 @@ static int conn_send(lua_State *L)
     mw_conn_t *c = check_conn(L, 1);
     int op = check_kind(L, 3), nret = 0;
     size_t len;
-    const char *data = luaL_checklstring(L, 2, &len);
+    const char *data = lua_tolstring(L, 2, &len); /* luaL_checklstring's call, without it */
     mw_frame_t *f;
 
+    if (data == NULL)
+        data = luaL_checklstring(L, 2, &len); /* raises: not a string */
     if (c == NULL)
         return mw__lua_fail(L, "closed");
     if ((f = frame_of(L, data, len, op, &nret)) == NULL)
@@ -193,45 +200,6 @@ static int conn_buffered(lua_State *L)
     if (c == NULL)
         return mw__lua_fail(L, "closed");
     lua_pushinteger(L, (lua_Integer)mw_conn_buffered(c));
-    return 1;
-}
-
-static int conn_index(lua_State *L)
-{
-    mw_lconn_t *u;
-    const char *key;
-
-    /* Methods first, without checking the object: each method checks its
-     * own self, and conn:send looks its method up on every call. */
-    lua_pushvalue(L, 2);
-    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
-        return 1;
-    u = check_lconn(L, 1);
-    key = luaL_checkstring(L, 2);
-    if (strcmp(key, "id") == 0) {
-        lua_pushlstring(L, u->id, u->id_len);
-    } else if (strcmp(key, "data") == 0) {
-        if (lua_getiuservalue(L, 1, 1) == LUA_TNIL) { /* the first read makes it */
-            lua_pop(L, 1);
-            lua_newtable(L);
-            lua_pushvalue(L, -1);
-            lua_setiuservalue(L, 1, 1);
-        }
-    } else if (strcmp(key, "request") == 0) {
-        lua_getiuservalue(L, 1, 2);
-        if (mw_lua_request_is_seed(L, -1)) { /* the first read builds the table */
-            mw_lua_request_grow(L, -1, u->id, u->id_len);
-            lua_pushvalue(L, -1);
-            lua_setiuservalue(L, 1, 2);
-        }
-    } else if (strcmp(key, "protocol") == 0) {
-        if (u->conn != NULL && u->conn->protocol != NULL)
-            lua_pushstring(L, u->conn->protocol);
-        else
-            lua_pushnil(L);
-    } else {
-        lua_pushnil(L);
-    }
     return 1;
 }
 
@@ -314,22 +282,80 @@ static int conn_topics(lua_State *L)
     return 1;
 }
 
-static const luaL_Reg conn_methods[] = {
-    {"subscribe", conn_subscribe},
-    {"unsubscribe", conn_unsubscribe},
-    {"topics", conn_topics},
-    {"send", conn_send},
-    {"close", conn_close},
-    {"is_open", conn_is_open},
-    {"buffered", conn_buffered},
-    {NULL, NULL},
-};
+/* The method a key names, or NULL: by length, then bytes. conn:send looks
+ * its method up on every call (through __index, a function, since id, data,
+ * request and protocol need the object), so no table lookup. A method is
+ * pushed as a light C function: the same value at every lookup. */
+static lua_CFunction method_of(const char *k, size_t len)
+{
+    switch (len) {
+    case 4:
+        return memcmp(k, "send", 4) == 0 ? conn_send : NULL;
+    case 5:
+        return memcmp(k, "close", 5) == 0 ? conn_close : NULL;
+    case 6:
+        return memcmp(k, "topics", 6) == 0 ? conn_topics : NULL;
+    case 7:
+        return memcmp(k, "is_open", 7) == 0 ? conn_is_open : NULL;
+    case 8:
+        return memcmp(k, "buffered", 8) == 0 ? conn_buffered : NULL;
+    case 9:
+        return memcmp(k, "subscribe", 9) == 0 ? conn_subscribe : NULL;
+    case 11:
+        return memcmp(k, "unsubscribe", 11) == 0 ? conn_unsubscribe : NULL;
+    default:
+        return NULL;
+    }
+}
+
+static int conn_index(lua_State *L)
+{
+    mw_lconn_t *u;
+    const char *key;
+    size_t len;
+    lua_CFunction m;
+
+    /* Methods first, without checking the object: each method checks its
+     * own self. A number key (conn[1]) is a string here, as it was for
+     * luaL_checklstring, and names nothing; any other key raises below. */
+    key = lua_tolstring(L, 2, &len);
+    if (key != NULL && (m = method_of(key, len)) != NULL) {
+        lua_pushcfunction(L, m);
+        return 1;
+    }
+    u = check_lconn(L, 1);
+    key = luaL_checklstring(L, 2, &len);
+    if (strcmp(key, "id") == 0) {
+        lua_pushlstring(L, u->id, u->id_len);
+    } else if (strcmp(key, "data") == 0) {
+        if (lua_getiuservalue(L, 1, 1) == LUA_TNIL) { /* the first read makes it */
+            lua_pop(L, 1);
+            lua_newtable(L);
+            lua_pushvalue(L, -1);
+            lua_setiuservalue(L, 1, 1);
+        }
+    } else if (strcmp(key, "request") == 0) {
+        lua_getiuservalue(L, 1, 2);
+        if (mw_lua_request_is_seed(L, -1)) { /* the first read builds the table */
+            mw_lua_request_grow(L, -1, u->id, u->id_len);
+            lua_pushvalue(L, -1);
+            lua_setiuservalue(L, 1, 2);
+        }
+    } else if (strcmp(key, "protocol") == 0) {
+        if (u->conn != NULL && u->conn->protocol != NULL)
+            lua_pushstring(L, u->conn->protocol);
+        else
+            lua_pushnil(L);
+    } else {
+        lua_pushnil(L);
+    }
+    return 1;
+}
 
 void mw__lua_open_conns(lua_State *L)
 {
     luaL_newmetatable(L, MW_CONN_META);
-    luaL_newlib(L, conn_methods);
-    lua_pushcclosure(L, conn_index, 1);
+    lua_pushcfunction(L, conn_index); /* its methods: method_of */
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, conn_newindex);
     lua_setfield(L, -2, "__newindex");

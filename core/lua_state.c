@@ -21,15 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Every thread of the state has the host in its extra space (lua_newthread
- * copies the main thread's); the threads hooks run in as coroutines have it
- * tagged with the low bit (TASK_TAG), so that a script can not resume them. */
-#define TASK_TAG ((uintptr_t)1)
-
-mw_lua_t *mw__lua_host(lua_State *L)
-{
-    return (mw_lua_t *)(*(uintptr_t *)lua_getextraspace(L) & ~TASK_TAG);
-}
+#define TASK_TAG MW_LUA_TASK_TAG /* see mw__lua_host */
 
 void mw__lua_set_host(lua_State *L, mw_lua_t *lh, int task)
 {
@@ -84,13 +76,18 @@ size_t mw_lua_memory(const mw_lua_t *lh)
 /* Lua's allocator: counts what the state holds against lua.memory, and
  * takes blocks up to 504 bytes from free lists, so that the string of each
  * message, which the collector frees some thousands at a time, does not go
- * through malloc and free. */
+ * through malloc and free; and forgets the checked message (checked_text)
+ * when its block goes. */
 static void *lalloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     mw_lua_t *lh = ud;
     size_t old = ptr != NULL ? osize : 0;
     void *p;
 
+    /* The checked message's block goes (or moves): its bytes are no longer
+     * that message's. One comparison: with it NULL, the difference is huge. */
+    if ((uintptr_t)lh->checked_text - (uintptr_t)ptr < old)
+        lh->checked_text = NULL;
     if (nsize == 0) {
         mw_pool_free(&lh->blocks, ptr, old);
         lh->mem_used -= old;
@@ -244,7 +241,7 @@ void mw__lua_hook_failed(mw_lua_t *lh, mw_conn_t *c, const char *what, int statu
         const char *msg = full ? full : "not enough memory";
         lua_rawgeti(L, LUA_REGISTRYINDEX, lh->hooks[MW_HOOK_ERROR]);
         push_conn_or_nil(lh, c);
-        if (mw__lua_push_arg(lh, L, msg, strlen(msg)) != 0) {
+        if (mw__lua_push_arg(lh, L, msg, strlen(msg)) == NULL) {
             lua_pop(L, 2);
             mw__lua_report(lh, MW_LOG_ERROR, NULL, "no memory left to run on_error (conn %s)", id);
         } else if (mw__lua_pcall(lh, 2, 1) == LUA_OK) {

@@ -77,6 +77,14 @@ struct mw_lua_s {
     int pool[MW_LUA_THREAD_POOL];  /* idle threads (registry refs) */
     lua_State *pool_co[MW_LUA_THREAD_POOL]; /* and the threads, which those refs keep */
     int npool;
+    /* The bytes of the text message the on_message running now was given, as
+     * Lua holds them, or NULL: ws.c checked that they are UTF-8, so conn:send
+     * and publish do not check them again (mw__lua_checked_text). Set just
+     * before the hook runs and cleared when it returns or waits; the
+     * allocator clears it when it frees the block they are in (the script
+     * dropped the string and it was collected: another may take its place). */
+    const char *checked_text;
+    size_t checked_len;
 };
 
 /* The node the state serves (for the moonwire module). */
@@ -106,8 +114,16 @@ int mw_lua_call(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs, int nre
 
 /* The files of the Lua host only ---------------------------------------------- */
 
-/* The host of any thread of its state. */
-mw_lua_t *mw__lua_host(lua_State *L);
+/* Every thread of the state has the host in its extra space (lua_newthread
+ * copies the main thread's); the threads hooks run in as coroutines have it
+ * tagged with the low bit, so that a script can not resume them. */
+#define MW_LUA_TASK_TAG ((uintptr_t)1)
+
+/* The host of any thread of its state. Inline: conn:send asks it. */
+static inline mw_lua_t *mw__lua_host(lua_State *L)
+{
+    return (mw_lua_t *)(*(uintptr_t *)lua_getextraspace(L) & ~MW_LUA_TASK_TAG);
+}
 
 /* Records lh as L's host; task: L is a hook's coroutine (mw_lua_is_task). */
 void mw__lua_set_host(lua_State *L, mw_lua_t *lh, int task);
@@ -138,22 +154,30 @@ void mw__lua_report(mw_lua_t *lh, mw_log_level_t level, const char *traceback, c
 #define MW_LUA_STRING_OVERHEAD 64
 
 /* Pushes a string a hook takes (a message, a close reason, an error) on L,
- * outside a protected call: checked instead of protected. Returns 0, or
- * MW_ENOMEM with nothing pushed when it would take the state past
- * lua.memory_limit (the caller then fails the hook as one that ran out of
- * memory). Within the limit it can not fail: the allocator gives it that much
- * room beyond the cap, and Lua's garbage collector, which may run after it,
- * does not raise. Inline: it is on every message's way. */
-static inline int mw__lua_push_arg(mw_lua_t *lh, lua_State *L, const char *s, size_t len)
+ * outside a protected call: checked instead of protected. Returns the
+ * string's bytes as Lua holds them, or NULL with nothing pushed when it would
+ * take the state past lua.memory_limit (the caller then fails the hook as one
+ * that ran out of memory). Within the limit it can not fail: the allocator
+ * gives it that much room beyond the cap, and Lua's garbage collector, which
+ * may run after it, does not raise. Inline: it is on every message's way. */
+static inline const char *mw__lua_push_arg(mw_lua_t *lh, lua_State *L, const char *s, size_t len)
 {
     size_t need = len + MW_LUA_STRING_OVERHEAD, slack = lh->mem_slack;
+    const char *pushed;
 
     if (lh->mem_limit != 0 && lh->mem_used + need > lh->mem_limit + slack)
-        return MW_ENOMEM;
+        return NULL;
     lh->mem_slack = slack + need;
-    lua_pushlstring(L, len > 0 ? s : "", len);
+    pushed = lua_pushlstring(L, len > 0 ? s : "", len);
     lh->mem_slack = slack;
-    return 0;
+    return pushed;
+}
+
+/* True when the len bytes at s are those of the text message the running
+ * on_message was given (lh->checked_text): valid UTF-8, ws.c checked them. */
+static inline int mw__lua_checked_text(const mw_lua_t *lh, const char *s, size_t len)
+{
+    return s == lh->checked_text && s != NULL && len == lh->checked_len;
 }
 
 /* Pushes s on L, or the memory error when there is no room for it: one

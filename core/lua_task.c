@@ -522,6 +522,7 @@ static void run_message(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, mw_lua_wait
 {
     mw_lua_task_t t;
     lua_State *co;
+    const char *text;
 
     if ((co = thread_get(lh, &t.ref)) == NULL) {
         mw__lua_hook_failed(lh, c, "on_message", LUA_ERRMEM);
@@ -529,7 +530,7 @@ static void run_message(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, mw_lua_wait
     }
     lua_rawgeti(co, LUA_REGISTRYINDEX, lh->hooks[MW_HOOK_MESSAGE]);
     lua_rawgeti(co, LUA_REGISTRYINDEX, ref);
-    if (mw__lua_push_arg(lh, co, (const char *)data, len) != 0) {
+    if ((text = mw__lua_push_arg(lh, co, (const char *)data, len)) == NULL) {
         lua_settop(co, 0);
         thread_put(lh, co, t.ref, 1);
         mw__lua_unpushed(lh, c, "on_message");
@@ -538,7 +539,15 @@ static void run_message(mw_lua_t *lh, mw_conn_t *c, uint64_t serial, mw_lua_wait
     lua_rawgeti(co, LUA_REGISTRYINDEX, opcode == MW_OP_BINARY ? lh->kind_binary : lh->kind_text);
     task_init(&t, lh, c, serial, join, "on_message", NULL);
     t.co = co;
+    /* A text's bytes are UTF-8 (ws.c fails the connection otherwise): sent
+     * back as they are, they need no second check. Only while this hook runs
+     * at once: a hook run inside it, or a wait, forgets them. */
+    if (opcode == MW_OP_TEXT) {
+        lh->checked_text = text;
+        lh->checked_len = len;
+    }
     task_run(&t, 3);
+    lh->checked_text = NULL;
 }
 
 void mw_lua_message(mw_conn_t *c, int opcode, const uint8_t *data, size_t len)
@@ -576,7 +585,7 @@ static void close_hooks(mw_lua_t *lh, mw_conn_t *c, int ref, uint64_t serial, co
         char why[256];
         int n = snprintf(why, sizeof(why), "transport: %s (close code %d)", fail_why, (int)code);
         lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-        if (mw__lua_push_arg(lh, L, why, n < (int)sizeof(why) ? (size_t)n : sizeof(why) - 1) != 0) {
+        if (mw__lua_push_arg(lh, L, why, n < (int)sizeof(why) ? (size_t)n : sizeof(why) - 1) == NULL) {
             lua_pop(L, 2);
             mw__lua_report(lh, MW_LOG_ERROR, NULL, "no memory left to run on_error for: %s", why);
         } else if (mw__lua_pcall(lh, 2, 0) != LUA_OK) {
@@ -593,7 +602,7 @@ static void close_hooks(mw_lua_t *lh, mw_conn_t *c, int ref, uint64_t serial, co
         lua_pushinteger(L, code);
         /* on_close runs at the cap too (the app may let go of things there),
          * with an empty reason when the reason does not fit. */
-        if (mw__lua_push_arg(lh, L, reason, reason_len) != 0)
+        if (mw__lua_push_arg(lh, L, reason, reason_len) == NULL)
             lua_rawgeti(L, LUA_REGISTRYINDEX, lh->empty_string);
         spawn_for(lh, c, serial, NULL, "on_close", 3, NULL);
     }

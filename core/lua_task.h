@@ -74,7 +74,9 @@ void mw_lua_spawn_then(mw_lua_t *lh, mw_conn_t *c, const char *what, int nargs,
                        const mw_lua_then_t *then);
 
 /* Runs on_message (the connections' on_message handler: the host is the
- * node's), or holds the message, in order, while a hook of c waits. */
+ * node's), or holds the message, in order, while a hook of c waits. The
+ * bytes of a text message are valid UTF-8 (ws.c checked them): sent back as
+ * text unchanged, they are not checked again. */
 void mw_lua_message(mw_conn_t *c, int opcode, const uint8_t *data, size_t len);
 
 /* The Lua host's files only ------------------------------------------------ */

@@ -123,7 +123,10 @@ void mw_watchdog_enter(lua_State *L, uint32_t limit_ms)
 void mw_watchdog_leave(void)
 {
     watch.active = 0;
-    disarm(watch.L);
+    /* Only an expired call had the hook set (on_tick, mw_watchdog_switch),
+     * and with active cleared no tick sets it any more. */
+    if (watch.expired)
+        disarm(watch.L);
     watch.L = NULL;
 }
 
