@@ -121,7 +121,7 @@ struct mw_conns_s {
     /* The books of the queue bounds (backpressure.c). */
     mw_list_t backed_up;    /* backlogs of queues over max_buffered, oldest first */
     uint32_t nbacked;       /* how many */
-    size_t queue_freed;     /* queue memory freed since the last malloc_trim */
+    size_t queue_freed;     /* queue and receive memory freed since the last malloc_trim */
     uint64_t trimmed_at;    /* when that was, ms */
 };
 
@@ -165,7 +165,7 @@ struct mw_conn_s {
     size_t pipelined_len;
     uint16_t close_code;     /* what on_close reports */
     uint16_t close_reason_len;
-    const char *close_reason; /* static, in ws.ctl, or reason_buf */
+    const char *close_reason; /* static, in ws.rx (kept once stopped), or reason_buf */
     char *reason_buf;         /* our own close reason, kept for on_close; freed at release */
     const char *fail_why;     /* static: why the core failed the connection, for on_error */
 
