@@ -118,7 +118,7 @@ void mw_lua_request_push(lua_State *L, mw_conn_t *c)
     size_t id_len = mw_conn_id(c, id);
 
     mw_addr_format(&c->addr, addr, sizeof(addr));
-    mw_addr_format(&c->peer, peer, sizeof(peer));
+    mw_addr_format(&c->hs->peer, peer, sizeof(peer));
     build(L, c->http, addr, strlen(addr), peer, strlen(peer), id, id_len);
 }
 
@@ -139,7 +139,7 @@ void mw_lua_request_push_seed(lua_State *L, mw_conn_t *c)
     luaL_Buffer b;
 
     mw_addr_format(&c->addr, addr, sizeof(addr));
-    mw_addr_format(&c->peer, peer, sizeof(peer));
+    mw_addr_format(&c->hs->peer, peer, sizeof(peer));
     memset(&s, 0, sizeof(s)); /* no padding bytes of the stack in the string */
     s.max_head = req->max_head > UINT32_MAX ? UINT32_MAX : (uint32_t)req->max_head;
     s.head_len = (uint32_t)req->len;
