@@ -185,6 +185,11 @@ static void closed(mw_conn_t *c, uint16_t code, const char *reason, size_t len)
     log_close(c, code);
     c->state = MW_CONN_CLOSED;
     c->close_code = code;
+    if (c->reason_owned && reason != c->close_reason) {
+        /* Our own reason gives way to what ended it (a failure, a cut). */
+        free((char *)c->close_reason);
+        c->reason_owned = 0;
+    }
     c->close_reason = reason;
     c->close_reason_len = (uint16_t)len;
     if (code < 5000)
@@ -231,8 +236,10 @@ void mw_conn_release(mw_conn_t *c)
     c->http = NULL;
     free(c->protocol);
     c->protocol = NULL;
-    free(c->reason_buf);
-    c->reason_buf = NULL;
+    if (c->reason_owned)
+        free((char *)c->close_reason);
+    c->reason_owned = 0;
+    c->close_reason = NULL;
     if (c->ip_counted)
         mw_iplimit_remove(cs->iplimit, &c->addr);
     c->ip_counted = 0;
@@ -304,6 +311,8 @@ static int queue_close_frame(mw_conn_t *c, uint16_t code, const char *reason, si
 
 int mw_conn_close(mw_conn_t *c, uint16_t code, const char *reason, size_t reason_len)
 {
+    char *copy;
+
     switch (c->state) {
     case MW_CONN_HTTP:
         /* A body cut short: the client sees fewer bytes than announced. */
@@ -321,10 +330,11 @@ int mw_conn_close(mw_conn_t *c, uint16_t code, const char *reason, size_t reason
     case MW_CONN_OPEN:
         queue_close_frame(c, code, reason, reason_len);
         c->close_code = code ? code : 1005;
-        if (reason_len > 0 && (c->reason_buf = malloc(reason_len)) != NULL) {
-            memcpy(c->reason_buf, reason, reason_len);
-            c->close_reason = c->reason_buf;
+        if (reason_len > 0 && (copy = malloc(reason_len)) != NULL) {
+            memcpy(copy, reason, reason_len);
+            c->close_reason = copy;
             c->close_reason_len = (uint16_t)reason_len;
+            c->reason_owned = 1;
         }
         c->state = MW_CONN_CLOSING;
         mw_conn_set_tlist(c, MW_TL_CLOSING);
@@ -346,7 +356,7 @@ void mw_conn_fail(mw_conn_t *c, uint16_t code, const char *why)
     mw_log_debug("conn %llu failed: %s (%u)", (unsigned long long)c->serial, why, code);
     /* A failing hook already went to on_error; what the core saw goes there too. */
     if (code != 1011)
-        c->fail_why = why;
+        c->failed = 1; /* closed() makes why the close reason */
     queue_close_frame(c, code, why, strlen(why));
     c->ws.stopped = 1;
     closed(c, code, why, strlen(why));

@@ -172,6 +172,10 @@ struct mw_conn_s {
     uint8_t peer_eof : 1;     /* the peer sent all it will: answer what it asked, then close */
     uint8_t resume_http : 1;  /* take the next request at the end of the turn */
     uint8_t api_only : 1;     /* accepted on an api.listen listener: the API alone */
+    uint8_t reason_owned : 1; /* close_reason is our own copy (malloc), freed at release */
+    uint8_t failed : 1;       /* the core failed it: close_reason (static) says why, for
+                                 on_error (mw_conn_fail_why) */
+    uint8_t tp_bits;          /* the transport's own flags (tcp.c) */
     uint16_t close_code;      /* what on_close reports */
     uint16_t close_reason_len;
     int lua_ref;  /* the conn userdata in the Lua registry; LUA_NOREF until open */
@@ -180,9 +184,8 @@ struct mw_conn_s {
                      * per-IP counts, allowlists, logs and req.remote_addr use it.
                      * Here, where its 28 bytes fill what alignment would leave. */
     mw_conn_body_t *body;     /* the reply body still to queue (stream.c), or NULL */
-    const char *close_reason; /* static, in ws.rx (kept once stopped), or reason_buf */
-    char *reason_buf;         /* our own close reason, kept for on_close; freed at release */
-    const char *fail_why;     /* static: why the core failed the connection, for on_error */
+    const char *close_reason; /* static, in ws.rx (kept once stopped), or our own copy of
+                                 the reason we closed with (reason_owned) */
 
     mw_http_req_t *http; /* only in MW_CONN_HTTP */
     mw_conn_http_t *hs;  /* from accept to the end of the upgrade; NULL after */
@@ -302,6 +305,13 @@ void mw_conn_ping(mw_conn_t *c);
 /* Writes the id of c ("mw.x1.42", see id.h) into out (MW_ID_MAX bytes).
  * Returns its length. */
 size_t mw_conn_id(const mw_conn_t *c, char *out);
+
+/* Why the core failed c (static; logged and given to on_error), or NULL when
+ * it did not. */
+static inline const char *mw_conn_fail_why(const mw_conn_t *c)
+{
+    return c->failed ? c->close_reason : NULL;
+}
 
 /* Formats the client address ("127.0.0.1", "::1") into out (64 bytes). */
 static inline void mw_conn_addr(const mw_conn_t *c, char *out, size_t cap)

@@ -3,13 +3,14 @@ state, the message buffer and the frame context are lent only while a
 message arrives. After every one of many connections sent a 60 KB message
 (split across reads, so it is assembled in a buffer of its own) and had it
 echoed, the server's RSS per connection is back near what it was before the
-burst, and the connections are still served."""
+burst, and the connections are still served. Under ASan (MW_SANITIZED) the
+burst runs for the sanitizers and RSS is not judged."""
 import asyncio
 import time
 
 import websockets
 
-from conftest import free_port  # noqa: F401  (the fixtures come from conftest)
+from conftest import SANITIZED, free_port  # noqa: F401  (the fixtures come from conftest)
 from hostile import assert_served, rss_kib
 
 CONNS = 300
@@ -68,7 +69,9 @@ def test_rss_per_connection_returns_near_idle_after_every_connection_sent_60_kb(
 
     idle, after = run(scenario())
     per_conn = (after - idle) * 1024 / CONNS
-    assert per_conn < MAX_BYTES_PER_CONN_AFTER_BURST, (
+    # ASan's quarantine holds freed memory on purpose: there the burst runs
+    # for what the sanitizers see, and the RSS is not judged.
+    assert SANITIZED or per_conn < MAX_BYTES_PER_CONN_AFTER_BURST, (
         f"RSS {idle} KiB idle, {after} KiB after every connection sent {SIZE} bytes: "
         f"{per_conn:.0f} bytes per connection kept")
     assert_served(server)
