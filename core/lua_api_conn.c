@@ -39,14 +39,11 @@ static int push_send_result(lua_State *L, int r)
 
 void mw_lua_api_push_conn(lua_State *L, mw_conn_t *c)
 {
-    char id[MW_ID_MAX];
-    size_t id_len = mw_conn_id(c, id);
-    /* As long as its id: a box per connection, what every idle one costs. */
-    mw_lconn_t *u = lua_newuserdatauv(L, offsetof(mw_lconn_t, id) + id_len + 1, 2);
+    /* A box per connection, what every idle one costs. */
+    mw_lconn_t *u = lua_newuserdatauv(L, sizeof(mw_lconn_t), 2);
     u->tag = &mw__lua_conn_tag;
     u->conn = c;
-    u->id_len = (uint8_t)id_len;
-    memcpy(u->id, id, id_len + 1);
+    u->serial = c->serial;
     luaL_setmetatable(L, MW_CONN_META);
     /* conn.data (user value 1) is made at its first read. */
 }
@@ -65,17 +62,20 @@ void mw_lua_api_detach_conn(lua_State *L, int idx)
 
 const char mw__lua_conn_tag;
 
-/* The object at idx when it is a conn object (a full userdata at least as
- * long as a box with an empty id, that starts with the tag, which no script
- * can write, and as long as its id says: no metatable to fetch on every
- * conn:send); raises otherwise. */
+size_t mw__lua_conn_id(lua_State *L, const mw_lconn_t *u, char *out)
+{
+    return mw_ids_format(&mw_lua_node(L)->reg->ids, u->serial, out);
+}
+
+/* The object at idx when it is a conn object (a full userdata of a box's
+ * size that starts with the tag, which no script can write: no metatable to
+ * fetch on every conn:send); raises otherwise. */
 static mw_lconn_t *check_lconn(lua_State *L, int idx)
 {
     /* A light userdata has a pointer but no length: the tag is not read. */
     mw_lconn_t *u = lua_touserdata(L, idx);
     size_t len = u != NULL ? lua_rawlen(L, idx) : 0;
-    if (len > offsetof(mw_lconn_t, id) && u->tag == &mw__lua_conn_tag &&
-        len == offsetof(mw_lconn_t, id) + u->id_len + 1)
+    if (len == sizeof(mw_lconn_t) && u->tag == &mw__lua_conn_tag)
         return u;
     luaL_typeerror(L, idx, MW_CONN_META);
     return NULL;
@@ -209,7 +209,8 @@ static int conn_index(lua_State *L)
     u = check_lconn(L, 1);
     key = luaL_checkstring(L, 2);
     if (strcmp(key, "id") == 0) {
-        lua_pushlstring(L, u->id, u->id_len);
+        char id[MW_ID_MAX];
+        lua_pushlstring(L, id, mw__lua_conn_id(L, u, id));
     } else if (strcmp(key, "data") == 0) {
         if (lua_getiuservalue(L, 1, 1) == LUA_TNIL) { /* the first read makes it */
             lua_pop(L, 1);
@@ -220,7 +221,8 @@ static int conn_index(lua_State *L)
     } else if (strcmp(key, "request") == 0) {
         lua_getiuservalue(L, 1, 2);
         if (mw_lua_request_is_seed(L, -1)) { /* the first read builds the table */
-            mw_lua_request_grow(L, -1, u->id, u->id_len);
+            char id[MW_ID_MAX];
+            mw_lua_request_grow(L, -1, id, mw__lua_conn_id(L, u, id));
             lua_pushvalue(L, -1);
             lua_setiuservalue(L, 1, 2);
         }
@@ -243,7 +245,9 @@ static int conn_newindex(lua_State *L)
 static int conn_tostring(lua_State *L)
 {
     mw_lconn_t *u = check_lconn(L, 1);
-    lua_pushfstring(L, "moonwire.conn(%s%s)", u->id,
+    char id[MW_ID_MAX];
+    mw__lua_conn_id(L, u, id);
+    lua_pushfstring(L, "moonwire.conn(%s%s)", id,
                     u->conn != NULL && u->conn->state == MW_CONN_OPEN ? "" : ", closed");
     return 1;
 }
@@ -364,7 +368,8 @@ static mw_conn_t *opt_target(lua_State *L, int idx)
 }
 
 void mw__lua_read_send_opts(lua_State *L, int idx, mw_conn_t **except, int *op,
-                              const char **except_id, size_t *except_len)
+                              const char **except_id, size_t *except_len,
+                              char except_buf[MW_ID_MAX])
 {
     *except = NULL;
     *op = MW_OP_TEXT;
@@ -389,12 +394,11 @@ void mw__lua_read_send_opts(lua_State *L, int idx, mw_conn_t **except, int *op,
             if (lua_type(L, -1) == LUA_TSTRING) {
                 *except_id = lua_tolstring(L, -1, except_len);
             } else {
-                mw_lconn_t *u = lua_touserdata(L, -1);
-                *except_id = u->id;
-                *except_len = u->id_len;
+                *except_len = mw__lua_conn_id(L, lua_touserdata(L, -1), except_buf);
+                *except_id = except_buf;
             }
         }
     }
-    /* The id stays valid: it lives in the opts table or the conn object. */
+    /* The id stays valid: it lives in the opts table or except_buf. */
     lua_pop(L, 1);
 }
