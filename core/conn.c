@@ -100,7 +100,6 @@ void mw_conn_set_tlist(mw_conn_t *c, mw_conn_tlist_t tl)
 /* Activity on an open connection: it goes to the back of the idle list. */
 static void touch(mw_conn_t *c)
 {
-    c->last_rx = c->conns->timers->now;
     if (c->tlist == MW_TL_ACTIVE || c->tlist == MW_TL_PINGED)
         mw_conn_set_tlist(c, MW_TL_ACTIVE);
 }
@@ -114,7 +113,7 @@ int mw_conn_init(mw_conn_t *c, mw_conns_t *cs, const mw_transport_t *tp, const m
     c->serial = mw_ids_next(cs->ids);
     c->state = MW_CONN_HTTP;
     c->lua_ref = c->req_ref = LUA_NOREF;
-    c->since = c->last_rx = cs->timers->now;
+    c->since = cs->timers->now;
     if (addr != NULL) {
         c->addr = *addr;
         c->ip_counted = mw_iplimit_add(cs->iplimit, addr) > 0;
@@ -125,7 +124,7 @@ int mw_conn_init(mw_conn_t *c, mw_conns_t *cs, const mw_transport_t *tp, const m
     mw_list_init(&c->close_link);
     mw_list_init(&c->subs);
     mw_outq_init(&c->outq);
-    mw_ws_init(&c->ws, &ws_handler, c, cs->cfg->max_message_size);
+    mw_ws_init(&c->ws, cs->cfg->max_message_size);
     c->ws.stopped = 1; /* until the upgrade */
     mw_conn_set_tlist(c, MW_TL_HANDSHAKE);
     c->hs = calloc(1, sizeof(*c->hs));
@@ -429,7 +428,7 @@ void mw_conn_upgraded(mw_conn_t *c)
     if (len > 0) {
         touch(c);
         if (!c->ws.stopped)
-            mw_ws_feed(&c->ws, buf, len);
+            mw_ws_feed(&c->ws, &ws_handler, c, buf, len);
     }
     free(buf);
     if (c->state == MW_CONN_OPEN)
@@ -599,7 +598,7 @@ static void http_input(mw_conn_t *c, const uint8_t *data, size_t len)
             if (len > 0) {
                 touch(c);
                 if (!c->ws.stopped)
-                    mw_ws_feed(&c->ws, data, len);
+                    mw_ws_feed(&c->ws, &ws_handler, c, data, len);
             }
             return;
         }
@@ -728,7 +727,7 @@ void mw_conn_on_read(mw_conn_t *c, const uint8_t *data, size_t len)
         /* What c's messages and pings queue anywhere may hold c back. */
         mw_conn_t *was = cs->sender;
         cs->sender = c;
-        mw_ws_feed(&c->ws, data, len);
+        mw_ws_feed(&c->ws, &ws_handler, c, data, len);
         cs->sender = was;
     }
 }

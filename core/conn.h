@@ -208,7 +208,6 @@ struct mw_conn_s {
 
     uint64_t since;   /* accept time, ms */
     uint64_t tl_at;   /* when it entered its timeout list, ms */
-    uint64_t last_rx; /* last byte received, ms */
     uint64_t msgs_in, msgs_out, bytes_in, bytes_out;
 };
 

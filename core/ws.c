@@ -15,6 +15,13 @@ static struct {
     size_t len;
 } cursor;
 
+/* Whom the feed in progress reports to (mw_ws_feed's handler and ud): a
+ * connection does not keep them. */
+static struct {
+    const mw_ws_handler_t *h;
+    void *ud;
+} feeder;
+
 /* The receive state of a connection that is reading a frame or a message
  * (see ws.h). At rest a connection has none. */
 struct mw_ws_rx_s {
@@ -185,11 +192,9 @@ static void rx_rest(mw_ws_t *ws)
     rx_drop(ws);
 }
 
-void mw_ws_init(mw_ws_t *ws, const mw_ws_handler_t *handler, void *ud, size_t max_message)
+void mw_ws_init(mw_ws_t *ws, size_t max_message)
 {
     memset(ws, 0, sizeof(*ws));
-    ws->handler = handler;
-    ws->ud = ud;
     ws->max_message = max_message;
 }
 
@@ -226,7 +231,7 @@ static void fail(mw_ws_t *ws, uint16_t code, const char *why)
     if (ws->stopped)
         return;
     ws->stopped = 1;
-    ws->handler->on_fail(ws->ud, code, why);
+    feeder.h->on_fail(feeder.ud, code, why);
 }
 
 static int is_control(uint8_t op)
@@ -376,20 +381,20 @@ static void check_next_header(mw_ws_t *ws, const uint8_t *data, size_t len)
 static void control_end(mw_ws_t *ws)
 {
     mw_ws_rx_t *rx = ws->rx;
-    const mw_ws_handler_t *h = ws->handler;
+    const mw_ws_handler_t *h = feeder.h;
 
     switch (rx->frame_op) {
     case MW_OP_PING:
-        h->on_ping(ws->ud, rx->ctl, rx->ctl_len);
+        h->on_ping(feeder.ud, rx->ctl, rx->ctl_len);
         break;
     case MW_OP_PONG:
-        h->on_pong(ws->ud, rx->ctl, rx->ctl_len);
+        h->on_pong(feeder.ud, rx->ctl, rx->ctl_len);
         break;
     case MW_OP_CLOSE: {
         unsigned code;
         if (rx->ctl_len == 0) {
             ws->stopped = 1;
-            h->on_close(ws->ud, 1005, "", 0);
+            h->on_close(feeder.ud, 1005, "", 0);
             return;
         }
         if (rx->ctl_len == 1) {
@@ -406,7 +411,7 @@ static void control_end(mw_ws_t *ws)
             return;
         }
         ws->stopped = 1;
-        h->on_close(ws->ud, (uint16_t)code, (const char *)rx->ctl + 2, rx->ctl_len - 2u);
+        h->on_close(feeder.ud, (uint16_t)code, (const char *)rx->ctl + 2, rx->ctl_len - 2u);
         break;
     }
     }
@@ -504,7 +509,7 @@ static int frame_chunk(mw_ws_t *ws, const struct wslay_frame_iocb *io, int ascii
                 return -1;
             }
             rx->msg_op = 0;
-            ws->handler->on_message(ws->ud, rx->frame_op, data, n);
+            feeder.h->on_message(feeder.ud, rx->frame_op, data, n);
             return ws->stopped ? -1 : 0;
         }
         if (n > 0) {
@@ -541,7 +546,7 @@ static int frame_chunk(mw_ws_t *ws, const struct wslay_frame_iocb *io, int ascii
             ws->inflater = NULL;
         }
         rx->msg_compressed = 0;
-        ws->handler->on_message(ws->ud, op, rx->msg, rx->msg_len);
+        feeder.h->on_message(feeder.ud, op, rx->msg, rx->msg_len);
         rx->msg_len = 0; /* the buffer goes with the receive state, at rest */
     }
     return ws->stopped ? -1 : 0;
@@ -626,7 +631,7 @@ static size_t feed_whole_frames(mw_ws_t *ws, const uint8_t *data, size_t len)
             /* A whole, valid message in one frame, outside any other: no
              * state to keep. Every other frame takes frame_chunk's checks. */
             off += hlen + 4 + (size_t)plen;
-            ws->handler->on_message(ws->ud, p[0] & 0x0f, payload, (size_t)plen);
+            feeder.h->on_message(feeder.ud, p[0] & 0x0f, payload, (size_t)plen);
             continue;
         }
         memset(&io, 0, sizeof(io));
@@ -647,7 +652,23 @@ static size_t feed_whole_frames(mw_ws_t *ws, const uint8_t *data, size_t len)
     return off;
 }
 
-int mw_ws_feed(mw_ws_t *ws, const uint8_t *data, size_t len)
+static int feed(mw_ws_t *ws, const uint8_t *data, size_t len);
+
+int mw_ws_feed(mw_ws_t *ws, const mw_ws_handler_t *handler, void *ud, const uint8_t *data,
+               size_t len)
+{
+    /* Saved and restored: a handler may feed another connection. */
+    __typeof__(feeder) was = feeder;
+    int r;
+
+    feeder.h = handler;
+    feeder.ud = ud;
+    r = feed(ws, data, len);
+    feeder = was;
+    return r;
+}
+
+static int feed(mw_ws_t *ws, const uint8_t *data, size_t len)
 {
     struct wslay_frame_iocb io;
     ssize_t r;

@@ -17,7 +17,7 @@
  * pool when bytes arrive and given back whenever the connection sits at a
  * frame boundary with nothing buffered, and the rest of the receive state
  * (mw_ws_rx_t, below) once no message is half-assembled either, so an idle
- * connection holds neither: mw_ws_t at rest is 48 bytes.
+ * connection holds neither: mw_ws_t at rest is 32 bytes.
  */
 #ifndef MOONWIRE_WS_H
 #define MOONWIRE_WS_H
@@ -51,23 +51,23 @@ typedef struct mw_ws_rx_s mw_ws_rx_t;
 
 typedef struct mw_ws_s {
     mw_ws_rx_t *rx; /* NULL at rest; kept once stopped (a close reason lives in it) */
-    const mw_ws_handler_t *handler;
-    void *ud;
     size_t max_message;
     mw_inflater_t *inflater; /* while a compressed message arrives, or for life with takeover */
     mw_pmd_t pmd;            /* permessage-deflate, when negotiated (set by the handshake) */
     uint8_t stopped; /* a close arrived or the connection failed: ignore the rest */
 } mw_ws_t;
 
-void mw_ws_init(mw_ws_t *ws, const mw_ws_handler_t *handler, void *ud, size_t max_message);
+void mw_ws_init(mw_ws_t *ws, size_t max_message);
 
 /* Frees the message buffer and returns the receive state to its pool. */
 void mw_ws_close(mw_ws_t *ws);
 
-/* Feeds bytes read from the peer; calls the handler for each event. Stops at
- * the first close or failure (out of memory fails with 1011) and ignores
- * everything after it. Returns 0, or MW_ECLOSED once stopped. */
-int mw_ws_feed(mw_ws_t *ws, const uint8_t *data, size_t len);
+/* Feeds bytes read from the peer; calls handler (with ud) for each event: the
+ * connection's owner passes the same ones every time (ws keeps neither).
+ * Stops at the first close or failure (out of memory fails with 1011) and
+ * ignores everything after it. Returns 0, or MW_ECLOSED once stopped. */
+int mw_ws_feed(mw_ws_t *ws, const mw_ws_handler_t *handler, void *ud, const uint8_t *data,
+               size_t len);
 
 /* Bytes held for this connection besides mw_ws_t (receive state, message
  * buffer, frame context, inflater): 0 at rest without compression. */

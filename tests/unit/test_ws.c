@@ -103,7 +103,7 @@ static int setup_ws(void **state)
     fx_t *fx = calloc(1, sizeof(*fx));
     if (fx == NULL)
         return -1;
-    mw_ws_init(&fx->ws, &handler, &fx->rec, MAX_MESSAGE);
+    mw_ws_init(&fx->ws, MAX_MESSAGE);
     *state = fx;
     return 0;
 }
@@ -122,7 +122,7 @@ static void reset(fx_t *fx, size_t max_message)
 {
     mw_ws_close(&fx->ws);
     rec_clear(&fx->rec);
-    mw_ws_init(&fx->ws, &handler, &fx->rec, max_message);
+    mw_ws_init(&fx->ws, max_message);
 }
 
 static int group_teardown(void **state)
@@ -249,7 +249,7 @@ static void expect_log(const rec_t *r, const want_t *want, size_t n)
 
 static int feed(fx_t *fx, const void *p, size_t len)
 {
-    return mw_ws_feed(&fx->ws, p, len);
+    return mw_ws_feed(&fx->ws, &handler, &fx->rec, p, len);
 }
 
 /* Feeds bytes and expects a single failure with this close code. */
@@ -552,7 +552,7 @@ static void test_ws_keeps_partial_frames_of_two_connections_apart(void **state)
     size_t nb = client_frame(fb, 1, 0, MW_OP_BINARY, "from b", 6);
 
     memset(&b, 0, sizeof(b));
-    mw_ws_init(&b.ws, &handler, &b.rec, MAX_MESSAGE);
+    mw_ws_init(&b.ws, MAX_MESSAGE);
     assert_rc(feed(a, fa, 5), 0);  /* a stops mid-frame */
     assert_rc(feed(&b, fb, 3), 0); /* b stops mid-header */
     assert_rc(feed(a, fa + 5, 7), 0);
