@@ -158,6 +158,19 @@ static const char *const common_lines[] = {
 };
 #define NCOMMON (sizeof(common_lines) / sizeof(common_lines[0]))
 
+/* A request line "GET <target> HTTP/1.1\r\n", every upgrade's, is kept as
+ * this byte, the target and "\n". */
+#define GET_LINE 0xff
+static const char get_head[] = "GET ", get_tail[] = " HTTP/1.1\r\n";
+
+/* True when line (len bytes, with its LF) is a GET of HTTP/1.1. */
+static int get_line(const char *line, size_t len)
+{
+    return len > sizeof(get_head) - 1 + sizeof(get_tail) - 1 &&
+           memcmp(line, get_head, sizeof(get_head) - 1) == 0 &&
+           memcmp(line + len - (sizeof(get_tail) - 1), get_tail, sizeof(get_tail) - 1) == 0;
+}
+
 /* The index of the common line that head[0..len) begins with (whole, with
  * its CRLF), or -1. */
 static int common_line(const char *head, size_t len)
@@ -182,7 +195,8 @@ static int add_packed(luaL_Buffer *b, const char *head, size_t len)
         size_t line = nl ? (size_t)(nl - (head + off)) + 1 : len - off;
         if ((unsigned char)head[off] >= 0x80)
             found = -1; /* not a head this packing can tell from its tokens */
-        else if (found >= 0 && common_line(head + off, line) >= 0)
+        else if (found >= 0 && (common_line(head + off, line) >= 0 ||
+                                (off == 0 && get_line(head, line))))
             found = 1;
         off += line;
     }
@@ -194,10 +208,16 @@ static int add_packed(luaL_Buffer *b, const char *head, size_t len)
         const char *nl = memchr(head + off, '\n', len - off);
         size_t line = nl ? (size_t)(nl - (head + off)) + 1 : len - off;
         int k = common_line(head + off, line);
-        if (k >= 0)
+        if (k >= 0) {
             luaL_addchar(b, (char)(0x80 + k));
-        else
+        } else if (off == 0 && get_line(head, line)) {
+            luaL_addchar(b, (char)GET_LINE);
+            luaL_addlstring(b, head + sizeof(get_head) - 1,
+                            line - (sizeof(get_head) - 1) - (sizeof(get_tail) - 1));
+            luaL_addchar(b, '\n');
+        } else {
             luaL_addlstring(b, head + off, line);
+        }
         off += line;
     }
     return 1;
@@ -213,6 +233,19 @@ static size_t unpack(const char *p, size_t len, char *out, size_t cap)
         unsigned char c = (unsigned char)p[off];
         const char *from;
         size_t take;
+        if (c == GET_LINE && off == 0) {
+            const char *nl = memchr(p + 1, '\n', len - 1);
+            size_t target = nl != NULL ? (size_t)(nl - (p + 1)) : 0;
+            size_t need = sizeof(get_head) - 1 + target + sizeof(get_tail) - 1;
+            if (nl == NULL || need > cap - n)
+                return (size_t)-1;
+            memcpy(out + n, get_head, sizeof(get_head) - 1);
+            memcpy(out + n + sizeof(get_head) - 1, p + 1, target);
+            memcpy(out + n + sizeof(get_head) - 1 + target, get_tail, sizeof(get_tail) - 1);
+            n += need;
+            off = target + 2;
+            continue;
+        }
         if (c >= 0x80) {
             if (c - 0x80u >= NCOMMON)
                 return (size_t)-1;
