@@ -112,7 +112,7 @@ int mw_conn_init(mw_conn_t *c, mw_conns_t *cs, const mw_transport_t *tp, const m
     c->tp = tp;
     c->serial = mw_ids_next(cs->ids);
     c->state = MW_CONN_HTTP;
-    c->lua_ref = c->req_ref = LUA_NOREF;
+    c->lua_ref = LUA_NOREF;
     c->since = cs->timers->now;
     if (addr != NULL) {
         c->addr = *addr;
@@ -129,6 +129,8 @@ int mw_conn_init(mw_conn_t *c, mw_conns_t *cs, const mw_transport_t *tp, const m
     mw_conn_set_tlist(c, MW_TL_HANDSHAKE);
     c->hs = calloc(1, sizeof(*c->hs));
     c->http = mw_http_req_new(cs->cfg->max_head_size);
+    if (c->hs != NULL)
+        c->hs->req_ref = LUA_NOREF;
     if (c->hs == NULL || c->http == NULL)
         return MW_ENOMEM;
     if (addr != NULL)
@@ -190,7 +192,7 @@ static void closed(mw_conn_t *c, uint16_t code, const char *reason, size_t len)
         c->reason_owned = 0;
     }
     c->close_reason = reason;
-    c->close_reason_len = (uint16_t)len;
+    c->close_reason_len = (uint8_t)(len > 123 ? 123 : len); /* as the close frame has it */
     if (code < 5000)
         cs->metrics->closes[code]++;
     cs->on->forget(c);
@@ -226,8 +228,8 @@ void mw_conn_release(mw_conn_t *c)
         mw_list_remove(&c->flush_link);
     cs->on->forget(c);
     cs->queue_freed += mw_conn_buffered(c);
-    if (c->body != NULL)
-        c->body->cancel(c);
+    if (mw_conn_body(c) != NULL)
+        c->hs->body->cancel(c);
     http_over(c);
     mw_outq_clear(&c->outq);
     mw_ws_close(&c->ws);
@@ -315,8 +317,8 @@ int mw_conn_close(mw_conn_t *c, uint16_t code, const char *reason, size_t reason
     switch (c->state) {
     case MW_CONN_HTTP:
         /* A body cut short: the client sees fewer bytes than announced. */
-        if (c->body != NULL)
-            c->body->cancel(c);
+        if (mw_conn_body(c) != NULL)
+            c->hs->body->cancel(c);
         if (c->hs != NULL) {
             free(c->hs->pipelined);
             c->hs->pipelined = NULL;
@@ -332,7 +334,7 @@ int mw_conn_close(mw_conn_t *c, uint16_t code, const char *reason, size_t reason
         if (reason_len > 0 && (copy = malloc(reason_len)) != NULL) {
             memcpy(copy, reason, reason_len);
             c->close_reason = copy;
-            c->close_reason_len = (uint16_t)reason_len;
+            c->close_reason_len = (uint8_t)(reason_len > 123 ? 123 : reason_len);
             c->reason_owned = 1;
         }
         c->state = MW_CONN_CLOSING;
@@ -755,8 +757,8 @@ void mw_conn_on_written(mw_conn_t *c, size_t n)
         mw_conn_set_tlist(c, MW_TL_CLOSING);
     if (c->backlog != NULL || c->dropping || (c->paused & MW_PAUSE_WRITEQ))
         cs->on->written(c);
-    if (c->body != NULL)
-        c->body->pump(c); /* may end the reply */
+    if (mw_conn_body(c) != NULL)
+        c->hs->body->pump(c); /* may end the reply */
     else if (c->replying)
         next_request(c);
     if (mw_outq_empty(&c->outq) && c->finishing)

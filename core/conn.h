@@ -126,12 +126,12 @@ struct mw_conns_s {
 };
 
 /* A reply body that goes out as the queue drains (stream.c): its owner
- * embeds this, with its own functions, and points c->body at it. */
+ * embeds this, with its own functions, and points c->hs->body at it. */
 typedef struct mw_conn_body_s {
     /* Bytes were written: queue more when the queue is low. May end the
      * reply (mw_conn_reply_end). */
     void (*pump)(mw_conn_t *c);
-    /* c is closing or released: the body stops, and c->body is cleared. */
+    /* c is closing or released: the body stops, and c->hs->body is cleared. */
     void (*cancel)(mw_conn_t *c);
 } mw_conn_body_t;
 
@@ -144,6 +144,9 @@ typedef struct mw_conn_http_s {
                                        or NULL */
     struct mw_hook_req_s *hook_req; /* a request on_request answers later (api_request.c),
                                        or NULL */
+    mw_conn_body_t *body;           /* the reply body still to queue (stream.c), or NULL */
+    int req_ref;                    /* the request table between upgrade and open (Lua
+                                       registry); LUA_NOREF otherwise */
     uint32_t requests;              /* HTTP requests read on this connection */
     mw_addr_t peer; /* the transport's peer, as accepted (c->addr may be whom it forwards for) */
 } mw_conn_http_t;
@@ -153,8 +156,8 @@ struct mw_conn_s {
     const mw_transport_t *tp;
     uint64_t serial; /* the counter part of the id; never reused */
 
-    uint8_t state;         /* mw_conn_state_t */
-    uint8_t tlist;         /* mw_conn_tlist_t */
+    uint8_t state : 2;     /* mw_conn_state_t */
+    uint8_t tlist : 3;     /* mw_conn_tlist_t */
     uint8_t close_sent : 1;
     uint8_t close_received : 1;
     uint8_t finishing : 1;   /* finish the transport once outq drains */
@@ -176,14 +179,12 @@ struct mw_conn_s {
     uint8_t failed : 1;       /* the core failed it: close_reason (static) says why, for
                                  on_error (mw_conn_fail_why) */
     uint8_t tp_bits;          /* the transport's own flags (tcp.c) */
+    uint8_t close_reason_len; /* at most 123, a close frame's */
     uint16_t close_code;      /* what on_close reports */
-    uint16_t close_reason_len;
     int lua_ref;  /* the conn userdata in the Lua registry; LUA_NOREF until open */
-    int req_ref;  /* the request table between upgrade and open; LUA_NOREF after */
     mw_addr_t addr; /* the client: the peer, or whom a trusted proxy forwards (forwarded.h);
                      * per-IP counts, allowlists, logs and req.remote_addr use it.
                      * Here, where its 28 bytes fill what alignment would leave. */
-    mw_conn_body_t *body;     /* the reply body still to queue (stream.c), or NULL */
     const char *close_reason; /* static, in ws.rx (kept once stopped), or our own copy of
                                  the reason we closed with (reason_owned) */
 
@@ -304,6 +305,13 @@ void mw_conn_ping(mw_conn_t *c);
 /* Writes the id of c ("mw.x1.42", see id.h) into out (MW_ID_MAX bytes).
  * Returns its length. */
 size_t mw_conn_id(const mw_conn_t *c, char *out);
+
+/* The reply body still to queue (stream.c), or NULL (always, once c is no
+ * longer HTTP). */
+static inline mw_conn_body_t *mw_conn_body(const mw_conn_t *c)
+{
+    return c->hs != NULL ? c->hs->body : NULL;
+}
 
 /* Why the core failed c (static; logged and given to on_error), or NULL when
  * it did not. */

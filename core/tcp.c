@@ -33,7 +33,7 @@
 
 #define IOV_BATCH 64
 
-/* A connection of this transport: 640 bytes on x86-64 (a 648-byte chunk
+/* A connection of this transport: 624 bytes on x86-64 (a 632-byte chunk
  * of glibc's), 248 of them libuv's handle. What its connections share is
  * the loop's data (mw_tcp_env_t), and its flags are in c.tp_bits. */
 typedef struct {
