@@ -42,8 +42,7 @@ void mw_lua_api_push_conn(lua_State *L, mw_conn_t *c)
     /* A box per connection, what every idle one costs. */
     mw_lconn_t *u = lua_newuserdatauv(L, sizeof(mw_lconn_t), 2);
     u->tag = &mw__lua_conn_tag;
-    u->conn = c;
-    u->serial = c->serial;
+    u->ref = (uint64_t)(uintptr_t)c; /* aligned: the low bit is clear */
     luaL_setmetatable(L, MW_CONN_META);
     /* conn.data (user value 1) is made at its first read. */
 }
@@ -56,15 +55,15 @@ void mw_lua_api_set_request(lua_State *L)
 void mw_lua_api_detach_conn(lua_State *L, int idx)
 {
     mw_lconn_t *u = lua_touserdata(L, idx); /* always a conn object here */
-    if (u != NULL)
-        u->conn = NULL;
+    if (u != NULL && mw__lconn_conn(u) != NULL)
+        u->ref = mw__lconn_serial(u) << 1 | 1;
 }
 
 const char mw__lua_conn_tag;
 
 size_t mw__lua_conn_id(lua_State *L, const mw_lconn_t *u, char *out)
 {
-    return mw_ids_format(&mw_lua_node(L)->reg->ids, u->serial, out);
+    return mw_ids_format(&mw_lua_node(L)->reg->ids, mw__lconn_serial(u), out);
 }
 
 /* The object at idx when it is a conn object (a full userdata of a box's
@@ -84,10 +83,10 @@ static mw_lconn_t *check_lconn(lua_State *L, int idx)
 /* Returns the open connection of the conn object at idx, or NULL when closed. */
 static mw_conn_t *check_conn(lua_State *L, int idx)
 {
-    mw_lconn_t *u = check_lconn(L, idx);
-    if (u->conn == NULL || u->conn->state != MW_CONN_OPEN)
+    mw_conn_t *c = mw__lconn_conn(check_lconn(L, idx));
+    if (c == NULL || c->state != MW_CONN_OPEN)
         return NULL;
-    return u->conn;
+    return c;
 }
 
 /* Reads the kind argument: "text" (default) or "binary". Returns the opcode. */
@@ -227,8 +226,9 @@ static int conn_index(lua_State *L)
             lua_setiuservalue(L, 1, 2);
         }
     } else if (strcmp(key, "protocol") == 0) {
-        if (u->conn != NULL && u->conn->protocol != NULL)
-            lua_pushstring(L, u->conn->protocol);
+        mw_conn_t *c = mw__lconn_conn(u);
+        if (c != NULL && c->protocol != NULL)
+            lua_pushstring(L, c->protocol);
         else
             lua_pushnil(L);
     } else {
@@ -248,7 +248,9 @@ static int conn_tostring(lua_State *L)
     char id[MW_ID_MAX];
     mw__lua_conn_id(L, u, id);
     lua_pushfstring(L, "moonwire.conn(%s%s)", id,
-                    u->conn != NULL && u->conn->state == MW_CONN_OPEN ? "" : ", closed");
+                    mw__lconn_conn(u) != NULL && mw__lconn_conn(u)->state == MW_CONN_OPEN
+                        ? ""
+                        : ", closed");
     return 1;
 }
 
@@ -364,7 +366,7 @@ static mw_conn_t *opt_target(lua_State *L, int idx)
     }
     if (lua_isnoneornil(L, idx))
         return NULL;
-    return check_lconn(L, idx)->conn;
+    return mw__lconn_conn(check_lconn(L, idx));
 }
 
 void mw__lua_read_send_opts(lua_State *L, int idx, mw_conn_t **except, int *op,

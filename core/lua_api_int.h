@@ -18,14 +18,27 @@ extern const char mw__lua_conn_tag;
 /* The Lua side of a connection. The core owns the connection; Lua owns this box.
  * tag is mw__lua_conn_tag's address: only C writes a full userdata's bytes,
  * so a box of this size that starts with it is a conn object. The box keeps
- * its id's serial, not its text: the node's prefix is the rest of it (id.h),
- * and 24 bytes with a 2-value header make a 96-byte block (an id of 17
- * characters in the box made 107, a 128-byte chunk). */
+ * its id's serial, not its text (the node's prefix is the rest of it, id.h):
+ * the connection's while it is open, its own once it has closed. 16 bytes
+ * with a 2-value header make an 88-byte block, a 96-byte chunk of glibc's (an
+ * id of 17 characters in the box made 107, a 128-byte chunk). */
 typedef struct {
     const void *tag;
-    mw_conn_t *conn; /* NULL once the connection has closed for the app */
-    uint64_t serial; /* its id's counter (mw__lua_conn_id) */
+    uint64_t ref; /* the connection (mw_conn_t *, its low bit clear) while it is open
+                     for the app; once it has closed, its serial << 1 | 1 */
 } mw_lconn_t;
+
+/* The connection of u, or NULL once it has closed for the app. */
+static inline mw_conn_t *mw__lconn_conn(const mw_lconn_t *u)
+{
+    return (u->ref & 1) ? NULL : (mw_conn_t *)(uintptr_t)u->ref;
+}
+
+/* The serial of u's id. */
+static inline uint64_t mw__lconn_serial(const mw_lconn_t *u)
+{
+    return (u->ref & 1) ? u->ref >> 1 : mw__lconn_conn(u)->serial;
+}
 
 /* Writes the id of the conn object u into out (MW_ID_MAX bytes). Returns
  * its length. */
