@@ -101,7 +101,7 @@ static void on_answer(void *ud, int status, const char *body, size_t len)
 
     r->conns->requests_running--;
     if (c != NULL) {
-        c->api_req = NULL;
+        c->hs->api_req = NULL;
         count(c, r->method, status);
         if (c->state == MW_CONN_HTTP)
             answer(c, status, body, len, NULL);
@@ -153,7 +153,7 @@ int mw_api_request(mw_conn_t *c, const char *path, size_t len)
     r->c = c;
     r->conns = c->conns;
     r->method = method;
-    c->api_req = r;
+    c->hs->api_req = r;
     c->conns->requests_running++;
     mw_api_run(node->lua, name, nlen, c->http->body, c->http->body_len, on_answer, r);
     return 1;
@@ -161,9 +161,9 @@ int mw_api_request(mw_conn_t *c, const char *path, size_t len)
 
 void mw_api_forget(mw_conn_t *c)
 {
-    if (c->api_req != NULL) {
-        c->api_req->c = NULL;
-        c->api_req = NULL;
+    if (c->hs != NULL && c->hs->api_req != NULL) {
+        c->hs->api_req->c = NULL;
+        c->hs->api_req = NULL;
     }
 }
 
@@ -171,9 +171,9 @@ void mw_api_give_up(mw_conn_t *c, int status, const char *message, const char *e
 {
     int method;
 
-    if (c->api_req == NULL)
+    if (c->hs == NULL || c->hs->api_req == NULL)
         return;
-    method = c->api_req->method;
+    method = c->hs->api_req->method;
     mw_api_forget(c);
     refuse(c, method, status, message, extra);
 }

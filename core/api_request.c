@@ -128,7 +128,7 @@ static void on_done(mw_lua_t *lh, mw_conn_t *unused, int ok, const void *ud)
     r->conns->requests_running--;
     free(r);
     if (c != NULL)
-        c->hook_req = NULL;
+        c->hs->hook_req = NULL;
     if (c == NULL || !ok) {
         if (c != NULL)
             mw_conn_refuse(c, 500, "the application failed", NULL);
@@ -179,7 +179,7 @@ int mw_hook_request(mw_conn_t *c)
     lua_insert(L, -2); /* the hook under the request */
     r->c = c;
     r->conns = c->conns;
-    c->hook_req = r;
+    c->hs->hook_req = r;
     c->conns->requests_running++;
     {
         const mw_lua_then_t then = {on_done, r, RESULTS};
@@ -195,9 +195,9 @@ int mw_hook_request_defined(const mw_conn_t *c)
 
 void mw_hook_request_forget(mw_conn_t *c)
 {
-    if (c->hook_req != NULL) {
-        c->hook_req->c = NULL;
-        c->hook_req = NULL;
+    if (c->hs != NULL && c->hs->hook_req != NULL) {
+        c->hs->hook_req->c = NULL;
+        c->hs->hook_req = NULL;
     }
 }
 
@@ -207,7 +207,7 @@ void mw_hook_request_give_up(mw_conn_t *c, int status, const char *why, const ch
     uint64_t held;
     char more[64];
 
-    if (c->hook_req == NULL)
+    if (c->hs == NULL || c->hs->hook_req == NULL)
         return;
     mw_hook_request_forget(c);
     if (mw_log_gate_pass(&gate, 1000, &held))

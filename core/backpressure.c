@@ -24,8 +24,8 @@
 #include <malloc.h>
 #endif
 
-/* Freed queue memory past which the sweep hands free memory back to the
- * system, at most once a second. */
+/* Freed queue and receive memory past which the sweep hands free memory
+ * back to the system, at most once a second. */
 #define TRIM_AFTER (4u << 20)
 #define TRIM_EVERY_MS 1000
 
@@ -206,15 +206,18 @@ void mw_bp_sweep(mw_conns_t *cs, uint64_t now)
         if (c->backlog == b)
             let_go(c); /* whatever the policy did, the sweep moves on */
     }
-    /* After a burst of queued frames (backlogs drained or freed), the frame
-     * and entry pools are full, and glibc keeps what they did not take on its
-     * free lists and as free pages in the middle of its heap, all of which
-     * counts in RSS: empty the pools, and hand the whole free pages back. */
+    /* After a burst of queued frames (backlogs drained or freed) or of large
+     * messages received (their buffers are freed once delivered, ws.h), the
+     * pools are full, and glibc keeps what they did not take on its free
+     * lists and as free pages in the middle of its heap, all of which counts
+     * in RSS: empty the pools, and hand the whole free pages back. */
+    cs->queue_freed += mw_ws_take_freed();
     if (cs->queue_freed >= TRIM_AFTER && now - cs->trimmed_at >= TRIM_EVERY_MS) {
         cs->queue_freed = 0;
         cs->trimmed_at = now;
         mw_outq_pool_drain();
         mw_frame_pool_drain();
+        mw_ws_pool_drain();
 #if defined(__GLIBC__)
         malloc_trim(0);
 #endif

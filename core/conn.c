@@ -4,8 +4,9 @@
  *
  * HTTP requests that are not upgraded are answered one at a time, in order
  * (keep-alive, RFC 9112 section 9.3): bytes read while a reply is being made
- * or is still large in the queue wait in c->pipelined, with reading paused,
- * and are taken at the end of the turn in which the reply drained.
+ * or is still large in the queue wait in c->hs->pipelined, with reading paused,
+ * and are taken at the end of the turn in which the reply drained. What only
+ * HTTP needs (c->hs) is freed once the upgrade is over.
  */
 #include "conn.h"
 #include "deflate.h"
@@ -40,6 +41,16 @@ static const mw_ws_handler_t ws_handler = {
 #define PIPELINED_MAX (256 * 1024)
 
 static void run_close(mw_list_t *link);
+
+/* Frees what only HTTP needed (the upgrade is over, or c is released). */
+static void http_over(mw_conn_t *c)
+{
+    if (c->hs == NULL)
+        return;
+    free(c->hs->pipelined);
+    free(c->hs);
+    c->hs = NULL;
+}
 static void run_flush(mw_list_t *link);
 
 void mw_conns_init(mw_conns_t *cs, mw_sched_t *sched)
@@ -89,7 +100,6 @@ void mw_conn_set_tlist(mw_conn_t *c, mw_conn_tlist_t tl)
 /* Activity on an open connection: it goes to the back of the idle list. */
 static void touch(mw_conn_t *c)
 {
-    c->last_rx = c->conns->timers->now;
     if (c->tlist == MW_TL_ACTIVE || c->tlist == MW_TL_PINGED)
         mw_conn_set_tlist(c, MW_TL_ACTIVE);
 }
@@ -102,10 +112,10 @@ int mw_conn_init(mw_conn_t *c, mw_conns_t *cs, const mw_transport_t *tp, const m
     c->tp = tp;
     c->serial = mw_ids_next(cs->ids);
     c->state = MW_CONN_HTTP;
-    c->lua_ref = c->req_ref = LUA_NOREF;
-    c->since = c->last_rx = cs->timers->now;
+    c->lua_ref = LUA_NOREF;
+    c->since = cs->timers->now;
     if (addr != NULL) {
-        c->addr = c->peer = *addr;
+        c->addr = *addr;
         c->ip_counted = mw_iplimit_add(cs->iplimit, addr) > 0;
     }
     mw_list_init(&c->timeout_link);
@@ -114,12 +124,17 @@ int mw_conn_init(mw_conn_t *c, mw_conns_t *cs, const mw_transport_t *tp, const m
     mw_list_init(&c->close_link);
     mw_list_init(&c->subs);
     mw_outq_init(&c->outq);
-    mw_ws_init(&c->ws, &ws_handler, c, cs->cfg->max_message_size);
+    mw_ws_init(&c->ws, cs->cfg->max_message_size);
     c->ws.stopped = 1; /* until the upgrade */
     mw_conn_set_tlist(c, MW_TL_HANDSHAKE);
+    c->hs = calloc(1, sizeof(*c->hs));
     c->http = mw_http_req_new(cs->cfg->max_head_size);
-    if (c->http == NULL)
+    if (c->hs != NULL)
+        c->hs->req_ref = LUA_NOREF;
+    if (c->hs == NULL || c->http == NULL)
         return MW_ENOMEM;
+    if (addr != NULL)
+        c->hs->peer = *addr;
     mw_http_req_set_max_body(c->http, cs->cfg->api_max_body);
     cs->metrics->connections_total++;
     return 0;
@@ -171,8 +186,13 @@ static void closed(mw_conn_t *c, uint16_t code, const char *reason, size_t len)
     log_close(c, code);
     c->state = MW_CONN_CLOSED;
     c->close_code = code;
+    if (c->reason_owned && reason != c->close_reason) {
+        /* Our own reason gives way to what ended it (a failure, a cut). */
+        free((char *)c->close_reason);
+        c->reason_owned = 0;
+    }
     c->close_reason = reason;
-    c->close_reason_len = (uint16_t)len;
+    c->close_reason_len = (uint8_t)(len > 123 ? 123 : len); /* as the close frame has it */
     if (code < 5000)
         cs->metrics->closes[code]++;
     cs->on->forget(c);
@@ -208,19 +228,19 @@ void mw_conn_release(mw_conn_t *c)
         mw_list_remove(&c->flush_link);
     cs->on->forget(c);
     cs->queue_freed += mw_conn_buffered(c);
-    if (c->body != NULL)
-        c->body->cancel(c);
-    free(c->pipelined);
-    c->pipelined = NULL;
-    c->pipelined_len = 0;
+    if (mw_conn_body(c) != NULL)
+        c->hs->body->cancel(c);
+    http_over(c);
     mw_outq_clear(&c->outq);
     mw_ws_close(&c->ws);
     mw_http_req_free(c->http);
     c->http = NULL;
     free(c->protocol);
     c->protocol = NULL;
-    free(c->reason_buf);
-    c->reason_buf = NULL;
+    if (c->reason_owned)
+        free((char *)c->close_reason);
+    c->reason_owned = 0;
+    c->close_reason = NULL;
     if (c->ip_counted)
         mw_iplimit_remove(cs->iplimit, &c->addr);
     c->ip_counted = 0;
@@ -292,14 +312,18 @@ static int queue_close_frame(mw_conn_t *c, uint16_t code, const char *reason, si
 
 int mw_conn_close(mw_conn_t *c, uint16_t code, const char *reason, size_t reason_len)
 {
+    char *copy;
+
     switch (c->state) {
     case MW_CONN_HTTP:
         /* A body cut short: the client sees fewer bytes than announced. */
-        if (c->body != NULL)
-            c->body->cancel(c);
-        free(c->pipelined);
-        c->pipelined = NULL;
-        c->pipelined_len = 0;
+        if (mw_conn_body(c) != NULL)
+            c->hs->body->cancel(c);
+        if (c->hs != NULL) {
+            free(c->hs->pipelined);
+            c->hs->pipelined = NULL;
+            c->hs->pipelined_len = 0;
+        }
         c->state = MW_CONN_CLOSED;
         mw_conn_set_tlist(c, MW_TL_CLOSING);
         finish(c);
@@ -307,10 +331,11 @@ int mw_conn_close(mw_conn_t *c, uint16_t code, const char *reason, size_t reason
     case MW_CONN_OPEN:
         queue_close_frame(c, code, reason, reason_len);
         c->close_code = code ? code : 1005;
-        if (reason_len > 0 && (c->reason_buf = malloc(reason_len)) != NULL) {
-            memcpy(c->reason_buf, reason, reason_len);
-            c->close_reason = c->reason_buf;
-            c->close_reason_len = (uint16_t)reason_len;
+        if (reason_len > 0 && (copy = malloc(reason_len)) != NULL) {
+            memcpy(copy, reason, reason_len);
+            c->close_reason = copy;
+            c->close_reason_len = (uint8_t)(reason_len > 123 ? 123 : reason_len);
+            c->reason_owned = 1;
         }
         c->state = MW_CONN_CLOSING;
         mw_conn_set_tlist(c, MW_TL_CLOSING);
@@ -332,7 +357,7 @@ void mw_conn_fail(mw_conn_t *c, uint16_t code, const char *why)
     mw_log_debug("conn %llu failed: %s (%u)", (unsigned long long)c->serial, why, code);
     /* A failing hook already went to on_error; what the core saw goes there too. */
     if (code != 1011)
-        c->fail_why = why;
+        c->failed = 1; /* closed() makes why the close reason */
     queue_close_frame(c, code, why, strlen(why));
     c->ws.stopped = 1;
     closed(c, code, why, strlen(why));
@@ -391,18 +416,21 @@ void mw_conn_upgrade(mw_conn_t *c, mw_frame_t *switching)
 
 void mw_conn_upgraded(mw_conn_t *c)
 {
-    uint8_t *buf = c->pipelined;
-    size_t len = c->pipelined_len;
+    uint8_t *buf;
+    size_t len;
 
-    if (c->state != MW_CONN_OPEN)
+    if (c->state != MW_CONN_OPEN || c->hs == NULL)
         return;
+    buf = c->hs->pipelined;
+    len = c->hs->pipelined_len;
     c->replying = 0;
-    c->pipelined = NULL;
-    c->pipelined_len = 0;
+    c->hs->pipelined = NULL;
+    c->hs->pipelined_len = 0;
+    http_over(c);
     if (len > 0) {
         touch(c);
         if (!c->ws.stopped)
-            mw_ws_feed(&c->ws, buf, len);
+            mw_ws_feed(&c->ws, &ws_handler, c, buf, len);
     }
     free(buf);
     if (c->state == MW_CONN_OPEN)
@@ -430,7 +458,7 @@ static void next_request(mw_conn_t *c)
         mw_conn_close(c, 0, NULL, 0);
         return;
     }
-    if (c->pipelined_len > 0 || c->peer_eof || c->paused) {
+    if (c->hs->pipelined_len > 0 || c->peer_eof || c->paused) {
         /* Taken at the end of the turn, with no reply's code on the stack. */
         c->resume_http = 1;
         mw_conn_want_flush(c);
@@ -458,8 +486,8 @@ static void stash(mw_conn_t *c, const uint8_t *data, size_t len)
 {
     uint8_t *p = NULL;
 
-    if (c->pipelined_len + len <= PIPELINED_MAX)
-        p = realloc(c->pipelined, c->pipelined_len + len);
+    if (c->hs->pipelined_len + len <= PIPELINED_MAX)
+        p = realloc(c->hs->pipelined, c->hs->pipelined_len + len);
     if (p == NULL) {
         /* Refused cleanly: what was asked so far is answered, then the
          * connection closes and the client sends the rest again. */
@@ -471,9 +499,9 @@ static void stash(mw_conn_t *c, const uint8_t *data, size_t len)
             c->keep_alive = 0;
         return;
     }
-    memcpy(p + c->pipelined_len, data, len);
-    c->pipelined = p;
-    c->pipelined_len += len;
+    memcpy(p + c->hs->pipelined_len, data, len);
+    c->hs->pipelined = p;
+    c->hs->pipelined_len += len;
     mw_conn_pause(c, MW_PAUSE_HTTP, 1);
 }
 
@@ -520,12 +548,12 @@ static void answer(mw_conn_t *c)
     mw_conns_t *cs = c->conns;
     const mw_config_t *cfg = cs->cfg;
 
-    c->requests++;
-    if (c->requests > 1)
+    c->hs->requests++;
+    if (c->hs->requests > 1)
         cs->metrics->http_reused++;
     /* A body was read whole (up to api.max_body), so the connection may take
      * the next request after it. */
-    c->keep_alive = cfg->keepalive_timeout > 0 && c->requests < cfg->keepalive_requests &&
+    c->keep_alive = cfg->keepalive_timeout > 0 && c->hs->requests < cfg->keepalive_requests &&
                     !cs->draining && (!c->http->has_body || c->http->max_body > 0) &&
                     !c->http->body_too_big &&
                     http_should_keep_alive(&c->http->parser);
@@ -572,7 +600,7 @@ static void http_input(mw_conn_t *c, const uint8_t *data, size_t len)
             if (len > 0) {
                 touch(c);
                 if (!c->ws.stopped)
-                    mw_ws_feed(&c->ws, data, len);
+                    mw_ws_feed(&c->ws, &ws_handler, c, data, len);
             }
             return;
         }
@@ -583,14 +611,16 @@ static void http_input(mw_conn_t *c, const uint8_t *data, size_t len)
  * were read meanwhile. */
 static void http_resume(mw_conn_t *c)
 {
-    uint8_t *buf = c->pipelined;
-    size_t len = c->pipelined_len;
+    uint8_t *buf;
+    size_t len;
 
     c->resume_http = 0;
     if (c->state != MW_CONN_HTTP || c->replying)
         return;
-    c->pipelined = NULL;
-    c->pipelined_len = 0;
+    buf = c->hs->pipelined;
+    len = c->hs->pipelined_len;
+    c->hs->pipelined = NULL;
+    c->hs->pipelined_len = 0;
     if (len > 0)
         http_input(c, buf, len);
     else
@@ -699,7 +729,7 @@ void mw_conn_on_read(mw_conn_t *c, const uint8_t *data, size_t len)
         /* What c's messages and pings queue anywhere may hold c back. */
         mw_conn_t *was = cs->sender;
         cs->sender = c;
-        mw_ws_feed(&c->ws, data, len);
+        mw_ws_feed(&c->ws, &ws_handler, c, data, len);
         cs->sender = was;
     }
 }
@@ -727,8 +757,8 @@ void mw_conn_on_written(mw_conn_t *c, size_t n)
         mw_conn_set_tlist(c, MW_TL_CLOSING);
     if (c->backlog != NULL || c->dropping || (c->paused & MW_PAUSE_WRITEQ))
         cs->on->written(c);
-    if (c->body != NULL)
-        c->body->pump(c); /* may end the reply */
+    if (mw_conn_body(c) != NULL)
+        c->hs->body->pump(c); /* may end the reply */
     else if (c->replying)
         next_request(c);
     if (mw_outq_empty(&c->outq) && c->finishing)

@@ -121,27 +121,43 @@ struct mw_conns_s {
     /* The books of the queue bounds (backpressure.c). */
     mw_list_t backed_up;    /* backlogs of queues over max_buffered, oldest first */
     uint32_t nbacked;       /* how many */
-    size_t queue_freed;     /* queue memory freed since the last malloc_trim */
+    size_t queue_freed;     /* queue and receive memory freed since the last malloc_trim */
     uint64_t trimmed_at;    /* when that was, ms */
 };
 
 /* A reply body that goes out as the queue drains (stream.c): its owner
- * embeds this, with its own functions, and points c->body at it. */
+ * embeds this, with its own functions, and points c->hs->body at it. */
 typedef struct mw_conn_body_s {
     /* Bytes were written: queue more when the queue is low. May end the
      * reply (mw_conn_reply_end). */
     void (*pump)(mw_conn_t *c);
-    /* c is closing or released: the body stops, and c->body is cleared. */
+    /* c is closing or released: the body stops, and c->hs->body is cleared. */
     void (*cancel)(mw_conn_t *c);
 } mw_conn_body_t;
+
+/* What a connection needs only while it speaks HTTP: from accept to the end
+ * of its upgrade (mw_conn_upgraded), when it is freed, or to its release. */
+typedef struct mw_conn_http_s {
+    uint8_t *pipelined; /* bytes read after the request being answered, or NULL */
+    size_t pipelined_len;
+    struct mw_api_req_s *api_req;   /* a server API request waiting for its answer (api.c),
+                                       or NULL */
+    struct mw_hook_req_s *hook_req; /* a request on_request answers later (api_request.c),
+                                       or NULL */
+    mw_conn_body_t *body;           /* the reply body still to queue (stream.c), or NULL */
+    int req_ref;                    /* the request table between upgrade and open (Lua
+                                       registry); LUA_NOREF otherwise */
+    uint32_t requests;              /* HTTP requests read on this connection */
+    mw_addr_t peer; /* the transport's peer, as accepted (c->addr may be whom it forwards for) */
+} mw_conn_http_t;
 
 struct mw_conn_s {
     mw_conns_t *conns;
     const mw_transport_t *tp;
     uint64_t serial; /* the counter part of the id; never reused */
 
-    uint8_t state;         /* mw_conn_state_t */
-    uint8_t tlist;         /* mw_conn_tlist_t */
+    uint8_t state : 2;     /* mw_conn_state_t */
+    uint8_t tlist : 3;     /* mw_conn_tlist_t */
     uint8_t close_sent : 1;
     uint8_t close_received : 1;
     uint8_t finishing : 1;   /* finish the transport once outq drains */
@@ -159,22 +175,25 @@ struct mw_conn_s {
     uint8_t peer_eof : 1;     /* the peer sent all it will: answer what it asked, then close */
     uint8_t resume_http : 1;  /* take the next request at the end of the turn */
     uint8_t api_only : 1;     /* accepted on an api.listen listener: the API alone */
-    uint32_t requests;        /* HTTP requests read on this connection */
-    mw_conn_body_t *body;     /* the reply body still to queue (stream.c), or NULL */
-    uint8_t *pipelined;       /* bytes read after the request being answered, or NULL */
-    size_t pipelined_len;
-    uint16_t close_code;     /* what on_close reports */
-    uint16_t close_reason_len;
-    const char *close_reason; /* static, in ws.ctl, or reason_buf */
-    char *reason_buf;         /* our own close reason, kept for on_close; freed at release */
-    const char *fail_why;     /* static: why the core failed the connection, for on_error */
+    uint8_t reason_owned : 1; /* close_reason is our own copy (malloc), freed at release */
+    uint8_t failed : 1;       /* the core failed it: close_reason (static) says why, for
+                                 on_error (mw_conn_fail_why) */
+    uint8_t tp_bits;          /* the transport's own flags (tcp.c) */
+    uint8_t close_reason_len; /* at most 123, a close frame's */
+    uint16_t close_code;      /* what on_close reports */
+    int lua_ref;  /* the conn userdata in the Lua registry; LUA_NOREF until open */
+    mw_addr_t addr; /* the client: the peer, or whom a trusted proxy forwards (forwarded.h);
+                     * per-IP counts, allowlists, logs and req.remote_addr use it.
+                     * Here, where its 28 bytes fill what alignment would leave. */
+    const char *close_reason; /* static, in ws.rx (kept once stopped), or our own copy of
+                                 the reason we closed with (reason_owned) */
 
     mw_http_req_t *http; /* only in MW_CONN_HTTP */
+    mw_conn_http_t *hs;  /* from accept to the end of the upgrade; NULL after */
     mw_ws_t ws;
     mw_outq_t outq;
     size_t wire_pending; /* bytes taken from outq, not yet on the wire (TLS ciphertext) */
     struct mw_backlog_s *backlog; /* while its queue is backed up, else NULL (backpressure.c) */
-    uint32_t held_back;  /* backed-up queues its messages went to that hold it back */
     char *protocol; /* the negotiated subprotocol, or NULL */
 
     mw_list_t timeout_link; /* in the conns list named by tlist */
@@ -183,21 +202,14 @@ struct mw_conn_s {
     mw_list_t close_link;   /* in the scheduler's close work until on_close has run */
     mw_list_t subs;         /* its topic subscriptions */
     uint32_t nsubs;         /* entries in subs (limits.max_subscriptions) */
+    uint32_t held_back;     /* backed-up queues its messages went to that hold it back */
 
-    int lua_ref;  /* the conn userdata in the Lua registry; LUA_NOREF until open */
     struct mw_lua_waits_s *lua_waits; /* its hooks waiting on Redis, or NULL; see lua_task.c
                                          (it also holds the messages that arrive meanwhile) */
-    struct mw_api_req_s *api_req; /* a server API request waiting for its answer (api.c), or NULL */
-    struct mw_hook_req_s *hook_req; /* a request on_request answers later (api_request.c), or NULL */
-    int req_ref;  /* the request table between upgrade and open; LUA_NOREF after */
 
     uint64_t since;   /* accept time, ms */
     uint64_t tl_at;   /* when it entered its timeout list, ms */
-    uint64_t last_rx; /* last byte received, ms */
     uint64_t msgs_in, msgs_out, bytes_in, bytes_out;
-    mw_addr_t addr; /* the client: the peer, or whom a trusted proxy forwards (forwarded.h);
-                     * per-IP counts, allowlists, logs and req.remote_addr use it */
-    mw_addr_t peer; /* the transport's peer, as accepted */
 };
 
 /* Why reading from a connection is stopped. Each reason is set and cleared
@@ -293,6 +305,20 @@ void mw_conn_ping(mw_conn_t *c);
 /* Writes the id of c ("mw.x1.42", see id.h) into out (MW_ID_MAX bytes).
  * Returns its length. */
 size_t mw_conn_id(const mw_conn_t *c, char *out);
+
+/* The reply body still to queue (stream.c), or NULL (always, once c is no
+ * longer HTTP). */
+static inline mw_conn_body_t *mw_conn_body(const mw_conn_t *c)
+{
+    return c->hs != NULL ? c->hs->body : NULL;
+}
+
+/* Why the core failed c (static; logged and given to on_error), or NULL when
+ * it did not. */
+static inline const char *mw_conn_fail_why(const mw_conn_t *c)
+{
+    return c->failed ? c->close_reason : NULL;
+}
 
 /* Formats the client address ("127.0.0.1", "::1") into out (64 bytes). */
 static inline void mw_conn_addr(const mw_conn_t *c, char *out, size_t cap)

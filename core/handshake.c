@@ -305,10 +305,10 @@ void mw_handshake_request(mw_conn_t *c)
     const mw_acl_t *trusted = c->conns->node->trusted_proxies;
 
     c->conns->metrics->http_requests++;
-    if (trusted->n > 0 || memcmp(&c->addr, &c->peer, sizeof(c->addr)) != 0) {
+    if (trusted->n > 0 || memcmp(&c->addr, &c->hs->peer, sizeof(c->addr)) != 0) {
         /* Behind a trusted proxy: the client it names, for this request. */
         mw_addr_t client;
-        mw_forwarded_client(trusted, c->http, &c->peer, &client);
+        mw_forwarded_client(trusted, c->http, &c->hs->peer, &client);
         mw_conn_set_client(c, &client);
     }
     if ((cfg->healthz && path_is(path, len, "/healthz")) ||

@@ -59,10 +59,11 @@ static int mw_publish(lua_State *L)
     mw_frame_t *f;
     size_t n, except_len;
     const char *except_id;
+    char except_buf[MW_ID_MAX];
     int op, nret = 0, r = 0;
 
     luaL_checkstring(L, 2);
-    mw__lua_read_send_opts(L, 3, &except, &op, &except_id, &except_len);
+    mw__lua_read_send_opts(L, 3, &except, &op, &except_id, &except_len, except_buf);
     f = mw__lua_make_frame(L, 2, op, &nret);
     if (f == NULL)
         return nret;
@@ -98,10 +99,11 @@ static int mw_broadcast(lua_State *L)
     lua_Integer n = 0;
     int op, nret = 0, r = 0;
     const char *except_id;
+    char except_buf[MW_ID_MAX];
     size_t except_len;
 
     luaL_checkstring(L, 1);
-    mw__lua_read_send_opts(L, 2, &except, &op, &except_id, &except_len);
+    mw__lua_read_send_opts(L, 2, &except, &op, &except_id, &except_len, except_buf);
     f = mw__lua_make_frame(L, 1, op, &nret);
     if (f == NULL)
         return nret;
@@ -133,7 +135,7 @@ static int mw_send(lua_State *L)
     int op, nret = 0, r;
 
     luaL_checkstring(L, 2);
-    mw__lua_read_send_opts(L, 3, &unused, &op, NULL, NULL);
+    mw__lua_read_send_opts(L, 3, &unused, &op, NULL, NULL, NULL);
     if (node->cluster != NULL && !mw_ids_is_local(&node->reg->ids, id, len)) {
         /* Another node's connection: handed to the backplane, not confirmed. */
         f = mw__lua_make_frame(L, 2, op, &nret);

@@ -39,14 +39,10 @@ static int push_send_result(lua_State *L, int r)
 
 void mw_lua_api_push_conn(lua_State *L, mw_conn_t *c)
 {
-    char id[MW_ID_MAX];
-    size_t id_len = mw_conn_id(c, id);
-    /* As long as its id: a box per connection, what every idle one costs. */
-    mw_lconn_t *u = lua_newuserdatauv(L, offsetof(mw_lconn_t, id) + id_len + 1, 2);
+    /* A box per connection, what every idle one costs. */
+    mw_lconn_t *u = lua_newuserdatauv(L, sizeof(mw_lconn_t), 2);
     u->tag = &mw__lua_conn_tag;
-    u->conn = c;
-    u->id_len = (uint8_t)id_len;
-    memcpy(u->id, id, id_len + 1);
+    u->ref = (uint64_t)(uintptr_t)c; /* aligned: the low bit is clear */
     luaL_setmetatable(L, MW_CONN_META);
     /* conn.data (user value 1) is made at its first read. */
 }
@@ -59,23 +55,26 @@ void mw_lua_api_set_request(lua_State *L)
 void mw_lua_api_detach_conn(lua_State *L, int idx)
 {
     mw_lconn_t *u = lua_touserdata(L, idx); /* always a conn object here */
-    if (u != NULL)
-        u->conn = NULL;
+    if (u != NULL && mw__lconn_conn(u) != NULL)
+        u->ref = mw__lconn_serial(u) << 1 | 1;
 }
 
 const char mw__lua_conn_tag;
 
-/* The object at idx when it is a conn object (a full userdata at least as
- * long as a box with an empty id, that starts with the tag, which no script
- * can write, and as long as its id says: no metatable to fetch on every
- * conn:send); raises otherwise. */
+size_t mw__lua_conn_id(lua_State *L, const mw_lconn_t *u, char *out)
+{
+    return mw_ids_format(&mw_lua_node(L)->reg->ids, mw__lconn_serial(u), out);
+}
+
+/* The object at idx when it is a conn object (a full userdata of a box's
+ * size that starts with the tag, which no script can write: no metatable to
+ * fetch on every conn:send); raises otherwise. */
 static mw_lconn_t *check_lconn(lua_State *L, int idx)
 {
     /* A light userdata has a pointer but no length: the tag is not read. */
     mw_lconn_t *u = lua_touserdata(L, idx);
     size_t len = u != NULL ? lua_rawlen(L, idx) : 0;
-    if (len > offsetof(mw_lconn_t, id) && u->tag == &mw__lua_conn_tag &&
-        len == offsetof(mw_lconn_t, id) + u->id_len + 1)
+    if (len == sizeof(mw_lconn_t) && u->tag == &mw__lua_conn_tag)
         return u;
     luaL_typeerror(L, idx, MW_CONN_META);
     return NULL;
@@ -84,10 +83,10 @@ static mw_lconn_t *check_lconn(lua_State *L, int idx)
 /* Returns the open connection of the conn object at idx, or NULL when closed. */
 static mw_conn_t *check_conn(lua_State *L, int idx)
 {
-    mw_lconn_t *u = check_lconn(L, idx);
-    if (u->conn == NULL || u->conn->state != MW_CONN_OPEN)
+    mw_conn_t *c = mw__lconn_conn(check_lconn(L, idx));
+    if (c == NULL || c->state != MW_CONN_OPEN)
         return NULL;
-    return u->conn;
+    return c;
 }
 
 /* Reads the kind argument: "text" (default) or "binary". Returns the opcode. */
@@ -211,8 +210,12 @@ static int conn_newindex(lua_State *L)
 static int conn_tostring(lua_State *L)
 {
     mw_lconn_t *u = check_lconn(L, 1);
-    lua_pushfstring(L, "moonwire.conn(%s%s)", u->id,
-                    u->conn != NULL && u->conn->state == MW_CONN_OPEN ? "" : ", closed");
+    char id[MW_ID_MAX];
+    mw__lua_conn_id(L, u, id);
+    lua_pushfstring(L, "moonwire.conn(%s%s)", id,
+                    mw__lconn_conn(u) != NULL && mw__lconn_conn(u)->state == MW_CONN_OPEN
+                        ? ""
+                        : ", closed");
     return 1;
 }
 
@@ -326,7 +329,8 @@ static int conn_index(lua_State *L)
     u = check_lconn(L, 1);
     key = luaL_checklstring(L, 2, &len);
     if (strcmp(key, "id") == 0) {
-        lua_pushlstring(L, u->id, u->id_len);
+        char id[MW_ID_MAX];
+        lua_pushlstring(L, id, mw__lua_conn_id(L, u, id));
     } else if (strcmp(key, "data") == 0) {
         if (lua_getiuservalue(L, 1, 1) == LUA_TNIL) { /* the first read makes it */
             lua_pop(L, 1);
@@ -337,13 +341,15 @@ static int conn_index(lua_State *L)
     } else if (strcmp(key, "request") == 0) {
         lua_getiuservalue(L, 1, 2);
         if (mw_lua_request_is_seed(L, -1)) { /* the first read builds the table */
-            mw_lua_request_grow(L, -1, u->id, u->id_len);
+            char id[MW_ID_MAX];
+            mw_lua_request_grow(L, -1, id, mw__lua_conn_id(L, u, id));
             lua_pushvalue(L, -1);
             lua_setiuservalue(L, 1, 2);
         }
     } else if (strcmp(key, "protocol") == 0) {
-        if (u->conn != NULL && u->conn->protocol != NULL)
-            lua_pushstring(L, u->conn->protocol);
+        mw_conn_t *c = mw__lconn_conn(u);
+        if (c != NULL && c->protocol != NULL)
+            lua_pushstring(L, c->protocol);
         else
             lua_pushnil(L);
     } else {
@@ -386,11 +392,12 @@ static mw_conn_t *opt_target(lua_State *L, int idx)
     }
     if (lua_isnoneornil(L, idx))
         return NULL;
-    return check_lconn(L, idx)->conn;
+    return mw__lconn_conn(check_lconn(L, idx));
 }
 
 void mw__lua_read_send_opts(lua_State *L, int idx, mw_conn_t **except, int *op,
-                              const char **except_id, size_t *except_len)
+                              const char **except_id, size_t *except_len,
+                              char except_buf[MW_ID_MAX])
 {
     *except = NULL;
     *op = MW_OP_TEXT;
@@ -415,12 +422,11 @@ void mw__lua_read_send_opts(lua_State *L, int idx, mw_conn_t **except, int *op,
             if (lua_type(L, -1) == LUA_TSTRING) {
                 *except_id = lua_tolstring(L, -1, except_len);
             } else {
-                mw_lconn_t *u = lua_touserdata(L, -1);
-                *except_id = u->id;
-                *except_len = u->id_len;
+                *except_len = mw__lua_conn_id(L, lua_touserdata(L, -1), except_buf);
+                *except_id = except_buf;
             }
         }
     }
-    /* The id stays valid: it lives in the opts table or the conn object. */
+    /* The id stays valid: it lives in the opts table or except_buf. */
     lua_pop(L, 1);
 }

@@ -17,13 +17,32 @@ extern const char mw__lua_conn_tag;
 
 /* The Lua side of a connection. The core owns the connection; Lua owns this box.
  * tag is mw__lua_conn_tag's address: only C writes a full userdata's bytes,
- * so a box that starts with it, as long as its id_len says, is a conn object. */
+ * so a box of this size that starts with it is a conn object. The box keeps
+ * its id's serial, not its text (the node's prefix is the rest of it, id.h):
+ * the connection's while it is open, its own once it has closed. 16 bytes
+ * with a 2-value header make an 88-byte block, a 96-byte chunk of glibc's (an
+ * id of 17 characters in the box made 107, a 128-byte chunk). */
 typedef struct {
     const void *tag;
-    mw_conn_t *conn; /* NULL once the connection has closed for the app */
-    uint8_t id_len;
-    char id[]; /* id_len bytes and a NUL: the box is only as long as its id */
+    uint64_t ref; /* the connection (mw_conn_t *, its low bit clear) while it is open
+                     for the app; once it has closed, its serial << 1 | 1 */
 } mw_lconn_t;
+
+/* The connection of u, or NULL once it has closed for the app. */
+static inline mw_conn_t *mw__lconn_conn(const mw_lconn_t *u)
+{
+    return (u->ref & 1) ? NULL : (mw_conn_t *)(uintptr_t)u->ref;
+}
+
+/* The serial of u's id. */
+static inline uint64_t mw__lconn_serial(const mw_lconn_t *u)
+{
+    return (u->ref & 1) ? u->ref >> 1 : mw__lconn_conn(u)->serial;
+}
+
+/* Writes the id of the conn object u into out (MW_ID_MAX bytes). Returns
+ * its length. */
+size_t mw__lua_conn_id(lua_State *L, const mw_lconn_t *u, char *out);
 
 /* Module-wide data: a userdata in the registry under MW_API_KEY. */
 typedef struct {
@@ -75,10 +94,11 @@ void mw__lua_push_conn_object(lua_State *L, mw_conn_t *c);
 
 /* Reads {except = conn|id, binary = bool} at idx (nil: none) into *except
  * (a connection of this node, or NULL) and *op. The except id, for the other
- * nodes, is given too when except_id is not NULL; it stays valid while the
- * options are on the stack. */
+ * nodes, is given too when except_id is not NULL: a conn object's is written
+ * in except_buf, a string stays valid while the options are on the stack. */
 void mw__lua_read_send_opts(lua_State *L, int idx, mw_conn_t **except, int *op,
-                            const char **except_id, size_t *except_len);
+                            const char **except_id, size_t *except_len,
+                            char except_buf[MW_ID_MAX]);
 
 /* Pushes a read-only view of a copy of the configuration (lua_api_config.c). */
 void mw__lua_push_config(lua_State *L);

@@ -20,7 +20,7 @@
 #include <string.h>
 
 /* Builds the request table of the connection at 1 (a light userdata), or
- * with a true 2 only its seed (lua_request.h), and keeps it at c->req_ref. */
+ * with a true 2 only its seed (lua_request.h), and keeps it at c->hs->req_ref. */
 static int build_request(lua_State *L)
 {
     mw_conn_t *c = lua_touserdata(L, 1);
@@ -29,7 +29,7 @@ static int build_request(lua_State *L)
         mw_lua_request_push_seed(L, c);
     else
         mw_lua_request_push(L, c);
-    c->req_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* here: it allocates */
+    c->hs->req_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* here: it allocates */
     return 0;
 }
 
@@ -123,7 +123,7 @@ int mw_lua_upgrade(mw_lua_t *lh, mw_conn_t *c, const mw_upgrade_handler_t *h)
         h->decided(c, &d, 0);
         return 0;
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->hs->req_ref);
     mw_lua_spawn_then(lh, c, "on_upgrade", 1, &then);
     /* Answered, the connection is upgraded or closing; still HTTP, it waits. */
     return c->state == MW_CONN_HTTP ? MW_EAGAIN : 0;
@@ -137,9 +137,9 @@ int mw_lua_push_request(mw_lua_t *lh, mw_conn_t *c)
     lua_pushlightuserdata(L, c);
     if (!mw_lua_call(lh, NULL, "building the request", 1, 0))
         return MW_ELUA;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, c->req_ref);
-    c->req_ref = LUA_NOREF;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->hs->req_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->hs->req_ref);
+    c->hs->req_ref = LUA_NOREF;
     return 0;
 }
 
@@ -150,13 +150,13 @@ static int new_conn_object(lua_State *L)
 {
     mw_conn_t *c = lua_touserdata(L, 1);
     mw_lua_api_push_conn(L, c);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->hs->req_ref);
     if (lua_toboolean(L, 2) && mw_lua_request_is_seed(L, -1)) {
         char id[MW_ID_MAX];
         mw_lua_request_grow(L, -1, id, mw_conn_id(c, id));
         lua_replace(L, -2);
         lua_pushvalue(L, -1);
-        lua_rawseti(L, LUA_REGISTRYINDEX, c->req_ref);
+        lua_rawseti(L, LUA_REGISTRYINDEX, c->hs->req_ref);
     }
     mw_lua_api_set_request(L);
     c->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -177,11 +177,11 @@ void mw_lua_open(mw_lua_t *lh, mw_conn_t *c)
     c->lua_open = 1;
     if (mw__lua_push_hook(lh, MW_HOOK_OPEN)) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->hs->req_ref);
         mw_lua_spawn(lh, c, "on_open", 2);
     }
-    luaL_unref(L, LUA_REGISTRYINDEX, c->req_ref);
-    c->req_ref = LUA_NOREF;
+    luaL_unref(L, LUA_REGISTRYINDEX, c->hs->req_ref);
+    c->hs->req_ref = LUA_NOREF;
 }
 
 /* The conn object of a closed connection keeps its id but no longer reaches
@@ -207,9 +207,9 @@ void mw_lua_close(mw_lua_t *lh, mw_conn_t *c)
 
 void mw_lua_forget(mw_lua_t *lh, mw_conn_t *c)
 {
-    if (c->req_ref != LUA_NOREF) {
-        luaL_unref(lh->L, LUA_REGISTRYINDEX, c->req_ref);
-        c->req_ref = LUA_NOREF;
+    if (c->hs != NULL && c->hs->req_ref != LUA_NOREF) {
+        luaL_unref(lh->L, LUA_REGISTRYINDEX, c->hs->req_ref);
+        c->hs->req_ref = LUA_NOREF;
     }
     if (c->lua_ref != LUA_NOREF)
         mw_lua_close(lh, c);

@@ -6,8 +6,10 @@
  * the headers, the query and subprotocols tables). An app without on_upgrade
  * or on_open may never read conn.request, so its connections keep a seed
  * instead: one string with the head as the client sent it and the
- * addresses, about the size of the head. The first read of conn.request
- * parses the head again and builds the same table, which stays.
+ * addresses, smaller than the head (its request line and the header lines
+ * every client sends alike are a byte each, lua_request.c). The first read
+ * of conn.request unpacks and parses the head again and builds the same
+ * table, which stays.
  */
 #ifndef MOONWIRE_LUA_REQUEST_H
 #define MOONWIRE_LUA_REQUEST_H

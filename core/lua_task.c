@@ -616,7 +616,7 @@ static void defer_close(mw_conn_t *c, mw_lua_waits_t *ws)
     ws->close_ref = c->lua_ref;
     ws->serial = c->serial; /* its held messages stay here */
     ws->close_owed = 1;
-    ws->fail_why = c->fail_why;
+    ws->fail_why = mw_conn_fail_why(c);
     ws->code = c->close_code;
     if (c->close_reason_len > 0) {
         ws->reason = malloc(c->close_reason_len);
@@ -641,7 +641,7 @@ int mw__lua_close_hooks(mw_lua_t *lh, mw_conn_t *c, int owed)
         return owed;
     }
     if (owed)
-        close_hooks(lh, c, c->lua_ref, c->serial, c->fail_why, c->close_code,
+        close_hooks(lh, c, c->lua_ref, c->serial, mw_conn_fail_why(c), c->close_code,
                     c->close_reason ? c->close_reason : "", c->close_reason_len);
     return 0;
 }

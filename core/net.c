@@ -293,6 +293,7 @@ int mw_net_start(mw_server_t *srv, uv_loop_t *loop, mw_net_t **out, char *err, s
     net->node = node;
     net->loop = loop;
     net->tcp.loop = loop;
+    loop->data = &net->tcp; /* how each connection finds it (tcp.h) */
     net->tcp.node = node;
     net->tcp.read_buf = malloc(MW_TCP_READ_BUF);
     net->listeners =

@@ -184,7 +184,8 @@ static void on_sweep(mw_timer_t *t)
         mw_conn_t *c = CONN_OF(head->next, timeout_link);
         if (now - c->tl_at < cfg->close_timeout)
             break;
-        if (c->state == MW_CONN_HTTP && (c->api_req != NULL || c->hook_req != NULL)) {
+        if (c->state == MW_CONN_HTTP && c->hs != NULL &&
+            (c->hs->api_req != NULL || c->hs->hook_req != NULL)) {
             if (cs->draining) {
                 /* Draining: its request runs on, up to shutdown_timeout (then 503). */
                 mw_conn_set_tlist(c, MW_TL_CLOSING);
@@ -193,7 +194,7 @@ static void on_sweep(mw_timer_t *t)
             /* The app took longer than a reply may: the client is told so
              * (its late answer goes nowhere); the reply is bounded by
              * close_timeout from now. */
-            if (c->api_req != NULL)
+            if (c->hs->api_req != NULL)
                 mw_api_give_up(c, 504, "the API call took longer than limits.close_timeout", NULL);
             else
                 mw_hook_request_give_up(c, 504, "on_request took longer than limits.close_timeout",
@@ -392,9 +393,10 @@ static size_t refuse_running(mw_conns_t *cs)
         mw_list_foreach_safe(it, tmp, lists[i])
         {
             mw_conn_t *c = CONN_OF(it, timeout_link);
-            if (c->state != MW_CONN_HTTP || (c->api_req == NULL && c->hook_req == NULL))
+            if (c->state != MW_CONN_HTTP || c->hs == NULL ||
+                (c->hs->api_req == NULL && c->hs->hook_req == NULL))
                 continue;
-            if (c->api_req != NULL)
+            if (c->hs->api_req != NULL)
                 mw_api_give_up(c, 503, "server shutting down", "Retry-After: 5\r\n");
             else
                 mw_hook_request_give_up(c, 503, "server shutting down", "Retry-After: 5\r\n");

@@ -1,7 +1,7 @@
 /* Reply bodies streamed a chunk at a time as the connection drains. See
  * stream.h.
  *
- * A stream is its connection's reply body (c->body) until it ends. A read in
+ * A stream is its connection's reply body (c->hs->body) until it ends. A read in
  * flight on the thread pool writes into a chunk the stream owns, so a
  * connection that goes away meanwhile only detaches the stream
  * (s->conn = NULL); the read's callback then frees it (libuv's rule: a
@@ -42,7 +42,7 @@ static void cancel(mw_conn_t *c);
 
 static mw_stream_t *stream_of(mw_conn_t *c)
 {
-    return MW_CONTAINER_OF(c->body, mw_stream_t, body);
+    return MW_CONTAINER_OF(c->hs->body, mw_stream_t, body);
 }
 
 size_t mw_stream_open_files(void)
@@ -86,7 +86,7 @@ static void cut(mw_stream_t *s, const char *why)
     mw_log_warn("static: conn %llu: body cut short after %llu bytes: %s",
                 (unsigned long long)c->serial, (unsigned long long)s->sent, why);
     c->conns->metrics->static_cut++;
-    c->body = NULL;
+    c->hs->body = NULL;
     stream_free(s);
     mw_conn_on_eof(c);
 }
@@ -155,7 +155,7 @@ static void read_here(mw_stream_t *s)
 /* c's queue drained some: queue more when it is low. May end the reply. */
 static void pump(mw_conn_t *c)
 {
-    mw_stream_t *s = c->body != NULL ? stream_of(c) : NULL;
+    mw_stream_t *s = mw_conn_body(c) != NULL ? stream_of(c) : NULL;
 
     /* The next chunk is read while the last one is written (below two
      * chunks unwritten), so disk and socket overlap. */
@@ -163,7 +163,7 @@ static void pump(mw_conn_t *c)
         size_t n = s->left < MW_STREAM_CHUNK ? (size_t)s->left : MW_STREAM_CHUNK;
 
         if (s->left == 0) {
-            c->body = NULL;
+            c->hs->body = NULL;
             stream_free(s);
             mw_conn_reply_end(c);
             return;
@@ -211,7 +211,7 @@ static void cancel(mw_conn_t *c)
 {
     mw_stream_t *s = stream_of(c);
 
-    c->body = NULL;
+    c->hs->body = NULL;
     s->conn = NULL;
     if (s->chunk == NULL)
         stream_free(s); /* else the read's callback frees it */
@@ -219,7 +219,7 @@ static void cancel(mw_conn_t *c)
 
 static int start(mw_conn_t *c, mw_stream_t *s)
 {
-    c->body = &s->body;
+    c->hs->body = &s->body;
     pump(c);
     return 0;
 }

@@ -13,7 +13,8 @@ typedef struct mw_tls_ctx_s mw_tls_ctx_t;
 /* The size of the read buffer a loop's connections share. */
 #define MW_TCP_READ_BUF (64 * 1024)
 
-/* What the connections of one loop share (net.c owns it). */
+/* What the connections of one loop share (net.c owns it, and makes it the
+ * loop's data: a connection finds it there rather than keeping a pointer). */
 typedef struct {
     uv_loop_t *loop;
     mw_node_t *node; /* the node they are connections of */

@@ -15,9 +15,52 @@ static struct {
     size_t len;
 } cursor;
 
+/* Whom the feed in progress reports to (mw_ws_feed's handler and ud): a
+ * connection does not keep them. */
+static struct {
+    const mw_ws_handler_t *h;
+    void *ud;
+} feeder;
+
+/* The receive state of a connection that is reading a frame or a message
+ * (see ws.h). At rest a connection has none. */
+struct mw_ws_rx_s {
+    struct wslay_frame_context *fctx; /* NULL while at a frame boundary with nothing buffered */
+    uint64_t buffered; /* bytes given to wslay and not yet part of a whole frame */
+
+    /* The frame being received. */
+    uint64_t frame_len;
+    uint64_t frame_got;
+    uint8_t frame_op;
+    uint8_t frame_fin;
+    uint8_t in_frame;
+    /* Between frames: the next header's bytes so far, checked as they come. */
+    uint8_t hdr_len;
+    uint8_t hdr[14];
+
+    /* The data message being assembled (msg_op 0: none). */
+    uint8_t msg_op;
+    uint8_t msg_compressed;
+    mw_utf8_state_t utf8;
+    uint8_t *msg;
+    size_t msg_len;
+    size_t msg_cap;
+
+    /* A control frame's payload, at most 125 bytes. */
+    uint8_t ctl_len;
+    uint8_t ctl[125];
+};
+
+/* Free frame contexts and receive states, each bounded: what a burst of
+ * connections reading at once leaves over is freed, not kept. */
 #define FCTX_POOL_MAX 256
 static wslay_frame_context_ptr fctx_pool[FCTX_POOL_MAX];
 static size_t fctx_pooled;
+#define RX_POOL_MAX 256
+static mw_ws_rx_t *rx_pool[RX_POOL_MAX];
+static size_t rx_pooled;
+/* Bytes of message buffers and frame contexts freed since mw_ws_take_freed(). */
+static size_t freed;
 
 static ssize_t recv_cb(uint8_t *buf, size_t len, int flags, void *user_data)
 {
@@ -67,23 +110,91 @@ static wslay_frame_context_ptr fctx_get(void)
  * where it is indistinguishable from a new one. */
 static void fctx_put(wslay_frame_context_ptr ctx)
 {
-    if (fctx_pooled < FCTX_POOL_MAX)
+    if (fctx_pooled < FCTX_POOL_MAX) {
         fctx_pool[fctx_pooled++] = ctx;
-    else
+    } else {
         wslay_frame_context_free(ctx);
+        freed += 4096 + 128;
+    }
+}
+
+size_t mw_ws_take_freed(void)
+{
+    size_t n = freed;
+    freed = 0;
+    return n;
 }
 
 void mw_ws_pool_drain(void)
 {
     while (fctx_pooled > 0)
         wslay_frame_context_free(fctx_pool[--fctx_pooled]);
+    while (rx_pooled > 0)
+        free(rx_pool[--rx_pooled]);
 }
 
-void mw_ws_init(mw_ws_t *ws, const mw_ws_handler_t *handler, void *ud, size_t max_message)
+static void fail(mw_ws_t *ws, uint16_t code, const char *why);
+
+/* Gives ws a receive state, clean, if it has none. Returns 0, or fails the
+ * connection with 1011 and returns MW_ENOMEM. */
+static int rx_need(mw_ws_t *ws)
+{
+    mw_ws_rx_t *rx;
+
+    if (ws->rx != NULL)
+        return 0;
+    rx = rx_pooled > 0 ? rx_pool[--rx_pooled] : malloc(sizeof(*rx));
+    if (rx == NULL) {
+        fail(ws, 1011, "out of memory");
+        return MW_ENOMEM;
+    }
+    memset(rx, 0, sizeof(*rx));
+    ws->rx = rx;
+    return 0;
+}
+
+/* Frees the receive state's buffers and gives it back. */
+static void rx_drop(mw_ws_t *ws)
+{
+    mw_ws_rx_t *rx = ws->rx;
+
+    if (rx->fctx != NULL) {
+        /* Mid-frame state must not leak into another connection. */
+        if (rx->buffered == 0 && !rx->in_frame) {
+            fctx_put(rx->fctx);
+        } else {
+            wslay_frame_context_free(rx->fctx);
+            freed += 4096 + 128;
+        }
+    }
+    free(rx->msg);
+    freed += rx->msg_cap;
+    ws->rx = NULL;
+    if (rx_pooled < RX_POOL_MAX)
+        rx_pool[rx_pooled++] = rx;
+    else
+        free(rx);
+}
+
+/* At rest (a frame boundary, nothing buffered, no message being assembled)
+ * a connection keeps no receive state. A stopped one keeps it until
+ * mw_ws_close(): the close reason it reported points into it. */
+static void rx_rest(mw_ws_t *ws)
+{
+    mw_ws_rx_t *rx = ws->rx;
+
+    if (rx == NULL || ws->stopped || rx->in_frame || rx->buffered != 0 || rx->msg_op != 0)
+        return;
+    if (rx->fctx != NULL) {
+        fctx_put(rx->fctx);
+        rx->fctx = NULL;
+    }
+    rx_drop(ws);
+}
+
+void mw_ws_init(mw_ws_t *ws, size_t max_message)
 {
     memset(ws, 0, sizeof(*ws));
-    ws->handler = handler;
-    ws->ud = ud;
     ws->max_message = max_message;
 }
 
@@ -93,24 +204,19 @@ void mw_ws_close(mw_ws_t *ws)
         mw_inflater_put(ws->inflater);
         ws->inflater = NULL;
     }
-    if (ws->fctx != NULL) {
-        /* Mid-frame state must not leak into another connection. */
-        if (ws->buffered == 0 && !ws->in_frame)
-            fctx_put(ws->fctx);
-        else
-            wslay_frame_context_free(ws->fctx);
-        ws->fctx = NULL;
-    }
-    free(ws->msg);
-    ws->msg = NULL;
-    ws->msg_len = ws->msg_cap = 0;
+    if (ws->rx != NULL)
+        rx_drop(ws);
     ws->stopped = 1;
 }
 
 size_t mw_ws_memory(const mw_ws_t *ws)
 {
-    return ws->msg_cap + (ws->fctx != NULL ? 4096 + 128 : 0) +
-           (ws->inflater != NULL ? 7200 + (1u << ws->pmd.client_bits) : 0);
+    const mw_ws_rx_t *rx = ws->rx;
+    size_t n = ws->inflater != NULL ? 7200 + (1u << ws->pmd.client_bits) : 0;
+
+    if (rx != NULL)
+        n += sizeof(*rx) + rx->msg_cap + (rx->fctx != NULL ? 4096 + 128 : 0);
+    return n;
 }
 
 int mw_ws_close_code_valid(unsigned code)
@@ -125,7 +231,7 @@ static void fail(mw_ws_t *ws, uint16_t code, const char *why)
     if (ws->stopped)
         return;
     ws->stopped = 1;
-    ws->handler->on_fail(ws->ud, code, why);
+    feeder.h->on_fail(feeder.ud, code, why);
 }
 
 static int is_control(uint8_t op)
@@ -141,27 +247,29 @@ static size_t header_len(uint64_t payload_len)
 
 static int msg_reserve(mw_ws_t *ws, size_t need)
 {
+    mw_ws_rx_t *rx = ws->rx;
     size_t cap;
     uint8_t *p;
 
-    if (need <= ws->msg_cap)
+    if (need <= rx->msg_cap)
         return 0;
-    cap = ws->msg_cap ? ws->msg_cap : 256;
+    cap = rx->msg_cap ? rx->msg_cap : 256;
     while (cap < need)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     if (cap > ws->max_message && need <= ws->max_message)
         cap = ws->max_message;
-    p = realloc(ws->msg, cap);
+    p = realloc(rx->msg, cap);
     if (p == NULL)
         return MW_ENOMEM;
-    ws->msg = p;
-    ws->msg_cap = cap;
+    rx->msg = p;
+    rx->msg_cap = cap;
     return 0;
 }
 
 /* Checks a frame header. Returns 0, or fails the connection and returns -1. */
 static int frame_check(mw_ws_t *ws, const struct wslay_frame_iocb *io)
 {
+    mw_ws_rx_t *rx = ws->rx;
     uint8_t op = io->opcode;
 
     if (io->rsv != 0) {
@@ -182,12 +290,12 @@ static int frame_check(mw_ws_t *ws, const struct wslay_frame_iocb *io)
             return -1;
         }
     } else if (op == MW_OP_CONT) {
-        if (ws->msg_op == 0) {
+        if (rx->msg_op == 0) {
             fail(ws, 1002, "continuation frame without a message to continue");
             return -1;
         }
     } else if (op == MW_OP_TEXT || op == MW_OP_BINARY) {
-        if (ws->msg_op != 0) {
+        if (rx->msg_op != 0) {
             fail(ws, 1002, "new message before the previous one was finished");
             return -1;
         }
@@ -195,7 +303,7 @@ static int frame_check(mw_ws_t *ws, const struct wslay_frame_iocb *io)
         fail(ws, 1002, "reserved opcode");
         return -1;
     }
-    if (!is_control(op) && io->payload_length > ws->max_message - ws->msg_len) {
+    if (!is_control(op) && io->payload_length > ws->max_message - rx->msg_len) {
         fail(ws, 1009, "message too big");
         return -1;
     }
@@ -205,23 +313,24 @@ static int frame_check(mw_ws_t *ws, const struct wslay_frame_iocb *io)
 /* Starts a frame (seen with its first chunk). Returns 0 or fails. */
 static int frame_start(mw_ws_t *ws, const struct wslay_frame_iocb *io)
 {
+    mw_ws_rx_t *rx = ws->rx;
     uint8_t op = io->opcode;
 
     if (frame_check(ws, io) != 0)
         return -1;
     if (is_control(op))
-        ws->ctl_len = 0;
+        rx->ctl_len = 0;
     if (op == MW_OP_TEXT || op == MW_OP_BINARY) {
-        ws->msg_op = op;
-        ws->msg_len = 0;
-        ws->utf8 = MW_UTF8_ACCEPT;
-        ws->msg_compressed = io->rsv != 0;
+        rx->msg_op = op;
+        rx->msg_len = 0;
+        rx->utf8 = MW_UTF8_ACCEPT;
+        rx->msg_compressed = io->rsv != 0;
     }
-    ws->frame_op = op;
-    ws->frame_fin = io->fin;
-    ws->frame_len = io->payload_length;
-    ws->frame_got = 0;
-    ws->in_frame = 1;
+    rx->frame_op = op;
+    rx->frame_fin = io->fin;
+    rx->frame_len = io->payload_length;
+    rx->frame_got = 0;
+    rx->in_frame = 1;
     return 0;
 }
 
@@ -234,18 +343,19 @@ static int frame_start(mw_ws_t *ws, const struct wslay_frame_iocb *io)
  * would have reported the frame. */
 static void check_next_header(mw_ws_t *ws, const uint8_t *data, size_t len)
 {
-    size_t n = (size_t)ws->buffered, need;
+    mw_ws_rx_t *rx = ws->rx;
+    size_t n = (size_t)rx->buffered, need;
     struct wslay_frame_iocb io;
-    const uint8_t *h = ws->hdr;
+    const uint8_t *h = rx->hdr;
     uint64_t plen;
 
-    if (n > sizeof(ws->hdr) || (n > len && ws->hdr_len != n - len))
+    if (n > sizeof(rx->hdr) || (n > len && rx->hdr_len != n - len))
         return; /* not a header's beginning: leave it to wslay */
     if (n > len)
-        memcpy(ws->hdr + ws->hdr_len, data, len); /* the rest came in earlier feeds */
+        memcpy(rx->hdr + rx->hdr_len, data, len); /* the rest came in earlier feeds */
     else
-        memcpy(ws->hdr, data + len - n, n);
-    ws->hdr_len = (uint8_t)n;
+        memcpy(rx->hdr, data + len - n, n);
+    rx->hdr_len = (uint8_t)n;
     if (n < 2)
         return;
     plen = h[1] & 0x7f;
@@ -270,37 +380,38 @@ static void check_next_header(mw_ws_t *ws, const uint8_t *data, size_t len)
 
 static void control_end(mw_ws_t *ws)
 {
-    const mw_ws_handler_t *h = ws->handler;
+    mw_ws_rx_t *rx = ws->rx;
+    const mw_ws_handler_t *h = feeder.h;
 
-    switch (ws->frame_op) {
+    switch (rx->frame_op) {
     case MW_OP_PING:
-        h->on_ping(ws->ud, ws->ctl, ws->ctl_len);
+        h->on_ping(feeder.ud, rx->ctl, rx->ctl_len);
         break;
     case MW_OP_PONG:
-        h->on_pong(ws->ud, ws->ctl, ws->ctl_len);
+        h->on_pong(feeder.ud, rx->ctl, rx->ctl_len);
         break;
     case MW_OP_CLOSE: {
         unsigned code;
-        if (ws->ctl_len == 0) {
+        if (rx->ctl_len == 0) {
             ws->stopped = 1;
-            h->on_close(ws->ud, 1005, "", 0);
+            h->on_close(feeder.ud, 1005, "", 0);
             return;
         }
-        if (ws->ctl_len == 1) {
+        if (rx->ctl_len == 1) {
             fail(ws, 1002, "close frame with a 1-byte payload");
             return;
         }
-        code = (unsigned)ws->ctl[0] << 8 | ws->ctl[1];
+        code = (unsigned)rx->ctl[0] << 8 | rx->ctl[1];
         if (!mw_ws_close_code_valid(code)) {
             fail(ws, 1002, "invalid close code");
             return;
         }
-        if (!mw_utf8_valid(ws->ctl + 2, ws->ctl_len - 2u)) {
+        if (!mw_utf8_valid(rx->ctl + 2, rx->ctl_len - 2u)) {
             fail(ws, 1007, "close reason is not valid UTF-8");
             return;
         }
         ws->stopped = 1;
-        h->on_close(ws->ud, (uint16_t)code, (const char *)ws->ctl + 2, ws->ctl_len - 2u);
+        h->on_close(feeder.ud, (uint16_t)code, (const char *)rx->ctl + 2, rx->ctl_len - 2u);
         break;
     }
     }
@@ -310,25 +421,27 @@ static void control_end(mw_ws_t *ws)
 static int inflate_sink(void *ud, const uint8_t *data, size_t len)
 {
     mw_ws_t *ws = ud;
+    mw_ws_rx_t *rx = ws->rx;
 
-    if (len > ws->max_message - ws->msg_len)
+    if (len > ws->max_message - rx->msg_len)
         return MW_ETOOBIG;
-    if (ws->msg_op == MW_OP_TEXT) {
-        ws->utf8 = mw_utf8_feed(ws->utf8, data, len);
-        if (ws->utf8 == MW_UTF8_REJECT)
+    if (rx->msg_op == MW_OP_TEXT) {
+        rx->utf8 = mw_utf8_feed(rx->utf8, data, len);
+        if (rx->utf8 == MW_UTF8_REJECT)
             return MW_EUTF8;
     }
-    if (msg_reserve(ws, ws->msg_len + len) != 0)
+    if (msg_reserve(ws, rx->msg_len + len) != 0)
         return MW_ENOMEM;
-    memcpy(ws->msg + ws->msg_len, data, len);
-    ws->msg_len += len;
+    memcpy(rx->msg + rx->msg_len, data, len);
+    rx->msg_len += len;
     return 0;
 }
 
 /* Inflates one chunk of a compressed message (the tail too, on its last). */
 static int inflate_chunk(mw_ws_t *ws, const uint8_t *data, size_t n)
 {
-    int last = ws->frame_fin && ws->frame_got == ws->frame_len;
+    mw_ws_rx_t *rx = ws->rx;
+    int last = rx->frame_fin && rx->frame_got == rx->frame_len;
     int r;
 
     if (ws->inflater == NULL) {
@@ -363,24 +476,25 @@ static int inflate_chunk(mw_ws_t *ws, const uint8_t *data, size_t n)
  * bytes below 0x80, which keep a validator at a character boundary there. */
 static int frame_chunk(mw_ws_t *ws, const struct wslay_frame_iocb *io, int ascii)
 {
+    mw_ws_rx_t *rx = ws->rx;
     const uint8_t *data = io->data;
     size_t n = io->data_length;
 
-    if (!ws->in_frame && frame_start(ws, io) != 0)
+    if (!rx->in_frame && frame_start(ws, io) != 0)
         return -1;
-    ws->frame_got += n;
+    rx->frame_got += n;
 
-    if (is_control(ws->frame_op)) {
-        memcpy(ws->ctl + ws->ctl_len, data, n); /* wslay bounds control payloads to 125 */
-        ws->ctl_len = (uint8_t)(ws->ctl_len + n);
-    } else if (ws->msg_compressed) {
+    if (is_control(rx->frame_op)) {
+        memcpy(rx->ctl + rx->ctl_len, data, n); /* wslay bounds control payloads to 125 */
+        rx->ctl_len = (uint8_t)(rx->ctl_len + n);
+    } else if (rx->msg_compressed) {
         if (inflate_chunk(ws, data, n) != 0)
             return -1;
     } else {
-        int whole = ws->frame_fin && ws->frame_op != MW_OP_CONT && n == ws->frame_len;
-        if (ws->msg_op == MW_OP_TEXT && !(ascii && ws->utf8 == MW_UTF8_ACCEPT)) {
-            ws->utf8 = mw_utf8_feed(ws->utf8, data, n);
-            if (ws->utf8 == MW_UTF8_REJECT) {
+        int whole = rx->frame_fin && rx->frame_op != MW_OP_CONT && n == rx->frame_len;
+        if (rx->msg_op == MW_OP_TEXT && !(ascii && rx->utf8 == MW_UTF8_ACCEPT)) {
+            rx->utf8 = mw_utf8_feed(rx->utf8, data, n);
+            if (rx->utf8 == MW_UTF8_REJECT) {
                 fail(ws, 1007, "text message is not valid UTF-8");
                 return -1;
             }
@@ -388,58 +502,52 @@ static int frame_chunk(mw_ws_t *ws, const struct wslay_frame_iocb *io, int ascii
         if (whole) {
             /* The common case, a message in one frame that arrived whole:
              * hand wslay's buffer over without a copy. */
-            ws->in_frame = 0;
-            ws->buffered -= header_len(ws->frame_len) + ws->frame_len;
-            if (ws->msg_op == MW_OP_TEXT && ws->utf8 != MW_UTF8_ACCEPT) {
+            rx->in_frame = 0;
+            rx->buffered -= header_len(rx->frame_len) + rx->frame_len;
+            if (rx->msg_op == MW_OP_TEXT && rx->utf8 != MW_UTF8_ACCEPT) {
                 fail(ws, 1007, "text message ends inside a UTF-8 sequence");
                 return -1;
             }
-            ws->msg_op = 0;
-            ws->handler->on_message(ws->ud, ws->frame_op, data, n);
+            rx->msg_op = 0;
+            feeder.h->on_message(feeder.ud, rx->frame_op, data, n);
             return ws->stopped ? -1 : 0;
         }
         if (n > 0) {
-            size_t want = ws->msg_len + n;
-            if (ws->frame_got == n && ws->frame_len > n)
-                want = ws->msg_len + ws->frame_len; /* reserve the whole frame once */
+            size_t want = rx->msg_len + n;
+            if (rx->frame_got == n && rx->frame_len > n)
+                want = rx->msg_len + rx->frame_len; /* reserve the whole frame once */
             if (msg_reserve(ws, want) != 0) {
                 fail(ws, 1011, "out of memory");
                 return MW_ENOMEM;
             }
-            memcpy(ws->msg + ws->msg_len, data, n);
-            ws->msg_len += n;
+            memcpy(rx->msg + rx->msg_len, data, n);
+            rx->msg_len += n;
         }
     }
 
-    if (ws->frame_got < ws->frame_len)
+    if (rx->frame_got < rx->frame_len)
         return 0;
 
     /* The frame is complete. */
-    ws->in_frame = 0;
-    ws->buffered -= header_len(ws->frame_len) + ws->frame_len;
-    if (is_control(ws->frame_op)) {
+    rx->in_frame = 0;
+    rx->buffered -= header_len(rx->frame_len) + rx->frame_len;
+    if (is_control(rx->frame_op)) {
         control_end(ws);
-    } else if (ws->frame_fin) {
-        uint8_t op = ws->msg_op;
-        if (op == MW_OP_TEXT && ws->utf8 != MW_UTF8_ACCEPT) {
+    } else if (rx->frame_fin) {
+        uint8_t op = rx->msg_op;
+        if (op == MW_OP_TEXT && rx->utf8 != MW_UTF8_ACCEPT) {
             fail(ws, 1007, "text message ends inside a UTF-8 sequence");
             return -1;
         }
-        ws->msg_op = 0;
-        if (ws->msg_compressed && !ws->pmd.client_takeover) {
+        rx->msg_op = 0;
+        if (rx->msg_compressed && !ws->pmd.client_takeover) {
             /* The client starts every message afresh: no state to keep. */
             mw_inflater_put(ws->inflater);
             ws->inflater = NULL;
         }
-        ws->msg_compressed = 0;
-        ws->handler->on_message(ws->ud, op, ws->msg, ws->msg_len);
-        ws->msg_len = 0;
-        /* Keep a small buffer for the next message; give a large one back. */
-        if (ws->msg_cap > 65536) {
-            free(ws->msg);
-            ws->msg = NULL;
-            ws->msg_cap = 0;
-        }
+        rx->msg_compressed = 0;
+        feeder.h->on_message(feeder.ud, op, rx->msg, rx->msg_len);
+        rx->msg_len = 0; /* the buffer goes with the receive state, at rest */
     }
     return ws->stopped ? -1 : 0;
 }
@@ -515,14 +623,15 @@ static size_t feed_whole_frames(mw_ws_t *ws, const uint8_t *data, size_t len)
         if (plen > sizeof(payload) || plen > left - hlen - 4)
             break;
         seen = unmask(payload, p + hlen + 4, (size_t)plen, p + hlen);
-        if ((p[0] & 0xf0) == 0x80 && ws->msg_op == 0 && plen <= ws->max_message &&
+        if ((p[0] & 0xf0) == 0x80 && (ws->rx == NULL || ws->rx->msg_op == 0) &&
+            plen <= ws->max_message &&
             (p[0] == (0x80 | MW_OP_BINARY) ||
              (p[0] == (0x80 | MW_OP_TEXT) &&
               ((seen & 0x80) == 0 || mw_utf8_valid(payload, (size_t)plen))))) {
             /* A whole, valid message in one frame, outside any other: no
              * state to keep. Every other frame takes frame_chunk's checks. */
             off += hlen + 4 + (size_t)plen;
-            ws->handler->on_message(ws->ud, p[0] & 0x0f, payload, (size_t)plen);
+            feeder.h->on_message(feeder.ud, p[0] & 0x0f, payload, (size_t)plen);
             continue;
         }
         memset(&io, 0, sizeof(io));
@@ -533,15 +642,33 @@ static size_t feed_whole_frames(mw_ws_t *ws, const uint8_t *data, size_t len)
         io.payload_length = plen;
         io.data = payload;
         io.data_length = (size_t)plen;
+        if (rx_need(ws) != 0)
+            break;
         off += hlen + 4 + (size_t)plen;
-        ws->buffered += hlen + 4 + plen; /* frame_chunk takes it off whole */
+        ws->rx->buffered += hlen + 4 + plen; /* frame_chunk takes it off whole */
         if (frame_chunk(ws, &io, (seen & 0x80) == 0) != 0)
             break;
     }
     return off;
 }
 
-int mw_ws_feed(mw_ws_t *ws, const uint8_t *data, size_t len)
+static int feed(mw_ws_t *ws, const uint8_t *data, size_t len);
+
+int mw_ws_feed(mw_ws_t *ws, const mw_ws_handler_t *handler, void *ud, const uint8_t *data,
+               size_t len)
+{
+    /* Saved and restored: a handler may feed another connection. */
+    __typeof__(feeder) was = feeder;
+    int r;
+
+    feeder.h = handler;
+    feeder.ud = ud;
+    r = feed(ws, data, len);
+    feeder = was;
+    return r;
+}
+
+static int feed(mw_ws_t *ws, const uint8_t *data, size_t len)
 {
     struct wslay_frame_iocb io;
     ssize_t r;
@@ -550,26 +677,30 @@ int mw_ws_feed(mw_ws_t *ws, const uint8_t *data, size_t len)
         return MW_ECLOSED;
     if (len == 0)
         return 0;
-    if (ws->fctx == NULL) {
+    if (ws->rx == NULL || ws->rx->fctx == NULL) {
         size_t used = feed_whole_frames(ws, data, len);
         data += used;
         len -= used;
         if (ws->stopped)
             return MW_ECLOSED;
-        if (len == 0)
+        if (len == 0) {
+            rx_rest(ws);
             return 0;
-        ws->fctx = fctx_get();
-        if (ws->fctx == NULL) {
+        }
+        if (rx_need(ws) != 0)
+            return MW_ENOMEM;
+        ws->rx->fctx = fctx_get();
+        if (ws->rx->fctx == NULL) {
             fail(ws, 1011, "out of memory");
             return MW_ENOMEM;
         }
     }
     cursor.p = data;
     cursor.len = len;
-    ws->buffered += len;
+    ws->rx->buffered += len;
     for (;;) {
         memset(&io, 0, sizeof(io));
-        r = wslay_frame_recv(ws->fctx, &io);
+        r = wslay_frame_recv(ws->rx->fctx, &io);
         if (r == WSLAY_ERR_WANT_READ)
             break;
         if (r < 0) {
@@ -580,13 +711,14 @@ int mw_ws_feed(mw_ws_t *ws, const uint8_t *data, size_t len)
             break;
     }
     cursor.len = 0;
-    if (!ws->stopped && !ws->in_frame && ws->buffered > 0)
+    if (!ws->stopped && !ws->rx->in_frame && ws->rx->buffered > 0)
         check_next_header(ws, data, len);
     if (ws->stopped)
         return MW_ECLOSED;
-    if (ws->buffered == 0 && !ws->in_frame) {
-        fctx_put(ws->fctx);
-        ws->fctx = NULL;
+    if (ws->rx->buffered == 0 && !ws->rx->in_frame) {
+        fctx_put(ws->rx->fctx);
+        ws->rx->fctx = NULL;
+        rx_rest(ws);
     }
     return 0;
 }

@@ -15,7 +15,9 @@
  *
  * wslay's frame context carries a 4 KB input buffer. It is taken from a
  * pool when bytes arrive and given back whenever the connection sits at a
- * frame boundary with nothing buffered, so an idle connection holds none.
+ * frame boundary with nothing buffered, and the rest of the receive state
+ * (mw_ws_rx_t, below) once no message is half-assembled either, so an idle
+ * connection holds neither: mw_ws_t at rest is 32 bytes.
  */
 #ifndef MOONWIRE_WS_H
 #define MOONWIRE_WS_H
@@ -38,59 +40,49 @@ typedef struct {
     void (*on_fail)(void *ud, uint16_t code, const char *why);
 } mw_ws_handler_t;
 
+/* What a connection needs only while it receives: the frame being read, the
+ * next header's first bytes, a control frame's payload, the message being
+ * assembled and its buffer, and wslay's frame context (private to ws.c).
+ * Taken from a small pool when a read needs more than the whole frames that
+ * ws.c parses itself, and given back as soon as the connection is at rest
+ * again: at a frame boundary, nothing buffered, no message half-assembled.
+ * The message buffer goes with it, so a burst leaves nothing behind. */
+typedef struct mw_ws_rx_s mw_ws_rx_t;
+
 typedef struct mw_ws_s {
-    struct wslay_frame_context *fctx; /* NULL while idle at a frame boundary */
-    const mw_ws_handler_t *handler;
-    void *ud;
+    mw_ws_rx_t *rx; /* NULL at rest; kept once stopped (a close reason lives in it) */
     size_t max_message;
-    uint64_t buffered; /* bytes given to wslay and not yet part of a whole frame */
-
-    /* The frame being received. */
-    uint64_t frame_len;
-    uint64_t frame_got;
-    uint8_t frame_op;
-    uint8_t frame_fin;
-    uint8_t in_frame;
-    /* Between frames: the next header's bytes so far, checked as they come. */
-    uint8_t hdr_len;
-    uint8_t hdr[14];
-
-    /* permessage-deflate, when negotiated (set by the handshake). */
-    mw_pmd_t pmd;
     mw_inflater_t *inflater; /* while a compressed message arrives, or for life with takeover */
-
-    /* The data message being assembled (msg_op 0: none). */
-    uint8_t msg_op;
-    uint8_t msg_compressed;
-    mw_utf8_state_t utf8;
-    uint8_t *msg;
-    size_t msg_len;
-    size_t msg_cap;
-
-    /* A control frame's payload, at most 125 bytes. */
-    uint8_t ctl_len;
-    uint8_t ctl[125];
-
+    mw_pmd_t pmd;            /* permessage-deflate, when negotiated (set by the handshake) */
     uint8_t stopped; /* a close arrived or the connection failed: ignore the rest */
 } mw_ws_t;
 
-void mw_ws_init(mw_ws_t *ws, const mw_ws_handler_t *handler, void *ud, size_t max_message);
+void mw_ws_init(mw_ws_t *ws, size_t max_message);
 
-/* Frees the message buffer and returns the frame context to the pool. */
+/* Frees the message buffer and returns the receive state to its pool. */
 void mw_ws_close(mw_ws_t *ws);
 
-/* Feeds bytes read from the peer; calls the handler for each event. Stops at
- * the first close or failure (out of memory fails with 1011) and ignores
- * everything after it. Returns 0, or MW_ECLOSED once stopped. */
-int mw_ws_feed(mw_ws_t *ws, const uint8_t *data, size_t len);
+/* Feeds bytes read from the peer; calls handler (with ud) for each event: the
+ * connection's owner passes the same ones every time (ws keeps neither).
+ * Stops at the first close or failure (out of memory fails with 1011) and
+ * ignores everything after it. Returns 0, or MW_ECLOSED once stopped. */
+int mw_ws_feed(mw_ws_t *ws, const mw_ws_handler_t *handler, void *ud, const uint8_t *data,
+               size_t len);
 
-/* Bytes held for this connection (message buffer and frame context). */
+/* Bytes held for this connection besides mw_ws_t (receive state, message
+ * buffer, frame context, inflater): 0 at rest without compression. */
 size_t mw_ws_memory(const mw_ws_t *ws);
 
 /* True when the close code may appear in a close frame on the wire. */
 int mw_ws_close_code_valid(unsigned code);
 
-/* Frees the pooled frame contexts (at exit). */
+/* Frees the pooled frame contexts and receive states (at exit, and when
+ * freed memory is handed back to the system). */
 void mw_ws_pool_drain(void);
+
+/* Bytes of receive buffers (message buffers, frame contexts) freed since the
+ * last call, which returns them and starts again from 0: what a burst of
+ * large messages left to the allocator, for the sweep that trims it. */
+size_t mw_ws_take_freed(void);
 
 #endif

@@ -91,14 +91,14 @@ static rec_t run(const uint8_t *data, size_t size, size_t chunk)
     rec_t rec = {0, 0xcbf29ce484222325ull};
     size_t off = 1;
 
-    mw_ws_init(&ws, &handler, &rec, MAX_MESSAGE);
+    mw_ws_init(&ws, MAX_MESSAGE);
     /* The top bits choose permessage-deflate, with or without client takeover. */
     ws.pmd.enabled = (data[0] & 0x80) != 0;
     ws.pmd.client_takeover = (data[0] & 0x40) != 0;
     ws.pmd.server_bits = ws.pmd.client_bits = 15;
     while (off < size) {
         size_t n = size - off < chunk ? size - off : chunk;
-        int r = mw_ws_feed(&ws, data + off, n);
+        int r = mw_ws_feed(&ws, &handler, &rec, data + off, n);
         if (r != 0 && !rec.ended)
             abort(); /* stopped without telling the handler */
         off += n;

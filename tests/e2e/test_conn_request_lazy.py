@@ -152,3 +152,39 @@ def test_behind_a_trusted_proxy_the_seed_keeps_both_addresses(start_server, tmp_
     got = run(go())
     assert got["addr"] == got["remote_addr"] == "203.0.113.7"
     assert got["peer_addr"] == "127.0.0.1"
+
+
+COMMON = [("Pragma", "no-cache"), ("Cache-Control", "no-cache"), ("Pragma", "no-cache"),
+          ("Sec-Fetch-Mode", "websocket"), ("Sec-Fetch-Site", "same-originx"),
+          ("Accept-Language", "en-US,en;q=0.9")]
+
+
+def test_header_lines_common_to_clients_come_back_exactly_from_a_packed_seed(start_server,
+                                                                            tmp_path):
+    """A seed keeps the header lines that clients send alike as one byte each
+    (lua_request.c); the table built from it is the one on_open gets, a
+    near miss and a repeated common line included."""
+    lazy_script = tmp_path / "lazy.lua"
+    lazy_script.write_text(LAZY_APP)
+    eager_script = tmp_path / "eager.lua"
+    eager_script.write_text(EAGER_APP)
+    lazy = start_server(str(lazy_script))
+    eager = start_server(str(eager_script))
+
+    async def describe_common(port):
+        async with websockets.connect(f"ws://127.0.0.1:{port}/", extra_headers=COMMON) as ws:
+            await ws.send("req")
+            return json.loads(await asyncio.wait_for(ws.recv(), 5))
+
+    got = run(describe_common(lazy.port))
+    want = run(describe_common(eager.port))
+    h = got["headers"]
+    assert h["pragma"] == "no-cache, no-cache"
+    assert h["cache-control"] == "no-cache"
+    assert h["sec-fetch-mode"] == "websocket"
+    assert h["sec-fetch-site"] == "same-originx"
+    assert h["accept-language"] == "en-US,en;q=0.9"
+    assert h["upgrade"] == "websocket" and h["connection"] == "Upgrade"
+    assert h["sec-websocket-version"] == "13"
+    assert h["sec-websocket-extensions"] == "permessage-deflate; client_max_window_bits"
+    assert without_per_connection(got) == without_per_connection(want)

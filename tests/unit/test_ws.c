@@ -103,7 +103,7 @@ static int setup_ws(void **state)
     fx_t *fx = calloc(1, sizeof(*fx));
     if (fx == NULL)
         return -1;
-    mw_ws_init(&fx->ws, &handler, &fx->rec, MAX_MESSAGE);
+    mw_ws_init(&fx->ws, MAX_MESSAGE);
     *state = fx;
     return 0;
 }
@@ -122,7 +122,7 @@ static void reset(fx_t *fx, size_t max_message)
 {
     mw_ws_close(&fx->ws);
     rec_clear(&fx->rec);
-    mw_ws_init(&fx->ws, &handler, &fx->rec, max_message);
+    mw_ws_init(&fx->ws, max_message);
 }
 
 static int group_teardown(void **state)
@@ -249,7 +249,7 @@ static void expect_log(const rec_t *r, const want_t *want, size_t n)
 
 static int feed(fx_t *fx, const void *p, size_t len)
 {
-    return mw_ws_feed(&fx->ws, p, len);
+    return mw_ws_feed(&fx->ws, &handler, &fx->rec, p, len);
 }
 
 /* Feeds bytes and expects a single failure with this close code. */
@@ -473,32 +473,74 @@ static void test_ws_accepts_a_feed_larger_than_the_frame_buffer(void **state)
     }
 }
 
-static void test_ws_holds_no_frame_context_while_idle_at_a_frame_boundary(void **state)
+static void test_ws_holds_no_receive_state_while_idle_at_a_frame_boundary(void **state)
 {
     fx_t *fx = *state;
     size_t n = client_frame(wire, 1, 0, MW_OP_TEXT, "Hello", 5);
 
     assert_int_equal(mw_ws_memory(&fx->ws), 0);
     assert_rc(feed(fx, wire, 3), 0);
-    assert_non_null(fx->ws.fctx); /* mid-frame: the context keeps the bytes */
+    assert_non_null(fx->ws.rx); /* mid-frame: the context keeps the bytes */
+    assert_true(mw_ws_memory(&fx->ws) > 4096);
     assert_rc(feed(fx, wire + 3, n - 3), 0);
-    assert_null(fx->ws.fctx);
-    assert_int_equal(mw_ws_memory(&fx->ws), fx->ws.msg_cap);
+    assert_null(fx->ws.rx);
+    assert_int_equal(mw_ws_memory(&fx->ws), 0);
 
-    /* A 16-bit length, a fragmented message, and a ping: back to none after each. */
+    /* A 16-bit length, a fragmented message, and a ping: back to none after
+     * each frame, except between the fragments of a message. */
     n = client_frame(wire, 1, 0, MW_OP_BINARY, wire + 1000, 200);
     assert_rc(feed(fx, wire, n), 0);
-    assert_null(fx->ws.fctx);
+    assert_null(fx->ws.rx);
     n = client_frame(wire, 0, 0, MW_OP_TEXT, "ab", 2);
     assert_rc(feed(fx, wire, n), 0);
-    assert_null(fx->ws.fctx);
+    assert_non_null(fx->ws.rx); /* the message is half-assembled */
+    assert_true(mw_ws_memory(&fx->ws) < 4096); /* but no frame context */
     n = client_frame(wire, 1, 0, MW_OP_PING, "x", 1);
     assert_rc(feed(fx, wire, n), 0);
-    assert_null(fx->ws.fctx);
+    assert_non_null(fx->ws.rx);
     n = client_frame(wire, 1, 0, MW_OP_CONT, "c", 1);
     assert_rc(feed(fx, wire, n), 0);
-    assert_null(fx->ws.fctx);
+    assert_null(fx->ws.rx);
+    assert_int_equal(mw_ws_memory(&fx->ws), 0);
     assert_int_equal(fx->rec.n, 4);
+}
+
+/* Shrink after bursts: a 60 KB message, in one feed or split in reads,
+ * leaves the connection holding nothing once it is delivered. */
+static void test_ws_gives_a_large_message_buffer_back_once_delivered(void **state)
+{
+    fx_t *fx = *state;
+    static uint8_t payload[60000];
+    size_t n, off;
+
+    for (size_t i = 0; i < sizeof(payload); i++)
+        payload[i] = (uint8_t)(i * 7);
+    n = client_frame(wire, 1, 0, MW_OP_BINARY, payload, sizeof(payload));
+    assert_rc(feed(fx, wire, n), 0);
+    assert_int_equal(fx->rec.n, 1);
+    assert_null(fx->ws.rx);
+    assert_int_equal(mw_ws_memory(&fx->ws), 0);
+
+    for (off = 0; off < n; off += 1400) {
+        assert_rc(feed(fx, wire + off, n - off < 1400 ? n - off : 1400), 0);
+        if (off + 1400 < n)
+            assert_true(mw_ws_memory(&fx->ws) >= sizeof(payload)); /* reserved whole */
+    }
+    assert_int_equal(fx->rec.n, 2);
+    assert_int_equal(fx->rec.ev[1].len, sizeof(payload));
+    assert_memory_equal(fx->rec.ev[1].data, payload, sizeof(payload));
+    assert_null(fx->ws.rx);
+    assert_int_equal(mw_ws_memory(&fx->ws), 0);
+
+    /* The same in fragments of 20,000 bytes. */
+    n = client_frame(wire, 0, 0, MW_OP_BINARY, payload, 20000);
+    n += client_frame(wire + n, 0, 0, MW_OP_CONT, payload + 20000, 20000);
+    n += client_frame(wire + n, 1, 0, MW_OP_CONT, payload + 40000, 20000);
+    assert_rc(feed(fx, wire, n), 0);
+    assert_int_equal(fx->rec.n, 3);
+    assert_memory_equal(fx->rec.ev[2].data, payload, sizeof(payload));
+    assert_null(fx->ws.rx);
+    assert_int_equal(mw_ws_memory(&fx->ws), 0);
 }
 
 static void test_ws_keeps_partial_frames_of_two_connections_apart(void **state)
@@ -510,7 +552,7 @@ static void test_ws_keeps_partial_frames_of_two_connections_apart(void **state)
     size_t nb = client_frame(fb, 1, 0, MW_OP_BINARY, "from b", 6);
 
     memset(&b, 0, sizeof(b));
-    mw_ws_init(&b.ws, &handler, &b.rec, MAX_MESSAGE);
+    mw_ws_init(&b.ws, MAX_MESSAGE);
     assert_rc(feed(a, fa, 5), 0);  /* a stops mid-frame */
     assert_rc(feed(&b, fb, 3), 0); /* b stops mid-header */
     assert_rc(feed(a, fa + 5, 7), 0);
@@ -979,7 +1021,8 @@ int main(void)
         T(test_ws_gives_the_same_events_at_every_split_point),
         T(test_ws_gives_the_same_events_byte_by_byte),
         T(test_ws_accepts_a_feed_larger_than_the_frame_buffer),
-        T(test_ws_holds_no_frame_context_while_idle_at_a_frame_boundary),
+        T(test_ws_holds_no_receive_state_while_idle_at_a_frame_boundary),
+        T(test_ws_gives_a_large_message_buffer_back_once_delivered),
         T(test_ws_keeps_partial_frames_of_two_connections_apart),
         T(test_ws_accepts_a_message_of_exactly_max_message),
         T(test_ws_reports_a_close_with_its_code_and_reason),
