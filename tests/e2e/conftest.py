@@ -7,6 +7,7 @@ ASan/UBSan: a server whose log holds a sanitizer report fails the test.
 """
 import os
 import pathlib
+import random
 import signal
 import socket
 import subprocess
@@ -20,11 +21,33 @@ BIN = os.environ.get("MW_BIN", str(ROOT / "build" / "moonwire"))
 SANITIZED = os.environ.get("MW_SANITIZED") == "1"
 
 
+# Ports for the servers a test starts come from below the kernel's ephemeral
+# range (ip_local_port_range, 32768-60999 by default), and none is handed out
+# twice in one run. A port the kernel gave out for bind(0) is one it may
+# give the very next client connect() as its source port, and a port reused
+# within a minute may meet the last server's TIME_WAIT tuples: either way a
+# connect to a server that is listening was refused now and then (a CI run of
+# the sanitizer e2e suite, under gVisor).
+_PORT_LOW, _PORT_HIGH = 20000, 32767
+_ports_given = set()
+_port_rng = random.Random(os.getpid() ^ time.monotonic_ns())
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now, outside the
+    ephemeral range and not given out before in this run."""
+    for _ in range(1000):
+        port = _port_rng.randint(_PORT_LOW, _PORT_HIGH)
+        if port in _ports_given:
+            continue
+        _ports_given.add(port)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port in %d-%d" % (_PORT_LOW, _PORT_HIGH))
 
 
 def wait_until(predicate, timeout=5.0, step=0.02, what="condition"):
