@@ -11,7 +11,11 @@
  * lists hold at most max_free_bytes in all, past which a block goes back to
  * free(): after a burst an idle process keeps at most that. A pool is
  * touched by one thread, the loop's. Under AddressSanitizer a pooled block
- * is poisoned, so a use after it was given back is still reported.
+ * is poisoned, so a use after it was given back is still reported. Under
+ * valgrind's memcheck no size has a class (mw_pool_bypass): every block is malloc's,
+ * of the size asked for, and freed when given back, so that memcheck sees a
+ * read past a Lua string's end or into a freed one (Debian's liblua has no
+ * ASan, so memcheck is what looks at the C code Lua calls).
  */
 #ifndef MOONWIRE_POOL_H
 #define MOONWIRE_POOL_H
@@ -48,12 +52,16 @@ typedef struct mw_pool_s {
         .shift = (step_shift), .nclasses = (n), .max_free_bytes = (max_free)                       \
     }
 
+/* Set before main when the process runs under memcheck (pool.c): no size
+ * has a class. */
+extern uint8_t mw_pool_bypass;
+
 /* The class of a block of size bytes (size > 0), or MW_POOL_NONE when it is
  * larger than the largest class. */
 static inline unsigned mw_pool_class(const mw_pool_t *p, size_t size)
 {
     size_t k = (size + MW_POOL_SLACK - 1) >> p->shift;
-    return k < p->nclasses ? (unsigned)k : MW_POOL_NONE;
+    return k < p->nclasses && !mw_pool_bypass ? (unsigned)k : MW_POOL_NONE;
 }
 
 /* The size of the blocks of class cls. */

@@ -11,18 +11,15 @@ cases are written and skipped, with that reason."""
 import asyncio
 import http.server
 import json
-import os
-import shutil
 import signal
 import ssl
-import subprocess
 import threading
 import time
 
 import pytest
 import websockets
 
-from conftest import ROOT, SANITIZED, free_port, wait_until
+from conftest import free_port, wait_until
 from hostile import metrics
 from test_cluster import REDIS, Redis, cluster_up
 from test_tls import make_cert
@@ -447,22 +444,3 @@ def test_on_upgrade_asks_the_backend_about_the_session_cookie(node, backend):
             await websockets.connect(url, extra_headers={"Cookie": "sid=bad"})
         assert refused.value.status_code == 403
     run(go())
-
-
-@pytest.mark.skipif(SANITIZED or shutil.which("valgrind") is None or
-                    shutil.which("busted") is None,
-                    reason="valgrind runs the plain build's sim module under busted")
-def test_the_binding_is_clean_under_valgrind_through_the_sim_specs(tmp_path):
-    """The Lua-facing C code (lua_api_http.c, the sim's stub) under memcheck:
-    spec/api/http_spec.lua runs every path of the binding, bounds included."""
-    sim = ROOT / "build" / "lua" / "moonwire" / "sim.so"
-    if not sim.exists():
-        pytest.skip("build/lua/moonwire/sim.so is not built")
-    log = tmp_path / "valgrind.log"
-    proc = subprocess.run(
-        ["valgrind", "--error-exitcode=99", "--errors-for-leak-kinds=definite,indirect",
-         "--leak-check=full", f"--log-file={log}", "lua5.4", shutil.which("busted"),
-         "spec/api/http_spec.lua"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr + log.read_text()
-    assert "0 failures / 0 errors" in proc.stdout, proc.stdout
