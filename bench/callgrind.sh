@@ -2,8 +2,9 @@
 # User-space instructions per message under callgrind: a figure that does not
 # move with the machine's noise, for A/B of two builds of moonwire.
 #
-#   bench/callgrind.sh [echo|relay] [BINARY]
+#   bench/callgrind.sh [echo|relay|lua-floor] [BINARY]
 #
+# (lua-floor: BINARY is build/mw_bench_lua_floor, see below.)
 # Runs BINARY (build/moonwire) under callgrind on a free port of 127.0.0.1
 # with scripts/echo.lua or scripts/relay.lua and drives it with
 # build/mw_loadgen (echo: 20 connections x 4 in flight; relay: 200
@@ -31,11 +32,34 @@ mkdir -p build/bench
 case $scenario in
     echo) script=scripts/echo.lua; load=(echo -c 20 -w 4 -s 64) ;;
     relay) script=scripts/relay.lua; load=(relay -c 200 -P 1 -w 4 -s 64) ;;
-    *) echo "usage: bench/callgrind.sh [echo|relay] [BINARY]" >&2; exit 2 ;;
+    lua-floor) ;;
+    *) echo "usage: bench/callgrind.sh [echo|relay|lua-floor] [BINARY]" >&2; exit 2 ;;
 esac
 for tool in valgrind callgrind_control; do
     command -v $tool >/dev/null || { echo "callgrind.sh: $tool is not installed" >&2; exit 2; }
 done
+
+# lua-floor: one on_message call in liblua alone (bench/lua_floor.c), with
+# conn's __index a function (as moonwire's) and a table: each run 100,000
+# and 200,000 times under callgrind, the difference over 100,000 per call.
+if [ "$scenario" = lua-floor ]; then
+    floor=$bin
+    [ "$floor" != build/moonwire ] || floor=build/mw_bench_lua_floor
+    per_call() {
+        local a b
+        a=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null "$floor" 100000 "$1" 2>&1 |
+            sed -n 's/.*Collected : //p')
+        b=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null "$floor" 200000 "$1" 2>&1 |
+            sed -n 's/.*Collected : //p')
+        [ -n "$a" ] && [ -n "$b" ] || { echo "callgrind.sh: $floor $1 did not run" >&2; exit 1; }
+        echo $(((b - a) / 100000))
+    }
+    fn=$(per_call function)
+    tab=$(per_call table)
+    echo "lua-floor: $fn instructions a call with __index a function, $tab with a table"
+    printf '{"instructions_per_msg": %d, "table_index_per_msg": %d}\n' "$fn" "$tab"
+    exit 0
+fi
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 # Everything runs some 50 times slower under valgrind: no time limit for hooks.

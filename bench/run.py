@@ -114,6 +114,10 @@ CALLGRIND_ROWS = [
     ("user instructions/delivery", "instructions_per_delivery", "low"),
     ("malloc calls/msg", "allocs_per_msg", "low"),
 ]
+FLOOR_ROWS = [
+    ("user instructions/call, __index a function", "instructions_per_msg", "low"),
+    ("user instructions/call, __index a table", "table_index_per_msg", "low"),
+]
 API_ROWS = [
     ("server CPU us/request", "server_cpu_us_per_request", "low"),
     ("requests/s", "requests_per_s", "high"),
@@ -307,6 +311,12 @@ def scenarios(quick, nofile):
         out.append(dict(name=f"callgrind-{what}", runner="callgrind", rows=CALLGRIND_ROWS,
                         servers=["moonwire"], retries=0, args=[what], duration=0,
                         warmup=0, about=f"under valgrind --tool=callgrind for 3 s: {about}"))
+    # What callgrind-echo's Lua call costs in liblua alone (bench/lua_floor.c):
+    # its figure less this one is what the rest of the path takes.
+    out.append(dict(name="callgrind-lua-floor", runner="callgrind", rows=FLOOR_ROWS,
+                    servers=["moonwire"], retries=0, args=["lua-floor"], duration=0,
+                    warmup=0, about="on_message(conn, data, kind) -> conn:send(data, kind) "
+                                    "in liblua alone, no socket: instructions a call"))
     return out + scale_scenarios(quick)
 
 
@@ -564,7 +574,10 @@ def run_one(sc, server, rnd, args, binaries, logdir):
         result = {"server": server, "round": rnd}
         script = os.path.join(BENCH, "callgrind.sh")
         try:
-            cp = subprocess.run([script, sc["args"][0], binaries["moonwire"]],
+            # lua-floor runs the build's mw_bench_lua_floor, beside mw_loadgen.
+            target = (os.path.join(os.path.dirname(binaries["loadgen"]), "mw_bench_lua_floor")
+                      if sc["args"][0] == "lua-floor" else binaries["moonwire"])
+            cp = subprocess.run([script, sc["args"][0], target],
                                 capture_output=True, text=True, timeout=300)
         except subprocess.TimeoutExpired:
             result["error"] = "bench/callgrind.sh ran past 300 s"

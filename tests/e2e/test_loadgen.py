@@ -104,3 +104,21 @@ def test_the_callgrind_script_counts_instructions_per_message():
     # The last line is the same as JSON, for bench/run.py.
     last = json.loads(p.stdout.strip().splitlines()[-1])
     assert last["messages"] == messages and last["instructions_per_msg"] > 500, last
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_the_lua_floor_counts_one_hook_call_in_liblua():
+    """bench/callgrind.sh lua-floor (bench/lua_floor.c), the figure that
+    callgrind-echo's is read against: it runs, both shapes of __index are
+    counted, and the function, which Lua calls, costs more than the table,
+    which it reads. The bounds are a sanity check of the count, not a target."""
+    floor = pathlib.Path(BIN).parent / "mw_bench_lua_floor"
+    if not floor.exists():
+        pytest.skip(f"{floor} is not built")
+    if b"__asan_init" in floor.read_bytes():
+        pytest.skip("an ASan build does not run under valgrind")
+    p = subprocess.run([str(pathlib.Path(ROOT) / "bench" / "callgrind.sh"), "lua-floor",
+                        str(floor)], capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stdout + p.stderr
+    last = json.loads(p.stdout.strip().splitlines()[-1])
+    assert 300 < last["table_index_per_msg"] < last["instructions_per_msg"] < 20000, last
