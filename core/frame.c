@@ -44,6 +44,8 @@ static mw_frame_t *frame_get(size_t total)
     f = cls != MW_POOL_NONE ? mw_pool_get(&pool, cls) : malloc(size);
     if (f == NULL)
         return NULL;
+    if (cls != MW_POOL_NONE)
+        mw_pool_fit(&pool, cls, f, size);
     f->refcnt = 1;
     f->len = (uint32_t)total;
     f->rsv = 0;

@@ -11,7 +11,8 @@
  * lists hold at most max_free_bytes in all, past which a block goes back to
  * free(): after a burst an idle process keeps at most that. A pool is
  * touched by one thread, the loop's. Under AddressSanitizer a pooled block
- * is poisoned, so a use after it was given back is still reported. Under
+ * is poisoned, so a use after it was given back is still reported, and so
+ * is a taken block past the size it was asked for (mw_pool_fit). Under
  * valgrind's memcheck no size has a class (mw_pool_bypass): every block is malloc's,
  * of the size asked for, and freed when given back, so that memcheck sees a
  * read past a Lua string's end or into a freed one (Debian's liblua has no
@@ -85,6 +86,17 @@ static inline void *mw_pool_get(mw_pool_t *p, unsigned cls)
     return b;
 }
 
+/* Marks block, of class cls, as holding size bytes: under ASan the rest of
+ * its class is poisoned, so a read past the end of what was asked for is
+ * reported as it would be for malloc's block of that size. Nothing
+ * otherwise. */
+static inline void mw_pool_fit(const mw_pool_t *p, unsigned cls, void *block, size_t size)
+{
+    MW_POOL_UNPOISON(block, size);
+    MW_POOL_POISON((char *)block + size, mw_pool_class_size(p, cls) - size);
+    (void)p, (void)cls;
+}
+
 /* Gives back a block of class cls (not MW_POOL_NONE). */
 static inline void mw_pool_put(mw_pool_t *p, unsigned cls, void *block)
 {
@@ -94,6 +106,7 @@ static inline void mw_pool_put(mw_pool_t *p, unsigned cls, void *block)
         free(block);
         return;
     }
+    MW_POOL_UNPOISON(block, sizeof(void *)); /* it held less than a word, maybe */
     *(void **)block = p->head[cls];
     MW_POOL_POISON(block, size);
     p->head[cls] = block;
@@ -123,13 +136,17 @@ static inline void *mw_pool_realloc(mw_pool_t *p, void *block, size_t osize, siz
 {
     unsigned cls = mw_pool_class(p, nsize);
 
+    if (cls == MW_POOL_NONE)
+        return realloc(block, nsize); /* malloc's when block is NULL */
     if (block == NULL)
-        return cls != MW_POOL_NONE ? mw_pool_get(p, cls) : malloc(nsize);
-    if (cls != MW_POOL_NONE && cls == mw_pool_class(p, osize))
-        return block;
-    /* Between classes, or to or from malloc: every block is malloc's, and
-     * one that lands in a class gets that class's whole size. */
-    return realloc(block, cls != MW_POOL_NONE ? mw_pool_class_size(p, cls) : nsize);
+        block = mw_pool_get(p, cls);
+    else if (cls != mw_pool_class(p, osize))
+        /* Between classes, or from malloc: every block is malloc's, and one
+         * that lands in a class gets that class's whole size. */
+        block = realloc(block, mw_pool_class_size(p, cls));
+    if (block != NULL)
+        mw_pool_fit(p, cls, block, nsize);
+    return block;
 }
 
 /* Frees every pooled block. The pool stays usable. */
