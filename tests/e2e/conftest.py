@@ -23,11 +23,13 @@ SANITIZED = os.environ.get("MW_SANITIZED") == "1"
 
 # Ports for the servers a test starts come from below the kernel's ephemeral
 # range (ip_local_port_range, 32768-60999 by default), and none is handed out
-# twice in one run. A port the kernel gave out for bind(0) is one it may
-# give the very next client connect() as its source port, and a port reused
-# within a minute may meet the last server's TIME_WAIT tuples: either way a
-# connect to a server that is listening was refused now and then (a CI run of
-# the sanitizer e2e suite, under gVisor).
+# twice in one run; a port is free when a connect to it is refused, so no
+# socket of ours was ever bound to it. A CI run of the sanitizer e2e suite
+# (under gVisor) had a connect to a listening server refused: the port had
+# come from bind(0), so it was one the kernel could give the next client
+# connect() as its source port, or one a probe socket still held while the
+# server bound it, and a port reused within a minute may meet the last
+# server's TIME_WAIT tuples. None of these can happen here.
 _PORT_LOW, _PORT_HIGH = 20000, 32767
 _ports_given = set()
 _port_rng = random.Random(os.getpid() ^ time.monotonic_ns())
@@ -42,11 +44,13 @@ def free_port():
             continue
         _ports_given.add(port)
         with socket.socket() as s:
+            s.settimeout(2)
             try:
-                s.bind(("127.0.0.1", port))
+                s.connect(("127.0.0.1", port))
+            except ConnectionRefusedError:
+                return port
             except OSError:
-                continue
-            return port
+                pass
     raise AssertionError("no free port in %d-%d" % (_PORT_LOW, _PORT_HIGH))
 
 
