@@ -51,14 +51,18 @@ def deaf_client(port, path="/"):
 def flood(socks, data, seconds):
     """Writes data again and again to every socket, for `seconds`, never reading.
     Returns the bytes each socket took (the kernel stops taking them once the
-    server stops reading)."""
+    server stops reading). A send the kernel took only part of goes on where
+    it stopped: each socket's stream stays whole frames (restarting at the
+    start of data cut a frame, and the server failed the connection with
+    1002 instead of holding it back)."""
     sent = [0] * len(socks)
+    view = memoryview(data)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         progress = False
         for i, s in enumerate(socks):
             try:
-                sent[i] += s.send(data)
+                sent[i] += s.send(view[sent[i] % len(data):])
                 progress = True
             except (BlockingIOError, InterruptedError):
                 pass
