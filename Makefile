@@ -5,7 +5,7 @@ BUILD      ?= build
 BUILD_ASAN ?= build-asan
 BUILD_FUZZ ?= build-fuzz
 FUZZ_TIME  ?= 60
-FUZZERS     = http ws conn json inflate pattern
+FUZZERS     = http ws conn json inflate pattern forwarded jwt
 JOBS       ?= $(shell nproc)
 PYTHON     ?= /usr/bin/python3
 LISTEN     ?= 127.0.0.1:8080
@@ -171,7 +171,7 @@ test-fuzz:
 .PHONY: bench deps-bench
 bench: deps deps-bench bench/peers/node_modules/.package-lock.json
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-	@cmake --build $(BUILD) -j$(JOBS) --target moonwire mw_loadgen
+	@cmake --build $(BUILD) -j$(JOBS) --target moonwire mw_loadgen mw_bench_lua_floor
 	$(PYTHON) bench/run.py --build $(BUILD) $(if $(QUICK),--quick) \
 	  $(if $(ONLY),--only $(ONLY)) $(if $(ROUNDS),--rounds $(ROUNDS))
 
