@@ -7,6 +7,7 @@
 #include "cluster_int.h"
 #include "conn.h"
 #include "node.h"
+#include "registry.h"
 #include "topics.h"
 #include "moonwire/config.h"
 
@@ -113,8 +114,30 @@ void mw__cluster_heartbeat(mw_shard_t *sh)
     }
 }
 
+/* Deletes this node's entries from a presence hash (fields are ids, which
+ * begin with "<node>.<incarnation>."). Sent with EVAL, not EVALSHA: a
+ * NOSCRIPT and a retry would run it after the entries set behind it. */
+static const char forget_own_script[] =
+    "for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do\n"
+    "  if string.sub(f, 1, #ARGV[1]) == ARGV[1] then redis.call('HDEL', KEYS[1], f) end\n"
+    "end\n"
+    "return 0\n";
+
+static void forget_own(mw_cluster_t *cl, mw_shard_t *sh, const mw_topic_t *t)
+{
+    const mw_ids_t *ids = &cl->node->reg->ids;
+    char key[MW_TOPIC_MAX + 80];
+    const char *argv[5] = {"EVAL", forget_own_script, "1", key, ids->prefix};
+    size_t argl[5] = {4, sizeof(forget_own_script) - 1, 1, 0, ids->prefix_len};
+
+    argl[3] = presence_key(cl, t->name, t->len, key, sizeof(key));
+    mw_rconn_fire(&sh->cmd, 5, argv, argl);
+}
+
 /* After a shard's (re)connect: this node's presence entries of its topics
- * again (Redis may be new). */
+ * again (Redis may be new), and only those: a member that left while the
+ * shard was unreachable could not be removed then, and a Redis that was
+ * only cut off still lists it. */
 void mw__cluster_restore_presence(mw_shard_t *sh)
 {
     mw_cluster_t *cl = sh->cl;
@@ -123,6 +146,7 @@ void mw__cluster_restore_presence(mw_shard_t *sh)
         mw_list_t *it;
         if (mw__cluster_shard(cl, t->name, t->len) != sh)
             continue;
+        forget_own(cl, sh, t);
         mw_list_foreach(it, &t->members)
         {
             const mw_sub_t *s = MW_CONTAINER_OF(it, mw_sub_t, topic_link);
