@@ -134,6 +134,7 @@ static void on_heartbeat(mw_timer_t *t)
 /* Frees what shard_init made (after its connections stopped). */
 static void shard_free(mw_shard_t *sh)
 {
+    mw__cluster_presence_free(sh);
     mw_dedup_free(&sh->dedup);
     mw_rconn_free(&sh->sub);
     mw_rconn_free(&sh->cmd);

@@ -17,6 +17,7 @@
 
 #include "cluster_redis.h"
 #include "dedup.h"
+#include "htab.h"
 #include "node.h"
 #include "outbox.h"
 #include "redis_url.h"
@@ -59,6 +60,11 @@ struct mw_shard_s {
     size_t delayed_count;   /* messages that waited since then */
     uint64_t refused_logged; /* when the last "outbox is full" line went */
     size_t refused_unlogged;
+
+    /* Presence (cluster_presence.c): the topics whose entries of this node
+     * could not be removed while the shard was down, cleared on reconnect. */
+    mw_htab_t presence_gone; /* of mw_presence_gone_t; no buckets until the first */
+    int presence_gone_full;  /* one more did not fit (told once) */
 
     /* Receiving (cluster_topics.c): numbers are per shard, so what arrives
      * on this shard's subscriber is checked against this shard's table. */

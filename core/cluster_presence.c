@@ -6,11 +6,14 @@
 #include "cluster_presence.h"
 #include "cluster_int.h"
 #include "conn.h"
-#include "node.h"
-#include "topics.h"
 #include "moonwire/config.h"
+#include "moonwire/log.h"
+#include "node.h"
+#include "registry.h"
+#include "topics.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Presence of a topic is a hash <prefix>:p:<topic> of connection id -> info.
@@ -65,12 +68,69 @@ static void presence_set(mw_cluster_t *cl, const mw_topic_t *t, const mw_conn_t 
     }
 }
 
+/* A topic whose entries of this node could not be removed from its shard
+ * (it was down): it may no longer be a topic here when the shard is back. */
+typedef struct {
+    mw_hnode_t node;
+    size_t len;
+    char name[];
+} mw_presence_gone_t;
+
+/* At most this many per shard: one each per topic, whatever the churn. */
+#define PRESENCE_GONE_MAX 4096
+
+static void remember_gone(mw_shard_t *sh, const mw_topic_t *t)
+{
+    mw_htab_t *gone = &sh->presence_gone;
+    uint64_t hash = mw_hash_bytes(t->name, t->len);
+    mw_presence_gone_t *g;
+
+    if (gone->nbuckets == 0 && mw_htab_init(gone, 16) != 0)
+        goto full;
+    for (mw_hnode_t *n = mw_htab_chain(gone, hash); n != NULL; n = n->next) {
+        g = MW_CONTAINER_OF(n, mw_presence_gone_t, node);
+        if (n->hash == hash && g->len == t->len && memcmp(g->name, t->name, t->len) == 0)
+            return;
+    }
+    if (gone->count >= PRESENCE_GONE_MAX || (g = malloc(sizeof(*g) + t->len)) == NULL)
+        goto full;
+    memcpy(g->name, t->name, t->len);
+    g->len = t->len;
+    mw_htab_insert(gone, &g->node, hash);
+    return;
+full:
+    if (!sh->presence_gone_full)
+        mw_log_warn("%s: presence may keep members that left while Redis was unavailable "
+                    "(more than %d topics to clean up, or out of memory)",
+                    sh->tag, PRESENCE_GONE_MAX);
+    sh->presence_gone_full = 1;
+}
+
+void mw__cluster_presence_free(mw_shard_t *sh)
+{
+    mw_htab_t *gone = &sh->presence_gone;
+    mw_hnode_t *n = gone->nbuckets != 0 ? mw_htab_next(gone, NULL) : NULL;
+
+    while (n != NULL) {
+        mw_hnode_t *next = mw_htab_next(gone, n);
+        free(MW_CONTAINER_OF(n, mw_presence_gone_t, node));
+        n = next;
+    }
+    mw_htab_free(gone);
+    sh->presence_gone_full = 0;
+}
+
 void mw__cluster_on_presence(void *ud, const mw_topic_t *t, const mw_conn_t *c, const char *info,
-                        size_t len)
+                             size_t len)
 {
     mw_cluster_t *cl = ud;
-    if (mw__cluster_shard(cl, t->name, t->len)->cmd.ready)
-        presence_set(cl, t, c, info, len); /* else: written again on reconnect */
+    mw_shard_t *sh = mw__cluster_shard(cl, t->name, t->len);
+
+    if (sh->cmd.ready)
+        presence_set(cl, t, c, info, len);
+    else if (info == NULL)
+        remember_gone(sh, t); /* removed on reconnect */
+    /* else: written again on reconnect */
 }
 
 /* On a shard: the liveness key (on every shard, where the presence and
@@ -113,16 +173,58 @@ void mw__cluster_heartbeat(mw_shard_t *sh)
     }
 }
 
+/* Deletes this node's entries from a presence hash (fields are ids, which
+ * begin with "<node>.<incarnation>."). Sent with EVAL, not EVALSHA: a
+ * NOSCRIPT and a retry would run it after the entries set behind it. */
+static const char forget_own_script[] =
+    "for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do\n"
+    "  if string.sub(f, 1, #ARGV[1]) == ARGV[1] then redis.call('HDEL', KEYS[1], f) end\n"
+    "end\n"
+    "return 0\n";
+
+static void forget_own(mw_cluster_t *cl, mw_shard_t *sh, const char *topic, size_t len)
+{
+    const mw_ids_t *ids = &cl->node->reg->ids;
+    char key[MW_TOPIC_MAX + 80];
+    const char *argv[5] = {"EVAL", forget_own_script, "1", key, ids->prefix};
+    size_t argl[5] = {4, sizeof(forget_own_script) - 1, 1, 0, ids->prefix_len};
+
+    argl[3] = presence_key(cl, topic, len, key, sizeof(key));
+    mw_rconn_fire(&sh->cmd, 5, argv, argl);
+}
+
+/* Deletes this node's entries of the topics it may have left while sh was
+ * down (remember_gone). */
+static void forget_gone(mw_cluster_t *cl, mw_shard_t *sh)
+{
+    const mw_htab_t *gone = &sh->presence_gone;
+
+    if (gone->nbuckets == 0)
+        return;
+    for (const mw_hnode_t *n = mw_htab_next(gone, NULL); n != NULL; n = mw_htab_next(gone, n)) {
+        const mw_presence_gone_t *g = MW_CONTAINER_OF(n, mw_presence_gone_t, node);
+        forget_own(cl, sh, g->name, g->len);
+    }
+}
+
 /* After a shard's (re)connect: this node's presence entries of its topics
- * again (Redis may be new). */
+ * again (Redis may be new), and only those: a member that left while the
+ * shard was unreachable could not be removed then, and a Redis that was
+ * only cut off still lists it. */
 void mw__cluster_restore_presence(mw_shard_t *sh)
 {
     mw_cluster_t *cl = sh->cl;
     const mw_topics_t *ts = cl->node->topics;
+
+    /* Topics this node may have left meanwhile; those it is still in are
+     * done again below, in order, before their members are set. */
+    forget_gone(cl, sh);
+    mw__cluster_presence_free(sh);
     for (const mw_topic_t *t = mw_topics_next(ts, NULL); t != NULL; t = mw_topics_next(ts, t)) {
         mw_list_t *it;
         if (mw__cluster_shard(cl, t->name, t->len) != sh)
             continue;
+        forget_own(cl, sh, t->name, t->len);
         mw_list_foreach(it, &t->members)
         {
             const mw_sub_t *s = MW_CONTAINER_OF(it, mw_sub_t, topic_link);

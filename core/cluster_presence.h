@@ -34,4 +34,7 @@ void mw__cluster_heartbeat(mw_shard_t *sh);
  * topics again (Redis may be new), then the heartbeat. */
 void mw__cluster_restore_presence(mw_shard_t *sh);
 
+/* Frees what the shard remembers of presence (at the backplane's end). */
+void mw__cluster_presence_free(mw_shard_t *sh);
+
 #endif

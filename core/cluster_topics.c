@@ -120,6 +120,13 @@ static void deliver(mw_shard_t *sh, const char *channel, size_t chlen, const mw_
     if (!e->history && e->origin_len == strlen(cl->name) &&
         memcmp(e->origin, cl->name, e->origin_len) == 0)
         return;
+    /* Broadcasts, direct sends and closes go out on the first shard alone:
+     * the node channels and <prefix>:all of the others carry only probes.
+     * Two shards on one Redis server (two dbs, whose pub/sub is one, or two
+     * spellings of its address) both hear the first one's: delivered from
+     * the first only, and kept out of this shard's numbers. */
+    if (sh->index != 0 && e->kind != MW_ENV_TOPIC)
+        return;
     /* Sent again after a lost reply, and Redis had run it the first time.
      * Numbers are per origin and shard: checked against what came on this
      * shard. */

@@ -419,7 +419,9 @@ void mw_conn_upgraded(mw_conn_t *c)
     uint8_t *buf;
     size_t len;
 
-    if (c->state != MW_CONN_OPEN || c->hs == NULL)
+    /* Closing too (on_open closed it): the client's answer to our close
+     * frame is among what it sends, and must be read. */
+    if ((c->state != MW_CONN_OPEN && c->state != MW_CONN_CLOSING) || c->hs == NULL)
         return;
     buf = c->hs->pipelined;
     len = c->hs->pipelined_len;
@@ -433,7 +435,7 @@ void mw_conn_upgraded(mw_conn_t *c)
             mw_ws_feed(&c->ws, &ws_handler, c, buf, len);
     }
     free(buf);
-    if (c->state == MW_CONN_OPEN)
+    if (c->state == MW_CONN_OPEN || c->state == MW_CONN_CLOSING)
         mw_conn_pause(c, MW_PAUSE_HTTP, 0);
 }
 

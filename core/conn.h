@@ -276,7 +276,8 @@ void mw_conn_upgrade(mw_conn_t *c, mw_frame_t *switching);
 
 /* After mw_conn_upgrade and on_open: the bytes the client sent while the
  * request was being answered (an on_upgrade that waited) go to the WebSocket
- * side, and reading resumes. Does nothing unless c is open. */
+ * side, and reading resumes. Does nothing unless c is open, or closing (its
+ * on_open closed it: the client's answer is to be read). */
 void mw_conn_upgraded(mw_conn_t *c);
 
 /* The reply to c's request is all queued (a streamed body calls this after

@@ -221,6 +221,47 @@ def test_direct_sends_and_broadcasts_cross_through_the_first_shard(nodes, shards
     assert counts[1] < 40, counts
 
 
+def test_two_shards_on_one_redis_server_deliver_everything_once(start_server, tmp_script):
+    """Two dbs of one redis-server as two shards (its pub/sub is one for all
+    dbs): each node's subscriber of shard 1 also hears the node channels and
+    <prefix>:all that carry shard 0's direct sends and broadcasts. On bea3870
+    each was delivered twice, and their numbers, heard on shard 1, made its
+    own topics' messages of the same sender look like duplicates: dropped."""
+    redis = Redis()
+    try:
+        conf = (f'return {{ cluster = {{ redis = {{ "{redis.url}/0", "{redis.url}/1" }}, '
+                f'reconnect_max = 0.5 }} }}')
+        script = tmp_script(APP)
+        a = start_server(script, args=["--node-id", "a"], config=conf)
+        b = start_server(script, args=["--node-id", "b"], config=conf)
+        wait_until(lambda: cluster_up(a) and cluster_up(b), timeout=10, what="both nodes up")
+        t0 = next(t for t in TOPICS if shard_of(t, 2) == 0)
+        t1 = next(t for t in TOPICS if shard_of(t, 2) == 1)
+
+        async def go():
+            ann = await client(a)
+            bob = await client(b, [t0, t1])
+            wait_until(lambda: redis.cli("PUBSUB", "NUMSUB", f"mw:t:{t1}").split()[1:] == ["1"],
+                       timeout=10, what="b on the channel of shard 1's topic")
+            got = []
+            for i in range(3):
+                await ann.send(f"all:everyone {i}")
+                got.append(await asyncio.wait_for(bob.recv(), 5))
+                await ann.send(f"to:{bob.conn_id}:psst {i}")
+                assert await asyncio.wait_for(ann.recv(), 5) == "sent:true:nil"
+                got.append(await asyncio.wait_for(bob.recv(), 5))
+            assert got == [f"{m} {i}" for i in range(3) for m in ("everyone", "psst")], got
+            for i in range(3):
+                await ann.send(f"pub:{t1}:{i}")
+                await ann.send(f"pub:{t0}:{i}")
+            assert await read_per_topic(bob, 6, timeout=10) == {t0: [0, 1, 2], t1: [0, 1, 2]}
+            await nothing_more(bob, 0.5)
+        run(go())
+        assert metrics(b)["moonwire_cluster_duplicates_total"] == 0
+    finally:
+        redis.stop()
+
+
 def test_shard_killed_mid_traffic_its_topics_wait_the_other_shard_s_keep_flowing(nodes, shards):
     a, b = nodes("a", "b")
     t0 = next(t for t in TOPICS if shard_of(t, 2) == 0)

@@ -11,8 +11,11 @@ import time
 import pytest
 import websockets
 
+import rawws
 from conftest import wait_until
 from hostile import metrics
+from httpraw import OP_CLOSE, OP_TEXT, RawWS, Response, connect, parse_close, read_head, \
+    upgrade_bytes
 
 APP = r"""
 local mw = require "moonwire"
@@ -157,3 +160,44 @@ def test_frames_sent_before_the_101_reach_on_message_in_order(server):
     assert head.startswith(b"HTTP/1.1 101")
     assert rest == b"\x81\x01a\x81\x01b\x81\x01c"
     s.close()
+
+
+CLOSE_ON_OPEN = r"""
+local mw = require "moonwire"
+local app, closes = {}, {}
+function app.on_upgrade(req) mw.sleep(0.3) end
+function app.on_open(conn, req)
+  if req.query.close then conn:close(4000, "bye") end
+end
+function app.on_message(conn, data) conn:send(table.concat(closes, ",")) end
+function app.on_close(conn, code) closes[#closes + 1] = tostring(code) end
+return app
+"""
+
+
+def test_on_open_closes_after_a_wait_and_the_frames_sent_before_the_101_end_it(start_server,
+                                                                             tmp_script):
+    """A client sent a frame before the 101 (kept while on_upgrade waited),
+    and on_open closed the connection: the client's answer to the close frame
+    is still read, so the closing handshake ends at once with on_open's code.
+    On bea3870 reading stayed paused: the server waited close_timeout (10 s
+    here) and on_close got 1006."""
+    srv = start_server(tmp_script(CLOSE_ON_OPEN),
+                       config="return { limits = { close_timeout = 10 } }")
+    s = connect(srv.port)
+    s.sendall(upgrade_bytes("/?close=1") + rawws.frame(OP_TEXT, b"early"))
+    buf, end = read_head(s)
+    ws = RawWS(s, Response(buf[:end + 4], end), buf[end + 4:])
+    assert ws.response.status == 101
+    fin, op, payload = ws.recv_frame()
+    assert (op, parse_close(payload)) == (OP_CLOSE, (4000, b"bye"))
+    ws.send_close(4000)
+    waited, rest = ws.wait_eof(5)
+    assert rest == b"" and waited < 5, "the server did not read the close frame's answer"
+    ws.close()
+
+    async def go():
+        async with websockets.connect(srv.url + "/") as probe:
+            await probe.send("closes")
+            return await asyncio.wait_for(probe.recv(), 5)
+    assert run(go()) == "4000"
